@@ -1,0 +1,326 @@
+import { UserError } from '../errors';
+import { allHookNames, type HookName } from '../hooks';
+import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
+import { decodeModel, encodeModel, externalLocations, opsetVersion, type OnnxModel } from '../onnx/model';
+import { detectStructure, IN, instrument, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
+import type { Tokenizer } from '../tokenizer';
+import { size, type ExternalFile, type F32, type Feed, type Runtime, type Session } from './runtime';
+
+export type AblationKind = 'zero' | 'mean' | 'resample';
+
+export interface ModelInfo {
+  architecture: string;
+  layers: number;
+  heads: number;
+  dModel: number;
+  dHead: number;
+  vocab: number;
+  contextLength?: number;
+  opset: number;
+  features: ModelStructure['features'];
+  hooks: Record<HookName, string>;
+  backend: string;
+  detection: string;
+}
+
+/** One row's ablation: which nodes, replaced by what. */
+export interface Ablation {
+  nodes: NodeId[];
+  kind: AblationKind;
+}
+
+/** Mean activation of each head (hook_z slice, [H*Dh]) and MLP (hook_mlp_out, [D]) over prompts and positions. */
+export interface MeanActivations {
+  z: Float32Array[];
+  mlp: Float32Array[];
+  count: number;
+}
+
+/** Activations of corrupted prompts, one per batch row, for resample ablation. */
+export interface ResampleSource {
+  z: F32[];
+  mlp: F32[];
+}
+
+export interface RunRequest {
+  /** Token ids, one row per prompt; all rows the same length. */
+  ids: number[][];
+  hooks?: HookName[];
+  /** Per batch row (undefined: unablated), so many different ablations run in one call. */
+  ablations?: (Ablation | undefined)[];
+  means?: MeanActivations;
+  resample?: ResampleSource;
+}
+
+export interface RunResult {
+  logits: F32;
+  activations: Record<HookName, F32>;
+}
+
+export interface EngineOptions {
+  /** Names the model in errors (usually its path). */
+  what: string;
+  tokenizer?: Tokenizer;
+  sidecar?: HooksSidecar;
+  sidecarPath?: string;
+  external?: ExternalFile[];
+}
+
+/**
+ * Runs an instrumented ONNX language model: records any hook and ablates any head or MLP, per batch row.
+ * The same code runs in Node (CLI, extension host) and in the webview; only the Runtime differs.
+ */
+export class Engine {
+  private constructor(
+    private readonly session: Session,
+    readonly info: ModelInfo,
+    readonly structure: ModelStructure,
+    private readonly taps: Record<HookName, string>,
+    readonly tokenizer: Tokenizer | undefined,
+    readonly hookNames: HookName[],
+  ) {}
+
+  static async create(runtime: Runtime, bytes: Uint8Array, opts: EngineOptions): Promise<Engine> {
+    const model = decodeModel(bytes, opts.what);
+    return Engine.fromModel(runtime, model, opts);
+  }
+
+  static async fromModel(runtime: Runtime, model: OnnxModel, opts: EngineOptions): Promise<Engine> {
+    const structure = detectStructure(model, opts.what, opts.sidecar, opts.sidecarPath);
+    const locations = externalLocations(model);
+    const external = opts.external ?? [];
+    const missing = locations.filter((l) => !external.some((f) => f.location === l));
+    if (missing.length) {
+      throw new UserError(`${opts.what} stores weights in external data files that were not found beside it: ${missing.join(', ')}`);
+    }
+    const opset = opsetVersion(model);
+    const inst = instrument(model, structure);
+    const session = await runtime.createSession(encodeModel(inst.model), external);
+    const layers = structure.layers.length;
+    const hookNames = allHookNames(layers, !!structure.posEmbed);
+    // One tiny forward pass reads the dimensions the graph leaves symbolic.
+    const probe = new Engine(session, {} as ModelInfo, structure, inst.taps, opts.tokenizer, hookNames);
+    const shapes = await probe.runRaw([[0, 0]], ['blocks.0.attn.hook_pattern', 'blocks.0.attn.hook_z', 'blocks.0.hook_resid_pre', 'logits'], undefined);
+    const [, heads] = shapes['blocks.0.attn.hook_pattern']!.dims;
+    const dHead = shapes['blocks.0.attn.hook_z']!.dims[3]!;
+    const dModel = shapes['blocks.0.hook_resid_pre']!.dims[2]!;
+    const vocab = shapes['logits']!.dims[2]!;
+    const info: ModelInfo = {
+      architecture: structure.architecture, layers, heads: heads!, dModel, dHead, vocab, contextLength: structure.contextLength, opset,
+      features: structure.features, hooks: Object.fromEntries(hookNames.map((h) => [h, inst.hooks[h]!])), backend: runtime.backend,
+      detection: structure.source,
+    };
+    return new Engine(session, info, structure, inst.taps, opts.tokenizer, hookNames);
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+
+  /** Checks token ids against the vocabulary and the context length. */
+  checkIds(ids: number[], what = 'prompt'): void {
+    if (ids.length === 0) throw new UserError(`${what} is empty (no tokens)`);
+    const ctx = this.info.contextLength;
+    if (ctx !== undefined && ids.length > ctx) {
+      throw new UserError(`${what} is ${ids.length} tokens, longer than the model's context of ${ctx} tokens; shorten it`);
+    }
+    const bad = ids.find((i) => !Number.isInteger(i) || i < 0 || i >= this.info.vocab);
+    if (bad !== undefined) throw new UserError(`${what} has token id ${bad}, outside the vocabulary 0..${this.info.vocab - 1}`);
+  }
+
+  checkNodes(nodes: string[]): NodeId[] {
+    return nodes.map((id) => {
+      checkNodeInModel(id, parseNodeId(id), this.info);
+      return id as NodeId;
+    });
+  }
+
+  async run(req: RunRequest): Promise<RunResult> {
+    const B = req.ids.length;
+    if (B === 0) throw new UserError('no prompts to run');
+    const T = req.ids[0]!.length;
+    req.ids.forEach((row, i) => {
+      this.checkIds(row, B > 1 ? `prompt ${i + 1}` : 'prompt');
+      if (row.length !== T) throw new Error(`engine batch rows must have one length (row ${i} has ${row.length}, row 0 has ${T})`);
+    });
+    const hooks = req.hooks ?? [];
+    for (const h of hooks) if (!this.taps[h]) throw new UserError(`unknown hook "${h}" (run \`circuitlens info\` to list hooks)`);
+    if (req.ablations && req.ablations.length !== B) throw new Error('ablations must have one entry per batch row');
+    const raw = await this.runRaw(req.ids, [...new Set(['logits', ...hooks])], this.ablationFeeds(req, B, T));
+    const activations: Record<HookName, F32> = {};
+    for (const h of hooks) activations[h] = raw[h]!;
+    return { logits: raw['logits']!, activations };
+  }
+
+  /** Mean of each head's z and each MLP's output over all prompts and positions (for mean ablation). */
+  async means(prompts: number[][]): Promise<MeanActivations> {
+    const { layers, heads, dHead, dModel } = this.info;
+    const z = Array.from({ length: layers }, () => new Float64Array(heads * dHead));
+    const mlp = Array.from({ length: layers }, () => new Float64Array(dModel));
+    let count = 0;
+    for (const group of groupByLength(prompts)) {
+      const hooks = Array.from({ length: layers }, (_, l) => [`blocks.${l}.attn.hook_z`, `blocks.${l}.hook_mlp_out`]).flat();
+      const res = await this.run({ ids: group.map((g) => g.ids), hooks });
+      for (let l = 0; l < layers; l++) {
+        accumulateRows(res.activations[`blocks.${l}.attn.hook_z`]!.data, z[l]!);
+        accumulateRows(res.activations[`blocks.${l}.hook_mlp_out`]!.data, mlp[l]!);
+      }
+      count += group.length * group[0]!.ids.length;
+    }
+    const fin = (a: Float64Array) => Float32Array.from(a, (v) => v / count);
+    return { z: z.map(fin), mlp: mlp.map(fin), count };
+  }
+
+  private ablationFeeds(req: RunRequest, B: number, T: number): Record<string, Feed> {
+    const { layers, heads, dHead, dModel } = this.info;
+    const feeds: Record<string, Feed> = {};
+    // Which (row, layer, head) and (row, layer) are ablated, and with what.
+    const headOff = Array.from({ length: layers }, () => new Uint8Array(B * heads));
+    const mlpOff = Array.from({ length: layers }, () => new Uint8Array(B));
+    const kinds = new Set<AblationKind>();
+    req.ablations?.forEach((a, b) => {
+      if (!a || a.nodes.length === 0) return;
+      kinds.add(a.kind);
+      for (const id of a.nodes) {
+        const n = parseNodeId(id);
+        checkNodeInModel(id, n, this.info);
+        if (n.kind === 'head') headOff[n.layer]![b * heads + n.head] = 1;
+        else if (n.kind === 'mlp') mlpOff[n.layer]![b] = 1;
+        else throw new UserError(`node "${id}" cannot be ablated (only heads a<L>.h<H> and MLPs m<L>)`);
+      }
+    });
+    if (kinds.has('mean') && !req.means) throw new Error('mean ablation needs means');
+    if (kinds.has('resample') && !req.resample) throw new UserError('resample ablation needs corrupted prompts (a `corrupted` text for each prompt)');
+    const kindOf = (b: number) => req.ablations?.[b]?.kind ?? 'zero';
+
+    for (let l = 0; l < layers; l++) {
+      const hOff = headOff[l]!;
+      if (!hOff.some((x) => x)) {
+        feeds[IN.zMask(l)] = f32([1, 1], new Float32Array([1]));
+        feeds[IN.zAdd(l)] = f32([1, 1, 1, 1], new Float32Array(1));
+      } else {
+        feeds[IN.zMask(l)] = f32([B, heads], Float32Array.from(hOff, (x) => 1 - x));
+        const needsT = [...Array(B).keys()].some((b) => kindOf(b) === 'resample' && hOff.subarray(b * heads, (b + 1) * heads).some((x) => x));
+        const Tz = needsT ? T : 1;
+        const add = new Float32Array(B * Tz * heads * dHead);
+        for (let b = 0; b < B; b++) {
+          const kind = kindOf(b);
+          if (kind === 'zero') continue;
+          for (let h = 0; h < heads; h++) {
+            if (!hOff[b * heads + h]) continue;
+            for (let t = 0; t < Tz; t++) {
+              const dst = ((b * Tz + t) * heads + h) * dHead;
+              if (kind === 'mean') add.set(req.means!.z[l]!.subarray(h * dHead, (h + 1) * dHead), dst);
+              else add.set(sourceRow(req.resample!.z[l]!, b, T, t, heads * dHead).subarray(h * dHead, (h + 1) * dHead), dst);
+            }
+          }
+        }
+        feeds[IN.zAdd(l)] = f32([B, Tz, heads, dHead], add);
+      }
+      const mOff = mlpOff[l]!;
+      if (!mOff.some((x) => x)) {
+        feeds[IN.mlpMask(l)] = f32([1], new Float32Array([1]));
+        feeds[IN.mlpAdd(l)] = f32([1, 1, 1], new Float32Array(1));
+      } else {
+        feeds[IN.mlpMask(l)] = f32([B], Float32Array.from(mOff, (x) => 1 - x));
+        const needsT = [...Array(B).keys()].some((b) => kindOf(b) === 'resample' && mOff[b]);
+        const Tm = needsT ? T : 1;
+        const add = new Float32Array(B * Tm * dModel);
+        for (let b = 0; b < B; b++) {
+          if (!mOff[b] || kindOf(b) === 'zero') continue;
+          for (let t = 0; t < Tm; t++) {
+            const src = kindOf(b) === 'mean' ? req.means!.mlp[l]! : sourceRow(req.resample!.mlp[l]!, b, T, t, dModel);
+            add.set(src, (b * Tm + t) * dModel);
+          }
+        }
+        feeds[IN.mlpAdd(l)] = f32([B, Tm, dModel], add);
+      }
+    }
+    return feeds;
+  }
+
+  private async runRaw(ids: number[][], hooks: HookName[], ablation: Record<string, Feed> | undefined): Promise<Record<HookName, F32>> {
+    const B = ids.length;
+    const T = ids[0]!.length;
+    const feeds: Record<string, Feed> = {
+      [this.structure.inputIds]: { type: 'int64', dims: [B, T], data: BigInt64Array.from(ids.flat(), (v) => BigInt(v)) },
+      ...this.extraFeeds(B, T),
+      ...(ablation ?? this.neutralFeeds()),
+    };
+    const fetches = [...new Set(hooks.map((h) => this.taps[h]!))];
+    const out = await this.session.run(feeds, fetches);
+    const res: Record<HookName, F32> = {};
+    for (const h of hooks) res[h] = out[this.taps[h]!]!;
+    return res;
+  }
+
+  private neutralFeeds(): Record<string, Feed> {
+    const feeds: Record<string, Feed> = {};
+    this.structure.layers.forEach((_, l) => {
+      feeds[IN.zMask(l)] = f32([1, 1], new Float32Array([1]));
+      feeds[IN.zAdd(l)] = f32([1, 1, 1, 1], new Float32Array(1));
+      feeds[IN.mlpMask(l)] = f32([1], new Float32Array([1]));
+      feeds[IN.mlpAdd(l)] = f32([1, 1, 1], new Float32Array(1));
+    });
+    return feeds;
+  }
+
+  /** Inputs of Hugging Face exports: attention_mask (all ones), position_ids (0..T-1), empty past key/values. */
+  private extraFeeds(B: number, T: number): Record<string, Feed> {
+    const feeds: Record<string, Feed> = {};
+    for (const v of this.structure.extraInputs) {
+      const elem = v.type?.tensorType?.elemType;
+      const name = v.name;
+      if (/attention_mask/.test(name)) feeds[name] = typed(elem, [B, T], () => 1, name);
+      else if (/position_ids/.test(name)) feeds[name] = typed(elem, [B, T], (i) => i % T, name);
+      else if (/past/.test(name)) {
+        const dims = (v.type?.tensorType?.shape?.dim ?? []).map((d, i) => {
+          const fixed = d.dimValue !== undefined && d.dimValue !== null ? Number(d.dimValue) : 0;
+          if (fixed > 0) return fixed;
+          return i === 0 ? B : 0;
+        });
+        feeds[name] = typed(elem, dims, () => 0, name);
+      } else {
+        throw new UserError(`the model has an input "${name}" that CircuitLens does not know how to fill (it fills input_ids, attention_mask, position_ids and past key/values)`);
+      }
+    }
+    return feeds;
+  }
+}
+
+function f32(dims: number[], data: Float32Array): Feed {
+  return { type: 'float32', dims, data };
+}
+
+function typed(elem: number | undefined, dims: number[], fill: (i: number) => number, name: string): Feed {
+  const n = size(dims);
+  switch (elem) {
+    case 7: return { type: 'int64', dims, data: BigInt64Array.from({ length: n }, (_, i) => BigInt(fill(i))) };
+    case 6: return { type: 'int32', dims, data: Int32Array.from({ length: n }, (_, i) => fill(i)) };
+    case 1: return { type: 'float32', dims, data: Float32Array.from({ length: n }, (_, i) => fill(i)) };
+    case 9: return { type: 'bool', dims, data: Uint8Array.from({ length: n }, (_, i) => fill(i)) };
+    default: throw new UserError(`input "${name}" has element type ${elem}, which CircuitLens cannot fill (float16 models are not supported yet)`);
+  }
+}
+
+/** Row `t` of batch row `b` of a [B, T, ...] activation whose trailing size is `width`. */
+function sourceRow(src: F32, b: number, T: number, t: number, width: number): Float32Array {
+  if (src.dims[1] !== T) throw new UserError(`corrupted prompt ${b + 1} has ${src.dims[1]} tokens but the prompt has ${T}; resample ablation needs equal lengths`);
+  const off = (b * T + t) * width;
+  return src.data.subarray(off, off + width);
+}
+
+function accumulateRows(data: Float32Array, acc: Float64Array): void {
+  const w = acc.length;
+  for (let i = 0; i < data.length; i += w) for (let j = 0; j < w; j++) acc[j]! += data[i + j]!;
+}
+
+/** Groups prompts by token length (the engine batches rows of one length), keeping each prompt's index. */
+export function groupByLength(prompts: number[][]): { index: number; ids: number[] }[][] {
+  const groups = new Map<number, { index: number; ids: number[] }[]>();
+  prompts.forEach((ids, index) => {
+    const g = groups.get(ids.length);
+    if (g) g.push({ index, ids }); else groups.set(ids.length, [{ index, ids }]);
+  });
+  return [...groups.values()];
+}

@@ -1,0 +1,62 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Engine } from '../engine/engine';
+import type { Runtime } from '../engine/runtime';
+import { UserError } from '../errors';
+import { decodeModel, externalLocations } from '../onnx/model';
+import type { HooksSidecar } from '../onnx/instrument';
+import { Tokenizer } from '../tokenizer';
+import { OrtNodeRuntime } from './ort-node';
+import { OrtWebRuntime } from '../engine/ort-web';
+
+export type RuntimeName = 'node' | 'wasm';
+
+export function createRuntime(name: RuntimeName = 'node'): Runtime {
+  return name === 'wasm' ? new OrtWebRuntime() : new OrtNodeRuntime();
+}
+
+/** Reads `tokenizer.json` beside the model (or `<model>.tokenizer.json`); undefined when there is none. */
+export function loadTokenizerFor(modelPath: string): Tokenizer | undefined {
+  const dir = path.dirname(modelPath);
+  const base = path.basename(modelPath, '.onnx');
+  for (const f of [path.join(dir, `${base}.tokenizer.json`), path.join(dir, 'tokenizer.json')]) {
+    if (fs.existsSync(f)) return Tokenizer.parse(fs.readFileSync(f, 'utf8'), f);
+  }
+  return undefined;
+}
+
+export function loadSidecar(modelPath: string): { sidecar?: HooksSidecar; sidecarPath?: string } {
+  const p = modelPath.replace(/\.onnx$/, '') + '.hooks.json';
+  if (!fs.existsSync(p)) return {};
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(p, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${p} is not valid JSON: ${(e as Error).message}`);
+  }
+  const hooks = (json as { hooks?: unknown }).hooks;
+  if (!hooks || typeof hooks !== 'object' || Object.values(hooks).some((v) => typeof v !== 'string')) {
+    throw new UserError(`${p}: expected {"hooks": {"<hook name>": "<onnx tensor name>", ...}}`);
+  }
+  const ctx = (json as { contextLength?: unknown }).contextLength;
+  return { sidecar: { hooks: hooks as Record<string, string>, contextLength: typeof ctx === 'number' ? ctx : undefined }, sidecarPath: p };
+}
+
+export function readModelFile(modelPath: string): Uint8Array {
+  if (!fs.existsSync(modelPath)) throw new UserError(`model file not found: ${modelPath}`);
+  if (fs.statSync(modelPath).isDirectory()) throw new UserError(`${modelPath} is a folder; pass the .onnx file inside it`);
+  return fs.readFileSync(modelPath);
+}
+
+/** Loads a model file with its tokenizer, sidecar and external data into an engine. */
+export async function loadEngine(modelPath: string, runtime: Runtime = createRuntime()): Promise<Engine> {
+  const bytes = readModelFile(modelPath);
+  const model = decodeModel(bytes, modelPath);
+  const dir = path.dirname(modelPath);
+  const external = externalLocations(model).map((location) => {
+    const p = path.join(dir, location);
+    if (!fs.existsSync(p)) throw new UserError(`${modelPath} keeps weights in "${location}", which is missing (expected at ${p})`);
+    return runtime.backend === 'node' ? { location, path: p } : { location, data: fs.readFileSync(p) };
+  });
+  return Engine.fromModel(runtime, model, { what: modelPath, tokenizer: loadTokenizerFor(modelPath), ...loadSidecar(modelPath), external });
+}

@@ -1,0 +1,372 @@
+import { UserError } from '../errors';
+import { hookName, parseHookName, type HookName } from '../hooks';
+import { GraphIndex, PASS_THROUGH } from './graph';
+import {
+  DataType, dimsOf, floatValueInfo, int64Tensor, intsAttr, makeNode, metadata, num,
+  type OnnxModel, type OnnxNode, type TensorProto, type ValueInfo,
+} from './model';
+
+/** Where each hook point lives in the original graph. */
+export interface LayerTensors {
+  residPre: string;
+  pattern: string;
+  /** Per-head attention output pattern·V, layout [batch, heads, seq, d_head]. */
+  zBhtd: string;
+  attnOut: string;
+  /** MLP branch output before the residual add. */
+  mlpOut: string;
+  residPost: string;
+}
+
+export interface ModelStructure {
+  architecture: 'gpt2' | 'llama' | 'custom';
+  features: { norm: string; positions: string; mlp: string; qkv: string };
+  inputIds: string;
+  logits: string;
+  embed: string;
+  posEmbed?: string;
+  layers: LayerTensors[];
+  lnFinal: string;
+  contextLength?: number;
+  /** Graph inputs besides input_ids (attention_mask, position_ids, past key/values) that the engine fills. */
+  extraInputs: ValueInfo[];
+  /** Where detection came from: 'graph' or the sidecar's path. */
+  source: string;
+}
+
+/** A `<model>.hooks.json` sidecar: hook name → ONNX tensor name, overriding detection. */
+export interface HooksSidecar {
+  hooks: Record<HookName, string>;
+  contextLength?: number;
+}
+
+// Operators of onnxruntime's transformer optimizer and contrib domain: they hide the hook points inside one kernel.
+const FUSED_HINT =
+  'This graph was pre-fused (onnxruntime transformer optimizer or a contrib-op export), which hides attention patterns and per-head outputs inside single kernels. ' +
+  'Export the plain model instead (torch.onnx.export or `optimum-cli export onnx` without --optimize), or map the hooks by hand in a <model>.hooks.json sidecar.';
+
+export function detectStructure(model: OnnxModel, what: string, sidecar?: HooksSidecar, sidecarPath?: string): ModelStructure {
+  const graph = model.graph!;
+  const fused = graph.node.filter((n) => (n.domain && n.domain !== 'ai.onnx') || FUSED_OPS.has(n.opType));
+  if (fused.length > 0) {
+    const ops = [...new Set(fused.map((n) => `${n.domain ? n.domain + '.' : ''}${n.opType}`))].join(', ');
+    throw new UserError(`${what}: unsupported fused operators found: ${ops} (e.g. node "${fused[0]!.name}"). ${FUSED_HINT}`);
+  }
+  const g = new GraphIndex(graph);
+  let detected: ModelStructure | undefined;
+  let failure: UserError | undefined;
+  try {
+    detected = detectFromGraph(model, g, what);
+  } catch (e) {
+    if (!(e instanceof UserError) || !sidecar) throw e;
+    failure = e;
+  }
+  if (!sidecar) return detected!;
+  return applySidecar(g, detected, sidecar, sidecarPath ?? 'hooks.json', failure);
+}
+
+const FUSED_OPS = new Set([
+  'Attention', 'MultiHeadAttention', 'GroupQueryAttention', 'PackedAttention', 'SkipLayerNormalization',
+  'SkipSimplifiedLayerNormalization', 'EmbedLayerNormalization', 'FastGelu', 'BiasGelu', 'RotaryEmbedding', 'MatMulNBits',
+]);
+
+function detectFromGraph(model: OnnxModel, g: GraphIndex, what: string): ModelStructure {
+  const graph = model.graph!;
+  const found: string[] = [];
+  const fail = (missing: string): never => {
+    throw new UserError(
+      `${what}: could not find the transformer structure by graph shape. Found: ${found.length ? found.join('; ') : 'nothing recognisable'}. ` +
+        `Missing: ${missing}. CircuitLens supports plain GPT-2- and Llama-family decoder exports; for other graphs, ` +
+        `write a sidecar <model>.hooks.json mapping hook names to tensor names (see README).`,
+    );
+  };
+
+  const inputs = graph.input.filter((v) => !g.initializers.has(v.name));
+  const idsInput = inputs.find((v) => v.name === 'input_ids') ??
+    inputs.find((v) => v.type?.tensorType?.elemType === DataType.INT64 && (v.type.tensorType.shape?.dim.length ?? 0) === 2);
+  if (!idsInput) fail('an int64 input `input_ids` [batch, seq]');
+  const inputIds = idsInput!.name;
+  found.push(`input "${inputIds}"`);
+
+  const logitsOut = graph.output.find((v) => v.name === 'logits') ?? graph.output[0];
+  if (!logitsOut) fail('a graph output `logits`');
+  const logits = logitsOut!.name;
+  found.push(`output "${logits}"`);
+
+  // Token embedding: a Gather from a rank-2 initializer indexed by input_ids.
+  const idsTensors = g.followForward(inputIds);
+  const embedNode = graph.node.find((n) => n.opType === 'Gather' && idsTensors.includes(n.input[1]!) && isRank2Const(g, n.input[0]!));
+  if (!embedNode) fail('the token embedding (a Gather from a [vocab, d_model] table indexed by input_ids)');
+  const embed = embedNode!.output[0]!;
+  found.push('token embedding');
+
+  // Learned positions: the embedding is added to a Gather from another table.
+  let resid0 = embed;
+  let posEmbed: string | undefined;
+  let posTable: TensorProto | undefined;
+  for (const c of g.consumersOf(embed)) {
+    if (c.opType !== 'Add') continue;
+    const other = c.input[0] === embed ? c.input[1]! : c.input[0]!;
+    const table = gatherTable(g, other);
+    if (table) {
+      posEmbed = other;
+      posTable = graph.initializer.find((t) => t.name === table);
+      resid0 = c.output[0]!;
+      found.push('learned position embedding');
+    }
+  }
+
+  // The residual stream: a chain of Adds, each adding a branch computed from the stream itself.
+  const branches: { input: string; output: string; sum: string; nodes: Set<number> }[] = [];
+  let cur = resid0;
+  for (;;) {
+    let next: (typeof branches)[number] | undefined;
+    for (const c of g.consumersOf(cur)) {
+      if (c.opType !== 'Add') continue;
+      const other = c.input[0] === cur ? c.input[1]! : c.input[0]!;
+      if (other === cur) continue;
+      const anc = g.ancestors(other, cur);
+      if (!anc.reachedStop) continue;
+      const desc = g.descendants(cur);
+      const nodes = new Set([...anc.nodes].filter((i) => desc.has(i)));
+      next = { input: cur, output: other, sum: c.output[0]!, nodes };
+      break;
+    }
+    if (!next) break;
+    branches.push(next);
+    cur = next.sum;
+  }
+  const kinds = branches.map((b) => ([...b.nodes].some((i) => g.node(i).opType === 'Softmax') ? 'attn' : 'mlp'));
+  found.push(`${branches.length} residual branches (${kinds.join(', ') || 'none'})`);
+  if (branches.length === 0 || branches.length % 2 !== 0 || kinds.some((k, i) => k !== (i % 2 === 0 ? 'attn' : 'mlp'))) {
+    fail('alternating attention and MLP branches on the residual stream (attention branches contain a Softmax)');
+  }
+
+  const layers: LayerTensors[] = [];
+  for (let l = 0; l < branches.length / 2; l++) {
+    const attn = branches[2 * l]!;
+    const mlp = branches[2 * l + 1]!;
+    const softmaxes = [...attn.nodes].map((i) => g.node(i)).filter((n) => n.opType === 'Softmax');
+    if (softmaxes.length !== 1) fail(`one Softmax in the attention branch of layer ${l} (found ${softmaxes.length})`);
+    const pattern = softmaxes[0]!.output[0]!;
+    const patternAliases = g.followForward(pattern);
+    const pv = graph.node.find((n) => n.opType === 'MatMul' && patternAliases.includes(n.input[0]!));
+    if (!pv) fail(`the pattern·V MatMul after the Softmax of layer ${l}`);
+    layers.push({ residPre: attn.input, pattern, zBhtd: pv!.output[0]!, attnOut: attn.output, mlpOut: mlp.output, residPost: mlp.sum });
+  }
+  found.push(`${layers.length} layers`);
+
+  // Final norm: the input of the unembedding MatMul (or Gemm), possibly followed by a bias Add.
+  let lp = g.producerOf(g.followBackward(logits));
+  if (lp?.opType === 'Add') {
+    const mm = lp.input.map((t) => g.producerOf(t)).find((p) => p?.opType === 'MatMul' || p?.opType === 'Gemm');
+    lp = mm ?? lp;
+  }
+  if (!lp || (lp.opType !== 'MatMul' && lp.opType !== 'Gemm')) fail('the unembedding MatMul that produces the logits');
+  const lnFinal = lp!.input[0]!;
+  if (!g.ancestors(lnFinal, cur).reachedStop) fail('a final norm between the last residual stream and the unembedding');
+
+  const attnNodes = new Set(branches.filter((_, i) => i % 2 === 0).flatMap((b) => [...b.nodes]));
+  const mlpNodes = new Set(branches.filter((_, i) => i % 2 === 1).flatMap((b) => [...b.nodes]));
+  const ops = (s: Set<number>) => new Set([...s].map((i) => g.node(i).opType));
+  const attnOps = ops(attnNodes);
+  const mlpOps = ops(mlpNodes);
+  const norm = attnOps.has('LayerNormalization') || attnOps.has('Sub') ? 'LayerNorm' : 'RMSNorm';
+  const rotary = !posEmbed && (attnOps.has('Neg') || attnOps.has('Sin') || attnOps.has('Cos'));
+  const positions = posEmbed ? 'learned' : rotary ? 'rotary' : 'none';
+  const mlpKind = mlpOps.has('Sigmoid') ? 'SwiGLU' : mlpOps.has('Erf') || mlpOps.has('Tanh') ? 'GELU' : mlpOps.has('Relu') ? 'ReLU' : 'other';
+  const weightMatMuls = [...attnNodes].map((i) => g.node(i)).filter((n) => (n.opType === 'MatMul' || n.opType === 'Gemm') && n.input.some((t) => g.isConstant(t))).length / layers.length;
+  const qkv = weightMatMuls <= 2 ? 'fused' : 'separate';
+  const architecture = norm === 'LayerNorm' && positions === 'learned' ? 'gpt2' : norm === 'RMSNorm' && positions === 'rotary' ? 'llama' : 'custom';
+
+  const contextLength = contextFromMetadata(model) ?? (posTable ? num(posTable.dims[0]) : rotary ? rotaryCacheLength(g, attnNodes) : undefined);
+  const extraInputs = inputs.filter((v) => v.name !== inputIds);
+
+  return {
+    architecture, features: { norm, positions, mlp: mlpKind, qkv }, inputIds, logits, embed, posEmbed, layers, lnFinal,
+    contextLength, extraInputs, source: 'graph',
+  };
+}
+
+function isRank2Const(g: GraphIndex, t: string): boolean {
+  const init = g.graph.initializer.find((x) => x.name === t);
+  return !!init && init.dims.length === 2;
+}
+
+/** The table name when `t` is (a reshaped/broadcast copy of) a Gather or Slice of a rank-2 initializer. */
+function gatherTable(g: GraphIndex, t: string): string | undefined {
+  let cur = t;
+  for (let hops = 0; hops < 4; hops++) {
+    const p = g.producerOf(cur);
+    if (!p) return undefined;
+    if ((p.opType === 'Gather' || p.opType === 'Slice') && isRank2Const(g, p.input[0]!)) return p.input[0];
+    if (!['Unsqueeze', 'Expand', 'Reshape', 'Identity', 'Cast'].includes(p.opType)) return undefined;
+    cur = p.input[0]!;
+  }
+  return undefined;
+}
+
+function contextFromMetadata(model: OnnxModel): number | undefined {
+  const m = metadata(model);
+  for (const k of ['circuitlens.context_length', 'context_length', 'n_ctx', 'max_position_embeddings']) {
+    const v = Number(m[k]);
+    if (Number.isInteger(v) && v > 0) return v;
+  }
+  return undefined;
+}
+
+/** Rotary cos/sin caches are rank-2 constants sliced or gathered by position inside attention: their first dim. */
+function rotaryCacheLength(g: GraphIndex, attnNodes: Set<number>): number | undefined {
+  const lens: number[] = [];
+  for (const t of g.graph.initializer) {
+    if (t.dims.length !== 2 || t.dataType !== DataType.FLOAT) continue;
+    const uses = g.consumersOf(t.name);
+    if (uses.length === 0 || !uses.every((n) => n.opType === 'Slice' || n.opType === 'Gather')) continue;
+    const used = (g.consumers.get(t.name) ?? []).some((i) => {
+      const out = g.node(i).output[0]!;
+      return [...g.descendants(out)].some((d) => attnNodes.has(d));
+    });
+    if (used) lens.push(num(t.dims[0]));
+  }
+  return lens.length ? Math.min(...lens) : undefined;
+}
+
+function applySidecar(g: GraphIndex, detected: ModelStructure | undefined, sidecar: HooksSidecar, path: string, failure?: UserError): ModelStructure {
+  const known = new Set<string>([...g.producer.keys(), ...g.graphInputs, ...g.initializers]);
+  const layerCount = Math.max(-1, ...Object.keys(sidecar.hooks).map((h) => parseHookName(h)?.layer ?? -1)) + 1;
+  for (const [hook, tensor] of Object.entries(sidecar.hooks)) {
+    if (!parseHookName(hook)) throw new UserError(`${path}: "${hook}" is not a hook name (e.g. blocks.0.attn.hook_z, see DESIGN §2)`);
+    if (!known.has(tensor)) throw new UserError(`${path}: hook "${hook}" maps to tensor "${tensor}", which the model does not have`);
+  }
+  const base: ModelStructure = detected ?? {
+    architecture: 'custom', features: { norm: '?', positions: '?', mlp: '?', qkv: '?' }, inputIds: 'input_ids', logits: 'logits',
+    embed: '', layers: Array.from({ length: layerCount }, () => ({ residPre: '', pattern: '', zBhtd: '', attnOut: '', mlpOut: '', residPost: '' })),
+    lnFinal: '', extraInputs: [...g.graphInputs].filter((n) => n !== 'input_ids').map((name) => g.graph.input.find((v) => v.name === name)!),
+    source: path,
+  };
+  const s: ModelStructure = { ...base, layers: base.layers.map((l) => ({ ...l })), source: path };
+  if (sidecar.contextLength) s.contextLength = sidecar.contextLength;
+  const field = { resid_pre: 'residPre', pattern: 'pattern', z: 'zBhtd', attn_out: 'attnOut', mlp_out: 'mlpOut', resid_post: 'residPost' } as const;
+  for (const [hook, tensor] of Object.entries(sidecar.hooks)) {
+    const p = parseHookName(hook)!;
+    if (p.kind === 'embed') s.embed = tensor;
+    else if (p.kind === 'pos_embed') s.posEmbed = tensor;
+    else if (p.kind === 'ln_final') s.lnFinal = tensor;
+    else if (p.kind === 'logits') s.logits = tensor;
+    else if (p.layer !== undefined && p.layer < s.layers.length) s.layers[p.layer]![field[p.kind]] = tensor;
+  }
+  const missing: string[] = [];
+  if (!s.embed) missing.push('hook_embed');
+  if (!s.lnFinal) missing.push('ln_final.hook_normalized');
+  s.layers.forEach((l, i) => (Object.keys(field) as (keyof typeof field)[]).forEach((k) => { if (!l[field[k]]) missing.push(hookName(k, i)); }));
+  if (missing.length) {
+    throw new UserError(`${path}: graph detection failed${failure ? ` (${failure.message})` : ''} and the sidecar does not name: ${missing.join(', ')}`);
+  }
+  return s;
+}
+
+/** Names of the inputs and outputs the instrumenter adds. */
+export const IN = {
+  zMask: (l: number) => `circuitlens.blocks.${l}.attn.z_mask`,
+  zAdd: (l: number) => `circuitlens.blocks.${l}.attn.z_add`,
+  mlpMask: (l: number) => `circuitlens.blocks.${l}.mlp_mask`,
+  mlpAdd: (l: number) => `circuitlens.blocks.${l}.mlp_add`,
+};
+
+export interface InstrumentedModel {
+  model: OnnxModel;
+  /** Hook name → graph output that carries it. Several hooks may share one output (resid_post L = resid_pre L+1). */
+  taps: Record<HookName, string>;
+  /** Hook name → tensor in the original graph (what `info` prints). */
+  hooks: Record<HookName, string>;
+}
+
+/**
+ * Adds hook taps as graph outputs and ablation inputs:
+ *   z'   = z ⊙ z_mask[b,h] + z_add[b,t,h,d]     (per head, in hook_z layout)
+ *   mlp' = mlp ⊙ mlp_mask[b] + mlp_add[b,t,d]
+ * Masks are 1 to keep and 0 to remove; the additive inputs carry mean or resampled values. Every dimension of
+ * the new inputs is symbolic, so callers may feed broadcastable shapes ([1,1,1,1] zeros when nothing is patched).
+ */
+export function instrument(model: OnnxModel, s: ModelStructure): InstrumentedModel {
+  const graph = model.graph!;
+  const newNodes: OnnxNode[] = [];
+  const rewires = new Map<string, string>();
+  const taps: Record<HookName, string> = {};
+  const hooks: Record<HookName, string> = {};
+  const outputs = new Map<string, number>();
+  const addOutput = (tensor: string, rank: number) => { if (!outputs.has(tensor)) outputs.set(tensor, rank); };
+  const tap = (hook: HookName, tensor: string, rank: number, original = tensor) => {
+    taps[hook] = tensor;
+    hooks[hook] = original;
+    addOutput(tensor, rank);
+  };
+
+  graph.initializer.push(int64Tensor('circuitlens.shape.b_h_1_1', [0, -1, 1, 1]), int64Tensor('circuitlens.shape.b_1_1', [-1, 1, 1]));
+
+  tap('hook_embed', s.embed, 3);
+  if (s.posEmbed) {
+    // Positions may be [1,T,D] or [T,D]: broadcast to the embedding's [B,T,D].
+    const shape = 'circuitlens.embed_shape';
+    newNodes.push(makeNode('Shape', [s.embed], [shape], 'circuitlens/pos_shape'));
+    newNodes.push(makeNode('Expand', [s.posEmbed, shape], ['circuitlens.hook_pos_embed'], 'circuitlens/pos_expand'));
+    tap('hook_pos_embed', 'circuitlens.hook_pos_embed', 3, s.posEmbed);
+  }
+  s.layers.forEach((L, l) => {
+    const p = `circuitlens.blocks.${l}`;
+    graph.input.push(floatValueInfo(IN.zMask(l), 2), floatValueInfo(IN.zAdd(l), 4), floatValueInfo(IN.mlpMask(l), 1), floatValueInfo(IN.mlpAdd(l), 3));
+    newNodes.push(
+      makeNode('Reshape', [IN.zMask(l), 'circuitlens.shape.b_h_1_1'], [`${p}.z_mask4`], `${p}/z_mask_reshape`),
+      makeNode('Mul', [L.zBhtd, `${p}.z_mask4`], [`${p}.z_masked`], `${p}/z_mask_mul`),
+      makeNode('Transpose', [IN.zAdd(l)], [`${p}.z_add_bhtd`], `${p}/z_add_transpose`, [intsAttr('perm', [0, 2, 1, 3])]),
+      makeNode('Add', [`${p}.z_masked`, `${p}.z_add_bhtd`], [`${p}.z_patched`], `${p}/z_add`),
+      makeNode('Transpose', [`${p}.z_patched`], [`${p}.hook_z`], `${p}/z_tap`, [intsAttr('perm', [0, 2, 1, 3])]),
+      makeNode('Reshape', [IN.mlpMask(l), 'circuitlens.shape.b_1_1'], [`${p}.mlp_mask3`], `${p}/mlp_mask_reshape`),
+      makeNode('Mul', [L.mlpOut, `${p}.mlp_mask3`], [`${p}.mlp_masked`], `${p}/mlp_mask_mul`),
+      makeNode('Add', [`${p}.mlp_masked`, IN.mlpAdd(l)], [`${p}.hook_mlp_out`], `${p}/mlp_add`),
+    );
+    rewires.set(L.zBhtd, `${p}.z_patched`);
+    rewires.set(L.mlpOut, `${p}.hook_mlp_out`);
+    tap(hookName('resid_pre', l), L.residPre, 3);
+    tap(hookName('pattern', l), L.pattern, 4);
+    tap(hookName('z', l), `${p}.hook_z`, 4, L.zBhtd);
+    tap(hookName('attn_out', l), L.attnOut, 3);
+    tap(hookName('mlp_out', l), `${p}.hook_mlp_out`, 3, L.mlpOut);
+    tap(hookName('resid_post', l), L.residPost, 3);
+  });
+  tap('ln_final.hook_normalized', s.lnFinal, 3);
+  tap('logits', s.logits, 3);
+
+  // Rewire every original consumer of a patched tensor to the patched value.
+  for (const n of graph.node) n.input = n.input.map((t) => rewires.get(t) ?? t);
+  // Graph outputs naming a patched tensor (rare, e.g. an exporter exposing the MLP output) keep the original.
+  graph.node = placeAfterProducers(graph.node, newNodes);
+
+  const existing = new Set(graph.output.map((o) => o.name));
+  for (const [tensor, rank] of outputs) if (!existing.has(tensor)) graph.output.push(floatValueInfo(tensor, rank));
+  // Stale value_info for rewired tensors is harmless, but shapes we changed must not be asserted.
+  graph.valueInfo = graph.valueInfo.filter((v) => !outputs.has(v.name));
+  return { model, taps, hooks };
+}
+
+/**
+ * Places each new node right after the last producer of its inputs, keeping the original order otherwise.
+ * Original consumers of a rewired tensor come after its original producer, hence after the patch nodes too.
+ */
+function placeAfterProducers(nodes: OnnxNode[], added: OnnxNode[]): OnnxNode[] {
+  const key = new Map<string, number>();
+  const keyed: { node: OnnxNode; key: number }[] = nodes.map((node, i) => {
+    node.output.forEach((t) => key.set(t, i));
+    return { node, key: i };
+  });
+  // A chain of n added nodes moves at most n/(n+2) < 1 past its producer, so it stays before the next original node.
+  const step = 1 / (added.length + 2);
+  added.forEach((node) => {
+    const k = Math.max(-1, ...node.input.map((t) => key.get(t) ?? -1)) + step;
+    node.output.forEach((t) => key.set(t, k));
+    keyed.push({ node, key: k });
+  });
+  return keyed.sort((a, b) => a.key - b.key).map((x) => x.node);
+}
+
+export { dimsOf, PASS_THROUGH };
