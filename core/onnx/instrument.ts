@@ -179,7 +179,7 @@ function detectFromGraph(model: OnnxModel, g: GraphIndex, what: string): ModelSt
   const qkv = weightMatMuls <= 2 ? 'fused' : 'separate';
   const architecture = norm === 'LayerNorm' && positions === 'learned' ? 'gpt2' : norm === 'RMSNorm' && positions === 'rotary' ? 'llama' : 'custom';
 
-  const contextLength = contextFromMetadata(model) ?? (posTable ? num(posTable.dims[0]) : rotary ? rotaryCacheLength(g, attnNodes) : undefined);
+  const contextLength = contextFromMetadata(model) ?? (posTable ? num(posTable.dims[0]) : rotary ? rotaryCacheLength(g, attnNodes, embedNode!.input[0]!) : undefined);
   const extraInputs = inputs.filter((v) => v.name !== inputIds);
 
   return {
@@ -216,12 +216,12 @@ function contextFromMetadata(model: OnnxModel): number | undefined {
 }
 
 /** Rotary cos/sin caches are rank-2 constants sliced or gathered by position inside attention: their first dim. */
-function rotaryCacheLength(g: GraphIndex, attnNodes: Set<number>): number | undefined {
+function rotaryCacheLength(g: GraphIndex, attnNodes: Set<number>, embedTable: string): number | undefined {
   const lens: number[] = [];
   for (const t of g.graph.initializer) {
-    if (t.dims.length !== 2 || t.dataType !== DataType.FLOAT) continue;
+    if (t.dims.length !== 2 || t.dataType !== DataType.FLOAT || t.name === embedTable) continue;
     const uses = g.consumersOf(t.name);
-    if (uses.length === 0 || !uses.every((n) => n.opType === 'Slice' || n.opType === 'Gather')) continue;
+    if (uses.length === 0 || !uses.every((n) => ['Slice', 'Gather', 'Identity'].includes(n.opType))) continue;
     const used = (g.consumers.get(t.name) ?? []).some((i) => {
       const out = g.node(i).output[0]!;
       return [...g.descendants(out)].some((d) => attnNodes.has(d));

@@ -1,0 +1,51 @@
+import { isUserError } from '../core/errors';
+import { infoCommand, traceCommand } from './trace';
+
+const USAGE = `circuitlens — mechanistic interpretability for ONNX language models
+
+usage: circuitlens <command> [options]
+
+commands:
+  info MODEL                     architecture, dimensions and hook map of a model
+  trace MODEL --prompt TEXT      run a prompt, record hooks (--hooks GLOB), ablate nodes (--ablate a1.h2,m0)
+
+Every command takes --json. Exit codes: 0 success, 1 a check failed, 2 bad input, 3 internal error.`;
+
+type Command = (argv: string[], out: (s: string) => void) => Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  info: infoCommand,
+  trace: traceCommand,
+};
+
+export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    out(USAGE);
+    return cmd ? 0 : 2;
+  }
+  const run = COMMANDS[cmd];
+  if (!run) {
+    process.stderr.write(`circuitlens: unknown command "${cmd}" (commands: ${Object.keys(COMMANDS).join(', ')})\n`);
+    return 2;
+  }
+  try {
+    return await run(rest, out);
+  } catch (e) {
+    if (isUserError(e)) {
+      process.stderr.write(`circuitlens ${cmd}: ${e.located}\n`);
+      return 2;
+    }
+    process.stderr.write(`circuitlens ${cmd}: internal error: ${(e as Error).message ?? e}\n`);
+    if (process.env.CIRCUITLENS_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
+    else process.stderr.write('(set CIRCUITLENS_DEBUG=1 to see the stack trace, and please report it)\n');
+    return 3;
+  }
+}
+
+// A closed pipe (`circuitlens info M | head`) is not an error.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
+
+if (require.main === module || process.argv[1]?.endsWith('circuitlens.js')) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+}

@@ -1,0 +1,50 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { F32 } from '../core/engine/runtime';
+
+/** The repository root: the nearest folder above this (bundled) file with CircuitLens' package.json. */
+export const ROOT = (() => {
+  for (let d = __dirname; d !== path.dirname(d); d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, 'package.json')) && fs.existsSync(path.join(d, 'examples'))) return d;
+  }
+  throw new Error('repository root not found');
+})();
+export const EXAMPLES = path.join(ROOT, 'examples');
+export const FIXTURES = path.join(ROOT, 'test', 'fixtures');
+
+export interface RefTensor { shape: number[]; b64: string }
+export interface Reference {
+  model: string;
+  config: { n_layers: number; n_heads: number; n_kv_heads: number; d_model: number; d_head: number; vocab: number; n_ctx: number; arch: string };
+  training: { accuracy: number };
+  prompts: { text: string; ids: number[] }[];
+  clean: Record<string, RefTensor>;
+  ablations: { nodes: string[]; kind: 'zero' | 'mean'; logits: RefTensor; hooks: Record<string, RefTensor> }[];
+}
+
+export function loadReference(name: string): Reference {
+  return JSON.parse(fs.readFileSync(path.join(EXAMPLES, 'references', `${name}.json`), 'utf8'));
+}
+
+export function decodeRef(t: RefTensor): F32 {
+  const buf = Buffer.from(t.b64, 'base64');
+  const data = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+  return { dims: t.shape, data };
+}
+
+/** Max |a−b| over two tensors of equal shape; fails on a shape mismatch. */
+export function maxAbsDiff(a: F32, b: F32): number {
+  if (a.dims.join(',') !== b.dims.join(',')) throw new Error(`shape mismatch: [${a.dims}] vs [${b.dims}]`);
+  let m = 0;
+  for (let i = 0; i < a.data.length; i++) m = Math.max(m, Math.abs(a.data[i]! - b.data[i]!));
+  if (Number.isNaN(m)) throw new Error('NaN in comparison');
+  return m;
+}
+
+/** Row `b` of a batch-first tensor, with a batch dimension of 1. */
+export function row(t: F32, b: number): F32 {
+  const w = t.data.length / t.dims[0]!;
+  return { dims: [1, ...t.dims.slice(1)], data: t.data.subarray(b * w, (b + 1) * w) };
+}
+
+export const TOL = 1e-4;
