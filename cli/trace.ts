@@ -3,7 +3,7 @@ import type { Engine, AblationKind, RunResult } from '../core/engine/engine';
 import type { F32 } from '../core/engine/runtime';
 import { selectHooks } from '../core/hooks';
 import { parseNodeList } from '../core/ids';
-import { createRuntime, loadEngine, type RuntimeName } from '../core/node/load';
+import { createRuntime, loadEngine } from '../core/node/load';
 import { oneOf, parse } from './args';
 
 export const TRACE_USAGE = 'circuitlens trace MODEL (--prompt TEXT | --ids 1,2,3) [--hooks GLOB] [--ablate IDS] [--ablation zero|mean] [--runtime node|wasm] [--json]';

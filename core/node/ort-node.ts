@@ -1,5 +1,5 @@
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { OrtSession, sessionError } from '../engine/ort';
@@ -16,24 +16,35 @@ export class OrtNodeRuntime implements Runtime {
     if (this.threads) options.intraOpNumThreads = this.threads;
     try {
       if (external.length === 0) return new OrtSession(ort, await ort.InferenceSession.create(model, options));
-      // Native onnxruntime resolves external data next to the model file: stage the instrumented graph in a
-      // temporary folder with links to the original data files (no copy of the weights).
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitlens-'));
-      try {
-        for (const f of external) {
-          const dst = path.join(dir, f.location);
-          fs.mkdirSync(path.dirname(dst), { recursive: true });
-          if (f.path) fs.symlinkSync(path.resolve(f.path), dst);
-          else fs.writeFileSync(dst, f.data!);
+      const dir = modelDir(external);
+      if (dir) {
+        // Native onnxruntime reads external data relative to the model file and refuses paths that leave its
+        // folder, so the instrumented graph is staged beside the original for the moment of loading; the weights
+        // are read from their own files, never copied.
+        const staged = path.join(dir, `.circuitlens-${process.pid}-${crypto.randomBytes(4).toString('hex')}.onnx`);
+        try {
+          fs.writeFileSync(staged, model);
+          return new OrtSession(ort, await ort.InferenceSession.create(staged, options));
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EACCES' && (e as NodeJS.ErrnoException).code !== 'EROFS') throw e;
+        } finally {
+          fs.rmSync(staged, { force: true });
         }
-        const file = path.join(dir, 'model.onnx');
-        fs.writeFileSync(file, model);
-        return new OrtSession(ort, await ort.InferenceSession.create(file, options));
-      } finally {
-        fs.rmSync(dir, { recursive: true, force: true });
       }
+      // Read-only model folder: hand the weights over in memory.
+      options.externalData = external.map((f) => ({ path: f.location, data: f.data ?? fs.readFileSync(f.path!) }));
+      return new OrtSession(ort, await ort.InferenceSession.create(model, options));
     } catch (e) {
       throw sessionError(e);
     }
   }
+}
+
+/** The folder the external files' locations are relative to, when they are given by path. */
+function modelDir(external: ExternalFile[]): string | undefined {
+  const f = external.find((x) => x.path);
+  if (!f?.path) return undefined;
+  const abs = path.resolve(f.path);
+  const rel = path.normalize(f.location);
+  return abs.endsWith(rel) ? abs.slice(0, abs.length - rel.length) : undefined;
 }
