@@ -17,7 +17,8 @@ function testEntries(dir) {
   return out;
 }
 
-const node = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', sourcemap: true, logLevel: 'warning' };
+const pkg = require('./package.json');
+const node = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', sourcemap: true, logLevel: 'warning', define: { CIRCUITLENS_VERSION: JSON.stringify(pkg.version) } };
 
 async function main() {
   const builds = [];

@@ -1,4 +1,5 @@
 import { isUserError } from '../core/errors';
+import { canaryCommand, runCommand } from './suite-commands';
 import { infoCommand, traceCommand } from './trace';
 
 const USAGE = `circuitlens — mechanistic interpretability for ONNX language models
@@ -8,6 +9,8 @@ usage: circuitlens <command> [options]
 commands:
   info MODEL                     architecture, dimensions and hook map of a model
   trace MODEL --prompt TEXT      run a prompt, record hooks (--hooks GLOB), ablate nodes (--ablate a1.h2,m0)
+  run SUITE                      metrics of a prompt suite, optionally with nodes ablated
+  canary [PATHS...]              run canary checks (*.canary.yaml); --reporter text|json|junit|sarif
 
 Every command takes --json. Exit codes: 0 success, 1 a check failed, 2 bad input, 3 internal error.`;
 
@@ -16,6 +19,8 @@ type Command = (argv: string[], out: (s: string) => void) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   info: infoCommand,
   trace: traceCommand,
+  run: runCommand,
+  canary: canaryCommand,
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {

@@ -4,10 +4,14 @@ import { UserError } from './errors';
 /** A Hugging Face `tokenizer.json`, used without special tokens (prompts are raw text). */
 export class Tokenizer {
   private readonly hf: HfTokenizer;
+  private readonly unkId?: number;
 
   constructor(json: unknown, readonly source = 'tokenizer.json') {
     try {
       this.hf = new HfTokenizer(json as object, {});
+      const model = (json as { model?: { unk_token?: string; vocab?: Record<string, number> } }).model;
+      const unk = model?.unk_token !== undefined && model.vocab && !Array.isArray(model.vocab) ? model.vocab[model.unk_token] : undefined;
+      if (typeof unk === 'number') this.unkId = unk;
     } catch (e) {
       throw new UserError(`${source} is not a Hugging Face tokenizer.json: ${(e as Error).message}`);
     }
@@ -24,7 +28,13 @@ export class Tokenizer {
   }
 
   encode(text: string): number[] {
-    return this.hf.encode(text, { add_special_tokens: false }).ids.map(Number);
+    const enc = this.hf.encode(text, { add_special_tokens: false });
+    // tokenizers.js leaves out-of-vocabulary words of a WordLevel model undefined instead of mapping them to unk.
+    return enc.ids.map((id, i) => {
+      if (id !== undefined && id !== null) return Number(id);
+      if (this.unkId !== undefined) return this.unkId;
+      throw new UserError(`${JSON.stringify(enc.tokens[i])} is not in the vocabulary of ${this.source} and it has no unknown token`);
+    });
   }
 
   decode(ids: number[]): string {

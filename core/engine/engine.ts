@@ -2,7 +2,7 @@ import { UserError } from '../errors';
 import { allHookNames, type HookName } from '../hooks';
 import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
 import { decodeModel, encodeModel, externalLocations, opsetVersion, type OnnxModel } from '../onnx/model';
-import { detectStructure, IN, instrument, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
+import { detectStructure, IN, instrument, LAST_LOGITS, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
 import type { Tokenizer } from '../tokenizer';
 import { size, type ExternalFile, type F32, type Feed, type Runtime, type Session } from './runtime';
 
@@ -50,6 +50,8 @@ export interface RunRequest {
   ablations?: (Ablation | undefined)[];
   means?: MeanActivations;
   resample?: ResampleSource;
+  /** Return only the last position's logits ([B, 1, vocab]): what metrics need, far less to copy. */
+  lastOnly?: boolean;
 }
 
 export interface RunResult {
@@ -146,10 +148,11 @@ export class Engine {
     const hooks = req.hooks ?? [];
     for (const h of hooks) if (!this.taps[h]) throw new UserError(`unknown hook "${h}" (run \`circuitlens info\` to list hooks)`);
     if (req.ablations && req.ablations.length !== B) throw new Error('ablations must have one entry per batch row');
-    const raw = await this.runRaw(req.ids, [...new Set(['logits', ...hooks])], this.ablationFeeds(req, B, T));
+    const logitsTap = req.lastOnly ? LAST_LOGITS : 'logits';
+    const raw = await this.runRaw(req.ids, [...new Set([logitsTap, ...hooks])], this.ablationFeeds(req, B, T));
     const activations: Record<HookName, F32> = {};
     for (const h of hooks) activations[h] = raw[h]!;
-    return { logits: raw['logits']!, activations };
+    return { logits: raw[logitsTap]!, activations };
   }
 
   /** Mean of each head's z and each MLP's output over all prompts and positions (for mean ablation). */
@@ -247,10 +250,11 @@ export class Engine {
       ...this.extraFeeds(B, T),
       ...(ablation ?? this.neutralFeeds()),
     };
-    const fetches = [...new Set(hooks.map((h) => this.taps[h]!))];
+    const tensorOf = (h: HookName) => (h === LAST_LOGITS ? LAST_LOGITS : this.taps[h]!);
+    const fetches = [...new Set(hooks.map(tensorOf))];
     const out = await this.session.run(feeds, fetches);
     const res: Record<HookName, F32> = {};
-    for (const h of hooks) res[h] = out[this.taps[h]!]!;
+    for (const h of hooks) res[h] = out[tensorOf(h)]!;
     return res;
   }
 

@@ -2,7 +2,7 @@ import { UserError } from '../errors';
 import { hookName, parseHookName, type HookName } from '../hooks';
 import { GraphIndex, PASS_THROUGH } from './graph';
 import {
-  DataType, dimsOf, floatValueInfo, int64Tensor, intsAttr, makeNode, metadata, num,
+  DataType, dimsOf, floatValueInfo, int64Tensor, intAttr, intsAttr, makeNode, metadata, num,
   type OnnxModel, type OnnxNode, type TensorProto, type ValueInfo,
 } from './model';
 
@@ -273,6 +273,9 @@ export const IN = {
   mlpAdd: (l: number) => `circuitlens.blocks.${l}.mlp_add`,
 };
 
+/** Graph output with the logits at the last position, [batch, 1, vocab]. */
+export const LAST_LOGITS = 'circuitlens.logits_last';
+
 export interface InstrumentedModel {
   model: OnnxModel;
   /** Hook name → graph output that carries it. Several hooks may share one output (resid_post L = resid_pre L+1). */
@@ -336,6 +339,10 @@ export function instrument(model: OnnxModel, s: ModelStructure): InstrumentedMod
   });
   tap('ln_final.hook_normalized', s.lnFinal, 3);
   tap('logits', s.logits, 3);
+  // The last position's logits alone: what metrics read, without copying [B, T, vocab] out of the runtime.
+  graph.initializer.push(int64Tensor('circuitlens.last_index', [-1]));
+  newNodes.push(makeNode('Gather', [s.logits, 'circuitlens.last_index'], [LAST_LOGITS], 'circuitlens/last_logits', [intAttr('axis', 1)]));
+  addOutput(LAST_LOGITS, 3);
 
   // Rewire every original consumer of a patched tensor to the patched value.
   for (const n of graph.node) n.input = n.input.map((t) => rewires.get(t) ?? t);

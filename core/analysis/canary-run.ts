@@ -1,0 +1,196 @@
+import type { Engine } from '../engine/engine';
+import { UserError } from '../errors';
+import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
+import { holds, parseCanary, type CanaryCheck } from '../formats/canary';
+import { circuitComponents, parseCircuit } from '../formats/circuit';
+import { hasErrors, type Diagnostic } from '../formats/diagnostics';
+import { parseSuite, type Suite } from '../formats/suite';
+import type { Workspace } from '../workspace';
+import { Cancelled, evaluateCircuit, evaluateSets, prepare, type EvalContext } from './evaluate';
+import { argmax, type MetricName } from './metrics';
+import { resolvePrompts, type ResolvedPrompt } from './prompts';
+
+export type CheckStatus = 'passed' | 'failed' | 'errored' | 'skipped';
+
+export interface CheckResult {
+  name: string;
+  index: number;
+  line: number;
+  col: number;
+  status: CheckStatus;
+  /** The measured value (a number, or the top-1 token's text). */
+  actual?: number | string;
+  expected: string;
+  message: string;
+  durationMs: number;
+}
+
+export interface CanaryResult {
+  file: string;
+  model?: string;
+  suite?: string;
+  checks: CheckResult[];
+  /** Problems in the canary, its suite or its circuits (errors stop the checks they affect). */
+  diagnostics: Diagnostic[];
+  durationMs: number;
+}
+
+export interface CanaryOptions {
+  signal?: AbortSignal;
+  /** Called as each check finishes (the Test Explorer shows results live). */
+  onCheck?: (r: CheckResult) => void;
+}
+
+/** Runs one canary file: every check, each reported at its own line. */
+export async function runCanary(ws: Workspace, file: string, opts: CanaryOptions = {}): Promise<CanaryResult> {
+  const t0 = Date.now();
+  const result: CanaryResult = { file, checks: [], diagnostics: [], durationMs: 0 };
+  const finish = () => { result.durationMs = Date.now() - t0; return result; };
+  const parsed = parseCanary(file, await ws.readText(file));
+  result.diagnostics.push(...parsed.diagnostics);
+  const canary = parsed.canary;
+  if (!canary) return finish();
+  const erroredAll = (message: string) => {
+    for (const c of canary.checks) result.checks.push(done(c, 'errored', message, undefined, 0));
+  };
+
+  const modelPath = ws.resolve(file, canary.model);
+  const suitePath = ws.resolve(file, canary.suite);
+  result.model = modelPath;
+  result.suite = suitePath;
+  if (!(await ws.exists(modelPath))) {
+    canary.source.report(['model'], `model file not found: ${ws.display(modelPath)}`);
+    result.diagnostics.push(...canary.source.diagnostics.slice(-1));
+    erroredAll(`model file not found: ${ws.display(modelPath)}`);
+    return finish();
+  }
+  if (!(await ws.exists(suitePath))) {
+    canary.source.report(['suite'], `suite file not found: ${ws.display(suitePath)}`);
+    result.diagnostics.push(...canary.source.diagnostics.slice(-1));
+    erroredAll(`suite file not found: ${ws.display(suitePath)}`);
+    return finish();
+  }
+  const sp = parseSuite(suitePath, await ws.readText(suitePath));
+  result.diagnostics.push(...sp.diagnostics);
+  if (!sp.suite) { erroredAll(`the suite ${ws.display(suitePath)} has errors`); return finish(); }
+  let engine: Engine;
+  try {
+    engine = await ws.loadEngine(modelPath);
+  } catch (e) {
+    if (!(e instanceof UserError)) throw e;
+    canary.source.report(['model'], e.message);
+    result.diagnostics.push(...canary.source.diagnostics.slice(-1));
+    erroredAll(e.message);
+    return finish();
+  }
+  const resolved = resolvePrompts(sp.suite, engine);
+  result.diagnostics.push(...resolved.diagnostics);
+  if (hasErrors(resolved.diagnostics)) { erroredAll(`the suite ${ws.display(suitePath)} has errors for this model`); return finish(); }
+
+  const contexts = new Map<string, Promise<EvalContext>>();
+  const contextFor = (c: CanaryCheck, suite: Suite): Promise<EvalContext> => {
+    const kind = c.ablation ?? suite.ablation;
+    const prompts = selectPrompts(resolved.prompts, c.tags);
+    const key = `${kind}|${(c.tags ?? []).join(',')}`;
+    let p = contexts.get(key);
+    if (!p) { p = prepare(engine, prompts, kind, { signal: opts.signal }); contexts.set(key, p); }
+    return p;
+  };
+
+  for (const c of canary.checks) {
+    if (opts.signal?.aborted) {
+      result.checks.push(done(c, 'skipped', 'cancelled', undefined, 0));
+      continue;
+    }
+    const tc = Date.now();
+    try {
+      const r = await runCheck(ws, file, modelPath, c, sp.suite, engine, contextFor, result.diagnostics);
+      result.checks.push(done(c, r.pass ? 'passed' : 'failed', r.message, r.actual, Date.now() - tc));
+    } catch (e) {
+      if (e instanceof Cancelled) { result.checks.push(done(c, 'skipped', 'cancelled', undefined, Date.now() - tc)); continue; }
+      if (!(e instanceof UserError)) throw e;
+      result.checks.push(done(c, 'errored', e.message, undefined, Date.now() - tc));
+    }
+    opts.onCheck?.(result.checks[result.checks.length - 1]!);
+  }
+  // Failures are diagnostics at the check's own line.
+  for (const r of result.checks) {
+    if (r.status === 'failed' || r.status === 'errored') {
+      result.diagnostics.push({ file, line: r.line, col: r.col, severity: 'error', message: `check "${r.name}" ${r.status === 'failed' ? 'failed' : 'could not run'}: ${r.message}` });
+    }
+  }
+  return finish();
+}
+
+function selectPrompts(prompts: ResolvedPrompt[], tags?: string[]): ResolvedPrompt[] {
+  if (!tags || tags.length === 0) return prompts;
+  const sel = prompts.filter((p) => p.tags.some((t) => tags.includes(t)));
+  if (sel.length === 0) throw new UserError(`no prompt of the suite has any of the tags ${tags.join(', ')}`);
+  return sel;
+}
+
+function done(c: CanaryCheck, status: CheckStatus, message: string, actual: number | string | undefined, durationMs: number): CheckResult {
+  const expected = c.assertion.quantity === 'top1' ? `top1 = ${JSON.stringify(c.assertion.expected)}` : `${c.assertion.quantity} ${c.assertion.bound.text}`;
+  return { name: c.name, index: c.index, line: c.line, col: c.col, status, actual, expected, message, durationMs };
+}
+
+function fmt(x: number): string {
+  if (!Number.isFinite(x)) return String(x);
+  if (x !== 0 && Math.abs(x) < 1e-3) return x.toExponential(2);
+  return Math.abs(x) >= 100 ? x.toFixed(1) : x.toFixed(4).replace(/0+$/, '').replace(/\.$/, '');
+}
+
+async function runCheck(
+  ws: Workspace, file: string, modelPath: string, c: CanaryCheck, suite: Suite, engine: Engine,
+  contextFor: (c: CanaryCheck, s: Suite) => Promise<EvalContext>, diagnostics: Diagnostic[],
+): Promise<{ pass: boolean; actual: number | string; message: string }> {
+  const a = c.assertion;
+  if (a.quantity === 'top1') {
+    if (!engine.tokenizer) throw new UserError('top1 checks need the model\'s tokenizer.json');
+    const ids = engine.tokenizer.encode(c.prompt!);
+    engine.checkIds(ids);
+    const want = engine.tokenizer.singleToken(a.expected, 'top1');
+    const res = await engine.run({ ids: [ids], lastOnly: true });
+    const got = argmax(res.logits.data);
+    const text = engine.tokenizer.tokenText(got);
+    return { pass: got === want, actual: text, message: got === want ? `top-1 is ${JSON.stringify(text)}` : `top-1 is ${JSON.stringify(text)}, expected ${JSON.stringify(a.expected)}` };
+  }
+  const ctx = await contextFor(c, suite);
+  const scope = `${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}, ${ctx.ablation} ablation`;
+  if (a.quantity === 'faithfulness' || a.quantity === 'necessity') {
+    const circuitPath = ws.resolve(file, c.circuit!);
+    if (!(await ws.exists(circuitPath))) throw new UserError(`circuit file not found: ${ws.display(circuitPath)}`);
+    const parsed = parseCircuit(circuitPath, await ws.readText(circuitPath));
+    diagnostics.push(...parsed.diagnostics);
+    if (!parsed.circuit) throw new UserError(`the circuit ${ws.display(circuitPath)} has errors`);
+    const circuit = parsed.circuit;
+    const bad: string[] = [];
+    circuit.nodes.forEach((n, i) => {
+      try { checkNodeInModel(n, parseNodeId(n), engine.info); } catch (e) { bad.push(n); parsed.source.report(['nodes', i], (e as Error).message); }
+    });
+    if (bad.length) { diagnostics.push(...parsed.source.diagnostics.slice(-bad.length)); throw new UserError(`the circuit names nodes the model does not have: ${bad.join(', ')}`); }
+    const recorded = circuit.model?.sha256;
+    if (recorded) {
+      const actual = await ws.sha256(modelPath);
+      if (actual !== recorded) {
+        parsed.source.report(['model', 'sha256'], `the circuit was found on a different model file (sha256 ${recorded.slice(0, 12)}…, this model is ${actual.slice(0, 12)}…); re-verify it`, 'warning');
+        diagnostics.push(parsed.source.diagnostics[parsed.source.diagnostics.length - 1]!);
+      }
+    }
+    const metric: MetricName = c.metric ?? suite.metric;
+    const ev = await evaluateCircuit(ctx, circuitComponents(circuit));
+    const value = a.quantity === 'faithfulness' ? ev.faithfulness[metric] : ev.necessity[metric];
+    const pass = holds(a.bound, value);
+    const others = a.quantity === 'faithfulness'
+      ? ` (faithfulness by metric: ${(['logit_diff', 'accuracy', 'kl'] as MetricName[]).map((m) => `${m} ${fmt(ev.faithfulness[m])}`).join(', ')})`
+      : '';
+    return { pass, actual: value, message: `${a.quantity} (${metric}) ${fmt(value)} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}${others}; ${scope}` };
+  }
+  const nodes: NodeId[] = c.ablate ? engine.checkNodes(c.ablate) : [];
+  const [res] = await evaluateSets(ctx, [nodes]);
+  const value = res!.metrics[a.quantity];
+  const pass = holds(a.bound, value);
+  const what = nodes.length ? ` with ${nodes.join(', ')} ablated` : '';
+  return { pass, actual: value, message: `${a.quantity} ${fmt(value)}${what} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; ${scope}` };
+}
+

@@ -1,0 +1,137 @@
+import type { Ablation, AblationKind, Engine, MeanActivations } from '../engine/engine';
+import { groupByLength } from '../engine/engine';
+import type { F32 } from '../engine/runtime';
+import { allComponentNodes, type NodeId } from '../ids';
+import { faithfulness, logSoftmax, meanMetrics, METRICS, necessity, scorePrompt, type MetricName, type PromptScore, type SuiteMetrics } from './metrics';
+import type { ResolvedPrompt } from './prompts';
+
+/** Everything an ablation needs that depends only on the prompts: computed once, reused for every set. */
+export interface EvalContext {
+  engine: Engine;
+  prompts: ResolvedPrompt[];
+  ablation: AblationKind;
+  means?: MeanActivations;
+  /** Per prompt: hook_z and hook_mlp_out of its corrupted counterpart, per layer (resample). */
+  corrupted?: { z: F32[]; mlp: F32[] }[];
+  /** Per prompt: clean log-probabilities at the last position (for KL). */
+  cleanLogProbs: Float64Array[];
+  /** Most rows per engine call. */
+  maxRows: number;
+  signal?: AbortSignal;
+}
+
+export interface SetResult {
+  ablated: NodeId[];
+  scores: PromptScore[];
+  metrics: SuiteMetrics;
+}
+
+export class Cancelled extends Error {
+  constructor() { super('cancelled'); this.name = 'Cancelled'; }
+}
+
+function checkCancelled(signal?: AbortSignal) {
+  if (signal?.aborted) throw new Cancelled();
+}
+
+export async function prepare(engine: Engine, prompts: ResolvedPrompt[], ablation: AblationKind, opts: { maxRows?: number; signal?: AbortSignal } = {}): Promise<EvalContext> {
+  const ctx: EvalContext = { engine, prompts, ablation, cleanLogProbs: [], maxRows: opts.maxRows ?? 256, signal: opts.signal };
+  // DESIGN §4: the mean is over all suite prompts and positions.
+  if (ablation === 'mean') ctx.means = await engine.means(prompts.map((p) => p.ids));
+  if (ablation === 'resample') ctx.corrupted = await corruptedActivations(engine, prompts);
+  const clean = await runSets(ctx, [[]]);
+  ctx.cleanLogProbs = clean[0]!.map((l) => logSoftmax(l));
+  return ctx;
+}
+
+async function corruptedActivations(engine: Engine, prompts: ResolvedPrompt[]) {
+  const L = engine.info.layers;
+  const hooks = Array.from({ length: L }, (_, l) => [`blocks.${l}.attn.hook_z`, `blocks.${l}.hook_mlp_out`]).flat();
+  const out: { z: F32[]; mlp: F32[] }[] = new Array(prompts.length);
+  for (const group of groupByLength(prompts.map((p) => p.corruptedIds!))) {
+    const res = await engine.run({ ids: group.map((g) => g.ids), hooks });
+    group.forEach((g, r) => {
+      out[g.index] = {
+        z: Array.from({ length: L }, (_, l) => sliceRow(res.activations[`blocks.${l}.attn.hook_z`]!, r)),
+        mlp: Array.from({ length: L }, (_, l) => sliceRow(res.activations[`blocks.${l}.hook_mlp_out`]!, r)),
+      };
+    });
+  }
+  return out;
+}
+
+function sliceRow(t: F32, r: number): F32 {
+  const w = t.data.length / t.dims[0]!;
+  return { dims: [1, ...t.dims.slice(1)], data: t.data.slice(r * w, (r + 1) * w) };
+}
+
+function concatRows(rows: F32[]): F32 {
+  const w = rows[0]!.data.length;
+  const data = new Float32Array(w * rows.length);
+  rows.forEach((r, i) => data.set(r.data, i * w));
+  return { dims: [rows.length, ...rows[0]!.dims.slice(1)], data };
+}
+
+/**
+ * Last-position logits for every (ablation set, prompt): sets × prompts rows, grouped by prompt length and
+ * cut into engine calls of at most maxRows rows, each row with its own ablation.
+ */
+export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<Float32Array[][]> {
+  const { engine, prompts } = ctx;
+  const V = engine.info.vocab;
+  const out: Float32Array[][] = sets.map(() => new Array(prompts.length));
+  for (const group of groupByLength(prompts.map((p) => p.ids))) {
+    const rows: { set: number; prompt: number }[] = [];
+    sets.forEach((_, s) => group.forEach((g) => rows.push({ set: s, prompt: g.index })));
+    for (let start = 0; start < rows.length; start += ctx.maxRows) {
+      checkCancelled(ctx.signal);
+      const chunk = rows.slice(start, start + ctx.maxRows);
+      const ablations: (Ablation | undefined)[] = chunk.map((r) => (sets[r.set]!.length ? { nodes: sets[r.set]!, kind: ctx.ablation } : undefined));
+      const resample = ctx.ablation === 'resample' && ablations.some(Boolean)
+        ? {
+            z: Array.from({ length: engine.info.layers }, (_, l) => concatRows(chunk.map((r) => ctx.corrupted![r.prompt]!.z[l]!))),
+            mlp: Array.from({ length: engine.info.layers }, (_, l) => concatRows(chunk.map((r) => ctx.corrupted![r.prompt]!.mlp[l]!))),
+          }
+        : undefined;
+      const res = await engine.run({ ids: chunk.map((r) => prompts[r.prompt]!.ids), ablations, means: ctx.means, resample, lastOnly: true });
+      chunk.forEach((r, i) => { out[r.set]![r.prompt] = res.logits.data.slice(i * V, (i + 1) * V); });
+    }
+  }
+  return out;
+}
+
+/** Scores of each ablation set (nodes to ablate) on every prompt; [] is the unablated model. */
+export async function evaluateSets(ctx: EvalContext, sets: NodeId[][]): Promise<SetResult[]> {
+  const logits = await runSets(ctx, sets);
+  return sets.map((ablated, s) => {
+    const scores = ctx.prompts.map((p, i) => scorePrompt(logits[s]![i]!, p.answer, p.foil, ctx.cleanLogProbs[i]));
+    return { ablated, scores, metrics: meanMetrics(scores) };
+  });
+}
+
+export interface CircuitEvaluation {
+  /** Faithfulness under each metric (DESIGN §4: always more than one). */
+  faithfulness: Record<MetricName, number>;
+  necessity: Record<MetricName, number>;
+  full: SuiteMetrics;
+  empty: SuiteMetrics;
+  circuit: SuiteMetrics;
+  complement: SuiteMetrics;
+  circuitScores: PromptScore[];
+}
+
+/** Faithfulness and necessity of a node circuit, with everything outside it (or it) ablated. */
+export async function evaluateCircuit(ctx: EvalContext, nodes: NodeId[]): Promise<CircuitEvaluation> {
+  const all = allComponentNodes(ctx.engine.info);
+  const inC = new Set<string>(nodes);
+  const outside = all.filter((n) => !inC.has(n));
+  const inside = all.filter((n) => inC.has(n));
+  const [full, empty, circuit, complement] = await evaluateSets(ctx, [[], all, outside, inside]);
+  const f = {} as Record<MetricName, number>;
+  const n = {} as Record<MetricName, number>;
+  for (const m of METRICS) {
+    f[m] = faithfulness(m, circuit!.metrics, empty!.metrics, full!.metrics);
+    n[m] = necessity(m, complement!.metrics, empty!.metrics, full!.metrics);
+  }
+  return { faithfulness: f, necessity: n, full: full!.metrics, empty: empty!.metrics, circuit: circuit!.metrics, complement: complement!.metrics, circuitScores: circuit!.scores };
+}

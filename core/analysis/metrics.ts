@@ -1,0 +1,83 @@
+/** Metrics of DESIGN §4, read at the last position of each prompt. */
+export type MetricName = 'logit_diff' | 'prob' | 'accuracy' | 'kl';
+export const METRICS: MetricName[] = ['logit_diff', 'prob', 'accuracy', 'kl'];
+
+export interface PromptScore {
+  /** answer − foil logit (NaN when the prompt has no foil). */
+  logitDiff: number;
+  /** Probability of the answer. */
+  prob: number;
+  correct: boolean;
+  /** KL(clean ‖ this run) of the next-token distribution; 0 for the clean run itself. */
+  kl: number;
+  top1: number;
+}
+
+export function logSoftmax(logits: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (const v of logits) if (v > max) max = v;
+  let z = 0;
+  for (const v of logits) z += Math.exp(v - max);
+  const lz = max + Math.log(z);
+  return Float64Array.from(logits, (v) => v - lz);
+}
+
+export function argmax(a: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i]! > a[best]!) best = i;
+  return best;
+}
+
+/** KL(p ‖ q) from log-probabilities. */
+export function klDivergence(logP: Float64Array, logQ: Float64Array): number {
+  let kl = 0;
+  for (let i = 0; i < logP.length; i++) {
+    const p = Math.exp(logP[i]!);
+    if (p > 0) kl += p * (logP[i]! - logQ[i]!);
+  }
+  return Math.max(0, kl);
+}
+
+export function scorePrompt(logits: Float32Array, answer: number, foil: number | undefined, cleanLogProbs?: Float64Array): PromptScore {
+  const lp = logSoftmax(logits);
+  const top1 = argmax(logits);
+  return {
+    logitDiff: foil === undefined ? NaN : logits[answer]! - logits[foil]!,
+    prob: Math.exp(lp[answer]!),
+    correct: top1 === answer,
+    kl: cleanLogProbs ? klDivergence(cleanLogProbs, lp) : 0,
+    top1,
+  };
+}
+
+export function metricOf(s: PromptScore, m: MetricName): number {
+  switch (m) {
+    case 'logit_diff': return s.logitDiff;
+    case 'prob': return s.prob;
+    case 'accuracy': return s.correct ? 1 : 0;
+    case 'kl': return s.kl;
+  }
+}
+
+export type SuiteMetrics = Record<MetricName, number>;
+
+export function meanMetrics(scores: PromptScore[]): SuiteMetrics {
+  const mean = (f: (s: PromptScore) => number) => scores.reduce((a, s) => a + f(s), 0) / scores.length;
+  return { logit_diff: mean((s) => s.logitDiff), prob: mean((s) => s.prob), accuracy: mean((s) => (s.correct ? 1 : 0)), kl: mean((s) => s.kl) };
+}
+
+/**
+ * Faithfulness f = (m(C) − m(∅)) / (m(full) − m(∅)) (DESIGN §4). KL is a distance (lower is better), so it
+ * enters as −KL: f = 1 − KL(C)/KL(∅). NaN when the full and empty models do not differ.
+ */
+export function faithfulness(m: MetricName, circuit: SuiteMetrics, empty: SuiteMetrics, full: SuiteMetrics): number {
+  const v = (x: SuiteMetrics) => (m === 'kl' ? -x.kl : x[m]);
+  const denom = v(full) - v(empty);
+  if (Math.abs(denom) < 1e-12) return NaN;
+  return (v(circuit) - v(empty)) / denom;
+}
+
+/** Necessity = 1 − (m(full − C) − m(∅)) / (m(full) − m(∅)). */
+export function necessity(m: MetricName, complement: SuiteMetrics, empty: SuiteMetrics, full: SuiteMetrics): number {
+  return 1 - faithfulness(m, complement, empty, full);
+}
