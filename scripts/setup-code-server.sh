@@ -78,7 +78,7 @@ fi
 # "Working" = right version, and the native modules it needs load in Node 24.
 cs_works() {
   [ -f "$CS_DIR/out/node/entry.js" ] || return 1
-  "$NODE_DIR/bin/node" "$CS_DIR/out/node/entry.js" --version 2>/dev/null | grep -q "^$CODE_SERVER_VERSION " || return 1
+  "$NODE_DIR/bin/node" "$CS_DIR/out/node/entry.js" --config /dev/null --version 2>/dev/null | grep -q "^$CODE_SERVER_VERSION " || return 1
   (cd "$CS_DIR/lib/vscode" && "$NODE_DIR/bin/node" -e '
     for (const m of ["node-pty", "@vscode/spdlog", "@vscode/sqlite3", "@parcel/watcher", "@vscode/native-watchdog", "kerberos"]) require(m);
   ') >/dev/null 2>&1
@@ -121,5 +121,5 @@ export PATH
 exec "$NODE_DIR/bin/node" "$TOOLS/code-server/node_modules/code-server/out/node/entry.js" "$@"
 EOF
 chmod +x "$LAUNCHER.tmp" && mv "$LAUNCHER.tmp" "$LAUNCHER"
-log "ready: $("$LAUNCHER" --version 2>/dev/null | head -1)"
+log "ready: $("$LAUNCHER" --config /dev/null --version 2>/dev/null | head -1)"
 echo "$LAUNCHER"

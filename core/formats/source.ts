@@ -17,8 +17,13 @@ export class SourceFile {
   constructor(readonly file: string, readonly text: string) {
     this.doc = parseDocument(text, { lineCounter: this.lines, prettyErrors: false, uniqueKeys: true });
     for (const e of this.doc.errors) {
-      const [line, col] = this.pos(e.pos[0]);
-      this.diagnostics.push({ file, line, col, severity: 'error', message: `YAML syntax: ${e.message.split('\n')[0]}` });
+      let offset = e.pos[0];
+      let message = e.message.split('\n')[0]!;
+      // The parser notices a missing closing quote where the file ends; point at the quote that was opened.
+      const q = /Missing closing "?(quote|')/.exec(message) ? unclosedQuote(text, offset) : undefined;
+      if (q !== undefined) { offset = q; message = 'unclosed quote: the string that starts here never ends'; }
+      const [line, col] = this.pos(offset);
+      this.diagnostics.push({ file, line, col, severity: 'error', message: `YAML syntax: ${message}` });
     }
     let value: unknown;
     try {
@@ -74,6 +79,14 @@ export class SourceFile {
   validate(validator: ValidateFunction): boolean {
     if (this.value === undefined) return false;
     if (validator(this.value)) return true;
+    const start = this.diagnostics.length;
+    this.reportSchemaErrors(validator);
+    const added = this.diagnostics.splice(start).sort((a, b) => a.line - b.line || a.col - b.col);
+    this.diagnostics.push(...added);
+    return false;
+  }
+
+  private reportSchemaErrors(validator: ValidateFunction): void {
     for (const e of simplify(validator.errors ?? [])) {
       const path = pointerToPath(e.instancePath);
       if (e.keyword === 'additionalProperties') {
@@ -96,8 +109,24 @@ export class SourceFile {
         this.report(path, `${describe(path)} ${e.message ?? 'is invalid'}`);
       }
     }
-    return false;
   }
+}
+
+/** Offset of the last quote before `end` that opens a string left unclosed on its line. */
+function unclosedQuote(text: string, end: number): number | undefined {
+  let lineStart = 0;
+  let found: number | undefined;
+  for (const line of text.slice(0, end).split('\n')) {
+    const m = /^[^#"']*?(["'])/.exec(line);
+    if (m) {
+      const quote = m[1]!;
+      const first = line.indexOf(quote);
+      const count = line.split(quote).length - 1;
+      if (count % 2 === 1) found = lineStart + first;
+    }
+    lineStart += line.length + 1;
+  }
+  return found;
 }
 
 /** Drops errors implied by a more specific one at the same place (ajv reports every failed branch of a oneOf). */
