@@ -1,4 +1,5 @@
 import { isUserError } from '../core/errors';
+import { attributeCommand, diffCommand, discoverCommand, verifyCommand } from './circuit-commands';
 import { canaryCommand, runCommand } from './suite-commands';
 import { infoCommand, traceCommand } from './trace';
 
@@ -11,6 +12,10 @@ commands:
   trace MODEL --prompt TEXT      run a prompt, record hooks (--hooks GLOB), ablate nodes (--ablate a1.h2,m0)
   run SUITE                      metrics of a prompt suite, optionally with nodes ablated
   canary [PATHS...]              run canary checks (*.canary.yaml); --reporter text|json|junit|sarif
+  attribute SUITE                score every head and MLP by the metric drop when it is ablated
+  discover SUITE --out F         find a small faithful circuit (--method greedy|acdc) and write F.circuit.json
+  verify CIRCUIT                 faithfulness (several metrics), necessity, minimality, specificity, CPR/CMD
+  diff SUITE                     differential activation, task vs control prompts
 
 Every command takes --json. Exit codes: 0 success, 1 a check failed, 2 bad input, 3 internal error.`;
 
@@ -21,6 +26,10 @@ const COMMANDS: Record<string, Command> = {
   trace: traceCommand,
   run: runCommand,
   canary: canaryCommand,
+  attribute: attributeCommand,
+  discover: discoverCommand,
+  verify: verifyCommand,
+  diff: diffCommand,
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {

@@ -1,0 +1,220 @@
+import * as path from 'node:path';
+import { patchingAttribution } from '../core/analysis/attribution';
+import { differentialActivation } from '../core/analysis/differential';
+import { acdcNodes, greedyNodes } from '../core/analysis/discovery';
+import { prepare, type EvalContext } from '../core/analysis/evaluate';
+import { resolvePrompts, type ResolvedPrompt } from '../core/analysis/prompts';
+import { verifyCircuit, type Verification } from '../core/analysis/verify';
+import type { AblationKind, Engine } from '../core/engine/engine';
+import { UserError } from '../core/errors';
+import { CIRCUIT_SCHEMA_VERSION, circuitComponents, parseCircuit, serializeCircuit, type Circuit } from '../core/formats/circuit';
+import { hasErrors } from '../core/formats/diagnostics';
+import type { Suite } from '../core/formats/suite';
+import { createRuntime } from '../core/node/load';
+import { NodeWorkspace, sha256File, writeFileAtomic } from '../core/node/workspace';
+import { oneOf, parse } from './args';
+import { diagnosticsError, loadSuite, suiteModelPath } from './suite-commands';
+
+/** Task prompts are those not tagged `control`; control prompts check specificity. */
+export function splitPrompts(prompts: ResolvedPrompt[]): { task: ResolvedPrompt[]; control: ResolvedPrompt[] } {
+  const task = prompts.filter((p) => !p.tags.includes('control'));
+  if (task.length === 0) throw new UserError('the suite has no task prompts (prompts not tagged control)');
+  return { task, control: prompts.filter((p) => p.tags.includes('control')) };
+}
+
+interface Loaded { ws: NodeWorkspace; suite: Suite; engine: Engine; modelPath: string; task: EvalContext; control?: EvalContext; kind: AblationKind }
+
+async function loadForAnalysis(suitePath: string, modelFlag: string | undefined, ablation: string | undefined, runtime: string | undefined, withControl: boolean): Promise<Loaded> {
+  const ws = new NodeWorkspace(process.cwd(), createRuntime(oneOf(runtime, ['node', 'wasm'] as const, '--runtime', 'node')));
+  const suite = await loadSuite(ws, path.resolve(suitePath));
+  const kind = oneOf(ablation, ['zero', 'mean', 'resample'] as const, '--ablation', suite.ablation) as AblationKind;
+  const modelPath = suiteModelPath(suite, ws, modelFlag);
+  const engine = await ws.loadEngine(modelPath);
+  const { prompts, diagnostics } = resolvePrompts(suite, engine);
+  if (hasErrors(diagnostics)) throw diagnosticsError(diagnostics, ws);
+  const { task, control } = splitPrompts(prompts);
+  const taskCtx = await prepare(engine, task, kind);
+  const controlCtx = withControl && control.length ? await prepare(engine, control, kind) : undefined;
+  return { ws, suite, engine, modelPath, task: taskCtx, control: controlCtx, kind };
+}
+
+const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : String(x));
+
+export async function attributeCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const usage = 'circuitlens attribute SUITE [--model MODEL] [--level node|edge] [--method patching|gradient] [--ablation KIND] [--out FILE] [--json]';
+  const { values, positionals } = parse(argv, {
+    model: { type: 'string' }, level: { type: 'string' }, method: { type: 'string' }, ablation: { type: 'string' }, out: { type: 'string' },
+    json: { type: 'boolean' }, runtime: { type: 'string' },
+  }, usage);
+  if (positionals.length !== 1) throw new UserError(`expected one suite file\nusage: ${usage}`);
+  const level = oneOf(values.level, ['node', 'edge'] as const, '--level', 'node');
+  const method = oneOf(values.method, ['patching', 'gradient'] as const, '--method', 'patching');
+  if (level === 'edge') throw new UserError('edge-level attribution (path patching, EAP) is not implemented yet; use --level node');
+  if (method === 'gradient') throw new UserError('gradient attribution (EAP) is not implemented yet; use --method patching (exact)');
+  const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, false);
+  try {
+    const attr = await patchingAttribution(L.task, L.suite.metric);
+    const result = {
+      nodes: attr.nodes, edges: attr.edges, metric: attr.metric, method: attr.method, level, ablation: L.kind, prompts: L.task.prompts.length,
+      clean: attr.clean,
+    };
+    if (values.out) await writeFileAtomic(path.resolve(values.out), JSON.stringify(result, null, 2) + '\n');
+    if (values.json) out(JSON.stringify(result, null, 2));
+    else {
+      out(`${L.suite.name}: node attribution by ${L.kind} ablation (${attr.metric} drop), ${L.task.prompts.length} task prompts`);
+      for (const n of [...attr.nodes].sort((a, b) => b.score - a.score)) out(`  ${n.id.padEnd(8)} ${n.score >= 0 ? ' ' : ''}${n.score.toFixed(4)}`);
+    }
+    return 0;
+  } finally {
+    await L.ws.dispose();
+  }
+}
+
+export async function discoverCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const usage = 'circuitlens discover SUITE --out FILE.circuit.json [--model MODEL] [--method greedy|acdc] [--faithfulness F] [--threshold T] [--level node] [--ablation KIND] [--json]';
+  const { values, positionals } = parse(argv, {
+    model: { type: 'string' }, out: { type: 'string' }, method: { type: 'string' }, faithfulness: { type: 'string' }, threshold: { type: 'string' },
+    level: { type: 'string' }, ablation: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' },
+  }, usage);
+  if (positionals.length !== 1) throw new UserError(`expected one suite file\nusage: ${usage}`);
+  if (!values.out) throw new UserError(`--out FILE.circuit.json is required\nusage: ${usage}`);
+  if (!values.out.endsWith('.circuit.json')) throw new UserError(`--out must end in .circuit.json (got ${values.out})`);
+  const level = oneOf(values.level, ['node', 'edge'] as const, '--level', 'node');
+  if (level === 'edge') throw new UserError('edge-level discovery is not implemented yet; use --level node');
+  const method = oneOf(values.method, ['greedy', 'acdc'] as const, '--method', 'greedy');
+  const target = numberFlag(values.faithfulness, '--faithfulness', 0.8);
+  const threshold = numberFlag(values.threshold, '--threshold', 0.02);
+  const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, true);
+  try {
+    const metric = L.suite.metric;
+    const attr = await patchingAttribution(L.task, metric);
+    const found = method === 'acdc' ? await acdcNodes(L.task, metric, threshold) : await greedyNodes(L.task, metric, attr.nodes, target);
+    const v = await verifyCircuit(L.task, found.nodes, metric, L.control);
+    const outPath = path.resolve(values.out);
+    const rel = (p: string) => path.relative(path.dirname(outPath), p).split(path.sep).join('/');
+    const circuit: Circuit = {
+      schemaVersion: CIRCUIT_SCHEMA_VERSION,
+      name: values.name ?? `${L.suite.name} (${method})`,
+      model: { path: rel(L.modelPath), sha256: await sha256File(L.modelPath) },
+      suite: rel(L.suite.file),
+      granularity: 'node',
+      ablation: L.kind,
+      nodes: found.nodes,
+      edges: [],
+      scores: Object.fromEntries(attr.nodes.map((n) => [n.id, round(n.score)])),
+      metrics: metricsBlock(v, { method, target: method === 'greedy' ? target : undefined, threshold: method === 'acdc' ? threshold : undefined }),
+      created: new Date().toISOString(),
+      notes: `Found by ${method === 'acdc' ? `ACDC-style pruning (threshold ${threshold})` : `greedy selection by exact patching scores until faithfulness ≥ ${target}`} on ${L.task.prompts.length} task prompts with ${L.kind} ablation. A heuristic: small and faithful, not proven minimal.`,
+    };
+    await writeFileAtomic(outPath, serializeCircuit(circuit));
+    if (values.json) out(JSON.stringify({ circuit: path.relative(process.cwd(), outPath), nodes: found.nodes, ...circuit.metrics }, null, 2));
+    else {
+      out(`${L.suite.name}: ${method} discovery on ${path.relative(process.cwd(), L.modelPath)} (${L.task.prompts.length} task prompts, ${L.kind} ablation)`);
+      out(`  circuit (${found.nodes.length} of ${L.engine.info.layers * (L.engine.info.heads + 1)} heads and MLPs): ${found.nodes.join(', ')}`);
+      printVerification(v, out);
+      out(`  wrote ${path.relative(process.cwd(), outPath)}`);
+    }
+    return 0;
+  } finally {
+    await L.ws.dispose();
+  }
+}
+
+export async function verifyCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const usage = 'circuitlens verify CIRCUIT [--suite SUITE] [--model MODEL] [--ablation KIND] [--json]';
+  const { values, positionals } = parse(argv, {
+    suite: { type: 'string' }, model: { type: 'string' }, ablation: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' },
+  }, usage);
+  if (positionals.length !== 1) throw new UserError(`expected one circuit file\nusage: ${usage}`);
+  const circuitPath = path.resolve(positionals[0]!);
+  const ws0 = new NodeWorkspace();
+  const parsed = parseCircuit(circuitPath, await ws0.readText(circuitPath));
+  if (!parsed.circuit) throw diagnosticsError(parsed.diagnostics, ws0);
+  const c = parsed.circuit;
+  const suitePath = values.suite ?? (c.suite ? path.resolve(path.dirname(circuitPath), c.suite) : undefined);
+  if (!suitePath) throw new UserError(`${ws0.display(circuitPath)} names no suite: pass --suite SUITE`);
+  const modelFlag = values.model ?? (c.model?.path ? path.resolve(path.dirname(circuitPath), c.model.path) : undefined);
+  const L = await loadForAnalysis(suitePath, modelFlag, values.ablation ?? c.ablation, values.runtime, true);
+  try {
+    const nodes = L.engine.checkNodes(circuitComponents(c));
+    const v = await verifyCircuit(L.task, nodes, L.suite.metric, L.control);
+    const warnings: string[] = [];
+    if (c.model?.sha256 && c.model.sha256 !== (await sha256File(L.modelPath))) warnings.push('the circuit was found on a different model file (sha256 differs)');
+    if (c.granularity === 'edge') warnings.push('edge-level circuits are verified at node level (the nodes their edges touch)');
+    for (const w of warnings) process.stderr.write(`circuitlens verify: warning: ${w}\n`);
+    if (values.json) out(JSON.stringify({ ...metricsBlock(v, {}), warnings }, null, 2));
+    else {
+      out(`${c.name}: ${nodes.length} nodes (${nodes.join(', ')}) on ${path.relative(process.cwd(), L.modelPath)}, ${L.task.prompts.length} task prompts, ${L.kind} ablation`);
+      printVerification(v, out);
+    }
+    return 0;
+  } finally {
+    await L.ws.dispose();
+  }
+}
+
+export async function diffCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const usage = 'circuitlens diff SUITE [--model MODEL] [--json]';
+  const { values, positionals } = parse(argv, { model: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' } }, usage);
+  if (positionals.length !== 1) throw new UserError(`expected one suite file\nusage: ${usage}`);
+  const ws = new NodeWorkspace(process.cwd(), createRuntime(oneOf(values.runtime, ['node', 'wasm'] as const, '--runtime', 'node')));
+  try {
+    const suite = await loadSuite(ws, path.resolve(positionals[0]!));
+    const engine = await ws.loadEngine(suiteModelPath(suite, ws, values.model));
+    const { prompts, diagnostics } = resolvePrompts(suite, engine);
+    if (hasErrors(diagnostics)) throw diagnosticsError(diagnostics, ws);
+    const { task, control } = splitPrompts(prompts);
+    if (control.length === 0) throw new UserError(`${ws.display(suite.file)} has no prompts tagged control to compare with`);
+    const rows = await differentialActivation(engine, task, control);
+    if (values.json) out(JSON.stringify({ task: task.length, control: control.length, nodes: rows }, null, 2));
+    else {
+      out(`${suite.name}: task (${task.length}) vs control (${control.length}) prompts, last position; a first ranking, not a causal test`);
+      out('  node      task norm  control norm  effect size (d)  entropy task/control');
+      for (const r of rows) out(`  ${r.id.padEnd(8)} ${f3(r.taskNorm).padStart(10)} ${f3(r.controlNorm).padStart(13)} ${f3(r.effectSize).padStart(16)}  ${r.taskEntropy !== undefined ? `${f3(r.taskEntropy)} / ${f3(r.controlEntropy!)}` : ''}`);
+    }
+    return 0;
+  } finally {
+    await ws.dispose();
+  }
+}
+
+function numberFlag(v: string | undefined, flag: string, fallback: number): number {
+  if (v === undefined) return fallback;
+  const x = Number(v);
+  if (!Number.isFinite(x)) throw new UserError(`${flag} must be a number (got "${v}")`);
+  return x;
+}
+
+function round(x: number): number {
+  return Number.isFinite(x) ? Math.round(x * 1e6) / 1e6 : x;
+}
+
+/** The metrics block of a circuit file and of `verify --json` (DESIGN §6 keys first). */
+function metricsBlock(v: Verification, extra: Record<string, unknown>) {
+  const r = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, x]) => [k, round(x)]));
+  return {
+    faithfulness: round(v.faithfulness),
+    faithfulnessByMetric: r({ logit_diff: v.faithfulnessByMetric.logit_diff, accuracy: v.faithfulnessByMetric.accuracy, kl: v.faithfulnessByMetric.kl, prob: v.faithfulnessByMetric.prob }),
+    necessity: round(v.necessity),
+    necessityByMetric: r(v.necessityByMetric),
+    minimality: r(v.minimality),
+    specificity: v.specificity ? r(v.specificity) : null,
+    cpr: round(v.cpr), cmd: round(v.cmd),
+    curve: v.curve.map((p) => ({ size: p.size, faithfulness: round(p.faithfulness) })),
+    metric: v.metric, ablation: v.ablation, prompts: v.prompts,
+    ...Object.fromEntries(Object.entries(extra).filter(([, x]) => x !== undefined)),
+  };
+}
+
+function printVerification(v: Verification, out: (s: string) => void): void {
+  const m = v.faithfulnessByMetric;
+  out(`  faithfulness ${f3(v.faithfulness)} (${v.metric})  —  by metric: logit_diff ${f3(m.logit_diff)}, accuracy ${f3(m.accuracy)}, kl ${f3(m.kl)}`);
+  out(`  necessity ${f3(v.necessity)}   CPR ${f3(v.cpr)}   CMD ${f3(v.cmd)}   (MIB: area under the faithfulness curve over sizes / area between it and 1)`);
+  out(`  minimality (faithfulness drop when a node alone is removed): ${Object.entries(v.minimality).map(([k, d]) => `${k} ${f3(d)}`).join(', ')}`);
+  const removable = Object.entries(v.minimality).filter(([, d]) => d <= 0).map(([k]) => k);
+  if (removable.length) out(`  not minimal: removing ${removable.join(', ')} alone does not lower faithfulness`);
+  if (v.specificity) {
+    const s = v.specificity;
+    out(`  specificity on ${s.prompts} control prompts: KL ${f3(s.klWhenAblated)} when the circuit is ablated (task: ${f3(s.taskKlWhenAblated)}), accuracy ${f3(s.accuracyClean)} → ${f3(s.accuracyWhenAblated)}`);
+  }
+}

@@ -1,0 +1,27 @@
+import { allComponentNodes, type NodeId } from '../ids';
+import { evaluateSets, type EvalContext } from './evaluate';
+import type { MetricName, SuiteMetrics } from './metrics';
+
+export interface NodeScore { id: NodeId; score: number }
+export interface EdgeScore { source: string; target: string; score: number }
+export interface Attribution { metric: MetricName; method: 'patching' | 'gradient'; nodes: NodeScore[]; edges: EdgeScore[]; clean: SuiteMetrics }
+
+/** The metric as a quantity where larger is better (KL enters negated). */
+export function signedMetric(m: SuiteMetrics, metric: MetricName): number {
+  return metric === 'kl' ? -m.kl : m[metric];
+}
+
+/**
+ * Exact node attribution by patching: for each head and MLP, the drop of the suite metric when it alone is
+ * ablated (clean − ablated; positive = the node supports the behaviour). All nodes run in batched calls.
+ */
+export async function patchingAttribution(ctx: EvalContext, metric: MetricName): Promise<Attribution> {
+  const nodes = allComponentNodes(ctx.engine.info);
+  const [clean, ...single] = await evaluateSets(ctx, [[], ...nodes.map((n) => [n])]);
+  const base = signedMetric(clean!.metrics, metric);
+  return {
+    metric, method: 'patching', clean: clean!.metrics,
+    nodes: nodes.map((id, i) => ({ id, score: base - signedMetric(single[i]!.metrics, metric) })),
+    edges: [],
+  };
+}

@@ -1,0 +1,165 @@
+// Drives the packaged extension in a real VS Code: code-server (installed by scripts/setup-code-server.sh
+// into .tools/) in Debian's Chromium through playwright-core. Offline: no browser or VS Code downloads.
+import { spawn, execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { chromium, type Browser, type FrameLocator, type Page } from 'playwright-core';
+
+export const CHROMIUM_PATH = process.env.CIRCUITLENS_CHROMIUM ?? '/usr/bin/chromium';
+/** Flags for Chromium as root in a container, with no network besides localhost. Playwright adds --headless,
+ *  --no-sandbox and a fresh temporary --user-data-dir itself (it refuses one in args). */
+export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
+
+/** The code-server launcher: $CODE_SERVER, else .tools/bin/code-server in the nearest folder above this file or the cwd. */
+export function codeServerBin(): string {
+  if (process.env.CODE_SERVER) return process.env.CODE_SERVER;
+  for (const start of [__dirname, process.cwd()]) {
+    for (let d = start; d !== path.dirname(d); d = path.dirname(d)) {
+      const p = path.join(d, '.tools', 'bin', 'code-server');
+      if (fs.existsSync(p)) return p;
+    }
+  }
+  throw new Error('code-server not found: run scripts/setup-code-server.sh (or set CODE_SERVER)');
+}
+
+/** Chromium for the workbench; `webgpu` adds --enable-unsafe-webgpu (navigator.gpu in webviews). */
+export function launchBrowser(opts: { webgpu?: boolean; args?: string[] } = {}): Promise<Browser> {
+  const args = [...CHROMIUM_ARGS, ...(opts.webgpu ? ['--enable-unsafe-webgpu'] : []), ...(opts.args ?? [])];
+  return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args });
+}
+
+export interface CodeServer {
+  url: string;
+  /** Temporary folder holding user-data/, extensions/, config.yaml and code-server.log. */
+  dir: string;
+  /** Everything code-server printed so far. */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Starts code-server on a free 127.0.0.1 port with fresh user-data/extensions dirs and `vsix` installed;
+ *  resolves once its HTTP server answers. `stop()` kills it and removes the temporary folder
+ *  (kept when CIRCUITLENS_KEEP_TMP is set). */
+export async function startCodeServer(opts: { vsix?: string; workspace?: string; settings?: Record<string, unknown>; timeoutMs?: number }): Promise<CodeServer> {
+  const bin = codeServerBin();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitlens-cs-'));
+  const userData = path.join(dir, 'user-data');
+  const extensions = path.join(dir, 'extensions');
+  const config = path.join(dir, 'config.yaml'); // empty: keeps code-server off ~/.config/code-server
+  fs.mkdirSync(path.join(userData, 'User'), { recursive: true });
+  fs.mkdirSync(extensions);
+  fs.writeFileSync(config, '');
+  fs.writeFileSync(path.join(userData, 'User', 'settings.json'), JSON.stringify({
+    'workbench.startupEditor': 'none', 'workbench.tips.enabled': false, 'security.workspace.trust.enabled': false,
+    'telemetry.telemetryLevel': 'off', 'update.mode': 'none', 'extensions.autoUpdate': false,
+    'extensions.autoCheckUpdates': false, 'chat.disableAIFeatures': true, ...opts.settings,
+  }, null, 2));
+  const common = ['--config', config, '--user-data-dir', userData, '--extensions-dir', extensions];
+
+  if (opts.vsix) {
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(bin, [...common, '--install-extension', path.resolve(opts.vsix!)], { timeout: 120_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`code-server --install-extension failed: ${err.message}\n${stdout}${stderr}`)) : resolve(stdout + stderr)));
+    if (!/successfully installed/i.test(out)) throw new Error(`installing ${opts.vsix} failed:\n${out}`);
+  }
+
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const args = [...common, '--auth', 'none', '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust',
+    '--disable-getting-started-override', '--bind-addr', `127.0.0.1:${port}`, ...(opts.workspace ? [opts.workspace] : [])];
+  // Own process group, so stop() also reaches code-server's children (its server, extension host, pty host).
+  const proc = spawn(bin, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const logFile = fs.createWriteStream(path.join(dir, 'code-server.log'));
+  const onData = (b: Buffer) => { output += b.toString(); logFile.write(b); };
+  proc.stdout!.on('data', onData);
+  proc.stderr!.on('data', onData);
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  let alive = true;
+  void exited.then(() => { alive = false; });
+
+  const kill = (sig: NodeJS.Signals) => { try { process.kill(-proc.pid!, sig); } catch { /* already gone */ } };
+  const stop = async () => {
+    if (alive) {
+      kill('SIGTERM');
+      await Promise.race([exited, sleep(5000)]);
+      if (alive) { kill('SIGKILL'); await exited; }
+    }
+    logFile.end();
+    if (!process.env.CIRCUITLENS_KEEP_TMP) fs.rmSync(dir, { recursive: true, force: true });
+  };
+
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  for (;;) {
+    if (!alive) { await stop(); throw new Error(`code-server exited during startup:\n${output}`); }
+    try {
+      if ((await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) })).ok) break;
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) { await stop(); throw new Error(`code-server did not answer on ${url}:\n${output}`); }
+    await sleep(200);
+  }
+  return { url, dir, log: () => output, stop };
+}
+
+/** Opens the workbench on `workspaceFolder` in a new context of `browser`; resolves once `.monaco-workbench` shows. */
+export async function openWorkbench(browser: Browser, url: string, workspaceFolder: string, timeoutMs = 60_000): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  await page.goto(`${url}/?folder=${encodeURIComponent(path.resolve(workspaceFolder))}`, { timeout: timeoutMs });
+  await page.locator('.monaco-workbench').waitFor({ state: 'visible', timeout: timeoutMs });
+  return page;
+}
+
+/** Runs a command by its palette title ("Category: Title"). Retries while the palette has no match yet
+ *  (extension contributions arrive a few seconds after the workbench on a cold start). */
+export async function runCommand(page: Page, title: string, timeoutMs = 30_000): Promise<void> {
+  const widget = page.locator('.quick-input-widget');
+  const input = widget.locator('input.input');
+  const row = widget.locator('.monaco-list-row', { hasText: title }).first();
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!(await widget.isVisible())) await page.keyboard.press('F1');
+    await input.waitFor({ state: 'visible', timeout: 5000 });
+    await input.fill(`>${title}`);
+    try {
+      await row.waitFor({ state: 'visible', timeout: 2000 });
+      await row.click();
+      await widget.waitFor({ state: 'hidden', timeout: 5000 });
+      return;
+    } catch (e) {
+      const text = (await widget.innerText().catch(() => '')).replace(/\s+/g, ' ');
+      if (Date.now() > deadline) throw new Error(`command "${title}" not found in the palette (palette: ${text})`, { cause: e });
+      await page.keyboard.press('Escape'); // usually "No matching commands": the extension is not registered yet
+      await sleep(1000);
+    }
+  }
+}
+
+/** Waits for a notification toast containing `text` and returns its message. */
+export async function waitForNotification(page: Page, text: string | RegExp, timeoutMs = 15_000): Promise<string> {
+  const toast = page.locator('.notification-toast .notification-list-item-message', { hasText: text }).first();
+  await toast.waitFor({ state: 'visible', timeout: timeoutMs });
+  return toast.innerText();
+}
+
+/** The content frame of the active webview (VS Code nests it: iframe.webview > #active-frame). */
+export function webviewFrame(page: Page): FrameLocator {
+  return page.frameLocator('iframe.webview').frameLocator('#active-frame');
+}
