@@ -33,8 +33,8 @@ async function loadForAnalysis(suitePath: string, modelFlag: string | undefined,
   const { prompts, diagnostics } = resolvePrompts(suite, engine);
   if (hasErrors(diagnostics)) throw diagnosticsError(diagnostics, ws);
   const { task, control } = splitPrompts(prompts);
-  const taskCtx = await prepare(engine, task, kind);
-  const controlCtx = withControl && control.length ? await prepare(engine, control, kind) : undefined;
+  const taskCtx = await prepare(engine, task, kind, { meanOver: prompts });
+  const controlCtx = withControl && control.length ? await prepare(engine, control, kind, { meanOver: prompts }) : undefined;
   return { ws, suite, engine, modelPath, task: taskCtx, control: controlCtx, kind };
 }
 

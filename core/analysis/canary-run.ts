@@ -93,7 +93,7 @@ export async function runCanary(ws: Workspace, file: string, opts: CanaryOptions
     const prompts = selectPrompts(resolved.prompts, c.tags);
     const key = `${kind}|${(c.tags ?? []).join(',')}`;
     let p = contexts.get(key);
-    if (!p) { p = prepare(engine, prompts, kind, { signal: opts.signal }); contexts.set(key, p); }
+    if (!p) { p = prepare(engine, prompts, kind, { signal: opts.signal, meanOver: resolved.prompts }); contexts.set(key, p); }
     return p;
   };
 

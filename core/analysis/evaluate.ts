@@ -34,10 +34,16 @@ function checkCancelled(signal?: AbortSignal) {
   if (signal?.aborted) throw new Cancelled();
 }
 
-export async function prepare(engine: Engine, prompts: ResolvedPrompt[], ablation: AblationKind, opts: { maxRows?: number; signal?: AbortSignal } = {}): Promise<EvalContext> {
+/**
+ * `meanOver`: the prompts whose mean activations replace ablated nodes. DESIGN §4 says all suite prompts and
+ * positions, so callers that evaluate a subset (task or control prompts) pass the whole suite here.
+ */
+export async function prepare(
+  engine: Engine, prompts: ResolvedPrompt[], ablation: AblationKind,
+  opts: { maxRows?: number; signal?: AbortSignal; meanOver?: ResolvedPrompt[] } = {},
+): Promise<EvalContext> {
   const ctx: EvalContext = { engine, prompts, ablation, cleanLogProbs: [], maxRows: opts.maxRows ?? 256, signal: opts.signal };
-  // DESIGN §4: the mean is over all suite prompts and positions.
-  if (ablation === 'mean') ctx.means = await engine.means(prompts.map((p) => p.ids));
+  if (ablation === 'mean') ctx.means = await engine.means((opts.meanOver ?? prompts).map((p) => p.ids));
   if (ablation === 'resample') ctx.corrupted = await corruptedActivations(engine, prompts);
   const clean = await runSets(ctx, [[]]);
   ctx.cleanLogProbs = clean[0]!.map((l) => logSoftmax(l));

@@ -69,13 +69,16 @@ export async function startCodeServer(opts: { vsix?: string; workspace?: string;
   fs.writeFileSync(path.join(userData, 'User', 'settings.json'), JSON.stringify({
     'workbench.startupEditor': 'none', 'workbench.tips.enabled': false, 'security.workspace.trust.enabled': false,
     'telemetry.telemetryLevel': 'off', 'update.mode': 'none', 'extensions.autoUpdate': false,
-    'extensions.autoCheckUpdates': false, 'chat.disableAIFeatures': true, ...opts.settings,
+    'extensions.autoCheckUpdates': false, 'chat.disableAIFeatures': true,
+    'workbench.secondarySideBar.defaultVisibility': 'hidden', ...opts.settings,
   }, null, 2));
   const common = ['--config', config, '--user-data-dir', userData, '--extensions-dir', extensions];
+  // An unreachable local gallery, so nothing queries open-vsx.org.
+  const env = { ...process.env, EXTENSIONS_GALLERY: JSON.stringify({ serviceUrl: 'http://127.0.0.1:9/gallery', itemUrl: 'http://127.0.0.1:9/item' }) };
 
   if (opts.vsix) {
     const out = await new Promise<string>((resolve, reject) =>
-      execFile(bin, [...common, '--install-extension', path.resolve(opts.vsix!)], { timeout: 120_000 }, (err, stdout, stderr) =>
+      execFile(bin, [...common, '--install-extension', path.resolve(opts.vsix!)], { timeout: 120_000, env }, (err, stdout, stderr) =>
         err ? reject(new Error(`code-server --install-extension failed: ${err.message}\n${stdout}${stderr}`)) : resolve(stdout + stderr)));
     if (!/successfully installed/i.test(out)) throw new Error(`installing ${opts.vsix} failed:\n${out}`);
   }
@@ -85,7 +88,7 @@ export async function startCodeServer(opts: { vsix?: string; workspace?: string;
   const args = [...common, '--auth', 'none', '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust',
     '--disable-getting-started-override', '--bind-addr', `127.0.0.1:${port}`, ...(opts.workspace ? [opts.workspace] : [])];
   // Own process group, so stop() also reaches code-server's children (its server, extension host, pty host).
-  const proc = spawn(bin, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(bin, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env });
   let output = '';
   const logFile = fs.createWriteStream(path.join(dir, 'code-server.log'));
   const onData = (b: Buffer) => { output += b.toString(); logFile.write(b); };
@@ -99,7 +102,9 @@ export async function startCodeServer(opts: { vsix?: string; workspace?: string;
   const stop = async () => {
     if (alive) {
       kill('SIGTERM');
-      await Promise.race([exited, sleep(5000)]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise<void>((r) => { timer = setTimeout(r, 5000); })]);
+      clearTimeout(timer);
       if (alive) { kill('SIGKILL'); await exited; }
     }
     logFile.end();

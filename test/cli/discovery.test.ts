@@ -1,0 +1,131 @@
+import { describe, test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { evaluateSets, prepare } from '../../core/analysis/evaluate';
+import { resolvePrompts } from '../../core/analysis/prompts';
+import { parseSuite } from '../../core/formats/suite';
+import { allComponentNodes, type NodeId } from '../../core/ids';
+import { loadEngine } from '../../core/node/load';
+import { EXAMPLES } from '../helpers';
+import { cli } from './run-cli';
+
+const SUITE = path.join(EXAMPLES, 'induction.suite.yaml');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-discover-'));
+
+/** Attention signatures on an induction prompt: previous-token score and induction score of every head. */
+function signatures(model: string): Map<string, { prev: number; induction: number }> {
+  const text = 'Mary walked garden red apple dog Mary walked garden red';
+  const r = cli(['trace', model, '--prompt', text, '--hooks', '*hook_pattern', '--json']);
+  const j = JSON.parse(r.stdout);
+  const T = j.ids.length;
+  const out = new Map<string, { prev: number; induction: number }>();
+  for (const [hook, t] of Object.entries(j.activations) as [string, { shape: number[]; data: number[] }][]) {
+    const layer = Number(/blocks\.(\d+)/.exec(hook)![1]);
+    for (let h = 0; h < t.shape[0]!; h++) {
+      let prev = 0, ind = 0;
+      for (let q = 1; q < T; q++) prev += t.data[h * T * T + q * T + q - 1]! / (T - 1);
+      // Second half, position q: the earlier occurrence of token q is at q-6; induction attends to q-5.
+      for (let q = 6; q < T; q++) ind += t.data[h * T * T + q * T + q - 5]! / (T - 6);
+      out.set(`a${layer}.h${h}`, { prev, induction: ind });
+    }
+  }
+  return out;
+}
+
+for (const name of ['induction-gpt2', 'induction-llama']) {
+  const model = path.join(EXAMPLES, `${name}.onnx`);
+  describe(`discover + verify on ${name}`, () => {
+    for (const method of ['greedy', 'acdc']) {
+      test(`${method} finds previous-token and induction heads with faithfulness ≥ 0.8`, () => {
+        const out = path.join(tmp, `${name}-${method}.circuit.json`);
+        const r = cli(['discover', SUITE, '--model', model, '--method', method, '--out', out, '--json']);
+        assert.equal(r.code, 0, r.stderr);
+        const c = JSON.parse(fs.readFileSync(out, 'utf8'));
+        assert.equal(c.schemaVersion, 1);
+        assert.equal(c.granularity, 'node');
+        assert.match(c.model.sha256, /^[0-9a-f]{64}$/);
+        assert.equal(path.resolve(path.dirname(out), c.model.path), model);
+        assert.ok(c.metrics.faithfulness >= 0.8, `faithfulness ${c.metrics.faithfulness}`);
+        assert.ok(c.metrics.faithfulnessByMetric.accuracy >= 0.8);
+        const sig = signatures(model);
+        const heads = (c.nodes as string[]).filter((n) => n.startsWith('a'));
+        const prevHeads = heads.filter((h) => h.startsWith('a0.') && sig.get(h)!.prev > 0.4);
+        const inductionHeads = heads.filter((h) => h.startsWith('a1.') && sig.get(h)!.induction > 0.8);
+        assert.ok(prevHeads.length >= 1, `no previous-token head in ${heads}`);
+        assert.ok(inductionHeads.length >= 1, `no induction head in ${heads}`);
+        assert.ok(c.nodes.length < allComponentNodes({ layers: 2, heads: 4 }).length, 'the circuit is smaller than the model');
+      });
+    }
+
+    test('verify prints the numbers a direct computation gives', async () => {
+      const out = path.join(tmp, `${name}-greedy.circuit.json`);
+      if (!fs.existsSync(out)) assert.equal(cli(['discover', SUITE, '--model', model, '--out', out]).code, 0);
+      const r = cli(['verify', out, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      const v = JSON.parse(r.stdout);
+      for (const k of ['faithfulness', 'faithfulnessByMetric', 'necessity', 'minimality']) assert.ok(k in v, k);
+      const nodes = JSON.parse(fs.readFileSync(out, 'utf8')).nodes as NodeId[];
+      // Direct: ablate everything outside the circuit, everything, nothing, the circuit — with the engine alone.
+      const engine = await loadEngine(model);
+      try {
+        const { suite } = parseSuite(SUITE, fs.readFileSync(SUITE, 'utf8'));
+        const task = resolvePrompts(suite!, engine).prompts.filter((p) => !p.tags.includes('control'));
+        const ctx = await prepare(engine, task, 'mean', { meanOver: resolvePrompts(suite!, engine).prompts });
+        const all = allComponentNodes(engine.info);
+        const [full, empty, circ, comp] = await evaluateSets(ctx, [[], all, all.filter((n) => !nodes.includes(n)), nodes]);
+        const ld = (x: typeof full) => x!.metrics.logit_diff;
+        const f = (ld(circ) - ld(empty)) / (ld(full) - ld(empty));
+        const nec = 1 - (ld(comp) - ld(empty)) / (ld(full) - ld(empty));
+        const acc = (circ!.metrics.accuracy - empty!.metrics.accuracy) / (full!.metrics.accuracy - empty!.metrics.accuracy);
+        const kl = 1 - circ!.metrics.kl / empty!.metrics.kl;
+        assert.ok(Math.abs(v.faithfulness - f) < 1e-5, `${v.faithfulness} vs ${f}`);
+        assert.ok(Math.abs(v.necessity - nec) < 1e-5);
+        assert.ok(Math.abs(v.faithfulnessByMetric.accuracy - acc) < 1e-5);
+        assert.ok(Math.abs(v.faithfulnessByMetric.kl - kl) < 1e-5);
+        // Minimality of one node: faithfulness without it.
+        const n0 = nodes[0]!;
+        const [without] = await evaluateSets(ctx, [all.filter((n) => !nodes.includes(n) || n === n0)]);
+        assert.ok(Math.abs(v.minimality[n0] - (f - (ld(without) - ld(empty)) / (ld(full) - ld(empty)))) < 1e-5);
+        assert.equal(v.curve.length, all.length + 1);
+        assert.ok(v.cpr > 0 && v.cpr <= 1.1 && v.cmd >= 0);
+        assert.equal(v.specificity.prompts, 17);
+      } finally {
+        await engine.release();
+      }
+    });
+  });
+}
+
+describe('attribute and diff', () => {
+  test('attribute --json gives a score per head and MLP equal to the single-ablation drop', () => {
+    const r = cli(['attribute', SUITE, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.nodes.length, 10);
+    assert.deepEqual(j.edges, []);
+    const m0 = j.nodes.find((n: { id: string }) => n.id === 'm0').score;
+    const run = (args: string[]) => JSON.parse(cli(['run', SUITE, ...args, '--json']).stdout);
+    const taskMean = (x: { prompts: { tags: string[]; value: number }[] }) => {
+      const t = x.prompts.filter((p) => !p.tags.includes('control'));
+      return t.reduce((s, p) => s + p.value, 0) / t.length;
+    };
+    assert.ok(Math.abs(m0 - (taskMean(run([])) - taskMean(run(['--ablate', 'm0'])))) < 1e-4);
+  });
+
+  test('gradient and edge levels say they are not there yet (exit 2)', () => {
+    assert.equal(cli(['attribute', SUITE, '--method', 'gradient']).code, 2);
+    assert.equal(cli(['attribute', SUITE, '--level', 'edge']).code, 2);
+  });
+
+  test('diff ranks heads by task-vs-control effect size', () => {
+    const r = cli(['diff', SUITE, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.task, 81);
+    assert.equal(j.control, 17);
+    assert.equal(j.nodes.length, 10);
+    for (let i = 1; i < j.nodes.length; i++) assert.ok(Math.abs(j.nodes[i - 1].effectSize) >= Math.abs(j.nodes[i].effectSize));
+  });
+});
