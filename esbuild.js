@@ -28,6 +28,18 @@ async function main() {
       builds.push(esbuild.build({ ...node, entryPoints: ['extension/main.ts'], outfile: 'dist/extension.js', external: ['vscode', 'onnxruntime-node', 'onnxruntime-web'] }));
     }
   }
+  if (!args.has('--tests-only')) {
+    // Webview: UI bundles and the compute worker (onnxruntime-web), plus the WASM binary the worker is handed.
+    const web = { bundle: true, platform: 'browser', format: 'iife', target: 'es2022', sourcemap: true, logLevel: 'error', minify: !args.has('--dev'),
+      define: { 'import.meta.url': '""', CIRCUITLENS_VERSION: JSON.stringify(pkg.version) } };
+    builds.push(esbuild.build({ ...web, entryPoints: ['webview/compute/worker.ts'], outfile: 'dist/webview/worker.js' }));
+    for (const view of ['graph', 'attention', 'lens']) {
+      if (fs.existsSync(`webview/${view}/main.ts`)) builds.push(esbuild.build({ ...web, entryPoints: [`webview/${view}/main.ts`], outfile: `dist/webview/${view}.js` }));
+    }
+    fs.mkdirSync('dist/webview', { recursive: true });
+    fs.copyFileSync(require.resolve('onnxruntime-web/ort-wasm-simd-threaded.jsep.wasm'), 'dist/webview/ort-wasm-simd-threaded.jsep.wasm');
+    fs.copyFileSync(require.resolve('plotly.js-dist-min'), 'dist/webview/plotly.min.js');
+  }
   if (args.has('--tests') || args.has('--tests-only')) {
     fs.rmSync('out', { recursive: true, force: true });
     builds.push(esbuild.build({ ...node, entryPoints: testEntries('test'), outdir: 'out/test', outbase: 'test', packages: 'external' }));

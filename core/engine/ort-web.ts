@@ -9,9 +9,11 @@ import type { Backend, ExternalFile, Runtime, Session } from './runtime';
 export class OrtWebRuntime implements Runtime {
   readonly backend: Backend;
 
-  constructor(opts: { webgpu?: boolean; wasmPaths?: string; threads?: number } = {}) {
+  constructor(opts: { webgpu?: boolean; wasmPaths?: string; wasmBinary?: ArrayBuffer; threads?: number } = {}) {
     this.backend = opts.webgpu ? 'webgpu' : 'wasm';
     if (opts.wasmPaths) ort.env.wasm.wasmPaths = opts.wasmPaths;
+    // Webviews hand the binary over by message: no fetch from another origin, no CSP exception for it.
+    if (opts.wasmBinary) ort.env.wasm.wasmBinary = opts.wasmBinary;
     if (opts.threads !== undefined) ort.env.wasm.numThreads = opts.threads;
   }
 

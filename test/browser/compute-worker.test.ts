@@ -1,0 +1,83 @@
+// The webview compute worker (onnxruntime-web in a Web Worker, WASM and WebGPU) in real Chromium gives the
+// Node engine's numbers.
+import { after, before, describe, test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { evaluateSets, prepare } from '../../core/analysis/evaluate';
+import { resolvePrompts } from '../../core/analysis/prompts';
+import { parseSuite } from '../../core/formats/suite';
+import { loadEngine } from '../../core/node/load';
+import { EXAMPLES, ROOT } from '../helpers';
+import { launchChromium, serveFiles, CHROMIUM } from './chromium';
+
+const skip = fs.existsSync(CHROMIUM) ? false : `Chromium not found at ${CHROMIUM} (apt-get install chromium)`;
+
+const PAGE = `<!doctype html><html><body><script>
+window.startWorker = async (prefer, model) => {
+  const [code, wasm, bytes, tok] = await Promise.all([
+    fetch('/worker.js').then(r => r.text()), fetch('/ort.wasm').then(r => r.arrayBuffer()),
+    fetch('/' + model).then(r => r.arrayBuffer()), fetch('/tokenizer.json').then(r => r.text())]);
+  const w = new Worker(URL.createObjectURL(new Blob([code], { type: 'text/javascript' })));
+  const pending = new Map(); let next = 1;
+  const ready = new Promise((res, rej) => { w.onmessage = (e) => {
+    const m = e.data;
+    if (m.t === 'ready') return res(m);
+    if (m.t === 'error' && m.id === undefined) return rej(new Error(m.message));
+    const p = pending.get(m.id); pending.delete(m.id);
+    if (p) m.t === 'error' ? p.rej(new Error(m.message)) : p.res(m);
+  }; });
+  w.postMessage({ t: 'init', model: new Uint8Array(bytes), tokenizerJson: tok, wasmBinary: wasm, prefer, what: model });
+  window.call = (msg) => new Promise((res, rej) => { const id = next++; pending.set(id, { res, rej }); w.postMessage({ ...msg, id }); });
+  return ready;
+};
+</script></body></html>`;
+
+describe('webview compute worker in Chromium', { skip }, () => {
+  let browser: Browser;
+  let server: Awaited<ReturnType<typeof serveFiles>>;
+  before(async () => {
+    server = await serveFiles({
+      '/worker.js': path.join(ROOT, 'dist', 'webview', 'worker.js'),
+      '/ort.wasm': path.join(ROOT, 'dist', 'webview', 'ort-wasm-simd-threaded.jsep.wasm'),
+      '/tokenizer.json': path.join(EXAMPLES, 'tokenizer.json'),
+      '/induction-gpt2.onnx': path.join(EXAMPLES, 'induction-gpt2.onnx'),
+      '/induction-llama.onnx': path.join(EXAMPLES, 'induction-llama.onnx'),
+    }, { '/': PAGE });
+    browser = await launchChromium();
+  });
+  after(async () => { await browser?.close(); await server?.close(); });
+
+  for (const model of ['induction-gpt2', 'induction-llama']) {
+    for (const prefer of ['wasm', 'webgpu'] as const) {
+      test(`${model} on ${prefer}: suite metrics and ablations equal the Node engine's`, async () => {
+        const page: Page = await browser.newPage();
+        await page.goto(server.url + '/');
+        const ready = await page.evaluate(([p, m]) => (window as unknown as { startWorker(p: string, m: string): Promise<{ backend: string; info: { layers: number } }> }).startWorker(p, m), [prefer, `${model}.onnx`] as const);
+        assert.equal(ready.backend, prefer);
+        assert.equal(ready.info.layers, 2);
+        const node = await loadEngine(path.join(EXAMPLES, `${model}.onnx`));
+        try {
+          const suitePath = path.join(EXAMPLES, 'induction.suite.yaml');
+          const { suite } = parseSuite(suitePath, fs.readFileSync(suitePath, 'utf8'));
+          const prompts = resolvePrompts(suite!, node).prompts.slice(0, 24);
+          const sets = [[], ['a1.h0', 'a1.h1'], ['a0.h1', 'm0'], ['a0.h0', 'a0.h1', 'a0.h2', 'a0.h3', 'a1.h0', 'a1.h1', 'a1.h2', 'a1.h3', 'm0', 'm1']];
+          const ctx = await prepare(node, prompts, 'mean');
+          const want = await evaluateSets(ctx, sets as never);
+          const got = await page.evaluate((msg) => (window as unknown as { call(m: unknown): Promise<{ sets: { metrics: Record<string, number> }[] }> }).call(msg), { t: 'evaluate', prompts, meanOver: prompts, ablation: 'mean', sets });
+          want.forEach((w, i) => {
+            for (const k of ['logit_diff', 'prob', 'accuracy', 'kl'] as const) {
+              const a = got.sets[i]!.metrics[k]!;
+              const b = w.metrics[k];
+              assert.ok(Math.abs(a - b) <= 1e-4 * Math.max(1, Math.abs(b)), `set ${i} ${k}: webview ${a} vs node ${b}`);
+            }
+          });
+        } finally {
+          await node.release();
+          await page.close();
+        }
+      });
+    }
+  }
+});
