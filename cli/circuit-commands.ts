@@ -3,6 +3,7 @@ import { patchingAttribution } from '../core/analysis/attribution';
 import { differentialActivation } from '../core/analysis/differential';
 import { acdcNodes, greedyNodes } from '../core/analysis/discovery';
 import { prepare, type EvalContext } from '../core/analysis/evaluate';
+import { gradientAttribution } from '../core/analysis/gradient';
 import { resolvePrompts, type ResolvedPrompt } from '../core/analysis/prompts';
 import { verifyCircuit, type Verification } from '../core/analysis/verify';
 import type { AblationKind, Engine } from '../core/engine/engine';
@@ -41,27 +42,28 @@ async function loadForAnalysis(suitePath: string, modelFlag: string | undefined,
 const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : String(x));
 
 export async function attributeCommand(argv: string[], out: (s: string) => void): Promise<number> {
-  const usage = 'circuitlens attribute SUITE [--model MODEL] [--level node|edge] [--method patching|gradient] [--ablation KIND] [--out FILE] [--json]';
+  const usage = 'circuitlens attribute SUITE [--model MODEL] [--level node|edge] [--method patching|gradient] [--steps K] [--ablation KIND] [--out FILE] [--json]';
   const { values, positionals } = parse(argv, {
     model: { type: 'string' }, level: { type: 'string' }, method: { type: 'string' }, ablation: { type: 'string' }, out: { type: 'string' },
-    json: { type: 'boolean' }, runtime: { type: 'string' },
+    json: { type: 'boolean' }, runtime: { type: 'string' }, steps: { type: 'string' },
   }, usage);
   if (positionals.length !== 1) throw new UserError(`expected one suite file\nusage: ${usage}`);
   const level = oneOf(values.level, ['node', 'edge'] as const, '--level', 'node');
   const method = oneOf(values.method, ['patching', 'gradient'] as const, '--method', 'patching');
   if (level === 'edge') throw new UserError('edge-level attribution (path patching, EAP) is not implemented yet; use --level node');
-  if (method === 'gradient') throw new UserError('gradient attribution (EAP) is not implemented yet; use --method patching (exact)');
+  const steps = stepsFlag(values.steps, method);
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, false);
   try {
-    const attr = await patchingAttribution(L.task, L.suite.metric);
+    const attr = method === 'gradient' ? await gradientAttribution(L.task, L.suite.metric, { steps }) : await patchingAttribution(L.task, L.suite.metric);
     const result = {
       nodes: attr.nodes, edges: attr.edges, metric: attr.metric, method: attr.method, level, ablation: L.kind, prompts: L.task.prompts.length,
-      clean: attr.clean,
+      clean: attr.clean, ...(method === 'gradient' ? { steps } : {}),
     };
     if (values.out) await writeFileAtomic(path.resolve(values.out), JSON.stringify(result, null, 2) + '\n');
     if (values.json) out(JSON.stringify(result, null, 2));
     else {
-      out(`${L.suite.name}: node attribution by ${L.kind} ablation (${attr.metric} drop), ${L.task.prompts.length} task prompts`);
+      const how = method === 'gradient' ? `gradients (${steps > 1 ? `EAP-IG, ${steps} steps` : 'EAP'}), estimating the ${attr.metric} drop under ${L.kind} ablation` : `${L.kind} ablation (${attr.metric} drop)`;
+      out(`${L.suite.name}: node attribution by ${how}, ${L.task.prompts.length} task prompts`);
       for (const n of [...attr.nodes].sort((a, b) => b.score - a.score)) out(`  ${n.id.padEnd(8)} ${n.score >= 0 ? ' ' : ''}${n.score.toFixed(4)}`);
     }
     return 0;
@@ -71,10 +73,11 @@ export async function attributeCommand(argv: string[], out: (s: string) => void)
 }
 
 export async function discoverCommand(argv: string[], out: (s: string) => void): Promise<number> {
-  const usage = 'circuitlens discover SUITE --out FILE.circuit.json [--model MODEL] [--method greedy|acdc] [--faithfulness F] [--threshold T] [--level node] [--ablation KIND] [--json]';
+  const usage = 'circuitlens discover SUITE --out FILE.circuit.json [--model MODEL] [--method greedy|acdc] [--scores patching|gradient] [--steps K] [--faithfulness F] [--threshold T] [--level node] [--ablation KIND] [--json]';
   const { values, positionals } = parse(argv, {
     model: { type: 'string' }, out: { type: 'string' }, method: { type: 'string' }, faithfulness: { type: 'string' }, threshold: { type: 'string' },
     level: { type: 'string' }, ablation: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' },
+    scores: { type: 'string' }, steps: { type: 'string' },
   }, usage);
   if (positionals.length !== 1) throw new UserError(`expected one suite file\nusage: ${usage}`);
   if (!values.out) throw new UserError(`--out FILE.circuit.json is required\nusage: ${usage}`);
@@ -82,12 +85,14 @@ export async function discoverCommand(argv: string[], out: (s: string) => void):
   const level = oneOf(values.level, ['node', 'edge'] as const, '--level', 'node');
   if (level === 'edge') throw new UserError('edge-level discovery is not implemented yet; use --level node');
   const method = oneOf(values.method, ['greedy', 'acdc'] as const, '--method', 'greedy');
+  const scoring = oneOf(values.scores, ['patching', 'gradient'] as const, '--scores', 'patching');
+  const steps = stepsFlag(values.steps, scoring);
   const target = numberFlag(values.faithfulness, '--faithfulness', 0.8);
   const threshold = numberFlag(values.threshold, '--threshold', 0.02);
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, true);
   try {
     const metric = L.suite.metric;
-    const attr = await patchingAttribution(L.task, metric);
+    const attr = scoring === 'gradient' ? await gradientAttribution(L.task, metric, { steps }) : await patchingAttribution(L.task, metric);
     const found = method === 'acdc' ? await acdcNodes(L.task, metric, threshold) : await greedyNodes(L.task, metric, attr.nodes, target);
     const v = await verifyCircuit(L.task, found.nodes, metric, L.control);
     const outPath = path.resolve(values.out);
@@ -102,9 +107,9 @@ export async function discoverCommand(argv: string[], out: (s: string) => void):
       nodes: found.nodes,
       edges: [],
       scores: Object.fromEntries(attr.nodes.map((n) => [n.id, round(n.score)])),
-      metrics: metricsBlock(v, { method, target: method === 'greedy' ? target : undefined, threshold: method === 'acdc' ? threshold : undefined }),
+      metrics: metricsBlock(v, { method, target: method === 'greedy' ? target : undefined, threshold: method === 'acdc' ? threshold : undefined, scores: scoring, steps: scoring === 'gradient' ? steps : undefined }),
       created: new Date().toISOString(),
-      notes: `Found by ${method === 'acdc' ? `ACDC-style pruning (threshold ${threshold})` : `greedy selection by exact patching scores until faithfulness ≥ ${target}`} on ${L.task.prompts.length} task prompts with ${L.kind} ablation. A heuristic: small and faithful, not proven minimal.`,
+      notes: `Found by ${method === 'acdc' ? `ACDC-style pruning (threshold ${threshold})` : `greedy selection by ${scoring === 'gradient' ? `gradient (${steps > 1 ? `EAP-IG, ${steps} steps` : 'EAP'}) scores` : 'exact patching scores'} until faithfulness ≥ ${target}`} on ${L.task.prompts.length} task prompts with ${L.kind} ablation. A heuristic: small and faithful, not proven minimal.`,
     };
     await writeFileAtomic(outPath, serializeCircuit(circuit));
     if (values.json) out(JSON.stringify({ circuit: path.relative(process.cwd(), outPath), nodes: found.nodes, ...circuit.metrics }, null, 2));
@@ -176,6 +181,15 @@ export async function diffCommand(argv: string[], out: (s: string) => void): Pro
   } finally {
     await ws.dispose();
   }
+}
+
+/** --steps: how many points EAP-IG averages gradients over (1 = plain EAP); only with gradient scores. */
+function stepsFlag(v: string | undefined, method: string): number {
+  if (v === undefined) return 1;
+  if (method !== 'gradient') throw new UserError('--steps applies to gradient attribution only (--method gradient, or --scores gradient for discover)');
+  const k = Number(v);
+  if (!Number.isInteger(k) || k < 1 || k > 1024) throw new UserError(`--steps must be a whole number from 1 to 1024 (got "${v}")`);
+  return k;
 }
 
 function numberFlag(v: string | undefined, flag: string, fallback: number): number {

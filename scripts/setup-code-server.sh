@@ -90,7 +90,7 @@ else
   # Compilers and headers for the native modules (node-pty, spdlog, sqlite3, kerberos, native-keymap, ...).
   apt_install g++ make python3 pkg-config libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev
   LOG=$LOG_DIR/code-server-install.log
-  log "code-server: npm install code-server@$CODE_SERVER_VERSION (builds native modules; ~1.5-2.5 min; log: $LOG)"
+  log "code-server: npm install code-server@$CODE_SERVER_VERSION (builds native modules; ~2-4 min on 2 cores; log: $LOG)"
   rm -rf "$CS_PREFIX" && mkdir -p "$CS_PREFIX"
   # allowScripts: newer npm versions skip dependency install scripts unless approved.
   printf '{"private":true,"allowScripts":{"code-server":true,"argon2":true}}\n' > "$CS_PREFIX/package.json"

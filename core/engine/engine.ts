@@ -1,6 +1,8 @@
 import { UserError } from '../errors';
-import { allHookNames, type HookName } from '../hooks';
+import { allHookNames, hookName, type HookName } from '../hooks';
 import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
+import { addGradients, GRAD_SEED } from '../onnx/autodiff';
+import { GraphIndex } from '../onnx/graph';
 import { decodeModel, encodeModel, externalLocations, opsetVersion, type OnnxModel } from '../onnx/model';
 import { detectStructure, IN, instrument, LAST_LOGITS, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
 import type { Tokenizer } from '../tokenizer';
@@ -52,12 +54,44 @@ export interface RunRequest {
   resample?: ResampleSource;
   /** Return only the last position's logits ([B, 1, vocab]): what metrics need, far less to copy. */
   lastOnly?: boolean;
+  /** Also return the logit lens: each layer's residual stream through the final norm and unembedding. */
+  lens?: boolean;
 }
 
 export interface RunResult {
   logits: F32;
   activations: Record<HookName, F32>;
+  /** Per layer [B, T, vocab], when requested. */
+  lens?: F32[];
 }
+
+export interface GradientRequest {
+  /** Token ids, one row per prompt; all rows the same length. */
+  ids: number[][];
+  /**
+   * dL/d(last-position logits), [B, vocab] row-major: given, or computed from the last-position logits of the
+   * same inputs (then a forward run comes first), for metrics whose gradient depends on them.
+   */
+  seed: Float32Array | ((logitsLast: F32) => Float32Array);
+  /** Values of the ablation inputs (IN.*: masks and additive terms, any real values); missing ones are neutral. */
+  patch?: Record<string, Feed>;
+  /** Hooks to return as they are in this run (after the patch). */
+  hooks?: HookName[];
+}
+
+export interface GradientResult {
+  /** [B, 1, vocab] */
+  logits: F32;
+  /** Per layer: dL/d(hook_z) in the engine's patch layout [B, heads, T, d_head] (hook_z is [B, T, heads, d_head]). */
+  z: F32[];
+  /** Per layer: dL/d(hook_mlp_out), [B, T, d_model]. */
+  mlp: F32[];
+  /** Per layer: dL/d(hook_resid_pre), [B, T, d_model]. */
+  residPre: F32[];
+  activations: Record<HookName, F32>;
+}
+
+interface GradientGraph { session: Session; z: string[]; mlp: string[]; residPre: string[] }
 
 export interface EngineOptions {
   /** Names the model in errors (usually its path). */
@@ -73,6 +107,11 @@ export interface EngineOptions {
  * The same code runs in Node (CLI, extension host) and in the webview; only the Runtime differs.
  */
 export class Engine {
+  /** What the gradient graph is built from (set by fromModel). */
+  private source?: { runtime: Runtime; instrumented: OnnxModel; external: ExternalFile[] };
+  /** The backward graph's session, built on first use (most runs never need it). */
+  private gradient?: Promise<GradientGraph>;
+
   private constructor(
     private readonly session: Session,
     readonly info: ModelInfo,
@@ -80,6 +119,7 @@ export class Engine {
     private readonly taps: Record<HookName, string>,
     readonly tokenizer: Tokenizer | undefined,
     readonly hookNames: HookName[],
+    private readonly lensOutputs: string[] = [],
   ) {}
 
   static async create(runtime: Runtime, bytes: Uint8Array, opts: EngineOptions): Promise<Engine> {
@@ -112,11 +152,73 @@ export class Engine {
       features: structure.features, hooks: Object.fromEntries(hookNames.map((h) => [h, inst.hooks[h]!])), backend: runtime.backend,
       detection: structure.source,
     };
-    return new Engine(session, info, structure, inst.taps, opts.tokenizer, hookNames);
+    const engine = new Engine(session, info, structure, inst.taps, opts.tokenizer, hookNames, inst.lens);
+    engine.source = { runtime, instrumented: inst.model, external };
+    return engine;
   }
 
   async release(): Promise<void> {
     await this.session.release();
+    const g = await this.gradient?.catch(() => undefined);
+    await g?.session.release();
+  }
+
+  /**
+   * Gradients of L = Σ seed ⊙ logits_last with respect to every head's output (z), MLP output and
+   * resid_pre, at the given ablation inputs, from a backward graph added to a copy of the instrumented model
+   * (core/onnx/autodiff.ts) and run by the same runtime: one run gives the forward pass and every gradient.
+   */
+  async gradients(req: GradientRequest): Promise<GradientResult> {
+    const B = req.ids.length;
+    if (B === 0) throw new UserError('no prompts to run');
+    const T = req.ids[0]!.length;
+    req.ids.forEach((row, i) => {
+      this.checkIds(row, B > 1 ? `prompt ${i + 1}` : 'prompt');
+      if (row.length !== T) throw new Error(`engine batch rows must have one length (row ${i} has ${row.length}, row 0 has ${T})`);
+    });
+    const hooks = req.hooks ?? [];
+    for (const h of hooks) if (!this.taps[h]) throw new UserError(`unknown hook "${h}" (run \`circuitlens info\` to list hooks)`);
+    const graph = await this.gradientGraph();
+    const feeds: Record<string, Feed> = {
+      [this.structure.inputIds]: { type: 'int64', dims: [B, T], data: BigInt64Array.from(req.ids.flat(), (v) => BigInt(v)) },
+      ...this.extraFeeds(B, T),
+      ...this.neutralFeeds(),
+      ...req.patch,
+    };
+    const seed = typeof req.seed === 'function' ? req.seed((await this.session.run(feeds, [LAST_LOGITS]))[LAST_LOGITS]!) : req.seed;
+    if (seed.length !== B * this.info.vocab) throw new Error(`gradient seed has ${seed.length} values, expected ${B} × ${this.info.vocab}`);
+    feeds[GRAD_SEED] = f32([B, 1, this.info.vocab], seed);
+    const tapOf = hooks.map((h) => this.taps[h]!);
+    const out = await graph.session.run(feeds, [...new Set([LAST_LOGITS, ...graph.z, ...graph.mlp, ...graph.residPre, ...tapOf])]);
+    return {
+      logits: out[LAST_LOGITS]!, z: graph.z.map((t) => out[t]!), mlp: graph.mlp.map((t) => out[t]!), residPre: graph.residPre.map((t) => out[t]!),
+      activations: Object.fromEntries(hooks.map((h, i) => [h, out[tapOf[i]!]!])),
+    };
+  }
+
+  private gradientGraph(): Promise<GradientGraph> {
+    this.gradient ??= (async () => {
+      const { runtime, instrumented, external } = this.source!;
+      const model = decodeModel(encodeModel(instrumented), 'the instrumented model');
+      // onnxruntime computes every graph output whether fetched or not: keep the hooks and the last logits only.
+      const keep = new Set([LAST_LOGITS, ...Object.values(this.taps)]);
+      model.graph!.output = model.graph!.output.filter((o) => keep.has(o.name));
+      const g = new GraphIndex(model.graph!);
+      const layers = this.structure.layers.map((_, l) => l);
+      // hook_z's tap is a transpose of the patched per-head output, which is what the rest of the model reads.
+      const z = layers.map((l) => g.producerOf(this.taps[hookName('z', l)]!)!.input[0]!);
+      const mlp = layers.map((l) => this.taps[hookName('mlp_out', l)]!);
+      const residPre = this.structure.layers.map((L) => L.residPre);
+      const { grads } = addGradients(model, LAST_LOGITS, [...z, ...mlp, ...residPre]);
+      const live = new GraphIndex(model.graph!);
+      const needed = new Set<number>();
+      for (const o of model.graph!.output) for (const i of live.ancestors(o.name).nodes) needed.add(i);
+      model.graph!.node = model.graph!.node.filter((_, i) => needed.has(i));
+      const session = await runtime.createSession(encodeModel(model), external);
+      const names = (ts: string[]) => ts.map((t) => grads[t]!);
+      return { session, z: names(z), mlp: names(mlp), residPre: names(residPre) };
+    })();
+    return this.gradient;
   }
 
   /** Checks token ids against the vocabulary and the context length. */
@@ -149,10 +251,11 @@ export class Engine {
     for (const h of hooks) if (!this.taps[h]) throw new UserError(`unknown hook "${h}" (run \`circuitlens info\` to list hooks)`);
     if (req.ablations && req.ablations.length !== B) throw new Error('ablations must have one entry per batch row');
     const logitsTap = req.lastOnly ? LAST_LOGITS : 'logits';
-    const raw = await this.runRaw(req.ids, [...new Set([logitsTap, ...hooks])], this.ablationFeeds(req, B, T));
+    const lens = req.lens ? this.lensOutputs : [];
+    const raw = await this.runRaw(req.ids, [...new Set([logitsTap, ...hooks, ...lens])], this.ablationFeeds(req, B, T));
     const activations: Record<HookName, F32> = {};
     for (const h of hooks) activations[h] = raw[h]!;
-    return { logits: raw[logitsTap]!, activations };
+    return { logits: raw[logitsTap]!, activations, lens: req.lens ? lens.map((t) => raw[t]!) : undefined };
   }
 
   /** Mean of each head's z and each MLP's output over all prompts and positions (for mean ablation). */
@@ -250,7 +353,7 @@ export class Engine {
       ...this.extraFeeds(B, T),
       ...(ablation ?? this.neutralFeeds()),
     };
-    const tensorOf = (h: HookName) => (h === LAST_LOGITS ? LAST_LOGITS : this.taps[h]!);
+    const tensorOf = (h: HookName) => this.taps[h] ?? h;
     const fetches = [...new Set(hooks.map(tensorOf))];
     const out = await this.session.run(feeds, fetches);
     const res: Record<HookName, F32> = {};

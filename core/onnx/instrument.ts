@@ -282,6 +282,8 @@ export interface InstrumentedModel {
   taps: Record<HookName, string>;
   /** Hook name → tensor in the original graph (what `info` prints). */
   hooks: Record<HookName, string>;
+  /** Per layer: the logit-lens output (the last layer's is the logits themselves). */
+  lens: string[];
 }
 
 /**
@@ -344,6 +346,10 @@ export function instrument(model: OnnxModel, s: ModelStructure): InstrumentedMod
   newNodes.push(makeNode('Gather', [s.logits, 'circuitlens.last_index'], [LAST_LOGITS], 'circuitlens/last_logits', [intAttr('axis', 1)]));
   addOutput(LAST_LOGITS, 3);
 
+  // Logit lens: the final norm and unembedding, cloned, applied to every layer's residual stream.
+  const lens = addLogitLens(graph, s);
+  for (const t of lens) addOutput(t, 3);
+
   // Rewire every original consumer of a patched tensor to the patched value.
   for (const n of graph.node) n.input = n.input.map((t) => rewires.get(t) ?? t);
   // Graph outputs naming a patched tensor (rare, e.g. an exporter exposing the MLP output) keep the original.
@@ -353,7 +359,31 @@ export function instrument(model: OnnxModel, s: ModelStructure): InstrumentedMod
   for (const [tensor, rank] of outputs) if (!existing.has(tensor)) graph.output.push(floatValueInfo(tensor, rank));
   // Stale value_info for rewired tensors is harmless, but shapes we changed must not be asserted.
   graph.valueInfo = graph.valueInfo.filter((v) => !outputs.has(v.name));
-  return { model, taps, hooks };
+  return { model, taps, hooks, lens };
+}
+
+/** Graph output with layer L's residual stream read out through the final norm and unembedding. */
+export const LENS = (l: number) => `circuitlens.lens.${l}`;
+
+function addLogitLens(graph: OnnxModel['graph'] & object, s: ModelStructure): string[] {
+  const g = new GraphIndex(graph);
+  const last = s.layers[s.layers.length - 1]!.residPost;
+  const anc = g.ancestors(s.logits, last).nodes;
+  const desc = g.descendants(last);
+  const path = [...anc].filter((i) => desc.has(i)).sort((a, b) => a - b).map((i) => g.node(i));
+  const out: string[] = [];
+  s.layers.forEach((L, l) => {
+    if (l === s.layers.length - 1) { out.push(s.logits); return; }
+    const rename = new Map<string, string>([[last, L.residPost]]);
+    for (const n of path) for (const o of n.output) if (o) rename.set(o, `${o}@lens${l}`);
+    for (const n of path) {
+      graph.node.push({ ...n, name: `${n.name}@lens${l}`, input: n.input.map((t) => rename.get(t) ?? t), output: n.output.map((t) => rename.get(t) ?? t), attribute: n.attribute });
+    }
+    const logits = rename.get(s.logits)!;
+    graph.node.push(makeNode('Identity', [logits], [LENS(l)], `circuitlens/lens_${l}`));
+    out.push(LENS(l));
+  });
+  return out;
 }
 
 /**

@@ -1,6 +1,5 @@
-import * as protobuf from 'protobufjs';
 import { UserError } from '../errors';
-import { ONNX_SCHEMA } from './schema';
+import { ModelProto } from './codec';
 
 // Decoded protobuf messages, typed by the fields CircuitLens reads. int64 fields arrive as numbers or Longs.
 export type Int64 = number | { toNumber(): number };
@@ -21,9 +20,6 @@ export const DataType = { FLOAT: 1, INT32: 6, INT64: 7, FLOAT16: 10, DOUBLE: 11,
 export const AttrType = { FLOAT: 1, INT: 2, STRING: 3, TENSOR: 4, GRAPH: 5, FLOATS: 6, INTS: 7 } as const;
 export const EXTERNAL = 1;
 
-const root = protobuf.Root.fromJSON(ONNX_SCHEMA as unknown as protobuf.INamespace);
-const ModelProto = root.lookupType('onnx.ModelProto');
-
 export function num(v: Int64 | undefined | null): number {
   if (v === undefined || v === null) return 0;
   return typeof v === 'number' ? v : v.toNumber();
@@ -43,6 +39,13 @@ export function decodeModel(bytes: Uint8Array, what: string): OnnxModel {
   if (!model.graph || model.graph.node.length === 0) {
     throw new UserError(`${what} is not an ONNX model with a graph (no nodes found). The file may be truncated or not an .onnx file.`);
   }
+  // Decoded repeated fields may be a shared frozen empty array: give the graph its own arrays to edit.
+  const g = model.graph;
+  g.node = [...g.node];
+  g.initializer = [...g.initializer];
+  g.input = [...g.input];
+  g.output = [...g.output];
+  g.valueInfo = [...(g.valueInfo ?? [])];
   if (num(model.irVersion) < 3) {
     throw new UserError(`${what} has ONNX IR version ${num(model.irVersion)}; CircuitLens reads IR 3 and later. Re-export the model with a current exporter.`);
   }
@@ -50,7 +53,7 @@ export function decodeModel(bytes: Uint8Array, what: string): OnnxModel {
 }
 
 export function encodeModel(model: OnnxModel): Uint8Array {
-  return ModelProto.encode(model as unknown as protobuf.Message).finish();
+  return ModelProto.encode(model).finish();
 }
 
 export function opsetVersion(model: OnnxModel, domain = ''): number {

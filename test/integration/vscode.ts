@@ -79,8 +79,12 @@ export async function startCodeServer(opts: { vsix?: string; workspace?: string;
   if (opts.vsix) {
     const out = await new Promise<string>((resolve, reject) =>
       execFile(bin, [...common, '--install-extension', path.resolve(opts.vsix!)], { timeout: 120_000, env }, (err, stdout, stderr) =>
-        err ? reject(new Error(`code-server --install-extension failed: ${err.message}\n${stdout}${stderr}`)) : resolve(stdout + stderr)));
-    if (!/successfully installed/i.test(out)) throw new Error(`installing ${opts.vsix} failed:\n${out}`);
+        err ? reject(new Error(`code-server --install-extension failed: ${err.message}\n${stdout}${stderr}`)) : resolve(stdout + stderr)))
+      .catch((e: unknown) => { fs.rmSync(dir, { recursive: true, force: true }); throw e; });
+    if (!/successfully installed/i.test(out)) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw new Error(`installing ${opts.vsix} failed:\n${out}`);
+    }
   }
 
   const port = await freePort();
@@ -132,26 +136,27 @@ export async function openWorkbench(browser: Browser, url: string, workspaceFold
   return page;
 }
 
-/** Runs a command by its palette title ("Category: Title"). Retries while the palette has no match yet
- *  (extension contributions arrive a few seconds after the workbench on a cold start). */
+/** Runs a command by its palette title ("Category: Title"): F1, types it, picks the matching row. Retries while the
+ *  palette finds nothing yet ("0 Results" / "No matching commands": extension contributions arrive a few seconds
+ *  after the workbench on a cold start). */
 export async function runCommand(page: Page, title: string, timeoutMs = 30_000): Promise<void> {
   const widget = page.locator('.quick-input-widget');
   const input = widget.locator('input.input');
   const row = widget.locator('.monaco-list-row', { hasText: title }).first();
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (!(await widget.isVisible())) await page.keyboard.press('F1');
-    await input.waitFor({ state: 'visible', timeout: 5000 });
-    await input.fill(`>${title}`);
     try {
+      if (!(await input.isVisible())) await page.keyboard.press('F1');
+      await input.fill(`>${title}`, { timeout: 3000 });
       await row.waitFor({ state: 'visible', timeout: 2000 });
-      await row.click();
+      await row.click({ timeout: 3000 });
       await widget.waitFor({ state: 'hidden', timeout: 5000 });
       return;
     } catch (e) {
-      const text = (await widget.innerText().catch(() => '')).replace(/\s+/g, ' ');
-      if (Date.now() > deadline) throw new Error(`command "${title}" not found in the palette (palette: ${text})`, { cause: e });
-      await page.keyboard.press('Escape'); // usually "No matching commands": the extension is not registered yet
+      const palette = (await widget.innerText({ timeout: 1000 }).catch(() => '')).replace(/\s+/g, ' ').trim();
+      if (Date.now() > deadline) throw new Error(`command "${title}" not found in the palette (it shows: "${palette}")`, { cause: e });
+      await page.keyboard.press('Escape');
+      await widget.waitFor({ state: 'hidden', timeout: 2000 }).catch(() => undefined);
       await sleep(1000);
     }
   }

@@ -18,5 +18,5 @@ export interface SetSummary { ablated: NodeId[]; metrics: SuiteMetrics; scores: 
 export type FromWorker =
   | { t: 'ready'; info: ModelInfo; backend: 'webgpu' | 'wasm'; adapter?: string }
   | { t: 'evaluated'; id: number; sets: SetSummary[]; ms: number }
-  | { t: 'traced'; id: number; logits: F32; activations: Record<string, F32>; ms: number }
+  | { t: 'traced'; id: number; logits: F32; activations: Record<string, F32>; lens?: F32[]; ms: number }
   | { t: 'error'; id?: number; message: string };

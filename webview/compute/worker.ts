@@ -6,8 +6,9 @@ import { OrtWebRuntime } from '../../core/engine/ort-web';
 import { Tokenizer } from '../../core/tokenizer';
 import type { FromWorker, ToWorker } from './protocol';
 
-declare const self: { onmessage: ((e: MessageEvent<ToWorker>) => void) | null; postMessage(m: FromWorker, transfer?: Transferable[]): void };
-declare const navigator: { gpu?: { requestAdapter(): Promise<{ info?: { vendor?: string; architecture?: string; description?: string } } | null> } };
+// Typed views of the worker globals (this file is checked both with and without the DOM library).
+const self = globalThis as unknown as { onmessage: ((e: { data: ToWorker }) => void) | null; postMessage(m: FromWorker): void };
+const navigator = (globalThis as unknown as { navigator?: { gpu?: { requestAdapter(): Promise<{ info?: { vendor?: string; architecture?: string; description?: string } } | null> } } }).navigator ?? {};
 
 let engine: Engine | undefined;
 
@@ -35,7 +36,7 @@ async function init(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
   self.postMessage({ t: 'ready', info: engine.info, backend: webgpu ? 'webgpu' : 'wasm', adapter: adapterName });
 }
 
-self.onmessage = async (e: MessageEvent<ToWorker>) => {
+self.onmessage = async (e: { data: ToWorker }) => {
   const m = e.data;
   const id = 'id' in m ? m.id : undefined;
   try {
@@ -47,8 +48,8 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       const sets = await evaluateSets(ctx, m.sets);
       self.postMessage({ t: 'evaluated', id: m.id, sets: sets.map((s) => ({ ablated: s.ablated, metrics: s.metrics, scores: s.scores })), ms: performance.now() - t0 });
     } else if (m.t === 'trace') {
-      const res = await engine.run({ ids: [m.ids], hooks: m.hooks });
-      self.postMessage({ t: 'traced', id: m.id, logits: res.logits, activations: res.activations, ms: performance.now() - t0 });
+      const res = await engine.run({ ids: [m.ids], hooks: m.hooks, lens: m.lens });
+      self.postMessage({ t: 'traced', id: m.id, logits: res.logits, activations: res.activations, lens: res.lens, ms: performance.now() - t0 });
     }
   } catch (err) {
     self.postMessage({ t: 'error', id, message: (err as Error).message ?? String(err) });

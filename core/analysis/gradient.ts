@@ -1,0 +1,189 @@
+import { groupByLength } from '../engine/engine';
+import type { F32, Feed } from '../engine/runtime';
+import { UserError } from '../errors';
+import { hookName } from '../hooks';
+import { allComponentNodes } from '../ids';
+import { IN } from '../onnx/instrument';
+import type { Attribution, NodeScore } from './attribution';
+import { evaluateSets, type EvalContext } from './evaluate';
+import type { MetricName } from './metrics';
+import type { ResolvedPrompt } from './prompts';
+
+export interface GradientOptions {
+  /**
+   * 1 (default): EAP, the gradient at the clean activations. k > 1: EAP-IG, the gradient averaged over k points
+   * (midpoints α = (j − ½)/k) on the straight line from the clean to the ablated activations of all nodes at once.
+   */
+  steps?: number;
+}
+
+/** What a prompt's gradient is taken of: the metric itself, or a stand-in where the metric has no useful gradient. */
+export type Surrogate = 'logit_diff' | 'prob';
+
+/**
+ * The differentiable quantity standing in for a metric on one prompt. logit_diff and prob are their own;
+ * accuracy (a step function) and kl (0 with zero gradient at the clean run) use the logit difference when the
+ * prompt has a foil, else the answer's probability — as does logit_diff on a prompt without a foil.
+ */
+export function surrogateFor(metric: MetricName, prompt: ResolvedPrompt): Surrogate {
+  return metric === 'prob' || prompt.foil === undefined ? 'prob' : 'logit_diff';
+}
+
+/**
+ * Node attribution by gradients (EAP; EAP-IG with `steps` > 1): the first-order estimate of each head's and
+ * MLP's patching score, −Σ_positions (a_ablated − a_clean) · ∂m/∂a, averaged over prompts like the metric, so
+ * scores are in the units of patchingAttribution's and positive means the node supports the behaviour.
+ * a_ablated follows the context's ablation: 0 (zero), the suite mean (mean) or the corrupted prompt's (resample).
+ * Costs one forward and `steps` backward runs over the prompts instead of one forward run per node.
+ */
+export async function eapNodeScores(ctx: EvalContext, metric: MetricName, opts: GradientOptions = {}): Promise<NodeScore[]> {
+  const steps = opts.steps ?? 1;
+  if (!Number.isInteger(steps) || steps < 1 || steps > 1024) throw new UserError(`--steps must be a whole number from 1 to 1024 (got ${steps})`);
+  const { engine, prompts } = ctx;
+  const { layers, heads, dHead, dModel, vocab: V } = engine.info;
+  const alphas = steps === 1 ? [0] : Array.from({ length: steps }, (_, j) => (j + 0.5) / steps);
+  const nodes = allComponentNodes(engine.info);
+  // Per prompt and node: Σ over steps of Δ·∂m/∂a (divided by steps and negated at the end).
+  const acc = prompts.map(() => new Float64Array(nodes.length));
+  const headIndex = (l: number, h: number) => l * (heads + 1) + h;
+  const mlpIndex = (l: number) => l * (heads + 1) + heads;
+  const zHooks = Array.from({ length: layers }, (_, l) => hookName('z', l));
+  const mlpHooks = Array.from({ length: layers }, (_, l) => hookName('mlp_out', l));
+
+  for (const group of groupByLength(prompts.map((p) => p.ids))) {
+    const T = group[0]!.ids.length;
+    const clean = await engine.run({ ids: group.map((g) => g.ids), hooks: [...zHooks, ...mlpHooks], lastOnly: true });
+    // The ablated value minus the clean one, per prompt of the group: heads [T, H*Dh], MLPs [T, D].
+    const deltaZ = (r: number, l: number) => delta(clean.activations[zHooks[l]!]!, r, T, heads * dHead, ablatedZ(ctx, group[r]!.index, l, T));
+    const deltaM = (r: number, l: number) => delta(clean.activations[mlpHooks[l]!]!, r, T, dModel, ablatedMlp(ctx, group[r]!.index, l, T));
+    const deltas = group.map((_, r) => ({ z: Array.from({ length: layers }, (_, l) => deltaZ(r, l)), mlp: Array.from({ length: layers }, (_, l) => deltaM(r, l)) }));
+
+    const rows: { member: number; alpha: number }[] = [];
+    group.forEach((_, member) => alphas.forEach((alpha) => rows.push({ member, alpha })));
+    for (let start = 0; start < rows.length; start += ctx.maxRows) {
+      if (ctx.signal?.aborted) throw new UserError('cancelled');
+      const chunk = rows.slice(start, start + ctx.maxRows);
+      const chunkPrompts = chunk.map((r) => prompts[group[r.member]!.index]!);
+      const kinds = chunkPrompts.map((p) => surrogateFor(metric, p));
+      const seed = kinds.every((k) => k === 'logit_diff')
+        ? seedOf(chunkPrompts, kinds, V)
+        : (logits: F32) => seedOf(chunkPrompts, kinds, V, logits.data);
+      const patch = chunk.some((r) => r.alpha !== 0) ? interpolation(ctx, chunk.map((r) => ({ prompt: group[r.member]!.index, alpha: r.alpha })), T) : undefined;
+      const res = await engine.gradients({ ids: chunkPrompts.map((p) => p.ids), seed, patch });
+      chunk.forEach((r, i) => {
+        const out = acc[group[r.member]!.index]!;
+        const d = deltas[r.member]!;
+        for (let l = 0; l < layers; l++) {
+          const gz = res.z[l]!.data; // [rows, H, T, Dh]
+          const dz = d.z[l]!; // [T, H*Dh]
+          for (let h = 0; h < heads; h++) {
+            let s = 0;
+            for (let t = 0; t < T; t++) {
+              const g0 = ((i * heads + h) * T + t) * dHead;
+              const d0 = t * heads * dHead + h * dHead;
+              for (let k = 0; k < dHead; k++) s += dz[d0 + k]! * gz[g0 + k]!;
+            }
+            out[headIndex(l, h)] += s;
+          }
+          const gm = res.mlp[l]!.data; // [rows, T, D]
+          const dm = d.mlp[l]!; // [T, D]
+          let s = 0;
+          const g0 = i * T * dModel;
+          for (let j = 0; j < T * dModel; j++) s += dm[j]! * gm[g0 + j]!;
+          out[mlpIndex(l)] += s;
+        }
+      });
+    }
+  }
+  return nodes.map((id, n) => ({ id, score: -acc.reduce((s, a) => s + a[n]!, 0) / (steps * prompts.length) }));
+}
+
+/** eapNodeScores as an Attribution (the shape `attribute` prints), with the clean metrics. */
+export async function gradientAttribution(ctx: EvalContext, metric: MetricName, opts: GradientOptions = {}): Promise<Attribution> {
+  const nodes = await eapNodeScores(ctx, metric, opts);
+  const [clean] = await evaluateSets(ctx, [[]]);
+  return { metric, method: 'gradient', nodes, edges: [], clean: clean!.metrics };
+}
+
+/** dm/d(last logits) per row, [rows × V]: one-hot(answer) − one-hot(foil), or p_a (one-hot(answer) − p). */
+function seedOf(prompts: ResolvedPrompt[], kinds: Surrogate[], V: number, logits?: Float32Array): Float32Array {
+  const seed = new Float32Array(prompts.length * V);
+  prompts.forEach((p, r) => {
+    const o = r * V;
+    if (kinds[r] === 'logit_diff') {
+      seed[o + p.answer] += 1;
+      seed[o + p.foil!] -= 1;
+      return;
+    }
+    const row = logits!.subarray(o, o + V);
+    let max = -Infinity;
+    for (const v of row) if (v > max) max = v;
+    let z = 0;
+    for (const v of row) z += Math.exp(v - max);
+    const pa = Math.exp(row[p.answer]! - max) / z;
+    for (let v = 0; v < V; v++) seed[o + v] = -pa * (Math.exp(row[v]! - max) / z);
+    seed[o + p.answer] += pa;
+  });
+  return seed;
+}
+
+/** The ablated value of layer l's heads ([T or 1, H*Dh]; undefined for zero) for a prompt. */
+function ablatedZ(ctx: EvalContext, prompt: number, l: number, T: number): Float32Array | undefined {
+  if (ctx.ablation === 'zero') return undefined;
+  if (ctx.ablation === 'mean') return ctx.means!.z[l]!;
+  return corruptedRows(ctx.corrupted![prompt]!.z[l]!, T, prompt);
+}
+
+function ablatedMlp(ctx: EvalContext, prompt: number, l: number, T: number): Float32Array | undefined {
+  if (ctx.ablation === 'zero') return undefined;
+  if (ctx.ablation === 'mean') return ctx.means!.mlp[l]!;
+  return corruptedRows(ctx.corrupted![prompt]!.mlp[l]!, T, prompt);
+}
+
+function corruptedRows(t: F32, T: number, prompt: number): Float32Array {
+  if (t.dims[1] !== T) throw new UserError(`corrupted prompt ${prompt + 1} has ${t.dims[1]} tokens but the prompt has ${T}; resample ablation needs equal lengths`);
+  return t.data;
+}
+
+/** ablated − clean for batch row r of a [B, T, width] activation; `ablated` is [T, width], [width] (every position) or undefined (0). */
+function delta(clean: F32, r: number, T: number, width: number, ablated: Float32Array | undefined): Float32Array {
+  const out = new Float32Array(T * width);
+  const c = clean.data.subarray(r * T * width, (r + 1) * T * width);
+  for (let i = 0; i < T * width; i++) {
+    const a = ablated === undefined ? 0 : ablated.length === width ? ablated[i % width]! : ablated[i]!;
+    out[i] = a - c[i]!;
+  }
+  return out;
+}
+
+/**
+ * Ablation inputs putting every head and MLP of each row at (1 − α)·a + α·a_ablated: mask 1 − α, additive
+ * α·a_ablated, through the same per-row inputs that ablation uses.
+ */
+function interpolation(ctx: EvalContext, rows: { prompt: number; alpha: number }[], T: number): Record<string, Feed> {
+  const { layers, heads, dHead, dModel } = ctx.engine.info;
+  const R = rows.length;
+  const feeds: Record<string, Feed> = {};
+  const f32 = (dims: number[], data: Float32Array): Feed => ({ type: 'float32', dims, data });
+  const Tp = ctx.ablation === 'resample' ? T : 1;
+  for (let l = 0; l < layers; l++) {
+    feeds[IN.zMask(l)] = f32([R, heads], Float32Array.from({ length: R * heads }, (_, i) => 1 - rows[Math.floor(i / heads)]!.alpha));
+    feeds[IN.mlpMask(l)] = f32([R], Float32Array.from(rows, (r) => 1 - r.alpha));
+    if (ctx.ablation === 'zero') {
+      feeds[IN.zAdd(l)] = f32([1, 1, 1, 1], new Float32Array(1));
+      feeds[IN.mlpAdd(l)] = f32([1, 1, 1], new Float32Array(1));
+      continue;
+    }
+    const zAdd = new Float32Array(R * Tp * heads * dHead);
+    const mAdd = new Float32Array(R * Tp * dModel);
+    rows.forEach((r, i) => {
+      const z = ablatedZ(ctx, r.prompt, l, T)!;
+      const m = ablatedMlp(ctx, r.prompt, l, T)!;
+      for (let j = 0; j < Tp * heads * dHead; j++) zAdd[i * Tp * heads * dHead + j] = r.alpha * z[j]!;
+      for (let j = 0; j < Tp * dModel; j++) mAdd[i * Tp * dModel + j] = r.alpha * m[j]!;
+    });
+    feeds[IN.zAdd(l)] = f32([R, Tp, heads, dHead], zAdd);
+    feeds[IN.mlpAdd(l)] = f32([R, Tp, dModel], mAdd);
+  }
+  return feeds;
+}

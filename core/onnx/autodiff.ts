@@ -1,0 +1,621 @@
+import { UserError } from '../errors';
+import { GraphIndex } from './graph';
+import {
+  AttrType, DataType, floatValueInfo, int64Data, intAttr, intsAttr, makeNode, num, opsetVersion,
+  type Attribute, type Graph, type OnnxModel, type OnnxNode, type TensorProto, type ValueInfo,
+} from './model';
+
+/** The graph input that carries dL/dy (L = Σ seed ⊙ y), shaped like y. */
+export const GRAD_SEED = 'circuitlens.grad_seed';
+
+/** The graph output that carries dL/dx. */
+export function gradOutput(x: string): string {
+  return `circuitlens.grad.${x}`;
+}
+
+/**
+ * Reverse-mode differentiation inside the ONNX graph: adds a float input GRAD_SEED shaped like `y` and, for
+ * every tensor x of `wrt`, an output gradOutput(x) = dL/dx with L = sum(seed ⊙ y), computed by a backward
+ * graph of vector-Jacobian products appended to the forward graph (which it reuses, so one run gives both).
+ * Only nodes on a path from a `wrt` tensor to `y` are differentiated; integer and boolean side computations
+ * (shapes, masks, indices) are not. Broadcasting is undone at run time (the graphs' dimensions are symbolic).
+ * An operator on such a path without a rule here is a UserError naming it. Needs opset 13 or later.
+ */
+export function addGradients(model: OnnxModel, y: string, wrt: string[]): { seed: string; grads: Record<string, string> } {
+  const graph = model.graph!;
+  const opset = opsetVersion(model);
+  if (opset < 13) {
+    throw new UserError(`gradient attribution needs a model of ONNX opset 13 or later (this one is opset ${opset}); re-export it with a newer opset`);
+  }
+  const g = new GraphIndex(graph);
+  const exists = (t: string) => g.producer.has(t) || g.graphInputs.has(t) || g.initializers.has(t);
+  for (const t of [y, ...wrt]) if (!exists(t)) throw new Error(`addGradients: the graph has no tensor "${t}"`);
+  const info = inferStatic(graph);
+
+  // Tensors that depend on a wrt tensor through differentiable inputs, in topological (node) order.
+  const active = new Set<string>(wrt);
+  for (const n of graph.node) {
+    if (differentiableInputs(n).some((i) => active.has(n.input[i]!))) for (const o of differentiableOutputs(n)) active.add(o);
+  }
+  // Nodes y depends on that have an active differentiable input: the ones to differentiate.
+  const onPath = [...g.ancestors(y).nodes].sort((a, b) => a - b).filter((i) => {
+    const n = g.node(i);
+    return differentiableInputs(n).some((k) => active.has(n.input[k]!));
+  });
+  for (const i of onPath) {
+    const n = g.node(i);
+    if (!RULES.has(n.opType) || (n.domain && n.domain !== 'ai.onnx')) {
+      const op = n.domain && n.domain !== 'ai.onnx' ? `${n.domain}.${n.opType}` : n.opType;
+      throw new UserError(`gradient attribution does not support operator ${op} (node "${n.name || n.output[0]}") yet`);
+    }
+  }
+
+  const b = new Builder(graph, opset, info);
+  const contributions = new Map<string, string[]>([[y, [GRAD_SEED]]]);
+  const total = (t: string): string | undefined => {
+    const c = contributions.get(t);
+    if (!c || c.length === 0) return undefined;
+    if (c.length > 1) contributions.set(t, [b.op('Sum', c)]);
+    return contributions.get(t)![0];
+  };
+  for (const i of [...onPath].reverse()) {
+    const n = g.node(i);
+    const gOut = n.output.map((o) => (o && active.has(o) ? total(o) : undefined));
+    if (gOut.every((x) => x === undefined)) continue;
+    const diff = new Set(differentiableInputs(n));
+    const need = n.input.map((t, k) => !!t && diff.has(k) && active.has(t));
+    const gIn = RULES.get(n.opType)!(b, n, gOut, need);
+    gIn.forEach((gi, k) => {
+      if (!gi || !need[k]) return;
+      const t = n.input[k]!;
+      const c = contributions.get(t);
+      if (c) c.push(gi); else contributions.set(t, [gi]);
+    });
+  }
+
+  const grads: Record<string, string> = {};
+  for (const x of wrt) {
+    const out = gradOutput(x);
+    b.nodes.push(makeNode('Identity', [total(x) ?? b.zerosLike(x)], [out], `circuitlens/grad/${x}`));
+    grads[x] = out;
+  }
+  graph.node.push(...b.nodes);
+  graph.initializer.push(...b.inits);
+  graph.input.push(valueInfo(GRAD_SEED, info.rank.get(y)));
+  const outputs = new Set(graph.output.map((o) => o.name));
+  for (const x of wrt) if (!outputs.has(grads[x]!)) graph.output.push(valueInfo(grads[x]!, info.rank.get(x)));
+  return { seed: GRAD_SEED, grads };
+}
+
+function valueInfo(name: string, rank: number | undefined): ValueInfo {
+  return rank === undefined ? { name, type: { tensorType: { elemType: DataType.FLOAT } } } : floatValueInfo(name, rank);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Which inputs and outputs carry gradients
+
+/** Operators whose outputs are integer, boolean, or piecewise constant: no gradient flows through them. */
+const NON_DIFFERENTIABLE = new Set([
+  'Shape', 'Size', 'Equal', 'Greater', 'GreaterOrEqual', 'Less', 'LessOrEqual', 'Not', 'And', 'Or', 'Xor', 'ArgMax', 'ArgMin',
+  'NonZero', 'ConstantOfShape', 'Range', 'IsNaN', 'IsInf', 'Sign', 'Floor', 'Ceil', 'Round', 'EyeLike', 'OneHot', 'Constant',
+  'RandomNormalLike', 'RandomUniformLike', 'Bernoulli', 'BitShift',
+]);
+
+const FLOAT_TYPES = new Set<number>([DataType.FLOAT, DataType.DOUBLE, DataType.FLOAT16, DataType.BFLOAT16]);
+
+/** Input positions through which a gradient can flow (for unknown operators: all, so they are caught). */
+function differentiableInputs(n: OnnxNode): number[] {
+  if (NON_DIFFERENTIABLE.has(n.opType)) return [];
+  switch (n.opType) {
+    case 'Cast': return FLOAT_TYPES.has(num(attr(n, 'to')?.i)) ? [0] : [];
+    case 'Gather': case 'GatherElements': case 'GatherND': case 'Slice': case 'Reshape': case 'Expand': case 'Unsqueeze':
+    case 'Squeeze': case 'Split': case 'Tile': case 'Pad': case 'ReduceMean': case 'ReduceSum': case 'Dropout': case 'TopK':
+      return [0];
+    case 'Where': return [1, 2];
+    default: return n.input.map((_, i) => i);
+  }
+}
+
+function differentiableOutputs(n: OnnxNode): string[] {
+  if (n.opType === 'Dropout' || n.opType === 'LayerNormalization' || n.opType === 'TopK') return n.output.slice(0, 1).filter(Boolean);
+  return n.output.filter(Boolean);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Building the backward graph
+
+class Builder {
+  readonly nodes: OnnxNode[] = [];
+  readonly inits: TensorProto[] = [];
+  private count = 0;
+  private readonly consts = new Map<string, string>();
+  private readonly shapes = new Map<string, string>();
+  private readonly flatIndex = new Map<string, string>();
+
+  constructor(readonly graph: Graph, readonly opset: number, readonly info: StaticInfo) {}
+
+  /** Adds a node; returns its outputs' names. */
+  ops(opType: string, inputs: string[], attrs: Attribute[] = [], outputs = 1): string[] {
+    const id = this.count++;
+    const names = Array.from({ length: outputs }, (_, k) => `circuitlens.bw.${id}${outputs > 1 ? `.${k}` : ''}`);
+    this.nodes.push(makeNode(opType, inputs, names, `circuitlens/bw/${id}/${opType}`, attrs));
+    return names;
+  }
+
+  op(opType: string, inputs: string[], attrs: Attribute[] = []): string {
+    return this.ops(opType, inputs, attrs)[0]!;
+  }
+
+  /** A float32 scalar constant. */
+  f32(v: number): string {
+    const key = `f${v}`;
+    let name = this.consts.get(key);
+    if (!name) {
+      name = `circuitlens.bw.const.f${this.consts.size}`;
+      this.inits.push({ name, dims: [], dataType: DataType.FLOAT, rawData: new Uint8Array(new Float32Array([v]).buffer) });
+      this.consts.set(key, name);
+    }
+    return name;
+  }
+
+  /** An int64 constant: 1-D, or a scalar when `scalar`. */
+  i64(values: number[], scalar = false): string {
+    const key = `i${scalar ? 's' : ''}${values.join(',')}`;
+    let name = this.consts.get(key);
+    if (!name) {
+      name = `circuitlens.bw.const.i${this.consts.size}`;
+      this.inits.push({ name, dims: scalar ? [] : [values.length], dataType: DataType.INT64, rawData: new Uint8Array(new BigInt64Array(values.map(BigInt)).buffer) });
+      this.consts.set(key, name);
+    }
+    return name;
+  }
+
+  shape(x: string): string {
+    let s = this.shapes.get(x);
+    if (!s) { s = this.op('Shape', [x]); this.shapes.set(x, s); }
+    return s;
+  }
+
+  mul(a: string, b: string): string { return this.op('Mul', [a, b]); }
+
+  zerosLike(x: string): string {
+    return this.op('ConstantOfShape', [this.shape(x)], [{ name: 'value', type: AttrType.TENSOR, t: { name: '', dims: [1], dataType: DataType.FLOAT, rawData: new Uint8Array(4) } }]);
+  }
+
+  /** Reduction with `axes` given the way this opset wants them (input from 13 for ReduceSum, 18 for the others). */
+  reduce(op: 'ReduceSum' | 'ReduceMean', x: string, axes: number[], keepdims = true): string {
+    const inputForm = op === 'ReduceSum' ? this.opset >= 13 : this.opset >= 18;
+    return inputForm
+      ? this.op(op, [x, this.i64(axes)], [intAttr('keepdims', keepdims ? 1 : 0)])
+      : this.op(op, [x], [intsAttr('axes', axes), intAttr('keepdims', keepdims ? 1 : 0)]);
+  }
+
+  /**
+   * The gradient g of a broadcast result, summed back to the shape of the operand x: over the leading axes x
+   * lacks and the axes where x has size 1 and the result does not. Shapes are read at run time.
+   */
+  sumTo(gr: string, x: string, rankOfGrad: number | undefined): string {
+    const rx = this.info.rank.get(x);
+    const rg = rankOfGrad;
+    let sx = this.shape(x);
+    if (rx === undefined || rg === undefined || rg !== rx) {
+      const pad = rx !== undefined && rg !== undefined
+        ? this.i64(Array(Math.max(0, rg - rx)).fill(1))
+        : this.op('ConstantOfShape', [this.op('Sub', [this.shape(this.shape(gr)), this.shape(sx)])], [{ name: 'value', type: AttrType.TENSOR, t: { name: '', dims: [1], dataType: DataType.INT64, rawData: new Uint8Array(new BigInt64Array([1n]).buffer) } }]);
+      sx = this.op('Concat', [pad, sx], [intAttr('axis', 0)]);
+    }
+    const differs = this.op('Not', [this.op('Equal', [sx, this.shape(gr)])]);
+    const axes = this.op('Reshape', [this.op('NonZero', [differs]), this.i64([-1])]);
+    const summed = this.op('ReduceSum', [gr, axes], [intAttr('keepdims', 1), intAttr('noop_with_empty_axes', 1)]);
+    return rx !== undefined && rx === rg ? summed : this.op('Reshape', [summed, this.shape(x)]);
+  }
+
+  /** sumTo, skipped where x cannot have been broadcast: every other operand is a constant of x's rank or less with all dimensions 1. */
+  unbroadcast(gr: string, x: string, out: string, others: string[]): string {
+    const rx = this.info.rank.get(x);
+    const trivial = rx !== undefined && others.every((o) => {
+      const d = this.info.constDims.get(o);
+      return d !== undefined && d.length <= rx && d.every((v) => v === 1);
+    });
+    return trivial ? gr : this.sumTo(gr, x, this.info.rank.get(out));
+  }
+
+  /** Swaps the last two axes of a tensor of known rank. */
+  transposeLast2(x: string, rank: number): string {
+    const perm = [...Array(rank).keys()];
+    [perm[rank - 2], perm[rank - 1]] = [perm[rank - 1]!, perm[rank - 2]!];
+    return this.op('Transpose', [x], [intsAttr('perm', perm)]);
+  }
+
+  rankOf(t: string, n: OnnxNode): number {
+    const r = this.info.rank.get(t);
+    if (r === undefined) {
+      throw new UserError(`gradient attribution could not determine the rank of tensor "${t}" (input of ${n.opType} node "${n.name}"); the model's graph is not supported yet`);
+    }
+    return r;
+  }
+
+  /** x's elements numbered 0..size-1 in x's shape (int64): sliced or gathered like x, it says where each element came from. */
+  indexGrid(x: string): string {
+    let grid = this.flatIndex.get(x);
+    if (!grid) {
+      const size = this.op('Size', [x]);
+      grid = this.op('Reshape', [this.op('Range', [this.i64([0], true), size, this.i64([1], true)]), this.shape(x)]);
+      this.flatIndex.set(x, grid);
+    }
+    return grid;
+  }
+
+  /** Scatters g (shaped like `picked`, flat indices into x) back into a zero tensor shaped like x. */
+  scatterBack(gr: string, picked: string, x: string, accumulate: boolean): string {
+    const size = this.op('Reshape', [this.op('Size', [x]), this.i64([1])]);
+    const zeros = this.op('ConstantOfShape', [size], [{ name: 'value', type: AttrType.TENSOR, t: { name: '', dims: [1], dataType: DataType.FLOAT, rawData: new Uint8Array(4) } }]);
+    const attrs = [intAttr('axis', 0)];
+    if (accumulate) attrs.push({ name: 'reduction', type: AttrType.STRING, s: new TextEncoder().encode('add') });
+    const flat = this.op('ScatterElements', [zeros, this.op('Reshape', [picked, this.i64([-1])]), this.op('Reshape', [gr, this.i64([-1])])], attrs);
+    return this.op('Reshape', [flat, this.shape(x)]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Vector-Jacobian products, one rule per operator
+
+type Grad = string | undefined;
+type Rule = (b: Builder, n: OnnxNode, gOut: Grad[], need: boolean[]) => Grad[];
+
+function attr(n: OnnxNode, name: string): Attribute | undefined {
+  return n.attribute.find((a) => a.name === name);
+}
+
+function intOf(n: OnnxNode, name: string, fallback: number): number {
+  const a = attr(n, name);
+  return a ? num(a.i) : fallback;
+}
+
+function floatOf(n: OnnxNode, name: string, fallback: number): number {
+  const a = attr(n, name);
+  return a?.f ?? fallback;
+}
+
+/** The unary rules: dL/dx from g and the node's input x and output y. */
+const unary = (f: (b: Builder, gr: string, x: string, y: string) => string): Rule => (b, n, [gr]) => [f(b, gr!, n.input[0]!, n.output[0]!)];
+
+/** Rules for elementwise operators with broadcasting: each operand's local gradient, then summed back to its shape. */
+const broadcasting = (local: (b: Builder, gr: string, n: OnnxNode, k: number) => string): Rule => (b, n, [gr], need) =>
+  n.input.map((x, k) => (need[k] ? b.unbroadcast(local(b, gr!, n, k), x, n.output[0]!, n.input.filter((_, j) => j !== k && !!n.input[j])) : undefined));
+
+const identity: Rule = (_b, _n, [gr]) => [gr];
+const reshapeBack: Rule = (b, n, [gr]) => [b.op('Reshape', [gr!, b.shape(n.input[0]!)])];
+
+const RULES = new Map<string, Rule>([
+  ['Identity', identity],
+  ['Dropout', identity],
+  ['Cast', (b, n, [gr]) => [num(attr(n, 'to')?.i) === DataType.FLOAT ? gr : b.op('Cast', [gr!], [intAttr('to', DataType.FLOAT)])]],
+  ['Neg', unary((b, gr) => b.op('Neg', [gr]))],
+  ['Sqrt', unary((b, gr, _x, y) => b.op('Div', [b.mul(gr, b.f32(0.5)), y]))],
+  ['Reciprocal', unary((b, gr, _x, y) => b.op('Neg', [b.mul(gr, b.mul(y, y))]))],
+  ['Exp', unary((b, gr, _x, y) => b.mul(gr, y))],
+  ['Log', unary((b, gr, x) => b.op('Div', [gr, x]))],
+  ['Abs', unary((b, gr, x) => b.mul(gr, b.op('Sign', [x])))],
+  ['Erf', unary((b, gr, x) => b.mul(gr, b.mul(b.f32(2 / Math.sqrt(Math.PI)), b.op('Exp', [b.op('Neg', [b.mul(x, x)])]))))],
+  ['Tanh', unary((b, gr, _x, y) => b.mul(gr, b.op('Sub', [b.f32(1), b.mul(y, y)])))],
+  ['Sigmoid', unary((b, gr, _x, y) => b.mul(gr, b.mul(y, b.op('Sub', [b.f32(1), y]))))],
+  ['Relu', unary((b, gr, x) => b.op('Where', [b.op('Greater', [x, b.f32(0)]), gr, b.f32(0)]))],
+  ['Add', broadcasting((_b, gr) => gr)],
+  ['Sum', broadcasting((_b, gr) => gr)],
+  ['Sub', broadcasting((b, gr, _n, k) => (k === 0 ? gr : b.op('Neg', [gr])))],
+  ['Mul', broadcasting((b, gr, n, k) => b.mul(gr, n.input[1 - k]!))],
+  ['Div', broadcasting((b, gr, n, k) => (k === 0 ? b.op('Div', [gr, n.input[1]!]) : b.op('Neg', [b.op('Div', [b.mul(gr, n.output[0]!), n.input[1]!])])))],
+  ['Pow', (b, n, [gr], need) => {
+    if (need[1]) throw new UserError(`gradient attribution supports Pow only with a constant exponent (node "${n.name}" computes its exponent)`);
+    const [x, e] = [n.input[0]!, n.input[1]!];
+    const value = b.info.floatValue.get(e);
+    const local = value === 2 ? b.mul(x, b.f32(2)) : value === 1 ? undefined : (() => {
+      const ef = b.op('Cast', [e], [intAttr('to', DataType.FLOAT)]);
+      return b.mul(ef, b.op('Pow', [x, b.op('Sub', [ef, b.f32(1)])]));
+    })();
+    return [b.unbroadcast(local ? b.mul(gr!, local) : gr!, x, n.output[0]!, [e])];
+  }],
+  ['Where', (b, n, [gr], need) => {
+    const zero = b.f32(0);
+    const others = (k: number) => [n.input[0]!, n.input[3 - k]!];
+    return [
+      undefined,
+      need[1] ? b.unbroadcast(b.op('Where', [n.input[0]!, gr!, zero]), n.input[1]!, n.output[0]!, others(1)) : undefined,
+      need[2] ? b.unbroadcast(b.op('Where', [n.input[0]!, zero, gr!]), n.input[2]!, n.output[0]!, others(2)) : undefined,
+    ];
+  }],
+  ['Expand', (b, n, [gr]) => [b.sumTo(gr!, n.input[0]!, b.info.rank.get(n.output[0]!))]],
+  ['Reshape', reshapeBack],
+  ['Unsqueeze', reshapeBack],
+  ['Squeeze', reshapeBack],
+  ['Flatten', reshapeBack],
+  ['Transpose', (b, n, [gr]) => {
+    const perm = attr(n, 'perm')?.ints?.map(num);
+    if (!perm) return [b.op('Transpose', [gr!])];
+    const inverse = perm.map((_, i) => perm.indexOf(i));
+    return [b.op('Transpose', [gr!], [intsAttr('perm', inverse)])];
+  }],
+  ['Softmax', (b, n, [gr]) => {
+    const y = n.output[0]!;
+    const axis = intOf(n, 'axis', -1);
+    const dot = b.op('ReduceSum', [b.mul(gr!, y), b.i64([axis])], [intAttr('keepdims', 1)]);
+    return [b.mul(y, b.op('Sub', [gr!, dot]))];
+  }],
+  ['LogSoftmax', (b, n, [gr]) => {
+    const axis = intOf(n, 'axis', -1);
+    const total = b.op('ReduceSum', [gr!, b.i64([axis])], [intAttr('keepdims', 1)]);
+    return [b.op('Sub', [gr!, b.mul(b.op('Exp', [n.output[0]!]), total)])];
+  }],
+  ['LayerNormalization', (b, n, [gr], need) => {
+    const [x, scale, bias] = [n.input[0]!, n.input[1]!, n.input[2]];
+    // The normalized axes, counted from the end: [axis, ..., -1].
+    const axis = intOf(n, 'axis', -1);
+    const scaleRank = b.info.rank.get(scale);
+    const first = axis < 0 ? axis : scaleRank !== undefined ? -scaleRank : axis - b.rankOf(x, n);
+    const axes = Array.from({ length: -first }, (_, i) => first + i);
+    // Recomputed rather than read from the optional Mean/InvStdDev outputs, which not every kernel fills.
+    const xc = b.op('Sub', [x, b.reduce('ReduceMean', x, axes)]);
+    const variance = b.reduce('ReduceMean', b.mul(xc, xc), axes);
+    const inv = b.op('Reciprocal', [b.op('Sqrt', [b.op('Add', [variance, b.f32(floatOf(n, 'epsilon', 1e-5))])])]);
+    const xhat = b.mul(xc, inv);
+    const out: Grad[] = [undefined, undefined, undefined];
+    if (need[0]) {
+      const dxhat = b.mul(gr!, scale);
+      const m1 = b.reduce('ReduceMean', dxhat, axes);
+      const m2 = b.reduce('ReduceMean', b.mul(dxhat, xhat), axes);
+      out[0] = b.mul(inv, b.op('Sub', [b.op('Sub', [dxhat, m1]), b.mul(xhat, m2)]));
+    }
+    const ry = b.info.rank.get(n.output[0]!);
+    if (need[1]) out[1] = b.sumTo(b.mul(gr!, xhat), scale, ry);
+    if (need[2] && bias) out[2] = b.sumTo(gr!, bias, ry);
+    return out;
+  }],
+  ['ReduceSum', (b, n, [gr]) => [reduceBack(b, n, gr!, false)]],
+  ['ReduceMean', (b, n, [gr]) => [reduceBack(b, n, gr!, true)]],
+  ['MatMul', (b, n, [gr], need) => {
+    const [A, B] = [n.input[0]!, n.input[1]!];
+    const [ra, rb] = [b.rankOf(A, n), b.rankOf(B, n)];
+    if (ra === 1 && rb === 1) return [need[0] ? b.mul(gr!, B) : undefined, need[1] ? b.mul(gr!, A) : undefined];
+    // A vector operand is a matrix with one row (A) or one column (B), as MatMul itself treats it.
+    const g2 = ra === 1 ? b.op('Unsqueeze', [gr!, b.i64([-2])]) : rb === 1 ? b.op('Unsqueeze', [gr!, b.i64([-1])]) : gr!;
+    const A2 = ra === 1 ? b.op('Unsqueeze', [A, b.i64([0])]) : A;
+    const B2 = rb === 1 ? b.op('Unsqueeze', [B, b.i64([-1])]) : B;
+    const [ra2, rb2] = [Math.max(ra, 2), Math.max(rb, 2)];
+    const r2 = Math.max(ra2, rb2);
+    let gA: Grad;
+    let gB: Grad;
+    if (need[0]) {
+      gA = b.op('MatMul', [g2, b.transposeLast2(B2, rb2)]);
+      // B's batch dimensions broadcast into A's only when B has any.
+      gA = ra >= 2 && rb <= 2 ? gA : b.sumTo(gA, A, r2);
+    }
+    if (need[1]) {
+      gB = b.op('MatMul', [b.transposeLast2(A2, ra2), g2]);
+      if (rb === 1) gB = b.sumTo(b.op('Squeeze', [gB, b.i64([-1])]), B, r2 - 1);
+      else if (!(rb >= 2 && ra <= 2)) gB = b.sumTo(gB, B, r2);
+    }
+    return [gA, gB];
+  }],
+  ['Gemm', (b, n, [gr], need) => {
+    const [A, B, C] = [n.input[0]!, n.input[1]!, n.input[2]];
+    const alpha = floatOf(n, 'alpha', 1);
+    const beta = floatOf(n, 'beta', 1);
+    const [ta, tb] = [intOf(n, 'transA', 0), intOf(n, 'transB', 0)];
+    const gemm = (p: string, q: string, transA: number, transB: number) =>
+      b.op('Gemm', [p, q], [{ name: 'alpha', type: AttrType.FLOAT, f: alpha }, intAttr('transA', transA), intAttr('transB', transB)]);
+    return [
+      need[0] ? (ta ? gemm(B, gr!, tb, 1) : gemm(gr!, B, tb ? 0 : 1, 0)) : undefined,
+      need[1] ? (tb ? gemm(gr!, A, 1, ta) : gemm(A, gr!, ta ? 0 : 1, 0)) : undefined,
+      need[2] && C ? b.sumTo(beta === 1 ? gr! : b.mul(gr!, b.f32(beta)), C, 2) : undefined,
+    ];
+  }],
+  ['Split', (b, n, gOut) => {
+    const parts = n.output.map((o, k) => gOut[k] ?? b.zerosLike(o));
+    return [b.op('Concat', parts, [intAttr('axis', intOf(n, 'axis', 0))])];
+  }],
+  ['Concat', (b, n, [gr], need) => {
+    const axis = intOf(n, 'axis', 0);
+    const sizes = b.op('Concat', n.input.map((x) => b.op('Gather', [b.shape(x), b.i64([axis])], [intAttr('axis', 0)])), [intAttr('axis', 0)]);
+    const parts = b.ops('Split', [gr!, sizes], [intAttr('axis', axis)], n.input.length);
+    return parts.map((p, k) => (need[k] ? p : undefined));
+  }],
+  ['Slice', (b, n, [gr]) => {
+    const x = n.input[0]!;
+    const picked = b.op('Slice', [b.indexGrid(x), ...n.input.slice(1)]);
+    return [b.scatterBack(gr!, picked, x, false)];
+  }],
+  ['Gather', (b, n, [gr]) => {
+    const [x, indices] = [n.input[0]!, n.input[1]!];
+    // Repeated indices add up: ScatterElements' reduction, from opset 16; before, only distinct constant indices.
+    const accumulate = b.opset >= 16;
+    if (!accumulate) {
+      const ids = b.info.ints.get(indices);
+      if (!ids || new Set(ids).size !== ids.length || ids.some((i) => i < 0) && ids.some((i) => i >= 0)) {
+        throw new UserError(`gradient attribution through Gather node "${n.name}" needs opset 16 or later (its indices may repeat); re-export the model with a newer opset`);
+      }
+    }
+    const picked = b.op('Gather', [b.indexGrid(x), indices], [intAttr('axis', intOf(n, 'axis', 0))]);
+    return [b.scatterBack(gr!, picked, x, accumulate)];
+  }],
+]);
+
+/** ReduceSum / ReduceMean backward: the gradient broadcast back over the reduced axes (divided by their size for the mean). */
+function reduceBack(b: Builder, n: OnnxNode, gr: string, mean: boolean): string {
+  const x = n.input[0]!;
+  const keep = intOf(n, 'keepdims', 1) === 1;
+  const axesInput = n.input[1] || undefined;
+  const axesAttr = attr(n, 'axes')?.ints?.map(num);
+  const constAxes = axesInput ? b.info.ints.get(axesInput) : axesAttr;
+  const all = !axesInput && (!axesAttr || axesAttr.length === 0) || (constAxes !== undefined && constAxes.length === 0);
+  if (all && intOf(n, 'noop_with_empty_axes', 0) === 1) return gr;
+  const kept = keep || all ? gr : b.op('Unsqueeze', [gr, axesInput ?? b.i64(axesAttr!)]);
+  const spread = b.op('Expand', [kept, b.shape(x)]);
+  if (!mean) return spread;
+  const count = (t: string) => b.op('Cast', [b.op('Size', [t])], [intAttr('to', DataType.FLOAT)]);
+  return b.mul(spread, b.op('Div', [count(n.output[0]!), count(x)]));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Static facts about tensors: ranks, and values of small constant integer tensors (shapes, axes, indices)
+
+interface StaticInfo {
+  rank: Map<string, number>;
+  /** Values of int64/int32 tensors known without running the graph. */
+  ints: Map<string, number[]>;
+  /** Dims of constant tensors (initializers and Constant nodes). */
+  constDims: Map<string, number[]>;
+  /** Values of constant float scalars. */
+  floatValue: Map<string, number>;
+}
+
+function inferStatic(graph: Graph): StaticInfo {
+  const rank = new Map<string, number>();
+  const len = new Map<string, number>();
+  const ints = new Map<string, number[]>();
+  const constDims = new Map<string, number[]>();
+  const floatValue = new Map<string, number>();
+  const setRank = (t: string | undefined, r: number | undefined) => { if (t && r !== undefined && r >= 0) rank.set(t, r); };
+  const constant = (name: string, t: TensorProto) => {
+    const dims = t.dims.map(num);
+    constDims.set(name, dims);
+    setRank(name, dims.length);
+    if (dims.length === 1) len.set(name, dims[0]!);
+    const n = dims.reduce((a, v) => a * v, 1);
+    if (n <= 64 && (t.dataType === DataType.INT64 || t.dataType === DataType.INT32)) {
+      const v = t.dataType === DataType.INT64 ? int64Data(t) : (t.rawData?.length ? Array.from(new Int32Array(new Uint8Array(t.rawData).buffer)) : t.int32Data);
+      if (v) ints.set(name, v);
+    }
+    if (n === 1 && t.dataType === DataType.FLOAT) {
+      const v = t.rawData?.length ? new Float32Array(new Uint8Array(t.rawData).buffer)[0] : t.floatData?.[0];
+      if (v !== undefined) floatValue.set(name, v);
+    }
+  };
+  for (const t of graph.initializer) constant(t.name, t);
+  for (const v of [...graph.input, ...graph.output, ...graph.valueInfo]) {
+    const dims = v.type?.tensorType?.shape?.dim;
+    if (dims && !rank.has(v.name)) setRank(v.name, dims.length);
+  }
+  const maxOf = (xs: (number | undefined)[]) => (xs.some((x) => x === undefined) || xs.length === 0 ? undefined : Math.max(...(xs as number[])));
+  const axesOf = (n: OnnxNode): number[] | undefined => (n.input[1] ? ints.get(n.input[1]) : attr(n, 'axes')?.ints?.map(num));
+
+  for (const n of graph.node) {
+    const [x] = n.input;
+    const r = x ? rank.get(x) : undefined;
+    const out = n.output[0];
+    switch (n.opType) {
+      case 'Constant': {
+        const a = n.attribute[0];
+        if (a?.t) constant(out!, a.t);
+        else if (a?.name === 'value_int') { setRank(out, 0); ints.set(out!, [num(a.i)]); constDims.set(out!, []); }
+        else if (a?.name === 'value_ints') { setRank(out, 1); ints.set(out!, a.ints!.map(num)); len.set(out!, a.ints!.length); }
+        else if (a?.name === 'value_float') { setRank(out, 0); floatValue.set(out!, a.f!); constDims.set(out!, []); }
+        else if (a?.name === 'value_floats') { setRank(out, 1); len.set(out!, a.floats!.length); constDims.set(out!, [a.floats!.length]); }
+        break;
+      }
+      case 'Identity': case 'Cast': case 'Neg': case 'Sqrt': case 'Reciprocal': case 'Erf': case 'Tanh': case 'Sigmoid': case 'Relu':
+      case 'Exp': case 'Log': case 'Abs': case 'Softmax': case 'LogSoftmax': case 'Dropout': case 'LayerNormalization': case 'Not':
+      case 'Floor': case 'Ceil': case 'Sign': case 'Slice': case 'Tile': case 'Gelu': case 'Pad':
+        setRank(out, r);
+        if (r === 1 && len.has(x!) && n.opType !== 'Slice' && n.opType !== 'Tile' && n.opType !== 'Pad') len.set(out!, len.get(x!)!);
+        if ((n.opType === 'Identity' || n.opType === 'Cast') && ints.has(x!)) ints.set(out!, ints.get(x!)!);
+        break;
+      case 'Split': case 'TopK':
+        for (const o of n.output) setRank(o, r);
+        break;
+      case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Pow': case 'Where': case 'Equal': case 'Greater': case 'Less': case 'And':
+      case 'Or': case 'Max': case 'Min': case 'Sum': case 'Mod': case 'GreaterOrEqual': case 'LessOrEqual': {
+        const rr = maxOf(n.input.map((t) => rank.get(t)));
+        setRank(out, rr);
+        if (rr === 1) {
+          const ls = n.input.map((t) => (rank.get(t) === 0 ? 1 : len.get(t)));
+          const m = maxOf(ls);
+          if (m !== undefined) len.set(out!, m);
+        }
+        break;
+      }
+      case 'MatMul': {
+        const [ra, rb] = [rank.get(n.input[0]!), rank.get(n.input[1]!)];
+        if (ra === undefined || rb === undefined) break;
+        setRank(out, ra === 1 && rb === 1 ? 0 : ra === 1 ? rb - 1 : rb === 1 ? ra - 1 : Math.max(ra, rb));
+        break;
+      }
+      case 'Gemm': setRank(out, 2); break;
+      case 'Transpose': setRank(out, attr(n, 'perm')?.ints?.length ?? r); break;
+      case 'Reshape': {
+        const l = len.get(n.input[1]!);
+        setRank(out, l);
+        const shape = ints.get(n.input[1]!);
+        if (l === 1 && shape) {
+          if (shape[0]! > 0) len.set(out!, shape[0]!);
+          else if (r === 1 && len.has(x!)) len.set(out!, len.get(x!)!);
+          if (ints.has(x!)) ints.set(out!, ints.get(x!)!);
+        }
+        break;
+      }
+      case 'Unsqueeze': {
+        const axes = axesOf(n);
+        if (r === undefined || !axes) break;
+        setRank(out, r + axes.length);
+        if (r === 0 && axes.length === 1) { len.set(out!, 1); if (ints.has(x!)) ints.set(out!, ints.get(x!)!); }
+        break;
+      }
+      case 'Squeeze': {
+        const axes = axesOf(n);
+        if (r !== undefined && axes) setRank(out, r - axes.length);
+        break;
+      }
+      case 'Expand': setRank(out, maxOf([r, len.get(n.input[1]!)])); break;
+      case 'Concat': {
+        const rr = n.input.map((t) => rank.get(t)).find((v) => v !== undefined);
+        setRank(out, rr);
+        if (rr === 1) {
+          const ls = n.input.map((t) => len.get(t));
+          if (ls.every((v) => v !== undefined)) len.set(out!, ls.reduce((a, v) => a! + v!, 0)!);
+          const vs = n.input.map((t) => ints.get(t));
+          if (vs.every((v) => v !== undefined)) ints.set(out!, vs.flat() as number[]);
+        }
+        break;
+      }
+      case 'Gather': {
+        const ri = rank.get(n.input[1]!);
+        if (r !== undefined && ri !== undefined) setRank(out, r - 1 + ri);
+        if (r === 1 && ri === 1 && len.has(n.input[1]!)) len.set(out!, len.get(n.input[1]!)!);
+        const data = ints.get(x!);
+        const idx = ints.get(n.input[1]!);
+        if (r === 1 && data && idx) ints.set(out!, idx.map((i) => data[i < 0 ? i + data.length : i]!));
+        break;
+      }
+      case 'Shape': {
+        setRank(out, 1);
+        if (r !== undefined) {
+          const clamp = (v: number) => Math.min(r, Math.max(0, v < 0 ? v + r : v));
+          len.set(out!, Math.max(0, clamp(intOf(n, 'end', r)) - clamp(intOf(n, 'start', 0))));
+        }
+        break;
+      }
+      case 'Size': setRank(out, 0); break;
+      case 'ConstantOfShape': {
+        const l = len.get(x!);
+        setRank(out, l);
+        const v = ints.get(x!);
+        if (l === 1 && v) len.set(out!, v[0]!);
+        break;
+      }
+      case 'ReduceMean': case 'ReduceSum': case 'ReduceMax': case 'ReduceMin': case 'ReduceProd': case 'ReduceL2': case 'ReduceSumSquare': {
+        if (r === undefined) break;
+        if (intOf(n, 'keepdims', 1) === 1) { setRank(out, r); break; }
+        const axes = axesOf(n);
+        if (axes) setRank(out, axes.length === 0 ? (intOf(n, 'noop_with_empty_axes', 0) ? r : 0) : r - axes.length);
+        else if (!n.input[1]) setRank(out, 0);
+        break;
+      }
+      case 'ArgMax': case 'ArgMin': if (r !== undefined) setRank(out, intOf(n, 'keepdims', 1) ? r : r - 1); break;
+      case 'Range': setRank(out, 1); break;
+      case 'NonZero': setRank(out, 2); break;
+      case 'Flatten': setRank(out, 2); break;
+      default: break;
+    }
+  }
+  return { rank, ints, constDims, floatValue };
+}

@@ -1,0 +1,63 @@
+import * as vscode from 'vscode';
+import { CanaryController } from './canary/controller';
+import { commandTable } from './commands';
+import { State } from './state';
+import { CircuitExplorer } from './views/explorer';
+import { ATTENTION_VIEW, LENS_VIEW, PromptPanel } from './webviews/attention/panel';
+import type { PromptState } from './webviews/attention/protocol';
+import { GRAPH_VIEW, GraphPanel } from './webviews/graph/panel';
+import type { GraphState } from './webviews/graph/protocol';
+
+export async function activate(context: vscode.ExtensionContext): Promise<{ services: unknown }> {
+  const log = vscode.window.createOutputChannel('CircuitLens', { log: true });
+  const state = new State(context, log);
+  const explorer = new CircuitExplorer(state);
+  const canaries = new CanaryController(state);
+  context.subscriptions.push(log, state, canaries, canaries.onDidRunCanary((r) => explorer.setCanaryResult(r)));
+  context.subscriptions.push(vscode.window.createTreeView('circuitlens.explorer', { treeDataProvider: explorer, showCollapseAll: true }));
+  const services = { state, explorer, canaries };
+  for (const [id, run] of Object.entries(commandTable(services))) {
+    context.subscriptions.push(vscode.commands.registerCommand(id, async (...args) => {
+      try {
+        return await run(...(args as Parameters<typeof run>));
+      } catch (e) {
+        log.error(`${id}: ${(e as Error).stack ?? e}`);
+        void vscode.window.showErrorMessage(`CircuitLens: ${(e as Error).message}`);
+        return undefined;
+      }
+    }));
+  }
+  const onSaved = () => state.refresh();
+  // Panels come back after a reload from the state they saved (only UI state; compute restarts).
+  context.subscriptions.push(
+    vscode.window.registerWebviewPanelSerializer(GRAPH_VIEW, {
+      async deserializeWebviewPanel(panel, saved: GraphState | undefined) {
+        if (!saved?.nodes) { panel.dispose(); return; }
+        panel.webview.options = GraphPanel.options(state, saved);
+        new GraphPanel(panel, state, saved, onSaved);
+      },
+    }),
+    ...[ATTENTION_VIEW, LENS_VIEW].map((type) => vscode.window.registerWebviewPanelSerializer(type, {
+      async deserializeWebviewPanel(panel, saved: PromptState | undefined) {
+        if (!saved?.ids) { panel.dispose(); return; }
+        panel.webview.options = PromptPanel.options(state, saved);
+        new PromptPanel(panel, state, saved);
+      },
+    })),
+  );
+  await vscode.commands.executeCommand('setContext', 'circuitlens.hasModel', !!state.activeModel);
+  if (!vscode.workspace.isTrusted) {
+    void vscode.window.showInformationMessage('CircuitLens: this workspace is not trusted, so no model runs. Trust it to trace, attribute and run canaries.', 'Manage Workspace Trust')
+      .then((c) => { if (c) void vscode.commands.executeCommand('workbench.trust.manage'); });
+  }
+  void canaries.discover().then(() => {
+    if (vscode.workspace.isTrusted && vscode.workspace.getConfiguration('circuitlens').get<boolean>('canaries.runOnOpen', true)) {
+      return vscode.commands.executeCommand('circuitlens.runCanaries');
+    }
+    return undefined;
+  });
+  log.info('CircuitLens activated');
+  return { services };
+}
+
+export function deactivate(): void {}

@@ -1,0 +1,91 @@
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { CIRCUIT_SCHEMA_VERSION, serializeCircuit, type Circuit } from '../../../core/formats/circuit';
+import { sha256File, writeFileAtomic } from '../../../core/node/workspace';
+import type { State } from '../../state';
+import { computeSetup, webviewHtml } from '../html';
+import type { GraphState, GraphToHost, GraphToView } from './protocol';
+
+export const GRAPH_VIEW = 'circuitlens.graph';
+
+/** The attribution-graph panel (host side). One per suite×model; restored after reload by the serializer. */
+export class GraphPanel {
+  static current: GraphPanel | undefined;
+  private disposables: vscode.Disposable[] = [];
+
+  static show(state: State, graph: GraphState, onSaved: (file: string) => void): GraphPanel {
+    const panel = vscode.window.createWebviewPanel(GRAPH_VIEW, graph.title, vscode.ViewColumn.Active, GraphPanel.options(state, graph));
+    return new GraphPanel(panel, state, graph, onSaved);
+  }
+
+  static options(state: State, graph: GraphState): vscode.WebviewPanelOptions & vscode.WebviewOptions {
+    return {
+      enableScripts: true,
+      retainContextWhenHidden: true,
+      localResourceRoots: [vscode.Uri.joinPath(state.context.extensionUri, 'dist'), vscode.Uri.joinPath(state.context.extensionUri, 'media'), vscode.Uri.file(path.dirname(graph.modelPath))],
+    };
+  }
+
+  constructor(readonly panel: vscode.WebviewPanel, private readonly state: State, private graph: GraphState, private readonly onSaved: (file: string) => void) {
+    GraphPanel.current = this;
+    this.graph = { ...graph, compute: computeSetup(panel.webview, state.context.extensionUri, graph.modelPath) };
+    panel.iconPath = vscode.Uri.joinPath(state.context.extensionUri, 'media', 'circuitlens.svg');
+    panel.webview.html = webviewHtml(panel.webview, state.context.extensionUri, 'graph', graph.title);
+    this.disposables.push(
+      panel.webview.onDidReceiveMessage((m: GraphToHost) => this.onMessage(m)),
+      panel.onDidChangeViewState(() => this.setContext()),
+      panel.onDidDispose(() => this.dispose()),
+    );
+    this.setContext();
+  }
+
+  private post(m: GraphToView): void {
+    void this.panel.webview.postMessage(m);
+  }
+
+  private setContext(): void {
+    void vscode.commands.executeCommand('setContext', 'circuitlens.graphActive', this.panel.active);
+  }
+
+  get marked(): string[] {
+    return this.graph.marked;
+  }
+
+  private async onMessage(m: GraphToHost): Promise<void> {
+    switch (m.t) {
+      case 'ready': this.post({ t: 'state', state: this.graph }); break;
+      case 'marked': this.graph = { ...this.graph, marked: m.nodes }; break;
+      case 'status': this.state.log.info(`graph view: ${m.message} (${m.backend})`); break;
+      case 'error': this.state.log.error(`graph view: ${m.message}`); void vscode.window.showErrorMessage(`CircuitLens graph: ${m.message}`); break;
+      case 'saveCircuit': await this.save(m.nodes, m.metrics); break;
+    }
+  }
+
+  /** Writes the marked nodes as `<suite>.circuit.json` beside the suite (atomically) and reports the path. */
+  async save(nodes: string[], metrics: Record<string, unknown> = {}, name?: string): Promise<string | undefined> {
+    if (nodes.length === 0) { void vscode.window.showWarningMessage('Mark some nodes first (click them, or box/lasso select).'); return undefined; }
+    const suiteBase = path.basename(this.graph.suitePath).replace(/\.suite\.ya?ml$/, '');
+    const chosen = name ?? (await vscode.window.showInputBox({ title: 'Save circuit', prompt: 'Circuit file name (saved beside the suite)', value: `${suiteBase}-${path.basename(this.graph.modelPath, '.onnx')}`, validateInput: (v) => (/^[\w.-]+$/.test(v) ? undefined : 'letters, digits, . _ - only') }));
+    if (!chosen) return undefined;
+    const file = path.join(path.dirname(this.graph.suitePath), chosen.endsWith('.circuit.json') ? chosen : `${chosen}.circuit.json`);
+    const rel = (p: string) => path.relative(path.dirname(file), p).split(path.sep).join('/');
+    const scores = Object.fromEntries(this.graph.nodes.filter((n) => n.id !== 'input' && n.id !== 'logits').map((n) => [n.id, n.score]));
+    const circuit: Circuit = {
+      schemaVersion: CIRCUIT_SCHEMA_VERSION, name: chosen, model: { path: rel(this.graph.modelPath), sha256: await sha256File(this.graph.modelPath) },
+      suite: rel(this.graph.suitePath), granularity: 'node', ablation: this.graph.ablation, nodes: nodes as Circuit['nodes'], edges: [], scores, metrics,
+      created: new Date().toISOString(), notes: `Marked by hand in the attribution graph (${this.graph.method}).`,
+    };
+    await writeFileAtomic(file, serializeCircuit(circuit));
+    this.post({ t: 'saved', path: this.state.ws.display(file) });
+    this.state.log.info(`saved circuit ${file}`);
+    this.onSaved(file);
+    return file;
+  }
+
+  dispose(): void {
+    if (GraphPanel.current === this) GraphPanel.current = undefined;
+    void vscode.commands.executeCommand('setContext', 'circuitlens.graphActive', false);
+    this.disposables.forEach((d) => d.dispose());
+    this.panel.dispose();
+  }
+}

@@ -1,0 +1,40 @@
+// The attribution-graph view's messages, shared by the panel (host) and the view (webview/graph).
+import type { ResolvedPrompt } from '../../../core/analysis/prompts';
+import type { AblationKind } from '../../../core/engine/engine';
+import type { MetricName } from '../../../core/analysis/metrics';
+import type { NodeId } from '../../../core/ids';
+import type { ComputeSetup } from '../compute-setup';
+
+export interface GraphNode { id: NodeId | 'input' | 'logits'; score: number }
+export interface GraphEdge { source: string; target: string; score: number }
+
+/** The whole state of a graph view: sent on `ready` and persisted for restore after a reload. */
+export interface GraphState {
+  version: 1;
+  title: string;
+  modelPath: string;
+  suitePath: string;
+  metric: MetricName;
+  ablation: AblationKind;
+  method: string;
+  layers: number;
+  heads: number;
+  nodes: GraphNode[];
+  edges: GraphEdge[];
+  /** Task prompts the view re-runs when ablating, and the prompts means are taken over. */
+  prompts: ResolvedPrompt[];
+  meanOver: ResolvedPrompt[];
+  marked: NodeId[];
+  compute: ComputeSetup;
+}
+
+export type GraphToView =
+  | { t: 'state'; state: GraphState }
+  | { t: 'saved'; path: string };
+
+export type GraphToHost =
+  | { t: 'ready' }
+  | { t: 'marked'; nodes: NodeId[] }
+  | { t: 'saveCircuit'; nodes: NodeId[]; metrics: Record<string, unknown> }
+  | { t: 'status'; backend: string; message: string }
+  | { t: 'error'; message: string };

@@ -1,0 +1,177 @@
+// Attribution graph: nodes by layer (input at the bottom, logits at the top), size by score, edges by sign and
+// score; click or box/lasso select to mark; "Ablate marked" re-runs the suite in the compute worker.
+import type { GraphState, GraphToHost, GraphToView } from '../../extension/webviews/graph/protocol';
+import type { NodeId } from '../../core/ids';
+import { faithfulness, METRICS, type MetricName, type SuiteMetrics } from '../../core/analysis/metrics';
+import { Compute } from '../common/compute-client';
+import { el, hostApi, themeColor } from '../common/vscode-api';
+import '@vscode-elements/elements/dist/vscode-button/index.js';
+
+declare const Plotly: {
+  react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void>;
+};
+
+interface PlotlyDiv extends HTMLDivElement {
+  on(event: string, cb: (e: { points?: { customdata?: string }[] }) => void): void;
+}
+
+const vscode = hostApi<GraphToHost, GraphState>();
+let state: GraphState | undefined = vscode.getState();
+let compute: Compute | undefined;
+let marked = new Set<string>(state?.marked ?? []);
+let threshold = 0;
+
+const app = document.getElementById('app')!;
+const plot = el('div', { id: 'plot', class: 'plot' }) as PlotlyDiv;
+const backend = el('span', { id: 'backend', class: 'badge' }, 'starting…');
+const markedInfo = el('span', { id: 'marked-count', class: 'muted' });
+const slider = el('input', { type: 'range', min: '0', max: '100', value: '0', id: 'threshold', 'aria-label': 'Score threshold' });
+const thresholdLabel = el('span', { class: 'muted', id: 'threshold-label' }, 'threshold 0');
+const ablateBtn = el('vscode-button' as 'button', { id: 'ablate', 'aria-label': 'Ablate everything outside the marked nodes and re-run the suite' }, 'Ablate marked');
+const clearBtn = el('vscode-button' as 'button', { id: 'clear', secondary: '' }, 'Clear marks');
+const saveBtn = el('vscode-button' as 'button', { id: 'save', secondary: '' }, 'Save as circuit');
+const results = el('section', { id: 'results', 'aria-live': 'polite' });
+const header = el('header', { class: 'toolbar' });
+
+function layout(s: GraphState) {
+  header.replaceChildren(
+    el('strong', {}, s.title), backend, el('span', { class: 'spacer' }),
+    el('label', { for: 'threshold' }, 'Hide |score| below '), slider, thresholdLabel, markedInfo, ablateBtn, clearBtn, saveBtn,
+  );
+  app.replaceChildren(header, plot, results);
+}
+
+/** Node positions: y = 0 input, 2L+1 attention of layer L, 2L+2 MLP of layer L, top logits. */
+function position(id: string, s: GraphState): [number, number] {
+  if (id === 'input') return [(s.heads - 1) / 2, 0];
+  if (id === 'logits') return [(s.heads - 1) / 2, 2 * s.layers + 1];
+  const a = /^a(\d+)\.h(\d+)$/.exec(id);
+  if (a) return [Number(a[2]), 2 * Number(a[1]) + 1];
+  const m = /^m(\d+)$/.exec(id);
+  return [(s.heads - 1) / 2, 2 * Number(m![1]) + 2];
+}
+
+function render(): void {
+  const s = state!;
+  const maxAbs = Math.max(1e-9, ...s.nodes.map((n) => Math.abs(n.score)));
+  const cut = (threshold / 100) * maxAbs;
+  const visible = s.nodes.filter((n) => n.id === 'input' || n.id === 'logits' || Math.abs(n.score) >= cut || marked.has(n.id));
+  const pos = new Map(s.nodes.map((n) => [n.id, position(n.id, s)]));
+  const pos_ = themeColor('--vscode-charts-blue', '#3794ff');
+  const neg = themeColor('--vscode-charts-red', '#f14c4c');
+  const fg = themeColor('--vscode-editor-foreground', '#cccccc');
+  const markColor = themeColor('--vscode-charts-yellow', '#cca700');
+  const big = s.nodes.length > 2000;
+  const edgeMax = Math.max(1e-9, ...s.edges.map((e) => Math.abs(e.score)));
+  const edges = s.edges.filter((e) => Math.abs(e.score) >= (threshold / 100) * edgeMax).slice(0, big ? 5000 : 20000);
+  const edgeTraces = ['pos', 'neg'].map((sign) => {
+    const xs: (number | null)[] = [];
+    const ys: (number | null)[] = [];
+    for (const e of edges.filter((x) => (x.score >= 0) === (sign === 'pos'))) {
+      const a = pos.get(e.source.replace(/<[qkv]>$/, '') as NodeId);
+      const b = pos.get(e.target.replace(/<[qkv]>$/, '') as NodeId);
+      if (a && b) xs.push(a[0], b[0], null), ys.push(a[1], b[1], null);
+    }
+    return { type: big ? 'scattergl' : 'scatter', mode: 'lines', x: xs, y: ys, hoverinfo: 'skip', showlegend: false, line: { color: sign === 'pos' ? pos_ : neg, width: 1.5 }, opacity: 0.5 };
+  });
+  const nodeTrace = {
+    type: big ? 'scattergl' : 'scatter', mode: big ? 'markers' : 'markers+text',
+    x: visible.map((n) => pos.get(n.id)![0]), y: visible.map((n) => pos.get(n.id)![1]),
+    text: visible.map((n) => n.id), textposition: 'top center', textfont: { color: fg, size: 11 },
+    customdata: visible.map((n) => n.id),
+    hovertemplate: visible.map((n) => `<b>${n.id}</b><br>score ${n.score.toFixed(4)}${marked.has(n.id) ? '<br>marked' : ''}<extra></extra>`),
+    marker: {
+      size: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? 16 : 10 + 34 * Math.sqrt(Math.abs(n.score) / maxAbs))),
+      color: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? fg : n.score >= 0 ? pos_ : neg)),
+      line: { color: visible.map((n) => (marked.has(n.id) ? markColor : 'rgba(0,0,0,0)')), width: visible.map((n) => (marked.has(n.id) ? 4 : 0)) },
+      symbol: visible.map((n) => (/^m\d+$/.test(n.id) ? 'square' : 'circle')),
+    },
+    selectedpoints: null,
+  };
+  const ticks = ['input', ...Array.from({ length: s.layers }, (_, l) => [`attn ${l}`, `mlp ${l}`]).flat(), 'logits'];
+  void Plotly.react(plot, [...edgeTraces, nodeTrace], {
+    paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, dragmode: 'select', margin: { l: 60, r: 20, t: 10, b: 30 },
+    xaxis: { title: { text: 'head' }, zeroline: false, showgrid: false, color: fg, dtick: 1 },
+    yaxis: { tickvals: ticks.map((_, i) => i), ticktext: ticks, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
+    hovermode: 'closest', uirevision: 'graph',
+  }, { displaylogo: false, responsive: true, modeBarButtonsToRemove: ['toImage'] });
+  const sum = s.nodes.filter((n) => marked.has(n.id));
+  markedInfo.textContent = `${sum.length} marked`;
+  thresholdLabel.textContent = `${cut.toFixed(3)} (${visible.length} of ${s.nodes.length} nodes)`;
+  vscode.setState({ ...s, marked: [...marked] as NodeId[] });
+}
+
+function toggle(ids: string[], only = false): void {
+  if (only) marked = new Set();
+  for (const id of ids) {
+    if (id === 'input' || id === 'logits') continue;
+    if (marked.has(id) && !only) marked.delete(id); else marked.add(id);
+  }
+  vscode.postMessage({ t: 'marked', nodes: [...marked] as NodeId[] });
+  render();
+}
+
+let lastMetrics: Record<string, unknown> | undefined;
+
+async function ablateMarked(): Promise<void> {
+  const s = state!;
+  if (!compute) { results.textContent = 'The compute worker is not ready yet.'; return; }
+  const all = s.nodes.map((n) => n.id).filter((n) => n !== 'input' && n !== 'logits') as NodeId[];
+  const C = all.filter((n) => marked.has(n));
+  const outside = all.filter((n) => !marked.has(n));
+  results.replaceChildren(el('p', { class: 'muted' }, `Running ${s.prompts.length} prompts × 4 ablation sets on ${compute.ready.backend}…`));
+  const t0 = performance.now();
+  const r = await compute.call({ t: 'evaluate', prompts: s.prompts, meanOver: s.meanOver, ablation: s.ablation, sets: [[], all, outside, C] });
+  const [full, empty, circuit, complement] = r.sets as [{ metrics: SuiteMetrics; scores: { logitDiff: number; prob: number; correct: boolean }[] }, { metrics: SuiteMetrics }, { metrics: SuiteMetrics; scores: { logitDiff: number; prob: number; correct: boolean; kl: number }[] }, { metrics: SuiteMetrics }];
+  const byMetric = Object.fromEntries(METRICS.map((m) => [m, faithfulness(m, circuit.metrics, empty.metrics, full.metrics)])) as Record<MetricName, number>;
+  const nec = 1 - faithfulness(s.metric, complement.metrics, empty.metrics, full.metrics);
+  lastMetrics = { faithfulness: byMetric[s.metric], faithfulnessByMetric: byMetric, necessity: nec, metric: s.metric, ablation: s.ablation, prompts: s.prompts.length };
+  const fmt = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : '—');
+  const rows = s.prompts.map((p, i) => el('tr', {},
+    el('td', {}, p.text), el('td', { class: 'num' }, fmt(full.scores[i]!.logitDiff)), el('td', { class: 'num' }, fmt(circuit.scores[i]!.logitDiff)),
+    el('td', { class: 'num' }, fmt(circuit.scores[i]!.logitDiff - full.scores[i]!.logitDiff)), el('td', {}, circuit.scores[i]!.correct ? '✓' : '✗')));
+  results.replaceChildren(
+    el('div', { class: 'metrics', id: 'metric-summary' },
+      el('div', {}, el('span', { class: 'muted' }, `${s.metric} (circuit only)`), el('b', { id: 'metric-value' }, fmt(circuit.metrics[s.metric]))),
+      el('div', {}, el('span', { class: 'muted' }, 'faithfulness'), el('b', { id: 'faithfulness-value' }, fmt(byMetric[s.metric]))),
+      el('div', {}, el('span', { class: 'muted' }, 'by accuracy'), el('b', {}, fmt(byMetric.accuracy))),
+      el('div', {}, el('span', { class: 'muted' }, 'by KL'), el('b', {}, fmt(byMetric.kl))),
+      el('div', {}, el('span', { class: 'muted' }, 'necessity'), el('b', {}, fmt(nec))),
+      el('div', {}, el('span', { class: 'muted' }, 'accuracy'), el('b', {}, `${fmt(full.metrics.accuracy)} → ${fmt(circuit.metrics.accuracy)}`)),
+    ),
+    el('p', { class: 'muted' }, `${C.length} marked nodes kept, ${outside.length} ${s.ablation}-ablated; ${s.prompts.length} prompts in ${(performance.now() - t0).toFixed(0)} ms on ${compute.ready.backend}. Faithfulness under one metric can hide a circuit that suppresses the foil instead of raising the answer: compare the columns.`),
+    el('table', { class: 'prompts' }, el('thead', {}, el('tr', {}, el('th', {}, 'prompt'), el('th', {}, 'logit diff (full)'), el('th', {}, 'circuit only'), el('th', {}, 'change'), el('th', {}, 'top-1 right'))), el('tbody', {}, ...rows)),
+  );
+}
+
+function init(s: GraphState): void {
+  const first = !state || !compute;
+  state = s;
+  marked = new Set(s.marked);
+  layout(s);
+  render();
+  plot.on('plotly_click', (e) => { const id = e.points?.[0]?.customdata; if (id) toggle([id]); });
+  plot.on('plotly_selected', (e) => { const ids = (e?.points ?? []).map((p) => p.customdata!).filter(Boolean); if (ids.length) toggle(ids, true); });
+  slider.addEventListener('input', () => { threshold = Number(slider.value); render(); });
+  ablateBtn.addEventListener('click', () => { ablateMarked().catch((err) => { results.textContent = `Error: ${(err as Error).message}`; vscode.postMessage({ t: 'error', message: (err as Error).message }); }); });
+  clearBtn.addEventListener('click', () => toggle([], true));
+  saveBtn.addEventListener('click', () => vscode.postMessage({ t: 'saveCircuit', nodes: [...marked] as NodeId[], metrics: lastMetrics ?? {} }));
+  if (first) {
+    Compute.start(s.compute).then((c) => {
+      compute = c;
+      backend.textContent = c.ready.backend === 'webgpu' ? `WebGPU${c.ready.adapter ? ` (${c.ready.adapter})` : ''}` : 'WASM';
+      backend.setAttribute('data-backend', c.ready.backend);
+      vscode.postMessage({ t: 'status', backend: c.ready.backend, message: 'compute ready' });
+    }, (err: Error) => {
+      backend.textContent = 'compute failed';
+      vscode.postMessage({ t: 'error', message: `compute worker: ${err.message}` });
+    });
+  }
+}
+
+window.addEventListener('message', (e: MessageEvent<GraphToView>) => {
+  const m = e.data;
+  if (m.t === 'state') init(m.state);
+  else if (m.t === 'saved') results.prepend(el('p', { id: 'saved-note' }, `Saved ${m.path}`));
+});
+vscode.postMessage({ t: 'ready' });
