@@ -54,7 +54,7 @@ describe('webview compute worker in Chromium', { skip }, () => {
       test(`${model} on ${prefer}: suite metrics and ablations equal the Node engine's`, async () => {
         const page: Page = await browser.newPage();
         await page.goto(server.url + '/');
-        const ready = await page.evaluate(([p, m]) => (window as unknown as { startWorker(p: string, m: string): Promise<{ backend: string; info: { layers: number } }> }).startWorker(p, m), [prefer, `${model}.onnx`] as const);
+        const ready = await page.evaluate(([p, m]) => (globalThis as unknown as { startWorker(p: string, m: string): Promise<{ backend: string; info: { layers: number } }> }).startWorker(p, m), [prefer, `${model}.onnx`] as const);
         assert.equal(ready.backend, prefer);
         assert.equal(ready.info.layers, 2);
         const node = await loadEngine(path.join(EXAMPLES, `${model}.onnx`));
@@ -65,7 +65,7 @@ describe('webview compute worker in Chromium', { skip }, () => {
           const sets = [[], ['a1.h0', 'a1.h1'], ['a0.h1', 'm0'], ['a0.h0', 'a0.h1', 'a0.h2', 'a0.h3', 'a1.h0', 'a1.h1', 'a1.h2', 'a1.h3', 'm0', 'm1']];
           const ctx = await prepare(node, prompts, 'mean');
           const want = await evaluateSets(ctx, sets as never);
-          const got = await page.evaluate((msg) => (window as unknown as { call(m: unknown): Promise<{ sets: { metrics: Record<string, number> }[] }> }).call(msg), { t: 'evaluate', prompts, meanOver: prompts, ablation: 'mean', sets });
+          const got = await page.evaluate((msg) => (globalThis as unknown as { call(m: unknown): Promise<{ sets: { metrics: Record<string, number> }[] }> }).call(msg), { t: 'evaluate', prompts, meanOver: prompts, ablation: 'mean', sets });
           want.forEach((w, i) => {
             for (const k of ['logit_diff', 'prob', 'accuracy', 'kl'] as const) {
               const a = got.sets[i]!.metrics[k]!;
