@@ -369,8 +369,8 @@ CONFIGS = {
 }
 
 TRAIN = {
-    "induction-gpt2": dict(seed=1234, steps=1500, lr=2e-3, batch=128, weight_decay=0.01),
-    "induction-llama": dict(seed=4321, steps=1500, lr=2e-3, batch=128, weight_decay=0.01),
+    "induction-gpt2": dict(seed=1234, steps=2500, lr=2e-3, batch=128, weight_decay=0.01),
+    "induction-llama": dict(seed=4321, steps=2500, lr=2e-3, batch=128, weight_decay=0.01),
 }
 
 
