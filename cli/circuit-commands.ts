@@ -62,7 +62,10 @@ export async function attributeCommand(argv: string[], out: (s: string) => void)
     if (values.out) await writeFileAtomic(path.resolve(values.out), JSON.stringify(result, null, 2) + '\n');
     if (values.json) out(JSON.stringify(result, null, 2));
     else {
-      const how = method === 'gradient' ? `gradients (${steps > 1 ? `EAP-IG, ${steps} steps` : 'EAP'}), estimating the ${attr.metric} drop under ${L.kind} ablation` : `${L.kind} ablation (${attr.metric} drop)`;
+      const estimate = attr.metric === 'accuracy' || attr.metric === 'kl'
+        ? `ranking by the logit difference's gradient (${attr.metric} has none to follow)`
+        : `estimating the ${attr.metric} drop`;
+      const how = method === 'gradient' ? `gradients (${steps > 1 ? `EAP-IG, ${steps} steps` : 'EAP'}), ${estimate} under ${L.kind} ablation` : `${L.kind} ablation (${attr.metric} drop)`;
       out(`${L.suite.name}: node attribution by ${how}, ${L.task.prompts.length} task prompts`);
       for (const n of [...attr.nodes].sort((a, b) => b.score - a.score)) out(`  ${n.id.padEnd(8)} ${n.score >= 0 ? ' ' : ''}${n.score.toFixed(4)}`);
     }
@@ -141,6 +144,10 @@ export async function verifyCommand(argv: string[], out: (s: string) => void): P
   const modelFlag = values.model ?? (c.model?.path ? path.resolve(path.dirname(circuitPath), c.model.path) : undefined);
   const L = await loadForAnalysis(suitePath, modelFlag, values.ablation ?? c.ablation, values.runtime, true);
   try {
+    c.nodes.forEach((n, i) => {
+      try { L.engine.checkNodes([n]); } catch (e) { parsed.source.report(['nodes', i], (e as Error).message); }
+    });
+    if (hasErrors(parsed.source.diagnostics)) throw diagnosticsError(parsed.source.diagnostics, L.ws);
     const nodes = L.engine.checkNodes(circuitComponents(c));
     const v = await verifyCircuit(L.task, nodes, L.suite.metric, L.control);
     const warnings: string[] = [];

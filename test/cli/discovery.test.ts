@@ -114,9 +114,16 @@ describe('attribute and diff', () => {
     assert.ok(Math.abs(m0 - (taskMean(run([])) - taskMean(run(['--ablate', 'm0'])))) < 1e-4);
   });
 
-  test('gradient and edge levels say they are not there yet (exit 2)', () => {
-    assert.equal(cli(['attribute', SUITE, '--method', 'gradient']).code, 2);
+  test('the edge level says it is not there yet (exit 2); gradient attribution answers with the keys of patching', () => {
     assert.equal(cli(['attribute', SUITE, '--level', 'edge']).code, 2);
+    assert.equal(cli(['attribute', SUITE, '--steps', '4']).code, 2, '--steps needs --method gradient');
+    const r = cli(['attribute', SUITE, '--method', 'gradient', '--steps', '4', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.method, 'gradient');
+    assert.equal(j.steps, 4);
+    assert.deepEqual(j.edges, []);
+    assert.deepEqual(j.nodes.map((n: { id: string }) => n.id).sort(), ['a0.h0', 'a0.h1', 'a0.h2', 'a0.h3', 'a1.h0', 'a1.h1', 'a1.h2', 'a1.h3', 'm0', 'm1']);
   });
 
   test('diff ranks heads by task-vs-control effect size', () => {
