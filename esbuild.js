@@ -86,6 +86,8 @@ async function main() {
   if (args.has('--tests') || args.has('--tests-only')) {
     fs.rmSync('out', { recursive: true, force: true });
     builds.push(esbuild.build({ ...node, entryPoints: testEntries('test'), outdir: 'out/test', outbase: 'test', packages: 'external' }));
+    // Child processes of tests live outside out/test, where node --test would take every .js for a test file.
+    builds.push(esbuild.build({ ...node, entryPoints: ['test/unit/atomic-writer.ts'], outfile: 'out/helpers/atomic-writer.js', packages: 'external' }));
   }
   await Promise.all(builds);
 }

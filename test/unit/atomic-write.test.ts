@@ -13,7 +13,7 @@ test('killing the writer mid-way leaves the old or the new file', async () => {
   const version = (v: number) => JSON.stringify({ schemaVersion: 1, name: `v${v}`, nodes: [], notes: 'x'.repeat(4_000_000 + v) });
   await writeFileAtomic(target, version(0));
   // A child that rewrites the file in a loop with ever newer versions, killed at random moments.
-  const bundle = path.join(__dirname, '..', '..', 'test', 'unit', 'atomic-writer.js');
+  const bundle = path.join(__dirname, '..', '..', 'helpers', 'atomic-writer.js');
   let lastSeen = 0;
   for (let round = 0; round < 12; round++) {
     const child = spawn(process.execPath, [bundle, target, String(round * 1000)], { stdio: ['ignore', 'pipe', 'inherit'] });
