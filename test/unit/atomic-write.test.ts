@@ -17,7 +17,7 @@ test('killing the writer mid-way leaves the old or the new file', async () => {
   let lastSeen = 0;
   for (let round = 0; round < 12; round++) {
     const child = spawn(process.execPath, [bundle, target, String(round * 1000)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise((r) => setTimeout(r, 40 + ((round * 37) % 120)));
+    await new Promise((r) => setTimeout(r, 150 + ((round * 53) % 270)));
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     const text = fs.readFileSync(target, 'utf8');
