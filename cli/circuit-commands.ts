@@ -10,6 +10,7 @@ import type { AblationKind, Engine } from '../core/engine/engine';
 import { UserError } from '../core/errors';
 import { CIRCUIT_SCHEMA_VERSION, circuitComponents, parseCircuit, serializeCircuit, type Circuit } from '../core/formats/circuit';
 import { hasErrors } from '../core/formats/diagnostics';
+import { fromEapIg, toEapIg } from '../core/formats/interop';
 import type { Suite } from '../core/formats/suite';
 import { createRuntime } from '../core/node/load';
 import { NodeWorkspace, sha256File, writeFileAtomic } from '../core/node/workspace';
@@ -238,4 +239,47 @@ function printVerification(v: Verification, out: (s: string) => void): void {
     const s = v.specificity;
     out(`  specificity on ${s.prompts} control prompts: KL ${f3(s.klWhenAblated)} when the circuit is ablated (task: ${f3(s.taskKlWhenAblated)}), accuracy ${f3(s.accuracyClean)} → ${f3(s.accuracyWhenAblated)}`);
   }
+}
+
+export async function exportCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const usage = 'circuitlens export CIRCUIT --format eap-ig [--model MODEL] [--out FILE]';
+  const { values, positionals } = parse(argv, { format: { type: 'string' }, model: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } }, usage);
+  if (positionals.length !== 1) throw new UserError(`expected one circuit file\nusage: ${usage}`);
+  oneOf(values.format, ['eap-ig'] as const, '--format', 'eap-ig');
+  const ws = new NodeWorkspace();
+  try {
+    const circuitPath = path.resolve(positionals[0]!);
+    const parsed = parseCircuit(circuitPath, await ws.readText(circuitPath));
+    if (!parsed.circuit) throw diagnosticsError(parsed.diagnostics, ws);
+    const c = parsed.circuit;
+    const modelPath = values.model ? path.resolve(values.model) : c.model?.path ? path.resolve(path.dirname(circuitPath), c.model.path) : undefined;
+    if (!modelPath) throw new UserError('the circuit names no model: pass --model MODEL.onnx (the export lists every edge of the model)');
+    const engine = await ws.loadEngine(modelPath);
+    const json = JSON.stringify(toEapIg(c, engine.info), null, 2);
+    if (values.out) await writeFileAtomic(path.resolve(values.out), json + '\n');
+    else out(json);
+    return 0;
+  } finally {
+    await ws.dispose();
+  }
+}
+
+export async function importCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const usage = 'circuitlens import FILE --format eap-ig --out NAME.circuit.json [--model MODEL] [--suite SUITE]';
+  const { values, positionals } = parse(argv, { format: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' }, suite: { type: 'string' }, json: { type: 'boolean' } }, usage);
+  if (positionals.length !== 1 || !values.out) throw new UserError(`expected one input file and --out\nusage: ${usage}`);
+  oneOf(values.format, ['eap-ig'] as const, '--format', 'eap-ig');
+  const ws = new NodeWorkspace();
+  const file = path.resolve(positionals[0]!);
+  let json: unknown;
+  try { json = JSON.parse(await ws.readText(file)); } catch (e) { throw e instanceof UserError ? e : new UserError(`${ws.display(file)} is not valid JSON: ${(e as Error).message}`); }
+  const c = fromEapIg(json, path.basename(file));
+  const outPath = path.resolve(values.out);
+  const rel = (p: string) => path.relative(path.dirname(outPath), path.resolve(p)).split(path.sep).join('/');
+  if (values.model) c.model = { path: rel(values.model), sha256: await sha256File(path.resolve(values.model)) };
+  if (values.suite) c.suite = rel(values.suite);
+  c.created = new Date().toISOString();
+  await writeFileAtomic(outPath, serializeCircuit(c));
+  out(values.json ? JSON.stringify({ circuit: ws.display(outPath), nodes: c.nodes.length, edges: c.edges?.length ?? 0 }) : `wrote ${ws.display(outPath)}: ${c.nodes.length} nodes, ${c.edges?.length ?? 0} edges`);
+  return 0;
 }

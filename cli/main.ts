@@ -1,5 +1,5 @@
 import { isUserError } from '../core/errors';
-import { attributeCommand, diffCommand, discoverCommand, verifyCommand } from './circuit-commands';
+import { attributeCommand, diffCommand, discoverCommand, exportCommand, importCommand, verifyCommand } from './circuit-commands';
 import { canaryCommand, runCommand } from './suite-commands';
 import { infoCommand, traceCommand } from './trace';
 
@@ -16,6 +16,8 @@ commands:
   discover SUITE --out F         find a small faithful circuit (--method greedy|acdc) and write F.circuit.json
   verify CIRCUIT                 faithfulness (several metrics), necessity, minimality, specificity, CPR/CMD
   diff SUITE                     differential activation, task vs control prompts
+  export CIRCUIT --format eap-ig circuit as EAP-IG / MIB JSON (every edge, in_graph flags)
+  import FILE --format eap-ig    EAP-IG / MIB JSON → .circuit.json
 
 Every command takes --json. Exit codes: 0 success, 1 a check failed, 2 bad input, 3 internal error.`;
 
@@ -30,6 +32,8 @@ const COMMANDS: Record<string, Command> = {
   discover: discoverCommand,
   verify: verifyCommand,
   diff: diffCommand,
+  export: exportCommand,
+  import: importCommand,
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {
