@@ -31,6 +31,8 @@ const ablateBtn = el('vscode-button' as 'button', { id: 'ablate', 'aria-label': 
 const clearBtn = el('vscode-button' as 'button', { id: 'clear', secondary: '' }, 'Clear marks');
 const saveBtn = el('vscode-button' as 'button', { id: 'save', secondary: '' }, 'Save as circuit');
 const results = el('section', { id: 'results', 'aria-live': 'polite' });
+// Keyboard path to marking: every node as a checkbox, strongest first (the plot itself needs a pointer).
+const nodeList = el('details', { id: 'node-list' });
 const header = el('header', { class: 'toolbar' });
 
 function layout(s: GraphState) {
@@ -38,7 +40,7 @@ function layout(s: GraphState) {
     el('strong', {}, s.title), backend, el('span', { class: 'spacer' }),
     el('label', { for: 'threshold' }, 'Hide |score| below '), slider, thresholdLabel, markedInfo, ablateBtn, clearBtn, saveBtn,
   );
-  app.replaceChildren(header, plot, results);
+  app.replaceChildren(header, plot, results, nodeList);
 }
 
 /** Node positions: y = 0 input, 2L+1 attention of layer L, 2L+2 MLP of layer L, top logits. */
@@ -95,10 +97,23 @@ function render(): void {
     yaxis: { tickvals: ticks.map((_, i) => i), ticktext: ticks, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
     hovermode: 'closest', uirevision: 'graph',
   }, { displaylogo: false, responsive: true, modeBarButtonsToRemove: ['toImage'] });
+  renderNodeList(s);
   const sum = s.nodes.filter((n) => marked.has(n.id));
   markedInfo.textContent = `${sum.length} marked`;
   thresholdLabel.textContent = `${cut.toFixed(3)} (${visible.length} of ${s.nodes.length} nodes)`;
   vscode.setState({ ...s, marked: [...marked] as NodeId[] });
+}
+
+function renderNodeList(s: GraphState): void {
+  const open = nodeList.open;
+  const items = [...s.nodes].filter((n) => n.id !== 'input' && n.id !== 'logits').sort((a, b) => Math.abs(b.score) - Math.abs(a.score)).map((n) => {
+    const box = el('input', { type: 'checkbox', id: `mark-${n.id}`, 'data-node': n.id });
+    box.checked = marked.has(n.id);
+    box.addEventListener('change', () => toggle([n.id]));
+    return el('li', {}, box, el('label', { for: `mark-${n.id}` }, `${n.id}  (score ${n.score.toFixed(4)})`));
+  });
+  nodeList.replaceChildren(el('summary', {}, `Nodes (${items.length}) — mark with the keyboard`), el('ul', { class: 'node-list' }, ...items));
+  nodeList.open = open;
 }
 
 function toggle(ids: string[], only = false): void {
