@@ -5,7 +5,7 @@ import { hookName } from '../hooks';
 import { allComponentNodes } from '../ids';
 import { IN } from '../onnx/instrument';
 import type { Attribution, NodeScore } from './attribution';
-import { evaluateSets, type EvalContext } from './evaluate';
+import { Cancelled, evaluateSets, type EvalContext } from './evaluate';
 import type { MetricName } from './metrics';
 import type { ResolvedPrompt } from './prompts';
 
@@ -61,7 +61,7 @@ export async function eapNodeScores(ctx: EvalContext, metric: MetricName, opts: 
     const rows: { member: number; alpha: number }[] = [];
     group.forEach((_, member) => alphas.forEach((alpha) => rows.push({ member, alpha })));
     for (let start = 0; start < rows.length; start += ctx.maxRows) {
-      if (ctx.signal?.aborted) throw new UserError('cancelled');
+      if (ctx.signal?.aborted) throw new Cancelled();
       const chunk = rows.slice(start, start + ctx.maxRows);
       const chunkPrompts = chunk.map((r) => prompts[group[r.member]!.index]!);
       const kinds = chunkPrompts.map((p) => surrogateFor(metric, p));

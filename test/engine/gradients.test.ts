@@ -93,6 +93,8 @@ interface Case {
   nodes: OnnxNode[];
   y: string;
   wrt?: string[];
+  /** Inputs declared without a shape: their rank is known only at run time. */
+  unshaped?: string[];
 }
 
 function modelOf(c: Case): OnnxModel {
@@ -100,7 +102,9 @@ function modelOf(c: Case): OnnxModel {
     irVersion: 8, opsetImport: [{ domain: '', version: c.opset ?? 17 }], producerName: 'circuitlens-test', producerVersion: '', metadataProps: [],
     graph: {
       name: c.name, node: c.nodes.map((n) => ({ ...n, input: [...n.input] })), initializer: [...(c.consts ?? [])], valueInfo: [],
-      input: Object.entries(c.inputs).map(([name, dims]) => ({ name, type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } })),
+      input: Object.entries(c.inputs).map(([name, dims]) => ({
+        name, type: { tensorType: { elemType: DataType.FLOAT, ...(c.unshaped?.includes(name) ? {} : { shape: { dim: dims.map((d) => ({ dimValue: d })) } }) } },
+      })),
       output: [{ name: c.y, type: { tensorType: { elemType: DataType.FLOAT } } }],
     },
   };
@@ -281,6 +285,11 @@ const CASES: Case[] = [
       node('Reciprocal', ['rv2'], 'irv'), node('Mul', ['r', 'irv'], 'w'), node('Pow', ['u', 'three'], 'u3'), node('Mul', ['u3', 'tenth'], 'u3s'),
       node('Tanh', ['w'], 'tw'), node('Pow', ['v', 'two'], 'v2'), node('Sub', ['tw', 'v2'], 'z'), node('Add', ['u3s', 'z'], 'y'),
     ], y: 'y',
+  },
+  {
+    name: 'broadcasting where ranks are known only at run time',
+    inputs: { x: [2, 3, 4], b: [4], c: [3, 1] }, unshaped: ['x', 'b'],
+    nodes: [node('Add', ['x', 'b'], 'xb'), node('Mul', ['xb', 'c'], 'xbc'), node('Tanh', ['xbc'], 'y')], y: 'y',
   },
   {
     name: 'shape operators: Transpose, Reshape, Unsqueeze, Expand, ReduceSum, ReduceMean, Squeeze, Cast, Identity',
