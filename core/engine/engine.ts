@@ -4,7 +4,7 @@ import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
 import { addGradients, GRAD_SEED } from '../onnx/autodiff';
 import { GraphIndex } from '../onnx/graph';
 import { decodeModel, encodeModel, externalLocations, opsetVersion, type OnnxModel } from '../onnx/model';
-import { detectStructure, IN, instrument, LAST_LOGITS, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
+import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
 import type { Tokenizer } from '../tokenizer';
 import { size, type ExternalFile, type F32, type Feed, type Runtime, type Session } from './runtime';
 
@@ -119,8 +119,10 @@ export class Engine {
     private readonly taps: Record<HookName, string>,
     readonly tokenizer: Tokenizer | undefined,
     readonly hookNames: HookName[],
-    private readonly lensOutputs: string[] = [],
   ) {}
+
+  /** The logit-lens session, built on first use from a copy of the instrumented model. */
+  private lens?: Promise<{ session: Session; outputs: string[] }>;
 
   static async create(runtime: Runtime, bytes: Uint8Array, opts: EngineOptions): Promise<Engine> {
     const model = decodeModel(bytes, opts.what);
@@ -152,7 +154,7 @@ export class Engine {
       features: structure.features, hooks: Object.fromEntries(hookNames.map((h) => [h, inst.hooks[h]!])), backend: runtime.backend,
       detection: structure.source,
     };
-    const engine = new Engine(session, info, structure, inst.taps, opts.tokenizer, hookNames, inst.lens);
+    const engine = new Engine(session, info, structure, inst.taps, opts.tokenizer, hookNames);
     engine.source = { runtime, instrumented: inst.model, external };
     return engine;
   }
@@ -161,6 +163,18 @@ export class Engine {
     await this.session.release();
     const g = await this.gradient?.catch(() => undefined);
     await g?.session.release();
+    const l = await this.lens?.catch(() => undefined);
+    await l?.session.release();
+  }
+
+  private lensSession(): Promise<{ session: Session; outputs: string[] }> {
+    this.lens ??= (async () => {
+      const { runtime, instrumented, external } = this.source!;
+      const model = decodeModel(encodeModel(instrumented), 'the instrumented model');
+      const outputs = addLogitLensOutputs(model, this.structure);
+      return { session: await runtime.createSession(encodeModel(model), external), outputs };
+    })();
+    return this.lens;
   }
 
   /**
@@ -251,11 +265,11 @@ export class Engine {
     for (const h of hooks) if (!this.taps[h]) throw new UserError(`unknown hook "${h}" (run \`circuitlens info\` to list hooks)`);
     if (req.ablations && req.ablations.length !== B) throw new Error('ablations must have one entry per batch row');
     const logitsTap = req.lastOnly ? LAST_LOGITS : 'logits';
-    const lens = req.lens ? this.lensOutputs : [];
-    const raw = await this.runRaw(req.ids, [...new Set([logitsTap, ...hooks, ...lens])], this.ablationFeeds(req, B, T));
+    const lens = req.lens ? await this.lensSession() : undefined;
+    const raw = await this.runRaw(req.ids, [...new Set([logitsTap, ...hooks, ...(lens?.outputs ?? [])])], this.ablationFeeds(req, B, T), lens?.session);
     const activations: Record<HookName, F32> = {};
     for (const h of hooks) activations[h] = raw[h]!;
-    return { logits: raw[logitsTap]!, activations, lens: req.lens ? lens.map((t) => raw[t]!) : undefined };
+    return { logits: raw[logitsTap]!, activations, lens: lens ? lens.outputs.map((t) => raw[t]!) : undefined };
   }
 
   /** Mean of each head's z and each MLP's output over all prompts and positions (for mean ablation). */
@@ -345,7 +359,7 @@ export class Engine {
     return feeds;
   }
 
-  private async runRaw(ids: number[][], hooks: HookName[], ablation: Record<string, Feed> | undefined): Promise<Record<HookName, F32>> {
+  private async runRaw(ids: number[][], hooks: HookName[], ablation: Record<string, Feed> | undefined, session = this.session): Promise<Record<HookName, F32>> {
     const B = ids.length;
     const T = ids[0]!.length;
     const feeds: Record<string, Feed> = {
@@ -355,7 +369,7 @@ export class Engine {
     };
     const tensorOf = (h: HookName) => this.taps[h] ?? h;
     const fetches = [...new Set(hooks.map(tensorOf))];
-    const out = await this.session.run(feeds, fetches);
+    const out = await session.run(feeds, fetches);
     const res: Record<HookName, F32> = {};
     for (const h of hooks) res[h] = out[tensorOf(h)]!;
     return res;

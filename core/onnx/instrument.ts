@@ -282,8 +282,6 @@ export interface InstrumentedModel {
   taps: Record<HookName, string>;
   /** Hook name → tensor in the original graph (what `info` prints). */
   hooks: Record<HookName, string>;
-  /** Per layer: the logit-lens output (the last layer's is the logits themselves). */
-  lens: string[];
 }
 
 /**
@@ -346,10 +344,6 @@ export function instrument(model: OnnxModel, s: ModelStructure): InstrumentedMod
   newNodes.push(makeNode('Gather', [s.logits, 'circuitlens.last_index'], [LAST_LOGITS], 'circuitlens/last_logits', [intAttr('axis', 1)]));
   addOutput(LAST_LOGITS, 3);
 
-  // Logit lens: the final norm and unembedding, cloned, applied to every layer's residual stream.
-  const lens = addLogitLens(graph, s);
-  for (const t of lens) addOutput(t, 3);
-
   // Rewire every original consumer of a patched tensor to the patched value.
   for (const n of graph.node) n.input = n.input.map((t) => rewires.get(t) ?? t);
   // Graph outputs naming a patched tensor (rare, e.g. an exporter exposing the MLP output) keep the original.
@@ -359,7 +353,20 @@ export function instrument(model: OnnxModel, s: ModelStructure): InstrumentedMod
   for (const [tensor, rank] of outputs) if (!existing.has(tensor)) graph.output.push(floatValueInfo(tensor, rank));
   // Stale value_info for rewired tensors is harmless, but shapes we changed must not be asserted.
   graph.valueInfo = graph.valueInfo.filter((v) => !outputs.has(v.name));
-  return { model, taps, hooks, lens };
+  return { model, taps, hooks };
+}
+
+/**
+ * Adds the logit lens to an instrumented model: the final norm and unembedding, cloned, applied to every
+ * layer's residual stream, as graph outputs. onnxruntime computes every output on every run, so the lens
+ * lives in a separate session (one more unembedding per layer is expensive for a large vocabulary).
+ */
+export function addLogitLensOutputs(model: OnnxModel, s: ModelStructure): string[] {
+  const graph = model.graph!;
+  const lens = addLogitLens(graph, s);
+  const existing = new Set(graph.output.map((o) => o.name));
+  for (const t of lens) if (!existing.has(t)) graph.output.push(floatValueInfo(t, 3));
+  return lens;
 }
 
 /** Graph output with layer L's residual stream read out through the final norm and unembedding. */
