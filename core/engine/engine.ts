@@ -183,13 +183,7 @@ export class Engine {
    * (core/onnx/autodiff.ts) and run by the same runtime: one run gives the forward pass and every gradient.
    */
   async gradients(req: GradientRequest): Promise<GradientResult> {
-    const B = req.ids.length;
-    if (B === 0) throw new UserError('no prompts to run');
-    const T = req.ids[0]!.length;
-    req.ids.forEach((row, i) => {
-      this.checkIds(row, B > 1 ? `prompt ${i + 1}` : 'prompt');
-      if (row.length !== T) throw new Error(`engine batch rows must have one length (row ${i} has ${row.length}, row 0 has ${T})`);
-    });
+    const { B, T } = this.checkBatch(req.ids);
     const hooks = req.hooks ?? [];
     for (const h of hooks) if (!this.taps[h]) throw new UserError(`unknown hook "${h}" (run \`circuitlens info\` to list hooks)`);
     const graph = await this.gradientGraph();
@@ -246,6 +240,18 @@ export class Engine {
     if (bad !== undefined) throw new UserError(`${what} has token id ${bad}, outside the vocabulary 0..${this.info.vocab - 1}`);
   }
 
+  /** A batch: at least one row, every row valid and of one length (the engine batches rows of one length). */
+  private checkBatch(ids: number[][]): { B: number; T: number } {
+    const B = ids.length;
+    if (B === 0) throw new UserError('no prompts to run');
+    const T = ids[0]!.length;
+    ids.forEach((row, i) => {
+      this.checkIds(row, B > 1 ? `prompt ${i + 1}` : 'prompt');
+      if (row.length !== T) throw new Error(`engine batch rows must have one length (row ${i} has ${row.length}, row 0 has ${T})`);
+    });
+    return { B, T };
+  }
+
   checkNodes(nodes: string[]): NodeId[] {
     return nodes.map((id) => {
       checkNodeInModel(id, parseNodeId(id), this.info);
@@ -254,13 +260,7 @@ export class Engine {
   }
 
   async run(req: RunRequest): Promise<RunResult> {
-    const B = req.ids.length;
-    if (B === 0) throw new UserError('no prompts to run');
-    const T = req.ids[0]!.length;
-    req.ids.forEach((row, i) => {
-      this.checkIds(row, B > 1 ? `prompt ${i + 1}` : 'prompt');
-      if (row.length !== T) throw new Error(`engine batch rows must have one length (row ${i} has ${row.length}, row 0 has ${T})`);
-    });
+    const { B, T } = this.checkBatch(req.ids);
     const hooks = req.hooks ?? [];
     for (const h of hooks) if (!this.taps[h]) throw new UserError(`unknown hook "${h}" (run \`circuitlens info\` to list hooks)`);
     if (req.ablations && req.ablations.length !== B) throw new Error('ablations must have one entry per batch row');
