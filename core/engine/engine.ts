@@ -395,10 +395,13 @@ export class Engine {
       if (/attention_mask/.test(name)) feeds[name] = typed(elem, [B, T], () => 1, name);
       else if (/position_ids/.test(name)) feeds[name] = typed(elem, [B, T], (i) => i % T, name);
       else if (/past/.test(name)) {
+        // [batch, kv_heads, past_seq, head_dim]: batch from the prompt, an empty past; the rest must be fixed.
         const dims = (v.type?.tensorType?.shape?.dim ?? []).map((d, i) => {
           const fixed = d.dimValue !== undefined && d.dimValue !== null ? Number(d.dimValue) : 0;
           if (fixed > 0) return fixed;
-          return i === 0 ? B : 0;
+          if (i === 0) return B;
+          if (i === 2) return 0;
+          throw new UserError(`input "${name}" has a symbolic dimension ${i} (${d.dimParam ?? '?'}); CircuitLens fills past key/values as [batch, heads, 0, head_dim] and needs the other sizes fixed in the export`);
         });
         feeds[name] = typed(elem, dims, () => 0, name);
       } else {

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { decodeModel, encodeModel, int64Tensor, intAttr, makeNode, num, type OnnxModel } from '../../core/onnx/model';
 import { createRuntime, loadEngine } from '../../core/node/load';
-import { decodeRef, EXAMPLES, loadReference, maxAbsDiff, TOL } from '../helpers';
+import { decodeRef, EXAMPLES, FIXTURES, loadReference, maxAbsDiff, TOL } from '../helpers';
 import { cli } from '../cli/run-cli';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-variants-'));
@@ -161,6 +161,42 @@ describe('graphs pre-fused by onnxruntime', () => {
       assert.equal(r.code, 2);
       assert.match(r.stderr, /unsupported fused operators found: com\.microsoft\.\w+/);
       assert.match(r.stderr, /pre-fused .* Export the plain model/);
+    });
+  }
+});
+
+describe('Hugging Face signature with KV cache', () => {
+  // The Llama demo model exported as optimum's decoder with past (scripts/make_hf_signature_fixture.py): inputs
+  // attention_mask [B, past+T], position_ids [B, T] (rotary by position) and past_key_values.L.key/value
+  // [B, 2, past, 16]; outputs logits and present.L.key/value. The engine feeds ones, 0..T-1 and an empty past.
+  const dir = path.join(tmp, 'kvcache');
+  fs.mkdirSync(dir);
+  const file = path.join(dir, 'induction-llama-kvcache.onnx');
+  fs.copyFileSync(path.join(FIXTURES, 'models', 'induction-llama-kvcache.onnx'), file);
+  fs.copyFileSync(path.join(EXAMPLES, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+  const ref = loadReference('induction-llama');
+
+  test('detected as Llama from the graph, with attention_mask, position_ids and the past key/values to fill', async () => {
+    const engine = await loadEngine(file);
+    try {
+      const past = Array.from({ length: ref.config.n_layers }, (_, l) => [`past_key_values.${l}.key`, `past_key_values.${l}.value`]).flat();
+      assert.deepEqual(engine.structure.extraInputs.map((v) => v.name), ['attention_mask', 'position_ids', ...past]);
+      assert.equal(engine.structure.source, 'graph');
+      const { architecture, layers, heads, dModel, dHead, vocab, contextLength } = engine.info;
+      assert.deepEqual(
+        { architecture, layers, heads, dModel, dHead, vocab, contextLength },
+        { architecture: 'llama', layers: ref.config.n_layers, heads: ref.config.n_heads, dModel: ref.config.d_model, dHead: ref.config.d_head, vocab: ref.config.vocab, contextLength: ref.config.n_ctx },
+      );
+      // The reference records every hook the engine offers, so the comparisons below leave none out.
+      assert.deepEqual([...engine.hookNames].sort(), Object.keys(ref.clean).sort());
+      assert.deepEqual(engine.tokenizer!.encode(ref.prompts[0]!.text), ref.prompts[0]!.ids);
+    } finally {
+      await engine.release();
+    }
+  });
+  for (const runtime of ['node', 'wasm'] as const) {
+    test(`every hook and the logits match PyTorch on ${runtime} (4 prompts batched, empty past)`, async () => {
+      await assertAllHooksMatch(file, 'induction-llama', runtime);
     });
   }
 });
