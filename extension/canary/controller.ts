@@ -169,12 +169,15 @@ export class CanaryController implements vscode.Disposable {
     if (!this.state.trusted) {
       this.status.text = '$(shield) Canaries: untrusted';
       this.status.tooltip = 'CircuitLens runs models only in trusted workspaces.';
+      this.status.accessibilityInformation = { label: 'CircuitLens canaries: untrusted workspace, not run' };
     } else {
       const checks = [...this.results.values()].flatMap((r) => r.checks);
       const failing = checks.filter((c) => c.status === 'failed' || c.status === 'errored').length;
       const passing = checks.filter((c) => c.status === 'passed').length;
       this.status.text = checks.length ? `$(beaker) ${passing} $(pass) ${failing} $(error)` : '$(beaker) Canaries';
       this.status.tooltip = checks.length ? `CircuitLens canaries: ${passing} passing, ${failing} failing — click to re-run` : 'Run CircuitLens canaries';
+      // Screen readers otherwise read the icon names ("beaker 20 pass 1 error").
+      this.status.accessibilityInformation = { label: checks.length ? `CircuitLens canaries: ${passing} passing, ${failing} failing` : 'Run CircuitLens canaries' };
       this.status.backgroundColor = failing ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
     }
     this.status.show();

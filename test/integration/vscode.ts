@@ -31,6 +31,14 @@ export function launchBrowser(opts: { webgpu?: boolean; args?: string[] } = {}):
   return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args });
 }
 
+/** User settings of a quiet, offline, trusted test workbench (code-server or desktop VS Code). */
+export const WORKBENCH_SETTINGS: Record<string, unknown> = {
+  'workbench.startupEditor': 'none', 'workbench.tips.enabled': false, 'security.workspace.trust.enabled': false,
+  'telemetry.telemetryLevel': 'off', 'update.mode': 'none', 'extensions.autoUpdate': false,
+  'extensions.autoCheckUpdates': false, 'chat.disableAIFeatures': true,
+  'workbench.secondarySideBar.defaultVisibility': 'hidden',
+};
+
 export interface CodeServer {
   url: string;
   /** Temporary folder holding user-data/, extensions/, config.yaml and code-server.log. */
@@ -66,12 +74,7 @@ export async function startCodeServer(opts: { vsix?: string; workspace?: string;
   fs.mkdirSync(path.join(userData, 'User'), { recursive: true });
   fs.mkdirSync(extensions);
   fs.writeFileSync(config, '');
-  fs.writeFileSync(path.join(userData, 'User', 'settings.json'), JSON.stringify({
-    'workbench.startupEditor': 'none', 'workbench.tips.enabled': false, 'security.workspace.trust.enabled': false,
-    'telemetry.telemetryLevel': 'off', 'update.mode': 'none', 'extensions.autoUpdate': false,
-    'extensions.autoCheckUpdates': false, 'chat.disableAIFeatures': true,
-    'workbench.secondarySideBar.defaultVisibility': 'hidden', ...opts.settings,
-  }, null, 2));
+  fs.writeFileSync(path.join(userData, 'User', 'settings.json'), JSON.stringify({ ...WORKBENCH_SETTINGS, ...opts.settings }, null, 2));
   const common = ['--config', config, '--user-data-dir', userData, '--extensions-dir', extensions];
   // An unreachable local gallery, so nothing queries open-vsx.org.
   const env = { ...process.env, EXTENSIONS_GALLERY: JSON.stringify({ serviceUrl: 'http://127.0.0.1:9/gallery', itemUrl: 'http://127.0.0.1:9/item' }) };
@@ -150,7 +153,13 @@ export async function runCommand(page: Page, title: string, timeoutMs = 30_000):
       await input.fill(`>${title}`, { timeout: 3000 });
       await row.waitFor({ state: 'visible', timeout: 2000 });
       await row.click({ timeout: 3000 });
-      await widget.waitFor({ state: 'hidden', timeout: 5000 });
+      // Done when the palette closes, or when the command opened its own quick pick or input box in the same
+      // widget (its input then no longer holds the ">title" filter).
+      const until = Date.now() + 5000;
+      while (await widget.isVisible() && (await input.inputValue().catch(() => '')).startsWith('>')) {
+        if (Date.now() > until) throw new Error('the palette stayed open');
+        await sleep(100);
+      }
       return;
     } catch (e) {
       const palette = (await widget.innerText({ timeout: 1000 }).catch(() => '')).replace(/\s+/g, ' ').trim();
@@ -172,4 +181,55 @@ export async function waitForNotification(page: Page, text: string | RegExp, tim
 /** The content frame of the active webview (VS Code nests it: iframe.webview > #active-frame). */
 export function webviewFrame(page: Page): FrameLocator {
   return page.frameLocator('iframe.webview').frameLocator('#active-frame');
+}
+
+/** The content frame of the visible webview whose view is `view` (CircuitLens sets <body data-view>); waits for it.
+ *  Unlike webviewFrame(), this copes with several webviews (hidden panels keep theirs when retainContextWhenHidden). */
+export async function webviewOf(page: Page, view: string, timeoutMs = 30_000): Promise<FrameLocator> {
+  const inner = (name: string) => page.locator(`iframe.webview[name="${name}"]`).contentFrame().locator('#active-frame').contentFrame();
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    for (const name of await page.locator('iframe.webview').evaluateAll((els) => els.map((e) => e.getAttribute('name') ?? ''))) {
+      if (!name || !(await page.locator(`iframe.webview[name="${name}"]`).isVisible())) continue;
+      if (await inner(name).locator(`body[data-view="${view}"]`).count().catch(() => 0)) return inner(name);
+    }
+    if (Date.now() > deadline) throw new Error(`no visible "${view}" webview after ${timeoutMs} ms`);
+    await sleep(250);
+  }
+}
+
+/** Waits for the open quick pick to list `label` and picks it. */
+export async function pickQuickItem(page: Page, label: string | RegExp, timeoutMs = 15_000): Promise<void> {
+  const widget = page.locator('.quick-input-widget');
+  const row = widget.locator('.monaco-list-row', { hasText: label }).first();
+  await row.waitFor({ state: 'visible', timeout: timeoutMs });
+  await row.click();
+  await widget.waitFor({ state: 'hidden', timeout: 5000 });
+}
+
+/** Waits for an input box (showInputBox), optionally types `value` over its text, presses Enter; returns its title
+ *  line and the text it first offered. */
+export async function answerInputBox(page: Page, value?: string, timeoutMs = 15_000): Promise<{ title: string; offered: string }> {
+  const widget = page.locator('.quick-input-widget');
+  const input = widget.locator('input.input');
+  await widget.waitFor({ state: 'visible', timeout: timeoutMs });
+  await input.waitFor({ state: 'visible', timeout: timeoutMs });
+  const title = (await widget.locator('.quick-input-title').innerText().catch(() => '')).trim();
+  const offered = await input.inputValue();
+  if (value !== undefined) await input.fill(value);
+  await input.press('Enter');
+  await widget.waitFor({ state: 'hidden', timeout: 5000 });
+  return { title, offered };
+}
+
+/** Opens a workspace file by name through Quick Open (the palette without ">"); resolves when its tab is active. */
+export async function openFileByName(page: Page, name: string, timeoutMs = 15_000): Promise<void> {
+  const widget = page.locator('.quick-input-widget');
+  const input = widget.locator('input.input');
+  if (!(await input.isVisible())) await page.keyboard.press('F1');
+  await input.fill(name);
+  await widget.locator('.monaco-list-row', { hasText: name }).first().waitFor({ state: 'visible', timeout: timeoutMs });
+  await input.press('Enter');
+  await widget.waitFor({ state: 'hidden', timeout: 5000 });
+  await page.locator('.tabs-container .tab.active', { hasText: name }).waitFor({ state: 'visible', timeout: timeoutMs });
 }

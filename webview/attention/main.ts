@@ -31,7 +31,7 @@ async function show(s: PromptState & { layer?: number; head?: number }): Promise
   const backend = el('span', { class: 'badge', id: 'backend' }, 'starting…');
   const plot = el('div', { id: 'plot', class: 'plot square' });
   const table = el('div', { id: 'entropy' });
-  app.replaceChildren(el('header', { class: 'toolbar' }, el('strong', {}, 'Attention'), el('span', { class: 'muted' }, `“${s.text}”`), backend, el('span', { class: 'spacer' }), layerSel, headSel), plot, table);
+  app.replaceChildren(el('header', { class: 'toolbar' }, el('strong', {}, 'Attention'), el('span', { class: 'muted' }, `“${s.text}”`), backend, el('span', { class: 'spacer' }), layerSel, headSel), el('div', { class: 'split' }, plot, table));
   let layer = s.layer ?? s.layers - 1;
   let head = s.head ?? 0;
   (layerSel as unknown as { value: string }).value = String(layer);
@@ -51,7 +51,7 @@ async function show(s: PromptState & { layer?: number; head?: number }): Promise
     void Plotly.react(plot, [{ type: 'heatmap', z, x: labels, y: labels, colorscale: 'Viridis', zmin: 0, zmax: 1, hovertemplate: 'query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>', colorbar: { tickfont: { color: fg } } }], {
       paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, margin: { l: 110, r: 20, t: 30, b: 110 },
       title: { text: `a${layer}.h${head}`, font: { size: 13 } },
-      xaxis: { title: { text: 'key (attended to)' }, tickangle: -60, automargin: true }, yaxis: { title: { text: 'query' }, autorange: 'reversed', automargin: true },
+      xaxis: { title: { text: 'key (attended to)' }, tickangle: -60, automargin: true, constrain: 'domain', constraintoward: 'left' }, yaxis: { title: { text: 'query' }, autorange: 'reversed', automargin: true, scaleanchor: 'x', constrain: 'domain', constraintoward: 'top' },
     }, { displaylogo: false, responsive: true });
     const rows = Array.from({ length: s.layers }, (_, l) => {
       const pl = patterns[`blocks.${l}.attn.hook_pattern`]!.data;

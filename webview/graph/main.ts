@@ -27,7 +27,7 @@ const backend = el('span', { id: 'backend', class: 'badge' }, 'starting…');
 const markedInfo = el('span', { id: 'marked-count', class: 'muted' });
 const slider = el('input', { type: 'range', min: '0', max: '100', value: '0', id: 'threshold', 'aria-label': 'Score threshold' });
 const thresholdLabel = el('span', { class: 'muted', id: 'threshold-label' }, 'threshold 0');
-const ablateBtn = el('vscode-button' as 'button', { id: 'ablate', 'aria-label': 'Ablate everything outside the marked nodes and re-run the suite' }, 'Ablate marked');
+const ablateBtn = el('vscode-button' as 'button', { id: 'ablate', title: 'Keep the marked nodes, ablate every other head and MLP, and re-run the suite' }, 'Run marked circuit (ablate the rest)');
 const clearBtn = el('vscode-button' as 'button', { id: 'clear', secondary: '' }, 'Clear marks');
 const saveBtn = el('vscode-button' as 'button', { id: 'save', secondary: '' }, 'Save as circuit');
 const results = el('section', { id: 'results', 'aria-live': 'polite' });
@@ -38,7 +38,9 @@ const header = el('header', { class: 'toolbar' });
 function layout(s: GraphState) {
   header.replaceChildren(
     el('strong', {}, s.title), backend, el('span', { class: 'spacer' }),
-    el('label', { for: 'threshold' }, 'Hide |score| below '), slider, thresholdLabel, markedInfo, ablateBtn, clearBtn, saveBtn,
+    // Grouped, so a narrow panel wraps whole groups (the threshold value stays beside its slider).
+    el('span', { class: 'group' }, el('label', { for: 'threshold' }, 'Hide |score| below '), slider, thresholdLabel),
+    el('span', { class: 'group' }, markedInfo, ablateBtn, clearBtn, saveBtn),
   );
   app.replaceChildren(header, plot, results, nodeList);
 }

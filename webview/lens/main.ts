@@ -43,7 +43,10 @@ async function show(s: PromptState): Promise<void> {
   const hover = Array.from({ length: s.layers }, (_, l) => Array.from({ length: T }, (_, t) => topK(row(l, t), 5).map((i) => `${tok(i)} ${row(l, t)[i]!.toFixed(2)}`).join('<br>')));
   const fg = themeColor('--vscode-editor-foreground', '#ccc');
   const what = foil !== undefined ? `logit(${tok(answer)}) − logit(${tok(foil)})` : `log p(${tok(answer)})`;
-  await Plotly.react(plot, [{ type: 'heatmap', z, x: labels, y: Array.from({ length: s.layers }, (_, l) => `after layer ${l}`), customdata: hover, colorscale: 'RdBu', zmid: 0,
+  // A logit difference is signed (diverging scale around 0); a log-probability is ≤ 0, so a sequential scale
+  // topped at 0 keeps the most likely cells brightest instead of mid-scale grey.
+  const scale = foil !== undefined ? { colorscale: 'RdBu', zmid: 0 } : { colorscale: 'Viridis', zmin: Math.min(...z.flat()), zmax: 0 };
+  await Plotly.react(plot, [{ type: 'heatmap', z, x: labels, y: Array.from({ length: s.layers }, (_, l) => `after layer ${l}`), customdata: hover, ...scale,
     hovertemplate: `%{y}, position %{x}<br>${what} = %{z:.3f}<br><b>top tokens</b><br>%{customdata}<extra></extra>`, colorbar: { tickfont: { color: fg } } }], {
     paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, margin: { l: 110, r: 20, t: 30, b: 110 },
     title: { text: what, font: { size: 13 } }, xaxis: { tickangle: -60, automargin: true }, yaxis: { automargin: true },

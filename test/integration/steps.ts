@@ -1,0 +1,400 @@
+// The real-client walk through CircuitLens (explorer, graph, ablation, save, canaries, attention, logit lens),
+// shared by every way of getting a VS Code window: code-server in Chromium (extension.test.ts, run by `npm test`)
+// and desktop VS Code through Electron (electron/suite.ts, where VS Code can be downloaded). Each step acts only
+// through the UI and waits on what the UI shows, never on fixed sleeps.
+import * as assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { FrameLocator, Locator, Page } from 'playwright-core';
+import { evaluateSets, prepare } from '../../core/analysis/evaluate';
+import { faithfulness } from '../../core/analysis/metrics';
+import { resolvePrompts } from '../../core/analysis/prompts';
+import { parseSuite } from '../../core/formats/suite';
+import { allComponentNodes, type NodeId } from '../../core/ids';
+import { loadEngine } from '../../core/node/load';
+import { EXAMPLES, ROOT } from '../helpers';
+import { answerInputBox, openFileByName, pickQuickItem, runCommand, webviewOf } from './vscode';
+
+/** What a step needs from the environment: the workbench window with `workspace` open. */
+export interface Driver {
+  /** The workbench: a code-server tab in Chromium, or desktop VS Code's Electron window. */
+  page: Page;
+  /** The open folder, made by prepareWorkspace(). */
+  workspace: Workspace;
+  /** Where the screenshots go (media/screenshots unless given). */
+  screenshotDir?: string;
+}
+
+export interface Workspace {
+  dir: string;
+  /** broken.canary.yaml's deliberately failing check: its name, 1-based line and column. */
+  failing: { name: string; line: number; col: number };
+}
+
+/** Carried from step to step. */
+export interface Shared {
+  graph?: FrameLocator;
+  /** The faithfulness the graph view showed, as text (3 decimals). */
+  shownFaithfulness?: string;
+}
+
+export interface Step {
+  name: string;
+  timeoutMs: number;
+  run(d: Driver, s: Shared): Promise<void>;
+}
+
+/** The nodes marked in the graph: an induction circuit (a previous-token head, both MLPs, the layer-1 heads). */
+export const CIRCUIT: NodeId[] = ['a0.h1', 'm0', 'a1.h0', 'a1.h1', 'a1.h2', 'a1.h3', 'm1'];
+const GRAPH_NODES = ['input', 'logits', 'm0', 'm1', ...[0, 1].flatMap((l) => [0, 1, 2, 3].map((h) => `a${l}.h${h}`))];
+const SAVED_NAME = 'it-circuit';
+const BROKEN_CHECK = 'induction circuit is faithful';
+
+/** A temporary copy of examples/ plus broken.canary.yaml: the gpt2 canary demanding faithfulness ≥ 0.99 of its
+ *  circuit (which has about 0.81), so exactly one check fails, at a known line. */
+export function prepareWorkspace(): Workspace {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitlens-it-'));
+  fs.cpSync(EXAMPLES, dir, { recursive: true, filter: (src) => !src.includes(`${path.sep}references`) });
+  const lines = fs.readFileSync(path.join(dir, 'induction-gpt2.canary.yaml'), 'utf8').split('\n');
+  const at = lines.findIndex((l) => l.trim() === `- name: ${BROKEN_CHECK}`);
+  const bound = lines.findIndex((l, i) => i > at && /^\s+faithfulness:/.test(l));
+  assert.ok(at >= 0 && bound > at, 'induction-gpt2.canary.yaml no longer has the check this test breaks');
+  lines[bound] = lines[bound]!.replace(/faithfulness:.*/, 'faithfulness: ">= 0.99"');
+  const name = lines.findIndex((l) => l.startsWith('name:'));
+  lines[name] = 'name: broken canary (one check fails on purpose)';
+  fs.writeFileSync(path.join(dir, 'broken.canary.yaml'), lines.join('\n'));
+  return { dir, failing: { name: BROKEN_CHECK, line: at + 1, col: lines[at]!.indexOf('name:') + 1 } };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Workbench reading helpers
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `read` until `ok` holds; fails with the last value read. */
+async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  let err: unknown;
+  for (;;) {
+    try {
+      last = await read();
+      if (ok(last)) return last;
+    } catch (e) { err = e; }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last seen: ${JSON.stringify(last) ?? String(err)}`);
+    await sleep(250);
+  }
+}
+
+interface Row { name: string; description: string; level: number; label: string }
+
+async function treeRows(container: Locator): Promise<Row[]> {
+  return container.locator('.monaco-list-row').evaluateAll((els) => els.map((e) => ({
+    name: e.querySelector('.label-name')?.textContent?.trim() ?? '',
+    description: e.querySelector('.label-description')?.textContent?.trim() ?? '',
+    level: Number(e.getAttribute('aria-level')),
+    label: e.getAttribute('aria-label') ?? '',
+  })));
+}
+
+const explorerPane = (page: Page) => page.locator('.part.sidebar .pane:has(.pane-header[aria-label^="Circuit Explorer"])');
+
+/** The Circuit Explorer as { section: rows }. */
+async function explorerSections(page: Page): Promise<Record<string, Row[]>> {
+  const out: Record<string, Row[]> = {};
+  let section = '';
+  for (const r of await treeRows(explorerPane(page))) {
+    if (r.level === 1) out[section = r.name] = [];
+    else if (r.level === 2 && section) out[section]!.push(r);
+  }
+  return out;
+}
+
+const names = (rows: Row[] | undefined) => (rows ?? []).map((r) => r.name).sort();
+
+/** Widens the side bar (drags its sash) so tree descriptions show in screenshots. */
+async function widenSideBar(page: Page, width: number): Promise<void> {
+  const bar = await page.locator('.part.sidebar').boundingBox();
+  if (!bar || bar.width >= width) return;
+  const right = bar.x + bar.width;
+  const boxes = await page.locator('.monaco-sash.vertical').evaluateAll((els) => els.map((e) => { const r = e.getBoundingClientRect(); return r.x + r.width / 2; }));
+  const x = boxes.find((bx) => Math.abs(bx - right) < 6) ?? right;
+  const y = bar.y + bar.height / 2;
+  await page.mouse.move(x, y);
+  await page.mouse.down();
+  await page.mouse.move(x + (width - bar.width), y, { steps: 8 });
+  await page.mouse.up();
+}
+
+/** A screenshot of the whole workbench, the pointer parked where it raises no hover. */
+async function screenshot(d: Driver, name: string): Promise<string> {
+  const dir = d.screenshotDir ?? path.join(ROOT, 'media', 'screenshots');
+  fs.mkdirSync(dir, { recursive: true });
+  const { page } = d;
+  // Toasts would cover the views; a tooltip of whatever the pointer last crossed (palette rows lie over the tab
+  // strip) would cover the toolbars.
+  if (await page.locator('.notification-toast').count()) await runCommand(page, 'Notifications: Clear All Notifications');
+  const box = await page.locator('.part.activitybar').boundingBox();
+  if (box) await page.mouse.move(box.x + box.width / 2, box.y + box.height - 120, { steps: 2 });
+  await page.locator('.workbench-hover-container:visible, .monaco-hover:visible, .notification-toast:visible').first().waitFor({ state: 'hidden', timeout: 5000 }).catch(() => undefined);
+  const file = path.join(dir, name);
+  await page.screenshot({ path: file });
+  return file;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Graph view helpers
+
+const nodeTrace = (f: FrameLocator) => f.locator('.scatterlayer g.trace:has(g.textpoint)');
+
+/** Node id → marked (drawn with the mark outline), read from the plot's SVG. */
+async function plotMarks(f: FrameLocator): Promise<Map<string, boolean>> {
+  const tr = nodeTrace(f);
+  const ids = await tr.locator('g.textpoint text').allTextContents();
+  const widths = await tr.locator('path.point').evaluateAll((els) => els.map((e) => parseFloat(e.ownerDocument.defaultView!.getComputedStyle(e).strokeWidth) || 0));
+  return new Map(ids.map((id, i) => [id, (widths[i] ?? 0) > 0]));
+}
+
+/** Marks one node by clicking it (plotly_click): hover until plotly's tooltip names it, then click; idempotent. */
+async function markNode(page: Page, f: FrameLocator, id: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    if ((await plotMarks(f)).get(id)) return;
+    const tr = nodeTrace(f);
+    const i = (await tr.locator('g.textpoint text').allTextContents()).indexOf(id);
+    assert.ok(i >= 0, `node ${id} is not in the plot`);
+    const box = await tr.locator('path.point').nth(i).boundingBox();
+    assert.ok(box, `node ${id} has no box`);
+    const x = box.x + box.width / 2;
+    const y = box.y + box.height / 2;
+    try {
+      await page.mouse.move(x - 30, y - 30);
+      await page.mouse.move(x, y, { steps: 3 });
+      await f.locator('.hoverlayer .hovertext', { hasText: id }).first().waitFor({ state: 'visible', timeout: 3000 });
+      await page.mouse.click(x, y);
+      await until(`${id} to be marked`, () => plotMarks(f), (m) => m.get(id) === true, 3000);
+      return;
+    } catch (e) {
+      if (attempt >= 3) throw e;
+    }
+  }
+}
+
+/** Faithfulness of `nodes` and the metric with only them kept, by the Node engine (onnxruntime-node), the way
+ *  the graph view computes it: task prompts (not tagged control), mean over all prompts, the suite's metric. */
+async function nodeReference(dir: string, nodes: NodeId[]): Promise<{ faithfulness: number; metric: number }> {
+  const suitePath = path.join(dir, 'induction.suite.yaml');
+  const { suite } = parseSuite(suitePath, fs.readFileSync(suitePath, 'utf8'));
+  assert.ok(suite);
+  const engine = await loadEngine(path.join(dir, 'induction-gpt2.onnx'));
+  try {
+    const all = resolvePrompts(suite, engine).prompts;
+    const ctx = await prepare(engine, all.filter((p) => !p.tags.includes('control')), suite.ablation, { meanOver: all });
+    const every = allComponentNodes(engine.info);
+    const [full, empty, circuit] = await evaluateSets(ctx, [[], every, every.filter((n) => !nodes.includes(n))]);
+    return { faithfulness: faithfulness(suite.metric, circuit!.metrics, empty!.metrics, full!.metrics), metric: circuit!.metrics[suite.metric] };
+  } finally {
+    await engine.release();
+  }
+}
+
+/** `circuitlens verify FILE --json` (the CLI of this checkout). */
+function cliVerify(file: string): Promise<{ faithfulness: number; necessity: number }> {
+  return new Promise((resolve, reject) => execFile(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'verify', file, '--json'], { timeout: 60_000 },
+    (err, stdout, stderr) => (err ? reject(new Error(`circuitlens verify failed: ${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)))));
+}
+
+/** Equal when rounded to 3 decimals (what the view shows), allowing for the rounding edge. */
+function assertClose3(shown: string, want: number, what: string): void {
+  assert.ok(Math.abs(Number(shown) - want) <= 5e-4 + 1e-6, `${what}: the view shows ${shown}, the Node engine gives ${want.toFixed(6)}`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The steps, in order
+
+export const STEPS: Step[] = [
+  {
+    name: 'the CircuitLens container opens; the Circuit Explorer lists models, suites, circuits and canaries',
+    timeoutMs: 90_000,
+    async run(d) {
+      const { page } = d;
+      await page.locator('.activitybar .action-label[aria-label="CircuitLens"]').click({ timeout: 30_000 });
+      await explorerPane(page).waitFor({ state: 'visible', timeout: 15_000 });
+      // Model rows show their architecture once loaded; canary rows their results once the run on open ends.
+      const s = await until('the explorer to list everything, models loaded and canaries run', () => explorerSections(page), (x) =>
+        names(x['Models']).length === 2 && (x['Models'] ?? []).every((r) => /2L×4H/.test(r.description))
+        && names(x['Canaries']).length === 3 && (x['Canaries'] ?? []).every((r) => /failing|passing/.test(r.description)), 60_000);
+      assert.deepEqual(Object.keys(s), ['Models', 'Suites', 'Circuits', 'Canaries']);
+      assert.deepEqual(names(s['Models']), ['induction-gpt2.onnx', 'induction-llama.onnx']);
+      assert.deepEqual(names(s['Suites']), ['induction.suite.yaml']);
+      assert.deepEqual(names(s['Circuits']), ['induction-gpt2.circuit.json', 'induction-llama.circuit.json']);
+      assert.deepEqual(names(s['Canaries']), ['broken.canary.yaml', 'induction-gpt2.canary.yaml', 'induction-llama.canary.yaml']);
+      const canary = (n: string) => s['Canaries']!.find((r) => r.name === n)!.description;
+      assert.equal(canary('broken.canary.yaml'), '1 failing');
+      assert.equal(canary('induction-gpt2.canary.yaml'), '7 passing');
+      assert.match(s['Suites']![0]!.description, /98 prompts · logit_diff/);
+      await widenSideBar(page, 470);
+      await screenshot(d, 'explorer.png');
+    },
+  },
+  {
+    name: 'Select Model picks induction-gpt2.onnx from a quick pick; the explorer marks it active',
+    timeoutMs: 60_000,
+    async run({ page }) {
+      await runCommand(page, 'CircuitLens: Select Model');
+      await pickQuickItem(page, 'induction-gpt2.onnx');
+      const s = await until('induction-gpt2.onnx to be marked active', () => explorerSections(page),
+        (x) => (x['Models'] ?? []).some((r) => r.name === 'induction-gpt2.onnx' && r.description.startsWith('● active')), 30_000);
+      assert.ok(!s['Models']!.find((r) => r.name === 'induction-llama.onnx')!.description.includes('active'), 'only one model is active');
+      const row = explorerPane(page).locator('.monaco-list-row', { has: page.locator('.label-name', { hasText: /^induction-gpt2\.onnx$/ }) });
+      assert.equal(await row.locator('.codicon-pass-filled').count(), 1, 'the active model has the pass-filled icon');
+    },
+  },
+  {
+    name: 'Attribute Suite opens the attribution graph: 12 nodes, compute backend ready',
+    timeoutMs: 180_000,
+    async run(d, s) {
+      const { page } = d;
+      await runCommand(page, 'CircuitLens: Attribute Suite (Open Attribution Graph)');
+      const f = s.graph = await webviewOf(page, 'graph', 90_000);
+      const ids = await until('the graph to draw its 12 nodes', () => nodeTrace(f).locator('g.textpoint text').allTextContents(), (t) => t.length === 12, 30_000);
+      assert.deepEqual([...ids].sort(), [...GRAPH_NODES].sort());
+      assert.match(await f.locator('#threshold-label').innerText(), /12 of 12 nodes/);
+      const badge = f.locator('#backend');
+      await badge.filter({ hasText: /^(WebGPU|WASM)/ }).waitFor({ state: 'visible', timeout: 90_000 });
+      assert.match(await badge.getAttribute('data-backend') ?? '', /^(webgpu|wasm)$/);
+      assert.match(await f.locator('#marked-count').innerText(), /^0 marked$/);
+      await screenshot(d, 'graph.png');
+    },
+  },
+  {
+    name: `marking ${CIRCUIT.join(', ')} by clicking them`,
+    timeoutMs: 60_000,
+    async run({ page }, s) {
+      const f = s.graph!;
+      for (const id of CIRCUIT) await markNode(page, f, id);
+      await f.locator('#marked-count').filter({ hasText: new RegExp(`^${CIRCUIT.length} marked$`) }).waitFor({ timeout: 5000 });
+      const marks = await plotMarks(f);
+      assert.deepEqual([...marks].filter(([, m]) => m).map(([id]) => id).sort(), [...CIRCUIT].sort());
+      // The keyboard node list (checkboxes) follows the marks made in the plot.
+      const boxes = await f.locator('#node-list input[data-node]').evaluateAll((els) => els.filter((e) => (e as unknown as { checked: boolean }).checked).map((e) => e.getAttribute('data-node')));
+      if (await f.locator('#node-list').count()) assert.deepEqual(boxes.sort(), [...CIRCUIT].sort());
+    },
+  },
+  {
+    name: "Ablate marked shows faithfulness and metric equal to the Node engine's (3 decimals)",
+    timeoutMs: 180_000,
+    async run(d, s) {
+      const f = s.graph!;
+      const reference = nodeReference(d.workspace.dir, CIRCUIT); // the Node engine meanwhile
+      await f.locator('#ablate').click();
+      const value = f.locator('#faithfulness-value');
+      await value.waitFor({ state: 'visible', timeout: 170_000 });
+      const shown = s.shownFaithfulness = (await value.innerText()).trim();
+      const metric = (await f.locator('#metric-value').innerText()).trim();
+      assert.match(await f.locator('#results').innerText(), new RegExp(`${CIRCUIT.length} marked nodes kept, ${12 - 2 - CIRCUIT.length} mean-ablated; 81 prompts`));
+      const ref = await reference;
+      assertClose3(shown, ref.faithfulness, 'faithfulness');
+      assertClose3(metric, ref.metric, 'logit_diff with only the circuit');
+      await screenshot(d, 'graph-ablated.png');
+    },
+  },
+  {
+    name: `Save as circuit writes ${SAVED_NAME}.circuit.json with the marked nodes; the explorer lists it`,
+    timeoutMs: 60_000,
+    async run({ page, workspace }, s) {
+      const f = s.graph!;
+      await f.locator('#save').click();
+      const box = await answerInputBox(page, SAVED_NAME);
+      assert.match(box.title, /Save circuit/);
+      const file = path.join(workspace.dir, `${SAVED_NAME}.circuit.json`);
+      await until(`${file} to exist`, async () => fs.existsSync(file), (x) => x, 15_000);
+      await f.locator('#saved-note', { hasText: `Saved ${SAVED_NAME}.circuit.json` }).waitFor({ timeout: 10_000 });
+      const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
+      assert.deepEqual([...saved.nodes].sort(), [...CIRCUIT].sort());
+      assert.equal(saved.model.path, 'induction-gpt2.onnx');
+      assert.equal(saved.suite, 'induction.suite.yaml');
+      assert.equal(saved.metrics.faithfulness.toFixed(3), s.shownFaithfulness, 'the file keeps the faithfulness the view showed');
+      await until(`the explorer to list ${SAVED_NAME}.circuit.json`, () => explorerSections(page),
+        (x) => (x['Circuits'] ?? []).some((r) => r.name === `${SAVED_NAME}.circuit.json` && r.description.startsWith(`${CIRCUIT.length} nodes`)), 15_000);
+      const v = await cliVerify(file);
+      assertClose3(s.shownFaithfulness!, v.faithfulness, 'faithfulness by `circuitlens verify` of the saved file');
+    },
+  },
+  {
+    name: 'canaries: Test Explorer results, the failing check in Problems at its line, the status bar count',
+    timeoutMs: 90_000,
+    async run(d) {
+      const { page, workspace } = d;
+      const { name, line, col } = workspace.failing;
+      await page.locator('.activitybar .action-label[aria-label^="Testing"]').click();
+      const tests = page.locator('.part.sidebar');
+      const roots = await until('the Test Explorer to show the three canary files with results', () => treeRows(tests),
+        (rows) => ['broken', 'induction-gpt2', 'induction-llama'].every((n) => rows.some((r) => r.level === 1 && /\((Passed|Failed)\)/.test(r.label) && r.label.startsWith(`${n}.canary.yaml`))), 60_000);
+      assert.match(roots.find((r) => r.label.startsWith('broken.canary.yaml'))!.label, /\(Failed\)/);
+      assert.match(roots.find((r) => r.label.startsWith('induction-gpt2.canary.yaml'))!.label, /\(Passed\)/);
+      assert.match(roots.find((r) => r.label.startsWith('induction-llama.canary.yaml'))!.label, /\(Passed\)/);
+      const broken = tests.locator('.monaco-list-row[aria-level="1"]', { hasText: 'broken.canary.yaml' });
+      if ((await broken.getAttribute('aria-expanded')) !== 'true') await broken.locator('.monaco-tl-twistie').click();
+      const checks = await until('the broken canary\'s 7 checks', () => treeRows(tests), (rows) => rows.filter((r) => r.level === 2).length >= 7, 15_000);
+      const kids = checks.filter((r) => r.level === 2);
+      assert.deepEqual(kids.filter((r) => /\(Failed\)/.test(r.label)).map((r) => r.label.replace(/ \(Failed\).*/, '')), [name]);
+      assert.equal(kids.filter((r) => /\(Passed\)/.test(r.label)).length, 6);
+
+      await runCommand(page, 'View: Focus Problems');
+      const marker = page.locator('.markers-panel .monaco-list-row', { hasText: `check "${name}" failed` });
+      await marker.first().waitFor({ state: 'visible', timeout: 15_000 });
+      const text = await marker.first().innerText();
+      assert.ok(text.includes(`[Ln ${line}, Col ${col}]`), `the Problems row says "${text}", expected [Ln ${line}, Col ${col}]`);
+      assert.match(text, /faithfulness \(logit_diff\) 0\.8\d* is not >= 0\.99/);
+
+      await openFileByName(page, 'broken.canary.yaml');
+      await page.locator('.monaco-editor .squiggly-error').first().waitFor({ state: 'attached', timeout: 10_000 });
+      const status = page.locator('.statusbar-item[id$="circuitlens.canaries"]');
+      const aria = await until('the canary status item', async () => (await status.getAttribute('aria-label')) ?? '', (a) => /\d+ passing, \d+ failing/.test(a), 15_000);
+      const [, passing, failing] = /(\d+) passing, (\d+) failing/.exec(aria)!;
+      assert.equal(Number(failing), 1, aria);
+      assert.equal(Number(passing), 20, aria);
+      assert.match(await status.innerText(), /20\s+1/);
+      await screenshot(d, 'canaries.png');
+    },
+  },
+  {
+    name: 'Open Attention View and Open Logit Lens trace a prompt: heatmaps with token labels, entropy and top tokens',
+    timeoutMs: 150_000,
+    async run(d) {
+      const { page } = d;
+      await runCommand(page, 'View: Hide Panel');
+      await page.locator('.activitybar .action-label[aria-label="CircuitLens"]').click();
+      await explorerPane(page).waitFor({ state: 'visible', timeout: 15_000 });
+      await runCommand(page, 'CircuitLens: Open Attention View');
+      const box = await answerInputBox(page);
+      assert.match(box.title, /Attention: prompt to trace/);
+      assert.ok(box.offered.trim().split(/\s+/).length >= 4, `the input box offers a prompt (got "${box.offered}")`);
+      const tokens = box.offered.trim().split(/\s+/);
+      const att = await webviewOf(page, 'attention', 60_000);
+      await att.locator('#entropy table').waitFor({ state: 'visible', timeout: 90_000 });
+      const labels = (await att.locator('#plot .xtick text').allTextContents()).map((t) => t.trim());
+      assert.deepEqual(labels, tokens.map((t, i) => `${i}:${t}`));
+      const cells = await att.locator('#entropy td').allInnerTexts();
+      assert.equal(cells.length, 2 * 4);
+      for (const c of cells) assert.ok(Number.isFinite(Number(c)) && Number(c) >= 0, `entropy cell "${c}"`);
+      assert.match(await att.locator('#backend').innerText(), /^(WebGPU|WASM)/);
+      await screenshot(d, 'attention.png');
+
+      await runCommand(page, 'CircuitLens: Open Logit Lens');
+      assert.match((await answerInputBox(page)).title, /Logit lens: prompt to trace/);
+      const lens = await webviewOf(page, 'lens', 60_000);
+      await lens.locator('#top-tokens table').waitFor({ state: 'visible', timeout: 90_000 });
+      assert.deepEqual((await lens.locator('#plot .xtick text').allTextContents()).map((t) => t.trim()), tokens.map((t, i) => `${i}:${t}`));
+      assert.deepEqual((await lens.locator('#plot .ytick text').allTextContents()).map((t) => t.trim()), ['after layer 0', 'after layer 1']);
+      const rows = await lens.locator('#top-tokens tr').allInnerTexts();
+      assert.equal(rows.length, 2);
+      // The induction model continues the repeat by its last layer: after "… red apple … red" comes "apple".
+      const next = tokens[tokens.indexOf(tokens[tokens.length - 1]!) + 1]!;
+      assert.ok(rows[1]!.startsWith('after layer 1') && rows[1]!.split('\t')[1]?.startsWith(`${next} (`), `top token after layer 1: "${rows[1]}", expected ${next}`);
+      await screenshot(d, 'logit-lens.png');
+    },
+  },
+];
