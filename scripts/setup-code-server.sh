@@ -95,8 +95,11 @@ else
   # allowScripts: newer npm versions skip dependency install scripts unless approved.
   printf '{"private":true,"allowScripts":{"code-server":true,"argon2":true}}\n' > "$CS_PREFIX/package.json"
   start=$SECONDS
+  # A clean environment: run from `npm test`, npm's own variables (npm_node_execpath, npm_config_*, ...) would
+  # make the inner install run code-server's postinstall on the system Node instead of Node 24.
   if ! (cd "$CS_PREFIX" && \
-        PATH="$NODE_DIR/bin:$PATH" \
+        env -i HOME="$HOME" TMPDIR="${TMPDIR:-/tmp}" LANG=C.UTF-8 \
+        PATH="$NODE_DIR/bin:$(dirname "$(command -v npm)"):/usr/local/bin:/usr/bin:/bin" \
         npm_config_nodedir="$NODE_DIR" \
         npm_config_build_from_source=true \
         npm_config_jobs=max \
