@@ -95,11 +95,13 @@ else
   # allowScripts: newer npm versions skip dependency install scripts unless approved.
   printf '{"private":true,"allowScripts":{"code-server":true,"argon2":true}}\n' > "$CS_PREFIX/package.json"
   start=$SECONDS
-  # A clean environment: run from `npm test`, npm's own variables (npm_node_execpath, npm_config_*, ...) would
-  # make the inner install run code-server's postinstall on the system Node instead of Node 24.
+  # Run from `npm test`, npm's own variables (npm_node_execpath, npm_config_*, ...) would make the inner
+  # install run code-server's postinstall on the system Node instead of Node 24: drop them (and only them).
+  unset_npm=()
+  while IFS= read -r var; do unset_npm+=(-u "$var"); done < <(env | sed -n 's/^\(npm_[A-Za-z0-9_]*\)=.*/\1/p'; echo NODE; echo INIT_CWD)
   if ! (cd "$CS_PREFIX" && \
-        env -i HOME="$HOME" TMPDIR="${TMPDIR:-/tmp}" LANG=C.UTF-8 \
-        PATH="$NODE_DIR/bin:$(dirname "$(command -v npm)"):/usr/local/bin:/usr/bin:/bin" \
+        env "${unset_npm[@]}" \
+        PATH="$NODE_DIR/bin:$PATH" \
         npm_config_nodedir="$NODE_DIR" \
         npm_config_build_from_source=true \
         npm_config_jobs=max \
