@@ -1,0 +1,166 @@
+// `npm run bench` (bench/run.js builds this file to bench/.build/main.js and runs it). Not part of `npm test`;
+// nothing here asserts a time: targets are reported as met or missed.
+//
+//   node bench/run.js [--only forward,sweep,gradient,peak,graph,memory,profile] [--quick] [--full] [--reps N]
+//                     [--no-wasm] [--no-prototypes] [--torch-threads N] [--models induction-gpt2,induction-llama,gpt2-small]
+import { execSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { forwardBench, type ForwardResult } from './forward';
+import { gradientAvailable, gradientBench, type GradientResult } from './gradient';
+import { CHROMIUM, graphViewBench, type GraphViewResult } from './graph-view';
+import { log, PYTHON, ROOT, TorchRef } from './harness';
+import { memoryBench, type MemoryResult } from './memory';
+import { DEMO_GPT2, DEMO_LLAMA, ensureBenchModel, GPT2_SMALL } from './models';
+import { gemmPeak, type GemmResult } from './peak';
+import { profileForward, profileScoring, profileSweep, type ForwardProfile, type ScoringProfile, type SweepProfile } from './profile';
+import { renderSummary } from './report';
+import { sweepBench, type SweepResult } from './sweep';
+
+export interface Section<T> { date: string; data: T; notes?: string[] }
+export interface Results {
+  meta: Record<string, unknown>;
+  forward?: Section<ForwardResult[]>;
+  sweep?: Section<SweepResult[]>;
+  gradient?: Section<GradientResult[] | { skipped: string }>;
+  peak?: Section<{ gemm: GemmResult[]; config: Record<string, number> }>;
+  graph?: Section<GraphViewResult | { skipped: string }>;
+  memory?: Section<MemoryResult>;
+  profile?: Section<{ forward: ForwardProfile[]; sweep: SweepProfile[]; scoring?: ScoringProfile[] }>;
+}
+
+const ALL = ['forward', 'sweep', 'gradient', 'peak', 'graph', 'memory', 'profile'] as const;
+type Bench = (typeof ALL)[number];
+
+function parseArgs(argv: string[]) {
+  const get = (name: string) => {
+    const i = argv.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+    if (i < 0) return undefined;
+    return argv[i]!.includes('=') ? argv[i]!.split('=').slice(1).join('=') : argv[i + 1];
+  };
+  const has = (name: string) => argv.includes(`--${name}`);
+  const only = (get('only')?.split(',') ?? [...ALL]) as Bench[];
+  for (const b of only) if (!ALL.includes(b)) throw new Error(`unknown benchmark "${b}" (choose from ${ALL.join(', ')})`);
+  const reps = get('reps') ? Number(get('reps')) : undefined;
+  return {
+    only: new Set(only), quick: has('quick'), full: has('full'), reps, wasm: !has('no-wasm'), prototypes: !has('no-prototypes'),
+    torchThreads: Number(get('torch-threads') ?? os.cpus().length),
+    models: get('models')?.split(','),
+  };
+}
+
+function meta(torchThreads: number): Record<string, unknown> {
+  const sh = (c: string) => { try { return execSync(c, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { return undefined; } };
+  const pkg = (p: string) => (JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', p, 'package.json'), 'utf8')) as { version: string }).version;
+  return {
+    date: new Date().toISOString(), commit: sh('git rev-parse --short HEAD'), dirty: !!sh('git status --porcelain'),
+    cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), loadavgAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    node: process.version, onnxruntimeNode: pkg('onnxruntime-node'), onnxruntimeWeb: pkg('onnxruntime-web'),
+    torch: sh(`${PYTHON} -c "import torch; print(torch.__version__)"`), torchThreads, torchOmpWaitPolicy: process.env.OMP_WAIT_POLICY ?? 'PASSIVE', python: PYTHON,
+    note: 'Timings are medians of alternating runs on a shared 2-core machine; other processes add noise.',
+  };
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const resultsDir = path.join(ROOT, 'bench', 'results');
+  fs.mkdirSync(resultsDir, { recursive: true });
+  const latest = path.join(resultsDir, 'latest.json');
+  // A run of some benchmarks keeps the other sections of the previous run (each section has its own date).
+  const prev: Results = fs.existsSync(latest) ? (JSON.parse(fs.readFileSync(latest, 'utf8')) as Results) : { meta: {} };
+  const results: Results = { ...prev, meta: meta(args.torchThreads) };
+  const date = () => new Date().toISOString();
+  const R = (full: number, quick: number) => args.reps ?? (args.quick ? quick : full);
+  const want = (spec: { key: string }) => !args.models || args.models.includes(spec.key);
+  const save = () => {
+    results.meta.loadavgAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
+    fs.writeFileSync(latest, `${JSON.stringify(results, null, 1)}\n`);
+    fs.writeFileSync(path.join(resultsDir, 'README-numbers.md'), renderSummary(results));
+  };
+
+  const needsBigModel = ['forward', 'sweep', 'gradient', 'memory', 'profile'].some((b) => args.only.has(b as Bench));
+  if (needsBigModel) ensureBenchModel();
+  const needsTorch = ['forward', 'sweep', 'gradient', 'peak'].some((b) => args.only.has(b as Bench));
+  const torch = needsTorch ? new TorchRef(args.torchThreads) : undefined;
+  try {
+    if (args.only.has('peak')) {
+      log('\n[peak] float32 GEMM, onnxruntime-node (one-node MatMul model) vs torch.matmul');
+      const gemm = await gemmPeak(torch!, [[2048, 2048, 2048], [1024, 768, 3072], [1024, 3072, 768], [1024, 768, 50257]], R(7, 3));
+      const cfg = JSON.parse(fs.readFileSync(GPT2_SMALL.file.replace(/\.onnx$/, '.json'), 'utf8')) as { config: Record<string, number> };
+      results.peak = { date: date(), data: { gemm, config: cfg.config } };
+      save();
+    }
+    if (args.only.has('forward')) {
+      const data: ForwardResult[] = [];
+      const base = { wasm: args.wasm, prototypes: args.prototypes, torchThreads: args.torchThreads };
+      if (want(DEMO_GPT2)) data.push(await forwardBench(torch!, DEMO_GPT2, { ...base, reps: R(15, 5), cache: true }));
+      if (want(DEMO_LLAMA)) data.push(await forwardBench(torch!, DEMO_LLAMA, { ...base, reps: R(15, 5), cache: false, prototypes: false }));
+      if (want(GPT2_SMALL)) data.push(await forwardBench(torch!, GPT2_SMALL, { ...base, reps: R(5, 2), cache: true }));
+      results.forward = { date: date(), data };
+      save();
+    }
+    if (args.only.has('sweep')) {
+      const data: SweepResult[] = [];
+      const base = { prompts: 64, promptTokens: 16, prototypes: args.prototypes, torchThreads: args.torchThreads };
+      if (want(DEMO_GPT2)) data.push(await sweepBench(torch!, DEMO_GPT2, { ...base, reps: R(9, 3) }));
+      if (!args.quick && want(GPT2_SMALL)) {
+        // Layers 0 and 11: the cost of a head's sweep row is the same in every layer for the shipped engine and
+        // the hook loop, and linear in (layers − l) for the suffix-session prototype, so the mean over the first
+        // and last layer is the mean over all layers; --full sweeps all 144 heads.
+        data.push(await sweepBench(torch!, GPT2_SMALL, { ...base, reps: R(3, 1), layers: args.full ? undefined : [0, 11] }));
+      }
+      results.sweep = { date: date(), data };
+      save();
+    }
+    if (args.only.has('gradient')) {
+      if (!gradientAvailable()) {
+        results.gradient = { date: date(), data: { skipped: 'core/analysis/gradient.ts does not exist yet' } };
+      } else {
+        const data: GradientResult[] = [];
+        const base = { prompts: 64, promptTokens: 16, torchThreads: args.torchThreads, prototypes: args.prototypes };
+        if (want(DEMO_GPT2)) data.push(await gradientBench(torch!, DEMO_GPT2, { ...base, reps: R(9, 3) }));
+        if (!args.quick && want(GPT2_SMALL)) data.push(await gradientBench(torch!, GPT2_SMALL, { ...base, reps: R(3, 1) }));
+        results.gradient = { date: date(), data, notes: ['Edge-level attribution is not implemented in CircuitLens (node level only).'] };
+      }
+      save();
+    }
+    if (args.only.has('memory')) {
+      results.memory = { date: date(), data: memoryBench(GPT2_SMALL, { reps: R(3, 1), tokens: 128, prototypes: args.prototypes, torchThreads: args.torchThreads }) };
+      save();
+    }
+    if (args.only.has('profile')) {
+      const forward: ForwardProfile[] = [];
+      const sweep: SweepProfile[] = [];
+      if (want(DEMO_GPT2)) {
+        forward.push(await profileForward(DEMO_GPT2, 8, 64, false));
+        sweep.push(await profileSweep(DEMO_GPT2, { prompts: 64, promptTokens: 16, maxRows: 256 }));
+      }
+      if (want(GPT2_SMALL)) {
+        forward.push(await profileForward(GPT2_SMALL, 8, 128, false));
+        // One call of the GPT-2-small sweep: 256 rows × 16 tokens, last-position logits.
+        forward.push(await profileForward(GPT2_SMALL, 256, 16, true));
+        if (!args.quick) sweep.push(await profileSweep(GPT2_SMALL, { prompts: 64, promptTokens: 16, layers: [11], maxRows: 256 }));
+      }
+      log('\n[profile] scoring prompts in JavaScript');
+      const scoring = [profileScoring(217, 2000), profileScoring(50257, 200)];
+      results.profile = { date: date(), data: { forward, sweep, scoring } };
+      save();
+    }
+    if (args.only.has('graph')) {
+      if (!fs.existsSync(CHROMIUM)) {
+        results.graph = { date: date(), data: { skipped: `Chromium not found at ${CHROMIUM}` } };
+      } else {
+        // ~1k nodes: 20 layers × 49 heads (+ MLPs, input, logits) = 1002; ~10k: 100 × 99 = 10002.
+        results.graph = { date: date(), data: await graphViewBench({ reps: R(3, 2), interactions: 6, sizes: [{ layers: 20, heads: 49 }, { layers: 100, heads: 99 }] }) };
+      }
+      save();
+    }
+  } finally {
+    await torch?.close();
+  }
+  save();
+  log(`\nwrote ${path.relative(ROOT, latest)} and bench/results/README-numbers.md`);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,63 @@
+// Bench 6, CircuitLens side, in its own process:
+//   node --expose-gc bench/.build/memory-child.js MODEL TOKENS [--lean] [--drop-source] [--no-prepack]
+// loads the model on onnxruntime-node, then traces every hook of one prompt; prints RSS figures as JSON.
+// The flags are bench-only prototypes: --lean (session without the unfetched hook outputs), --drop-source
+// (forget the decoded model the engine keeps for building its gradient / lens sessions later), --no-prepack
+// (onnxruntime's session.disable_prepacking: no second, pre-packed copy of the MatMul weights).
+import * as ort from 'onnxruntime-node';
+import { OrtSession } from '../../core/engine/ort';
+import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
+import { createRuntime, loadEngine } from '../../core/node/load';
+import { randomIds } from './harness';
+import { leanEngine } from './lean';
+
+function rssKb(): number {
+  return Math.round(process.memoryUsage.rss() / 1024);
+}
+
+class NoPrepackRuntime implements Runtime {
+  readonly backend = 'node' as const;
+  async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
+    if (external.length) throw new Error('no external data here');
+    return new OrtSession(ort, await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', extra: { session: { disable_prepacking: '1' } } }));
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function main(): Promise<void> {
+  const [file, tokensArg, ...flags] = process.argv.slice(2);
+  const tokens = Number(tokensArg ?? 128);
+  const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
+  const rssStartKb = rssKb();
+  let engine = await loadEngine(file!, flags.includes('--no-prepack') ? new NoPrepackRuntime() : createRuntime('node'));
+  if (flags.includes('--lean')) {
+    // Prototype: a session with the hook taps only (no logit-lens outputs), the shipped session released.
+    const inner = engine as unknown as { session: Session };
+    const shipped = inner.session;
+    engine = (await leanEngine(engine, { hooks: engine.hookNames })).engine;
+    await shipped.release();
+  }
+  if (flags.includes('--drop-source')) delete (engine as unknown as { source?: unknown }).source;
+  // Let the garbage of loading go (decoded protobuf, encoded copies) before taking the baseline.
+  for (let i = 0; i < 3; i++) { gc(); await sleep(300); }
+  const rssAfterLoadKb = rssKb();
+  const peakDuringLoadKb = process.resourceUsage().maxRSS;
+  let peak = rssAfterLoadKb;
+  const timer = setInterval(() => { peak = Math.max(peak, rssKb()); }, 2);
+  const ids = randomIds(1, tokens, engine.info.vocab, 5);
+  const t0 = performance.now();
+  const res = await engine.run({ ids, hooks: engine.hookNames });
+  const ms = performance.now() - t0;
+  clearInterval(timer);
+  const rssHoldingResultsKb = rssKb();
+  peak = Math.max(peak, rssHoldingResultsKb);
+  const resultBytes = Object.values(res.activations).reduce((s, t) => s + t.data.byteLength, 0);
+  process.stdout.write(`${JSON.stringify({
+    rssStartKb, rssAfterLoadKb, peakDuringLoadKb, peakDuringTraceKb: peak, rssHoldingResultsKb, maxRssKb: process.resourceUsage().maxRSS,
+    hooks: Object.keys(res.activations).length, resultBytes, ms, variant: flags.join(' ') || 'shipped',
+  })}\n`);
+  process.exit(0);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

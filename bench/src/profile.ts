@@ -1,0 +1,183 @@
+// Where the time goes: onnxruntime's own per-node profile of one shipped forward, and a split of a sweep into
+// feed construction, onnxruntime runs and the rest (scoring, slicing). Bench-only instrumentation: the
+// engine's private members are wrapped on the instance, core/ is not changed.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { evaluateSets, prepare } from '../../core/analysis/evaluate';
+import type { Engine } from '../../core/engine/engine';
+import { OrtSession } from '../../core/engine/ort';
+import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
+import { headId, type NodeId } from '../../core/ids';
+import { loadEngine } from '../../core/node/load';
+import { logSoftmax, scorePrompt } from '../../core/analysis/metrics';
+import { log, randomIds, rng, ROOT, round, stats } from './harness';
+import { fastScore } from './lean';
+import type { ModelSpec } from './models';
+import { inductionSuite } from './suite';
+
+const PROFILE_DIR = path.join(ROOT, 'bench', '.build', 'ort-profiles');
+
+/** onnxruntime-node with onnxruntime's profiler on (same options as core/node/ort-node.ts otherwise). */
+class ProfilingRuntime implements Runtime {
+  readonly backend = 'node' as const;
+  async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
+    if (external.length) throw new Error('profiling runtime: external data not supported');
+    fs.mkdirSync(PROFILE_DIR, { recursive: true });
+    const s = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: path.join(PROFILE_DIR, `p${process.pid}`) });
+    return new OrtSession(ort, s);
+  }
+}
+
+interface Inner { run(...a: unknown[]): Promise<unknown>; endProfiling(): void }
+const innerOf = (e: Engine) => (e as unknown as { session: { session: Inner } }).session.session;
+
+interface ProfileEvent { cat: string; name: string; dur: number; args?: { op_name?: string } }
+
+export interface ForwardProfile {
+  model: string;
+  batch: number;
+  tokens: number;
+  lastOnly: boolean;
+  wallMs: number;
+  /** Medians / means over 3 runs after a warm-up. Time inside onnxruntime's run (the rest: building feeds, wrapping outputs). */
+  ortRunMs: number;
+  /** Sum of kernel times by category, from onnxruntime's profile. */
+  kernelMs: Record<string, number>;
+  byOpMs: Record<string, number>;
+  topNodes: { name: string; op: string; ms: number }[];
+}
+
+async function readProfile(): Promise<ProfileEvent[]> {
+  let files: string[] = [];
+  for (let i = 0; i < 50 && files.length === 0; i++) {
+    files = fs.readdirSync(PROFILE_DIR).map((f) => path.join(PROFILE_DIR, f));
+    if (files.length === 0) await new Promise((r) => setTimeout(r, 100));
+  }
+  const newest = files.sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs)[0];
+  if (!newest) throw new Error('onnxruntime wrote no profile');
+  const events = JSON.parse(fs.readFileSync(newest, 'utf8')) as ProfileEvent[];
+  for (const f of files) fs.rmSync(f, { force: true });
+  return events;
+}
+
+/**
+ * Profiled forwards of the shipped engine (3, after a warm-up run): kernel time in the model itself, in
+ * CircuitLens' ablation patch nodes, and (should they ever be back in the forward session) in logit-lens copies
+ * of the final norm + unembedding, which onnxruntime computes whether or not they are fetched.
+ */
+export async function profileForward(spec: ModelSpec, B: number, T: number, lastOnly: boolean): Promise<ForwardProfile> {
+  log(`\n[profile] onnxruntime profile of shipped forwards: ${spec.key} ${B}×${T}${lastOnly ? ' lastOnly' : ''}`);
+  fs.rmSync(PROFILE_DIR, { recursive: true, force: true });
+  fs.mkdirSync(PROFILE_DIR, { recursive: true });
+  const engine = await loadEngine(spec.file, new ProfilingRuntime());
+  const ids = randomIds(B, T, engine.info.vocab, 23);
+  await engine.run({ ids, lastOnly });
+  const inner = innerOf(engine);
+  const origRun = inner.run.bind(inner);
+  let ortRunMs = 0;
+  inner.run = async (...a: unknown[]) => { const t0 = performance.now(); const r = await origRun(...a); ortRunMs += performance.now() - t0; return r; };
+  const runs = 3;
+  const walls: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await engine.run({ ids, lastOnly });
+    walls.push(performance.now() - t0);
+  }
+  ortRunMs /= runs;
+  const wallMs = stats(walls).median;
+  inner.endProfiling();
+  const events = await readProfile();
+  // The session's profile holds every run (the load-time probe, the warm-up, the timed ones): keep the node
+  // events after the model_run that ended the warm-up, averaged over the timed runs.
+  const ends = events.map((e, i) => ({ e, i })).filter(({ e }) => e.cat === 'Session' && e.name === 'model_run');
+  const startIdx = ends.length > runs ? ends[ends.length - runs - 1]!.i : 0;
+  const nodes = events.slice(startIdx + 1).filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time')).map((e) => ({ ...e, dur: e.dur / runs }));
+  const kernelMs: Record<string, number> = { model: 0, 'logit lens (unfetched outputs)': 0, 'circuitlens patch nodes': 0 };
+  const byOpMs: Record<string, number> = {};
+  const perNode: { name: string; op: string; ms: number }[] = [];
+  for (const e of nodes) {
+    const name = e.name.slice(0, -'_kernel_time'.length);
+    const op = e.args?.op_name ?? '?';
+    const msv = e.dur / 1e3;
+    const cat = name.includes('@lens') || name.startsWith('circuitlens/lens') ? 'logit lens (unfetched outputs)' : name.startsWith('circuitlens') ? 'circuitlens patch nodes' : 'model';
+    kernelMs[cat] = (kernelMs[cat] ?? 0) + msv;
+    byOpMs[op] = (byOpMs[op] ?? 0) + msv;
+    perNode.push({ name, op, ms: msv });
+  }
+  await engine.release();
+  const r = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, round(v, 1)]));
+  const res: ForwardProfile = {
+    model: spec.key, batch: B, tokens: T, lastOnly, wallMs: round(wallMs, 1), ortRunMs: round(ortRunMs, 1), kernelMs: r(kernelMs), byOpMs: r(byOpMs),
+    topNodes: perNode.sort((a, b) => b.ms - a.ms).slice(0, 8).map((n) => ({ ...n, ms: round(n.ms, 1) })),
+  };
+  log(`  wall ${res.wallMs} ms, in onnxruntime.run ${res.ortRunMs} ms; kernel ms: ${JSON.stringify(res.kernelMs)}`);
+  return res;
+}
+
+export interface SweepProfile {
+  model: string;
+  prompts: number;
+  promptTokens: number;
+  heads: number;
+  maxRows: number;
+  calls: number;
+  rows: number;
+  wallMs: number;
+  feedsMs: number;
+  ortRunMs: number;
+  /** wall − feeds − onnxruntime: tensor wrapping, slicing logits, scoring prompts. */
+  otherMs: number;
+}
+
+/** A shipped sweep (prepare + evaluateSets) split into building ablation feeds, onnxruntime runs and the rest. */
+export async function profileSweep(spec: ModelSpec, opts: { prompts: number; promptTokens: number; layers?: number[]; maxRows: number }): Promise<SweepProfile> {
+  log(`\n[profile] shipped sweep split: ${spec.key}`);
+  const engine = await loadEngine(spec.file);
+  const { layers, heads, vocab } = engine.info;
+  const nodes: NodeId[] = (opts.layers ?? Array.from({ length: layers }, (_, l) => l)).flatMap((l) => Array.from({ length: heads }, (_, h) => headId(l, h)));
+  const prompts = inductionSuite(opts.prompts, opts.promptTokens, vocab, 29);
+  const run = async () => { const ctx = await prepare(engine, prompts, 'zero', { maxRows: opts.maxRows }); await evaluateSets(ctx, [[], ...nodes.map((n) => [n])]); };
+  await run();
+  const inner = innerOf(engine);
+  const origRun = inner.run.bind(inner);
+  let ortRunMs = 0;
+  let calls = 0;
+  inner.run = async (...a: unknown[]) => { const t0 = performance.now(); const r = await origRun(...a); ortRunMs += performance.now() - t0; calls++; return r; };
+  const priv = engine as unknown as { ablationFeeds: (...a: unknown[]) => unknown };
+  const origFeeds = priv.ablationFeeds;
+  let feedsMs = 0;
+  priv.ablationFeeds = function (this: unknown, ...a: unknown[]) { const t0 = performance.now(); const r = origFeeds.apply(this, a); feedsMs += performance.now() - t0; return r; };
+  const t0 = performance.now();
+  await run();
+  const wallMs = performance.now() - t0;
+  await engine.release();
+  const res: SweepProfile = {
+    model: spec.key, prompts: prompts.length, promptTokens: opts.promptTokens, heads: nodes.length, maxRows: opts.maxRows, calls, rows: prompts.length * (nodes.length + 2),
+    wallMs: round(wallMs, 1), feedsMs: round(feedsMs, 1), ortRunMs: round(ortRunMs, 1), otherMs: round(wallMs - feedsMs - ortRunMs, 1),
+  };
+  log(`  ${JSON.stringify(res)}`);
+  return res;
+}
+
+export interface ScoringProfile { vocab: number; rows: number; scorePromptMsPerRow: number; plainLoopsMsPerRow: number }
+
+/** JS cost of scoring one row of last-position logits: metrics.ts scorePrompt vs the plain-loop fastScore. */
+export function profileScoring(vocab: number, rows: number): ScoringProfile {
+  const r = rng(9);
+  const data = Float32Array.from({ length: rows * vocab }, () => 10 * r());
+  const cleanLogProbs = logSoftmax(data.subarray(0, vocab));
+  const clean = { logProbs: cleanLogProbs, probs: Float64Array.from(cleanLogProbs, Math.exp) };
+  const time = (f: (row: Float32Array) => void) => {
+    const samples: number[] = [];
+    for (let rep = 0; rep < 3; rep++) {
+      const t0 = performance.now();
+      for (let i = 0; i < rows; i++) f(data.subarray(i * vocab, (i + 1) * vocab));
+      samples.push((performance.now() - t0) / rows);
+    }
+    return round(stats(samples).median, 3);
+  };
+  const res = { vocab, rows, scorePromptMsPerRow: time((row) => scorePrompt(row, 5, 7, cleanLogProbs)), plainLoopsMsPerRow: time((row) => fastScore(row, 5, 7, clean)) };
+  log(`  scoring one row of ${vocab} logits: scorePrompt ${res.scorePromptMsPerRow} ms, plain loops ${res.plainLoopsMsPerRow} ms`);
+  return res;
+}
