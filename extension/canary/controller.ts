@@ -6,6 +6,7 @@ import { parseCanary } from '../../core/formats/canary';
 import { parseCircuit } from '../../core/formats/circuit';
 import type { Diagnostic } from '../../core/formats/diagnostics';
 import type { State } from '../state';
+import { readOr } from '../files';
 
 /**
  * Canaries as tests: one test item per canary file and per check, results in the Test Explorer and the
@@ -227,8 +228,4 @@ export class CanaryController implements vscode.Disposable {
     this.inflight?.cancel();
     this.disposables.forEach((d) => d.dispose());
   }
-}
-
-function readOr(f: string): string {
-  try { return fs.readFileSync(f, 'utf8'); } catch { return ''; }
 }

@@ -6,6 +6,7 @@ import { parseCircuit } from '../../core/formats/circuit';
 import { parseSuite } from '../../core/formats/suite';
 import { sha256File } from '../../core/node/workspace';
 import type { State } from '../state';
+import { readOr } from '../files';
 
 type Section = 'models' | 'suites' | 'circuits' | 'canaries';
 
@@ -161,8 +162,4 @@ export class CircuitExplorer implements vscode.TreeDataProvider<ExplorerItem> {
       return { text: 'cannot load', tooltip: (e as Error).message };
     }
   }
-}
-
-function readOr(f: string): string {
-  try { return fs.readFileSync(f, 'utf8'); } catch { return ''; }
 }
