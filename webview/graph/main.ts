@@ -161,19 +161,23 @@ async function ablateMarked(): Promise<void> {
   );
 }
 
+let wired = false;
+
 function init(s: GraphState): void {
-  const first = !state || !compute;
   state = s;
   marked = new Set(s.marked);
   layout(s);
   render();
+  if (wired) return;
+  // A later state (the same suite attributed again) only redraws: listeners and the worker stay.
+  wired = true;
   plot.on('plotly_click', (e) => { const id = e.points?.[0]?.customdata; if (id) toggle([id]); });
   plot.on('plotly_selected', (e) => { const ids = (e?.points ?? []).map((p) => p.customdata!).filter(Boolean); if (ids.length) toggle(ids, true); });
   slider.addEventListener('input', () => { threshold = Number(slider.value); render(); });
   ablateBtn.addEventListener('click', () => { ablateMarked().catch((err) => { results.textContent = `Error: ${(err as Error).message}`; vscode.postMessage({ t: 'error', message: (err as Error).message }); }); });
   clearBtn.addEventListener('click', () => toggle([], true));
   saveBtn.addEventListener('click', () => vscode.postMessage({ t: 'saveCircuit', nodes: [...marked] as NodeId[], metrics: lastMetrics ?? {} }));
-  if (first) {
+  {
     Compute.start(s.compute).then((c) => {
       compute = c;
       backend.textContent = c.ready.backend === 'webgpu' ? `WebGPU${c.ready.adapter ? ` (${c.ready.adapter})` : ''}` : 'WASM';

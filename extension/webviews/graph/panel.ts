@@ -14,6 +14,14 @@ export class GraphPanel {
   private disposables: vscode.Disposable[] = [];
 
   static show(state: State, graph: GraphState, onSaved: (file: string) => void): GraphPanel {
+    // The same suite on the same model again: refresh the open panel instead of opening a twin.
+    const open = GraphPanel.current;
+    if (open && open.graph.suitePath === graph.suitePath && open.graph.modelPath === graph.modelPath) {
+      open.graph = { ...graph, compute: open.graph.compute };
+      open.panel.reveal();
+      open.post({ t: 'state', state: open.graph });
+      return open;
+    }
     const panel = vscode.window.createWebviewPanel(GRAPH_VIEW, graph.title, vscode.ViewColumn.Active, GraphPanel.options(state, graph));
     return new GraphPanel(panel, state, graph, onSaved);
   }
