@@ -130,7 +130,9 @@ async function widenSideBar(page: Page, width: number): Promise<void> {
 
 /** A screenshot of the whole workbench, the pointer parked where it raises no hover. */
 async function screenshot(d: Driver, name: string): Promise<string> {
-  const dir = d.screenshotDir ?? path.join(ROOT, 'media', 'screenshots');
+  // README's screenshots are refreshed on request (CIRCUITLENS_UPDATE_SCREENSHOTS=1 npm test); otherwise a run
+  // leaves them alone and writes to test-results/ (git-ignored).
+  const dir = d.screenshotDir ?? path.join(ROOT, process.env.CIRCUITLENS_UPDATE_SCREENSHOTS ? 'media/screenshots' : 'test-results/screenshots');
   fs.mkdirSync(dir, { recursive: true });
   const { page } = d;
   // Toasts would cover the views; a tooltip of whatever the pointer last crossed (palette rows lie over the tab
