@@ -3,6 +3,7 @@
 //
 //   node bench/run.js [--only forward,sweep,gradient,peak,graph,memory,profile] [--quick] [--full] [--reps N]
 //                     [--no-wasm] [--no-prototypes] [--torch-threads N] [--models induction-gpt2,induction-llama,gpt2-small]
+//                     [--report-only]   (only rewrite README-numbers.md from latest.json)
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -47,6 +48,7 @@ function parseArgs(argv: string[]) {
     only: new Set(only), quick: has('quick'), full: has('full'), reps, wasm: !has('no-wasm'), prototypes: !has('no-prototypes'),
     torchThreads: Number(get('torch-threads') ?? os.cpus().length),
     models: get('models')?.split(','),
+    reportOnly: has('report-only'),
   };
 }
 
@@ -69,6 +71,11 @@ async function main(): Promise<void> {
   const latest = path.join(resultsDir, 'latest.json');
   // A run of some benchmarks keeps the other sections of the previous run (each section has its own date).
   const prev: Results = fs.existsSync(latest) ? (JSON.parse(fs.readFileSync(latest, 'utf8')) as Results) : { meta: {} };
+  if (args.reportOnly) {
+    fs.writeFileSync(path.join(resultsDir, 'README-numbers.md'), renderSummary(prev));
+    log('rewrote bench/results/README-numbers.md from latest.json');
+    return;
+  }
   const results: Results = { ...prev, meta: meta(args.torchThreads) };
   const date = () => new Date().toISOString();
   const R = (full: number, quick: number) => args.reps ?? (args.quick ? quick : full);
