@@ -32,9 +32,11 @@ test('a discover killed mid-run leaves no circuit file', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-cancel-'));
   const out = path.join(dir, 'c.circuit.json');
   const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'discover', path.join(EXAMPLES, 'induction.suite.yaml'), '--method', 'acdc', '--out', out], { stdio: 'ignore' });
+  // Listen before anything else: a fast machine may finish the discovery before the signal is sent.
+  const exited = new Promise((r) => child.once('exit', r));
   await new Promise((r) => setTimeout(r, 700));
   child.kill('SIGINT');
-  await new Promise((r) => child.once('exit', r));
+  await exited;
   const files = fs.readdirSync(dir);
   if (files.includes('c.circuit.json')) {
     // It finished before the signal: then the file must be complete.
