@@ -5,8 +5,8 @@ import { hookName } from '../hooks';
 import { allComponentNodes } from '../ids';
 import { IN } from '../onnx/instrument';
 import type { Attribution, NodeScore } from './attribution';
-import { Cancelled, evaluateSets, type EvalContext } from './evaluate';
-import type { MetricName } from './metrics';
+import { Cancelled, type EvalContext } from './evaluate';
+import { meanMetrics, scorePrompt, type MetricName } from './metrics';
 import type { ResolvedPrompt } from './prompts';
 
 export interface GradientOptions {
@@ -50,13 +50,21 @@ export async function eapNodeScores(ctx: EvalContext, metric: MetricName, opts: 
   const zHooks = Array.from({ length: layers }, (_, l) => hookName('z', l));
   const mlpHooks = Array.from({ length: layers }, (_, l) => hookName('mlp_out', l));
 
+  const cleanHooks = [...zHooks, ...mlpHooks];
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
     const T = group[0]!.ids.length;
-    const clean = await engine.run({ ids: group.map((g) => g.ids), hooks: [...zHooks, ...mlpHooks], lastOnly: true });
-    // The ablated value minus the clean one, per prompt of the group: heads [T, H*Dh], MLPs [T, D].
-    const deltaZ = (r: number, l: number) => delta(clean.activations[zHooks[l]!]!, r, T, heads * dHead, ablatedZ(ctx, group[r]!.index, l, T));
-    const deltaM = (r: number, l: number) => delta(clean.activations[mlpHooks[l]!]!, r, T, dModel, ablatedMlp(ctx, group[r]!.index, l, T));
-    const deltas = group.map((_, r) => ({ z: Array.from({ length: layers }, (_, l) => deltaZ(r, l)), mlp: Array.from({ length: layers }, (_, l) => deltaM(r, l)) }));
+    // The ablated value minus the clean one, per prompt of the group: heads [T, H*Dh], MLPs [T, D]. With one
+    // step (EAP, α = 0) the gradient run itself runs the clean model, so its activations serve and no separate
+    // forward is needed; EAP-IG's runs are at α > 0 and need one clean forward first.
+    const deltaOf = (acts: Record<string, F32>, r: number, member: number) => ({
+      z: Array.from({ length: layers }, (_, l) => delta(acts[zHooks[l]!]!, r, T, heads * dHead, ablatedZ(ctx, group[member]!.index, l, T))),
+      mlp: Array.from({ length: layers }, (_, l) => delta(acts[mlpHooks[l]!]!, r, T, dModel, ablatedMlp(ctx, group[member]!.index, l, T))),
+    });
+    let deltas: { z: Float32Array[]; mlp: Float32Array[] }[] | undefined;
+    if (steps > 1) {
+      const clean = await engine.run({ ids: group.map((g) => g.ids), hooks: cleanHooks, lastOnly: true });
+      deltas = group.map((_, r) => deltaOf(clean.activations, r, r));
+    }
 
     const rows: { member: number; alpha: number }[] = [];
     group.forEach((_, member) => alphas.forEach((alpha) => rows.push({ member, alpha })));
@@ -69,10 +77,10 @@ export async function eapNodeScores(ctx: EvalContext, metric: MetricName, opts: 
         ? seedOf(chunkPrompts, kinds, V)
         : (logits: F32) => seedOf(chunkPrompts, kinds, V, logits.data);
       const patch = chunk.some((r) => r.alpha !== 0) ? interpolation(ctx, chunk.map((r) => ({ prompt: group[r.member]!.index, alpha: r.alpha })), T) : undefined;
-      const res = await engine.gradients({ ids: chunkPrompts.map((p) => p.ids), seed, patch });
+      const res = await engine.gradients({ ids: chunkPrompts.map((p) => p.ids), seed, patch, hooks: deltas ? [] : cleanHooks });
       chunk.forEach((r, i) => {
         const out = acc[group[r.member]!.index]!;
-        const d = deltas[r.member]!;
+        const d = deltas ? deltas[r.member]! : deltaOf(res.activations, i, r.member);
         for (let l = 0; l < layers; l++) {
           const gz = res.z[l]!.data; // [rows, H, T, Dh]
           const dz = d.z[l]!; // [T, H*Dh]
@@ -101,8 +109,9 @@ export async function eapNodeScores(ctx: EvalContext, metric: MetricName, opts: 
 /** eapNodeScores as an Attribution (the shape `attribute` prints), with the clean metrics. */
 export async function gradientAttribution(ctx: EvalContext, metric: MetricName, opts: GradientOptions = {}): Promise<Attribution> {
   const nodes = await eapNodeScores(ctx, metric, opts);
-  const [clean] = await evaluateSets(ctx, [[]]);
-  return { metric, method: 'gradient', nodes, edges: [], clean: clean!.metrics };
+  // The clean metrics from the clean log-probabilities `prepare` kept (log-softmax leaves every metric unchanged).
+  const clean = meanMetrics(ctx.prompts.map((p, i) => scorePrompt(Float32Array.from(ctx.cleanLogProbs[i]!), p.answer, p.foil, ctx.cleanLogProbs[i])));
+  return { metric, method: 'gradient', nodes, edges: [], clean };
 }
 
 /** dm/d(last logits) per row, [rows × V]: one-hot(answer) − one-hot(foil), or p_a (one-hot(answer) − p). */

@@ -4,7 +4,7 @@ import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
 import { addGradients, GRAD_SEED } from '../onnx/autodiff';
 import { GraphIndex } from '../onnx/graph';
 import { decodeModel, encodeModel, externalLocations, opsetVersion, type OnnxModel } from '../onnx/model';
-import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
+import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, withOutputsOnly, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
 import type { Tokenizer } from '../tokenizer';
 import { size, type ExternalFile, type F32, type Feed, type Runtime, type Session } from './runtime';
 
@@ -123,6 +123,11 @@ export class Engine {
 
   /** The logit-lens session, built on first use from a copy of the instrumented model. */
   private lens?: Promise<{ session: Session; outputs: string[] }>;
+  /**
+   * The session for metrics: the last position's logits only (no hook taps, the final norm and unembedding on
+   * the last position). Built on first use; most analysis runs only this.
+   */
+  private last?: Promise<Session>;
 
   static async create(runtime: Runtime, bytes: Uint8Array, opts: EngineOptions): Promise<Engine> {
     const model = decodeModel(bytes, opts.what);
@@ -165,6 +170,21 @@ export class Engine {
     await g?.session.release();
     const l = await this.lens?.catch(() => undefined);
     await l?.session.release();
+    const last = await this.last?.catch(() => undefined);
+    await last?.release();
+  }
+
+  private lastSession(): Promise<Session> {
+    this.last ??= (async () => {
+      const { runtime, instrumented, external } = this.source!;
+      return runtime.createSession(encodeModel(withOutputsOnly(instrumented, [LAST_LOGITS])), external);
+    })();
+    return this.last;
+  }
+
+  /** The session a run with these fetches needs: the lean one when only the last logits are read. */
+  private async sessionFor(fetches: string[]): Promise<Session> {
+    return fetches.length === 1 && fetches[0] === LAST_LOGITS && this.source ? this.lastSession() : this.session;
   }
 
   private lensSession(): Promise<{ session: Session; outputs: string[] }> {
@@ -185,7 +205,7 @@ export class Engine {
   async gradients(req: GradientRequest): Promise<GradientResult> {
     const { B, T } = this.checkBatch(req.ids);
     const hooks = req.hooks ?? [];
-    for (const h of hooks) if (!this.taps[h]) throw new UserError(`unknown hook "${h}" (run \`circuitlens info\` to list hooks)`);
+    for (const h of hooks) if (!this.taps[h] || h === 'logits') throw new UserError(`hook "${h}" cannot be read from a gradient run (run \`circuitlens info\` to list hooks; the logits are returned at the last position)`);
     const graph = await this.gradientGraph();
     const feeds: Record<string, Feed> = {
       [this.structure.inputIds]: { type: 'int64', dims: [B, T], data: BigInt64Array.from(req.ids.flat(), (v) => BigInt(v)) },
@@ -193,7 +213,7 @@ export class Engine {
       ...this.neutralFeeds(),
       ...req.patch,
     };
-    const seed = typeof req.seed === 'function' ? req.seed((await this.session.run(feeds, [LAST_LOGITS]))[LAST_LOGITS]!) : req.seed;
+    const seed = typeof req.seed === 'function' ? req.seed((await (await this.sessionFor([LAST_LOGITS])).run(feeds, [LAST_LOGITS]))[LAST_LOGITS]!) : req.seed;
     if (seed.length !== B * this.info.vocab) throw new Error(`gradient seed has ${seed.length} values, expected ${B} × ${this.info.vocab}`);
     feeds[GRAD_SEED] = f32([B, 1, this.info.vocab], seed);
     const tapOf = hooks.map((h) => this.taps[h]!);
@@ -208,8 +228,9 @@ export class Engine {
     this.gradient ??= (async () => {
       const { runtime, instrumented, external } = this.source!;
       const model = decodeModel(encodeModel(instrumented), 'the instrumented model');
-      // onnxruntime computes every graph output whether fetched or not: keep the hooks and the last logits only.
-      const keep = new Set([LAST_LOGITS, ...Object.values(this.taps)]);
+      // onnxruntime computes every graph output whether fetched or not: keep the hooks (not the full logits, which
+      // would cost a [B, T, vocab] unembedding) and the last logits only.
+      const keep = new Set([LAST_LOGITS, ...Object.entries(this.taps).filter(([h]) => h !== 'logits').map(([, t]) => t)]);
       model.graph!.output = model.graph!.output.filter((o) => keep.has(o.name));
       const g = new GraphIndex(model.graph!);
       const layers = this.structure.layers.map((_, l) => l);
@@ -369,7 +390,7 @@ export class Engine {
     };
     const tensorOf = (h: HookName) => this.taps[h] ?? h;
     const fetches = [...new Set(hooks.map(tensorOf))];
-    const out = await session.run(feeds, fetches);
+    const out = await (session === this.session ? await this.sessionFor(fetches) : session).run(feeds, fetches);
     const res: Record<HookName, F32> = {};
     for (const h of hooks) res[h] = out[tensorOf(h)]!;
     return res;

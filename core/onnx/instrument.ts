@@ -2,7 +2,7 @@ import { UserError } from '../errors';
 import { hookName, parseHookName, type HookName } from '../hooks';
 import { GraphIndex, PASS_THROUGH } from './graph';
 import {
-  DataType, dimsOf, floatValueInfo, int64Tensor, intAttr, intsAttr, makeNode, metadata, num,
+  DataType, dimsOf, floatValueInfo, int64Data, int64Tensor, intAttr, intsAttr, makeNode, metadata, num,
   type OnnxModel, type OnnxNode, type TensorProto, type ValueInfo,
 } from './model';
 
@@ -339,9 +339,13 @@ export function instrument(model: OnnxModel, s: ModelStructure): InstrumentedMod
   });
   tap('ln_final.hook_normalized', s.lnFinal, 3);
   tap('logits', s.logits, 3);
-  // The last position's logits alone: what metrics read, without copying [B, T, vocab] out of the runtime.
+  // The last position's logits alone: what metrics read. When the final norm and unembedding work per position,
+  // they run on the last position only (a clone of that path), so a session that fetches only these logits never
+  // forms the [B, T, vocab] product; otherwise the full logits are gathered at the last position.
   graph.initializer.push(int64Tensor('circuitlens.last_index', [-1]));
-  newNodes.push(makeNode('Gather', [s.logits, 'circuitlens.last_index'], [LAST_LOGITS], 'circuitlens/last_logits', [intAttr('axis', 1)]));
+  const lastPath = addLastPositionPath(graph, s);
+  if (lastPath) newNodes.push(...lastPath);
+  else newNodes.push(makeNode('Gather', [s.logits, 'circuitlens.last_index'], [LAST_LOGITS], 'circuitlens/last_logits', [intAttr('axis', 1)]));
   addOutput(LAST_LOGITS, 3);
 
   // Rewire every original consumer of a patched tensor to the patched value.
@@ -367,6 +371,73 @@ export function addLogitLensOutputs(model: OnnxModel, s: ModelStructure): string
   const existing = new Set(graph.output.map((o) => o.name));
   for (const t of lens) if (!existing.has(t)) graph.output.push(floatValueInfo(t, 3));
   return lens;
+}
+
+// Operators that act on each position separately (norms over the last axis, elementwise maths, the unembedding
+// product): a path made of these gives the same last-position values on the last position alone.
+const PER_POSITION_OPS = new Set([
+  'LayerNormalization', 'SimplifiedLayerNormalization', 'RMSNormalization', 'ReduceMean', 'Sub', 'Pow', 'Add', 'Sqrt',
+  'Div', 'Mul', 'Reciprocal', 'Cast', 'MatMul', 'Identity', 'Tanh', 'Neg',
+]);
+
+/**
+ * Nodes computing LAST_LOGITS = unembed(final_norm(resid[:, -1:])): the path from the last residual stream to the
+ * logits, cloned onto the gathered last position. Undefined (use Gather after the logits) when the path has an
+ * operator that may mix positions or reshape (a Gemm on a flattened [B·T, D], a Reshape, ...), or reduces over
+ * an axis other than the last.
+ */
+function addLastPositionPath(graph: OnnxModel['graph'] & object, s: ModelStructure): OnnxNode[] | undefined {
+  const g = new GraphIndex(graph);
+  const last = s.layers[s.layers.length - 1]?.residPost;
+  if (!last || !s.logits) return undefined;
+  const anc = g.ancestors(s.logits, last);
+  if (!anc.reachedStop) return undefined;
+  const desc = g.descendants(last);
+  const path = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b).map((i) => g.node(i));
+  for (const n of path) {
+    if (!PER_POSITION_OPS.has(n.opType) || (n.domain && n.domain !== 'ai.onnx')) return undefined;
+    if (n.opType === 'ReduceMean') {
+      const axes = n.attribute.find((a) => a.name === 'axes')?.ints?.map(num) ?? (n.input[1] ? constInts(g, n.input[1]) : undefined);
+      if (!axes || axes.length !== 1 || (axes[0] !== -1 && axes[0] !== 2)) return undefined;
+    }
+    if ((n.opType === 'LayerNormalization' || n.opType === 'SimplifiedLayerNormalization' || n.opType === 'RMSNormalization')) {
+      const axis = n.attribute.find((a) => a.name === 'axis');
+      if (axis && num(axis.i) !== -1) return undefined;
+    }
+  }
+  const gathered = 'circuitlens.last_resid';
+  const rename = new Map<string, string>([[last, gathered]]);
+  for (const n of path) for (const o of n.output) if (o) rename.set(o, `${o}@last`);
+  const out: OnnxNode[] = [makeNode('Gather', [last, 'circuitlens.last_index'], [gathered], 'circuitlens/gather_last', [intAttr('axis', 1)])];
+  for (const n of path) out.push({ ...n, name: `${n.name}@last`, input: n.input.map((t) => rename.get(t) ?? t), output: n.output.map((t) => rename.get(t) ?? t) });
+  out.push(makeNode('Identity', [rename.get(s.logits)!], [LAST_LOGITS], 'circuitlens/last_logits'));
+  return out;
+}
+
+function constInts(g: GraphIndex, t: string): number[] | undefined {
+  const init = g.graph.initializer.find((x) => x.name === t);
+  if (init) return int64Data(init);
+  const p = g.producerOf(t);
+  const v = p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value')?.t : undefined;
+  return v ? int64Data(v) : undefined;
+}
+
+/**
+ * A copy of `model` whose graph outputs are `outputs` only, without the nodes none of them needs: onnxruntime
+ * computes every graph output on every run, fetched or not. Shares tensors with `model` (no weight copies).
+ */
+export function withOutputsOnly(model: OnnxModel, outputs: string[]): OnnxModel {
+  const graph = model.graph!;
+  const keep = new Set(outputs);
+  const output = graph.output.filter((o) => keep.has(o.name));
+  const missing = outputs.filter((o) => !output.some((x) => x.name === o));
+  if (missing.length) throw new Error(`withOutputsOnly: not graph outputs: ${missing.join(', ')}`);
+  const g = new GraphIndex(graph);
+  const needed = new Set<number>();
+  for (const o of output) for (const i of g.ancestors(o.name).nodes) needed.add(i);
+  const node = graph.node.filter((_, i) => needed.has(i));
+  const used = new Set(node.flatMap((n) => n.input));
+  return { ...model, graph: { ...graph, node, output, initializer: graph.initializer.filter((t) => used.has(t.name)) } };
 }
 
 /** Graph output with layer L's residual stream read out through the final norm and unembedding. */

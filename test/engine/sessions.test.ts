@@ -1,0 +1,54 @@
+// The lean metrics session: last-position logits from a graph with no hook taps, whose final norm and
+// unembedding run on the last position only. It must give what the full forward gives at that position.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { loadEngine } from '../../core/node/load';
+import { decodeModel } from '../../core/onnx/model';
+import { detectStructure, instrument, LAST_LOGITS, withOutputsOnly } from '../../core/onnx/instrument';
+import { EXAMPLES, FIXTURES, maxAbsDiff } from '../helpers';
+
+const MODELS = [
+  path.join(EXAMPLES, 'induction-gpt2.onnx'),
+  path.join(EXAMPLES, 'induction-llama.onnx'),
+  path.join(FIXTURES, 'models', 'induction-gpt2-opset14.onnx'),
+  path.join(FIXTURES, 'models', 'induction-llama-kvcache.onnx'),
+];
+
+for (const file of MODELS) {
+  const name = path.basename(file);
+  test(`${name}: the metrics session unembeds the last position only and agrees with the full forward`, async () => {
+    const model = decodeModel(fs.readFileSync(file), name);
+    const s = detectStructure(model, name);
+    const inst = instrument(model, s);
+    const lean = withOutputsOnly(inst.model, [LAST_LOGITS]);
+    assert.deepEqual(lean.graph!.output.map((o) => o.name), [LAST_LOGITS]);
+    assert.ok(lean.graph!.node.some((n) => n.name === 'circuitlens/gather_last'), 'last position gathered before the final norm');
+    // No node of the lean graph produces the full [B, T, vocab] logits.
+    assert.ok(!lean.graph!.node.some((n) => n.output.includes(s.logits)), 'full logits pruned');
+    assert.ok(lean.graph!.node.length < inst.model.graph!.node.length);
+
+    const engine = await loadEngine(file);
+    try {
+      // Test fixtures have no tokenizer: token ids of an induction-like sequence and another one.
+      const a = [5, 9, 14, 3, 11, 7, 5, 9, 14];
+      const ids = [a, [12, 4, 8, 12, 4, 8, 6, 2, 12]];
+      const full = await engine.run({ ids });
+      const V = engine.info.vocab;
+      const T = a.length;
+      const lastOfFull = new Float32Array(ids.length * V);
+      for (let r = 0; r < ids.length; r++) lastOfFull.set(full.logits.data.subarray((r * T + T - 1) * V, (r * T + T) * V), r * V);
+      const last = await engine.run({ ids, lastOnly: true });
+      assert.deepEqual(last.logits.dims, [2, 1, V]);
+      assert.ok(maxAbsDiff(last.logits, { dims: [2, 1, V], data: lastOfFull }) < 1e-5);
+      // Ablations reach the lean session too (its inputs are the same).
+      const abl = await engine.run({ ids, lastOnly: true, ablations: [{ nodes: ['a1.h0', 'm1'], kind: 'zero' }, undefined] });
+      const ablFull = await engine.run({ ids, lastOnly: true, hooks: ['blocks.0.hook_resid_pre'], ablations: [{ nodes: ['a1.h0', 'm1'], kind: 'zero' }, undefined] });
+      assert.ok(maxAbsDiff(abl.logits, ablFull.logits) < 1e-5, 'lean and full sessions agree under ablation');
+      assert.ok(maxAbsDiff(abl.logits, last.logits) > 1e-2, 'the ablation changes the first row');
+    } finally {
+      await engine.release();
+    }
+  });
+}
