@@ -10,12 +10,15 @@ import type { AblationKind, Engine } from '../core/engine/engine';
 import { UserError } from '../core/errors';
 import { CIRCUIT_SCHEMA_VERSION, circuitComponents, parseCircuit, serializeCircuit, type Circuit } from '../core/formats/circuit';
 import { hasErrors } from '../core/formats/diagnostics';
-import { fromEapIg, toEapIg } from '../core/formats/interop';
+import { fromEapIg, fromNeuronpedia, toEapIg, toNeuronpedia } from '../core/formats/interop';
 import type { Suite } from '../core/formats/suite';
 import { createRuntime } from '../core/node/load';
 import { NodeWorkspace, sha256File, writeFileAtomic } from '../core/node/workspace';
 import { oneOf, parse } from './args';
 import { diagnosticsError, loadSuite, suiteModelPath } from './suite-commands';
+
+declare const CIRCUITLENS_VERSION: string | undefined;
+const VERSION = typeof CIRCUITLENS_VERSION === 'string' ? CIRCUITLENS_VERSION : '0.0.0';
 
 /** Task prompts are those not tagged `control`; control prompts check specificity. */
 export function splitPrompts(prompts: ResolvedPrompt[]): { task: ResolvedPrompt[]; control: ResolvedPrompt[] } {
@@ -242,10 +245,18 @@ function printVerification(v: Verification, out: (s: string) => void): void {
 }
 
 export async function exportCommand(argv: string[], out: (s: string) => void): Promise<number> {
-  const usage = 'circuitlens export CIRCUIT --format eap-ig [--model MODEL] [--out FILE]';
-  const { values, positionals } = parse(argv, { format: { type: 'string' }, model: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } }, usage);
+  const usage = 'circuitlens export CIRCUIT --format eap-ig|neuronpedia [--model MODEL] [--out FILE] [--scan MODEL_ID] [--slug SLUG] [--prompt TEXT]';
+  const { values, positionals } = parse(argv, {
+    format: { type: 'string' }, model: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' },
+    scan: { type: 'string' }, slug: { type: 'string' }, prompt: { type: 'string' },
+  }, usage);
   if (positionals.length !== 1) throw new UserError(`expected one circuit file\nusage: ${usage}`);
-  oneOf(values.format, ['eap-ig'] as const, '--format', 'eap-ig');
+  const format = oneOf(values.format, ['eap-ig', 'neuronpedia'] as const, '--format', 'eap-ig');
+  if (format !== 'neuronpedia') {
+    const only = (['scan', 'slug', 'prompt'] as const).filter((k) => values[k] !== undefined);
+    if (only.length) throw new UserError(`--${only[0]} applies to --format neuronpedia only\nusage: ${usage}`);
+  }
+  if (values.slug !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(values.slug)) throw new UserError(`--slug must be letters, digits, - and _ (got "${values.slug}")`);
   const ws = new NodeWorkspace();
   try {
     const circuitPath = path.resolve(positionals[0]!);
@@ -253,9 +264,25 @@ export async function exportCommand(argv: string[], out: (s: string) => void): P
     if (!parsed.circuit) throw diagnosticsError(parsed.diagnostics, ws);
     const c = parsed.circuit;
     const modelPath = values.model ? path.resolve(values.model) : c.model?.path ? path.resolve(path.dirname(circuitPath), c.model.path) : undefined;
-    if (!modelPath) throw new UserError('the circuit names no model: pass --model MODEL.onnx (the export lists every edge of the model)');
+    if (!modelPath) {
+      throw new UserError(`the circuit names no model: pass --model MODEL.onnx (${format === 'eap-ig' ? 'the export lists every edge of the model' : 'the graph places nodes by the model\'s layers'})`);
+    }
     const engine = await ws.loadEngine(modelPath);
-    const json = JSON.stringify(toEapIg(c, engine.info), null, 2);
+    let graph: unknown;
+    if (format === 'eap-ig') graph = toEapIg(c, engine.info);
+    else {
+      let promptTokens: string[] | undefined;
+      if (values.prompt !== undefined) {
+        const tok = engine.tokenizer;
+        if (!tok) throw new UserError(`--prompt needs the model's tokenizer.json, and ${ws.display(modelPath)} has none beside it`);
+        promptTokens = tok.encode(values.prompt).map((id) => tok.tokenText(id));
+        if (promptTokens.length === 0) throw new UserError('--prompt is empty once tokenized');
+      }
+      graph = toNeuronpedia(c, engine.info, {
+        scan: values.scan ?? path.basename(modelPath).replace(/\.onnx$/i, ''), slug: values.slug, promptTokens, prompt: values.prompt, generatorVersion: VERSION,
+      });
+    }
+    const json = JSON.stringify(graph, null, 2);
     if (values.out) await writeFileAtomic(path.resolve(values.out), json + '\n');
     else out(json);
     return 0;
@@ -265,15 +292,15 @@ export async function exportCommand(argv: string[], out: (s: string) => void): P
 }
 
 export async function importCommand(argv: string[], out: (s: string) => void): Promise<number> {
-  const usage = 'circuitlens import FILE --format eap-ig --out NAME.circuit.json [--model MODEL] [--suite SUITE]';
+  const usage = 'circuitlens import FILE --format eap-ig|neuronpedia --out NAME.circuit.json [--model MODEL] [--suite SUITE]';
   const { values, positionals } = parse(argv, { format: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' }, suite: { type: 'string' }, json: { type: 'boolean' } }, usage);
   if (positionals.length !== 1 || !values.out) throw new UserError(`expected one input file and --out\nusage: ${usage}`);
-  oneOf(values.format, ['eap-ig'] as const, '--format', 'eap-ig');
+  const format = oneOf(values.format, ['eap-ig', 'neuronpedia'] as const, '--format', 'eap-ig');
   const ws = new NodeWorkspace();
   const file = path.resolve(positionals[0]!);
   let json: unknown;
   try { json = JSON.parse(await ws.readText(file)); } catch (e) { throw e instanceof UserError ? e : new UserError(`${ws.display(file)} is not valid JSON: ${(e as Error).message}`); }
-  const c = fromEapIg(json, path.basename(file));
+  const c = format === 'neuronpedia' ? fromNeuronpedia(json, ws.display(file)) : fromEapIg(json, path.basename(file));
   const outPath = path.resolve(values.out);
   const rel = (p: string) => path.relative(path.dirname(outPath), path.resolve(p)).split(path.sep).join('/');
   if (values.model) c.model = { path: rel(values.model), sha256: await sha256File(path.resolve(values.model)) };

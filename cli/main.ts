@@ -16,8 +16,9 @@ commands:
   discover SUITE --out F         find a small faithful circuit (--method greedy|acdc) and write F.circuit.json
   verify CIRCUIT                 faithfulness (several metrics), necessity, minimality, specificity, CPR/CMD
   diff SUITE                     differential activation, task vs control prompts
-  export CIRCUIT --format eap-ig circuit as EAP-IG / MIB JSON (every edge, in_graph flags)
-  import FILE --format eap-ig    EAP-IG / MIB JSON → .circuit.json
+  export CIRCUIT --format F      circuit as EAP-IG / MIB JSON (eap-ig: every edge, in_graph flags) or as a
+                                 Neuronpedia attribution graph (neuronpedia: one node per head and MLP)
+  import FILE --format F         EAP-IG / MIB or Neuronpedia graph JSON → .circuit.json (--out F.circuit.json)
 
 Every command takes --json. Exit codes: 0 success, 1 a check failed, 2 bad input, 3 internal error.`;
 
