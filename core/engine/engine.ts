@@ -2,6 +2,7 @@ import { UserError } from '../errors';
 import { allHookNames, hookName, type HookName } from '../hooks';
 import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
 import { addGradients, GRAD_SEED } from '../onnx/autodiff';
+import { addEdgeInputs, EDGE, edgeLayout, type EdgeLayout } from '../onnx/edges';
 import { GraphIndex } from '../onnx/graph';
 import { decodeModel, encodeModel, externalLocations, opsetVersion, type OnnxModel } from '../onnx/model';
 import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, withOutputsOnly, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
@@ -93,6 +94,34 @@ export interface GradientResult {
 
 interface GradientGraph { session: Session; z: string[]; mlp: string[]; residPre: string[] }
 
+/**
+ * Ablated values of every upstream node for edge ablation, broadcastable over batch rows and positions:
+ * input [B|1, T|1, D], heads per layer [B|1, T|1, H, D] (each head's share of the attention output), MLPs per
+ * layer [B|1, T|1, D].
+ */
+export interface EdgeValues { input: F32; heads: F32[]; mlp: F32[] }
+
+export interface EdgeRunRequest {
+  ids: number[][];
+  /**
+   * Per batch row, a weight per edge (EdgeLayout order; undefined row: all 0): 1 replaces what flows along the
+   * edge by the source's ablated value, 0 keeps it, values between interpolate.
+   */
+  weights?: (Float32Array | undefined)[];
+  /** Ablated values (default: zeros, i.e. zero ablation). */
+  ablated?: EdgeValues;
+  /** Also return every node's actual output in this run. */
+  outputs?: boolean;
+}
+
+export interface EdgeRunResult {
+  /** [B, 1, vocab] */
+  logits: F32;
+  outputs?: EdgeValues;
+}
+
+interface EdgeGraphs { forward?: Promise<Session>; gradient?: Promise<{ session: Session; grads: string[] }> }
+
 export interface EngineOptions {
   /** Names the model in errors (usually its path). */
   what: string;
@@ -172,6 +201,10 @@ export class Engine {
     await l?.session.release();
     const last = await this.last?.catch(() => undefined);
     await last?.release();
+    const ef = await this.edgeGraphs.forward?.catch(() => undefined);
+    await ef?.release();
+    const eg = await this.edgeGraphs.gradient?.catch(() => undefined);
+    await eg?.session.release();
   }
 
   private lastSession(): Promise<Session> {
@@ -248,6 +281,136 @@ export class Engine {
       return { session, z: names(z), mlp: names(mlp), residPre: names(residPre) };
     })();
     return this.gradient;
+  }
+
+  /** Edges of the model's computational graph and where their masks live (DESIGN §3 ids). */
+  get edges(): EdgeLayout {
+    this.layout ??= edgeLayout(this.info.layers, this.info.heads);
+    return this.layout;
+  }
+  private layout?: EdgeLayout;
+  private edgeGraphs: EdgeGraphs = {};
+
+  /** The instrumented model with per-destination inputs (core/onnx/edges.ts), optionally with mask gradients. */
+  private edgeModel(): { model: OnnxModel; outputs: string[] } {
+    const { instrumented } = this.source!;
+    const model = decodeModel(encodeModel(instrumented), 'the instrumented model');
+    const { outputs } = addEdgeInputs(model, this.structure, this.info.heads, this.info.detection === 'graph' ? 'the model' : this.info.detection);
+    return { model, outputs };
+  }
+
+  private edgeForward(): Promise<Session> {
+    this.edgeGraphs.forward ??= (async () => {
+      const { runtime, external } = this.source!;
+      const { model, outputs } = this.edgeModel();
+      const L = this.structure.layers;
+      const keep = [LAST_LOGITS, L[0]!.residPre, ...outputs, ...L.map((_, l) => this.taps[hookName('mlp_out', l)]!)];
+      const session = await runtime.createSession(encodeModel(withOutputsOnly(model, [...new Set(keep)])), external);
+      try {
+        // Shapes the export computes outside the cloned paths surface only when run: try a small batch.
+        await session.run({ ...this.baseFeeds([[0, 0, 0], [0, 0, 0]]), ...this.edgeFeeds(2, undefined, undefined) }, [LAST_LOGITS]);
+      } catch (e) {
+        await session.release();
+        throw new UserError(`edge-level analysis cannot run on this export (${(e as Error).message.split('\n')[0]}); node-level analysis works on it`);
+      }
+      return session;
+    })();
+    return this.edgeGraphs.forward;
+  }
+
+  private edgeGradient(): Promise<{ session: Session; grads: string[] }> {
+    this.edgeGraphs.gradient ??= (async () => {
+      const { runtime, external } = this.source!;
+      const { model } = this.edgeModel();
+      const masks = this.edges.masks.map((m) => m.name);
+      const { grads } = addGradients(model, LAST_LOGITS, masks);
+      const names = masks.map((m) => grads[m]!);
+      const session = await runtime.createSession(encodeModel(withOutputsOnly(model, [LAST_LOGITS, ...names])), external);
+      return { session, grads: names };
+    })();
+    return this.edgeGraphs.gradient;
+  }
+
+  private baseFeeds(ids: number[][]): Record<string, Feed> {
+    const B = ids.length;
+    const T = ids[0]!.length;
+    return {
+      [this.structure.inputIds]: { type: 'int64', dims: [B, T], data: BigInt64Array.from(ids.flat(), (v) => BigInt(v)) },
+      ...this.extraFeeds(B, T),
+      ...this.neutralFeeds(),
+    };
+  }
+
+  /** Mask inputs from per-row edge weights, and the ablated values. */
+  private edgeFeeds(B: number, weights: (Float32Array | undefined)[] | undefined, ablated: EdgeValues | undefined, perRow = false): Record<string, Feed> {
+    const { layers, heads, dModel } = this.info;
+    const layout = this.edges;
+    const feeds: Record<string, Feed> = {};
+    // Masks are [1, rows, cols] when no row ablates anything, unless gradients per row are wanted.
+    const any = perRow || weights?.some((w) => w && w.some((x) => x !== 0));
+    const data = new Map<string, Float32Array>();
+    for (const m of layout.masks) {
+      data.set(m.name, new Float32Array((any ? B : 1) * m.rows * m.cols));
+      feeds[m.name] = f32([any ? B : 1, m.rows, m.cols], data.get(m.name)!);
+    }
+    if (any && weights) {
+      const E = layout.edges.length;
+      weights.forEach((w, b) => {
+        if (!w) return;
+        if (w.length !== E) throw new Error(`edge weights have ${w.length} entries, the model has ${E} edges`);
+        for (let e = 0; e < E; e++) {
+          if (w[e] === 0) continue;
+          const slot = layout.edges[e]!;
+          const m = layout.masks.find((x) => x.name === slot.input)!;
+          data.get(slot.input)![(b * m.rows + slot.row) * m.cols + slot.col] = w[e]!;
+        }
+      });
+    }
+    feeds[EDGE.corrInput] = ablated ? f32(ablated.input.dims, ablated.input.data) : f32([1, 1, dModel], new Float32Array(dModel));
+    for (let l = 0; l < layers; l++) {
+      feeds[EDGE.corrHeads(l)] = ablated ? f32(ablated.heads[l]!.dims, ablated.heads[l]!.data) : f32([1, 1, heads, dModel], new Float32Array(heads * dModel));
+      feeds[EDGE.corrMlp(l)] = ablated ? f32(ablated.mlp[l]!.dims, ablated.mlp[l]!.data) : f32([1, 1, dModel], new Float32Array(dModel));
+    }
+    return feeds;
+  }
+
+  /** A forward run with edge ablation: per row, what flows along chosen edges is replaced by ablated values. */
+  async runEdges(req: EdgeRunRequest): Promise<EdgeRunResult> {
+    const { B } = this.checkBatch(req.ids);
+    if (req.weights && req.weights.length !== B) throw new Error('edge weights must have one entry per batch row');
+    const session = await this.edgeForward();
+    const L = this.structure.layers;
+    const mlpTaps = L.map((_, l) => this.taps[hookName('mlp_out', l)]!);
+    const fetch = req.outputs ? [LAST_LOGITS, L[0]!.residPre, ...L.map((_, l) => EDGE.outHeads(l)), ...mlpTaps] : [LAST_LOGITS];
+    const out = await session.run({ ...this.baseFeeds(req.ids), ...this.edgeFeeds(B, req.weights, req.ablated) }, [...new Set(fetch)]);
+    return {
+      logits: out[LAST_LOGITS]!,
+      outputs: req.outputs ? { input: out[L[0]!.residPre]!, heads: L.map((_, l) => out[EDGE.outHeads(l)]!), mlp: mlpTaps.map((t) => out[t]!) } : undefined,
+    };
+  }
+
+  /**
+   * d(Σ seed ⊙ last logits)/d(edge weight) per row and edge, [B × E] (EdgeLayout order), at the given weights:
+   * at weight 0 this is Σ_positions (ablated − actual output of the source) · ∂/∂(the destination's input).
+   */
+  async edgeGradients(req: EdgeRunRequest & { seed: Float32Array }): Promise<{ logits: F32; grads: Float32Array }> {
+    const { B } = this.checkBatch(req.ids);
+    const { session, grads } = await this.edgeGradient();
+    const V = this.info.vocab;
+    if (req.seed.length !== B * V) throw new Error(`gradient seed has ${req.seed.length} values, expected ${B} × ${V}`);
+    const feeds = { ...this.baseFeeds(req.ids), ...this.edgeFeeds(B, req.weights, req.ablated, true), [GRAD_SEED]: f32([B, 1, V], req.seed) };
+    const out = await session.run(feeds, [LAST_LOGITS, ...grads]);
+    const layout = this.edges;
+    const E = layout.edges.length;
+    const res = new Float32Array(B * E);
+    const byInput = new Map(layout.masks.map((m, i) => [m.name, { m, g: out[grads[i]!]! }]));
+    layout.edges.forEach((slot, e) => {
+      const { m, g } = byInput.get(slot.input)!;
+      // The gradient has the mask's shape as fed: [B or 1, rows, cols].
+      const perRow = g.dims[0] === B ? m.rows * m.cols : 0;
+      for (let b = 0; b < B; b++) res[b * E + e] = g.data[b * perRow + slot.row * m.cols + slot.col]!;
+    });
+    return { logits: out[LAST_LOGITS]!, grads: res };
   }
 
   /** Checks token ids against the vocabulary and the context length. */

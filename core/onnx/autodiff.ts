@@ -518,6 +518,13 @@ function inferStatic(graph: Graph): StaticInfo {
       case 'Floor': case 'Ceil': case 'Sign': case 'Slice': case 'Tile': case 'Gelu': case 'Pad':
         setRank(out, r);
         if (r === 1 && len.has(x!) && n.opType !== 'Slice' && n.opType !== 'Tile' && n.opType !== 'Pad') len.set(out!, len.get(x!)!);
+        if (r === 1 && len.has(x!) && n.opType === 'Slice') {
+          // A 1-D slice with constant bounds (and step 1) of a vector of known length: shape arithmetic.
+          const [st, en, steps] = [ints.get(n.input[1]!), ints.get(n.input[2]!), n.input[4] ? ints.get(n.input[4]) : [1]];
+          const L0 = len.get(x!)!;
+          const clamp = (v: number) => Math.min(L0, Math.max(0, v < 0 ? v + L0 : v));
+          if (st?.length === 1 && en?.length === 1 && steps?.[0] === 1) len.set(out!, Math.max(0, clamp(en[0]!) - clamp(st[0]!)));
+        }
         if ((n.opType === 'Identity' || n.opType === 'Cast') && ints.has(x!)) ints.set(out!, ints.get(x!)!);
         break;
       case 'Split': case 'TopK':

@@ -273,6 +273,12 @@ export const IN = {
   mlpAdd: (l: number) => `circuitlens.blocks.${l}.mlp_add`,
 };
 
+/** Tensors of the instrumented graph that the rest of the model reads: per-head output [B, H, T, Dh] after patching, MLP output. */
+export const PATCHED = {
+  z: (l: number) => `circuitlens.blocks.${l}.z_patched`,
+  mlp: (l: number) => `circuitlens.blocks.${l}.hook_mlp_out`,
+};
+
 /** Graph output with the logits at the last position, [batch, 1, vocab]. */
 export const LAST_LOGITS = 'circuitlens.logits_last';
 

@@ -1,0 +1,251 @@
+// Edge-level instrumentation: every destination of the computational graph (each head's query, key and value
+// input, each MLP's input, the logits' input) gets its own copy of the residual stream, so what flows along one
+// edge can be replaced without touching the others.
+//
+// The residual stream at any point is the sum of the outputs of the nodes upstream of it (input embedding, each
+// head's share of the attention output, each MLP) plus biases. Destination v reads
+//     input_v = resid + Σ_u M_v[u] · (corr_u − out_u)
+// where out_u is u's actual output in this run, corr_u its ablated value (0, a mean, or a corrupted prompt's) and
+// M_v[u] ∈ [0, 1] the edge mask: 1 replaces what flows along u→v, 0 keeps it. M is a graph input, so the
+// gradient of the metric with respect to M at 0 is each edge's attribution-patching (EAP) score.
+//
+// Heads need per-head inputs: the path from the residual stream to the query (key, value) tensor read by the
+// attention product is cloned once with the heads folded into the batch axis ([H·B, T, D] in, [H·B, H, ...]
+// out) and each head keeps its own slot (a diagonal). Per-head outputs come the same way: the affine path from
+// the per-head attention output z to the attention output is cloned on H + 1 copies of z, each with one head
+// kept (and one with none: the bias), and differenced. Both clones only assume the outermost axis is the batch.
+import { UserError } from '../errors';
+import { GraphIndex } from './graph';
+import { DataType, floatValueInfo, int64Tensor, intAttr, intsAttr, makeNode, type OnnxModel, type OnnxNode, type TensorProto } from './model';
+import { PATCHED, type ModelStructure } from './instrument';
+
+/** Graph inputs and outputs added for edges. */
+export const EDGE = {
+  /** [B, 3H, n_l]: rows q of heads 0..H−1, then k, then v; columns the n_l = 1 + l·(H + 1) upstream nodes. */
+  maskQkv: (l: number) => `circuitlens.edges.${l}.mask_qkv`,
+  /** [B, 1, n_l + H]: the MLP's upstream nodes include its own layer's heads. */
+  maskMlp: (l: number) => `circuitlens.edges.${l}.mask_mlp`,
+  /** [B, 1, 1 + L·(H + 1)] */
+  maskLogits: 'circuitlens.edges.mask_logits',
+  corrInput: 'circuitlens.edges.corr_input',
+  corrHeads: (l: number) => `circuitlens.edges.${l}.corr_heads`,
+  corrMlp: (l: number) => `circuitlens.edges.${l}.corr_mlp`,
+  /** Per-head outputs [B, T, H, D] (each head's share of hook_attn_out, without the output bias). */
+  outHeads: (l: number) => `circuitlens.edges.${l}.head_out`,
+};
+
+/** Where one edge's mask entry lives. */
+export interface EdgeSlot { source: string; target: string; input: string; row: number; col: number }
+
+export interface EdgeLayout {
+  /** Every edge, in EAP-IG order (core/formats/interop.ts allEdges). */
+  edges: EdgeSlot[];
+  /** Mask inputs with their per-row shape [rows, cols]. */
+  masks: { name: string; rows: number; cols: number }[];
+}
+
+/** Index of an upstream node in the stacked outputs: input, then per layer its heads and its MLP. */
+export function upstreamIndex(node: string, heads: number): number {
+  if (node === 'input') return 0;
+  const h = /^a(\d+)\.h(\d+)$/.exec(node);
+  if (h) return 1 + Number(h[1]) * (heads + 1) + Number(h[2]);
+  const m = /^m(\d+)$/.exec(node);
+  if (m) return 1 + Number(m[1]) * (heads + 1) + heads;
+  throw new Error(`not an upstream node: ${node}`);
+}
+
+export function edgeLayout(layers: number, heads: number): EdgeLayout {
+  const edges: EdgeSlot[] = [];
+  const masks: EdgeLayout['masks'] = [];
+  const up: string[] = ['input'];
+  for (let l = 0; l < layers; l++) {
+    masks.push({ name: EDGE.maskQkv(l), rows: 3 * heads, cols: up.length });
+    for (let h = 0; h < heads; h++) {
+      for (const u of up) {
+        ['q', 'k', 'v'].forEach((x, i) => edges.push({ source: u, target: `a${l}.h${h}<${x}>`, input: EDGE.maskQkv(l), row: i * heads + h, col: upstreamIndex(u, heads) }));
+      }
+    }
+    const attn = Array.from({ length: heads }, (_, h) => `a${l}.h${h}`);
+    masks.push({ name: EDGE.maskMlp(l), rows: 1, cols: up.length + heads });
+    for (const u of [...up, ...attn]) edges.push({ source: u, target: `m${l}`, input: EDGE.maskMlp(l), row: 0, col: upstreamIndex(u, heads) });
+    up.push(...attn, `m${l}`);
+  }
+  masks.push({ name: EDGE.maskLogits, rows: 1, cols: up.length });
+  for (const u of up) edges.push({ source: u, target: 'logits', input: EDGE.maskLogits, row: 0, col: upstreamIndex(u, heads) });
+  return { edges, masks };
+}
+
+const BIG = 2 ** 62;
+
+/**
+ * Adds the edge inputs (masks, ablated values) and per-head output taps to an instrumented model. `heads` is the
+ * number of query heads. Throws a UserError naming what it could not find.
+ */
+export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number, what: string): { outputs: string[] } {
+  const graph = model.graph!;
+  const g = new GraphIndex(graph);
+  const added: OnnxNode[] = [];
+  const inits: TensorProto[] = [];
+  let uid = 0;
+  const fresh = (base: string) => `circuitlens.edges.t${uid++}.${base}`;
+  const op = (type: string, inputs: string[], attrs: ReturnType<typeof intAttr>[] = [], base = type.toLowerCase()): string => {
+    const out = fresh(base);
+    added.push(makeNode(type, inputs, [out], `circuitlens/edges/${out}`, attrs));
+    return out;
+  };
+  const ints = (values: number[]): string => {
+    const name = fresh('const');
+    inits.push(int64Tensor(name, values));
+    return name;
+  };
+  const floats = (dims: number[], values: Float32Array): string => {
+    const name = fresh('fconst');
+    inits.push({ name, dims, dataType: DataType.FLOAT, rawData: new Uint8Array(values.buffer.slice(0)) });
+    return name;
+  };
+  const fail = (msg: string): never => {
+    throw new UserError(`${what}: edge-level analysis cannot be set up for this export: ${msg}. Node-level analysis works on it.`);
+  };
+  const pastInputs = s.extraInputs.filter((v) => /past/.test(v.name)).map((v) => v.name);
+  const fromPast = new Set<number>();
+  for (const p of pastInputs) for (const i of g.descendants(p)) fromPast.add(i);
+
+  /** Clones the nodes between `from` and `to` onto `newFrom`, whose outermost axis is `fold` times the batch. */
+  const clonePath = (from: string, to: string, newFrom: string, fold: number, tag: string): string => {
+    const anc = g.ancestors(to, from);
+    if (!anc.reachedStop) fail(`"${to}" does not depend on "${from}"`);
+    const desc = g.descendants(from);
+    const nodes = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b);
+    if (nodes.some((i) => fromPast.has(i))) fail('past key/values feed the attention path (export the model without a KV cache)');
+    const rename = new Map<string, string>([[from, newFrom]]);
+    for (const i of nodes) for (const o of g.node(i).output) if (o) rename.set(o, `${o}@${tag}`);
+    for (const i of nodes) {
+      const n = g.node(i);
+      const input = n.input.map((t) => rename.get(t) ?? t);
+      if ((n.opType === 'Reshape' || n.opType === 'Expand') && n.input[1] && !rename.has(n.input[1])) {
+        // A target shape computed outside the cloned path names the batch size: scale its first entry (kept
+        // when 0 = copy or −1 = infer).
+        const shape = n.input[1];
+        const first = op('Slice', [shape, ints([0]), ints([1])]);
+        const scaled = op('Where', [op('Greater', [first, ints([0])]), op('Mul', [first, ints([fold])]), first]);
+        input[1] = op('Concat', [scaled, op('Slice', [shape, ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
+      }
+      added.push({ ...n, name: `${n.name}@${tag}`, input, output: n.output.map((t) => rename.get(t) ?? t) });
+    }
+    return rename.get(to)!;
+  };
+  /** [H·B, H, a, c] (heads folded outermost) → [B, H, a, c], keeping head h's slot from copy h. */
+  const diagonal = (x: string): string => {
+    const shape = op('Concat', [ints([heads, -1]), op('Slice', [op('Shape', [x]), ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
+    const eye = new Float32Array(heads * heads);
+    for (let h = 0; h < heads; h++) eye[h * heads + h] = 1;
+    const masked = op('Mul', [op('Reshape', [x, shape]), floats([heads, 1, heads, 1, 1], eye)]);
+    return op('ReduceSum', [masked, ints([0])], [intAttr('keepdims', 0)]);
+  };
+  /** Per-head residual inputs [B, T, H, D] → [H·B, T, D], heads outermost. */
+  const foldHeads = (x: string, resid: string): string => {
+    const t = op('Transpose', [x], [intsAttr('perm', [2, 0, 1, 3])]);
+    const shape = op('Concat', [ints([-1]), op('Slice', [op('Shape', [resid]), ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
+    return op('Reshape', [t, shape]);
+  };
+  const rewire = (consumers: OnnxNode[], from: string, to: string) => {
+    for (const c of consumers) c.input = c.input.map((t) => (t === from ? to : t));
+  };
+  const unsq = (x: string, axis: number) => op('Unsqueeze', [x, ints([axis])]);
+  const delta = (mask: string, stack: string) => op('MatMul', [unsq(mask, 1), stack]);
+
+  const addInput = (name: string, rank: number) => graph.input.push(floatValueInfo(name, rank));
+  addInput(EDGE.corrInput, 3);
+  // The stack of (ablated − actual) outputs of every upstream node so far, [B, T, n, D].
+  let stack = unsq(op('Sub', [EDGE.corrInput, s.layers[0]!.residPre]), 2);
+  const outputs: string[] = [];
+
+  s.layers.forEach((L, l) => {
+    addInput(EDGE.maskQkv(l), 3);
+    addInput(EDGE.maskMlp(l), 3);
+    addInput(EDGE.corrHeads(l), 4);
+    addInput(EDGE.corrMlp(l), 3);
+    // The attention product's operands: Q·Kᵀ (both computed from the stream) and pattern·V.
+    const attnNodes = g.descendants(L.residPre);
+    const patternAnc = g.ancestors(L.pattern, L.residPre).nodes;
+    const qk = [...patternAnc].map((i) => g.node(i)).filter((n) => n.opType === 'MatMul' && n.input.every((t) => attnNodes.has(g.producer.get(t) ?? -1)));
+    if (qk.length !== 1) fail(`expected one query·key MatMul in layer ${l}, found ${qk.length}`);
+    const pv = g.producerOf(L.zBhtd);
+    if (!pv || pv.opType !== 'MatMul') fail(`the pattern·V MatMul of layer ${l}`);
+    const qkNode = qk[0]!;
+    const pvNode = pv!;
+    const [qT, kT] = [qkNode.input[0]!, qkNode.input[1]!];
+    const vT = pvNode.input[1]!;
+
+    const dQkv = delta(EDGE.maskQkv(l), stack); // [B, T, 3H, D]
+    const residU = unsq(L.residPre, 2);
+    const perHead = (i: number) => op('Add', [residU, op('Slice', [dQkv, ints([i * heads]), ints([(i + 1) * heads]), ints([2])])]);
+    const q = diagonal(clonePath(L.residPre, qT, foldHeads(perHead(0), L.residPre), heads, `edges${l}q`));
+    const k = diagonal(clonePath(L.residPre, kT, foldHeads(perHead(1), L.residPre), heads, `edges${l}k`));
+    const v = diagonal(clonePath(L.residPre, vT, foldHeads(perHead(2), L.residPre), heads, `edges${l}v`));
+    qkNode.input = [q, k];
+    pvNode.input = [pvNode.input[0]!, v];
+
+    // Per-head outputs: the z → attn_out path on H + 1 copies of z (copy h keeps head h; the last keeps none).
+    const z = PATCHED.z(l);
+    const keep = new Float32Array((heads + 1) * heads);
+    for (let h = 0; h < heads; h++) keep[h * heads + h] = 1;
+    const zCopies = op('Mul', [unsq(z, 0), floats([heads + 1, 1, heads, 1, 1], keep)]);
+    const zShape = op('Concat', [ints([-1]), op('Slice', [op('Shape', [z]), ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
+    const outCopies = clonePath(z, L.attnOut, op('Reshape', [zCopies, zShape]), heads + 1, `edges${l}o`); // [(H+1)·B, T, D]
+    const oShape = op('Concat', [ints([heads + 1, -1]), op('Slice', [op('Shape', [outCopies]), ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
+    const o = op('Reshape', [outCopies, oShape]); // [H+1, B, T, D]
+    const perHeadOut = op('Sub', [op('Slice', [o, ints([0]), ints([heads]), ints([0])]), op('Slice', [o, ints([heads]), ints([heads + 1]), ints([0])])]);
+    added.push(makeNode('Transpose', [perHeadOut], [EDGE.outHeads(l)], `circuitlens/edges/head_out_${l}`, [intsAttr('perm', [1, 2, 0, 3])]));
+    outputs.push(EDGE.outHeads(l));
+    stack = op('Concat', [stack, op('Sub', [EDGE.corrHeads(l), EDGE.outHeads(l)])], [intAttr('axis', 2)]);
+
+    // The MLP reads resid_mid = resid_pre + attn_out: give its nodes (not the residual Add) their own copy.
+    const post = g.producerOf(L.residPost);
+    const mlpOut = PATCHED.mlp(l);
+    if (!post || post.opType !== 'Add' || !post.input.includes(mlpOut)) fail(`the residual Add after the MLP of layer ${l}`);
+    const mid = post!.input[0] === mlpOut ? post!.input[1]! : post!.input[0]!;
+    const mlpConsumers = g.consumersOf(mid).filter((c) => c !== post);
+    const dMlp = op('Squeeze', [delta(EDGE.maskMlp(l), stack), ints([2])]);
+    rewire(mlpConsumers, mid, op('Add', [mid, dMlp]));
+    stack = op('Concat', [stack, unsq(op('Sub', [EDGE.corrMlp(l), mlpOut]), 2)], [intAttr('axis', 2)]);
+  });
+
+  // The logits read the last residual stream (through the final norm, and the last-position copy of it).
+  addInput(EDGE.maskLogits, 3);
+  const last = s.layers[s.layers.length - 1]!.residPost;
+  const finalConsumers = g.consumersOf(last);
+  const dFinal = op('Squeeze', [delta(EDGE.maskLogits, stack), ints([2])]);
+  rewire(finalConsumers, last, op('Add', [last, dFinal]));
+
+  graph.initializer.push(...inits);
+  graph.node = topoSort([...graph.node, ...added], graph);
+  for (const o of outputs) graph.output.push(floatValueInfo(o, 4));
+  return { outputs };
+}
+
+/** Orders nodes so every input is produced before use (Kahn's algorithm, stable for already-ordered nodes). */
+function topoSort(nodes: OnnxNode[], graph: OnnxModel['graph'] & object): OnnxNode[] {
+  const producer = new Map<string, number>();
+  nodes.forEach((n, i) => n.output.forEach((o) => o && producer.set(o, i)));
+  const indeg = new Array<number>(nodes.length).fill(0);
+  const users: number[][] = nodes.map(() => []);
+  nodes.forEach((n, i) => {
+    for (const t of new Set(n.input)) {
+      const p = t ? producer.get(t) : undefined;
+      if (p !== undefined && p !== i) { indeg[i]!++; users[p]!.push(i); }
+    }
+  });
+  // A min-heap on the original index would keep the order closest to the original; a sorted ready list is enough.
+  const ready: number[] = [];
+  indeg.forEach((d, i) => { if (d === 0) ready.push(i); });
+  const out: OnnxNode[] = [];
+  while (ready.length) {
+    ready.sort((a, b) => b - a);
+    const i = ready.pop()!;
+    out.push(nodes[i]!);
+    for (const u of users[i]!) if (--indeg[u]! === 0) ready.push(u);
+  }
+  if (out.length !== nodes.length) throw new Error(`edge instrumentation made a cycle in ${graph.name || 'the graph'}`);
+  return out;
+}
