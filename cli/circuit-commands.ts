@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { patchingAttribution } from '../core/analysis/attribution';
 import { differentialActivation } from '../core/analysis/differential';
+import { acdcEdges, edgeCircuitNodes, edgeGradientScores, edgePatchingScores, greedyEdges, prepareEdges, verifyEdgeCircuit, type EdgeContext } from '../core/analysis/edges';
 import { acdcNodes, greedyNodes } from '../core/analysis/discovery';
 import { prepare, type EvalContext } from '../core/analysis/evaluate';
 import { gradientAttribution } from '../core/analysis/gradient';
@@ -27,7 +28,7 @@ export function splitPrompts(prompts: ResolvedPrompt[]): { task: ResolvedPrompt[
   return { task, control: prompts.filter((p) => p.tags.includes('control')) };
 }
 
-interface Loaded { ws: NodeWorkspace; suite: Suite; engine: Engine; modelPath: string; task: EvalContext; control?: EvalContext; kind: AblationKind }
+interface Loaded { ws: NodeWorkspace; suite: Suite; engine: Engine; modelPath: string; task: EvalContext; control?: EvalContext; kind: AblationKind; prompts: ResolvedPrompt[] }
 
 async function loadForAnalysis(suitePath: string, modelFlag: string | undefined, ablation: string | undefined, runtime: string | undefined, withControl: boolean): Promise<Loaded> {
   const ws = new NodeWorkspace(process.cwd(), createRuntime(oneOf(runtime, ['node', 'wasm'] as const, '--runtime', 'node')));
@@ -40,7 +41,7 @@ async function loadForAnalysis(suitePath: string, modelFlag: string | undefined,
   const { task, control } = splitPrompts(prompts);
   const taskCtx = await prepare(engine, task, kind, { meanOver: prompts });
   const controlCtx = withControl && control.length ? await prepare(engine, control, kind, { meanOver: prompts }) : undefined;
-  return { ws, suite, engine, modelPath, task: taskCtx, control: controlCtx, kind };
+  return { ws, suite, engine, modelPath, task: taskCtx, control: controlCtx, kind, prompts };
 }
 
 const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : String(x));
@@ -54,10 +55,10 @@ export async function attributeCommand(argv: string[], out: (s: string) => void)
   if (positionals.length !== 1) throw new UserError(`expected one suite file\nusage: ${usage}`);
   const level = oneOf(values.level, ['node', 'edge'] as const, '--level', 'node');
   const method = oneOf(values.method, ['patching', 'gradient'] as const, '--method', 'patching');
-  if (level === 'edge') throw new UserError('edge-level attribution (path patching, EAP) is not implemented yet; use --level node');
   const steps = stepsFlag(values.steps, method);
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, false);
   try {
+    if (level === 'edge') return await attributeEdges(L, method, steps, values, out);
     const attr = method === 'gradient' ? await gradientAttribution(L.task, L.suite.metric, { steps }) : await patchingAttribution(L.task, L.suite.metric);
     const result = {
       nodes: attr.nodes, edges: attr.edges, metric: attr.metric, method: attr.method, level, ablation: L.kind, prompts: L.task.prompts.length,
@@ -80,7 +81,7 @@ export async function attributeCommand(argv: string[], out: (s: string) => void)
 }
 
 export async function discoverCommand(argv: string[], out: (s: string) => void): Promise<number> {
-  const usage = 'circuitlens discover SUITE --out FILE.circuit.json [--model MODEL] [--method greedy|acdc] [--scores patching|gradient] [--steps K] [--faithfulness F] [--threshold T] [--level node] [--ablation KIND] [--json]';
+  const usage = 'circuitlens discover SUITE --out FILE.circuit.json [--model MODEL] [--method greedy|acdc] [--scores patching|gradient] [--steps K] [--faithfulness F] [--threshold T] [--level node|edge] [--ablation KIND] [--json]';
   const { values, positionals } = parse(argv, {
     model: { type: 'string' }, out: { type: 'string' }, method: { type: 'string' }, faithfulness: { type: 'string' }, threshold: { type: 'string' },
     level: { type: 'string' }, ablation: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' },
@@ -90,7 +91,6 @@ export async function discoverCommand(argv: string[], out: (s: string) => void):
   if (!values.out) throw new UserError(`--out FILE.circuit.json is required\nusage: ${usage}`);
   if (!values.out.endsWith('.circuit.json')) throw new UserError(`--out must end in .circuit.json (got ${values.out})`);
   const level = oneOf(values.level, ['node', 'edge'] as const, '--level', 'node');
-  if (level === 'edge') throw new UserError('edge-level discovery is not implemented yet; use --level node');
   const method = oneOf(values.method, ['greedy', 'acdc'] as const, '--method', 'greedy');
   const scoring = oneOf(values.scores, ['patching', 'gradient'] as const, '--scores', 'patching');
   const steps = stepsFlag(values.steps, scoring);
@@ -98,6 +98,7 @@ export async function discoverCommand(argv: string[], out: (s: string) => void):
   const threshold = numberFlag(values.threshold, '--threshold', 0.02);
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, true);
   try {
+    if (level === 'edge') return await discoverEdges(L, { method, scoring, steps, target, threshold, out: values.out, name: values.name, json: values.json }, out);
     const metric = L.suite.metric;
     const attr = scoring === 'gradient' ? await gradientAttribution(L.task, metric, { steps }) : await patchingAttribution(L.task, metric);
     const found = method === 'acdc' ? await acdcNodes(L.task, metric, threshold) : await greedyNodes(L.task, metric, attr.nodes, target);
@@ -153,20 +154,92 @@ export async function verifyCommand(argv: string[], out: (s: string) => void): P
     });
     if (hasErrors(parsed.source.diagnostics)) throw diagnosticsError(parsed.source.diagnostics, L.ws);
     const nodes = L.engine.checkNodes(circuitComponents(c));
-    const v = await verifyCircuit(L.task, nodes, L.suite.metric, L.control);
+    const edgeLevel = c.granularity === 'edge' && (c.edges ?? []).length > 0;
+    const v = edgeLevel ? await verifyEdges(L, c) : await verifyCircuit(L.task, nodes, L.suite.metric, L.control);
     const warnings: string[] = [];
     if (c.model?.sha256 && c.model.sha256 !== (await sha256File(L.modelPath))) warnings.push('the circuit was found on a different model file (sha256 differs)');
-    if (c.granularity === 'edge') warnings.push('edge-level circuits are verified at node level (the nodes their edges touch)');
     for (const w of warnings) process.stderr.write(`circuitlens verify: warning: ${w}\n`);
     if (values.json) out(JSON.stringify({ ...metricsBlock(v, {}), warnings }, null, 2));
     else {
-      out(`${c.name}: ${nodes.length} nodes (${nodes.join(', ')}) on ${path.relative(process.cwd(), L.modelPath)}, ${L.task.prompts.length} task prompts, ${L.kind} ablation`);
+      const what = edgeLevel ? `${c.edges!.length} edges between ${nodes.length} nodes (${nodes.join(', ')})` : `${nodes.length} nodes (${nodes.join(', ')})`;
+      out(`${c.name}: ${what} on ${path.relative(process.cwd(), L.modelPath)}, ${L.task.prompts.length} task prompts, ${L.kind} ablation`);
       printVerification(v, out);
     }
     return 0;
   } finally {
     await L.ws.dispose();
   }
+}
+
+async function edgeContexts(L: Loaded): Promise<{ task: EdgeContext; control?: EdgeContext }> {
+  const task = await prepareEdges(L.task, L.prompts);
+  const control = L.control ? await prepareEdges(L.control, L.prompts) : undefined;
+  return { task, control };
+}
+
+async function edgeScores(ec: EdgeContext, metric: Loaded['suite']['metric'], method: 'patching' | 'gradient', steps: number) {
+  return method === 'gradient' ? edgeGradientScores(ec, metric, steps) : (await edgePatchingScores(ec, metric)).edges;
+}
+
+async function attributeEdges(L: Loaded, method: 'patching' | 'gradient', steps: number, values: { out?: string; json?: boolean }, out: (s: string) => void): Promise<number> {
+  const { task } = await edgeContexts(L);
+  const metric = L.suite.metric;
+  const edges = await edgeScores(task, metric, method, steps);
+  const result = {
+    nodes: [], edges: edges.map((e) => ({ ...e, score: round(e.score) })), metric, method, level: 'edge', ablation: L.kind, prompts: L.task.prompts.length,
+    ...(method === 'gradient' ? { steps } : {}),
+  };
+  if (values.out) await writeFileAtomic(path.resolve(values.out), JSON.stringify(result, null, 2) + '\n');
+  if (values.json) out(JSON.stringify(result, null, 2));
+  else {
+    const how = method === 'gradient' ? `gradients on edge weights (${steps > 1 ? `EAP-IG, ${steps} steps` : 'EAP'})` : 'exact path patching (one edge at a time)';
+    out(`${L.suite.name}: edge attribution by ${how}, ${L.kind} ablation, ${L.task.prompts.length} task prompts; ${edges.length} edges, top 30 by |score|:`);
+    for (const e of [...edges].sort((a, b) => Math.abs(b.score) - Math.abs(a.score)).slice(0, 30)) out(`  ${`${e.source}->${e.target}`.padEnd(22)} ${e.score >= 0 ? ' ' : ''}${e.score.toFixed(4)}`);
+  }
+  return 0;
+}
+
+interface EdgeDiscoverOptions { method: 'greedy' | 'acdc'; scoring: 'patching' | 'gradient'; steps: number; target: number; threshold: number; out: string; name?: string; json?: boolean }
+
+async function discoverEdges(L: Loaded, o: EdgeDiscoverOptions, out: (s: string) => void): Promise<number> {
+  const { task, control } = await edgeContexts(L);
+  const metric = L.suite.metric;
+  const scores = await edgeScores(task, metric, o.scoring, o.steps);
+  const found = o.method === 'acdc' ? await acdcEdges(task, metric, o.threshold) : await greedyEdges(task, metric, scores, o.target);
+  const v = await verifyEdgeCircuit(task, found.edges, metric, scores, control);
+  const outPath = path.resolve(o.out);
+  const rel = (p: string) => path.relative(path.dirname(outPath), p).split(path.sep).join('/');
+  const scoreOf = new Map(scores.map((e) => [`${e.source}->${e.target}`, e.score]));
+  const nodes = edgeCircuitNodes(found.edges);
+  const circuit: Circuit = {
+    schemaVersion: CIRCUIT_SCHEMA_VERSION,
+    name: o.name ?? `${L.suite.name} (${o.method}, edges)`,
+    model: { path: rel(L.modelPath), sha256: await sha256File(L.modelPath) },
+    suite: rel(L.suite.file),
+    granularity: 'edge',
+    ablation: L.kind,
+    nodes: nodes as Circuit['nodes'],
+    edges: found.edges.map((id) => { const [source, target] = id.split('->') as [string, string]; return { source, target, score: round(scoreOf.get(id) ?? 0) }; }),
+    metrics: metricsBlock(v, { method: o.method, target: o.method === 'greedy' ? o.target : undefined, threshold: o.method === 'acdc' ? o.threshold : undefined, scores: o.scoring, steps: o.scoring === 'gradient' ? o.steps : undefined, edgesInModel: task.ids.length }),
+    created: new Date().toISOString(),
+    notes: `Edge circuit found by ${o.method === 'acdc' ? `ACDC-style pruning over edges (threshold ${o.threshold})` : `greedy selection by ${o.scoring === 'gradient' ? `gradient (${o.steps > 1 ? `EAP-IG, ${o.steps} steps` : 'EAP'})` : 'exact path-patching'} edge scores until faithfulness ≥ ${o.target}`} on ${L.task.prompts.length} task prompts with ${L.kind} ablation of every edge outside it. A heuristic: small and faithful, not proven minimal.`,
+  };
+  await writeFileAtomic(outPath, serializeCircuit(circuit));
+  if (o.json) out(JSON.stringify({ circuit: path.relative(process.cwd(), outPath), nodes, edges: found.edges, ...circuit.metrics }, null, 2));
+  else {
+    out(`${L.suite.name}: ${o.method} edge discovery on ${path.relative(process.cwd(), L.modelPath)} (${L.task.prompts.length} task prompts, ${L.kind} ablation)`);
+    out(`  circuit: ${found.edges.length} of ${task.ids.length} edges, between ${nodes.join(', ')}`);
+    out(`  edges: ${found.edges.length > 40 ? `${found.edges.slice(0, 40).join(', ')}, … ${found.edges.length - 40} more (in the circuit file)` : found.edges.join(', ')}`);
+    printVerification(v, out);
+    out(`  wrote ${path.relative(process.cwd(), outPath)}`);
+  }
+  return 0;
+}
+
+async function verifyEdges(L: Loaded, c: Circuit): Promise<Verification> {
+  const { task, control } = await edgeContexts(L);
+  const scores = await edgeGradientScores(task, L.suite.metric);
+  return verifyEdgeCircuit(task, (c.edges ?? []).map((e) => `${e.source}->${e.target}`), L.suite.metric, scores, control);
 }
 
 export async function diffCommand(argv: string[], out: (s: string) => void): Promise<number> {
@@ -235,9 +308,13 @@ function printVerification(v: Verification, out: (s: string) => void): void {
   const m = v.faithfulnessByMetric;
   out(`  faithfulness ${f3(v.faithfulness)} (${v.metric})  —  by metric: logit_diff ${f3(m.logit_diff)}, accuracy ${f3(m.accuracy)}, kl ${f3(m.kl)}`);
   out(`  necessity ${f3(v.necessity)}   CPR ${f3(v.cpr)}   CMD ${f3(v.cmd)}   (MIB: area under the faithfulness curve over sizes / area between it and 1)`);
-  out(`  minimality (faithfulness drop when a node alone is removed): ${Object.entries(v.minimality).map(([k, d]) => `${k} ${f3(d)}`).join(', ')}`);
-  const removable = Object.entries(v.minimality).filter(([, d]) => d <= 0).map(([k]) => k);
-  if (removable.length) out(`  not minimal: removing ${removable.join(', ')} alone does not lower faithfulness`);
+  const entries = Object.entries(v.minimality);
+  // Edge circuits have many members: the largest drops, and how many more (all of them are in --json).
+  const shown = entries.length > 20 ? [...entries].sort((a, b) => b[1] - a[1]).slice(0, 12) : entries;
+  const more = entries.length - shown.length;
+  out(`  minimality (faithfulness drop when one member alone is removed): ${shown.map(([k, d]) => `${k} ${f3(d)}`).join(', ')}${more ? `, … ${more} more (--json lists all)` : ''}`);
+  const removable = entries.filter(([, d]) => d <= 0).map(([k]) => k);
+  if (removable.length) out(`  not minimal: removing ${removable.length > 12 ? `${removable.slice(0, 12).join(', ')} and ${removable.length - 12} more` : removable.join(', ')} alone does not lower faithfulness`);
   if (v.specificity) {
     const s = v.specificity;
     out(`  specificity on ${s.prompts} control prompts: KL ${f3(s.klWhenAblated)} when the circuit is ablated (task: ${f3(s.taskKlWhenAblated)}), accuracy ${f3(s.accuracyClean)} → ${f3(s.accuracyWhenAblated)}`);

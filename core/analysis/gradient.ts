@@ -74,8 +74,8 @@ export async function eapNodeScores(ctx: EvalContext, metric: MetricName, opts: 
       const chunkPrompts = chunk.map((r) => prompts[group[r.member]!.index]!);
       const kinds = chunkPrompts.map((p) => surrogateFor(metric, p));
       const seed = kinds.every((k) => k === 'logit_diff')
-        ? seedOf(chunkPrompts, kinds, V)
-        : (logits: F32) => seedOf(chunkPrompts, kinds, V, logits.data);
+        ? gradientSeed(chunkPrompts, kinds, V)
+        : (logits: F32) => gradientSeed(chunkPrompts, kinds, V, logits.data);
       const patch = chunk.some((r) => r.alpha !== 0) ? interpolation(ctx, chunk.map((r) => ({ prompt: group[r.member]!.index, alpha: r.alpha })), T) : undefined;
       const res = await engine.gradients({ ids: chunkPrompts.map((p) => p.ids), seed, patch, hooks: deltas ? [] : cleanHooks });
       chunk.forEach((r, i) => {
@@ -115,7 +115,7 @@ export async function gradientAttribution(ctx: EvalContext, metric: MetricName, 
 }
 
 /** dm/d(last logits) per row, [rows × V]: one-hot(answer) − one-hot(foil), or p_a (one-hot(answer) − p). */
-function seedOf(prompts: ResolvedPrompt[], kinds: Surrogate[], V: number, logits?: Float32Array): Float32Array {
+export function gradientSeed(prompts: ResolvedPrompt[], kinds: Surrogate[], V: number, logits?: Float32Array): Float32Array {
   const seed = new Float32Array(prompts.length * V);
   prompts.forEach((p, r) => {
     const o = r * V;
