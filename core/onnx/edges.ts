@@ -16,7 +16,7 @@
 // kept (and one with none: the bias), and differenced. Both clones only assume the outermost axis is the batch.
 import { UserError } from '../errors';
 import { GraphIndex } from './graph';
-import { DataType, floatValueInfo, int64Tensor, intAttr, intsAttr, makeNode, type OnnxModel, type OnnxNode, type TensorProto } from './model';
+import { AttrType, DataType, floatValueInfo, int64Tensor, intAttr, intsAttr, makeNode, type OnnxModel, type OnnxNode, type TensorProto } from './model';
 import { PATCHED, type ModelStructure } from './instrument';
 
 /** Graph inputs and outputs added for edges. */
@@ -106,9 +106,28 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
   const fail = (msg: string): never => {
     throw new UserError(`${what}: edge-level analysis cannot be set up for this export: ${msg}. Node-level analysis works on it.`);
   };
-  const pastInputs = s.extraInputs.filter((v) => /past/.test(v.name)).map((v) => v.name);
-  const fromPast = new Set<number>();
-  for (const p of pastInputs) for (const i of g.descendants(p)) fromPast.add(i);
+  // Nodes whose values (not just shapes: a length read with Shape is fine) come from graph inputs with a batch
+  // axis other than the token ids: position ids, attention masks, past key/values.
+  const batchInputs = s.extraInputs.map((v) => v.name);
+  const fromBatchInput = new Set<number>();
+  const pending = [...batchInputs];
+  while (pending.length) {
+    const t = pending.pop()!;
+    for (const i of g.consumers.get(t) ?? []) {
+      const n = g.node(i);
+      if (fromBatchInput.has(i) || n.opType === 'Shape' || n.opType === 'Size') continue;
+      fromBatchInput.add(i);
+      pending.push(...n.output.filter(Boolean));
+    }
+  }
+  /** `x` repeated `fold` times along its first axis, unless that axis is 1 (then it broadcasts as it is). */
+  const tileBatch = (x: string, fold: number): string => {
+    const shape = op('Shape', [x]);
+    const first = op('Slice', [shape, ints([0]), ints([1])]);
+    const r0 = op('Where', [op('Equal', [first, ints([1])]), ints([1]), ints([fold])]);
+    const ones = op('ConstantOfShape', [op('Sub', [op('Shape', [shape]), ints([1])])], [{ name: 'value', type: AttrType.TENSOR, t: { name: '', dims: [1], dataType: DataType.INT64, rawData: new Uint8Array(new BigInt64Array([1n]).buffer) } }]);
+    return op('Tile', [x, op('Concat', [r0, ones], [intAttr('axis', 0)])]);
+  };
 
   /** Clones the nodes between `from` and `to` onto `newFrom`, whose outermost axis is `fold` times the batch. */
   const clonePath = (from: string, to: string, newFrom: string, fold: number, tag: string): string => {
@@ -116,12 +135,17 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     if (!anc.reachedStop) fail(`"${to}" does not depend on "${from}"`);
     const desc = g.descendants(from);
     const nodes = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b);
-    if (nodes.some((i) => fromPast.has(i))) fail('past key/values feed the attention path (export the model without a KV cache)');
     const rename = new Map<string, string>([[from, newFrom]]);
     for (const i of nodes) for (const o of g.node(i).output) if (o) rename.set(o, `${o}@${tag}`);
     for (const i of nodes) {
       const n = g.node(i);
-      const input = n.input.map((t) => rename.get(t) ?? t);
+      const input = n.input.map((t) => {
+        if (rename.has(t)) return rename.get(t)!;
+        // Values with a batch axis from other inputs (rotary tables gathered by position ids, an empty past
+        // key/value) join the folded batch: repeat them along it.
+        if (batchInputs.includes(t) || fromBatchInput.has(g.producer.get(t) ?? -1)) return tileBatch(t, fold);
+        return t;
+      });
       if ((n.opType === 'Reshape' || n.opType === 'Expand') && n.input[1] && !rename.has(n.input[1])) {
         // A target shape computed outside the cloned path names the batch size: scale its first entry (kept
         // when 0 = copy or −1 = infer).

@@ -8,7 +8,7 @@ import { loadEngine } from '../../core/node/load';
 import type { Engine, EdgeValues } from '../../core/engine/engine';
 import type { F32 } from '../../core/engine/runtime';
 import { allEdges } from '../../core/formats/interop';
-import { decodeRef, EXAMPLES, maxAbsDiff, type RefTensor } from '../helpers';
+import { decodeRef, EXAMPLES, FIXTURES, maxAbsDiff, type RefTensor } from '../helpers';
 
 interface EdgeRef {
   edges: string[];
@@ -29,10 +29,20 @@ function meansOf(o: EdgeValues): EdgeValues {
   return { input: mean(o.input), heads: o.heads.map(mean), mlp: o.mlp.map(mean) };
 }
 
-for (const name of ['induction-gpt2', 'induction-llama']) {
-  test(`${name}: edge ablation and edge gradients match PyTorch path patching (split q/k/v inputs)`, async () => {
+// The demo models, and the same weights exported otherwise: opset 14, and optimum's decoder-with-past signature
+// (attention_mask, position_ids, empty past key/values feeding the cloned paths).
+const MODELS: [string, string][] = [
+  ['induction-gpt2', path.join(EXAMPLES, 'induction-gpt2.onnx')],
+  ['induction-llama', path.join(EXAMPLES, 'induction-llama.onnx')],
+  ['induction-gpt2', path.join(FIXTURES, 'models', 'induction-gpt2-opset14.onnx')],
+  ['induction-llama', path.join(FIXTURES, 'models', 'induction-llama-opset14.onnx')],
+  ['induction-llama', path.join(FIXTURES, 'models', 'induction-llama-kvcache.onnx')],
+];
+
+for (const [name, file] of MODELS) {
+  test(`${path.basename(file)}: edge ablation and edge gradients match PyTorch path patching (split q/k/v inputs)`, async () => {
     const ref: EdgeRef = JSON.parse(fs.readFileSync(path.join(EXAMPLES, 'references', `${name}.edges.json`), 'utf8'));
-    const engine: Engine = await loadEngine(path.join(EXAMPLES, `${name}.onnx`));
+    const engine: Engine = await loadEngine(file);
     try {
       const layout = engine.edges;
       // The engine's edge order is the EAP-IG order of core/formats/interop.ts and the reference's.
@@ -75,7 +85,7 @@ for (const name of ['induction-gpt2', 'induction-llama']) {
       const g = await engine.edgeGradients({ ids, seed });
       const gd = maxAbsDiff({ dims: [ids.length, E], data: g.grads }, decodeRef(ref.eapGrads));
       assert.ok(gd < 1e-4, `edge gradients vs PyTorch autograd: ${gd}`);
-      console.log(`# ${name}: ${ref.cases.length} edge ablations max |Δ| ${worst.toExponential(2)}; ${E} edge gradients max |Δ| ${gd.toExponential(2)}`);
+      console.log(`# ${path.basename(file)}: ${ref.cases.length} edge ablations max |Δ| ${worst.toExponential(2)}; ${E} edge gradients max |Δ| ${gd.toExponential(2)}`);
     } finally {
       await engine.release();
     }
