@@ -12,7 +12,7 @@ import { createRuntime, loadEngine } from './load';
  * changes on disk (size or mtime), so canaries re-run against the model as it is now.
  */
 export class NodeWorkspace implements Workspace {
-  private readonly engines = new Map<string, { stamp: string; engine: Promise<Engine> }>();
+  private readonly engines = new Map<string, { stamp: string; engine: Promise<Engine>; sha256?: Promise<string> }>();
 
   constructor(readonly root: string = process.cwd(), private readonly runtime: Runtime = createRuntime()) {}
 
@@ -38,20 +38,55 @@ export class NodeWorkspace implements Workspace {
     return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : p;
   }
 
+  /** Size and mtime, what tells that a file changed; undefined when it is gone. */
+  private async stamp(p: string): Promise<string | undefined> {
+    try {
+      const st = await fs.promises.stat(p);
+      return `${st.size}:${st.mtimeMs}`;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new UserError(`cannot read ${this.display(p)}: ${(e as Error).message}`);
+    }
+  }
+
   async loadEngine(modelPath: string): Promise<Engine> {
-    const st = await fs.promises.stat(modelPath);
-    const stamp = `${st.size}:${st.mtimeMs}`;
+    const stamp = await this.stamp(modelPath);
+    if (stamp === undefined) throw new UserError(`model file not found: ${this.display(modelPath)}`);
     const cached = this.engines.get(modelPath);
     if (cached && cached.stamp === stamp) return cached.engine;
     if (cached) void cached.engine.then((e) => e.release(), () => undefined);
     const engine = loadEngine(modelPath, this.runtime);
-    this.engines.set(modelPath, { stamp, engine });
-    engine.catch(() => this.engines.delete(modelPath));
+    const entry = { stamp, engine };
+    this.engines.set(modelPath, entry);
+    engine.catch(() => { if (this.engines.get(modelPath) === entry) this.engines.delete(modelPath); });
     return engine;
   }
 
+  /**
+   * For a model with a loaded engine, the hash of the file that engine was loaded from, so a circuit's recorded
+   * hash is compared with the model that ran: when the file changed on disk since (mid-run), that hash is
+   * gone and the caller is told so instead of being handed the new file's.
+   */
   async sha256(p: string): Promise<string> {
-    return sha256File(p);
+    const entry = this.engines.get(p);
+    if (!entry) {
+      if ((await this.stamp(p)) === undefined) throw new UserError(`file not found: ${this.display(p)}`);
+      return sha256File(p);
+    }
+    entry.sha256 ??= (async () => {
+      const changed = () => new UserError(`${this.display(p)} changed on disk after it was loaded; run again to use the file as it is now`);
+      if ((await this.stamp(p)) !== entry.stamp) throw changed();
+      let hash: string;
+      try {
+        hash = await sha256File(p);
+      } catch (e) {
+        if ((await this.stamp(p)) !== entry.stamp) throw changed();
+        throw new UserError(`cannot read ${this.display(p)}: ${(e as Error).message}`);
+      }
+      if ((await this.stamp(p)) !== entry.stamp) throw changed();
+      return hash;
+    })();
+    return entry.sha256;
   }
 
   async dispose(): Promise<void> {

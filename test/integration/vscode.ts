@@ -65,7 +65,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** Starts code-server on a free 127.0.0.1 port with fresh user-data/extensions dirs and `vsix` installed;
  *  resolves once its HTTP server answers. `stop()` kills it and removes the temporary folder
  *  (kept when CIRCUITLENS_KEEP_TMP is set). */
-export async function startCodeServer(opts: { vsix?: string; workspace?: string; settings?: Record<string, unknown>; timeoutMs?: number }): Promise<CodeServer> {
+export async function startCodeServer(opts: { vsix?: string; workspace?: string; settings?: Record<string, unknown>; timeoutMs?: number; workspaceTrust?: boolean }): Promise<CodeServer> {
   const bin = codeServerBin();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitlens-cs-'));
   const userData = path.join(dir, 'user-data');
@@ -74,7 +74,9 @@ export async function startCodeServer(opts: { vsix?: string; workspace?: string;
   fs.mkdirSync(path.join(userData, 'User'), { recursive: true });
   fs.mkdirSync(extensions);
   fs.writeFileSync(config, '');
-  fs.writeFileSync(path.join(userData, 'User', 'settings.json'), JSON.stringify({ ...WORKBENCH_SETTINGS, ...opts.settings }, null, 2));
+  // workspaceTrust: Workspace Trust on, as VS Code ships (the workbench asks whether to trust a folder it opens).
+  const trust = opts.workspaceTrust ? { 'security.workspace.trust.enabled': true } : {};
+  fs.writeFileSync(path.join(userData, 'User', 'settings.json'), JSON.stringify({ ...WORKBENCH_SETTINGS, ...trust, ...opts.settings }, null, 2));
   const common = ['--config', config, '--user-data-dir', userData, '--extensions-dir', extensions];
   // An unreachable local gallery, so nothing queries open-vsx.org.
   const env = { ...process.env, EXTENSIONS_GALLERY: JSON.stringify({ serviceUrl: 'http://127.0.0.1:9/gallery', itemUrl: 'http://127.0.0.1:9/item' }) };
@@ -92,7 +94,7 @@ export async function startCodeServer(opts: { vsix?: string; workspace?: string;
 
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const args = [...common, '--auth', 'none', '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust',
+  const args = [...common, '--auth', 'none', '--disable-telemetry', '--disable-update-check', ...(opts.workspaceTrust ? [] : ['--disable-workspace-trust']),
     '--disable-getting-started-override', '--bind-addr', `127.0.0.1:${port}`, ...(opts.workspace ? [opts.workspace] : [])];
   // Own process group, so stop() also reaches code-server's children (its server, extension host, pty host).
   const proc = spawn(bin, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env });
