@@ -193,7 +193,15 @@ export class Engine {
     return engine;
   }
 
+  private released = false;
+
+  /** Runs after release (the model's file changed and the cache reloaded it, or the workspace closed) fail clearly. */
+  private checkAlive(): void {
+    if (this.released) throw new UserError('the model was unloaded while this command was running (its file changed on disk, or the workspace closed); run the command again');
+  }
+
   async release(): Promise<void> {
+    this.released = true;
     await this.session.release();
     const g = await this.gradient?.catch(() => undefined);
     await g?.session.release();
@@ -426,6 +434,7 @@ export class Engine {
 
   /** A batch: at least one row, every row valid and of one length (the engine batches rows of one length). */
   private checkBatch(ids: number[][]): { B: number; T: number } {
+    this.checkAlive();
     const B = ids.length;
     if (B === 0) throw new UserError('no prompts to run');
     const T = ids[0]!.length;

@@ -6,9 +6,25 @@ type Ort = Pick<typeof OrtCommon, 'Tensor' | 'InferenceSession'>;
 
 /** Wraps an onnxruntime InferenceSession (node or web build; they share onnxruntime-common's API). */
 export class OrtSession implements Session {
+  private released = false;
+  private inFlight = new Set<Promise<unknown>>();
+
   constructor(private readonly ort: Ort, private readonly session: OrtCommon.InferenceSession) {}
 
   async run(feeds: Record<string, Feed>, fetches: string[]): Promise<Record<string, F32>> {
+    if (this.released) {
+      throw new UserError('the model was unloaded while this command was running (its file changed on disk, or the workspace closed); run the command again');
+    }
+    const run = this.runNow(feeds, fetches);
+    this.inFlight.add(run);
+    try {
+      return await run;
+    } finally {
+      this.inFlight.delete(run);
+    }
+  }
+
+  private async runNow(feeds: Record<string, Feed>, fetches: string[]): Promise<Record<string, F32>> {
     const inputs: Record<string, OrtCommon.Tensor> = {};
     for (const [name, f] of Object.entries(feeds)) inputs[name] = new this.ort.Tensor(f.type, f.data, f.dims);
     let out: OrtCommon.InferenceSession.ReturnType;
@@ -25,7 +41,11 @@ export class OrtSession implements Session {
     return res;
   }
 
+  /** Releases the session once the runs in flight have finished; later runs get a clear error. */
   async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await Promise.allSettled([...this.inFlight]);
     await this.session.release();
   }
 }

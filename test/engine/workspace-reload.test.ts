@@ -50,6 +50,9 @@ describe('NodeWorkspace when a model file changes on disk', () => {
       assert.equal(b.info.architecture, 'llama', 'the engine is the new file\'s');
       const r = await inflight;
       assert.deepEqual(r.logits.dims, [32, ids.length, a.info.vocab]);
+      // The old engine's next call (a command still holding it) says what happened.
+      await new Promise((res) => setTimeout(res, 50));
+      await assert.rejects(a.run({ ids: [ids], lastOnly: true }), (e: Error) => isUserError(e) && /unloaded while this command was running/.test(e.message));
     } finally {
       await ws.dispose();
       fs.rmSync(dir, { recursive: true, force: true });
