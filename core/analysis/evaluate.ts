@@ -1,7 +1,8 @@
 import type { Ablation, AblationKind, Engine, MeanActivations } from '../engine/engine';
 import { groupByLength } from '../engine/engine';
 import type { F32 } from '../engine/runtime';
-import { allComponentNodes, type NodeId } from '../ids';
+import { hookName } from '../hooks';
+import { allComponentNodes, parseNodeId, type NodeId } from '../ids';
 import { faithfulness, logSoftmax, meanMetrics, METRICS, necessity, scorePrompt, type MetricName, type PromptScore, type SuiteMetrics } from './metrics';
 import type { ResolvedPrompt } from './prompts';
 
@@ -18,7 +19,12 @@ export interface EvalContext {
   /** Most rows per engine call. */
   maxRows: number;
   signal?: AbortSignal;
+  /** Per prompt: its clean hook_resid_pre of every layer ([T·D] each), for runs that start at a later layer. */
+  residPre?: Float32Array[][];
 }
+
+/** Ablation sweeps start each row at the lowest layer it ablates when the engine can; clean residuals are kept up to this size. */
+const RESID_CACHE_BYTES = 1 << 30;
 
 export interface SetResult {
   ablated: NodeId[];
@@ -85,13 +91,28 @@ function concatRows(rows: F32[]): F32 {
 export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<Float32Array[][]> {
   const { engine, prompts } = ctx;
   const V = engine.info.vocab;
+  const { layers, dModel } = engine.info;
   const out: Float32Array[][] = sets.map(() => new Array(prompts.length));
+  // Layer skipping: a set that ablates nothing below layer l runs from the clean resid_pre of layer l (sweeps of
+  // many sets only: the clean residuals cost one forward run with hooks).
+  const firstLayer = sets.map((set) => (set.length ? Math.min(...set.map((id) => layerOf(id))) : layers - 1));
+  const cacheBytes = prompts.reduce((a, p) => a + p.ids.length, 0) * layers * dModel * 4;
+  const skipping = sets.length >= 4 && firstLayer.some((l) => l > 0) && cacheBytes <= RESID_CACHE_BYTES && (await engine.canSkipLayers());
+  if (skipping) await cacheResidPre(ctx);
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
-    const rows: { set: number; prompt: number }[] = [];
-    sets.forEach((_, s) => group.forEach((g) => rows.push({ set: s, prompt: g.index })));
-    for (let start = 0; start < rows.length; start += ctx.maxRows) {
+    const T = group[0]!.ids.length;
+    const rows: { set: number; prompt: number; layer: number }[] = [];
+    sets.forEach((_, s) => group.forEach((g) => rows.push({ set: s, prompt: g.index, layer: skipping ? firstLayer[s]! : 0 })));
+    // Rows of one engine call share their first layer.
+    rows.sort((a, b) => a.layer - b.layer);
+    for (let start = 0; start < rows.length;) {
       checkCancelled(ctx.signal);
-      const chunk = rows.slice(start, start + ctx.maxRows);
+      let end = start + 1;
+      while (end < rows.length && end - start < ctx.maxRows && rows[end]!.layer === rows[start]!.layer) end++;
+      const chunk = rows.slice(start, end);
+      start = end;
+      const layer = chunk[0]!.layer;
+      const resid = layer > 0 ? concatResid(chunk.map((r) => ctx.residPre![r.prompt]![layer]!), T, dModel) : undefined;
       const ablations: (Ablation | undefined)[] = chunk.map((r) => (sets[r.set]!.length ? { nodes: sets[r.set]!, kind: ctx.ablation } : undefined));
       const resample = ctx.ablation === 'resample' && ablations.some(Boolean)
         ? {
@@ -99,11 +120,42 @@ export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<Float
             mlp: Array.from({ length: engine.info.layers }, (_, l) => concatRows(chunk.map((r) => ctx.corrupted![r.prompt]!.mlp[l]!))),
           }
         : undefined;
-      const res = await engine.run({ ids: chunk.map((r) => prompts[r.prompt]!.ids), ablations, means: ctx.means, resample, lastOnly: true });
+      const res = await engine.run({
+        ids: chunk.map((r) => prompts[r.prompt]!.ids), ablations, means: ctx.means, resample, lastOnly: true,
+        start: resid ? { layer, resid } : undefined,
+      });
       chunk.forEach((r, i) => { out[r.set]![r.prompt] = res.logits.data.slice(i * V, (i + 1) * V); });
     }
   }
   return out;
+}
+
+function layerOf(id: NodeId): number {
+  const n = parseNodeId(id);
+  return n.kind === 'head' || n.kind === 'mlp' ? n.layer : 0;
+}
+
+/** Every prompt's clean hook_resid_pre per layer, from one forward run per prompt length (once per context). */
+async function cacheResidPre(ctx: EvalContext): Promise<void> {
+  if (ctx.residPre) return;
+  const { engine, prompts } = ctx;
+  const hooks = Array.from({ length: engine.info.layers }, (_, l) => hookName('resid_pre', l));
+  const cache: Float32Array[][] = new Array(prompts.length);
+  for (const group of groupByLength(prompts.map((p) => p.ids))) {
+    for (let start = 0; start < group.length; start += ctx.maxRows) {
+      checkCancelled(ctx.signal);
+      const chunk = group.slice(start, start + ctx.maxRows);
+      const res = await engine.run({ ids: chunk.map((g) => g.ids), hooks, lastOnly: true });
+      chunk.forEach((g, r) => { cache[g.index] = hooks.map((h) => sliceRow(res.activations[h]!, r).data); });
+    }
+  }
+  ctx.residPre = cache;
+}
+
+function concatResid(rows: Float32Array[], T: number, D: number): F32 {
+  const data = new Float32Array(rows.length * T * D);
+  rows.forEach((r, i) => data.set(r, i * T * D));
+  return { dims: [rows.length, T, D], data };
 }
 
 /** Scores of each ablation set (nodes to ablate) on every prompt; [] is the unablated model. */

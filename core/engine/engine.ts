@@ -3,6 +3,7 @@ import { allHookNames, hookName, type HookName } from '../hooks';
 import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
 import { addGradients, GRAD_SEED } from '../onnx/autodiff';
 import { addEdgeInputs, EDGE, edgeLayout, type EdgeLayout } from '../onnx/edges';
+import { addLayerSkipping, START } from '../onnx/skip';
 import { GraphIndex } from '../onnx/graph';
 import { decodeModel, encodeModel, externalLocations, opsetVersion, type OnnxModel } from '../onnx/model';
 import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, withOutputsOnly, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
@@ -57,6 +58,12 @@ export interface RunRequest {
   lastOnly?: boolean;
   /** Also return the logit lens: each layer's residual stream through the final norm and unembedding. */
   lens?: boolean;
+  /**
+   * Start at this layer from the given clean blocks.<layer>.hook_resid_pre ([B, T, D]) instead of from the
+   * tokens: what an ablation that touches nothing below the layer gives, for less work (lastOnly runs without
+   * hooks only; engines that cannot skip layers run the whole model, with the same result).
+   */
+  start?: { layer: number; resid: F32 };
 }
 
 export interface RunResult {
@@ -209,6 +216,8 @@ export class Engine {
     await l?.session.release();
     const last = await this.last?.catch(() => undefined);
     await last?.release();
+    const sk = await this.skip?.catch(() => undefined);
+    await sk?.release();
     const ef = await this.edgeGraphs.forward?.catch(() => undefined);
     await ef?.release();
     const eg = await this.edgeGraphs.gradient?.catch(() => undefined);
@@ -221,6 +230,26 @@ export class Engine {
       return runtime.createSession(encodeModel(withOutputsOnly(instrumented, [LAST_LOGITS])), external);
     })();
     return this.last;
+  }
+
+  private skip?: Promise<Session | undefined>;
+
+  /** Whether runs can start at a later layer (RunRequest.start): native onnxruntime, blocks that can be cut out. */
+  async canSkipLayers(): Promise<boolean> {
+    return (await this.skipSession()) !== undefined;
+  }
+
+  private skipSession(): Promise<Session | undefined> {
+    this.skip ??= (async () => {
+      if (!this.source || this.source.runtime.backend !== 'node') return undefined;
+      const { runtime, instrumented, external } = this.source;
+      const model = withOutputsOnly(instrumented, [LAST_LOGITS]);
+      // withOutputsOnly shares node objects with the instrumented model: copy the list before rewriting it.
+      const copy = { ...model, graph: { ...model.graph!, node: [...model.graph!.node], input: [...model.graph!.input], initializer: [...model.graph!.initializer] } };
+      if (!addLayerSkipping(copy, this.structure)) return undefined;
+      return runtime.createSession(encodeModel(copy), external);
+    })();
+    return this.skip;
   }
 
   /** The session a run with these fetches needs: the lean one when only the last logits are read. */
@@ -458,6 +487,24 @@ export class Engine {
     for (const h of hooks) if (!this.taps[h]) throw new UserError(`unknown hook "${h}" (run \`circuitlens info\` to list hooks)`);
     if (req.ablations && req.ablations.length !== B) throw new Error('ablations must have one entry per batch row');
     const logitsTap = req.lastOnly ? LAST_LOGITS : 'logits';
+    if (req.start) {
+      if (!req.lastOnly || hooks.length || req.lens) throw new Error('RunRequest.start: lastOnly runs without hooks or lens only');
+      const skip = await this.skipSession();
+      if (skip) {
+        const { layer, resid } = req.start;
+        if (!Number.isInteger(layer) || layer < 0 || layer >= this.info.layers) throw new Error(`RunRequest.start: no layer ${layer}`);
+        if (resid.dims[0] !== B || resid.dims[1] !== T || resid.dims[2] !== this.info.dModel) throw new Error(`RunRequest.start: resid is [${resid.dims}], expected [${B}, ${T}, ${this.info.dModel}]`);
+        const feeds = {
+          [this.structure.inputIds]: { type: 'int64', dims: [B, T], data: BigInt64Array.from(req.ids.flat(), (v) => BigInt(v)) } as Feed,
+          ...this.extraFeeds(B, T),
+          ...this.ablationFeeds(req, B, T),
+          [START.layer]: { type: 'int64', dims: [], data: BigInt64Array.of(BigInt(layer)) } as Feed,
+          [START.resid]: f32(resid.dims, resid.data),
+        };
+        const out = await skip.run(feeds, [LAST_LOGITS]);
+        return { logits: out[LAST_LOGITS]!, activations: {} };
+      }
+    }
     const lens = req.lens ? await this.lensSession() : undefined;
     const raw = await this.runRaw(req.ids, [...new Set([logitsTap, ...hooks, ...(lens?.outputs ?? [])])], this.ablationFeeds(req, B, T), lens?.session);
     const activations: Record<HookName, F32> = {};

@@ -52,3 +52,27 @@ for (const file of MODELS) {
     }
   });
 }
+
+for (const file of MODELS) {
+  const name = path.basename(file);
+  test(`${name}: runs that start at a later layer from the clean residual equal whole runs (layer skipping)`, async () => {
+    const engine = await loadEngine(file);
+    try {
+      assert.equal(await engine.canSkipLayers(), true, 'every block can be cut out');
+      const ids = [[5, 9, 14, 3, 11, 7, 5, 9, 14], [12, 4, 8, 12, 4, 8, 6, 2, 12]];
+      const clean = await engine.run({ ids, hooks: ['blocks.1.hook_resid_pre', 'blocks.0.hook_resid_pre'], lastOnly: true });
+      const ablations = [{ nodes: ['a1.h2', 'm1'] as never[], kind: 'zero' as const }, undefined];
+      const whole = await engine.run({ ids, ablations, lastOnly: true });
+      const from1 = await engine.run({ ids, ablations, lastOnly: true, start: { layer: 1, resid: clean.activations['blocks.1.hook_resid_pre']! } });
+      assert.ok(maxAbsDiff(from1.logits, whole.logits) < 1e-5, 'start at layer 1');
+      const from0 = await engine.run({ ids, ablations, lastOnly: true, start: { layer: 0, resid: clean.activations['blocks.0.hook_resid_pre']! } });
+      assert.ok(maxAbsDiff(from0.logits, whole.logits) < 1e-5, 'start at layer 0');
+      // The start residual is really used: a different one gives different logits.
+      const other = { dims: clean.activations['blocks.1.hook_resid_pre']!.dims, data: clean.activations['blocks.1.hook_resid_pre']!.data.map((x) => x * 0.5) };
+      const moved = await engine.run({ ids, lastOnly: true, start: { layer: 1, resid: other } });
+      assert.ok(maxAbsDiff(moved.logits, clean.logits) > 1e-2);
+    } finally {
+      await engine.release();
+    }
+  });
+}
