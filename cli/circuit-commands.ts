@@ -1,15 +1,15 @@
 import * as path from 'node:path';
 import { patchingAttribution } from '../core/analysis/attribution';
 import { differentialActivation } from '../core/analysis/differential';
-import { acdcEdges, edgeCircuitNodes, edgeGradientScores, edgePatchingScores, greedyEdges, prepareEdges, verifyEdgeCircuit, type EdgeContext } from '../core/analysis/edges';
-import { acdcNodes, greedyNodes } from '../core/analysis/discovery';
+import { circuitFile, discoverCircuit, round6, verificationRecord } from '../core/analysis/discover-circuit';
+import { edgeGradientScores, edgePatchingScores, prepareEdges, verifyEdgeCircuit, type EdgeContext } from '../core/analysis/edges';
 import { prepare, type EvalContext } from '../core/analysis/evaluate';
 import { gradientAttribution } from '../core/analysis/gradient';
 import { resolvePrompts, type ResolvedPrompt } from '../core/analysis/prompts';
 import { verifyCircuit, type Verification } from '../core/analysis/verify';
 import type { AblationKind, Engine } from '../core/engine/engine';
 import { UserError } from '../core/errors';
-import { CIRCUIT_SCHEMA_VERSION, circuitComponents, parseCircuit, serializeCircuit, type Circuit } from '../core/formats/circuit';
+import { circuitComponents, parseCircuit, serializeCircuit, type Circuit } from '../core/formats/circuit';
 import { hasErrors } from '../core/formats/diagnostics';
 import { fromEapIg, fromNeuronpedia, toEapIg, toNeuronpedia } from '../core/formats/interop';
 import type { Suite } from '../core/formats/suite';
@@ -98,33 +98,25 @@ export async function discoverCommand(argv: string[], out: (s: string) => void):
   const threshold = numberFlag(values.threshold, '--threshold', 0.02);
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, true);
   try {
-    if (level === 'edge') return await discoverEdges(L, { method, scoring, steps, target, threshold, out: values.out, name: values.name, json: values.json }, out);
-    const metric = L.suite.metric;
-    const attr = scoring === 'gradient' ? await gradientAttribution(L.task, metric, { steps }) : await patchingAttribution(L.task, metric);
-    const found = method === 'acdc' ? await acdcNodes(L.task, metric, threshold) : await greedyNodes(L.task, metric, attr.nodes, target);
-    const v = await verifyCircuit(L.task, found.nodes, metric, L.control);
+    const d = await discoverCircuit(L.task, L.control, L.prompts, L.suite.metric, { level, method, scoring, steps, target, threshold });
     const outPath = path.resolve(values.out);
     const rel = (p: string) => path.relative(path.dirname(outPath), p).split(path.sep).join('/');
-    const circuit: Circuit = {
-      schemaVersion: CIRCUIT_SCHEMA_VERSION,
-      name: values.name ?? `${L.suite.name} (${method})`,
-      model: { path: rel(L.modelPath), sha256: await sha256File(L.modelPath) },
-      suite: rel(L.suite.file),
-      granularity: 'node',
-      ablation: L.kind,
-      nodes: found.nodes,
-      edges: [],
-      scores: Object.fromEntries(attr.nodes.map((n) => [n.id, round(n.score)])),
-      metrics: metricsBlock(v, { method, target: method === 'greedy' ? target : undefined, threshold: method === 'acdc' ? threshold : undefined, scores: scoring, steps: scoring === 'gradient' ? steps : undefined }),
-      created: new Date().toISOString(),
-      notes: `Found by ${method === 'acdc' ? `ACDC-style pruning (threshold ${threshold})` : `greedy selection by ${scoring === 'gradient' ? `gradient (${steps > 1 ? `EAP-IG, ${steps} steps` : 'EAP'}) scores` : 'exact patching scores'} until faithfulness ≥ ${target}`} on ${L.task.prompts.length} task prompts with ${L.kind} ablation. A heuristic: small and faithful, not proven minimal.`,
-    };
+    const circuit = circuitFile(d, {
+      name: values.name ?? `${L.suite.name} (${method}${level === 'edge' ? ', edges' : ''})`, level, ablation: L.kind,
+      model: { path: rel(L.modelPath), sha256: await sha256File(L.modelPath) }, suite: rel(L.suite.file),
+    });
     await writeFileAtomic(outPath, serializeCircuit(circuit));
-    if (values.json) out(JSON.stringify({ circuit: path.relative(process.cwd(), outPath), nodes: found.nodes, ...circuit.metrics }, null, 2));
+    if (values.json) out(JSON.stringify({ circuit: path.relative(process.cwd(), outPath), nodes: d.nodes, ...(level === 'edge' ? { edges: d.edges.map((e) => `${e.source}->${e.target}`) } : {}), ...circuit.metrics }, null, 2));
     else {
-      out(`${L.suite.name}: ${method} discovery on ${path.relative(process.cwd(), L.modelPath)} (${L.task.prompts.length} task prompts, ${L.kind} ablation)`);
-      out(`  circuit (${found.nodes.length} of ${L.engine.info.layers * (L.engine.info.heads + 1)} heads and MLPs): ${found.nodes.join(', ')}`);
-      printVerification(v, out);
+      out(`${L.suite.name}: ${method} ${level === 'edge' ? 'edge ' : ''}discovery on ${path.relative(process.cwd(), L.modelPath)} (${L.task.prompts.length} task prompts, ${L.kind} ablation)`);
+      if (level === 'edge') {
+        const ids = d.edges.map((e) => `${e.source}->${e.target}`);
+        out(`  circuit: ${ids.length} of ${d.edgesInModel} edges, between ${d.nodes.join(', ')}`);
+        out(`  edges: ${ids.length > 40 ? `${ids.slice(0, 40).join(', ')}, … ${ids.length - 40} more (in the circuit file)` : ids.join(', ')}`);
+      } else {
+        out(`  circuit (${d.nodes.length} of ${L.engine.info.layers * (L.engine.info.heads + 1)} heads and MLPs): ${d.nodes.join(', ')}`);
+      }
+      printVerification(d.verification, out);
       out(`  wrote ${path.relative(process.cwd(), outPath)}`);
     }
     return 0;
@@ -159,7 +151,7 @@ export async function verifyCommand(argv: string[], out: (s: string) => void): P
     const warnings: string[] = [];
     if (c.model?.sha256 && c.model.sha256 !== (await sha256File(L.modelPath))) warnings.push('the circuit was found on a different model file (sha256 differs)');
     for (const w of warnings) process.stderr.write(`circuitlens verify: warning: ${w}\n`);
-    if (values.json) out(JSON.stringify({ ...metricsBlock(v, {}), warnings }, null, 2));
+    if (values.json) out(JSON.stringify({ ...verificationRecord(v, {}), warnings }, null, 2));
     else {
       const what = edgeLevel ? `${c.edges!.length} edges between ${nodes.length} nodes (${nodes.join(', ')})` : `${nodes.length} nodes (${nodes.join(', ')})`;
       out(`${c.name}: ${what} on ${path.relative(process.cwd(), L.modelPath)}, ${L.task.prompts.length} task prompts, ${L.kind} ablation`);
@@ -186,7 +178,7 @@ async function attributeEdges(L: Loaded, method: 'patching' | 'gradient', steps:
   const metric = L.suite.metric;
   const edges = await edgeScores(task, metric, method, steps);
   const result = {
-    nodes: [], edges: edges.map((e) => ({ ...e, score: round(e.score) })), metric, method, level: 'edge', ablation: L.kind, prompts: L.task.prompts.length,
+    nodes: [], edges: edges.map((e) => ({ ...e, score: round6(e.score) })), metric, method, level: 'edge', ablation: L.kind, prompts: L.task.prompts.length,
     ...(method === 'gradient' ? { steps } : {}),
   };
   if (values.out) await writeFileAtomic(path.resolve(values.out), JSON.stringify(result, null, 2) + '\n');
@@ -195,43 +187,6 @@ async function attributeEdges(L: Loaded, method: 'patching' | 'gradient', steps:
     const how = method === 'gradient' ? `gradients on edge weights (${steps > 1 ? `EAP-IG, ${steps} steps` : 'EAP'})` : 'exact path patching (one edge at a time)';
     out(`${L.suite.name}: edge attribution by ${how}, ${L.kind} ablation, ${L.task.prompts.length} task prompts; ${edges.length} edges, top 30 by |score|:`);
     for (const e of [...edges].sort((a, b) => Math.abs(b.score) - Math.abs(a.score)).slice(0, 30)) out(`  ${`${e.source}->${e.target}`.padEnd(22)} ${e.score >= 0 ? ' ' : ''}${e.score.toFixed(4)}`);
-  }
-  return 0;
-}
-
-interface EdgeDiscoverOptions { method: 'greedy' | 'acdc'; scoring: 'patching' | 'gradient'; steps: number; target: number; threshold: number; out: string; name?: string; json?: boolean }
-
-async function discoverEdges(L: Loaded, o: EdgeDiscoverOptions, out: (s: string) => void): Promise<number> {
-  const { task, control } = await edgeContexts(L);
-  const metric = L.suite.metric;
-  const scores = await edgeScores(task, metric, o.scoring, o.steps);
-  const found = o.method === 'acdc' ? await acdcEdges(task, metric, o.threshold) : await greedyEdges(task, metric, scores, o.target);
-  const v = await verifyEdgeCircuit(task, found.edges, metric, scores, control);
-  const outPath = path.resolve(o.out);
-  const rel = (p: string) => path.relative(path.dirname(outPath), p).split(path.sep).join('/');
-  const scoreOf = new Map(scores.map((e) => [`${e.source}->${e.target}`, e.score]));
-  const nodes = edgeCircuitNodes(found.edges);
-  const circuit: Circuit = {
-    schemaVersion: CIRCUIT_SCHEMA_VERSION,
-    name: o.name ?? `${L.suite.name} (${o.method}, edges)`,
-    model: { path: rel(L.modelPath), sha256: await sha256File(L.modelPath) },
-    suite: rel(L.suite.file),
-    granularity: 'edge',
-    ablation: L.kind,
-    nodes: nodes as Circuit['nodes'],
-    edges: found.edges.map((id) => { const [source, target] = id.split('->') as [string, string]; return { source, target, score: round(scoreOf.get(id) ?? 0) }; }),
-    metrics: metricsBlock(v, { method: o.method, target: o.method === 'greedy' ? o.target : undefined, threshold: o.method === 'acdc' ? o.threshold : undefined, scores: o.scoring, steps: o.scoring === 'gradient' ? o.steps : undefined, edgesInModel: task.ids.length }),
-    created: new Date().toISOString(),
-    notes: `Edge circuit found by ${o.method === 'acdc' ? `ACDC-style pruning over edges (threshold ${o.threshold})` : `greedy selection by ${o.scoring === 'gradient' ? `gradient (${o.steps > 1 ? `EAP-IG, ${o.steps} steps` : 'EAP'})` : 'exact path-patching'} edge scores until faithfulness ≥ ${o.target}`} on ${L.task.prompts.length} task prompts with ${L.kind} ablation of every edge outside it. A heuristic: small and faithful, not proven minimal.`,
-  };
-  await writeFileAtomic(outPath, serializeCircuit(circuit));
-  if (o.json) out(JSON.stringify({ circuit: path.relative(process.cwd(), outPath), nodes, edges: found.edges, ...circuit.metrics }, null, 2));
-  else {
-    out(`${L.suite.name}: ${o.method} edge discovery on ${path.relative(process.cwd(), L.modelPath)} (${L.task.prompts.length} task prompts, ${L.kind} ablation)`);
-    out(`  circuit: ${found.edges.length} of ${task.ids.length} edges, between ${nodes.join(', ')}`);
-    out(`  edges: ${found.edges.length > 40 ? `${found.edges.slice(0, 40).join(', ')}, … ${found.edges.length - 40} more (in the circuit file)` : found.edges.join(', ')}`);
-    printVerification(v, out);
-    out(`  wrote ${path.relative(process.cwd(), outPath)}`);
   }
   return 0;
 }
@@ -281,27 +236,6 @@ function numberFlag(v: string | undefined, flag: string, fallback: number): numb
   const x = Number(v);
   if (!Number.isFinite(x)) throw new UserError(`${flag} must be a number (got "${v}")`);
   return x;
-}
-
-function round(x: number): number {
-  return Number.isFinite(x) ? Math.round(x * 1e6) / 1e6 : x;
-}
-
-/** The metrics block of a circuit file and of `verify --json` (DESIGN §6 keys first). */
-function metricsBlock(v: Verification, extra: Record<string, unknown>) {
-  const r = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, x]) => [k, round(x)]));
-  return {
-    faithfulness: round(v.faithfulness),
-    faithfulnessByMetric: r({ logit_diff: v.faithfulnessByMetric.logit_diff, accuracy: v.faithfulnessByMetric.accuracy, kl: v.faithfulnessByMetric.kl, prob: v.faithfulnessByMetric.prob }),
-    necessity: round(v.necessity),
-    necessityByMetric: r(v.necessityByMetric),
-    minimality: r(v.minimality),
-    specificity: v.specificity ? r(v.specificity) : null,
-    cpr: round(v.cpr), cmd: round(v.cmd),
-    curve: v.curve.map((p) => ({ size: p.size, faithfulness: round(p.faithfulness) })),
-    metric: v.metric, ablation: v.ablation, prompts: v.prompts,
-    ...Object.fromEntries(Object.entries(extra).filter(([, x]) => x !== undefined)),
-  };
 }
 
 function printVerification(v: Verification, out: (s: string) => void): void {

@@ -2,13 +2,14 @@ import * as path from 'node:path';
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import { patchingAttribution } from '../core/analysis/attribution';
-import { greedyNodes } from '../core/analysis/discovery';
+import { circuitFile, discoverCircuit } from '../core/analysis/discover-circuit';
+import { edgeGradientScores, edgePatchingScores, prepareEdges, verifyEdgeCircuit } from '../core/analysis/edges';
 import { Cancelled, evaluateSets, prepare } from '../core/analysis/evaluate';
 import { resolvePrompts, type ResolvedPrompt } from '../core/analysis/prompts';
 import { verifyCircuit } from '../core/analysis/verify';
 import type { Engine } from '../core/engine/engine';
 import { isUserError } from '../core/errors';
-import { CIRCUIT_SCHEMA_VERSION, circuitComponents, parseCircuit, serializeCircuit, type Circuit } from '../core/formats/circuit';
+import { circuitComponents, parseCircuit, serializeCircuit } from '../core/formats/circuit';
 import { hasErrors, type Diagnostic } from '../core/formats/diagnostics';
 import { toEapIg } from '../core/formats/interop';
 import { parseSuite, type Suite } from '../core/formats/suite';
@@ -165,9 +166,21 @@ export function commandTable(s: Services): Record<string, (...args: Arg[]) => Pr
         report(`${allComponentNodes(L.engine.info).length + 1} ablation sets × ${L.task.length} prompts`);
         const ctx = await prepare(L.engine, L.task, L.suite.ablation, { signal, meanOver: L.all });
         const attr = await patchingAttribution(ctx, L.suite.metric);
+        // Edges: exact path patching while that is a few hundred runs, else their gradient estimate (EAP).
+        let edgeMethod = '';
+        try {
+          const ec = await prepareEdges(ctx, L.all);
+          const exact = ec.ids.length <= 600;
+          report(`${ec.ids.length} edges (${exact ? 'path patching' : 'EAP'})`);
+          attr.edges = exact ? (await edgePatchingScores(ec, L.suite.metric)).edges : await edgeGradientScores(ec, L.suite.metric);
+          edgeMethod = exact ? '; edges by path patching' : '; edges by EAP';
+        } catch (e) {
+          if (!isUserError(e)) throw e;
+          state.log.warn(`no edge attribution for ${path.basename(L.modelPath)}: ${(e as Error).message}`);
+        }
         const graph: GraphState = {
           version: 1, title: `Attribution: ${L.suite.name} · ${path.basename(L.modelPath)}`, modelPath: L.modelPath, suitePath: f, metric: L.suite.metric,
-          ablation: L.suite.ablation, method: `exact patching (${L.suite.ablation} ablation)`, layers: L.engine.info.layers, heads: L.engine.info.heads,
+          ablation: L.suite.ablation, method: `exact patching (${L.suite.ablation} ablation)${edgeMethod}`, layers: L.engine.info.layers, heads: L.engine.info.heads,
           nodes: [{ id: 'input', score: 0 }, ...attr.nodes, { id: 'logits', score: 0 }], edges: attr.edges, prompts: L.task, meanOver: L.all, marked: [],
           compute: { workerUri: '', wasmUri: '', modelUri: '', prefer: 'auto', what: '' },
         };
@@ -183,18 +196,13 @@ export function commandTable(s: Services): Record<string, (...args: Arg[]) => Pr
         const L = await loadSuite(state, f);
         if (!L) return undefined;
         const ctx = await prepare(L.engine, L.task, L.suite.ablation, { signal, meanOver: L.all });
-        const attr = await patchingAttribution(ctx, L.suite.metric);
-        const found = await greedyNodes(ctx, L.suite.metric, attr.nodes, target);
         const control = L.control.length ? await prepare(L.engine, L.control, L.suite.ablation, { signal, meanOver: L.all }) : undefined;
-        const v = await verifyCircuit(ctx, found.nodes, L.suite.metric, control);
+        const d = await discoverCircuit(ctx, control, L.all, L.suite.metric, { level: 'node', method: 'greedy', scoring: 'patching', steps: 1, target, threshold: 0.02 });
+        const v = d.verification;
+        const found = { nodes: d.nodes };
         const out = path.join(path.dirname(f), `${path.basename(f).replace(/\.suite\.ya?ml$/, '')}-${path.basename(L.modelPath, '.onnx')}.circuit.json`);
         const rel = (p: string) => path.relative(path.dirname(out), p).split(path.sep).join('/');
-        const circuit: Circuit = {
-          schemaVersion: CIRCUIT_SCHEMA_VERSION, name: `${L.suite.name} (greedy)`, model: { path: rel(L.modelPath), sha256: await sha256File(L.modelPath) }, suite: rel(f),
-          granularity: 'node', ablation: L.suite.ablation, nodes: found.nodes, edges: [], scores: Object.fromEntries(attr.nodes.map((n) => [n.id, n.score])),
-          metrics: { faithfulness: v.faithfulness, faithfulnessByMetric: v.faithfulnessByMetric, necessity: v.necessity, minimality: v.minimality, cpr: v.cpr, cmd: v.cmd, specificity: v.specificity ?? null, metric: v.metric, ablation: v.ablation, prompts: v.prompts },
-          created: new Date().toISOString(), notes: `Greedy selection by exact patching scores until faithfulness ≥ ${target}; a heuristic, not proven minimal.`,
-        };
+        const circuit = circuitFile(d, { name: `${L.suite.name} (greedy)`, level: 'node', ablation: L.suite.ablation, model: { path: rel(L.modelPath), sha256: await sha256File(L.modelPath) }, suite: rel(f) });
         await writeFileAtomic(out, serializeCircuit(circuit));
         state.log.info(`discovered ${found.nodes.join(', ')}: faithfulness ${f3(v.faithfulness)} (accuracy ${f3(v.faithfulnessByMetric.accuracy)}, kl ${f3(v.faithfulnessByMetric.kl)}), necessity ${f3(v.necessity)} → ${out}`);
         return out;
@@ -212,8 +220,17 @@ export function commandTable(s: Services): Record<string, (...args: Arg[]) => Pr
         if (!L) return;
         const ctx = await prepare(L.engine, L.task, circuit.ablation ?? L.suite.ablation, { signal, meanOver: L.all });
         const control = L.control.length ? await prepare(L.engine, L.control, ctx.ablation, { signal, meanOver: L.all }) : undefined;
-        const v = await verifyCircuit(ctx, L.engine.checkNodes(circuitComponents(circuit)), L.suite.metric, control);
-        const msg = `${circuit.name}: faithfulness ${f3(v.faithfulness)} (${v.metric}; accuracy ${f3(v.faithfulnessByMetric.accuracy)}, kl ${f3(v.faithfulnessByMetric.kl)}), necessity ${f3(v.necessity)}, CPR ${f3(v.cpr)}, CMD ${f3(v.cmd)}`;
+        const nodes = L.engine.checkNodes(circuitComponents(circuit));
+        const edgeLevel = circuit.granularity === 'edge' && (circuit.edges ?? []).length > 0;
+        let v;
+        if (edgeLevel) {
+          const ec = await prepareEdges(ctx, L.all);
+          const cc = control ? await prepareEdges(control, L.all) : undefined;
+          v = await verifyEdgeCircuit(ec, circuit.edges!.map((e) => `${e.source}->${e.target}`), L.suite.metric, await edgeGradientScores(ec, L.suite.metric), cc);
+        } else {
+          v = await verifyCircuit(ctx, nodes, L.suite.metric, control);
+        }
+        const msg = `${circuit.name}${edgeLevel ? ` (${circuit.edges!.length} edges)` : ''}: faithfulness ${f3(v.faithfulness)} (${v.metric}; accuracy ${f3(v.faithfulnessByMetric.accuracy)}, kl ${f3(v.faithfulnessByMetric.kl)}), necessity ${f3(v.necessity)}, CPR ${f3(v.cpr)}, CMD ${f3(v.cmd)}`;
         state.log.info(`${msg}; minimality ${JSON.stringify(v.minimality)}`);
         void vscode.window.showInformationMessage(msg);
       });
