@@ -42,7 +42,10 @@ function layout(s: GraphState) {
     el('span', { class: 'group' }, el('label', { for: 'threshold' }, 'Hide |score| below '), slider, thresholdLabel),
     el('span', { class: 'group' }, markedInfo, ablateBtn, clearBtn, saveBtn),
   );
-  app.replaceChildren(header, plot, results, nodeList);
+  const legend = el('p', { class: 'muted', id: 'legend' }, s.edges.length
+    ? `Node size: |score|. Blue supports the behaviour, red opposes it. Edges (${(s.method.split('; ')[1] ?? 'by score').replace(/^edges /, '')}): width by |score|; a head's q, k, v inputs end left, middle, right under it; hover the middle of an edge for its score.`
+    : 'Node size: |score|. Blue supports the behaviour, red opposes it.');
+  app.replaceChildren(header, legend, plot, results, nodeList);
 }
 
 /** Node positions: y = 0 input, 2L+1 attention of layer L, 2L+2 MLP of layer L, top logits. */
@@ -67,19 +70,39 @@ function render(): void {
   const markColor = themeColor('--vscode-charts-yellow', '#cca700');
   const big = s.nodes.length > 2000;
   const edgeMax = Math.max(1e-9, ...s.edges.map((e) => Math.abs(e.score)));
-  const edges = s.edges.filter((e) => Math.abs(e.score) >= (threshold / 100) * edgeMax).slice(0, big ? 5000 : 20000);
-  const edgeTraces = ['pos', 'neg'].map((sign) => {
+  // Edges below 5 % of the strongest are hidden even at threshold 0 (a model has many near-zero edges).
+  const edgeCut = Math.max(0.05, threshold / 100) * edgeMax;
+  const edges = s.edges.filter((e) => Math.abs(e.score) >= edgeCut).sort((a, b) => Math.abs(b.score) - Math.abs(a.score)).slice(0, big ? 5000 : 20000);
+  // A head's q, k and v inputs end side by side under it, so the three edges of one pair stay apart.
+  const end = (id: string): [number, number] | undefined => {
+    const m = /<([qkv])>$/.exec(id);
+    const p = pos.get(id.replace(/<[qkv]>$/, '') as NodeId);
+    if (!p) return undefined;
+    return m ? [p[0] + ({ q: -0.15, k: 0, v: 0.15 } as Record<string, number>)[m[1]!]!, p[1] - 0.12] : p;
+  };
+  // Three strengths per sign: line width and opacity grow with |score|.
+  const buckets = [[0, 0.2, 1, 0.35], [0.2, 0.5, 2.5, 0.6], [0.5, Infinity, 4, 0.85]] as const;
+  const edgeTraces = (['pos', 'neg'] as const).flatMap((sign) => buckets.map(([lo, hi, width, opacity]) => {
     const xs: (number | null)[] = [];
     const ys: (number | null)[] = [];
-    for (const e of edges.filter((x) => (x.score >= 0) === (sign === 'pos'))) {
-      const a = pos.get(e.source.replace(/<[qkv]>$/, '') as NodeId);
-      const b = pos.get(e.target.replace(/<[qkv]>$/, '') as NodeId);
+    for (const e of edges) {
+      const r = Math.abs(e.score) / edgeMax;
+      if ((e.score >= 0) !== (sign === 'pos') || r < lo || r >= hi) continue;
+      const a = end(e.source);
+      const b = end(e.target);
       if (a && b) xs.push(a[0], b[0], null), ys.push(a[1], b[1], null);
     }
-    return { type: big ? 'scattergl' : 'scatter', mode: 'lines', x: xs, y: ys, hoverinfo: 'skip', showlegend: false, line: { color: sign === 'pos' ? pos_ : neg, width: 1.5 }, opacity: 0.5 };
-  });
+    return { type: big ? 'scattergl' : 'scatter', mode: 'lines', x: xs, y: ys, hoverinfo: 'skip', showlegend: false, line: { color: sign === 'pos' ? pos_ : neg, width }, opacity };
+  }));
+  // Hover targets at the middle of each edge: its id and score.
+  const mids = edges.map((e) => { const a = end(e.source); const b = end(e.target); return a && b ? { e, x: (a[0] + b[0]) / 2, y: (a[1] + b[1]) / 2 } : undefined; }).filter((m) => m !== undefined);
+  edgeTraces.push({
+    type: big ? 'scattergl' : 'scatter', mode: 'markers', x: mids.map((m) => m.x), y: mids.map((m) => m.y), showlegend: false,
+    marker: { size: 7, color: mids.map((m) => (m.e.score >= 0 ? pos_ : neg)), opacity: 0.25 },
+    hovertemplate: mids.map((m) => `<b>${m.e.source} → ${m.e.target}</b><br>score ${m.e.score.toFixed(4)}<extra></extra>`),
+  } as never);
   const nodeTrace = {
-    type: big ? 'scattergl' : 'scatter', mode: big ? 'markers' : 'markers+text',
+    type: big ? 'scattergl' : 'scatter', mode: big ? 'markers' : 'markers+text', showlegend: false,
     x: visible.map((n) => pos.get(n.id)![0]), y: visible.map((n) => pos.get(n.id)![1]),
     text: visible.map((n) => n.id), textposition: 'top center', textfont: { color: fg, size: 11 },
     customdata: visible.map((n) => n.id),
@@ -102,7 +125,7 @@ function render(): void {
   renderNodeList(s);
   const sum = s.nodes.filter((n) => marked.has(n.id));
   markedInfo.textContent = `${sum.length} marked`;
-  thresholdLabel.textContent = `${cut.toFixed(3)} (${visible.length} of ${s.nodes.length} nodes)`;
+  thresholdLabel.textContent = `${cut.toFixed(3)} (${visible.length} of ${s.nodes.length} nodes${s.edges.length ? `, ${edges.length} of ${s.edges.length} edges` : ''})`;
   vscode.setState({ ...s, marked: [...marked] as NodeId[] });
 }
 
