@@ -9,6 +9,7 @@ import '@vscode-elements/elements/dist/vscode-button/index.js';
 
 declare const Plotly: {
   react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void>;
+  restyle(div: HTMLElement, update: Record<string, unknown>, traces: number[]): Promise<void>;
 };
 
 interface PlotlyDiv extends HTMLDivElement {
@@ -122,22 +123,61 @@ function render(): void {
     yaxis: { tickvals: ticks.map((_, i) => i), ticktext: ticks, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
     hovermode: 'closest', uirevision: 'graph',
   }, { displaylogo: false, responsive: true, modeBarButtonsToRemove: ['toImage'] });
-  renderNodeList(s);
-  const sum = s.nodes.filter((n) => marked.has(n.id));
-  markedInfo.textContent = `${sum.length} marked`;
+  drawn = { ids: visible.map((n) => n.id), scores: visible.map((n) => n.score), trace: edgeTraces.length, markColor, threshold };
+  markedInfo.textContent = `${[...marked].length} marked`;
+  for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
   thresholdLabel.textContent = `${cut.toFixed(3)} (${visible.length} of ${s.nodes.length} nodes${s.edges.length ? `, ${edges.length} of ${s.edges.length} edges` : ''})`;
-  vscode.setState({ ...s, marked: [...marked] as NodeId[] });
+  saveState();
 }
 
+/** What the plot shows now, so marking restyles the node outlines instead of redrawing every trace. */
+let drawn: { ids: string[]; scores: number[]; trace: number; markColor: string; threshold: number } | undefined;
+
+/** Marks changed at the same threshold: only the node outlines and hover texts change. */
+function restyleMarks(): void {
+  const d = drawn;
+  if (!d || d.threshold !== threshold) { render(); return; }
+  // A node hidden by the threshold becomes visible when marked: then the set of points changes, redraw.
+  const s = state!;
+  const maxAbs = Math.max(1e-9, ...s.nodes.map((n) => Math.abs(n.score)));
+  const cut = (threshold / 100) * maxAbs;
+  if (s.nodes.some((n) => marked.has(n.id) && Math.abs(n.score) < cut && !d.ids.includes(n.id))) { render(); return; }
+  void Plotly.restyle(plot, {
+    'marker.line.color': [d.ids.map((id) => (marked.has(id) ? d.markColor : 'rgba(0,0,0,0)'))],
+    'marker.line.width': [d.ids.map((id) => (marked.has(id) ? 4 : 0))],
+    hovertemplate: [d.ids.map((id, i) => `<b>${id}</b><br>score ${d.scores[i]!.toFixed(4)}${marked.has(id) ? '<br>marked' : ''}<extra></extra>`)],
+  }, [d.trace]);
+  markedInfo.textContent = `${[...marked].length} marked`;
+  for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
+  saveState();
+}
+
+// Persisting the state (nodes, edges, prompts) is a structured clone: once things settle, not on every event.
+let saveTimer: ReturnType<typeof setTimeout> | undefined;
+function saveState(): void {
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(() => { if (state) vscode.setState({ ...state, marked: [...marked] as NodeId[] }); }, 300);
+}
+
+// The slider fires an input event per step: redraw at most once per frame.
+let pending = false;
+function scheduleRender(): void {
+  if (pending) return;
+  pending = true;
+  requestAnimationFrame(() => { pending = false; render(); });
+}
+
+/** The keyboard node list, strongest first (the 1000 strongest on large graphs; the plot's selection reaches the rest). */
 function renderNodeList(s: GraphState): void {
   const open = nodeList.open;
-  const items = [...s.nodes].filter((n) => n.id !== 'input' && n.id !== 'logits').sort((a, b) => Math.abs(b.score) - Math.abs(a.score)).map((n) => {
+  const all = [...s.nodes].filter((n) => n.id !== 'input' && n.id !== 'logits').sort((a, b) => Math.abs(b.score) - Math.abs(a.score));
+  const items = all.slice(0, 1000).map((n) => {
     const box = el('input', { type: 'checkbox', id: `mark-${n.id}`, 'data-node': n.id });
     box.checked = marked.has(n.id);
     box.addEventListener('change', () => toggle([n.id]));
     return el('li', {}, box, el('label', { for: `mark-${n.id}` }, `${n.id}  (score ${n.score.toFixed(4)})`));
   });
-  nodeList.replaceChildren(el('summary', {}, `Nodes (${items.length}) — mark with the keyboard`), el('ul', { class: 'node-list' }, ...items));
+  nodeList.replaceChildren(el('summary', {}, `Nodes (${all.length > items.length ? `the ${items.length} strongest of ${all.length}` : items.length}) — mark with the keyboard`), el('ul', { class: 'node-list' }, ...items));
   nodeList.open = open;
 }
 
@@ -148,7 +188,7 @@ function toggle(ids: string[], only = false): void {
     if (marked.has(id) && !only) marked.delete(id); else marked.add(id);
   }
   vscode.postMessage({ t: 'marked', nodes: [...marked] as NodeId[] });
-  render();
+  restyleMarks();
 }
 
 let lastMetrics: Record<string, unknown> | undefined;
@@ -190,13 +230,15 @@ function init(s: GraphState): void {
   state = s;
   marked = new Set(s.marked);
   layout(s);
+  drawn = undefined;
   render();
+  renderNodeList(s);
   if (wired) return;
   // A later state (the same suite attributed again) only redraws: listeners and the worker stay.
   wired = true;
   plot.on('plotly_click', (e) => { const id = e.points?.[0]?.customdata; if (id) toggle([id]); });
   plot.on('plotly_selected', (e) => { const ids = (e?.points ?? []).map((p) => p.customdata!).filter(Boolean); if (ids.length) toggle(ids, true); });
-  slider.addEventListener('input', () => { threshold = Number(slider.value); render(); });
+  slider.addEventListener('input', () => { threshold = Number(slider.value); scheduleRender(); });
   ablateBtn.addEventListener('click', () => { ablateMarked().catch((err) => { results.textContent = `Error: ${(err as Error).message}`; vscode.postMessage({ t: 'error', message: (err as Error).message }); }); });
   clearBtn.addEventListener('click', () => toggle([], true));
   saveBtn.addEventListener('click', () => vscode.postMessage({ t: 'saveCircuit', nodes: [...marked] as NodeId[], metrics: lastMetrics ?? {} }));
