@@ -6,6 +6,7 @@ import { circuitComponents, parseCircuit } from '../formats/circuit';
 import { hasErrors, type Diagnostic } from '../formats/diagnostics';
 import { parseSuite, type Suite } from '../formats/suite';
 import type { Workspace } from '../workspace';
+import { evaluateEdgeCircuit, prepareEdges } from './edges';
 import { Cancelled, evaluateCircuit, evaluateSets, prepare, type EvalContext } from './evaluate';
 import { argmax, type MetricName } from './metrics';
 import { resolvePrompts, type ResolvedPrompt } from './prompts';
@@ -104,7 +105,7 @@ export async function runCanary(ws: Workspace, file: string, opts: CanaryOptions
     }
     const tc = Date.now();
     try {
-      const r = await runCheck(ws, file, modelPath, c, sp.suite, engine, contextFor, result.diagnostics);
+      const r = await runCheck(ws, file, modelPath, c, sp.suite, engine, contextFor, result.diagnostics, resolved.prompts);
       result.checks.push(done(c, r.pass ? 'passed' : 'failed', r.message, r.actual, Date.now() - tc));
     } catch (e) {
       if (e instanceof Cancelled) { result.checks.push(done(c, 'skipped', 'cancelled', undefined, Date.now() - tc)); continue; }
@@ -142,7 +143,7 @@ function fmt(x: number): string {
 
 async function runCheck(
   ws: Workspace, file: string, modelPath: string, c: CanaryCheck, suite: Suite, engine: Engine,
-  contextFor: (c: CanaryCheck, s: Suite) => Promise<EvalContext>, diagnostics: Diagnostic[],
+  contextFor: (c: CanaryCheck, s: Suite) => Promise<EvalContext>, diagnostics: Diagnostic[], allPrompts: ResolvedPrompt[],
 ): Promise<{ pass: boolean; actual: number | string; message: string }> {
   const a = c.assertion;
   if (a.quantity === 'top1') {
@@ -178,13 +179,26 @@ async function runCheck(
       }
     }
     const metric: MetricName = c.metric ?? suite.metric;
-    const ev = await evaluateCircuit(ctx, circuitComponents(circuit));
+    let ev: { faithfulness: Record<MetricName, number>; necessity: Record<MetricName, number> };
+    let level = '';
+    if (circuit.granularity === 'edge' && (circuit.edges ?? []).length) {
+      // An edge circuit is checked at edge level: every edge outside it ablated.
+      const known = new Set(engine.edges.edges.map((e) => `${e.source}->${e.target}`));
+      const ids = circuit.edges!.map((e) => `${e.source}->${e.target}`);
+      const unknown = ids.map((id, i) => ({ id, i })).filter((x) => !known.has(x.id));
+      for (const u of unknown) parsed.source.report(['edges', u.i], `edge "${u.id}" is not an edge of this model`);
+      if (unknown.length) { diagnostics.push(...parsed.source.diagnostics.slice(-unknown.length)); throw new UserError(`the circuit names edges the model does not have: ${unknown.map((u) => u.id).join(', ')}`); }
+      ev = await evaluateEdgeCircuit(await prepareEdges(ctx, allPrompts), ids);
+      level = `, ${ids.length} edges`;
+    } else {
+      ev = await evaluateCircuit(ctx, circuitComponents(circuit));
+    }
     const value = a.quantity === 'faithfulness' ? ev.faithfulness[metric] : ev.necessity[metric];
     const pass = holds(a.bound, value);
     const others = a.quantity === 'faithfulness'
       ? ` (faithfulness by metric: ${(['logit_diff', 'accuracy', 'kl'] as MetricName[]).map((m) => `${m} ${fmt(ev.faithfulness[m])}`).join(', ')})`
       : '';
-    return { pass, actual: value, message: `${a.quantity} (${metric}) ${fmt(value)} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}${others}; ${scope}` };
+    return { pass, actual: value, message: `${a.quantity} (${metric}) ${fmt(value)} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}${others}; ${scope}${level}` };
   }
   const nodes: NodeId[] = c.ablate ? engine.checkNodes(c.ablate) : [];
   const [res] = await evaluateSets(ctx, [nodes]);

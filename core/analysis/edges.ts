@@ -210,6 +210,16 @@ export async function acdcEdges(ec: EdgeContext, metric: MetricName, threshold: 
   return { method: 'acdc', edges, faithfulness: current, curve: curve.sort((a, b) => a.size - b.size), full: full!, empty: empty! };
 }
 
+/** Faithfulness and necessity of an edge circuit under every metric (everything outside it, or it, ablated). */
+export async function evaluateEdgeCircuit(ec: EdgeContext, edges: string[]): Promise<{ faithfulness: Record<MetricName, number>; necessity: Record<MetricName, number> }> {
+  const E = ec.ids.length;
+  const [full, empty, circuit, without] = await evaluateEdgeSets(ec, [new Float32Array(E), new Float32Array(E).fill(1), edgeWeights(ec, edges, true), edgeWeights(ec, edges)]);
+  const f = {} as Record<MetricName, number>;
+  const n = {} as Record<MetricName, number>;
+  for (const q of METRICS) { f[q] = faithfulness(q, circuit!, empty!, full!); n[q] = 1 - faithfulness(q, without!, empty!, full!); }
+  return { faithfulness: f, necessity: n };
+}
+
 /**
  * Verification of an edge circuit (everything outside it ablated): faithfulness under every metric, necessity
  * (the circuit's edges ablated), minimality per edge, the curve over sizes (circuit edges by minimality, then

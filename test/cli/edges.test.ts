@@ -113,6 +113,20 @@ for (const name of ['induction-gpt2', 'induction-llama']) {
         await engine.release();
       }
 
+      // A canary over the edge circuit checks it at edge level (same faithfulness as verify).
+      const canary = path.join(tmp, `${name}-edges.canary.yaml`);
+      fs.writeFileSync(canary, [
+        `model: ${model}`, `suite: ${SUITE}`, 'checks:',
+        '  - name: edge circuit is faithful', '    tags: [task]', `    circuit: ${out}`, '    faithfulness: ">= 0.8"',
+        '  - name: edge circuit is unfaithful (fails)', '    tags: [task]', `    circuit: ${out}`, '    faithfulness: "<= 0.5"', '',
+      ].join('\n'));
+      const cr = cli(['canary', canary, '--reporter', 'json']);
+      assert.equal(cr.code, 1, cr.stderr);
+      const checks = JSON.parse(cr.stdout).canaries[0].checks as { status: string; actual: number; message: string }[];
+      assert.deepEqual(checks.map((x) => x.status), ['passed', 'failed']);
+      assert.ok(Math.abs(checks[0]!.actual - vj.faithfulness) < 1e-5, `${checks[0]!.actual} vs ${vj.faithfulness}`);
+      assert.match(checks[0]!.message, /\d+ edges/);
+
       // Edge ids round-trip through EAP-IG / MIB JSON.
       const eap = path.join(tmp, `${name}.eap-ig.json`);
       assert.equal(cli(['export', out, '--format', 'eap-ig', '--model', model, '--out', eap]).code, 0);
