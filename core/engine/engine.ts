@@ -136,6 +136,11 @@ export interface EngineOptions {
   sidecar?: HooksSidecar;
   sidecarPath?: string;
   external?: ExternalFile[];
+  /**
+   * Reads the model again (the same file, decoded), for sessions built after loading. Without it the engine
+   * keeps the decoded model in memory. Must throw a UserError when the file changed since it was loaded.
+   */
+  reload?: () => OnnxModel;
 }
 
 /**
@@ -144,7 +149,17 @@ export interface EngineOptions {
  */
 export class Engine {
   /** What the gradient graph is built from (set by fromModel). */
-  private source?: { runtime: Runtime; instrumented: OnnxModel; external: ExternalFile[] };
+  private source?: { runtime: Runtime; instrumented?: OnnxModel; reload?: () => OnnxModel; external: ExternalFile[] };
+
+  /**
+   * The instrumented model, for the sessions built on first use (metrics, lens, gradients, edges, layer
+   * skipping): kept from loading, or re-read through EngineOptions.reload so a large model's weights are not
+   * held in JS memory for the engine's lifetime.
+   */
+  private instrumented(): OnnxModel {
+    const src = this.source!;
+    return src.instrumented ?? instrument(src.reload!(), this.structure).model;
+  }
   /** The backward graph's session, built on first use (most runs never need it). */
   private gradient?: Promise<GradientGraph>;
 
@@ -196,7 +211,7 @@ export class Engine {
       detection: structure.source,
     };
     const engine = new Engine(session, info, structure, inst.taps, opts.tokenizer, hookNames);
-    engine.source = { runtime, instrumented: inst.model, external };
+    engine.source = opts.reload ? { runtime, reload: opts.reload, external } : { runtime, instrumented: inst.model, external };
     return engine;
   }
 
@@ -226,8 +241,8 @@ export class Engine {
 
   private lastSession(): Promise<Session> {
     this.last ??= (async () => {
-      const { runtime, instrumented, external } = this.source!;
-      return runtime.createSession(encodeModel(withOutputsOnly(instrumented, [LAST_LOGITS])), external);
+      const { runtime, external } = this.source!;
+      return runtime.createSession(encodeModel(withOutputsOnly(this.instrumented(), [LAST_LOGITS])), external);
     })();
     return this.last;
   }
@@ -242,8 +257,8 @@ export class Engine {
   private skipSession(): Promise<Session | undefined> {
     this.skip ??= (async () => {
       if (!this.source || this.source.runtime.backend !== 'node') return undefined;
-      const { runtime, instrumented, external } = this.source;
-      const model = withOutputsOnly(instrumented, [LAST_LOGITS]);
+      const { runtime, external } = this.source;
+      const model = withOutputsOnly(this.instrumented(), [LAST_LOGITS]);
       // withOutputsOnly shares node objects with the instrumented model: copy the list before rewriting it.
       const copy = { ...model, graph: { ...model.graph!, node: [...model.graph!.node], input: [...model.graph!.input], initializer: [...model.graph!.initializer] } };
       if (!addLayerSkipping(copy, this.structure)) return undefined;
@@ -259,8 +274,8 @@ export class Engine {
 
   private lensSession(): Promise<{ session: Session; outputs: string[] }> {
     this.lens ??= (async () => {
-      const { runtime, instrumented, external } = this.source!;
-      const model = decodeModel(encodeModel(instrumented), 'the instrumented model');
+      const { runtime, external } = this.source!;
+      const model = this.copyOfInstrumented();
       const outputs = addLogitLensOutputs(model, this.structure);
       return { session: await runtime.createSession(encodeModel(model), external), outputs };
     })();
@@ -296,8 +311,8 @@ export class Engine {
 
   private gradientGraph(): Promise<GradientGraph> {
     this.gradient ??= (async () => {
-      const { runtime, instrumented, external } = this.source!;
-      const model = decodeModel(encodeModel(instrumented), 'the instrumented model');
+      const { runtime, external } = this.source!;
+      const model = this.copyOfInstrumented();
       // onnxruntime computes every graph output whether fetched or not: keep the hooks (not the full logits, which
       // would cost a [B, T, vocab] unembedding) and the last logits only.
       const keep = new Set([LAST_LOGITS, ...Object.entries(this.taps).filter(([h]) => h !== 'logits').map(([, t]) => t)]);
@@ -328,10 +343,15 @@ export class Engine {
   private layout?: EdgeLayout;
   private edgeGraphs: EdgeGraphs = {};
 
+  /** A copy of the instrumented model to rewrite (a fresh one when it is re-read anyway). */
+  private copyOfInstrumented(): OnnxModel {
+    const src = this.source!;
+    return src.instrumented ? decodeModel(encodeModel(src.instrumented), 'the instrumented model') : this.instrumented();
+  }
+
   /** The instrumented model with per-destination inputs (core/onnx/edges.ts), optionally with mask gradients. */
   private edgeModel(): { model: OnnxModel; outputs: string[] } {
-    const { instrumented } = this.source!;
-    const model = decodeModel(encodeModel(instrumented), 'the instrumented model');
+    const model = this.copyOfInstrumented();
     const { outputs } = addEdgeInputs(model, this.structure, this.info.heads, this.info.detection === 'graph' ? 'the model' : this.info.detection);
     return { model, outputs };
   }

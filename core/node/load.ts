@@ -48,8 +48,12 @@ export function readModelFile(modelPath: string): Uint8Array {
   return fs.readFileSync(modelPath);
 }
 
+/** Models larger than this are re-read for sessions built after loading instead of kept decoded in memory. */
+const KEEP_DECODED_BYTES = 64 * 1024 * 1024;
+
 /** Loads a model file with its tokenizer, sidecar and external data into an engine. */
-export async function loadEngine(modelPath: string, runtime: Runtime = createRuntime()): Promise<Engine> {
+export async function loadEngine(modelPath: string, runtime: Runtime = createRuntime(), opts: { keepDecodedBytes?: number } = {}): Promise<Engine> {
+  const before = fs.statSync(modelPath, { throwIfNoEntry: false });
   const bytes = readModelFile(modelPath);
   const model = decodeModel(bytes, modelPath);
   const dir = path.dirname(modelPath);
@@ -58,5 +62,13 @@ export async function loadEngine(modelPath: string, runtime: Runtime = createRun
     if (!fs.existsSync(p)) throw new UserError(`${modelPath} keeps weights in "${location}", which is missing (expected at ${p})`);
     return runtime.backend === 'node' ? { location, path: p } : { location, data: fs.readFileSync(p) };
   });
-  return Engine.fromModel(runtime, model, { what: modelPath, tokenizer: loadTokenizerFor(modelPath), ...loadSidecar(modelPath), external });
+  const stamp = before ? `${before.size}:${before.mtimeMs}` : '';
+  const reload = bytes.length > (opts.keepDecodedBytes ?? KEEP_DECODED_BYTES)
+    ? () => {
+        const st = fs.statSync(modelPath, { throwIfNoEntry: false });
+        if (!st || `${st.size}:${st.mtimeMs}` !== stamp) throw new UserError(`${modelPath} changed on disk after it was loaded; run again to use the file as it is now`);
+        return decodeModel(readModelFile(modelPath), modelPath);
+      }
+    : undefined;
+  return Engine.fromModel(runtime, model, { what: modelPath, tokenizer: loadTokenizerFor(modelPath), ...loadSidecar(modelPath), external, reload });
 }

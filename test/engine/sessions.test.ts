@@ -76,3 +76,33 @@ for (const file of MODELS) {
     }
   });
 }
+
+test('a large model is re-read for later sessions (not kept decoded), and a changed file is refused', async () => {
+  const fsm = await import('node:fs');
+  const os = await import('node:os');
+  const { createRuntime } = await import('../../core/node/load');
+  const dir = fsm.mkdtempSync(path.join(os.tmpdir(), 'cl-reread-'));
+  const file = path.join(dir, 'model.onnx');
+  fsm.copyFileSync(path.join(EXAMPLES, 'induction-gpt2.onnx'), file);
+  // Threshold 0: every model counts as large.
+  const engine = await loadEngine(file, createRuntime(), { keepDecodedBytes: 0 });
+  const kept = await loadEngine(path.join(EXAMPLES, 'induction-gpt2.onnx'));
+  try {
+    const ids = [[5, 9, 14, 3, 11, 7, 5, 9, 14]];
+    // The metrics, lens, skip and edge sessions are built after loading, from the re-read file.
+    const a = await engine.run({ ids, lastOnly: true });
+    const b = await kept.run({ ids, lastOnly: true });
+    assert.ok(maxAbsDiff(a.logits, b.logits) < 1e-6);
+    const la = await engine.run({ ids, lens: true });
+    assert.equal(la.lens!.length, 2);
+    const ea = await engine.runEdges({ ids });
+    assert.ok(maxAbsDiff(ea.logits, b.logits) < 1e-5);
+    // The file changes: the next session that needs it is refused with a clear message.
+    fsm.appendFileSync(file, Buffer.from([0]));
+    await assert.rejects(engine.gradients({ ids, seed: new Float32Array(engine.info.vocab) }), /changed on disk after it was loaded/);
+  } finally {
+    await engine.release();
+    await kept.release();
+    fsm.rmSync(dir, { recursive: true, force: true });
+  }
+});
