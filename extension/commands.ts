@@ -197,14 +197,17 @@ export function commandTable(s: Services): Record<string, (...args: Arg[]) => Pr
         if (!L) return undefined;
         const ctx = await prepare(L.engine, L.task, L.suite.ablation, { signal, meanOver: L.all });
         const control = L.control.length ? await prepare(L.engine, L.control, L.suite.ablation, { signal, meanOver: L.all }) : undefined;
-        const d = await discoverCircuit(ctx, control, L.all, L.suite.metric, { level: 'node', method: 'greedy', scoring: 'patching', steps: 1, target, threshold: 0.02 });
+        const cfg = vscode.workspace.getConfiguration('circuitlens');
+        const level = cfg.get<string>('discover.level', 'node') === 'edge' ? 'edge' : 'node';
+        const threshold = Number(cfg.get<number>('discover.threshold', 0.02));
+        const d = await discoverCircuit(ctx, control, L.all, L.suite.metric, { level, method: level === 'edge' ? 'acdc' : 'greedy', scoring: 'patching', steps: 1, target, threshold });
         const v = d.verification;
         const found = { nodes: d.nodes };
         const out = path.join(path.dirname(f), `${path.basename(f).replace(/\.suite\.ya?ml$/, '')}-${path.basename(L.modelPath, '.onnx')}.circuit.json`);
         const rel = (p: string) => path.relative(path.dirname(out), p).split(path.sep).join('/');
-        const circuit = circuitFile(d, { name: `${L.suite.name} (greedy)`, level: 'node', ablation: L.suite.ablation, model: { path: rel(L.modelPath), sha256: await sha256File(L.modelPath) }, suite: rel(f) });
+        const circuit = circuitFile(d, { name: `${L.suite.name} (${level === 'edge' ? 'ACDC, edges' : 'greedy'})`, level, ablation: L.suite.ablation, model: { path: rel(L.modelPath), sha256: await sha256File(L.modelPath) }, suite: rel(f) });
         await writeFileAtomic(out, serializeCircuit(circuit));
-        state.log.info(`discovered ${found.nodes.join(', ')}: faithfulness ${f3(v.faithfulness)} (accuracy ${f3(v.faithfulnessByMetric.accuracy)}, kl ${f3(v.faithfulnessByMetric.kl)}), necessity ${f3(v.necessity)} → ${out}`);
+        state.log.info(`discovered ${level === 'edge' ? `${d.edges.length} edges between ` : ''}${found.nodes.join(', ')}: faithfulness ${f3(v.faithfulness)} (accuracy ${f3(v.faithfulnessByMetric.accuracy)}, kl ${f3(v.faithfulnessByMetric.kl)}), necessity ${f3(v.necessity)} → ${out}`);
         return out;
       });
       if (file) { state.refresh(); await vscode.window.showTextDocument(vscode.Uri.file(file)); }

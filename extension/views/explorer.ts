@@ -100,7 +100,7 @@ export class CircuitExplorer implements vscode.TreeDataProvider<ExplorerItem> {
           const mp = path.resolve(path.dirname(f), circuit.model.path);
           mismatch = fs.existsSync(mp) && (await sha256File(mp)) !== circuit.model.sha256;
         }
-        item.description = `${circuit.nodes.length} nodes${typeof fth === 'number' ? ` · f ${fth.toFixed(2)}` : ''}${byMetric ? ` (acc ${byMetric['accuracy']?.toFixed(2)})` : ''}${mismatch ? ' · ⚠ model changed' : ''}`;
+        item.description = `${circuit.granularity === 'edge' && circuit.edges?.length ? `${circuit.edges.length} edges · ` : ''}${circuit.nodes.length} nodes${typeof fth === 'number' ? ` · f ${fth.toFixed(2)}` : ''}${byMetric ? ` (acc ${byMetric['accuracy']?.toFixed(2)})` : ''}${mismatch ? ' · ⚠ model changed' : ''}`;
         item.tooltip = new vscode.MarkdownString(`**${circuit.name}**\n\n${mismatch ? '⚠ The model file differs from the one this circuit was found on (sha256): re-verify it.\n\n' : ''}${circuit.notes ?? ''}`);
         item.iconPath = new vscode.ThemeIcon(mismatch ? 'warning' : 'circuit-board');
         return item;
