@@ -254,7 +254,7 @@ export const STEPS: Step[] = [
     },
   },
   {
-    name: 'Attribute Suite opens the attribution graph: 12 nodes, compute backend ready',
+    name: 'Attribute Suite opens the attribution graph: 12 nodes and scored edges, compute backend ready',
     timeoutMs: 180_000,
     async run(d, s) {
       const { page } = d;
@@ -262,7 +262,9 @@ export const STEPS: Step[] = [
       const f = s.graph = await webviewOf(page, 'graph', 90_000);
       const ids = await until('the graph to draw its 12 nodes', () => nodeTrace(f).locator('g.textpoint text').allTextContents(), (t) => t.length === 12, 30_000);
       assert.deepEqual([...ids].sort(), [...GRAPH_NODES].sort());
-      assert.match(await f.locator('#threshold-label').innerText(), /12 of 12 nodes/);
+      // Edges are attributed too (110 in the demo model; the weak ones hidden), and the legend says how.
+      assert.match(await f.locator('#threshold-label').innerText(), /12 of 12 nodes, \d+ of 110 edges/);
+      assert.match(await f.locator('#legend').innerText(), /by path patching/);
       const badge = f.locator('#backend');
       await badge.filter({ hasText: /^(WebGPU|WASM)/ }).waitFor({ state: 'visible', timeout: 90_000 });
       assert.match(await badge.getAttribute('data-backend') ?? '', /^(webgpu|wasm)$/);
