@@ -86,8 +86,20 @@ export function edgeWeights(ec: EdgeContext, edges: Iterable<string>, invert = f
   return Float32Array.from(ec.ids, (id) => (inSet.has(id) !== invert ? 1 : 0));
 }
 
+/** Forward rows beyond which one-edge-at-a-time work (exact edge scores, ACDC over edges) is refused with advice. */
+export const MAX_EDGE_ROWS = 1_000_000;
+
+/** Refuses one-run-per-edge work that would take hours, saying what to use instead. */
+export function checkEdgeWork(ec: EdgeContext, what: string, instead: string): void {
+  const rows = ec.ids.length * ec.ctx.prompts.length;
+  if (rows > MAX_EDGE_ROWS) {
+    throw new UserError(`${what} runs every one of the model's ${ec.ids.length} edges on ${ec.ctx.prompts.length} prompts (${rows.toLocaleString('en')} forward rows); that is more than ${MAX_EDGE_ROWS.toLocaleString('en')}. ${instead}`);
+  }
+}
+
 /** Exact edge attribution: the metric drop when one edge alone is ablated (clean − ablated), every edge. */
 export async function edgePatchingScores(ec: EdgeContext, metric: MetricName): Promise<{ edges: EdgeScore[]; clean: SuiteMetrics }> {
+  checkEdgeWork(ec, 'exact edge attribution', 'Use gradient scores (--method gradient, EAP or EAP-IG with --steps), or fewer prompts.');
   const E = ec.ids.length;
   const sets = [new Float32Array(E), ...ec.ids.map((_, e) => { const w = new Float32Array(E); w[e] = 1; return w; })];
   const [clean, ...single] = await evaluateEdgeSets(ec, sets);
@@ -171,6 +183,7 @@ export async function greedyEdges(ec: EdgeContext, metric: MetricName, scores: E
  * than `threshold`. Edges out of a node that no longer reaches the logits are removed without a test.
  */
 export async function acdcEdges(ec: EdgeContext, metric: MetricName, threshold: number): Promise<EdgeDiscovery> {
+  checkEdgeWork(ec, 'ACDC over edges', 'Use greedy selection by gradient scores (--method greedy --scores gradient), node-level discovery, or fewer prompts.');
   const E = ec.ids.length;
   const slots = ec.ctx.engine.edges.edges;
   const [full, empty] = await evaluateEdgeSets(ec, [new Float32Array(E), new Float32Array(E).fill(1)]);
