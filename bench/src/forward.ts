@@ -1,17 +1,15 @@
 // Bench 1: one forward pass, CircuitLens (onnxruntime-node native, onnxruntime-web WASM) vs PyTorch eager,
 // on the same weights and token ids, alternating. Optional: every hook recorded (TransformerLens'
-// run_with_cache) and the bench-only "lean session" prototype (bench/src/lean.ts).
+// run_with_cache). `lastOnly` runs use the engine's lean metrics session (last-position logits only, final norm
+// and unembedding on the last position).
 import * as ortWeb from 'onnxruntime-web';
 import type { Engine } from '../../core/engine/engine';
 import { alternate, decodeF32, log, maxAbsDiff, randomIds, round, type Contender, type Stats, type TorchRef } from './harness';
-import { leanEngine } from './lean';
 import { loadCircuitLens, loadTorch, type ModelSpec } from './models';
 
 export interface ForwardOptions {
   reps: number;
   wasm: boolean;
-  /** Also time the lean-session prototype (what fetching only the needed outputs would cost). */
-  prototypes: boolean;
   /** Also time recording every hook (CircuitLens hooks: all; PyTorch run_with_cache). */
   cache: boolean;
   torchThreads: number;
@@ -63,40 +61,18 @@ export async function forwardBench(torch: TorchRef, spec: ModelSpec, opts: Forwa
     { name: 'pytorch', run: torchForward('logits') },
   ];
   if (wasm) contenders.push({ name: 'circuitlens-wasm', run: time(() => wasm!.run({ ids })) });
-  const releases: (() => Promise<void>)[] = [];
-  if (opts.prototypes) {
-    const lean = await leanEngine(native.engine, { hooks: ['logits'] });
-    const leanLast = await leanEngine(native.engine, { hooks: [], lastBeforeUnembed: true });
-    agreement['proto lean-last (native)'] = maxAbsDiff((await leanLast.engine.run({ ids, lastOnly: true })).logits.data, refLast);
-    releases.push(() => lean.session.release(), () => leanLast.session.release());
-    contenders.push(
-      { name: 'proto native lean', run: time(() => lean.engine.run({ ids })) },
-      { name: 'proto native lean lastOnly', run: time(() => leanLast.engine.run({ ids, lastOnly: true })) },
-    );
-    if (wasm) {
-      const wl = await leanEngine(wasm, { hooks: ['logits'] });
-      releases.push(() => wl.session.release());
-      contenders.push({ name: 'proto wasm lean', run: time(() => wl.engine.run({ ids })) });
-    }
-  }
   if (opts.cache) {
     const hooks = native.engine.hookNames;
     contenders.push(
       { name: 'circuitlens-native all hooks', run: time(() => native.engine.run({ ids, hooks })) },
       { name: 'pytorch run_with_cache', run: torchForward('cache') },
     );
-    if (opts.prototypes) {
-      const leanAll = await leanEngine(native.engine, { hooks });
-      releases.push(() => leanAll.session.release());
-      contenders.push({ name: 'proto native lean all hooks', run: time(() => leanAll.engine.run({ ids, hooks })) });
-    }
   }
   const ms = await alternate(contenders, opts.reps, `forward ${spec.key}`);
   const base = (name: string) => (name.includes('all hooks') ? ms['pytorch run_with_cache']! : ms.pytorch!).median;
   const ratioToPytorch = Object.fromEntries(Object.entries(ms).filter(([k]) => !k.startsWith('pytorch')).map(([k, v]) => [k, round(v.median / base(k), 3)]));
   for (const [k, v] of Object.entries(ms)) log(`  ${k}: median ${v.median.toFixed(1)} ms${ratioToPytorch[k] !== undefined ? ` (${ratioToPytorch[k]}× PyTorch)` : ''}`);
 
-  for (const r of releases) await r();
   await native.engine.release();
   await wasm?.release();
   await torch.call({ cmd: 'unload', key: spec.key });

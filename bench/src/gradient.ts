@@ -1,12 +1,10 @@
 // Bench 3: gradient node attribution (EAP, core/analysis/gradient.ts) relative to one forward pass over the
 // same prompts; PyTorch's hook-based EAP (forward + backward) relative to its forward, for context.
-// Edge-level attribution is not implemented in CircuitLens (attribution.ts / gradient.ts return edges: []).
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+// Edge-level attribution is timed by bench/src/edges.ts (the `edges` section).
 import { prepare } from '../../core/analysis/evaluate';
-import { alternate, log, ROOT, round, timed, type Contender, type Stats, type TorchRef } from './harness';
+import { eapNodeScores } from '../../core/analysis/gradient';
+import { alternate, log, round, timed, type Contender, type Stats, type TorchRef } from './harness';
 import { loadCircuitLens, loadTorch, type ModelSpec } from './models';
-import { eapFromGradientRun } from './proto-eap';
 import { forTorch, inductionSuite } from './suite';
 
 export interface GradientResult {
@@ -20,17 +18,10 @@ export interface GradientResult {
   /** EAP time / forward time, each side against its own forward. */
   ratioToForward: Record<string, number>;
   /** Max |Δ| of node scores, CircuitLens vs PyTorch EAP, and the largest |score| for scale. */
-  agreement: { maxAbsDiff: number; maxAbsScore: number; protoVsShipped?: number };
-  edgeLevel: string;
+  agreement: { maxAbsDiff: number; maxAbsScore: number };
 }
 
-export function gradientAvailable(): boolean {
-  return fs.existsSync(path.join(ROOT, 'core', 'analysis', 'gradient.ts'));
-}
-
-export async function gradientBench(torch: TorchRef, spec: ModelSpec, opts: { reps: number; prompts: number; promptTokens: number; torchThreads: number; prototypes: boolean }): Promise<GradientResult> {
-  // Loaded lazily: the module is another agent's work in progress.
-  const { eapNodeScores } = await import('../../core/analysis/gradient');
+export async function gradientBench(torch: TorchRef, spec: ModelSpec, opts: { reps: number; prompts: number; promptTokens: number; torchThreads: number }): Promise<GradientResult> {
   log(`\n[gradient] ${spec.label}: EAP over ${opts.prompts} prompts × ${opts.promptTokens} tokens`);
   const { engine } = await loadCircuitLens(spec, 'node');
   await loadTorch(torch, spec, opts.torchThreads);
@@ -51,24 +42,16 @@ export async function gradientBench(torch: TorchRef, spec: ModelSpec, opts: { re
     { name: 'pytorch eap', run: async () => (await torch.call<{ ms: number }>({ cmd: 'eap', key: spec.key, prompts: forTorch(prompts) })).ms },
     { name: 'pytorch forward', run: async () => (await torch.call<{ ms: number }>({ cmd: 'forward', key: spec.key, ids, mode: 'logits' })).ms },
   ];
-  let protoDiff: number | undefined;
-  if (opts.prototypes) {
-    const proto = await eapFromGradientRun(ctx);
-    protoDiff = Math.max(...proto.map((n, i) => Math.abs(n.score - first.value[i]!.score)));
-    log(`  prototype (activations from the gradient run): max |Δ score| vs eapNodeScores ${protoDiff.toExponential(2)}`);
-    contenders.push({ name: 'proto eap from gradient run', run: time(() => eapFromGradientRun(ctx)) });
-  }
   const ms = await alternate(contenders, opts.reps, `gradient ${spec.key}`);
   const ratioToForward: Record<string, number> = {
     circuitlens: round(ms['circuitlens eap']!.median / ms['circuitlens forward']!.median, 3),
     pytorch: round(ms['pytorch eap']!.median / ms['pytorch forward']!.median, 3),
   };
-  if (ms['proto eap from gradient run']) ratioToForward['proto eap from gradient run'] = round(ms['proto eap from gradient run'].median / ms['circuitlens forward']!.median, 3);
   log(`  EAP / forward: CircuitLens ${ratioToForward.circuitlens}×, PyTorch ${ratioToForward.pytorch}×`);
   await engine.release();
   await torch.call({ cmd: 'unload', key: spec.key });
   return {
     model: spec.key, label: spec.label, prompts: prompts.length, promptTokens: opts.promptTokens, firstCallMs: round(first.ms, 1), ms, ratioToForward,
-    agreement: { maxAbsDiff, maxAbsScore, protoVsShipped: protoDiff }, edgeLevel: 'not implemented (attribution returns edges: [])',
+    agreement: { maxAbsDiff, maxAbsScore },
   };
 }

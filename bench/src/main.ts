@@ -1,15 +1,17 @@
 // `npm run bench` (bench/run.js builds this file to bench/.build/main.js and runs it). Not part of `npm test`;
 // nothing here asserts a time: targets are reported as met or missed.
 //
-//   node bench/run.js [--only forward,sweep,gradient,peak,graph,memory,profile] [--quick] [--full] [--reps N]
+//   node bench/run.js [--only forward,sweep,gradient,edges,peak,graph,memory,profile] [--quick] [--full] [--reps N]
 //                     [--no-wasm] [--no-prototypes] [--torch-threads N] [--models induction-gpt2,induction-llama,gpt2-small]
+//   (--no-prototypes: leave out the memory benchmark's bench-only prototype rows)
 //                     [--report-only]   (only rewrite README-numbers.md from latest.json)
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { forwardBench, type ForwardResult } from './forward';
-import { gradientAvailable, gradientBench, type GradientResult } from './gradient';
+import { edgeBench, type EdgeResult } from './edges';
+import { gradientBench, type GradientResult } from './gradient';
 import { CHROMIUM, graphViewBench, type GraphViewResult } from './graph-view';
 import { log, PYTHON, ROOT, TorchRef } from './harness';
 import { memoryBench, type MemoryResult } from './memory';
@@ -25,13 +27,14 @@ export interface Results {
   forward?: Section<ForwardResult[]>;
   sweep?: Section<SweepResult[]>;
   gradient?: Section<GradientResult[] | { skipped: string }>;
+  edges?: Section<EdgeResult[]>;
   peak?: Section<{ gemm: GemmResult[]; config: Record<string, number> }>;
   graph?: Section<GraphViewResult | { skipped: string }>;
   memory?: Section<MemoryResult>;
   profile?: Section<{ forward: ForwardProfile[]; sweep: SweepProfile[]; scoring?: ScoringProfile[] }>;
 }
 
-const ALL = ['forward', 'sweep', 'gradient', 'peak', 'graph', 'memory', 'profile'] as const;
+const ALL = ['forward', 'sweep', 'gradient', 'edges', 'peak', 'graph', 'memory', 'profile'] as const;
 type Bench = (typeof ALL)[number];
 
 function parseArgs(argv: string[]) {
@@ -86,7 +89,7 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(resultsDir, 'README-numbers.md'), renderSummary(results));
   };
 
-  const needsBigModel = ['forward', 'sweep', 'gradient', 'memory', 'profile'].some((b) => args.only.has(b as Bench));
+  const needsBigModel = ['forward', 'sweep', 'gradient', 'edges', 'memory', 'profile'].some((b) => args.only.has(b as Bench));
   if (needsBigModel) ensureBenchModel();
   const needsTorch = ['forward', 'sweep', 'gradient', 'peak'].some((b) => args.only.has(b as Bench));
   const torch = needsTorch ? new TorchRef(args.torchThreads) : undefined;
@@ -100,36 +103,46 @@ async function main(): Promise<void> {
     }
     if (args.only.has('forward')) {
       const data: ForwardResult[] = [];
-      const base = { wasm: args.wasm, prototypes: args.prototypes, torchThreads: args.torchThreads };
+      const base = { wasm: args.wasm, torchThreads: args.torchThreads };
       if (want(DEMO_GPT2)) data.push(await forwardBench(torch!, DEMO_GPT2, { ...base, reps: R(15, 5), cache: true }));
-      if (want(DEMO_LLAMA)) data.push(await forwardBench(torch!, DEMO_LLAMA, { ...base, reps: R(15, 5), cache: false, prototypes: false }));
+      if (want(DEMO_LLAMA)) data.push(await forwardBench(torch!, DEMO_LLAMA, { ...base, reps: R(15, 5), cache: false }));
       if (want(GPT2_SMALL)) data.push(await forwardBench(torch!, GPT2_SMALL, { ...base, reps: R(5, 2), cache: true }));
       results.forward = { date: date(), data };
       save();
     }
     if (args.only.has('sweep')) {
       const data: SweepResult[] = [];
-      const base = { prompts: 64, promptTokens: 16, prototypes: args.prototypes, torchThreads: args.torchThreads };
+      const base = { prompts: 64, promptTokens: 16, torchThreads: args.torchThreads };
       if (want(DEMO_GPT2)) data.push(await sweepBench(torch!, DEMO_GPT2, { ...base, reps: R(9, 3) }));
+      if (want(DEMO_LLAMA)) data.push(await sweepBench(torch!, DEMO_LLAMA, { ...base, reps: R(9, 3) }));
       if (!args.quick && want(GPT2_SMALL)) {
-        // Layers 0 and 11: the cost of a head's sweep row is the same in every layer for the shipped engine and
-        // the hook loop, and linear in (layers − l) for the suffix-session prototype, so the mean over the first
-        // and last layer is the mean over all layers; --full sweeps all 144 heads.
+        // Layers 0 and 11: a head's sweep row costs the same in every layer for the hook loop, and (layer
+        // skipping: rows start at the ablated layer) a fixed part plus a part linear in (layers − l) for
+        // CircuitLens, so the mean over the first and last layer is the mean over all layers; --full sweeps all 144.
         data.push(await sweepBench(torch!, GPT2_SMALL, { ...base, reps: R(3, 1), layers: args.full ? undefined : [0, 11] }));
       }
       results.sweep = { date: date(), data };
       save();
     }
     if (args.only.has('gradient')) {
-      if (!gradientAvailable()) {
-        results.gradient = { date: date(), data: { skipped: 'core/analysis/gradient.ts does not exist yet' } };
-      } else {
-        const data: GradientResult[] = [];
-        const base = { prompts: 64, promptTokens: 16, torchThreads: args.torchThreads, prototypes: args.prototypes };
-        if (want(DEMO_GPT2)) data.push(await gradientBench(torch!, DEMO_GPT2, { ...base, reps: R(9, 3) }));
-        if (!args.quick && want(GPT2_SMALL)) data.push(await gradientBench(torch!, GPT2_SMALL, { ...base, reps: R(3, 1) }));
-        results.gradient = { date: date(), data, notes: ['Edge-level attribution is not implemented in CircuitLens (node level only).'] };
-      }
+      const data: GradientResult[] = [];
+      const base = { prompts: 64, promptTokens: 16, torchThreads: args.torchThreads };
+      if (want(DEMO_GPT2)) data.push(await gradientBench(torch!, DEMO_GPT2, { ...base, reps: R(9, 3) }));
+      if (!args.quick && want(GPT2_SMALL)) data.push(await gradientBench(torch!, GPT2_SMALL, { ...base, reps: R(3, 1) }));
+      results.gradient = { date: date(), data };
+      save();
+    }
+    if (args.only.has('edges')) {
+      // CircuitLens only (the PyTorch reference models have no per-destination inputs to hook).
+      const data: EdgeResult[] = [];
+      const base = { prompts: 64, promptTokens: 16 };
+      // The demo model: exact patching over all of its edges; GPT-2-small: on 2 edges (128 rows, ~1 min a
+      // round), extrapolated to all of them (every edge costs the same ablated run of every prompt). Rows per call:
+      // the engine's default (256) on the demo; on GPT-2-small 8 for EAP (~1 GiB per row: 16 rows peaked at 18 GiB
+      // and 64 ran this 24 GiB machine out of memory) and 64 for patching (~10 GiB).
+      if (want(DEMO_GPT2)) data.push(await edgeBench(DEMO_GPT2, { ...base, reps: R(9, 3), patching: 'all', eapRows: 256, patchRows: 256 }));
+      if (!args.quick && want(GPT2_SMALL)) data.push(await edgeBench(GPT2_SMALL, { ...base, reps: R(3, 1), patching: 2, eapRows: 8, patchRows: 64 }));
+      results.edges = { date: date(), data };
       save();
     }
     if (args.only.has('memory')) {

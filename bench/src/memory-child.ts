@@ -1,15 +1,14 @@
 // Bench 6, CircuitLens side, in its own process:
-//   node --expose-gc bench/.build/memory-child.js MODEL TOKENS [--lean] [--drop-source] [--no-prepack]
+//   node --expose-gc bench/.build/memory-child.js MODEL TOKENS [--drop-source] [--no-prepack]
 // loads the model on onnxruntime-node, then traces every hook of one prompt; prints RSS figures as JSON.
-// The flags are bench-only prototypes: --lean (session without the unfetched hook outputs), --drop-source
-// (forget the decoded model the engine keeps for building its gradient / lens sessions later), --no-prepack
-// (onnxruntime's session.disable_prepacking: no second, pre-packed copy of the MatMul weights).
+// The flags are bench-only prototypes: --drop-source (forget the decoded model the engine keeps for building
+// its gradient / lens sessions later), --no-prepack (onnxruntime's session.disable_prepacking: no second,
+// pre-packed copy of the MatMul weights).
 import * as ort from 'onnxruntime-node';
 import { OrtSession } from '../../core/engine/ort';
 import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
 import { createRuntime, loadEngine } from '../../core/node/load';
 import { randomIds } from './harness';
-import { leanEngine } from './lean';
 
 function rssKb(): number {
   return Math.round(process.memoryUsage.rss() / 1024);
@@ -30,14 +29,7 @@ async function main(): Promise<void> {
   const tokens = Number(tokensArg ?? 128);
   const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
   const rssStartKb = rssKb();
-  let engine = await loadEngine(file!, flags.includes('--no-prepack') ? new NoPrepackRuntime() : createRuntime('node'));
-  if (flags.includes('--lean')) {
-    // Prototype: a session with the hook taps only (no logit-lens outputs), the shipped session released.
-    const inner = engine as unknown as { session: Session };
-    const shipped = inner.session;
-    engine = (await leanEngine(engine, { hooks: engine.hookNames })).engine;
-    await shipped.release();
-  }
+  const engine = await loadEngine(file!, flags.includes('--no-prepack') ? new NoPrepackRuntime() : createRuntime('node'));
   if (flags.includes('--drop-source')) delete (engine as unknown as { source?: unknown }).source;
   // Let the garbage of loading go (decoded protobuf, encoded copies) before taking the baseline.
   for (let i = 0; i < 3; i++) { gc(); await sleep(300); }

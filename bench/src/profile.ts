@@ -1,18 +1,18 @@
 // Where the time goes: onnxruntime's own per-node profile of one shipped forward, and a split of a sweep into
-// feed construction, onnxruntime runs and the rest (scoring, slicing). Bench-only instrumentation: the
-// engine's private members are wrapped on the instance, core/ is not changed.
+// feed construction, onnxruntime runs and the rest (scoring, slicing). Bench-only instrumentation: onnxruntime's
+// InferenceSession.run is wrapped while a measurement runs (the engine runs several sessions: the full one, the
+// lean metrics session, the layer-skipping one), and the engine's private ablationFeeds on the instance; core/ is
+// not changed.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { evaluateSets, prepare } from '../../core/analysis/evaluate';
-import type { Engine } from '../../core/engine/engine';
 import { OrtSession } from '../../core/engine/ort';
 import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
 import { headId, type NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/node/load';
 import { logSoftmax, scorePrompt } from '../../core/analysis/metrics';
 import { log, randomIds, rng, ROOT, round, stats } from './harness';
-import { fastScore } from './lean';
 import type { ModelSpec } from './models';
 import { inductionSuite } from './suite';
 
@@ -30,7 +30,27 @@ class ProfilingRuntime implements Runtime {
 }
 
 interface Inner { run(...a: unknown[]): Promise<unknown>; endProfiling(): void }
-const innerOf = (e: Engine) => (e as unknown as { session: { session: Inner } }).session.session;
+
+/**
+ * Times every onnxruntime InferenceSession.run while `f` runs (all sessions of the process); returns the total,
+ * the number of runs and the last session that ran.
+ */
+async function timeOrtRuns<T>(f: () => Promise<T>): Promise<{ value: T; ms: number; calls: number; last?: Inner }> {
+  const proto = (ort.InferenceSession as unknown as { prototype: Inner }).prototype;
+  const orig = proto.run;
+  let ms = 0;
+  let calls = 0;
+  let last: Inner | undefined;
+  proto.run = async function (this: Inner, ...a: unknown[]) {
+    const t0 = performance.now();
+    try { return await orig.apply(this, a); } finally { ms += performance.now() - t0; calls++; last = this; }
+  };
+  try {
+    return { value: await f(), ms, calls, last };
+  } finally {
+    proto.run = orig;
+  }
+}
 
 interface ProfileEvent { cat: string; name: string; dur: number; args?: { op_name?: string } }
 
@@ -73,20 +93,19 @@ export async function profileForward(spec: ModelSpec, B: number, T: number, last
   const engine = await loadEngine(spec.file, new ProfilingRuntime());
   const ids = randomIds(B, T, engine.info.vocab, 23);
   await engine.run({ ids, lastOnly });
-  const inner = innerOf(engine);
-  const origRun = inner.run.bind(inner);
-  let ortRunMs = 0;
-  inner.run = async (...a: unknown[]) => { const t0 = performance.now(); const r = await origRun(...a); ortRunMs += performance.now() - t0; return r; };
   const runs = 3;
   const walls: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const t0 = performance.now();
-    await engine.run({ ids, lastOnly });
-    walls.push(performance.now() - t0);
-  }
-  ortRunMs /= runs;
+  const timedRuns = await timeOrtRuns(async () => {
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      await engine.run({ ids, lastOnly });
+      walls.push(performance.now() - t0);
+    }
+  });
+  const ortRunMs = timedRuns.ms / runs;
   const wallMs = stats(walls).median;
-  inner.endProfiling();
+  // The session these runs used (lastOnly: the lean metrics session) writes its profile now.
+  timedRuns.last!.endProfiling();
   const events = await readProfile();
   // The session's profile holds every run (the load-time probe, the warm-up, the timed ones): keep the node
   // events after the model_run that ended the warm-up, averaged over the timed runs.
@@ -139,18 +158,14 @@ export async function profileSweep(spec: ModelSpec, opts: { prompts: number; pro
   const prompts = inductionSuite(opts.prompts, opts.promptTokens, vocab, 29);
   const run = async () => { const ctx = await prepare(engine, prompts, 'zero', { maxRows: opts.maxRows }); await evaluateSets(ctx, [[], ...nodes.map((n) => [n])]); };
   await run();
-  const inner = innerOf(engine);
-  const origRun = inner.run.bind(inner);
-  let ortRunMs = 0;
-  let calls = 0;
-  inner.run = async (...a: unknown[]) => { const t0 = performance.now(); const r = await origRun(...a); ortRunMs += performance.now() - t0; calls++; return r; };
   const priv = engine as unknown as { ablationFeeds: (...a: unknown[]) => unknown };
   const origFeeds = priv.ablationFeeds;
   let feedsMs = 0;
   priv.ablationFeeds = function (this: unknown, ...a: unknown[]) { const t0 = performance.now(); const r = origFeeds.apply(this, a); feedsMs += performance.now() - t0; return r; };
   const t0 = performance.now();
-  await run();
+  const { ms: ortRunMs, calls } = await timeOrtRuns(run);
   const wallMs = performance.now() - t0;
+  priv.ablationFeeds = origFeeds;
   await engine.release();
   const res: SweepProfile = {
     model: spec.key, prompts: prompts.length, promptTokens: opts.promptTokens, heads: nodes.length, maxRows: opts.maxRows, calls, rows: prompts.length * (nodes.length + 2),
@@ -160,14 +175,13 @@ export async function profileSweep(spec: ModelSpec, opts: { prompts: number; pro
   return res;
 }
 
-export interface ScoringProfile { vocab: number; rows: number; scorePromptMsPerRow: number; plainLoopsMsPerRow: number }
+export interface ScoringProfile { vocab: number; rows: number; scorePromptMsPerRow: number; plainLoopsMsPerRow?: number }
 
-/** JS cost of scoring one row of last-position logits: metrics.ts scorePrompt vs the plain-loop fastScore. */
+/** JS cost of scoring one row of last-position logits with metrics.ts scorePrompt (KL to a clean row included). */
 export function profileScoring(vocab: number, rows: number): ScoringProfile {
   const r = rng(9);
   const data = Float32Array.from({ length: rows * vocab }, () => 10 * r());
   const cleanLogProbs = logSoftmax(data.subarray(0, vocab));
-  const clean = { logProbs: cleanLogProbs, probs: Float64Array.from(cleanLogProbs, Math.exp) };
   const time = (f: (row: Float32Array) => void) => {
     const samples: number[] = [];
     for (let rep = 0; rep < 3; rep++) {
@@ -177,7 +191,7 @@ export function profileScoring(vocab: number, rows: number): ScoringProfile {
     }
     return round(stats(samples).median, 3);
   };
-  const res = { vocab, rows, scorePromptMsPerRow: time((row) => scorePrompt(row, 5, 7, cleanLogProbs)), plainLoopsMsPerRow: time((row) => fastScore(row, 5, 7, clean)) };
-  log(`  scoring one row of ${vocab} logits: scorePrompt ${res.scorePromptMsPerRow} ms, plain loops ${res.plainLoopsMsPerRow} ms`);
+  const res = { vocab, rows, scorePromptMsPerRow: time((row) => scorePrompt(row, 5, 7, cleanLogProbs)) };
+  log(`  scoring one row of ${vocab} logits: scorePrompt ${res.scorePromptMsPerRow} ms`);
   return res;
 }

@@ -8,8 +8,10 @@ import { stats, type Stats } from './harness';
 import type { SweepResult } from './sweep';
 
 const f = (x: number | undefined, d = 1) => (x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(d));
-/** A duration with its unit: "12.3 ms", "845 ms", "16.7 s". */
-const ms = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '—' : x >= 10000 ? `${(x / 1000).toFixed(1)} s` : x >= 100 ? `${x.toFixed(0)} ms` : `${x.toFixed(1)} ms`);
+/** A duration with its unit: "12.3 ms", "845 ms", "16.7 s", "12.5 min", "3.2 h". */
+const ms = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '—'
+  : x >= 3.6e6 ? `${(x / 3.6e6).toFixed(1)} h` : x >= 6e5 ? `${(x / 6e4).toFixed(1)} min`
+    : x >= 10000 ? `${(x / 1000).toFixed(1)} s` : x >= 100 ? `${x.toFixed(0)} ms` : `${x.toFixed(1)} ms`);
 const sci = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '—' : x.toExponential(1));
 const when = (sec: { date: string } | undefined) => (sec ? `_Measured ${sec.date.replace('T', ' ').slice(0, 16)} UTC._` : '');
 const met = (ok: boolean | undefined) => (ok === undefined ? '—' : ok ? '**met**' : '**missed**');
@@ -44,32 +46,38 @@ export function renderSummary(r: Results): string {
   const big = fwd?.find((x) => x.model === 'gpt2-small');
   const sweeps = r.sweep?.data;
   const grad = Array.isArray(r.gradient?.data) ? (r.gradient!.data as GradientResult[]) : undefined;
+  const edges = r.edges?.data;
 
   out.push('## Targets', '');
   const rows: (string | number)[][] = [];
   if (fwd) for (const x of fwd) {
     const ratio = paired(x.ms, 'circuitlens-native', 'pytorch');
     const last = paired(x.ms, 'circuitlens-native lastOnly', 'pytorch');
-    const proto = paired(x.ms, 'proto native lean lastOnly', 'pytorch');
-    const extra = [last !== undefined ? `lastOnly ${f(last, 2)}×` : '', proto !== undefined ? `prototype unembedding the last position only ${f(proto, 2)}×` : ''].filter(Boolean).join('; ');
-    rows.push([`native forward ≤ 0.6× PyTorch — ${x.model} ${x.batch}×${x.tokens}`, `${f(ratio, 2)}×${extra ? ` (${extra})` : ''}`, met(ratio === undefined ? undefined : ratio <= 0.6)]);
+    rows.push([`native forward ≤ 0.6× PyTorch — ${x.model} ${x.batch}×${x.tokens}`, `${f(ratio, 2)}×${last !== undefined ? ` (lastOnly, what metrics use: ${f(last, 2)}×)` : ''}`, met(ratio === undefined ? undefined : ratio <= 0.6)]);
   }
   if (sweeps) for (const x of sweeps) {
     const ratio = paired(x.ms, 'circuitlens-native', 'pytorch hook loop');
-    const protos = Object.keys(x.ms).filter((k) => k.startsWith('proto')).map((k) => `${k.replace(/^proto /, '')}: ${f(paired(x.ms, k, 'pytorch hook loop'), 2)}×`).join('; ');
-    rows.push([`head sweep ≤ 0.5× hook loop — ${x.model}, ${x.prompts} prompts × ${x.promptTokens} tokens, ${x.heads} heads`, `${f(ratio, 2)}×${protos ? ` (prototypes — ${protos})` : ''}`, met(ratio === undefined ? undefined : ratio <= 0.5)]);
+    const heads = x.heads < x.headsInModel ? `${x.heads} of ${x.headsInModel} heads (layers 0 and ${x.model === 'gpt2-small' ? 11 : 'last'}, standing for all)` : `all ${x.heads} heads`;
+    rows.push([`head sweep ≤ 0.5× hook loop — ${x.model}, ${x.prompts} prompts × ${x.promptTokens} tokens, ${heads}`, `${f(ratio, 2)}×`, met(ratio === undefined ? undefined : ratio <= 0.5)]);
   }
   if (grad) for (const x of grad) {
     const cl = paired(x.ms, 'circuitlens eap', 'circuitlens forward');
-    const proto = paired(x.ms, 'proto eap from gradient run', 'circuitlens forward');
-    rows.push([`EAP ≤ 3× a forward — ${x.model}, ${x.prompts} prompts × ${x.promptTokens} tokens`, `${f(cl, 2)}× (PyTorch EAP: ${f(paired(x.ms, 'pytorch eap', 'pytorch forward'), 2)}×${proto !== undefined ? `; prototype: ${f(proto, 2)}×` : ''})`, met(cl === undefined ? undefined : cl <= 3)]);
+    rows.push([`EAP ≤ 3× a forward — nodes, ${x.model}, ${x.prompts} prompts × ${x.promptTokens} tokens`, `${f(cl, 2)}× (PyTorch EAP: ${f(paired(x.ms, 'pytorch eap', 'pytorch forward'), 2)}×)`, met(cl === undefined ? undefined : cl <= 3)]);
   }
   else if (r.gradient) rows.push(['EAP ≤ 3× a forward', (r.gradient.data as { skipped: string }).skipped, '—']);
+  if (edges) for (const x of edges) {
+    const e = paired(x.ms, 'circuitlens edge eap', 'circuitlens forward');
+    rows.push([`EAP ≤ 3× a forward — all ${x.edges} edges, ${x.model}, ${x.prompts} prompts × ${x.promptTokens} tokens`, `${f(e, 2)}× (${ms(x.ms['circuitlens edge eap']!.median)})`, met(e === undefined ? undefined : e <= 3)]);
+  }
+  if (edges) for (const x of edges) {
+    rows.push([`full edge-level attribution time — ${x.model}, ${x.edges} edges, ${x.prompts} prompts × ${x.promptTokens} tokens`,
+      `EAP: ${ms(x.ms['circuitlens edge eap']!.median)}; exact patching: ${x.patching.measured ? ms(x.patching.msAllEdges) : `≈ ${ms(x.patching.msAllEdges)} (estimate from ${x.patching.edgesTimed} edges)`} = ${f(x.patching.toForward, 0)}× a forward`, 'reported (no target)']);
+  }
   out.push(table(['target', 'measured (median of per-round ratios)', ''], rows), '');
 
   if (fwd) {
     out.push('## 1. Forward pass', when(r.forward), '');
-    out.push('Same weights and token ids on both sides (PyTorch loads the demo weights from the .onnx initializers and the GPT-2-small weights from the state dict saved beside its .onnx). CircuitLens times `engine.run` from the caller: feeds, run, copy out. `circuitlens-native` returns the full `[B, T, vocab]` logits like `model(tokens)`; `lastOnly` is what metrics use. Rows starting with `proto` are bench-only prototypes (bench/src/lean.ts), not shipped code: `lean` = a session whose graph keeps only the outputs the call fetches; `lean lastOnly` also applies the final norm and unembedding to the last position only (less work than `model(tokens)`, which unembeds every position).', '');
+    out.push('Same weights and token ids on both sides (PyTorch loads the demo weights from the .onnx initializers and the GPT-2-small weights from the state dict saved beside its .onnx). CircuitLens times `engine.run` from the caller: feeds, run, copy out. `circuitlens-native` returns the full `[B, T, vocab]` logits like `model(tokens)`; `lastOnly` is what metrics use: the engine\'s lean metrics session, which fetches the last-position logits only and applies the final norm and unembedding to the last position (less work than `model(tokens)`, which unembeds every position).', '');
     for (const x of fwd) {
       out.push(`### ${x.label}, batch ${x.batch} × ${x.tokens} tokens`, '');
       const t = Object.entries(x.ms).map(([k, s]) => {
@@ -83,13 +91,13 @@ export function renderSummary(r: Results): string {
 
   if (sweeps) {
     out.push('## 2. Single-head ablation sweep', when(r.sweep), '');
-    out.push('Zero ablation of each head alone, logit difference at the last position, over a generated 64-prompt induction suite. CircuitLens: `prepare` + `evaluateSets` with one set per head (rows batched, `maxRows` rows per call). PyTorch: one batched forward of all prompts per head with a hook on `blocks.L.attn.hook_z` zeroing the head in place. Prototypes (bench/src/lean.ts): `lean lastOnly` = the same evaluateSets on a session that unembeds the last position only; `suffix sessions + lastOnly + fast scoring` = per layer, a session cut at `blocks.l.hook_resid_pre` fed from one cached clean run (an ablation in layer l cannot change layers before it), last-position unembedding, and prompts scored with plain loops instead of `scorePrompt`.', '');
+    out.push('Zero ablation of each head alone, logit difference at the last position, over a generated 64-prompt induction suite. CircuitLens: `prepare` + `evaluateSets` with one set per head (rows batched, `maxRows` rows per call, timed from `prepare` on, so the clean run and the cached clean residuals are included); on onnxruntime-node a row starts at its ablated head\'s layer from the cached clean `hook_resid_pre` (layer skipping, core/onnx/skip.ts) and unembeds the last position only. PyTorch: one batched forward of all prompts per head with a hook on `blocks.L.attn.hook_z` zeroing the head in place. GPT-2-small sweeps layers 0 and 11 unless `--full`: the hook loop costs the same per head in every layer and CircuitLens a fixed part plus a part linear in the layers left, so their mean stands for all 144 heads (the fixed per-sweep cost, spread over fewer heads, makes the estimate slightly pessimistic for CircuitLens).', '');
     const t = sweeps.flatMap((x) => Object.entries(x.ms).map(([k, s]) => [
       x.model, `${x.heads}${x.heads < x.headsInModel ? ` of ${x.headsInModel}` : ''}`, k, ms(s.median), ms(x.msPerHead[k]), x.allHeadsEstimateMs ? ms(x.allHeadsEstimateMs[k]) : '—',
       x.ratioToPytorch[k] === undefined ? '1 (reference)' : `${f(paired(x.ms, k, 'pytorch hook loop'), 2)}× (${f(x.ratioToPytorch[k], 2)}×)`,
     ]));
     out.push(table(['model', 'heads swept', 'contender', 'median', 'per head', 'all heads (est.)', 'vs hook loop: per-round (of medians)'], t), '');
-    for (const x of sweeps) out.push(`- ${x.model}: clean logit diff ${f(x.cleanLogitDiff, 3)}, accuracy ${f(x.cleanAccuracy, 3)}; max |Δ per-head score| vs PyTorch ${Object.entries(x.agreement).map(([k, v]) => `${k} ${sci(v)}`).join(', ')}; shipped engine at maxRows ${x.maxRows}.`);
+    for (const x of sweeps) out.push(`- ${x.model}: clean logit diff ${f(x.cleanLogitDiff, 3)}, accuracy ${f(x.cleanAccuracy, 3)}; max |Δ per-head score| vs PyTorch ${Object.entries(x.agreement).map(([k, v]) => `${k} ${sci(v)}`).join(', ')}; maxRows ${x.maxRows}${x.layerSkipping === undefined ? '' : `; layer skipping ${x.layerSkipping ? 'on' : 'off'}`}.`);
     out.push('');
   }
 
@@ -100,13 +108,30 @@ export function renderSummary(r: Results): string {
       out.push('`eapNodeScores` (core/analysis/gradient.ts, zero ablation, logit difference) against one forward of the same prompts (`engine.run`, lastOnly); PyTorch: hook-based EAP (forward hooks keep hook_z / hook_mlp_out, tensor hooks take their gradients, one backward, weights frozen) against its own forward.', '');
       const t = grad.flatMap((x) => [
         [x.model, 'CircuitLens', ms(x.ms['circuitlens eap']!.median), ms(x.ms['circuitlens forward']!.median), `${f(paired(x.ms, 'circuitlens eap', 'circuitlens forward'), 2)}× (${f(x.ratioToForward.circuitlens, 2)}×)`, ms(x.firstCallMs)],
-        ...(x.ms['proto eap from gradient run'] ? [[x.model, 'proto: activations from the gradient run', ms(x.ms['proto eap from gradient run'].median), ms(x.ms['circuitlens forward']!.median), `${f(paired(x.ms, 'proto eap from gradient run', 'circuitlens forward'), 2)}× (${f(x.ratioToForward['proto eap from gradient run'], 2)}×)`, '—']] : []),
         [x.model, 'PyTorch', ms(x.ms['pytorch eap']!.median), ms(x.ms['pytorch forward']!.median), `${f(paired(x.ms, 'pytorch eap', 'pytorch forward'), 2)}× (${f(x.ratioToForward.pytorch, 2)}×)`, '—'],
       ]);
       out.push(table(['model', 'side', 'EAP (median)', 'forward (median)', 'EAP / forward: per-round (of medians)', 'first call (builds backward session)'], t), '');
-      for (const x of grad) out.push(`- ${x.model}: max |Δ node score| vs PyTorch ${sci(x.agreement.maxAbsDiff)} (largest |score| ${f(x.agreement.maxAbsScore, 3)})${x.agreement.protoVsShipped !== undefined ? `; prototype vs eapNodeScores ${sci(x.agreement.protoVsShipped)}` : ''}.`);
-      out.push('- Edge-level attribution: not implemented in CircuitLens (`attribute --level edge` has no edge scores to time).', '');
+      for (const x of grad) out.push(`- ${x.model}: max |Δ node score| vs PyTorch ${sci(x.agreement.maxAbsDiff)} (largest |score| ${f(x.agreement.maxAbsScore, 3)}).`);
+      out.push('');
     }
+  }
+
+  if (edges) {
+    out.push('## 3b. Edge-level attribution', when(r.edges), '');
+    out.push('core/analysis/edges.ts on the same prompts as section 3 (zero ablation, logit difference), each against one forward of CircuitLens itself over the same prompts (`engine.run`, lastOnly, one call), alternating; EAP and patching run in separate rounds, each on a freshly loaded engine (on GPT-2-small the two edge sessions do not fit in 24 GiB together). `edge eap` = `edgeGradientScores` with steps 1 (EAP: one run of the edge gradient graph gives every edge\'s score); `edge patching` = exact path patching, one ablated run of every prompt per edge (`edgePatchingScores`: the clean set plus one set per edge). On GPT-2-small that is ~32k × 64 rows, so it is timed on a few single-edge sets spread over the layout (`evaluateEdgeSets`) and extrapolated to all edges (every edge costs the same run: edge runs do not skip layers) — an estimate, not a measurement. Memory: the process\'s RSS growth over the first call (session build included; the peak includes what earlier benchmarks of the process left resident). No PyTorch side: the reference models have no per-destination (split q/k/v) inputs to hook, and writing them in is a reimplementation rather than a hook loop.', '');
+    const t = edges.flatMap((x) => [['EAP', x.ms, x.eapRows] as const, ['patching', x.patchMs, x.patchRows] as const].flatMap(([round, m, rows]) => Object.entries(m).map(([k, st]) => [
+      x.model, x.edges, round, k === 'circuitlens forward' ? k : `${k}, ${rows} rows per call`, ms(st.median), st.n,
+      k === 'circuitlens forward' ? '1 (reference)' : `${f(paired(m, k, 'circuitlens forward'), 2)}× (${f(st.median / m['circuitlens forward']!.median, 2)}×)`,
+      k === 'circuitlens edge eap' ? ms(x.firstEapCallMs) : k.includes('patching') ? ms(x.firstPatchingCallMs) : '—',
+      k === 'circuitlens edge eap' ? `+${x.rssMiB.eapPeak - x.rssMiB.before} MiB (${x.rssMiB.eapPeak} MiB)`
+        : k.includes('patching') ? (x.rssMiB.patchingBefore === undefined ? `— (${x.rssMiB.patchingPeak} MiB)` : `+${x.rssMiB.patchingPeak - x.rssMiB.patchingBefore} MiB (${x.rssMiB.patchingPeak} MiB)`) : '—',
+    ])));
+    out.push(table(['model', 'edges', 'rounds', 'contender', 'median', 'runs', 'vs forward: per-round (of medians)', 'first call (builds its session)', 'RSS added by the first call (process peak)'], t), '');
+    for (const x of edges) {
+      const p = x.patching;
+      out.push(`- ${x.model}: ${x.edges} edges from ${x.upstreamNodes} upstream nodes. Exact patching over all edges: ${p.measured ? `${ms(p.msAllEdges)} measured` : `≈ ${ms(p.msAllEdges)} estimated (${ms(p.msPerEdge)} per edge from ${p.edgesTimed} edges × ${x.edges + 1} sets)`}, ${f(p.toForward, 0)}× a forward. Edge EAP scores: ${x.eapScores.count}, ${x.eapScores.nonFinite} not finite, largest |score| ${sci(x.eapScores.maxAbs)}. Σ of each node\'s outgoing edge EAP scores vs its node EAP score (equal at zero ablation): max |Δ| ${sci(x.nodeSumCheck.maxAbsDiff)} (largest |node score| ${f(x.nodeSumCheck.maxAbsNodeScore, 3)})${x.eapVsExact ? `; EAP vs exact patching over all edges: Pearson ${f(x.eapVsExact.pearson, 3)}, max |Δ| ${sci(x.eapVsExact.maxAbsDiff)} (largest |exact| ${f(x.eapVsExact.maxAbsExact, 3)})` : ''}.`);
+    }
+    out.push('');
   }
 
   if (r.peak) {
@@ -121,7 +146,8 @@ export function renderSummary(r: Results): string {
       const flops = gpt2ForwardFlops(dims, big.batch, big.tokens);
       out.push(`GPT-2-small forward at ${big.batch}×${big.tokens}: ${f(flops / 1e9, 0)} GFLOP counted analytically (all positions, causal half not skipped, unembedding ${f((2 * big.batch * big.tokens * dims.dModel * dims.vocab) / 1e9, 0)} GFLOP of it).`, '');
       const rowsF = Object.entries(big.ms).filter(([k]) => !k.includes('all hooks') && !k.includes('run_with_cache')).map(([k, s]) => {
-        const useful = k.includes('lean lastOnly') ? gpt2ForwardFlops(dims, big.batch, big.tokens, 1) : flops;
+        // lastOnly (the lean metrics session) unembeds the last position only.
+        const useful = k.includes('lastOnly') ? gpt2ForwardFlops(dims, big.batch, big.tokens, 1) : flops;
         const gf = useful / 1e9 / (s.median / 1e3);
         const peak = k.startsWith('pytorch') ? torchPeak : ortPeak;
         return [k, ms(s.median), f(useful / 1e9, 0), f(gf), `${f((100 * gf) / peak, 0)} % of ${k.startsWith('pytorch') ? 'torch' : 'onnxruntime'} peak`];
@@ -149,7 +175,7 @@ export function renderSummary(r: Results): string {
   if (r.memory) {
     const mm = r.memory.data;
     out.push('## 6. Peak memory: trace every hook, GPT-2-small shape, batch 1 × 128 tokens', when(r.memory), '');
-    out.push('Each contender in its own process (medians of alternating runs). "After load" is RSS once the model is loaded (after GC); "peak while tracing" samples RSS every 2 ms during the traced forward; "process peak" is getrusage\'s max RSS (load included), cross-checked with `/usr/bin/time -v`.', '');
+    out.push('Each contender in its own process (medians of alternating runs). "After load" is RSS once the model is loaded (after GC); "peak while tracing" samples RSS every 2 ms during the traced forward; "process peak" is getrusage\'s max RSS (load included), cross-checked with `/usr/bin/time -v`. Rows starting with `proto` are bench-only prototypes, not shipped code (bench/src/memory-child.ts; `--no-prototypes` leaves them out): `drop source` forgets the decoded model the engine keeps for building its other sessions later; `no prepack` turns off onnxruntime\'s second, pre-packed copy of the MatMul weights.', '');
     out.push(table(['contender', 'after load MiB', 'peak while tracing MiB', 'trace growth MiB', 'process peak MiB', 'time -v MiB', 'hooks', 'results MiB'],
       Object.entries(mm.mib).map(([k, v]) => [k, f(v.afterLoad, 0), f(v.peakDuringTrace, 0), f(v.traceGrowth, 0), f(v.processPeak, 0), f(v.processPeakTimeV, 0), v.hooks, f(v.resultMiB, 0)])), '');
   }
@@ -168,13 +194,13 @@ export function renderSummary(r: Results): string {
         p.sweep.map((x) => [`${x.model}, ${x.heads} heads × ${x.prompts} prompts × ${x.promptTokens} tokens (maxRows ${x.maxRows})`, x.rows, x.calls, ms(x.wallMs), ms(x.feedsMs), ms(x.ortRunMs), ms(x.otherMs)])), '');
     }
     if (p.scoring?.length) {
-      out.push('Scoring one row of last-position logits in JavaScript (what "other" above is mostly made of): `scorePrompt` of core/analysis/metrics.ts against the same scores with plain loops (bench/src/lean.ts `fastScore`).', '');
-      out.push(table(['vocab', 'scorePrompt per row', 'plain loops per row', 'speed-up'], p.scoring.map((x) => [x.vocab, `${f(x.scorePromptMsPerRow, 3)} ms`, `${f(x.plainLoopsMsPerRow, 3)} ms`, `${f(x.scorePromptMsPerRow / x.plainLoopsMsPerRow, 1)}×`])), '');
+      out.push('Scoring one row of last-position logits in JavaScript (part of "other" above): `scorePrompt` of core/analysis/metrics.ts, KL to a clean row included.', '');
+      out.push(table(['vocab', 'scorePrompt per row'], p.scoring.map((x) => [x.vocab, `${f(x.scorePromptMsPerRow, 3)} ms`])), '');
     }
   }
 
   out.push('## How to run', '');
-  out.push('```bash', 'npm run bench                          # everything (~30-60 min on 2 cores); writes bench/results/latest.json and this file', 'npm run bench -- --only forward,peak   # some benchmarks (the other sections of latest.json are kept)', 'npm run bench -- --quick               # fewer runs, demo-only sweep and gradient', 'npm run bench -- --full                # GPT-2-small sweep over all 144 heads (default: layers 0 and 11, extrapolated)', 'node bench/run.js --report-only         # rewrite this file from bench/results/latest.json', '```', '');
+  out.push('```bash', 'npm run bench                          # everything (~30-60 min on 2 cores); writes bench/results/latest.json and this file', 'npm run bench -- --only forward,peak   # some of: forward, sweep, gradient, edges, peak, graph, memory, profile (other sections of latest.json are kept)', 'npm run bench -- --quick               # fewer runs, demo-only sweep, gradient and edges', 'npm run bench -- --full                # GPT-2-small sweep over all 144 heads (default: layers 0 and 11, extrapolated)', 'node bench/run.js --report-only         # rewrite this file from bench/results/latest.json', '```', '');
   out.push('Needs Debian\'s `/usr/bin/python3` with python3-torch and python3-onnx (or `BENCH_PYTHON`), and `/usr/bin/chromium` (or `CHROMIUM_PATH`) for the graph view. The GPT-2-small-shaped model is generated on first use by `scripts/make_bench_model.py` into `bench/models/` (git-ignored, ~1.2 GB with its state dict).', '');
   return `${out.join('\n')}\n`;
 }

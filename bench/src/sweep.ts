@@ -1,12 +1,11 @@
 // Bench 2: single-node zero-ablation sweep over attention heads on a 64-prompt induction suite.
-// CircuitLens: core/analysis/evaluate.ts (prepare + evaluateSets, one set per head, rows batched).
+// CircuitLens: core/analysis/evaluate.ts (prepare + evaluateSets, one set per head, rows batched; on
+// onnxruntime-node each row starts at its ablated head's layer from the cached clean residual, core/onnx/skip.ts).
 // PyTorch: a hook loop, one forward of all prompts per ablated head (bench/torch_ref.py sweep).
 import type { Engine } from '../../core/engine/engine';
-import { evaluateSets, prepare, runSets, type EvalContext } from '../../core/analysis/evaluate';
-import { logSoftmax, meanMetrics } from '../../core/analysis/metrics';
+import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { headId, type NodeId } from '../../core/ids';
 import { alternate, log, round, type Contender, type Stats, type TorchRef } from './harness';
-import { fastScore, leanEngine, SuffixSweeper } from './lean';
 import { loadCircuitLens, loadTorch, type ModelSpec } from './models';
 import { forTorch, inductionSuite } from './suite';
 
@@ -18,7 +17,6 @@ export interface SweepOptions {
   layers?: number[];
   /** Rows per engine call for the shipped engine (prepare's maxRows; its default is 256). */
   maxRows?: number;
-  prototypes: boolean;
   torchThreads: number;
 }
 
@@ -31,6 +29,8 @@ export interface SweepResult {
   headsInModel: number;
   ablation: 'zero';
   maxRows: number;
+  /** Whether the engine started rows at the ablated layer (layer skipping; native onnxruntime only). */
+  layerSkipping: boolean;
   cleanLogitDiff: number;
   cleanAccuracy: number;
   /** Max |Δ| between CircuitLens' and PyTorch's per-head scores (clean − ablated logit difference). */
@@ -71,40 +71,6 @@ export async function sweepBench(torch: TorchRef, spec: ModelSpec, opts: SweepOp
     { name: 'circuitlens-native', run: time(() => runCircuitLens(engine, maxRows)) },
     { name: 'pytorch hook loop', run: async () => (await runTorch()).ms },
   ];
-  const releases: (() => Promise<void>)[] = [];
-  if (opts.prototypes) {
-    const lean = await leanEngine(engine, { hooks: [], lastBeforeUnembed: true });
-    releases.push(() => lean.session.release());
-    const check = await runCircuitLens(lean.engine, 256);
-    agreement['proto native lean lastOnly'] = Math.max(...check.scores.map((s) => Math.abs(s.score - tr.scores[s.id]!)));
-    contenders.push({ name: 'proto native lean lastOnly', run: time(() => runCircuitLens(lean.engine, 256)) });
-
-    // Prototypes 2 + 3: layers before the ablated head's are not recomputed (sessions cut at resid_pre), and
-    // prompts are scored with plain loops (bench/src/lean.ts fastScore) instead of metrics.ts scorePrompt.
-    const sweeper = await SuffixSweeper.create(engine, sweptLayers);
-    releases.push(() => sweeper.release());
-    const runSuffix = async () => {
-      const clean = await sweeper.cacheClean(prompts.map((p) => p.ids));
-      const row = (i: number) => clean.data.subarray(i * vocab, (i + 1) * vocab);
-      const cleanLogProbs = prompts.map((_, i) => logSoftmax(row(i)));
-      const cleanRef = cleanLogProbs.map((lp) => ({ logProbs: lp, probs: Float64Array.from(lp, Math.exp) }));
-      const ctx: EvalContext = { engine, prompts, ablation: 'zero', cleanLogProbs, maxRows: 256 };
-      const cleanLd = meanMetrics(prompts.map((p, i) => fastScore(row(i), p.answer, p.foil, cleanRef[i]))).logit_diff;
-      const scores: { id: NodeId; score: number }[] = [];
-      for (const l of sweptLayers) {
-        const sets = nodes.filter((n) => n.startsWith(`a${l}.`));
-        const logits = await runSets({ ...ctx, engine: sweeper.engineFor(l) }, sets.map((n) => [n]));
-        logits.forEach((perPrompt, i) => {
-          const metrics = meanMetrics(prompts.map((p, j) => fastScore(perPrompt[j]!, p.answer, p.foil, cleanRef[j])));
-          scores.push({ id: sets[i]!, score: cleanLd - metrics.logit_diff });
-        });
-      }
-      return scores;
-    };
-    const check2 = await runSuffix();
-    agreement['proto suffix sessions + lastOnly + fast scoring'] = Math.max(...check2.map((s) => Math.abs(s.score - tr.scores[s.id]!)));
-    contenders.push({ name: 'proto suffix sessions + lastOnly + fast scoring', run: time(runSuffix) });
-  }
   // Every contender ran once above (the agreement checks): that was the warm-up.
   const ms = await alternate(contenders, opts.reps, `sweep ${spec.key}`, { warmup: false });
   const base = ms['pytorch hook loop']!.median;
@@ -114,11 +80,11 @@ export async function sweepBench(torch: TorchRef, spec: ModelSpec, opts: SweepOp
   const allHeadsEstimateMs = nodes.length < all ? Object.fromEntries(Object.entries(msPerHead).map(([k, v]) => [k, round(v * all, 0)])) : undefined;
   for (const [k, v] of Object.entries(ms)) log(`  ${k}: median ${v.median.toFixed(1)} ms${ratioToPytorch[k] !== undefined ? ` (${ratioToPytorch[k]}× the hook loop)` : ''}`);
 
-  for (const r of releases) await r();
+  const layerSkipping = await engine.canSkipLayers();
   await engine.release();
   await torch.call({ cmd: 'unload', key: spec.key });
   return {
     model: spec.key, label: spec.label, prompts: prompts.length, promptTokens: opts.promptTokens, heads: nodes.length, headsInModel: all, ablation: 'zero',
-    maxRows, cleanLogitDiff: round(cl.clean.logit_diff, 4), cleanAccuracy: round(cl.clean.accuracy, 4), agreement, ms, ratioToPytorch, msPerHead, allHeadsEstimateMs,
+    maxRows, layerSkipping, cleanLogitDiff: round(cl.clean.logit_diff, 4), cleanAccuracy: round(cl.clean.accuracy, 4), agreement, ms, ratioToPytorch, msPerHead, allHeadsEstimateMs,
   };
 }
