@@ -37,21 +37,40 @@ export async function prepareEdges(ctx: EvalContext, meanOver?: ResolvedPrompt[]
     let sum: EdgeValues | undefined;
     let count = 0;
     for (const group of groupByLength(prompts)) {
-      const r = await engine.runEdges({ ids: group.map((g) => g.ids), outputs: true });
-      const o = r.outputs!;
-      sum = sum ? addValues(sum, sumRows(o)) : sumRows(o);
-      count += group.length * group[0]!.ids.length;
+      for (const chunk of chunks(group, edgeRowsPerCall({ ctx, ids }, group[0]!.ids.length, false))) {
+        const r = await engine.runEdges({ ids: chunk.map((g) => g.ids), outputs: true });
+        const o = r.outputs!;
+        sum = sum ? addValues(sum, sumRows(o)) : sumRows(o);
+        count += chunk.length * chunk[0]!.ids.length;
+      }
     }
     const scale = (t: F32): F32 => ({ dims: t.dims, data: t.data.map((x) => x / count) });
     return { ctx, ids, shared: { input: scale(sum!.input), heads: sum!.heads.map(scale), mlp: sum!.mlp.map(scale) } };
   }
   const perPrompt: EdgeValues[] = new Array(ctx.prompts.length);
   for (const group of groupByLength(ctx.prompts.map((p) => p.corruptedIds!))) {
-    const r = await engine.runEdges({ ids: group.map((g) => g.ids), outputs: true });
-    group.forEach((g, row) => { perPrompt[g.index] = mapValues(r.outputs!, (t) => sliceRow(t, row)); });
+    for (const chunk of chunks(group, edgeRowsPerCall({ ctx, ids }, group[0]!.ids.length, false))) {
+      const r = await engine.runEdges({ ids: chunk.map((g) => g.ids), outputs: true });
+      chunk.forEach((g, row) => { perPrompt[g.index] = mapValues(r.outputs!, (t) => sliceRow(t, row)); });
+    }
   }
   return { ctx, ids, perPrompt };
 }
+
+/**
+ * Rows per engine call for edge work: the edge graphs hold, per row, every upstream output for every later
+ * layer's destinations (and the backward graph more), so a large model gets far fewer rows than maxRows.
+ * Measured on GPT-2-small at 16 tokens: ~1 GiB per row for gradients, ~160 MiB for forward runs — about 11×
+ * and 1.7× the per-row size T·L·N·D·4 bytes (N upstream nodes); the budget keeps a call near 3 GiB.
+ */
+export function edgeRowsPerCall(ec: EdgeContext, T: number, gradient: boolean): number {
+  const { layers, dModel, heads } = ec.ctx.engine.info;
+  const upstream = 1 + layers * (heads + 1);
+  const perRow = T * layers * upstream * dModel * 4 * (gradient ? 12 : 2.5);
+  return Math.max(1, Math.min(ec.ctx.maxRows, Math.floor(EDGE_CALL_BYTES / perRow)));
+}
+
+const EDGE_CALL_BYTES = 3 * 1024 ** 3;
 
 /** Last-position logits for every (edge weight vector, prompt); a set is a weight per edge (1 = ablated). */
 export async function runEdgeSets(ec: EdgeContext, sets: Float32Array[]): Promise<Float32Array[][]> {
@@ -61,9 +80,10 @@ export async function runEdgeSets(ec: EdgeContext, sets: Float32Array[]): Promis
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
     const rows: { set: number; prompt: number }[] = [];
     sets.forEach((_, s) => group.forEach((g) => rows.push({ set: s, prompt: g.index })));
-    for (let start = 0; start < rows.length; start += ec.ctx.maxRows) {
+    const per = edgeRowsPerCall(ec, group[0]!.ids.length, false);
+    for (let start = 0; start < rows.length; start += per) {
       if (ec.ctx.signal?.aborted) throw new Cancelled();
-      const chunk = rows.slice(start, start + ec.ctx.maxRows);
+      const chunk = rows.slice(start, start + per);
       const res = await engine.runEdges({
         ids: chunk.map((r) => prompts[r.prompt]!.ids),
         weights: chunk.map((r) => sets[r.set]),
@@ -123,9 +143,10 @@ export async function edgeGradientScores(ec: EdgeContext, metric: MetricName, st
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
     const rows: { prompt: number; alpha: number }[] = [];
     group.forEach((g) => alphas.forEach((alpha) => rows.push({ prompt: g.index, alpha })));
-    for (let start = 0; start < rows.length; start += ec.ctx.maxRows) {
+    const per = edgeRowsPerCall(ec, group[0]!.ids.length, true);
+    for (let start = 0; start < rows.length; start += per) {
       if (ec.ctx.signal?.aborted) throw new Cancelled();
-      const chunk = rows.slice(start, start + ec.ctx.maxRows);
+      const chunk = rows.slice(start, start + per);
       const ps = chunk.map((r) => prompts[r.prompt]!);
       const weights = chunk.map((r) => (r.alpha === 0 ? undefined : new Float32Array(E).fill(r.alpha)));
       const ablated = ablatedFor(ec, chunk.map((r) => r.prompt));
@@ -292,6 +313,12 @@ function ablatedFor(ec: EdgeContext, prompts: number[]): EdgeValues | undefined 
   };
   const L = rows[0]!.heads.length;
   return { input: cat((v) => v.input), heads: Array.from({ length: L }, (_, l) => cat((v) => v.heads[l]!)), mlp: Array.from({ length: L }, (_, l) => cat((v) => v.mlp[l]!)) };
+}
+
+function chunks<T>(xs: T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
 }
 
 function mapValues(v: EdgeValues, fn: (t: F32) => F32): EdgeValues {

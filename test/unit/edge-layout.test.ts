@@ -32,3 +32,13 @@ test('exact work over every edge of a large model is refused with advice', () =>
   const small = { ids: new Array(110).fill('x'), ctx: { prompts: new Array(81) } } as unknown as EdgeContext;
   assert.doesNotThrow(() => checkEdgeWork(small, 'x', 'y'));
 });
+
+test('edge work on a large model gets few rows per call (memory), a small one maxRows', async () => {
+  const { edgeRowsPerCall } = await import('../../core/analysis/edges');
+  const ctx = (layers: number, heads: number, dModel: number) => ({ ctx: { maxRows: 256, engine: { info: { layers, heads, dModel } } }, ids: [] }) as unknown as EdgeContext;
+  const big = ctx(12, 12, 768);
+  assert.ok(edgeRowsPerCall(big, 16, true) <= 4, 'GPT-2-small gradients: a few rows (≈1 GiB each measured)');
+  assert.ok(edgeRowsPerCall(big, 16, false) <= 24);
+  assert.ok(edgeRowsPerCall(big, 1024, true) >= 1, 'never 0');
+  assert.equal(edgeRowsPerCall(ctx(2, 4, 64), 20, true), 256, 'the demo model: maxRows');
+});
