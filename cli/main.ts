@@ -12,8 +12,10 @@ commands:
   trace MODEL --prompt TEXT      run a prompt, record hooks (--hooks GLOB), ablate nodes (--ablate a1.h2,m0)
   run SUITE                      metrics of a prompt suite, optionally with nodes ablated
   canary [PATHS...]              run canary checks (*.canary.yaml); --reporter text|json|junit|sarif
-  attribute SUITE                score every head and MLP by the metric drop when it is ablated
-  discover SUITE --out F         find a small faithful circuit (--method greedy|acdc) and write F.circuit.json
+  attribute SUITE                score every head and MLP (or --level edge: every edge) by the metric drop
+                                 when it is ablated (--method patching) or its gradient estimate (gradient)
+  discover SUITE --out F         find a small faithful circuit (--method greedy|acdc, --level node|edge) and
+                                 write F.circuit.json
   verify CIRCUIT                 faithfulness (several metrics), necessity, minimality, specificity, CPR/CMD
   diff SUITE                     differential activation, task vs control prompts
   export CIRCUIT --format F      circuit as EAP-IG / MIB JSON (eap-ig: every edge, in_graph flags) or as a
