@@ -82,9 +82,11 @@ window.acquireVsCodeApi = () => ({
 <script src="/dist/webview/plotly.min.js"></script>
 <script>
 (() => {
-  const orig = Plotly.react;
-  Plotly.react = function (...args) {
-    const rec = { start: performance.now() };
+  // The view redraws with Plotly.react and, for marks, restyles the node trace only: time both.
+  const wrap = (name) => {
+  const orig = Plotly[name];
+  Plotly[name] = function (...args) {
+    const rec = { start: performance.now(), method: name };
     window.__bench.renders.push(rec);
     const p = orig.apply(this, args);
     p.then(() => {
@@ -97,6 +99,9 @@ window.acquireVsCodeApi = () => ({
     });
     return p;
   };
+  };
+  wrap('react');
+  wrap('restyle');
   window.__nextPaint = (after) => new Promise((res) => {
     const done = window.__bench.renders.find((r) => r.start >= after && r.painted);
     if (done) return res(done);
