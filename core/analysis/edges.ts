@@ -3,12 +3,10 @@
 // (core/onnx/edges.ts). Edge ablation replaces what flows along an edge by the source's ablated output: 0
 // (zero), its mean over the suite's prompts and positions (mean), or its output on the corrupted prompt
 // (resample).
-import type { EdgeValues, Engine } from '../engine/engine';
-import { groupByLength } from '../engine/engine';
+import { groupByLength, type EdgeValues } from '../engine/engine';
 import type { F32 } from '../engine/runtime';
 import { UserError } from '../errors';
-import type { EdgeScore } from './attribution';
-import { signedMetric } from './attribution';
+import { signedMetric, type EdgeScore } from './attribution';
 import { cprCmd, type CurvePoint } from './discovery';
 import { Cancelled, type EvalContext } from './evaluate';
 import { gradientSeed, surrogateFor } from './gradient';
@@ -345,5 +343,3 @@ function addValues(a: EdgeValues, b: EdgeValues): EdgeValues {
   const add = (x: F32, y: F32): F32 => ({ dims: x.dims, data: x.data.map((v, i) => v + y.data[i]!) });
   return { input: add(a.input, b.input), heads: a.heads.map((t, l) => add(t, b.heads[l]!)), mlp: a.mlp.map((t, l) => add(t, b.mlp[l]!)) };
 }
-
-export type { Engine };

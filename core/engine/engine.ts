@@ -149,7 +149,7 @@ export interface EngineOptions {
  */
 export class Engine {
   /** What the gradient graph is built from (set by fromModel). */
-  private source?: { runtime: Runtime; instrumented?: OnnxModel; reload?: () => OnnxModel; external: ExternalFile[] };
+  private source?: { runtime: Runtime; instrumented?: OnnxModel; reload?: () => OnnxModel; external: ExternalFile[]; what: string };
 
   /**
    * The instrumented model, for the sessions built on first use (metrics, lens, gradients, edges, layer
@@ -211,7 +211,7 @@ export class Engine {
       detection: structure.source,
     };
     const engine = new Engine(session, info, structure, inst.taps, opts.tokenizer, hookNames);
-    engine.source = opts.reload ? { runtime, reload: opts.reload, external } : { runtime, instrumented: inst.model, external };
+    engine.source = opts.reload ? { runtime, reload: opts.reload, external, what: opts.what } : { runtime, instrumented: inst.model, external, what: opts.what };
     return engine;
   }
 
@@ -352,7 +352,7 @@ export class Engine {
   /** The instrumented model with per-destination inputs (core/onnx/edges.ts), optionally with mask gradients. */
   private edgeModel(): { model: OnnxModel; outputs: string[] } {
     const model = this.copyOfInstrumented();
-    const { outputs } = addEdgeInputs(model, this.structure, this.info.heads, this.info.detection === 'graph' ? 'the model' : this.info.detection);
+    const { outputs } = addEdgeInputs(model, this.structure, this.info.heads, this.source!.what);
     return { model, outputs };
   }
 
