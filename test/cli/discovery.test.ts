@@ -9,30 +9,10 @@ import { parseSuite } from '../../core/formats/suite';
 import { allComponentNodes, type NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/node/load';
 import { EXAMPLES } from '../helpers';
-import { cli } from './run-cli';
+import { cli, headSignatures } from './run-cli';
 
 const SUITE = path.join(EXAMPLES, 'induction.suite.yaml');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-discover-'));
-
-/** Attention signatures on an induction prompt: previous-token score and induction score of every head. */
-function signatures(model: string): Map<string, { prev: number; induction: number }> {
-  const text = 'Mary walked garden red apple dog Mary walked garden red';
-  const r = cli(['trace', model, '--prompt', text, '--hooks', '*hook_pattern', '--json']);
-  const j = JSON.parse(r.stdout);
-  const T = j.ids.length;
-  const out = new Map<string, { prev: number; induction: number }>();
-  for (const [hook, t] of Object.entries(j.activations) as [string, { shape: number[]; data: number[] }][]) {
-    const layer = Number(/blocks\.(\d+)/.exec(hook)![1]);
-    for (let h = 0; h < t.shape[0]!; h++) {
-      let prev = 0, ind = 0;
-      for (let q = 1; q < T; q++) prev += t.data[h * T * T + q * T + q - 1]! / (T - 1);
-      // Second half, position q: the earlier occurrence of token q is at q-6; induction attends to q-5.
-      for (let q = 6; q < T; q++) ind += t.data[h * T * T + q * T + q - 5]! / (T - 6);
-      out.set(`a${layer}.h${h}`, { prev, induction: ind });
-    }
-  }
-  return out;
-}
 
 for (const name of ['induction-gpt2', 'induction-llama']) {
   const model = path.join(EXAMPLES, `${name}.onnx`);
@@ -49,7 +29,7 @@ for (const name of ['induction-gpt2', 'induction-llama']) {
         assert.equal(path.resolve(path.dirname(out), c.model.path), model);
         assert.ok(c.metrics.faithfulness >= 0.8, `faithfulness ${c.metrics.faithfulness}`);
         assert.ok(c.metrics.faithfulnessByMetric.accuracy >= 0.8);
-        const sig = signatures(model);
+        const sig = headSignatures(model);
         const heads = (c.nodes as string[]).filter((n) => n.startsWith('a'));
         const prevHeads = heads.filter((h) => h.startsWith('a0.') && sig.get(h)!.prev > 0.4);
         const inductionHeads = heads.filter((h) => h.startsWith('a1.') && sig.get(h)!.induction > 0.8);

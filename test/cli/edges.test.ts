@@ -9,9 +9,10 @@ import { edgeWeights, evaluateEdgeSets, prepareEdges } from '../../core/analysis
 import { prepare } from '../../core/analysis/evaluate';
 import { resolvePrompts } from '../../core/analysis/prompts';
 import { parseSuite } from '../../core/formats/suite';
+import type { Engine } from '../../core/engine/engine';
 import { loadEngine } from '../../core/node/load';
 import { EXAMPLES } from '../helpers';
-import { cli } from './run-cli';
+import { cli, headSignatures } from './run-cli';
 
 const SUITE = path.join(EXAMPLES, 'induction.suite.yaml');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-edges-'));
@@ -25,22 +26,12 @@ function spearman(a: number[], b: number[]): number {
   return 1 - (6 * d2) / (n * (n * n - 1));
 }
 
-/** Previous-token and induction attention scores per head on a repeated sequence (as in discovery.test.ts). */
-function signatures(model: string): Map<string, { prev: number; induction: number }> {
-  const r = cli(['trace', model, '--prompt', 'Mary walked garden red apple dog Mary walked garden red', '--hooks', '*hook_pattern', '--json']);
-  const j = JSON.parse(r.stdout);
-  const T = j.ids.length;
-  const out = new Map<string, { prev: number; induction: number }>();
-  for (const [hook, t] of Object.entries(j.activations) as [string, { shape: number[]; data: number[] }][]) {
-    const layer = Number(/blocks\.(\d+)/.exec(hook)![1]);
-    for (let h = 0; h < t.shape[0]!; h++) {
-      let prev = 0, ind = 0;
-      for (let q = 1; q < T; q++) prev += t.data[h * T * T + q * T + q - 1]! / (T - 1);
-      for (let q = 6; q < T; q++) ind += t.data[h * T * T + q * T + q - 5]! / (T - 6);
-      out.set(`a${layer}.h${h}`, { prev, induction: ind });
-    }
-  }
-  return out;
+/** The suite's task prompts with mean edge ablation (means over every prompt), as the CLI prepares them. */
+async function taskEdges(engine: Engine) {
+  const { suite } = parseSuite(SUITE, fs.readFileSync(SUITE, 'utf8'));
+  const all = resolvePrompts(suite!, engine).prompts;
+  const task = all.filter((x) => !x.tags.includes('control'));
+  return prepareEdges(await prepare(engine, task, 'mean', { meanOver: all }), all);
 }
 
 for (const name of ['induction-gpt2', 'induction-llama']) {
@@ -62,10 +53,7 @@ for (const name of ['induction-gpt2', 'induction-llama']) {
       // One score, directly: the drop in the task prompts' mean logit difference when that edge alone is ablated.
       const engine = await loadEngine(model);
       try {
-        const { suite } = parseSuite(SUITE, fs.readFileSync(SUITE, 'utf8'));
-        const all = resolvePrompts(suite!, engine).prompts;
-        const task = all.filter((x) => !x.tags.includes('control'));
-        const ec = await prepareEdges(await prepare(engine, task, 'mean', { meanOver: all }), all);
+        const ec = await taskEdges(engine);
         const top = [...pj.edges].sort((a: { score: number }, b: { score: number }) => b.score - a.score)[0];
         const [clean, abl] = await evaluateEdgeSets(ec, [edgeWeights(ec, []), edgeWeights(ec, [`${top.source}->${top.target}`])]);
         assert.ok(Math.abs(top.score - (clean!.logit_diff - abl!.logit_diff)) < 1e-3, `${top.score} vs ${clean!.logit_diff - abl!.logit_diff}`);
@@ -83,7 +71,7 @@ for (const name of ['induction-gpt2', 'induction-llama']) {
       assert.ok(c.edges.length > 0 && c.edges.length < 110, `${c.edges.length} edges`);
       assert.ok(c.metrics.faithfulness >= 0.8, `faithfulness ${c.metrics.faithfulness}`);
       assert.ok(c.metrics.faithfulnessByMetric.accuracy >= 0.8, `accuracy faithfulness ${c.metrics.faithfulnessByMetric.accuracy}`);
-      const sig = signatures(model);
+      const sig = headSignatures(model);
       const heads = (c.nodes as string[]).filter((n) => n.startsWith('a'));
       assert.ok(heads.some((h) => h.startsWith('a0.') && sig.get(h)!.prev > 0.4), `no previous-token head in ${heads}`);
       assert.ok(heads.some((h) => h.startsWith('a1.') && sig.get(h)!.induction > 0.8), `no induction head in ${heads}`);
@@ -99,10 +87,7 @@ for (const name of ['induction-gpt2', 'induction-llama']) {
       assert.equal(Object.keys(vj.minimality).length, c.edges.length);
       const engine = await loadEngine(model);
       try {
-        const { suite } = parseSuite(SUITE, fs.readFileSync(SUITE, 'utf8'));
-        const all = resolvePrompts(suite!, engine).prompts;
-        const task = all.filter((x) => !x.tags.includes('control'));
-        const ec = await prepareEdges(await prepare(engine, task, 'mean', { meanOver: all }), all);
+        const ec = await taskEdges(engine);
         const ids = (c.edges as { source: string; target: string }[]).map((e) => `${e.source}->${e.target}`);
         const [full, empty, circ, comp] = await evaluateEdgeSets(ec, [edgeWeights(ec, []), edgeWeights(ec, ec.ids), edgeWeights(ec, ids, true), edgeWeights(ec, ids)]);
         const f = (circ!.logit_diff - empty!.logit_diff) / (full!.logit_diff - empty!.logit_diff);
