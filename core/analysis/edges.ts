@@ -8,7 +8,7 @@ import type { F32 } from '../engine/runtime';
 import { UserError } from '../errors';
 import { signedMetric, type EdgeScore } from './attribution';
 import { cprCmd, type CurvePoint } from './discovery';
-import { Cancelled, type EvalContext } from './evaluate';
+import { Cancelled, concatRows, sliceRow, type EvalContext } from './evaluate';
 import { gradientSeed, surrogateFor } from './gradient';
 import { faithfulness, meanMetrics, METRICS, scorePrompt, type MetricName, type SuiteMetrics } from './metrics';
 import type { ResolvedPrompt } from './prompts';
@@ -302,13 +302,7 @@ function ablatedFor(ec: EdgeContext, prompts: number[]): EdgeValues | undefined 
   if (ec.shared) return ec.shared;
   if (!ec.perPrompt) return undefined;
   const rows = prompts.map((p) => ec.perPrompt![p]!);
-  const cat = (pick: (v: EdgeValues) => F32): F32 => {
-    const parts = rows.map(pick);
-    const w = parts[0]!.data.length;
-    const data = new Float32Array(w * parts.length);
-    parts.forEach((t, i) => data.set(t.data, i * w));
-    return { dims: [parts.length, ...parts[0]!.dims.slice(1)], data };
-  };
+  const cat = (pick: (v: EdgeValues) => F32): F32 => concatRows(rows.map(pick));
   const L = rows[0]!.heads.length;
   return { input: cat((v) => v.input), heads: Array.from({ length: L }, (_, l) => cat((v) => v.heads[l]!)), mlp: Array.from({ length: L }, (_, l) => cat((v) => v.mlp[l]!)) };
 }
@@ -321,11 +315,6 @@ function chunks<T>(xs: T[], n: number): T[][] {
 
 function mapValues(v: EdgeValues, fn: (t: F32) => F32): EdgeValues {
   return { input: fn(v.input), heads: v.heads.map(fn), mlp: v.mlp.map(fn) };
-}
-
-function sliceRow(t: F32, r: number): F32 {
-  const w = t.data.length / t.dims[0]!;
-  return { dims: [1, ...t.dims.slice(1)], data: t.data.slice(r * w, (r + 1) * w) };
 }
 
 /** Sum over batch rows and positions, keeping [1, 1, ...]. */

@@ -19,8 +19,8 @@ export interface EvalContext {
   /** Most rows per engine call. */
   maxRows: number;
   signal?: AbortSignal;
-  /** Per prompt: its clean hook_resid_pre of every layer ([T·D] each), for runs that start at a later layer. */
-  residPre?: Float32Array[][];
+  /** Per prompt: its clean hook_resid_pre of every layer ([1, T, D] each), for runs that start at a later layer. */
+  residPre?: F32[][];
 }
 
 /** Ablation sweeps start each row at the lowest layer it ablates when the engine can; clean residuals are kept up to this size. */
@@ -72,12 +72,14 @@ async function corruptedActivations(engine: Engine, prompts: ResolvedPrompt[]) {
   return out;
 }
 
-function sliceRow(t: F32, r: number): F32 {
+/** Batch row r of a batch-first tensor, with a batch dimension of 1 (a copy). */
+export function sliceRow(t: F32, r: number): F32 {
   const w = t.data.length / t.dims[0]!;
   return { dims: [1, ...t.dims.slice(1)], data: t.data.slice(r * w, (r + 1) * w) };
 }
 
-function concatRows(rows: F32[]): F32 {
+/** Rows of equal shape ([1, ...] each) stacked into one batch. */
+export function concatRows(rows: F32[]): F32 {
   const w = rows[0]!.data.length;
   const data = new Float32Array(w * rows.length);
   rows.forEach((r, i) => data.set(r.data, i * w));
@@ -100,7 +102,6 @@ export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<Float
   const skipping = sets.length >= 4 && firstLayer.some((l) => l > 0) && cacheBytes <= RESID_CACHE_BYTES && (await engine.canSkipLayers());
   if (skipping) await cacheResidPre(ctx);
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
-    const T = group[0]!.ids.length;
     const rows: { set: number; prompt: number; layer: number }[] = [];
     sets.forEach((_, s) => group.forEach((g) => rows.push({ set: s, prompt: g.index, layer: skipping ? firstLayer[s]! : 0 })));
     // Rows of one engine call share their first layer.
@@ -112,7 +113,7 @@ export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<Float
       const chunk = rows.slice(start, end);
       start = end;
       const layer = chunk[0]!.layer;
-      const resid = layer > 0 ? concatResid(chunk.map((r) => ctx.residPre![r.prompt]![layer]!), T, dModel) : undefined;
+      const resid = layer > 0 ? concatRows(chunk.map((r) => ctx.residPre![r.prompt]![layer]!)) : undefined;
       const ablations: (Ablation | undefined)[] = chunk.map((r) => (sets[r.set]!.length ? { nodes: sets[r.set]!, kind: ctx.ablation } : undefined));
       const resample = ctx.ablation === 'resample' && ablations.some(Boolean)
         ? {
@@ -140,22 +141,16 @@ async function cacheResidPre(ctx: EvalContext): Promise<void> {
   if (ctx.residPre) return;
   const { engine, prompts } = ctx;
   const hooks = Array.from({ length: engine.info.layers }, (_, l) => hookName('resid_pre', l));
-  const cache: Float32Array[][] = new Array(prompts.length);
+  const cache: F32[][] = new Array(prompts.length);
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
     for (let start = 0; start < group.length; start += ctx.maxRows) {
       checkCancelled(ctx.signal);
       const chunk = group.slice(start, start + ctx.maxRows);
       const res = await engine.run({ ids: chunk.map((g) => g.ids), hooks, lastOnly: true });
-      chunk.forEach((g, r) => { cache[g.index] = hooks.map((h) => sliceRow(res.activations[h]!, r).data); });
+      chunk.forEach((g, r) => { cache[g.index] = hooks.map((h) => sliceRow(res.activations[h]!, r)); });
     }
   }
   ctx.residPre = cache;
-}
-
-function concatResid(rows: Float32Array[], T: number, D: number): F32 {
-  const data = new Float32Array(rows.length * T * D);
-  rows.forEach((r, i) => data.set(r, i * T * D));
-  return { dims: [rows.length, T, D], data };
 }
 
 /** Scores of each ablation set (nodes to ablate) on every prompt; [] is the unablated model. */

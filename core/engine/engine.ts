@@ -259,8 +259,8 @@ export class Engine {
       if (!this.source || this.source.runtime.backend !== 'node') return undefined;
       const { runtime, external } = this.source;
       const model = withOutputsOnly(this.instrumented(), [LAST_LOGITS]);
-      // withOutputsOnly shares node objects with the instrumented model: copy the list before rewriting it.
-      const copy = { ...model, graph: { ...model.graph!, node: [...model.graph!.node], input: [...model.graph!.input], initializer: [...model.graph!.initializer] } };
+      // withOutputsOnly gives new node and initializer lists but shares the input list, which this adds to.
+      const copy = { ...model, graph: { ...model.graph!, input: [...model.graph!.input] } };
       if (!addLayerSkipping(copy, this.structure)) return undefined;
       return runtime.createSession(encodeModel(copy), external);
     })();
@@ -288,16 +288,11 @@ export class Engine {
    * (core/onnx/autodiff.ts) and run by the same runtime: one run gives the forward pass and every gradient.
    */
   async gradients(req: GradientRequest): Promise<GradientResult> {
-    const { B, T } = this.checkBatch(req.ids);
+    const { B } = this.checkBatch(req.ids);
     const hooks = req.hooks ?? [];
     for (const h of hooks) if (!this.taps[h] || h === 'logits') throw new UserError(`hook "${h}" cannot be read from a gradient run (run \`circuitlens info\` to list hooks; the logits are returned at the last position)`);
     const graph = await this.gradientGraph();
-    const feeds: Record<string, Feed> = {
-      [this.structure.inputIds]: { type: 'int64', dims: [B, T], data: BigInt64Array.from(req.ids.flat(), (v) => BigInt(v)) },
-      ...this.extraFeeds(B, T),
-      ...this.neutralFeeds(),
-      ...req.patch,
-    };
+    const feeds: Record<string, Feed> = { ...this.baseFeeds(req.ids), ...req.patch };
     const seed = typeof req.seed === 'function' ? req.seed((await (await this.sessionFor([LAST_LOGITS])).run(feeds, [LAST_LOGITS]))[LAST_LOGITS]!) : req.seed;
     if (seed.length !== B * this.info.vocab) throw new Error(`gradient seed has ${seed.length} values, expected ${B} × ${this.info.vocab}`);
     feeds[GRAD_SEED] = f32([B, 1, this.info.vocab], seed);
@@ -388,6 +383,7 @@ export class Engine {
     return this.edgeGraphs.gradient;
   }
 
+  /** Token ids, the inputs Hugging Face exports add, and neutral ablation inputs: what every run feeds. */
   private baseFeeds(ids: number[][]): Record<string, Feed> {
     const B = ids.length;
     const T = ids[0]!.length;
@@ -412,13 +408,14 @@ export class Engine {
     }
     if (any && weights) {
       const E = layout.edges.length;
+      const maskOf = new Map(layout.masks.map((m) => [m.name, m]));
       weights.forEach((w, b) => {
         if (!w) return;
         if (w.length !== E) throw new Error(`edge weights have ${w.length} entries, the model has ${E} edges`);
         for (let e = 0; e < E; e++) {
           if (w[e] === 0) continue;
           const slot = layout.edges[e]!;
-          const m = layout.masks.find((x) => x.name === slot.input)!;
+          const m = maskOf.get(slot.input)!;
           data.get(slot.input)![(b * m.rows + slot.row) * m.cols + slot.col] = w[e]!;
         }
       });
@@ -515,8 +512,7 @@ export class Engine {
         if (!Number.isInteger(layer) || layer < 0 || layer >= this.info.layers) throw new Error(`RunRequest.start: no layer ${layer}`);
         if (resid.dims[0] !== B || resid.dims[1] !== T || resid.dims[2] !== this.info.dModel) throw new Error(`RunRequest.start: resid is [${resid.dims}], expected [${B}, ${T}, ${this.info.dModel}]`);
         const feeds = {
-          [this.structure.inputIds]: { type: 'int64', dims: [B, T], data: BigInt64Array.from(req.ids.flat(), (v) => BigInt(v)) } as Feed,
-          ...this.extraFeeds(B, T),
+          ...this.baseFeeds(req.ids),
           ...this.ablationFeeds(req, B, T),
           [START.layer]: { type: 'int64', dims: [], data: BigInt64Array.of(BigInt(layer)) } as Feed,
           [START.resid]: f32(resid.dims, resid.data),
@@ -620,13 +616,8 @@ export class Engine {
   }
 
   private async runRaw(ids: number[][], hooks: HookName[], ablation: Record<string, Feed> | undefined, session = this.session): Promise<Record<HookName, F32>> {
-    const B = ids.length;
-    const T = ids[0]!.length;
-    const feeds: Record<string, Feed> = {
-      [this.structure.inputIds]: { type: 'int64', dims: [B, T], data: BigInt64Array.from(ids.flat(), (v) => BigInt(v)) },
-      ...this.extraFeeds(B, T),
-      ...(ablation ?? this.neutralFeeds()),
-    };
+    // The ablation inputs, when given, replace the neutral ones (the same names).
+    const feeds: Record<string, Feed> = { ...this.baseFeeds(ids), ...ablation };
     const tensorOf = (h: HookName) => this.taps[h] ?? h;
     const fetches = [...new Set(hooks.map(tensorOf))];
     const out = await (session === this.session ? await this.sessionFor(fetches) : session).run(feeds, fetches);
