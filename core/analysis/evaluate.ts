@@ -16,6 +16,8 @@ export interface EvalContext {
   corrupted?: { z: F32[]; mlp: F32[] }[];
   /** Per prompt: clean log-probabilities at the last position (for KL). */
   cleanLogProbs: Float64Array[];
+  /** Per prompt: clean last-position logits (what the empty ablation set gives, without running it again). */
+  cleanLogits?: Float32Array[];
   /** Most rows per engine call. */
   maxRows: number;
   signal?: AbortSignal;
@@ -51,9 +53,36 @@ export async function prepare(
   const ctx: EvalContext = { engine, prompts, ablation, cleanLogProbs: [], maxRows: opts.maxRows ?? 256, signal: opts.signal };
   if (ablation === 'mean') ctx.means = await engine.means((opts.meanOver ?? prompts).map((p) => p.ids));
   if (ablation === 'resample') ctx.corrupted = await corruptedActivations(engine, prompts);
-  const clean = await runSets(ctx, [[]]);
-  ctx.cleanLogProbs = clean[0]!.map((l) => logSoftmax(l));
+  await cleanRun(ctx);
   return ctx;
+}
+
+/**
+ * The clean run of every prompt: its last-position logits and, when they fit in RESID_CACHE_BYTES, its
+ * hook_resid_pre of every layer, which the lean metrics session computes anyway (layer skipping reads them).
+ */
+async function cleanRun(ctx: EvalContext): Promise<void> {
+  const { engine, prompts } = ctx;
+  const { layers, dModel } = engine.info;
+  const cacheBytes = prompts.reduce((a, p) => a + p.ids.length, 0) * layers * dModel * 4;
+  const hooks = cacheBytes <= RESID_CACHE_BYTES ? Array.from({ length: layers }, (_, l) => hookName('resid_pre', l)) : [];
+  const logits: Float32Array[] = new Array(prompts.length);
+  const resid: F32[][] = new Array(prompts.length);
+  const V = engine.info.vocab;
+  for (const group of groupByLength(prompts.map((p) => p.ids))) {
+    for (let start = 0; start < group.length; start += ctx.maxRows) {
+      checkCancelled(ctx.signal);
+      const chunk = group.slice(start, start + ctx.maxRows);
+      const res = await engine.run({ ids: chunk.map((g) => g.ids), hooks, lastOnly: true });
+      chunk.forEach((g, r) => {
+        logits[g.index] = res.logits.data.slice(r * V, (r + 1) * V);
+        if (hooks.length) resid[g.index] = hooks.map((h) => sliceRow(res.activations[h]!, r));
+      });
+    }
+  }
+  ctx.cleanLogits = logits;
+  ctx.cleanLogProbs = logits.map((l) => logSoftmax(l));
+  if (hooks.length) ctx.residPre = resid;
 }
 
 async function corruptedActivations(engine: Engine, prompts: ResolvedPrompt[]) {
@@ -93,17 +122,17 @@ export function concatRows(rows: F32[]): F32 {
 export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<Float32Array[][]> {
   const { engine, prompts } = ctx;
   const V = engine.info.vocab;
-  const { layers, dModel } = engine.info;
   const out: Float32Array[][] = sets.map(() => new Array(prompts.length));
-  // Layer skipping: a set that ablates nothing below layer l runs from the clean resid_pre of layer l (sweeps of
-  // many sets only: the clean residuals cost one forward run with hooks).
-  const firstLayer = sets.map((set) => (set.length ? Math.min(...set.map((id) => layerOf(id))) : layers - 1));
-  const cacheBytes = prompts.reduce((a, p) => a + p.ids.length, 0) * layers * dModel * 4;
-  const skipping = sets.length >= 4 && firstLayer.some((l) => l > 0) && cacheBytes <= RESID_CACHE_BYTES && (await engine.canSkipLayers());
-  if (skipping) await cacheResidPre(ctx);
+  // The empty set is the clean run, kept from prepare.
+  const run = sets.map((_, s) => s).filter((s) => sets[s]!.length > 0 || !ctx.cleanLogits);
+  for (let s = 0; s < sets.length; s++) if (!sets[s]!.length && ctx.cleanLogits) out[s] = ctx.cleanLogits.map((l) => l.slice());
+  // Layer skipping: a set that ablates nothing below layer l runs from the clean resid_pre of layer l, kept from
+  // the clean run. Only for sweeps of several sets: the first use builds one more session.
+  const firstLayer = sets.map((set) => (set.length ? Math.min(...set.map((id) => layerOf(id))) : 0));
+  const skipping = ctx.residPre !== undefined && run.length >= 4 && run.some((s) => firstLayer[s]! > 0) && (await engine.canSkipLayers());
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
     const rows: { set: number; prompt: number; layer: number }[] = [];
-    sets.forEach((_, s) => group.forEach((g) => rows.push({ set: s, prompt: g.index, layer: skipping ? firstLayer[s]! : 0 })));
+    run.forEach((s) => group.forEach((g) => rows.push({ set: s, prompt: g.index, layer: skipping ? firstLayer[s]! : 0 })));
     // Rows of one engine call share their first layer.
     rows.sort((a, b) => a.layer - b.layer);
     for (let start = 0; start < rows.length;) {
@@ -134,23 +163,6 @@ export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<Float
 function layerOf(id: NodeId): number {
   const n = parseNodeId(id);
   return n.kind === 'head' || n.kind === 'mlp' ? n.layer : 0;
-}
-
-/** Every prompt's clean hook_resid_pre per layer, from one forward run per prompt length (once per context). */
-async function cacheResidPre(ctx: EvalContext): Promise<void> {
-  if (ctx.residPre) return;
-  const { engine, prompts } = ctx;
-  const hooks = Array.from({ length: engine.info.layers }, (_, l) => hookName('resid_pre', l));
-  const cache: F32[][] = new Array(prompts.length);
-  for (const group of groupByLength(prompts.map((p) => p.ids))) {
-    for (let start = 0; start < group.length; start += ctx.maxRows) {
-      checkCancelled(ctx.signal);
-      const chunk = group.slice(start, start + ctx.maxRows);
-      const res = await engine.run({ ids: chunk.map((g) => g.ids), hooks, lastOnly: true });
-      chunk.forEach((g, r) => { cache[g.index] = hooks.map((h) => sliceRow(res.activations[h]!, r)); });
-    }
-  }
-  ctx.residPre = cache;
 }
 
 /** Scores of each ablation set (nodes to ablate) on every prompt; [] is the unablated model. */

@@ -43,14 +43,58 @@ export function klDivergence(logP: Float64Array, logQ: Float64Array): number {
   return Math.max(0, kl);
 }
 
+/** What KL to a clean row needs of it, computed once per clean row (cached by the log-probability array). */
+interface CleanRow { p: Float64Array; plogp: number; sumP: number }
+const cleanRows = new WeakMap<Float64Array, CleanRow>();
+
+function cleanRow(logP: Float64Array): CleanRow {
+  let row = cleanRows.get(logP);
+  if (!row) {
+    const p = new Float64Array(logP.length);
+    let plogp = 0;
+    let sumP = 0;
+    for (let i = 0; i < logP.length; i++) {
+      const pi = Math.exp(logP[i]!);
+      p[i] = pi;
+      if (pi > 0) { plogp += pi * logP[i]!; sumP += pi; }
+    }
+    row = { p, plogp, sumP };
+    cleanRows.set(logP, row);
+  }
+  return row;
+}
+
+/**
+ * Scores of one row of last-position logits. One pass for the maximum and top-1, one for the normaliser and
+ * Σ p·logit; KL(clean ‖ row) = Σ p log p − Σ p·logit + log Z · Σ p, with the clean side computed once per
+ * clean row. Equal to logSoftmax + klDivergence to float64 rounding, at a third of the cost on a 50k vocabulary.
+ */
 export function scorePrompt(logits: Float32Array, answer: number, foil: number | undefined, cleanLogProbs?: Float64Array): PromptScore {
-  const lp = logSoftmax(logits);
-  const top1 = argmax(logits);
+  const n = logits.length;
+  let max = -Infinity;
+  let top1 = 0;
+  for (let i = 0; i < n; i++) if (logits[i]! > max) { max = logits[i]!; top1 = i; }
+  let z = 0;
+  let kl = 0;
+  if (cleanLogProbs) {
+    const { p, plogp, sumP } = cleanRow(cleanLogProbs);
+    let pl = 0;
+    for (let i = 0; i < n; i++) {
+      const l = logits[i]!;
+      z += Math.exp(l - max);
+      if (p[i]! > 0) pl += p[i]! * l;
+    }
+    const lz = max + Math.log(z);
+    kl = Math.max(0, plogp - pl + lz * sumP);
+  } else {
+    for (let i = 0; i < n; i++) z += Math.exp(logits[i]! - max);
+  }
+  const lz = max + Math.log(z);
   return {
     logitDiff: foil === undefined ? NaN : logits[answer]! - logits[foil]!,
-    prob: Math.exp(lp[answer]!),
+    prob: Math.exp(logits[answer]! - lz),
     correct: top1 === answer,
-    kl: cleanLogProbs ? klDivergence(cleanLogProbs, lp) : 0,
+    kl,
     top1,
   };
 }

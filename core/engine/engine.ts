@@ -242,9 +242,17 @@ export class Engine {
   private lastSession(): Promise<Session> {
     this.last ??= (async () => {
       const { runtime, external } = this.source!;
-      return runtime.createSession(encodeModel(withOutputsOnly(this.instrumented(), [LAST_LOGITS])), external);
+      return runtime.createSession(encodeModel(withOutputsOnly(this.instrumented(), this.leanOutputs())), external);
     })();
     return this.last;
+  }
+
+  /**
+   * What the lean metrics session computes: the last-position logits, plus every layer's resid_pre (values the
+   * forward computes anyway; a clean run fetches them once for the rows of a sweep that start at a later layer).
+   */
+  private leanOutputs(): string[] {
+    return [...new Set([LAST_LOGITS, ...this.structure.layers.map((_, l) => this.taps[hookName('resid_pre', l)]!)])];
   }
 
   private skip?: Promise<Session | undefined>;
@@ -267,9 +275,11 @@ export class Engine {
     return this.skip;
   }
 
-  /** The session a run with these fetches needs: the lean one when only the last logits are read. */
+  /** The session a run with these fetches needs: the lean one when only the last logits (and resid_pre) are read. */
   private async sessionFor(fetches: string[]): Promise<Session> {
-    return fetches.length === 1 && fetches[0] === LAST_LOGITS && this.source ? this.lastSession() : this.session;
+    if (!this.source || !fetches.includes(LAST_LOGITS)) return this.session;
+    const lean = new Set(this.leanOutputs());
+    return fetches.every((f) => lean.has(f)) ? this.lastSession() : this.session;
   }
 
   private lensSession(): Promise<{ session: Session; outputs: string[] }> {

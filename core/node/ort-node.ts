@@ -5,15 +5,23 @@ import * as ort from 'onnxruntime-node';
 import { OrtSession, sessionError } from '../engine/ort';
 import type { ExternalFile, Runtime, Session } from '../engine/runtime';
 
+/** Models smaller than this (graph and weights) run on one intra-op thread unless told otherwise. */
+export const SMALL_MODEL_BYTES = 8 << 20;
+
 /** onnxruntime-node (native CPU). The default for the CLI and the extension host. */
 export class OrtNodeRuntime implements Runtime {
   readonly backend = 'node' as const;
 
+  /** `threads`: onnxruntime's intra-op threads; by default one per core, and one for small models (see below). */
   constructor(private readonly threads?: number) {}
 
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
     const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
-    if (this.threads) options.intraOpNumThreads = this.threads;
+    // A small model's kernels are too short to share between threads: on the demo models (d 64) one thread runs
+    // a 64-prompt head sweep in less time, and with much less spread, than two (bench/, "sweep").
+    const bytes = model.byteLength + external.reduce((a, f) => a + (f.data?.byteLength ?? (f.path ? fileSize(f.path) : 0)), 0);
+    const threads = this.threads ?? (bytes < SMALL_MODEL_BYTES ? 1 : undefined);
+    if (threads) options.intraOpNumThreads = threads;
     try {
       if (external.length === 0) return new OrtSession(ort, await ort.InferenceSession.create(model, options));
       const dir = modelDir(external);
@@ -38,6 +46,10 @@ export class OrtNodeRuntime implements Runtime {
       throw sessionError(e);
     }
   }
+}
+
+function fileSize(p: string): number {
+  try { return fs.statSync(p).size; } catch { return Infinity; }
 }
 
 /** The folder the external files' locations are relative to, when they are given by path. */

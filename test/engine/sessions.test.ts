@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { loadEngine } from '../../core/node/load';
 import { decodeModel } from '../../core/onnx/model';
 import { detectStructure, instrument, LAST_LOGITS, withOutputsOnly } from '../../core/onnx/instrument';
@@ -44,8 +45,14 @@ for (const file of MODELS) {
       assert.ok(maxAbsDiff(last.logits, { dims: [2, 1, V], data: lastOfFull }) < 1e-5);
       // Ablations reach the lean session too (its inputs are the same).
       const abl = await engine.run({ ids, lastOnly: true, ablations: [{ nodes: ['a1.h0', 'm1'], kind: 'zero' }, undefined] });
-      const ablFull = await engine.run({ ids, lastOnly: true, hooks: ['blocks.0.hook_resid_pre'], ablations: [{ nodes: ['a1.h0', 'm1'], kind: 'zero' }, undefined] });
+      const ablFull = await engine.run({ ids, lastOnly: true, hooks: ['blocks.0.attn.hook_z'], ablations: [{ nodes: ['a1.h0', 'm1'], kind: 'zero' }, undefined] });
       assert.ok(maxAbsDiff(abl.logits, ablFull.logits) < 1e-5, 'lean and full sessions agree under ablation');
+      // The lean session also gives every layer's resid_pre (what sweeps cache for layer skipping), equal to the full session's.
+      const residHooks = Array.from({ length: engine.info.layers }, (_, l) => `blocks.${l}.hook_resid_pre`);
+      const leanResid = await engine.run({ ids, lastOnly: true, hooks: residHooks });
+      const fullResid = await engine.run({ ids, hooks: residHooks });
+      for (const h of residHooks) assert.ok(maxAbsDiff(leanResid.activations[h]!, fullResid.activations[h]!) < 1e-6, h);
+      assert.ok(maxAbsDiff(leanResid.logits, last.logits) < 1e-6);
       assert.ok(maxAbsDiff(abl.logits, last.logits) > 1e-2, 'the ablation changes the first row');
     } finally {
       await engine.release();
@@ -71,6 +78,20 @@ for (const file of MODELS) {
       const other = { dims: clean.activations['blocks.1.hook_resid_pre']!.dims, data: clean.activations['blocks.1.hook_resid_pre']!.data.map((x) => x * 0.5) };
       const moved = await engine.run({ ids, lastOnly: true, start: { layer: 1, resid: other } });
       assert.ok(maxAbsDiff(moved.logits, clean.logits) > 1e-2);
+
+      // A sweep (evaluateSets with layer skipping from the residuals of prepare's clean run, the empty set from
+      // that run's logits) scores exactly what whole runs of every set score.
+      const prompts = ids.map((p, index) => ({ index, text: p.join(' '), ids: p, answer: 14, foil: 3, tags: ['task'] }));
+      const sets = [[], ['a0.h1'], ['a1.h0'], ['a1.h3', 'm1'], ['m0'], []] as never[][];
+      const ctx = await prepare(engine, prompts, 'zero');
+      assert.equal(ctx.residPre?.length, prompts.length, 'the clean run kept the residuals');
+      const swept = await evaluateSets(ctx, sets);
+      const plain = await evaluateSets({ ...ctx, residPre: undefined, cleanLogits: undefined }, sets);
+      swept.forEach((s, i) => s.scores.forEach((sc, b) => {
+        const want = plain[i]!.scores[b]!;
+        assert.ok(Math.abs(sc.logitDiff - want.logitDiff) < 1e-5 && Math.abs(sc.kl - want.kl) < 1e-5 && sc.top1 === want.top1, `set ${i} row ${b}`);
+      }));
+      assert.ok(Math.abs(swept[1]!.metrics.logit_diff - swept[0]!.metrics.logit_diff) > 1e-3, 'an ablation changes the score');
     } finally {
       await engine.release();
     }
