@@ -1,9 +1,9 @@
 // Bench 6, CircuitLens side, in its own process:
-//   node --expose-gc bench/.build/memory-child.js MODEL TOKENS [--drop-source] [--no-prepack]
+//   node --expose-gc bench/.build/memory-child.js MODEL TOKENS [--no-prepack]
 // loads the model on onnxruntime-node, then traces every hook of one prompt; prints RSS figures as JSON.
-// The flags are bench-only prototypes: --drop-source (forget the decoded model the engine keeps for building
-// its gradient / lens sessions later), --no-prepack (onnxruntime's session.disable_prepacking: no second,
+// The flag is a bench-only prototype: --no-prepack (onnxruntime's session.disable_prepacking: no second,
 // pre-packed copy of the MatMul weights).
+import * as fs from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { OrtSession } from '../../core/engine/ort';
 import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
@@ -17,8 +17,9 @@ function rssKb(): number {
 class NoPrepackRuntime implements Runtime {
   readonly backend = 'node' as const;
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
-    if (external.length) throw new Error('no external data here');
-    return new OrtSession(ort, await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', extra: { session: { disable_prepacking: '1' } } }));
+    // Weights in memory (a large model's own file, as core/node/load.ts references it), prepacking off.
+    const externalData = external.map((f) => ({ path: f.location, data: f.data ?? f.read?.() ?? fs.readFileSync(f.path!) }));
+    return new OrtSession(ort, await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', externalData, extra: { session: { disable_prepacking: '1' } } }));
   }
 }
 
@@ -30,7 +31,6 @@ async function main(): Promise<void> {
   const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
   const rssStartKb = rssKb();
   const engine = await loadEngine(file!, flags.includes('--no-prepack') ? new NoPrepackRuntime() : createRuntime('node'));
-  if (flags.includes('--drop-source')) delete (engine as unknown as { source?: unknown }).source;
   // Let the garbage of loading go (decoded protobuf, encoded copies) before taking the baseline.
   for (let i = 0; i < 3; i++) { gc(); await sleep(300); }
   const rssAfterLoadKb = rssKb();

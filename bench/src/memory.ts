@@ -37,7 +37,6 @@ export function memoryBench(spec: ModelSpec, opts: { reps: number; tokens: numbe
   };
   if (opts.prototypes) {
     const node = (...flags: string[]) => () => runChild(process.execPath, ['--expose-gc', child, spec.file, String(opts.tokens), ...flags], opts.torchThreads);
-    contenders['proto native drop source'] = node('--drop-source');
     contenders['proto native no prepack'] = node('--no-prepack');
   }
   const samples: Record<string, (Sample & { timeVMaxRssKb: number })[]> = Object.fromEntries(Object.keys(contenders).map((k) => [k, []]));

@@ -22,7 +22,7 @@ export class OrtWebRuntime implements Runtime {
       const session = await ort.InferenceSession.create(model, {
         executionProviders: [this.backend === 'webgpu' ? 'webgpu' : 'wasm'],
         graphOptimizationLevel: 'all',
-        externalData: external.map((f) => ({ path: f.location, data: f.data ?? f.path! })),
+        externalData: external.map((f) => ({ path: f.location, data: f.data ?? f.read?.() ?? f.path! })),
       });
       return new OrtSession(ort, session);
     } catch (e) {

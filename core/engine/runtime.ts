@@ -17,6 +17,8 @@ export interface ExternalFile {
   location: string;
   path?: string;
   data?: Uint8Array;
+  /** Reads the bytes when a session is created (they are not kept): a large model's own file, re-read each time. */
+  read?: () => Uint8Array;
 }
 
 export interface Session {

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Engine } from '../engine/engine';
 import type { Runtime } from '../engine/runtime';
 import { UserError } from '../errors';
-import { decodeModel, externalLocations } from '../onnx/model';
+import { decodeModel, externalLocations, referenceWeightsInFile } from '../onnx/model';
 import type { HooksSidecar } from '../onnx/instrument';
 import { Tokenizer } from '../tokenizer';
 import { OrtNodeRuntime } from './ort-node';
@@ -55,20 +55,33 @@ const KEEP_DECODED_BYTES = 64 * 1024 * 1024;
 export async function loadEngine(modelPath: string, runtime: Runtime = createRuntime(), opts: { keepDecodedBytes?: number } = {}): Promise<Engine> {
   const before = fs.statSync(modelPath, { throwIfNoEntry: false });
   const bytes = readModelFile(modelPath);
-  const model = decodeModel(bytes, modelPath);
+  const large = bytes.length > (opts.keepDecodedBytes ?? KEEP_DECODED_BYTES);
+  // A large model's own weights go to native onnxruntime by reference to the model file (it reads them from
+  // there), not inside every instrumented graph it is given: one copy of them in memory fewer while loading.
+  const inFile = large && runtime.backend === 'node';
+  const decode = (b: Uint8Array) => {
+    const m = decodeModel(b, modelPath);
+    if (inFile) referenceWeightsInFile(m, b, path.basename(modelPath));
+    return m;
+  };
+  const model = decode(bytes);
   const dir = path.dirname(modelPath);
+  const self = path.basename(modelPath);
+  // The first session takes the bytes already read; sessions built later re-read the file (checked unchanged).
+  let first: Uint8Array | undefined = bytes;
   const external = externalLocations(model).map((location) => {
+    if (inFile && location === self) return { location, read: () => { const b = first ?? readUnchanged(); first = undefined; return b; } };
     const p = path.join(dir, location);
     if (!fs.existsSync(p)) throw new UserError(`${modelPath} keeps weights in "${location}", which is missing (expected at ${p})`);
     return runtime.backend === 'node' ? { location, path: p } : { location, data: fs.readFileSync(p) };
   });
   const stamp = before ? `${before.size}:${before.mtimeMs}` : '';
-  const reload = bytes.length > (opts.keepDecodedBytes ?? KEEP_DECODED_BYTES)
-    ? () => {
-        const st = fs.statSync(modelPath, { throwIfNoEntry: false });
-        if (!st || `${st.size}:${st.mtimeMs}` !== stamp) throw new UserError(`${modelPath} changed on disk after it was loaded; run again to use the file as it is now`);
-        return decodeModel(readModelFile(modelPath), modelPath);
-      }
-    : undefined;
+  function readUnchanged(): Uint8Array {
+    const st = fs.statSync(modelPath, { throwIfNoEntry: false });
+    if (!st || `${st.size}:${st.mtimeMs}` !== stamp) throw new UserError(`${modelPath} changed on disk after it was loaded; run again to use the file as it is now`);
+    return readModelFile(modelPath);
+  }
+  // Its weights referenced in the file, the re-read graph is small; the weights are read again by `read` above.
+  const reload = large ? () => decode(readUnchanged()) : undefined;
   return Engine.fromModel(runtime, model, { what: modelPath, tokenizer: loadTokenizerFor(modelPath), ...loadSidecar(modelPath), external, reload });
 }

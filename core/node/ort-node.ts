@@ -19,12 +19,12 @@ export class OrtNodeRuntime implements Runtime {
     const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
     // A small model's kernels are too short to share between threads: on the demo models (d 64) one thread runs
     // a 64-prompt head sweep in less time, and with much less spread, than two (bench/, "sweep").
-    const bytes = model.byteLength + external.reduce((a, f) => a + (f.data?.byteLength ?? (f.path ? fileSize(f.path) : 0)), 0);
+    const bytes = model.byteLength + external.reduce((a, f) => a + (f.data?.byteLength ?? (f.path ? fileSize(f.path) : f.read ? Infinity : 0)), 0);
     const threads = this.threads ?? (bytes < SMALL_MODEL_BYTES ? 1 : undefined);
     if (threads) options.intraOpNumThreads = threads;
     try {
       if (external.length === 0) return new OrtSession(ort, await ort.InferenceSession.create(model, options));
-      const dir = modelDir(external);
+      const dir = external.some((f) => f.read) ? undefined : modelDir(external);
       if (dir) {
         // Native onnxruntime reads external data relative to the model file and refuses paths that leave its
         // folder, so the instrumented graph is staged beside the original for the moment of loading; the weights
@@ -39,8 +39,8 @@ export class OrtNodeRuntime implements Runtime {
           fs.rmSync(staged, { force: true });
         }
       }
-      // Read-only model folder: hand the weights over in memory.
-      options.externalData = external.map((f) => ({ path: f.location, data: f.data ?? fs.readFileSync(f.path!) }));
+      // Read-only model folder, or weights read by the caller: hand the weights over in memory.
+      options.externalData = external.map((f) => ({ path: f.location, data: f.data ?? f.read?.() ?? fs.readFileSync(f.path!) }));
       return new OrtSession(ort, await ort.InferenceSession.create(model, options));
     } catch (e) {
       throw sessionError(e);

@@ -65,6 +65,39 @@ export function dimsOf(t: TensorProto): number[] {
   return t.dims.map(num);
 }
 
+/**
+ * Turns initializers whose raw data is a view into `file` (the bytes the model was decoded from, as protobufjs
+ * leaves them) and at least `minBytes` long into external-data references to that same file (`location`, at
+ * their byte offsets). A model encoded afterwards is small, and onnxruntime reads the weights from the file
+ * itself, so no second in-memory copy of them is made. Returns how many bytes were moved out.
+ */
+export function referenceWeightsInFile(model: OnnxModel, file: Uint8Array, location: string, minBytes = 1 << 16): number {
+  let moved = 0;
+  const inFile = (raw: Uint8Array) => raw.buffer === file.buffer && raw.byteOffset >= file.byteOffset && raw.byteOffset + raw.length <= file.byteOffset + file.length;
+  for (const t of model.graph?.initializer ?? []) {
+    const raw = t.rawData;
+    if (!raw || !inFile(raw)) continue;
+    if (raw.length < minBytes) { t.rawData = new Uint8Array(raw); continue; }
+    t.externalData = [{ key: 'location', value: location }, { key: 'offset', value: String(raw.byteOffset - file.byteOffset) }, { key: 'length', value: String(raw.length) }];
+    t.dataLocation = EXTERNAL;
+    t.rawData = new Uint8Array(0);
+    moved += raw.length;
+  }
+  // Everything else keeps a copy of its bytes, so nothing decoded holds on to the file's buffer (`new Uint8Array`
+  // copies; a Node Buffer's `slice` would not).
+  const detach = (g: Graph) => {
+    for (const n of g.node) {
+      for (const a of n.attribute) {
+        if (a.t?.rawData && inFile(a.t.rawData)) a.t.rawData = new Uint8Array(a.t.rawData);
+        if (a.s && inFile(a.s)) a.s = new Uint8Array(a.s);
+        if (a.g) detach(a.g);
+      }
+    }
+  };
+  if (model.graph) detach(model.graph);
+  return moved;
+}
+
 /** External-data files a model refers to (relative `location`s), in first-use order. */
 export function externalLocations(model: OnnxModel): string[] {
   const out = new Set<string>();

@@ -149,3 +149,29 @@ describe('circuit files', () => {
     assert.equal(circuit!['custom'], 7);
   });
 });
+
+test('referenceWeightsInFile: large initializers point at their bytes in the model file; nothing else keeps the file buffer', async () => {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { decodeModel, encodeModel, referenceWeightsInFile, EXTERNAL, externalLocations } = await import('../../core/onnx/model');
+  const file = fs.readFileSync(path.join((await import('../helpers')).EXAMPLES, 'induction-gpt2.onnx'));
+  const original = decodeModel(file, 'x');
+  const before = new Map(original.graph!.initializer.map((t) => [t.name, Uint8Array.from(t.rawData ?? [])]));
+  const model = decodeModel(file, 'x');
+  const moved = referenceWeightsInFile(model, file, 'induction-gpt2.onnx', 4096);
+  assert.ok(moved > 0.8 * file.length, `moved ${moved} of ${file.length} bytes`);
+  assert.deepEqual(externalLocations(model), ['induction-gpt2.onnx']);
+  let external = 0;
+  for (const t of model.graph!.initializer) {
+    if (t.dataLocation === EXTERNAL) {
+      external++;
+      const get = (k: string) => Number(t.externalData!.find((e) => e.key === k)!.value);
+      assert.deepEqual(file.subarray(get('offset'), get('offset') + get('length')), Buffer.from(before.get(t.name)!), t.name);
+    } else if (t.rawData?.length) {
+      assert.notEqual(t.rawData.buffer, file.buffer, `${t.name} keeps a view of the file`);
+      assert.deepEqual(Uint8Array.from(t.rawData), before.get(t.name));
+    }
+  }
+  assert.ok(external >= 10);
+  assert.ok(encodeModel(model).length < 0.2 * file.length, 'the graph encodes without the weights');
+});
