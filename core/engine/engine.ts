@@ -141,6 +141,12 @@ export interface EngineOptions {
    * keeps the decoded model in memory. Must throw a UserError when the file changed since it was loaded.
    */
   reload?: () => OnnxModel;
+  /**
+   * Edge graphs multiply each head's copy of the residual stream by that head's columns of the q/k/v and output
+   * projections only, where the export's projections are recognised (core/onnx/edges.ts). False: always clone
+   * the projections with the heads folded into the batch (H× the work; the same numbers). For tests.
+   */
+  edgeHeadSlicing?: boolean;
 }
 
 /**
@@ -149,7 +155,7 @@ export interface EngineOptions {
  */
 export class Engine {
   /** What the gradient graph is built from (set by fromModel). */
-  private source?: { runtime: Runtime; instrumented?: OnnxModel; reload?: () => OnnxModel; external: ExternalFile[]; what: string };
+  private source?: { runtime: Runtime; instrumented?: OnnxModel; reload?: () => OnnxModel; external: ExternalFile[]; what: string; edgeHeadSlicing?: boolean };
 
   /**
    * The instrumented model, for the sessions built on first use (metrics, lens, gradients, edges, layer
@@ -212,6 +218,7 @@ export class Engine {
     };
     const engine = new Engine(session, info, structure, inst.taps, opts.tokenizer, hookNames);
     engine.source = opts.reload ? { runtime, reload: opts.reload, external, what: opts.what } : { runtime, instrumented: inst.model, external, what: opts.what };
+    engine.source.edgeHeadSlicing = opts.edgeHeadSlicing;
     return engine;
   }
 
@@ -357,7 +364,7 @@ export class Engine {
   /** The instrumented model with per-destination inputs (core/onnx/edges.ts), optionally with mask gradients. */
   private edgeModel(): { model: OnnxModel; outputs: string[] } {
     const model = this.copyOfInstrumented();
-    const { outputs } = addEdgeInputs(model, this.structure, this.info.heads, this.source!.what);
+    const { outputs } = addEdgeInputs(model, this.structure, this.info.heads, this.source!.what, { sliceHeads: this.source!.edgeHeadSlicing ?? true });
     return { model, outputs };
   }
 

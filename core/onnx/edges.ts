@@ -9,15 +9,18 @@
 // M_v[u] ∈ [0, 1] the edge mask: 1 replaces what flows along u→v, 0 keeps it. M is a graph input, so the
 // gradient of the metric with respect to M at 0 is each edge's attribution-patching (EAP) score.
 //
-// Heads need per-head inputs: the path from the residual stream to the query (key, value) tensor read by the
-// attention product is cloned once with the heads folded into the batch axis ([H·B, T, D] in, [H·B, H, ...]
-// out) and each head keeps its own slot (a diagonal). Per-head outputs come the same way: the affine path from
-// the per-head attention output z to the attention output is cloned on H + 1 copies of z, each with one head
-// kept (and one with none: the bias), and differenced. Both clones only assume the outermost axis is the batch.
+// Heads need per-head inputs. Where the export's projection is recognised ([norm] → MatMul(weight) → [bias] →
+// [split into q, k, v] → reshape into heads), each head's copy of the residual stream goes through the norm and
+// is multiplied by that head's columns of the weight only (a batched per-head MatMul: the projection's usual
+// cost), and the rest of the path runs as it is. Otherwise the path from the residual stream to the query (key,
+// value) tensor is cloned once with the heads folded into the batch axis ([H·B, T, D] in, [H·B, H, ...] out) and
+// each head keeps its own slot (a diagonal): H× the projection's work, nothing assumed but a leading batch axis.
+// Per-head outputs likewise: z_h · W_O[h] when the z → attention output path is a plain projection, else that
+// path cloned on H + 1 copies of z, each with one head kept (and one with none: the bias), and differenced.
 import { UserError } from '../errors';
 import { GraphIndex } from './graph';
-import { AttrType, DataType, floatValueInfo, int64Tensor, intAttr, intsAttr, makeNode, type OnnxModel, type OnnxNode, type TensorProto } from './model';
-import { PATCHED, type ModelStructure } from './instrument';
+import { AttrType, DataType, floatValueInfo, int64Tensor, intAttr, intsAttr, makeNode, num, type OnnxModel, type OnnxNode, type TensorProto } from './model';
+import { constInts, PATCHED, type ModelStructure } from './instrument';
 
 /** Graph inputs and outputs added for edges. */
 export const EDGE = {
@@ -81,7 +84,8 @@ const BIG = 2 ** 62;
  * Adds the edge inputs (masks, ablated values) and per-head output taps to an instrumented model. `heads` is the
  * number of query heads. Throws a UserError naming what it could not find.
  */
-export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number, what: string): { outputs: string[] } {
+export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number, what: string, opts: { sliceHeads?: boolean } = {}): { outputs: string[] } {
+  const slice = opts.sliceHeads ?? true;
   const graph = model.graph!;
   const g = new GraphIndex(graph);
   const added: OnnxNode[] = [];
@@ -172,6 +176,124 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     const shape = op('Concat', [ints([-1]), op('Slice', [op('Shape', [resid]), ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
     return op('Reshape', [t, shape]);
   };
+  // ---- Head-sliced projections: each head's copy multiplied by its own columns of the weight only. ----
+  const initByName = new Map(graph.initializer.map((t) => [t.name, t]));
+  /** The initializer behind `t`, through Identity nodes (exporters share equal initializers that way). */
+  const initName = (t: string | undefined): string | undefined => {
+    for (let i = 0; t !== undefined && i < 8; i++) {
+      if (initByName.has(t)) return t;
+      const p = g.producerOf(t);
+      t = p?.opType === 'Identity' ? p.input[0] : undefined;
+    }
+    return undefined;
+  };
+  const dimsOfInit = (t: string | undefined) => { const n = initName(t); return n !== undefined ? initByName.get(n)!.dims.map(num) : undefined; };
+  const pathNodes = (from: string, to: string): number[] | undefined => {
+    const anc = g.ancestors(to, from);
+    if (!anc.reachedStop) return undefined;
+    const desc = g.descendants(from);
+    return [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b);
+  };
+  /** The one consumer of `t` among `on`, if there is exactly one. */
+  const nextOn = (t: string, on: Set<number>): OnnxNode | undefined => {
+    const c = (g.consumers.get(t) ?? []).filter((i) => on.has(i));
+    return c.length === 1 ? g.node(c[0]!) : undefined;
+  };
+  /** The last two entries of a Reshape's target shape, when they are constants. */
+  const shapeTail = (shape: string): [number, number] | undefined => {
+    const direct = constInts(g, shape);
+    if (direct) return direct.length >= 2 ? [direct[direct.length - 2]!, direct[direct.length - 1]!] : undefined;
+    const c = g.producerOf(shape);
+    if (c?.opType !== 'Concat' || c.input.length < 2) return undefined;
+    const a = constInts(g, c.input[c.input.length - 2]!);
+    const b = constInts(g, c.input[c.input.length - 1]!);
+    return a?.length === 1 && b?.length === 1 ? [a[0]!, b[0]!] : undefined;
+  };
+
+  /**
+   * `target` (a head-split query, key or value tensor) computed from per-head residual inputs `x` [B, T, H, D]
+   * with each head multiplied by its own columns of the projection weight only: 1× the projection's cost, not
+   * H×. Recognised when the path from `from` is [norm] → MatMul(weight [D, N]) → [Add bias] → [Split on the last
+   * axis] → Reshape to [..., H, d_head] → anything; otherwise undefined (the caller folds the heads instead).
+   */
+  const slicedProjection = (from: string, target: string, x: string, tag: string): string | undefined => {
+    const nodes = pathNodes(from, target);
+    if (!nodes) return undefined;
+    const on = new Set(nodes);
+    const mms = nodes.map((i) => g.node(i)).filter((n) => n.opType === 'MatMul' && dimsOfInit(n.input[1])?.length === 2);
+    if (mms.length !== 1) return undefined;
+    const mm = mms[0]!;
+    const [D, N] = dimsOfInit(mm.input[1]) as [number, number];
+    let cur = mm.output[0]!;
+    let n = nextOn(cur, on);
+    let bias: string | undefined;
+    if (n?.opType === 'Add') {
+      const other = n.input.find((t) => t !== cur);
+      const b = dimsOfInit(other);
+      if (!b || b.length !== 1 || b[0] !== N) return undefined;
+      bias = initName(other);
+      cur = n.output[0]!;
+      n = nextOn(cur, on);
+    }
+    let offset = 0;
+    let width = N;
+    if (n?.opType === 'Split') {
+      const axis = num(n.attribute.find((a) => a.name === 'axis')?.i);
+      if (axis !== -1 && axis !== 2) return undefined;
+      const parts = n.output.length;
+      const sizes = (n.input[1] ? constInts(g, n.input[1]) : n.attribute.find((a) => a.name === 'split')?.ints?.map(num))
+        ?? (N % parts === 0 ? Array.from({ length: parts }, () => N / parts) : undefined);
+      const used = n.output.map((o, k) => ((g.consumers.get(o) ?? []).some((i) => on.has(i)) ? k : -1)).filter((k) => k >= 0);
+      if (!sizes || sizes.length !== parts || used.length !== 1) return undefined;
+      const k = used[0]!;
+      offset = sizes.slice(0, k).reduce((a, b) => a + b, 0);
+      width = sizes[k]!;
+      cur = n.output[k]!;
+      n = nextOn(cur, on);
+    }
+    if (n?.opType !== 'Reshape' || n.input[0] !== cur) return undefined;
+    const tail = shapeTail(n.input[1]!);
+    if (!tail || tail[0] !== heads || tail[1] <= 0 || tail[0] * tail[1] !== width) return undefined;
+    const dh = tail[1];
+    const folded = foldHeads(x, from); // [H·B, T, D], heads outermost
+    const y = mm.input[0] === from ? folded : clonePath(from, mm.input[0]!, folded, heads, `${tag}n`);
+    const perHeadW = op('Transpose', [op('Reshape', [op('Slice', [initName(mm.input[1])!, ints([offset]), ints([offset + width]), ints([1])]), ints([D, heads, dh])])], [intsAttr('perm', [1, 0, 2])]);
+    let p = op('MatMul', [op('Reshape', [y, ints([heads, -1, D])]), perHeadW]); // [H, B·T, d_head]
+    if (bias) p = op('Add', [p, op('Reshape', [op('Slice', [bias, ints([offset]), ints([offset + width]), ints([0])]), ints([heads, 1, dh])])]);
+    // Back to the layout of `cur` ([B, T, H·d_head]), then the rest of the path as it is.
+    const back = op('Reshape', [op('Transpose', [p], [intsAttr('perm', [1, 0, 2])]), op('Shape', [cur])]);
+    return clonePath(cur, target, back, 1, tag);
+  };
+
+  /**
+   * Per-head outputs z_h · W_O[h] ([B, T, H, D], no bias) into `out`, when the z → attn_out path is
+   * Transpose([0, 2, 1, 3]) → Reshape → MatMul(weight [H·d_head, D]) → [Add bias]. False otherwise.
+   */
+  const slicedHeadOutputs = (z: string, attnOut: string, out: string, l: number): boolean => {
+    const nodes = pathNodes(z, attnOut);
+    if (!nodes) return false;
+    const on = new Set(nodes);
+    const t = nextOn(z, on);
+    const perm = t?.attribute.find((a) => a.name === 'perm')?.ints?.map(num);
+    if (t?.opType !== 'Transpose' || perm?.join() !== '0,2,1,3') return false;
+    const r = nextOn(t.output[0]!, on);
+    if (r?.opType !== 'Reshape' || r.input[0] !== t.output[0]) return false;
+    const mm = nextOn(r.output[0]!, on);
+    const w = dimsOfInit(mm?.input[1]);
+    if (mm?.opType !== 'MatMul' || mm.input[0] !== r.output[0] || w?.length !== 2 || w[0]! % heads !== 0) return false;
+    let count = 3;
+    if (mm.output[0] !== attnOut) {
+      const add = nextOn(mm.output[0]!, on);
+      const b = dimsOfInit(add?.input.find((x) => x !== mm.output[0]));
+      if (add?.opType !== 'Add' || add.output[0] !== attnOut || b?.length !== 1 || b[0] !== w[1]) return false;
+      count = 4;
+    }
+    if (nodes.length !== count) return false;
+    const perHeadW = op('Reshape', [initName(mm.input[1])!, ints([heads, w[0]! / heads, w[1]!])]); // [H, d_head, D]
+    added.push(makeNode('Transpose', [op('MatMul', [z, perHeadW])], [out], `circuitlens/edges/head_out_${l}`, [intsAttr('perm', [0, 2, 1, 3])]));
+    return true;
+  };
+
   const rewire = (consumers: OnnxNode[], from: string, to: string) => {
     for (const c of consumers) c.input = c.input.map((t) => (t === from ? to : t));
   };
@@ -204,23 +326,28 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     const dQkv = delta(EDGE.maskQkv(l), stack); // [B, T, 3H, D]
     const residU = unsq(L.residPre, 2);
     const perHead = (i: number) => op('Add', [residU, op('Slice', [dQkv, ints([i * heads]), ints([(i + 1) * heads]), ints([2])])]);
-    const q = diagonal(clonePath(L.residPre, qT, foldHeads(perHead(0), L.residPre), heads, `edges${l}q`));
-    const k = diagonal(clonePath(L.residPre, kT, foldHeads(perHead(1), L.residPre), heads, `edges${l}k`));
-    const v = diagonal(clonePath(L.residPre, vT, foldHeads(perHead(2), L.residPre), heads, `edges${l}v`));
+    const headInput = (i: number, target: string, tag: string) =>
+      (slice ? slicedProjection(L.residPre, target, perHead(i), tag) : undefined) ?? diagonal(clonePath(L.residPre, target, foldHeads(perHead(i), L.residPre), heads, tag));
+    const q = headInput(0, qT, `edges${l}q`);
+    const k = headInput(1, kT, `edges${l}k`);
+    const v = headInput(2, vT, `edges${l}v`);
     qkNode.input = [q, k];
     pvNode.input = [pvNode.input[0]!, v];
 
-    // Per-head outputs: the z → attn_out path on H + 1 copies of z (copy h keeps head h; the last keeps none).
+    // Per-head outputs [B, T, H, D]: z_h · W_O[h] when the z → attn_out path is the plain projection, else the
+    // path on H + 1 copies of z (copy h keeps head h; the last keeps none: the bias), differenced.
     const z = PATCHED.z(l);
-    const keep = new Float32Array((heads + 1) * heads);
-    for (let h = 0; h < heads; h++) keep[h * heads + h] = 1;
-    const zCopies = op('Mul', [unsq(z, 0), floats([heads + 1, 1, heads, 1, 1], keep)]);
-    const zShape = op('Concat', [ints([-1]), op('Slice', [op('Shape', [z]), ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
-    const outCopies = clonePath(z, L.attnOut, op('Reshape', [zCopies, zShape]), heads + 1, `edges${l}o`); // [(H+1)·B, T, D]
-    const oShape = op('Concat', [ints([heads + 1, -1]), op('Slice', [op('Shape', [outCopies]), ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
-    const o = op('Reshape', [outCopies, oShape]); // [H+1, B, T, D]
-    const perHeadOut = op('Sub', [op('Slice', [o, ints([0]), ints([heads]), ints([0])]), op('Slice', [o, ints([heads]), ints([heads + 1]), ints([0])])]);
-    added.push(makeNode('Transpose', [perHeadOut], [EDGE.outHeads(l)], `circuitlens/edges/head_out_${l}`, [intsAttr('perm', [1, 2, 0, 3])]));
+    if (!slice || !slicedHeadOutputs(z, L.attnOut, EDGE.outHeads(l), l)) {
+      const keep = new Float32Array((heads + 1) * heads);
+      for (let h = 0; h < heads; h++) keep[h * heads + h] = 1;
+      const zCopies = op('Mul', [unsq(z, 0), floats([heads + 1, 1, heads, 1, 1], keep)]);
+      const zShape = op('Concat', [ints([-1]), op('Slice', [op('Shape', [z]), ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
+      const outCopies = clonePath(z, L.attnOut, op('Reshape', [zCopies, zShape]), heads + 1, `edges${l}o`); // [(H+1)·B, T, D]
+      const oShape = op('Concat', [ints([heads + 1, -1]), op('Slice', [op('Shape', [outCopies]), ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
+      const o = op('Reshape', [outCopies, oShape]); // [H+1, B, T, D]
+      const perHeadOut = op('Sub', [op('Slice', [o, ints([0]), ints([heads]), ints([0])]), op('Slice', [o, ints([heads]), ints([heads + 1]), ints([0])])]);
+      added.push(makeNode('Transpose', [perHeadOut], [EDGE.outHeads(l)], `circuitlens/edges/head_out_${l}`, [intsAttr('perm', [1, 2, 0, 3])]));
+    }
     outputs.push(EDGE.outHeads(l));
     stack = op('Concat', [stack, op('Sub', [EDGE.corrHeads(l), EDGE.outHeads(l)])], [intAttr('axis', 2)]);
 

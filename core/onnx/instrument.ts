@@ -420,7 +420,7 @@ function addLastPositionPath(graph: OnnxModel['graph'] & object, s: ModelStructu
   return out;
 }
 
-function constInts(g: GraphIndex, t: string): number[] | undefined {
+export function constInts(g: GraphIndex, t: string): number[] | undefined {
   const init = g.graph.initializer.find((x) => x.name === t);
   if (init) return int64Data(init);
   const p = g.producerOf(t);

@@ -42,3 +42,34 @@ test('edge work on a large model gets few rows per call (memory), a small one ma
   assert.ok(edgeRowsPerCall(big, 1024, true) >= 1, 'never 0');
   assert.equal(edgeRowsPerCall(ctx(2, 4, 64), 20, true), 256, 'the demo model: maxRows');
 });
+
+test('edge graphs slice the q/k/v and output projections per head on the demo exports (no H× folded clones)', async () => {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { EXAMPLES, FIXTURES } = await import('../helpers');
+  const { decodeModel } = await import('../../core/onnx/model');
+  const { detectStructure, instrument } = await import('../../core/onnx/instrument');
+  const { addEdgeInputs } = await import('../../core/onnx/edges');
+  for (const file of [path.join(EXAMPLES, 'induction-gpt2.onnx'), path.join(EXAMPLES, 'induction-llama.onnx'), path.join(FIXTURES, 'models', 'induction-llama-kvcache.onnx')]) {
+    const build = (sliceHeads: boolean) => {
+      const m = decodeModel(fs.readFileSync(file), file);
+      const s = detectStructure(m, file);
+      const inst = instrument(m, s).model;
+      addEdgeInputs(inst, s, 4, file, { sliceHeads });
+      return inst.graph!.node;
+    };
+    const sliced = build(true);
+    const folded = build(false);
+    const count = (nodes: { name: string; opType: string }[], re: RegExp, op?: string) => nodes.filter((n) => re.test(n.name) && (!op || n.opType === op)).length;
+    // Folded: every layer clones its projection MatMul for q, k and v (H copies each) and the output path on H + 1.
+    assert.ok(count(folded, /@edges\d+[qkv]$/, 'MatMul') >= 6, path.basename(file));
+    assert.ok(count(folded, /@edges\d+o$/) > 0);
+    // Sliced: no projection MatMul is cloned; the clones left are the norm's (per head copy) and the head split.
+    // The Llama demo has grouped key/value heads (2 for 4 query heads): its k and v projections stay folded.
+    const gqa = file.includes('llama');
+    assert.equal(count(sliced, gqa ? /@edges\d+q$/ : /@edges\d+[qkv]$/, 'MatMul'), 0, `${path.basename(file)}: a q/k/v projection was cloned, not sliced`);
+    if (gqa) assert.ok(count(sliced, /@edges\d+[kv]$/, 'MatMul') > 0, 'grouped k/v: folded');
+    assert.equal(count(sliced, /@edges\d+o$/), 0, `${path.basename(file)}: the output projection was cloned, not sliced`);
+    assert.ok(sliced.length < folded.length);
+  }
+});
