@@ -58,13 +58,14 @@ export async function prepareEdges(ctx: EvalContext, meanOver?: ResolvedPrompt[]
 /**
  * Rows per engine call for edge work: the edge graphs hold, per row, every upstream output for every later
  * layer's destinations (and the backward graph more), so a large model gets far fewer rows than maxRows.
- * Measured on GPT-2-small at 16 tokens: ~1 GiB per row for gradients, ~160 MiB for forward runs — about 11×
- * and 1.7× the per-row size T·L·N·D·4 bytes (N upstream nodes); the budget keeps a call near 3 GiB.
+ * Measured on GPT-2-small at 16 tokens: ~500 MiB per row for gradients (with head-sliced projections; ~1 GiB
+ * with the heads folded), ~160 MiB for forward runs — about 5.4× and 1.7× the per-row size T·L·N·D·4 bytes
+ * (N upstream nodes); the budget keeps a call near 3 GiB.
  */
 export function edgeRowsPerCall(ec: EdgeContext, T: number, gradient: boolean): number {
   const { layers, dModel, heads } = ec.ctx.engine.info;
   const upstream = 1 + layers * (heads + 1);
-  const perRow = T * layers * upstream * dModel * 4 * (gradient ? 12 : 2.5);
+  const perRow = T * layers * upstream * dModel * 4 * (gradient ? 6 : 2.5);
   return Math.max(1, Math.min(ec.ctx.maxRows, Math.floor(EDGE_CALL_BYTES / perRow)));
 }
 

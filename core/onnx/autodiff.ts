@@ -422,6 +422,8 @@ const RULES = new Map<string, Rule>([
   }],
   ['Slice', (b, n, [gr]) => {
     const x = n.input[0]!;
+    const padded = slicePadBack(b, n, gr!);
+    if (padded) return [padded];
     const picked = b.op('Slice', [b.indexGrid(x), ...n.input.slice(1)]);
     return [b.scatterBack(gr!, picked, x, false)];
   }],
@@ -439,6 +441,42 @@ const RULES = new Map<string, Rule>([
     return [b.scatterBack(gr!, picked, x, accumulate)];
   }],
 ]);
+
+/**
+ * Slice backward as a zero Pad of the gradient, when the slice's starts, ends and axes are constants and its
+ * steps 1 (the usual case): far cheaper than scattering through an index grid. Pads are computed at run time
+ * from x's shape, with starts and ends clamped the way Slice clamps them. Undefined when it does not apply.
+ */
+function slicePadBack(b: Builder, n: OnnxNode, gr: string): string | undefined {
+  const x = n.input[0]!;
+  const r = b.info.rank.get(x);
+  const starts = n.input[1] ? b.info.ints.get(n.input[1]) : undefined;
+  const ends = n.input[2] ? b.info.ints.get(n.input[2]) : undefined;
+  if (r === undefined || !starts || !ends || starts.length !== ends.length) return undefined;
+  const axes = n.input[3] ? b.info.ints.get(n.input[3]) : starts.map((_, i) => i);
+  const steps = n.input[4] ? b.info.ints.get(n.input[4]) : starts.map(() => 1);
+  if (!axes || !steps || axes.length !== starts.length || steps.some((v) => v !== 1)) return undefined;
+  const norm = axes.map((a) => (a < 0 ? a + r : a));
+  if (norm.some((a) => a < 0 || a >= r) || new Set(norm).size !== norm.length) return undefined;
+  // Beyond ±2^62 a bound means "to the end" (exporters write INT64_MAX, which a double cannot hold exactly).
+  const HUGE = 2 ** 62;
+  const zero = b.i64([0]);
+  const before: string[] = Array(r).fill(zero);
+  const after: string[] = Array(r).fill(zero);
+  norm.forEach((a, i) => {
+    const dim = b.op('Gather', [b.shape(x), b.i64([a])], [intAttr('axis', 0)]);
+    const bound = (v: number, empty: string) => {
+      if (v >= HUGE) return dim;
+      if (v <= -HUGE) return empty;
+      return v >= 0 ? b.op('Min', [b.i64([v]), dim]) : b.op('Max', [b.op('Add', [b.i64([v]), dim]), zero]);
+    };
+    const s = bound(starts[i]!, zero);
+    const e = b.op('Max', [bound(ends[i]!, zero), s]);
+    before[a] = s;
+    after[a] = b.op('Sub', [dim, e]);
+  });
+  return b.op('Pad', [gr, b.op('Concat', [...before, ...after], [intAttr('axis', 0)])]);
+}
 
 /** ReduceSum / ReduceMean backward: the gradient broadcast back over the reduced axes (divided by their size for the mean). */
 function reduceBack(b: Builder, n: OnnxNode, gr: string, mean: boolean): string {

@@ -170,9 +170,9 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     const masked = op('Mul', [op('Reshape', [x, shape]), floats([heads, 1, heads, 1, 1], eye)]);
     return op('ReduceSum', [masked, ints([0])], [intAttr('keepdims', 0)]);
   };
-  /** Per-head residual inputs [B, T, H, D] → [H·B, T, D], heads outermost. */
+  /** Per-head residual inputs [B, H, T, D] → [H·B, T, D], heads outermost. */
   const foldHeads = (x: string, resid: string): string => {
-    const t = op('Transpose', [x], [intsAttr('perm', [2, 0, 1, 3])]);
+    const t = op('Transpose', [x], [intsAttr('perm', [1, 0, 2, 3])]);
     const shape = op('Concat', [ints([-1]), op('Slice', [op('Shape', [resid]), ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
     return op('Reshape', [t, shape]);
   };
@@ -298,12 +298,22 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     for (const c of consumers) c.input = c.input.map((t) => (t === from ? to : t));
   };
   const unsq = (x: string, axis: number) => op('Unsqueeze', [x, ints([axis])]);
-  const delta = (mask: string, stack: string) => op('MatMul', [unsq(mask, 1), stack]);
+  /**
+   * Σ_n mask[b, i, n] · stack[b, n, :, :] → [B, k, T, D]: one batched MatMul over the stack flattened to
+   * [B, n, T·D], so the gradient with respect to the mask is one batched MatMul as well (no reduction over T).
+   */
+  const delta = (mask: string, stack: string): string => {
+    const sShape = op('Shape', [stack]);
+    const flat = op('Reshape', [stack, op('Concat', [op('Slice', [sShape, ints([0]), ints([2])]), ints([-1])], [intAttr('axis', 0)])]);
+    const prod = op('MatMul', [mask, flat]); // [B, k, T·D]
+    const shape = op('Concat', [op('Slice', [op('Shape', [prod]), ints([0]), ints([2])]), op('Slice', [sShape, ints([2]), ints([4])])], [intAttr('axis', 0)]);
+    return op('Reshape', [prod, shape]);
+  };
 
   const addInput = (name: string, rank: number) => graph.input.push(floatValueInfo(name, rank));
   addInput(EDGE.corrInput, 3);
-  // The stack of (ablated − actual) outputs of every upstream node so far, [B, T, n, D].
-  let stack = unsq(op('Sub', [EDGE.corrInput, s.layers[0]!.residPre]), 2);
+  // The stack of (ablated − actual) outputs of every upstream node so far, [B, n, T, D].
+  let stack = unsq(op('Sub', [EDGE.corrInput, s.layers[0]!.residPre]), 1);
   const outputs: string[] = [];
 
   s.layers.forEach((L, l) => {
@@ -323,9 +333,9 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     const [qT, kT] = [qkNode.input[0]!, qkNode.input[1]!];
     const vT = pvNode.input[1]!;
 
-    const dQkv = delta(EDGE.maskQkv(l), stack); // [B, T, 3H, D]
-    const residU = unsq(L.residPre, 2);
-    const perHead = (i: number) => op('Add', [residU, op('Slice', [dQkv, ints([i * heads]), ints([(i + 1) * heads]), ints([2])])]);
+    const dQkv = delta(EDGE.maskQkv(l), stack); // [B, 3H, T, D]
+    const residU = unsq(L.residPre, 1);
+    const perHead = (i: number) => op('Add', [residU, op('Slice', [dQkv, ints([i * heads]), ints([(i + 1) * heads]), ints([1])])]); // [B, H, T, D]
     const headInput = (i: number, target: string, tag: string) =>
       (slice ? slicedProjection(L.residPre, target, perHead(i), tag) : undefined) ?? diagonal(clonePath(L.residPre, target, foldHeads(perHead(i), L.residPre), heads, tag));
     const q = headInput(0, qT, `edges${l}q`);
@@ -349,7 +359,7 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
       added.push(makeNode('Transpose', [perHeadOut], [EDGE.outHeads(l)], `circuitlens/edges/head_out_${l}`, [intsAttr('perm', [1, 2, 0, 3])]));
     }
     outputs.push(EDGE.outHeads(l));
-    stack = op('Concat', [stack, op('Sub', [EDGE.corrHeads(l), EDGE.outHeads(l)])], [intAttr('axis', 2)]);
+    const headsEntry = op('Transpose', [op('Sub', [EDGE.corrHeads(l), EDGE.outHeads(l)])], [intsAttr('perm', [0, 2, 1, 3])]); // [B, H, T, D]
 
     // The MLP reads resid_mid = resid_pre + attn_out: give its nodes (not the residual Add) their own copy.
     const post = g.producerOf(L.residPost);
@@ -357,16 +367,20 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     if (!post || post.opType !== 'Add' || !post.input.includes(mlpOut)) fail(`the residual Add after the MLP of layer ${l}`);
     const mid = post!.input[0] === mlpOut ? post!.input[1]! : post!.input[0]!;
     const mlpConsumers = g.consumersOf(mid).filter((c) => c !== post);
-    const dMlp = op('Squeeze', [delta(EDGE.maskMlp(l), stack), ints([2])]);
+    // The MLP's upstream nodes are the stack so far and this layer's heads: two products, one concatenation per layer.
+    const n = 1 + l * (heads + 1);
+    const fromStack = delta(op('Slice', [EDGE.maskMlp(l), ints([0]), ints([n]), ints([2])]), stack);
+    const fromHeads = delta(op('Slice', [EDGE.maskMlp(l), ints([n]), ints([BIG]), ints([2])]), headsEntry);
+    const dMlp = op('Squeeze', [op('Add', [fromStack, fromHeads]), ints([1])]);
     rewire(mlpConsumers, mid, op('Add', [mid, dMlp]));
-    stack = op('Concat', [stack, unsq(op('Sub', [EDGE.corrMlp(l), mlpOut]), 2)], [intAttr('axis', 2)]);
+    stack = op('Concat', [stack, headsEntry, unsq(op('Sub', [EDGE.corrMlp(l), mlpOut]), 1)], [intAttr('axis', 1)]);
   });
 
   // The logits read the last residual stream (through the final norm, and the last-position copy of it).
   addInput(EDGE.maskLogits, 3);
   const last = s.layers[s.layers.length - 1]!.residPost;
   const finalConsumers = g.consumersOf(last);
-  const dFinal = op('Squeeze', [delta(EDGE.maskLogits, stack), ints([2])]);
+  const dFinal = op('Squeeze', [delta(EDGE.maskLogits, stack), ints([1])]);
   rewire(finalConsumers, last, op('Add', [last, dFinal]));
 
   graph.initializer.push(...inits);
