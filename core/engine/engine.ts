@@ -127,7 +127,7 @@ export interface EdgeRunResult {
   outputs?: EdgeValues;
 }
 
-interface EdgeGraphs { forward?: Promise<Session>; gradient?: Promise<{ session: Session; grads: string[] }> }
+interface EdgeGraphs { forward?: Promise<Session>; gradient?: Promise<{ session: Session; grads: string[] }>; gradientAtZero?: Promise<{ session: Session; grads: string[] }> }
 
 export interface EngineOptions {
   /** Names the model in errors (usually its path). */
@@ -242,8 +242,10 @@ export class Engine {
     await sk?.release();
     const ef = await this.edgeGraphs.forward?.catch(() => undefined);
     await ef?.release();
-    const eg = await this.edgeGraphs.gradient?.catch(() => undefined);
-    await eg?.session.release();
+    for (const p of [this.edgeGraphs.gradient, this.edgeGraphs.gradientAtZero]) {
+      const eg = await p?.catch(() => undefined);
+      await eg?.session.release();
+    }
   }
 
   private lastSession(): Promise<Session> {
@@ -362,9 +364,9 @@ export class Engine {
   }
 
   /** The instrumented model with per-destination inputs (core/onnx/edges.ts), optionally with mask gradients. */
-  private edgeModel(): { model: OnnxModel; outputs: string[] } {
+  private edgeModel(stopStackGradient = false): { model: OnnxModel; outputs: string[] } {
     const model = this.copyOfInstrumented();
-    const { outputs } = addEdgeInputs(model, this.structure, this.info.heads, this.source!.what, { sliceHeads: this.source!.edgeHeadSlicing ?? true });
+    const { outputs } = addEdgeInputs(model, this.structure, this.info.heads, this.source!.what, { sliceHeads: this.source!.edgeHeadSlicing ?? true, stopStackGradient });
     return { model, outputs };
   }
 
@@ -387,17 +389,22 @@ export class Engine {
     return this.edgeGraphs.forward;
   }
 
-  private edgeGradient(): Promise<{ session: Session; grads: string[] }> {
-    this.edgeGraphs.gradient ??= (async () => {
+  /**
+   * The edge gradient graph. `atZero`: for all-zero edge weights only (EAP), where no gradient flows back
+   * through the upstream values the weights multiply, so that part of the backward pass is left out.
+   */
+  private edgeGradient(atZero: boolean): Promise<{ session: Session; grads: string[] }> {
+    const key = atZero ? 'gradientAtZero' : 'gradient';
+    this.edgeGraphs[key] ??= (async () => {
       const { runtime, external } = this.source!;
-      const { model } = this.edgeModel();
+      const { model } = this.edgeModel(atZero);
       const masks = this.edges.masks.map((m) => m.name);
       const { grads } = addGradients(model, LAST_LOGITS, masks);
       const names = masks.map((m) => grads[m]!);
       const session = await runtime.createSession(encodeModel(withOutputsOnly(model, [LAST_LOGITS, ...names])), external);
       return { session, grads: names };
     })();
-    return this.edgeGraphs.gradient;
+    return this.edgeGraphs[key]!;
   }
 
   /** Token ids, the inputs Hugging Face exports add, and neutral ablation inputs: what every run feeds. */
@@ -466,7 +473,8 @@ export class Engine {
    */
   async edgeGradients(req: EdgeRunRequest & { seed: Float32Array }): Promise<{ logits: F32; grads: Float32Array }> {
     const { B } = this.checkBatch(req.ids);
-    const { session, grads } = await this.edgeGradient();
+    const atZero = !req.weights || req.weights.every((w) => !w || w.every((x) => x === 0));
+    const { session, grads } = await this.edgeGradient(atZero);
     const V = this.info.vocab;
     if (req.seed.length !== B * V) throw new Error(`gradient seed has ${req.seed.length} values, expected ${B} × ${V}`);
     const feeds = { ...this.baseFeeds(req.ids), ...this.edgeFeeds(B, req.weights, req.ablated, true), [GRAD_SEED]: f32([B, 1, V], req.seed) };

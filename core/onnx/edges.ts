@@ -20,6 +20,7 @@
 import { UserError } from '../errors';
 import { GraphIndex } from './graph';
 import { AttrType, DataType, floatValueInfo, int64Tensor, intAttr, intsAttr, makeNode, num, type OnnxModel, type OnnxNode, type TensorProto } from './model';
+import { STOP_GRADIENT } from './autodiff';
 import { constInts, PATCHED, type ModelStructure } from './instrument';
 
 /** Graph inputs and outputs added for edges. */
@@ -84,7 +85,12 @@ const BIG = 2 ** 62;
  * Adds the edge inputs (masks, ablated values) and per-head output taps to an instrumented model. `heads` is the
  * number of query heads. Throws a UserError naming what it could not find.
  */
-export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number, what: string, opts: { sliceHeads?: boolean } = {}): { outputs: string[] } {
+/**
+ * `stopStackGradient`: no gradient through the stacked upstream values the masks multiply (a stop-gradient on
+ * them). At all-zero masks that gradient is exactly zero (it is mask × ∂/∂delta), so mask gradients at 0 (EAP)
+ * are the same with less work; anywhere else they would be wrong.
+ */
+export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number, what: string, opts: { sliceHeads?: boolean; stopStackGradient?: boolean } = {}): { outputs: string[] } {
   const slice = opts.sliceHeads ?? true;
   const graph = model.graph!;
   const g = new GraphIndex(graph);
@@ -304,7 +310,12 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
    */
   const delta = (mask: string, stack: string): string => {
     const sShape = op('Shape', [stack]);
-    const flat = op('Reshape', [stack, op('Concat', [op('Slice', [sShape, ints([0]), ints([2])]), ints([-1])], [intAttr('axis', 0)])]);
+    let flat = op('Reshape', [stack, op('Concat', [op('Slice', [sShape, ints([0]), ints([2])]), ints([-1])], [intAttr('axis', 0)])]);
+    if (opts.stopStackGradient) {
+      const held = fresh('held');
+      added.push(makeNode('Identity', [flat], [held], `${STOP_GRADIENT}${held}`));
+      flat = held;
+    }
     const prod = op('MatMul', [mask, flat]); // [B, k, T·D]
     const shape = op('Concat', [op('Slice', [op('Shape', [prod]), ints([0]), ints([2])]), op('Slice', [sShape, ints([2]), ints([4])])], [intAttr('axis', 0)]);
     return op('Reshape', [prod, shape]);

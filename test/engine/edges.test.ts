@@ -117,3 +117,39 @@ test('onnxruntime-web (WASM) runs the edge graphs too: same ablations and gradie
     await engine.release();
   }
 });
+
+test('edge gradients away from zero (EAP-IG steps) use the full backward graph: they match finite differences, and at zero equal the EAP graph', async () => {
+  const ref: EdgeRef = JSON.parse(fs.readFileSync(path.join(EXAMPLES, 'references', 'induction-gpt2.edges.json'), 'utf8'));
+  const engine = await loadEngine(path.join(EXAMPLES, 'induction-gpt2.onnx'));
+  try {
+    const ids = ref.prompts.slice(0, 2).map((p) => p.ids);
+    const E = ref.edges.length;
+    const V = engine.info.vocab;
+    const seed = new Float32Array(ids.length * V);
+    ref.prompts.slice(0, 2).forEach((p, b) => { seed[b * V + p.answer] += 1; seed[b * V + p.foil] -= 1; });
+    const metric = (logits: Float32Array) => { let m = 0; for (let i = 0; i < seed.length; i++) m += seed[i]! * logits[i]!; return m; };
+    // At zero: the EAP graph (no gradient through the stacked upstream values) and the full graph (weights of
+    // 1e-30, not zero, select it) agree.
+    const eap = await engine.edgeGradients({ ids, seed });
+    const full0 = await engine.edgeGradients({ ids, seed, weights: ids.map(() => new Float32Array(E).fill(1e-30)) });
+    assert.ok(maxAbsDiff({ dims: [ids.length, E], data: eap.grads }, { dims: [ids.length, E], data: full0.grads }) < 1e-5);
+    // At 0.5 on every edge (an EAP-IG step): gradients against central differences of the edge forward.
+    const base = new Float32Array(E).fill(0.5);
+    const g = await engine.edgeGradients({ ids, seed, weights: ids.map(() => base) });
+    const eps = 1e-2;
+    let largest = 0;
+    for (let e = 0; e < E; e += 5) {
+      const plus = base.slice(); plus[e] += eps;
+      const minus = base.slice(); minus[e] -= eps;
+      const fd = (metric((await engine.runEdges({ ids, weights: ids.map(() => plus) })).logits.data) - metric((await engine.runEdges({ ids, weights: ids.map(() => minus) })).logits.data)) / (2 * eps);
+      const an = g.grads[e]! + g.grads[E + e]!;
+      largest = Math.max(largest, Math.abs(an));
+      assert.ok(Math.abs(fd - an) < 5e-4 + 2e-3 * Math.abs(fd), `${ref.edges[e]}: finite difference ${fd} vs gradient ${an} at weights 0.5`);
+    }
+    assert.ok(largest > 1, `some gradient is not tiny (${largest})`);
+    // And they differ from the gradients at zero (the point of the full graph).
+    assert.ok(maxAbsDiff({ dims: [ids.length, E], data: g.grads }, { dims: [ids.length, E], data: eap.grads }) > 1e-2);
+  } finally {
+    await engine.release();
+  }
+});
