@@ -138,8 +138,8 @@ async function main(): Promise<void> {
       const base = { prompts: 64, promptTokens: 16 };
       // The demo model: exact patching over all of its edges; GPT-2-small: on 2 edges (128 rows, ~1 min a
       // round), extrapolated to all of them (every edge costs the same ablated run of every prompt). Rows per call:
-      // the engine's default (256) on the demo; on GPT-2-small 8 for EAP (~1 GiB per row: 16 rows peaked at 18 GiB
-      // and 64 ran this 24 GiB machine out of memory) and 64 for patching (~10 GiB).
+      // the engine's default (256) on the demo; on GPT-2-small 8 for EAP (~0.5 GiB per row with head-sliced
+      // projections; before them ~1 GiB, and 64 rows ran this 24 GiB machine out of memory) and 64 for patching.
       if (want(DEMO_GPT2)) data.push(await edgeBench(DEMO_GPT2, { ...base, reps: R(9, 3), patching: 'all', eapRows: 256, patchRows: 256 }));
       if (!args.quick && want(GPT2_SMALL)) data.push(await edgeBench(GPT2_SMALL, { ...base, reps: R(3, 1), patching: 2, eapRows: 8, patchRows: 64 }));
       results.edges = { date: date(), data };
