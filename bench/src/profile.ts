@@ -22,9 +22,10 @@ const PROFILE_DIR = path.join(ROOT, 'bench', '.build', 'ort-profiles');
 class ProfilingRuntime implements Runtime {
   readonly backend = 'node' as const;
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
-    if (external.length) throw new Error('profiling runtime: external data not supported');
     fs.mkdirSync(PROFILE_DIR, { recursive: true });
-    const s = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: path.join(PROFILE_DIR, `p${process.pid}`) });
+    // Weights in memory (a large model's own file, as core/node/load.ts references it).
+    const externalData = external.map((f) => ({ path: f.location, data: f.data ?? f.read?.() ?? fs.readFileSync(f.path!) }));
+    const s = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', externalData, enableProfiling: true, profileFilePrefix: path.join(PROFILE_DIR, `p${process.pid}`) });
     return new OrtSession(ort, s);
   }
 }

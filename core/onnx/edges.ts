@@ -12,7 +12,7 @@
 // Heads need per-head inputs. Where the export's projection is recognised ([norm] → MatMul(weight) → [bias] →
 // [split into q, k, v] → reshape into heads), each head's copy of the residual stream goes through the norm and
 // is multiplied by that head's columns of the weight only (a batched per-head MatMul: the projection's usual
-// cost), and the rest of the path runs as it is. Otherwise the path from the residual stream to the query (key,
+// cost; with grouped key/value heads, its group's columns), and the rest of the path runs as it is. Otherwise the path from the residual stream to the query (key,
 // value) tensor is cloned once with the heads folded into the batch axis ([H·B, T, D] in, [H·B, H, ...] out) and
 // each head keeps its own slot (a diagonal): H× the projection's work, nothing assumed but a leading batch axis.
 // Per-head outputs likewise: z_h · W_O[h] when the z → attention output path is a plain projection, else that
@@ -139,14 +139,32 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     return op('Tile', [x, op('Concat', [r0, ones], [intAttr('axis', 0)])]);
   };
 
-  /** Clones the nodes between `from` and `to` onto `newFrom`, whose outermost axis is `fold` times the batch. */
-  const clonePath = (from: string, to: string, newFrom: string, fold: number, tag: string): string => {
+  /**
+   * Clones the nodes between `from` and `to` onto `newFrom`, whose outermost axis is `fold` times the batch.
+   * `given`: tensors on the path whose values are supplied (in the same layout); what only produces them is not cloned.
+   */
+  const clonePath = (from: string, to: string, newFrom: string, fold: number, tag: string, given?: Map<string, string>): string => {
     const anc = g.ancestors(to, from);
     if (!anc.reachedStop) fail(`"${to}" does not depend on "${from}"`);
     const desc = g.descendants(from);
-    const nodes = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b);
-    const rename = new Map<string, string>([[from, newFrom]]);
-    for (const i of nodes) for (const o of g.node(i).output) if (o) rename.set(o, `${o}@${tag}`);
+    let nodes = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b);
+    if (given?.size) {
+      const need = new Set<number>();
+      const stack = [to];
+      const seen = new Set<string>();
+      while (stack.length) {
+        const t = stack.pop()!;
+        if (seen.has(t) || t === from || given.has(t)) continue;
+        seen.add(t);
+        const p = g.producer.get(t);
+        if (p === undefined || need.has(p)) continue;
+        need.add(p);
+        for (const i of g.node(p).input) if (i) stack.push(i);
+      }
+      nodes = nodes.filter((i) => need.has(i));
+    }
+    const rename = new Map<string, string>([[from, newFrom], ...(given ?? [])]);
+    for (const i of nodes) for (const o of g.node(i).output) if (o && !given?.has(o)) rename.set(o, `${o}@${tag}`);
     for (const i of nodes) {
       const n = g.node(i);
       const input = n.input.map((t) => {
@@ -259,16 +277,35 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     }
     if (n?.opType !== 'Reshape' || n.input[0] !== cur) return undefined;
     const tail = shapeTail(n.input[1]!);
-    if (!tail || tail[0] !== heads || tail[1] <= 0 || tail[0] * tail[1] !== width) return undefined;
-    const dh = tail[1];
+    // H heads of their own, or G key/value heads shared by groups of H/G query heads (query head h reads group
+    // ⌊h / (H/G)⌋, the usual repeat of grouped-query attention).
+    if (!tail || tail[1] <= 0 || tail[0] * tail[1] !== width || tail[0] > heads || heads % tail[0] !== 0) return undefined;
+    const [G, dh] = tail;
+    const group = Array.from({ length: heads }, (_, h) => Math.floor(h / (heads / G)));
     const folded = foldHeads(x, from); // [H·B, T, D], heads outermost
     const y = mm.input[0] === from ? folded : clonePath(from, mm.input[0]!, folded, heads, `${tag}n`);
-    const perHeadW = op('Transpose', [op('Reshape', [op('Slice', [initName(mm.input[1])!, ints([offset]), ints([offset + width]), ints([1])]), ints([D, heads, dh])])], [intsAttr('perm', [1, 0, 2])]);
-    let p = op('MatMul', [op('Reshape', [y, ints([heads, -1, D])]), perHeadW]); // [H, B·T, d_head]
-    if (bias) p = op('Add', [p, op('Reshape', [op('Slice', [bias, ints([offset]), ints([offset + width]), ints([0])]), ints([heads, 1, dh])])]);
-    // Back to the layout of `cur` ([B, T, H·d_head]), then the rest of the path as it is.
-    const back = op('Reshape', [op('Transpose', [p], [intsAttr('perm', [1, 0, 2])]), op('Shape', [cur])]);
-    return clonePath(cur, target, back, 1, tag);
+    const perGroup = (t: string, axis: number, shape: number[]) => op('Reshape', [op('Slice', [initName(t)!, ints([offset]), ints([offset + width]), ints([axis])]), ints(shape)]);
+    let w = op('Transpose', [perGroup(mm.input[1]!, 1, [D, G, dh])], [intsAttr('perm', [1, 0, 2])]); // [G, D, d_head]
+    let b = bias ? perGroup(bias, 0, [G, 1, dh]) : undefined;
+    if (G !== heads) {
+      w = op('Gather', [w, ints(group)], [intAttr('axis', 0)]);
+      if (b) b = op('Gather', [b, ints(group)], [intAttr('axis', 0)]);
+    }
+    let p = op('MatMul', [op('Reshape', [y, ints([heads, -1, D])]), w]); // [H, B·T, d_head]: head h from its own copy
+    if (b) p = op('Add', [p, b]);
+    if (G === heads) {
+      // Back to the layout of `cur` ([B, T, H·d_head]), then the rest of the path as it is.
+      const back = op('Reshape', [op('Transpose', [p], [intsAttr('perm', [1, 0, 2])]), op('Shape', [cur])]);
+      return clonePath(cur, target, back, 1, tag);
+    }
+    // Grouped: query head h's copy holds its values in its group's slot ([H·B, T, G·d_head], zeros elsewhere).
+    // The path is cloned on the folded batch as when folding (so shapes computed from the normalised input see
+    // the folded batch), with the projection's output given instead of cloned; head h keeps its own slot.
+    const onehot = new Float32Array(heads * G);
+    group.forEach((k, h) => { onehot[h * G + k] = 1; });
+    const slots = op('Mul', [unsq(p, 2), floats([heads, 1, G, 1], onehot)]); // [H, B·T, G, d_head]
+    const shape = op('Concat', [ints([-1]), op('Slice', [op('Shape', [cur]), ints([1]), ints([BIG])])], [intAttr('axis', 0)]);
+    return diagonal(clonePath(from, target, folded, heads, tag, new Map([[cur, op('Reshape', [slots, shape])]])));
   };
 
   /**

@@ -65,11 +65,11 @@ test('edge graphs slice the q/k/v and output projections per head on the demo ex
     assert.ok(count(folded, /@edges\d+[qkv]$/, 'MatMul') >= 6, path.basename(file));
     assert.ok(count(folded, /@edges\d+o$/) > 0);
     // Sliced: no projection MatMul is cloned; the clones left are the norm's (per head copy) and the head split.
-    // The Llama demo has grouped key/value heads (2 for 4 query heads): its k and v projections stay folded.
-    const gqa = file.includes('llama');
-    assert.equal(count(sliced, gqa ? /@edges\d+q$/ : /@edges\d+[qkv]$/, 'MatMul'), 0, `${path.basename(file)}: a q/k/v projection was cloned, not sliced`);
-    if (gqa) assert.ok(count(sliced, /@edges\d+[kv]$/, 'MatMul') > 0, 'grouped k/v: folded');
+    // The Llama demo has grouped key/value heads (2 for 4 query heads): sliced too, by group. In the KV-cache
+    // export the value path also reads the key projection (two projections on one path): that one stays folded.
+    const kv = file.includes('kvcache');
+    assert.equal(count(sliced, kv ? /@edges\d+[qk]$/ : /@edges\d+[qkv]$/, 'MatMul'), 0, `${path.basename(file)}: a q/k/v projection was cloned, not sliced`);
+    if (kv) assert.ok(count(sliced, /@edges\d+v$/, 'MatMul') > 0, 'KV-cache value path: folded');
     assert.equal(count(sliced, /@edges\d+o$/), 0, `${path.basename(file)}: the output projection was cloned, not sliced`);
-    assert.ok(sliced.length < folded.length);
   }
 });
