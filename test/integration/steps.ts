@@ -151,12 +151,17 @@ async function screenshot(d: Driver, name: string): Promise<string> {
 
 const nodeTrace = (f: FrameLocator) => f.locator('.scatterlayer g.trace:has(g.textpoint)');
 
-/** Node id → marked (drawn with the mark outline), read from the plot's SVG. */
+/**
+ * Node id → marked (drawn with the mark outline): the outline trace, drawn over the nodes after them, has one
+ * stroked point per marked node; its points' ids come from the plot's data, their strokes from the SVG.
+ */
 async function plotMarks(f: FrameLocator): Promise<Map<string, boolean>> {
-  const tr = nodeTrace(f);
-  const ids = await tr.locator('g.textpoint text').allTextContents();
-  const widths = await tr.locator('path.point').evaluateAll((els) => els.map((e) => parseFloat(e.ownerDocument.defaultView!.getComputedStyle(e).strokeWidth) || 0));
-  return new Map(ids.map((id, i) => [id, (widths[i] ?? 0) > 0]));
+  const ids = await nodeTrace(f).locator('g.textpoint text').allTextContents();
+  const outlined = await f.locator('#plot').evaluate((el) => ((el as unknown as { data: { customdata?: string[] }[] }).data.at(-1)?.customdata ?? []));
+  const strokes = await f.locator('.scatterlayer g.trace').last().locator('path.point')
+    .evaluateAll((els) => els.map((e) => parseFloat(e.ownerDocument.defaultView!.getComputedStyle(e).strokeWidth) || 0));
+  const drawn = new Set(outlined.filter((_, i) => (strokes[i] ?? 0) > 0));
+  return new Map(ids.map((id) => [id, drawn.has(id)]));
 }
 
 /** Marks one node by clicking it (plotly_click): hover until plotly's tooltip names it, then click; idempotent. */

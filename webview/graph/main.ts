@@ -107,33 +107,46 @@ function render(): void {
     x: visible.map((n) => pos.get(n.id)![0]), y: visible.map((n) => pos.get(n.id)![1]),
     text: visible.map((n) => n.id), textposition: 'top center', textfont: { color: fg, size: 11 },
     customdata: visible.map((n) => n.id),
-    hovertemplate: visible.map((n) => `<b>${n.id}</b><br>score ${n.score.toFixed(4)}${marked.has(n.id) ? '<br>marked' : ''}<extra></extra>`),
+    hovertemplate: visible.map((n) => `<b>${n.id}</b><br>score ${n.score.toFixed(4)}<extra></extra>`),
     marker: {
       size: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? 16 : 10 + 34 * Math.sqrt(Math.abs(n.score) / maxAbs))),
       color: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? fg : n.score >= 0 ? pos_ : neg)),
-      line: { color: visible.map((n) => (marked.has(n.id) ? markColor : 'rgba(0,0,0,0)')), width: visible.map((n) => (marked.has(n.id) ? 4 : 0)) },
       symbol: visible.map((n) => (/^m\d+$/.test(n.id) ? 'square' : 'circle')),
     },
     selectedpoints: null,
   };
+  drawn = {
+    ids: visible.map((n) => n.id), scores: visible.map((n) => n.score), x: nodeTrace.x, y: nodeTrace.y, size: nodeTrace.marker.size,
+    symbol: nodeTrace.marker.symbol, trace: edgeTraces.length + 1, markColor, threshold, type: nodeTrace.type,
+  };
   const ticks = ['input', ...Array.from({ length: s.layers }, (_, l) => [`attn ${l}`, `mlp ${l}`]).flat(), 'logits'];
-  void Plotly.react(plot, [...edgeTraces, nodeTrace], {
+  void Plotly.react(plot, [...edgeTraces, nodeTrace, markTrace(drawn)], {
     paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, dragmode: 'select', margin: { l: 60, r: 20, t: 10, b: 30 },
     xaxis: { title: { text: 'head' }, zeroline: false, showgrid: false, color: fg, dtick: 1 },
     yaxis: { tickvals: ticks.map((_, i) => i), ticktext: ticks, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
     hovermode: 'closest', uirevision: 'graph',
   }, { displaylogo: false, responsive: true, modeBarButtonsToRemove: ['toImage'] });
-  drawn = { ids: visible.map((n) => n.id), scores: visible.map((n) => n.score), trace: edgeTraces.length, markColor, threshold };
   markedInfo.textContent = `${[...marked].length} marked`;
   for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
   thresholdLabel.textContent = `${cut.toFixed(3)} (${visible.length} of ${s.nodes.length} nodes${s.edges.length ? `, ${edges.length} of ${s.edges.length} edges` : ''})`;
   saveState();
 }
 
-/** What the plot shows now, so marking restyles the node outlines instead of redrawing every trace. */
-let drawn: { ids: string[]; scores: number[]; trace: number; markColor: string; threshold: number } | undefined;
+/** What the plot shows now, so marking redraws a small outline trace over the nodes instead of every trace. */
+interface Drawn { ids: string[]; scores: number[]; x: number[]; y: number[]; size: number[]; symbol: string[]; trace: number; markColor: string; threshold: number; type: string }
+let drawn: Drawn | undefined;
 
-/** Marks changed at the same threshold: only the node outlines and hover texts change. */
+/** The marked nodes' outlines: a trace of their own over the nodes (clickable and hoverable like them). */
+function markTrace(d: Drawn) {
+  const at = d.ids.flatMap((id, i) => (marked.has(id) ? [i] : []));
+  return {
+    type: d.type, mode: 'markers', showlegend: false, x: at.map((i) => d.x[i]), y: at.map((i) => d.y[i]), customdata: at.map((i) => d.ids[i]),
+    hovertemplate: at.map((i) => `<b>${d.ids[i]}</b><br>score ${d.scores[i]!.toFixed(4)}<br>marked<extra></extra>`),
+    marker: { size: at.map((i) => d.size[i]), symbol: at.map((i) => d.symbol[i]), color: 'rgba(0,0,0,0)', line: { color: d.markColor, width: 4 } },
+  };
+}
+
+/** Marks changed at the same threshold: only the outline trace changes. */
 function restyleMarks(): void {
   const d = drawn;
   if (!d || d.threshold !== threshold) { render(); return; }
@@ -141,11 +154,11 @@ function restyleMarks(): void {
   const s = state!;
   const maxAbs = Math.max(1e-9, ...s.nodes.map((n) => Math.abs(n.score)));
   const cut = (threshold / 100) * maxAbs;
-  if (s.nodes.some((n) => marked.has(n.id) && Math.abs(n.score) < cut && !d.ids.includes(n.id))) { render(); return; }
+  const shown = new Set(d.ids);
+  if (s.nodes.some((n) => marked.has(n.id) && Math.abs(n.score) < cut && !shown.has(n.id))) { render(); return; }
+  const m = markTrace(d);
   void Plotly.restyle(plot, {
-    'marker.line.color': [d.ids.map((id) => (marked.has(id) ? d.markColor : 'rgba(0,0,0,0)'))],
-    'marker.line.width': [d.ids.map((id) => (marked.has(id) ? 4 : 0))],
-    hovertemplate: [d.ids.map((id, i) => `<b>${id}</b><br>score ${d.scores[i]!.toFixed(4)}${marked.has(id) ? '<br>marked' : ''}<extra></extra>`)],
+    x: [m.x], y: [m.y], customdata: [m.customdata], hovertemplate: [m.hovertemplate], 'marker.size': [m.marker.size], 'marker.symbol': [m.marker.symbol],
   }, [d.trace]);
   markedInfo.textContent = `${[...marked].length} marked`;
   for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
