@@ -16,7 +16,8 @@ export class OrtNodeRuntime implements Runtime {
   constructor(private readonly threads?: number) {}
 
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
-    const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
+    // Errors only: onnxruntime's warnings (e.g. about initializers it merged) say nothing a user can act on.
+    const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
     // A small model's kernels are too short to share between threads: on the demo models (d 64) one thread runs
     // a 64-prompt head sweep in less time, and with much less spread, than two (bench/, "sweep").
     const bytes = model.byteLength + external.reduce((a, f) => a + (f.data?.byteLength ?? (f.path ? fileSize(f.path) : f.read ? Infinity : 0)), 0);
