@@ -58,14 +58,14 @@ export async function prepare(
 }
 
 /**
- * The clean run of every prompt: its last-position logits and, when they fit in RESID_CACHE_BYTES, its
- * hook_resid_pre of every layer, which the lean metrics session computes anyway (layer skipping reads them).
+ * The clean run of every prompt: its last-position logits and, where layers can be skipped and they fit in
+ * RESID_CACHE_BYTES, its hook_resid_pre of every layer, which the lean metrics session computes anyway.
  */
 async function cleanRun(ctx: EvalContext): Promise<void> {
   const { engine, prompts } = ctx;
   const { layers, dModel } = engine.info;
   const cacheBytes = prompts.reduce((a, p) => a + p.ids.length, 0) * layers * dModel * 4;
-  const hooks = cacheBytes <= RESID_CACHE_BYTES ? Array.from({ length: layers }, (_, l) => hookName('resid_pre', l)) : [];
+  const hooks = engine.maySkipLayers && cacheBytes <= RESID_CACHE_BYTES ? Array.from({ length: layers }, (_, l) => hookName('resid_pre', l)) : [];
   const logits: Float32Array[] = new Array(prompts.length);
   const resid: F32[][] = new Array(prompts.length);
   const V = engine.info.vocab;

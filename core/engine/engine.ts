@@ -266,6 +266,11 @@ export class Engine {
 
   private skip?: Promise<Session | undefined>;
 
+  /** Whether layer skipping may be available (native onnxruntime), without building its session to find out. */
+  get maySkipLayers(): boolean {
+    return this.source?.runtime.backend === 'node';
+  }
+
   /** Whether runs can start at a later layer (RunRequest.start): native onnxruntime, blocks that can be cut out. */
   async canSkipLayers(): Promise<boolean> {
     return (await this.skipSession()) !== undefined;

@@ -127,3 +127,26 @@ test('a large model is re-read for later sessions (not kept decoded), and a chan
     fsm.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('on onnxruntime-web (no layer skipping) the clean run fetches no residuals, and sweeps score what native ones do', async () => {
+  const { createRuntime } = await import('../../core/node/load');
+  const file = path.join(EXAMPLES, 'induction-gpt2.onnx');
+  const ids = [[5, 9, 14, 3, 11, 7, 5, 9, 14], [12, 4, 8, 12, 4, 8, 6, 2, 12]];
+  const prompts = ids.map((p, index) => ({ index, text: p.join(' '), ids: p, answer: 14, foil: 3, tags: ['task'] }));
+  const sets = [[], ['a0.h1'], ['a1.h0'], ['m0'], ['a1.h3', 'm1']] as never[][];
+  const web = await loadEngine(file, createRuntime('wasm'));
+  const native = await loadEngine(file);
+  try {
+    assert.equal(web.maySkipLayers, false);
+    assert.equal(native.maySkipLayers, true);
+    const w = await prepare(web, prompts, 'zero');
+    assert.equal(w.residPre, undefined, 'no residuals fetched where they cannot be used');
+    const n = await prepare(native, prompts, 'zero');
+    assert.equal(n.residPre?.length, prompts.length);
+    const [a, b] = [await evaluateSets(w, sets), await evaluateSets(n, sets)];
+    a.forEach((s, i) => assert.ok(Math.abs(s.metrics.logit_diff - b[i]!.metrics.logit_diff) < 1e-4, `set ${i}`));
+  } finally {
+    await web.release();
+    await native.release();
+  }
+});
