@@ -56,15 +56,17 @@ export async function loadEngine(modelPath: string, runtime: Runtime = createRun
   const before = fs.statSync(modelPath, { throwIfNoEntry: false });
   const bytes = readModelFile(modelPath);
   const large = bytes.length > (opts.keepDecodedBytes ?? KEEP_DECODED_BYTES);
-  // A large model's own weights go to native onnxruntime by reference to the model file (it reads them from
-  // there), not inside every instrumented graph it is given: one copy of them in memory fewer while loading.
-  const inFile = large && runtime.backend === 'node';
+  // A large model's own weights go to native onnxruntime as external data referring to the model file's bytes
+  // (read when a session is made), not inside every instrumented graph it is given: one copy of them in memory
+  // fewer while loading. Not for models that keep weights in other files too (those are read by path).
+  const model = decodeModel(bytes, modelPath);
+  const inFile = large && runtime.backend === 'node' && externalLocations(model).length === 0;
+  if (inFile) referenceWeightsInFile(model, bytes, path.basename(modelPath));
   const decode = (b: Uint8Array) => {
     const m = decodeModel(b, modelPath);
     if (inFile) referenceWeightsInFile(m, b, path.basename(modelPath));
     return m;
   };
-  const model = decode(bytes);
   const dir = path.dirname(modelPath);
   const self = path.basename(modelPath);
   // The first session takes the bytes already read; sessions built later re-read the file (checked unchanged).
