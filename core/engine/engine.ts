@@ -6,7 +6,7 @@ import { addEdgeInputs, EDGE, edgeLayout, type EdgeLayout } from '../onnx/edges'
 import { addLayerSkipping, START } from '../onnx/skip';
 import { GraphIndex } from '../onnx/graph';
 import { decodeModel, encodeModel, externalLocations, opsetVersion, type OnnxModel } from '../onnx/model';
-import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, withOutputsOnly, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
+import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, withLastMlpOnLastPosition, withOutputsOnly, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
 import type { Tokenizer } from '../tokenizer';
 import { size, type ExternalFile, type F32, type Feed, type Runtime, type Session } from './runtime';
 
@@ -251,7 +251,8 @@ export class Engine {
   private lastSession(): Promise<Session> {
     this.last ??= (async () => {
       const { runtime, external } = this.source!;
-      return runtime.createSession(encodeModel(withOutputsOnly(this.instrumented(), this.leanOutputs())), external);
+      const lean = withOutputsOnly(this.instrumented(), this.leanOutputs());
+      return runtime.createSession(encodeModel(withLastMlpOnLastPosition(lean, this.structure)?.model ?? lean), external);
     })();
     return this.last;
   }
@@ -280,10 +281,15 @@ export class Engine {
     this.skip ??= (async () => {
       if (!this.source || this.source.runtime.backend !== 'node') return undefined;
       const { runtime, external } = this.source;
-      const model = withOutputsOnly(this.instrumented(), [LAST_LOGITS]);
+      const full = withOutputsOnly(this.instrumented(), [LAST_LOGITS]);
+      // The last layer's MLP on the last position only, as in the metrics session: that layer's block ends at its
+      // resid_mid then.
+      const trimmed = withLastMlpOnLastPosition(full, this.structure);
+      const model = trimmed?.model ?? full;
+      const structure = trimmed ? { ...this.structure, layers: this.structure.layers.map((L, j) => (j === this.structure.layers.length - 1 ? { ...L, residPost: trimmed.lastStart } : L)) } : this.structure;
       // withOutputsOnly gives new node and initializer lists but shares the input list, which this adds to.
       const copy = { ...model, graph: { ...model.graph!, input: [...model.graph!.input] } };
-      if (!addLayerSkipping(copy, this.structure)) return undefined;
+      if (!addLayerSkipping(copy, structure)) return undefined;
       return runtime.createSession(encodeModel(copy), external);
     })();
     return this.skip;

@@ -428,6 +428,60 @@ export function constInts(g: GraphIndex, t: string): number[] | undefined {
   return v ? int64Data(v) : undefined;
 }
 
+/** Elementwise activations an MLP may use, on top of PER_POSITION_OPS. */
+const MLP_OPS = new Set([...PER_POSITION_OPS, 'Erf', 'Sigmoid', 'Relu', 'Gelu', 'FastGelu', 'Exp', 'Softplus', 'Max', 'Min', 'Clip']);
+
+/**
+ * For the lean metrics graphs (last-position logits only): the last layer's MLP and residual add run on the last
+ * position only, from its resid_mid (the MLP is per position, so the other positions' MLP outputs reach nothing
+ * those graphs return). `model` is such a graph (withOutputsOnly); returns a pruned copy and the resid_mid tensor
+ * the last layer now ends at (for layer skipping), or undefined when the MLP branch is not a per-position path.
+ */
+export function withLastMlpOnLastPosition(model: OnnxModel, s: ModelStructure): { model: OnnxModel; lastStart: string } | undefined {
+  const graph = model.graph!;
+  const g = new GraphIndex(graph);
+  const l = s.layers.length - 1;
+  const L = s.layers[l];
+  const gatherLast = graph.node.find((n) => n.name === 'circuitlens/gather_last');
+  if (!L || !gatherLast || gatherLast.input[0] !== L.residPost) return undefined;
+  const post = g.producerOf(L.residPost);
+  const mlpOut = PATCHED.mlp(l);
+  if (!post || post.opType !== 'Add' || !post.input.includes(mlpOut)) return undefined;
+  const mid = post.input[0] === mlpOut ? post.input[1]! : post.input[0]!;
+  const anc = g.ancestors(mlpOut, mid);
+  if (!anc.reachedStop) return undefined;
+  const desc = g.descendants(mid);
+  const branch = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b).map((i) => g.node(i));
+  for (const n of branch) {
+    if (!MLP_OPS.has(n.opType) || (n.domain && n.domain !== 'ai.onnx')) return undefined;
+    // A product of two activations could mix positions; a weight (not computed from the stream) cannot.
+    if (n.opType === 'MatMul' && n.input.every((t) => desc.has(g.producer.get(t) ?? -1) || t === mid)) return undefined;
+    if (n.opType === 'ReduceMean') {
+      const axes = n.attribute.find((a) => a.name === 'axes')?.ints?.map(num) ?? (n.input[1] ? constInts(g, n.input[1]) : undefined);
+      if (!axes || axes.length !== 1 || (axes[0] !== -1 && axes[0] !== 2)) return undefined;
+    }
+    if (n.opType === 'LayerNormalization' || n.opType === 'SimplifiedLayerNormalization' || n.opType === 'RMSNormalization') {
+      const axis = n.attribute.find((a) => a.name === 'axis');
+      if (axis && num(axis.i) !== -1) return undefined;
+    }
+  }
+  const p = 'circuitlens.lastmlp';
+  const rename = new Map<string, string>([[mid, `${p}.mid`], [IN.mlpAdd(l), `${p}.add`]]);
+  for (const n of branch) for (const o of n.output) if (o) rename.set(o, `${o}@lastmlp`);
+  const added: OnnxNode[] = [
+    makeNode('Gather', [mid, 'circuitlens.last_index'], [`${p}.mid`], `${p}/gather_mid`, [intAttr('axis', 1)]),
+    // The ablation's additive term may hold a value per position ([B, T, D]) or broadcast ([1, 1, 1]): its last one.
+    makeNode('Gather', [IN.mlpAdd(l), 'circuitlens.last_index'], [`${p}.add`], `${p}/gather_add`, [intAttr('axis', 1)]),
+    ...branch.map((n) => ({ ...n, name: `${n.name}@lastmlp`, input: n.input.map((t) => rename.get(t) ?? t), output: n.output.map((t) => rename.get(t) ?? t) })),
+    makeNode('Add', post.input.map((t) => rename.get(t)!), ['circuitlens.last_resid'], `${p}/residual`),
+  ];
+  const node = graph.node.filter((n) => n !== gatherLast);
+  const at = node.findIndex((n) => n.input.includes('circuitlens.last_resid'));
+  node.splice(at < 0 ? node.length : at, 0, ...added);
+  const out = withOutputsOnly({ ...model, graph: { ...graph, node } }, graph.output.map((o) => o.name));
+  return { model: out, lastStart: mid };
+}
+
 /**
  * A copy of `model` whose graph outputs are `outputs` only, without the nodes none of them needs: onnxruntime
  * computes every graph output on every run, fetched or not. Shares tensors with `model` (no weight copies).

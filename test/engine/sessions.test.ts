@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { loadEngine } from '../../core/node/load';
 import { decodeModel } from '../../core/onnx/model';
-import { detectStructure, instrument, LAST_LOGITS, withOutputsOnly } from '../../core/onnx/instrument';
+import { detectStructure, instrument, LAST_LOGITS, withLastMlpOnLastPosition, withOutputsOnly } from '../../core/onnx/instrument';
 import { EXAMPLES, FIXTURES, maxAbsDiff } from '../helpers';
 
 const MODELS = [
@@ -54,6 +54,19 @@ for (const file of MODELS) {
       for (const h of residHooks) assert.ok(maxAbsDiff(leanResid.activations[h]!, fullResid.activations[h]!) < 1e-6, h);
       assert.ok(maxAbsDiff(leanResid.logits, last.logits) < 1e-6);
       assert.ok(maxAbsDiff(abl.logits, last.logits) > 1e-2, 'the ablation changes the first row');
+      // The metrics session runs the last layer's MLP on the last position only; a resample ablation of that MLP
+      // (an additive term per position) must still reach it from the last position.
+      const trimmed = withLastMlpOnLastPosition(withOutputsOnly(inst.model, [LAST_LOGITS]), s);
+      assert.ok(trimmed, 'the last MLP is cut to the last position');
+      assert.ok(!trimmed.model.graph!.node.some((n) => n.output.includes(s.layers[s.layers.length - 1]!.residPost)), 'the full-length last residual is not computed');
+      const L = engine.info.layers;
+      const other = await engine.run({ ids: [[3, 1, 4, 1, 5, 9, 2, 6, 5], [2, 7, 1, 8, 2, 8, 1, 8, 2]], hooks: Array.from({ length: L }, (_, l) => [`blocks.${l}.attn.hook_z`, `blocks.${l}.hook_mlp_out`]).flat() });
+      const resample = { z: Array.from({ length: L }, (_, l) => other.activations[`blocks.${l}.attn.hook_z`]!), mlp: Array.from({ length: L }, (_, l) => other.activations[`blocks.${l}.hook_mlp_out`]!) };
+      const rs = { ids, resample, ablations: [{ nodes: [`m${L - 1}`, 'a0.h1'], kind: 'resample' as const }, undefined] as never };
+      const rLean = await engine.run({ ...rs, lastOnly: true });
+      const rFull = await engine.run({ ...rs, lastOnly: true, hooks: ['blocks.0.attn.hook_z'] });
+      assert.ok(maxAbsDiff(rLean.logits, rFull.logits) < 1e-5, 'resampled last MLP: lean and full sessions agree');
+      assert.ok(maxAbsDiff(rLean.logits, last.logits) > 1e-2, 'the resample ablation changes the first row');
     } finally {
       await engine.release();
     }
