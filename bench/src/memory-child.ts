@@ -3,11 +3,11 @@
 // loads the model on onnxruntime-node, then traces every hook of one prompt; prints RSS figures as JSON.
 // The flag is a bench-only prototype: --no-prepack (onnxruntime's session.disable_prepacking: no second,
 // pre-packed copy of the MatMul weights).
-import * as fs from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { OrtSession } from '../../core/engine/ort';
 import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
 import { createRuntime, loadEngine } from '../../core/node/load';
+import { externalDataInMemory } from '../../core/node/ort-node';
 import { randomIds } from './harness';
 
 function rssKb(): number {
@@ -18,7 +18,7 @@ class NoPrepackRuntime implements Runtime {
   readonly backend = 'node' as const;
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
     // Weights in memory (a large model's own file, as core/node/load.ts references it), prepacking off.
-    const externalData = external.map((f) => ({ path: f.location, data: f.data ?? f.read?.() ?? fs.readFileSync(f.path!) }));
+    const externalData = externalDataInMemory(external);
     return new OrtSession(ort, await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', externalData, extra: { session: { disable_prepacking: '1' } } }));
   }
 }

@@ -11,6 +11,7 @@ import { OrtSession } from '../../core/engine/ort';
 import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
 import { headId, type NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/node/load';
+import { externalDataInMemory } from '../../core/node/ort-node';
 import { logSoftmax, scorePrompt } from '../../core/analysis/metrics';
 import { log, randomIds, rng, ROOT, round, stats } from './harness';
 import type { ModelSpec } from './models';
@@ -24,7 +25,7 @@ class ProfilingRuntime implements Runtime {
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
     fs.mkdirSync(PROFILE_DIR, { recursive: true });
     // Weights in memory (a large model's own file, as core/node/load.ts references it).
-    const externalData = external.map((f) => ({ path: f.location, data: f.data ?? f.read?.() ?? fs.readFileSync(f.path!) }));
+    const externalData = externalDataInMemory(external);
     const s = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', externalData, enableProfiling: true, profileFilePrefix: path.join(PROFILE_DIR, `p${process.pid}`) });
     return new OrtSession(ort, s);
   }

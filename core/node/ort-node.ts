@@ -41,12 +41,17 @@ export class OrtNodeRuntime implements Runtime {
         }
       }
       // Read-only model folder, or weights read by the caller: hand the weights over in memory.
-      options.externalData = external.map((f) => ({ path: f.location, data: f.data ?? f.read?.() ?? fs.readFileSync(f.path!) }));
+      options.externalData = externalDataInMemory(external);
       return new OrtSession(ort, await ort.InferenceSession.create(model, options));
     } catch (e) {
       throw sessionError(e);
     }
   }
+}
+
+/** onnxruntime's in-memory external data: each file's bytes as given, read by the caller's `read`, or from its path. */
+export function externalDataInMemory(external: ExternalFile[]): { path: string; data: Uint8Array }[] {
+  return external.map((f) => ({ path: f.location, data: f.data ?? f.read?.() ?? fs.readFileSync(f.path!) }));
 }
 
 function fileSize(p: string): number {

@@ -139,15 +139,19 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     return op('Tile', [x, op('Concat', [r0, ones], [intAttr('axis', 0)])]);
   };
 
+  /** The nodes between `from` and `to` (ancestors of `to` that depend on `from`), in graph order. */
+  const pathNodes = (from: string, to: string): number[] | undefined => {
+    const anc = g.ancestors(to, from);
+    if (!anc.reachedStop) return undefined;
+    const desc = g.descendants(from);
+    return [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b);
+  };
   /**
    * Clones the nodes between `from` and `to` onto `newFrom`, whose outermost axis is `fold` times the batch.
    * `given`: tensors on the path whose values are supplied (in the same layout); what only produces them is not cloned.
    */
   const clonePath = (from: string, to: string, newFrom: string, fold: number, tag: string, given?: Map<string, string>): string => {
-    const anc = g.ancestors(to, from);
-    if (!anc.reachedStop) fail(`"${to}" does not depend on "${from}"`);
-    const desc = g.descendants(from);
-    let nodes = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b);
+    let nodes = pathNodes(from, to) ?? fail(`"${to}" does not depend on "${from}"`);
     if (given?.size) {
       const need = new Set<number>();
       const stack = [to];
@@ -212,12 +216,6 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     return undefined;
   };
   const dimsOfInit = (t: string | undefined) => { const n = initName(t); return n !== undefined ? initByName.get(n)!.dims.map(num) : undefined; };
-  const pathNodes = (from: string, to: string): number[] | undefined => {
-    const anc = g.ancestors(to, from);
-    if (!anc.reachedStop) return undefined;
-    const desc = g.descendants(from);
-    return [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b);
-  };
   /** The one consumer of `t` among `on`, if there is exactly one. */
   const nextOn = (t: string, on: Set<number>): OnnxNode | undefined => {
     const c = (g.consumers.get(t) ?? []).filter((i) => on.has(i));

@@ -400,17 +400,7 @@ function addLastPositionPath(graph: OnnxModel['graph'] & object, s: ModelStructu
   if (!anc.reachedStop) return undefined;
   const desc = g.descendants(last);
   const path = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b).map((i) => g.node(i));
-  for (const n of path) {
-    if (!PER_POSITION_OPS.has(n.opType) || (n.domain && n.domain !== 'ai.onnx')) return undefined;
-    if (n.opType === 'ReduceMean') {
-      const axes = n.attribute.find((a) => a.name === 'axes')?.ints?.map(num) ?? (n.input[1] ? constInts(g, n.input[1]) : undefined);
-      if (!axes || axes.length !== 1 || (axes[0] !== -1 && axes[0] !== 2)) return undefined;
-    }
-    if ((n.opType === 'LayerNormalization' || n.opType === 'SimplifiedLayerNormalization' || n.opType === 'RMSNormalization')) {
-      const axis = n.attribute.find((a) => a.name === 'axis');
-      if (axis && num(axis.i) !== -1) return undefined;
-    }
-  }
+  if (!path.every((n) => perPosition(n, g, PER_POSITION_OPS))) return undefined;
   const gathered = 'circuitlens.last_resid';
   const rename = new Map<string, string>([[last, gathered]]);
   for (const n of path) for (const o of n.output) if (o) rename.set(o, `${o}@last`);
@@ -426,6 +416,20 @@ export function constInts(g: GraphIndex, t: string): number[] | undefined {
   const p = g.producerOf(t);
   const v = p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value')?.t : undefined;
   return v ? int64Data(v) : undefined;
+}
+
+/** Whether node n acts on each position alone: an operator of `ops`, reductions and norms over the last axis only. */
+function perPosition(n: OnnxNode, g: GraphIndex, ops: Set<string>): boolean {
+  if (!ops.has(n.opType) || (n.domain && n.domain !== 'ai.onnx')) return false;
+  if (n.opType === 'ReduceMean') {
+    const axes = n.attribute.find((a) => a.name === 'axes')?.ints?.map(num) ?? (n.input[1] ? constInts(g, n.input[1]) : undefined);
+    if (!axes || axes.length !== 1 || (axes[0] !== -1 && axes[0] !== 2)) return false;
+  }
+  if (n.opType === 'LayerNormalization' || n.opType === 'SimplifiedLayerNormalization' || n.opType === 'RMSNormalization') {
+    const axis = n.attribute.find((a) => a.name === 'axis');
+    if (axis && num(axis.i) !== -1) return false;
+  }
+  return true;
 }
 
 /** Elementwise activations an MLP may use, on top of PER_POSITION_OPS. */
@@ -453,17 +457,9 @@ export function withLastMlpOnLastPosition(model: OnnxModel, s: ModelStructure): 
   const desc = g.descendants(mid);
   const branch = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b).map((i) => g.node(i));
   for (const n of branch) {
-    if (!MLP_OPS.has(n.opType) || (n.domain && n.domain !== 'ai.onnx')) return undefined;
+    if (!perPosition(n, g, MLP_OPS)) return undefined;
     // A product of two activations could mix positions; a weight (not computed from the stream) cannot.
     if (n.opType === 'MatMul' && n.input.every((t) => desc.has(g.producer.get(t) ?? -1) || t === mid)) return undefined;
-    if (n.opType === 'ReduceMean') {
-      const axes = n.attribute.find((a) => a.name === 'axes')?.ints?.map(num) ?? (n.input[1] ? constInts(g, n.input[1]) : undefined);
-      if (!axes || axes.length !== 1 || (axes[0] !== -1 && axes[0] !== 2)) return undefined;
-    }
-    if (n.opType === 'LayerNormalization' || n.opType === 'SimplifiedLayerNormalization' || n.opType === 'RMSNormalization') {
-      const axis = n.attribute.find((a) => a.name === 'axis');
-      if (axis && num(axis.i) !== -1) return undefined;
-    }
   }
   const p = 'circuitlens.lastmlp';
   const rename = new Map<string, string>([[mid, `${p}.mid`], [IN.mlpAdd(l), `${p}.add`]]);
