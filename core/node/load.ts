@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Engine } from '../engine/engine';
 import type { Runtime } from '../engine/runtime';
 import { UserError } from '../errors';
-import { decodeModel, externalLocations, referenceWeightsInFile } from '../onnx/model';
+import { decodeModel, externalLocations, referenceWeightsInFile, type OnnxModel } from '../onnx/model';
 import type { HooksSidecar } from '../onnx/instrument';
 import { Tokenizer } from '../tokenizer';
 import { OrtNodeRuntime } from './ort-node';
@@ -59,16 +59,12 @@ export async function loadEngine(modelPath: string, runtime: Runtime = createRun
   // A large model's own weights go to native onnxruntime as external data referring to the model file's bytes
   // (read when a session is made), not inside every instrumented graph it is given: one copy of them in memory
   // fewer while loading. Not for models that keep weights in other files too (those are read by path).
-  const model = decodeModel(bytes, modelPath);
-  const inFile = large && runtime.backend === 'node' && externalLocations(model).length === 0;
-  if (inFile) referenceWeightsInFile(model, bytes, path.basename(modelPath));
-  const decode = (b: Uint8Array) => {
-    const m = decodeModel(b, modelPath);
-    if (inFile) referenceWeightsInFile(m, b, path.basename(modelPath));
-    return m;
-  };
   const dir = path.dirname(modelPath);
   const self = path.basename(modelPath);
+  const model = decodeModel(bytes, modelPath);
+  const inFile = large && runtime.backend === 'node' && externalLocations(model).length === 0;
+  const withRefs = (m: OnnxModel, b: Uint8Array) => { if (inFile) referenceWeightsInFile(m, b, self); return m; };
+  withRefs(model, bytes);
   // The first session takes the bytes already read; sessions built later re-read the file (checked unchanged).
   let first: Uint8Array | undefined = bytes;
   const external = externalLocations(model).map((location) => {
@@ -84,6 +80,6 @@ export async function loadEngine(modelPath: string, runtime: Runtime = createRun
     return readModelFile(modelPath);
   }
   // Its weights referenced in the file, the re-read graph is small; the weights are read again by `read` above.
-  const reload = large ? () => decode(readUnchanged()) : undefined;
+  const reload = large ? () => { const b = readUnchanged(); return withRefs(decodeModel(b, modelPath), b); } : undefined;
   return Engine.fromModel(runtime, model, { what: modelPath, tokenizer: loadTokenizerFor(modelPath), ...loadSidecar(modelPath), external, reload, edgeHeadSlicing: opts.edgeHeadSlicing });
 }

@@ -139,19 +139,12 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     return op('Tile', [x, op('Concat', [r0, ones], [intAttr('axis', 0)])]);
   };
 
-  /** The nodes between `from` and `to` (ancestors of `to` that depend on `from`), in graph order. */
-  const pathNodes = (from: string, to: string): number[] | undefined => {
-    const anc = g.ancestors(to, from);
-    if (!anc.reachedStop) return undefined;
-    const desc = g.descendants(from);
-    return [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b);
-  };
   /**
    * Clones the nodes between `from` and `to` onto `newFrom`, whose outermost axis is `fold` times the batch.
    * `given`: tensors on the path whose values are supplied (in the same layout); what only produces them is not cloned.
    */
   const clonePath = (from: string, to: string, newFrom: string, fold: number, tag: string, given?: Map<string, string>): string => {
-    let nodes = pathNodes(from, to) ?? fail(`"${to}" does not depend on "${from}"`);
+    let nodes = g.between(from, to) ?? fail(`"${to}" does not depend on "${from}"`);
     if (given?.size) {
       const need = new Set<number>();
       const stack = [to];
@@ -239,7 +232,7 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
    * axis] → Reshape to [..., H, d_head] → anything; otherwise undefined (the caller folds the heads instead).
    */
   const slicedProjection = (from: string, target: string, x: string, tag: string): string | undefined => {
-    const nodes = pathNodes(from, target);
+    const nodes = g.between(from, target);
     if (!nodes) return undefined;
     const on = new Set(nodes);
     const mms = nodes.map((i) => g.node(i)).filter((n) => n.opType === 'MatMul' && dimsOfInit(n.input[1])?.length === 2);
@@ -311,7 +304,7 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
    * Transpose([0, 2, 1, 3]) → Reshape → MatMul(weight [H·d_head, D]) → [Add bias]. False otherwise.
    */
   const slicedHeadOutputs = (z: string, attnOut: string, out: string, l: number): boolean => {
-    const nodes = pathNodes(z, attnOut);
+    const nodes = g.between(z, attnOut);
     if (!nodes) return false;
     const on = new Set(nodes);
     const t = nextOn(z, on);

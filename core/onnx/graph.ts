@@ -58,6 +58,14 @@ export class GraphIndex {
     return { nodes, reachedStop };
   }
 
+  /** The nodes between `from` and `to` (ancestors of `to` that depend on `from`) in graph order; undefined when `to` does not depend on `from`. */
+  between(from: string, to: string): number[] | undefined {
+    const anc = this.ancestors(to, from);
+    if (!anc.reachedStop) return undefined;
+    const desc = this.descendants(from);
+    return [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b);
+  }
+
   /** Nodes that depend on `tensor`. */
   descendants(tensor: string): Set<number> {
     const nodes = new Set<number>();

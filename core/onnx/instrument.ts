@@ -396,10 +396,8 @@ function addLastPositionPath(graph: OnnxModel['graph'] & object, s: ModelStructu
   const g = new GraphIndex(graph);
   const last = s.layers[s.layers.length - 1]?.residPost;
   if (!last || !s.logits) return undefined;
-  const anc = g.ancestors(s.logits, last);
-  if (!anc.reachedStop) return undefined;
-  const desc = g.descendants(last);
-  const path = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b).map((i) => g.node(i));
+  const path = g.between(last, s.logits)?.map((i) => g.node(i));
+  if (!path) return undefined;
   if (!path.every((n) => perPosition(n, g, PER_POSITION_OPS))) return undefined;
   const gathered = 'circuitlens.last_resid';
   const rename = new Map<string, string>([[last, gathered]]);
@@ -452,10 +450,9 @@ export function withLastMlpOnLastPosition(model: OnnxModel, s: ModelStructure): 
   const mlpOut = PATCHED.mlp(l);
   if (!post || post.opType !== 'Add' || !post.input.includes(mlpOut)) return undefined;
   const mid = post.input[0] === mlpOut ? post.input[1]! : post.input[0]!;
-  const anc = g.ancestors(mlpOut, mid);
-  if (!anc.reachedStop) return undefined;
+  const branch = g.between(mid, mlpOut)?.map((i) => g.node(i));
+  if (!branch) return undefined;
   const desc = g.descendants(mid);
-  const branch = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b).map((i) => g.node(i));
   for (const n of branch) {
     if (!perPosition(n, g, MLP_OPS)) return undefined;
     // A product of two activations could mix positions; a weight (not computed from the stream) cannot.
@@ -502,9 +499,7 @@ export const LENS = (l: number) => `circuitlens.lens.${l}`;
 function addLogitLens(graph: OnnxModel['graph'] & object, s: ModelStructure): string[] {
   const g = new GraphIndex(graph);
   const last = s.layers[s.layers.length - 1]!.residPost;
-  const anc = g.ancestors(s.logits, last).nodes;
-  const desc = g.descendants(last);
-  const path = [...anc].filter((i) => desc.has(i)).sort((a, b) => a - b).map((i) => g.node(i));
+  const path = (g.between(last, s.logits) ?? []).map((i) => g.node(i));
   const out: string[] = [];
   s.layers.forEach((L, l) => {
     if (l === s.layers.length - 1) { out.push(s.logits); return; }

@@ -68,8 +68,8 @@ export function dimsOf(t: TensorProto): number[] {
 /**
  * Turns initializers whose raw data is a view into `file` (the bytes the model was decoded from, as protobufjs
  * leaves them) and at least `minBytes` long into external-data references to that same file (`location`, at
- * their byte offsets). A model encoded afterwards is small, and onnxruntime reads the weights from the file
- * itself, so no second in-memory copy of them is made. Returns how many bytes were moved out.
+ * their byte offsets). A model encoded afterwards is small; the runtime is handed the file's bytes as that external
+ * data, so the encoded graph carries no second copy of the weights. Returns how many bytes were moved out.
  */
 export function referenceWeightsInFile(model: OnnxModel, file: Uint8Array, location: string, minBytes = 1 << 16): number {
   let moved = 0;

@@ -22,10 +22,8 @@ export function addLayerSkipping(model: OnnxModel, s: ModelStructure): boolean {
   const blocks: { j: number; nodes: number[] }[] = [];
   for (let j = 0; j < s.layers.length; j++) {
     const L = s.layers[j]!;
-    const anc = g.ancestors(L.residPost, L.residPre);
-    if (!anc.reachedStop) return false;
-    const desc = g.descendants(L.residPre);
-    const nodes = [...anc.nodes].filter((i) => desc.has(i)).sort((a, b) => a - b);
+    const nodes = g.between(L.residPre, L.residPost);
+    if (!nodes) return false;
     const inBlock = new Set(nodes);
     for (const i of nodes) {
       for (const o of g.node(i).output) {
