@@ -88,6 +88,7 @@ async function main() {
     builds.push(esbuild.build({ ...node, entryPoints: testEntries('test'), outdir: 'out/test', outbase: 'test', packages: 'external' }));
     // Child processes of tests live outside out/test, where node --test would take every .js for a test file.
     builds.push(esbuild.build({ ...node, entryPoints: ['test/unit/atomic-writer.ts'], outfile: 'out/helpers/atomic-writer.js', packages: 'external' }));
+    builds.push(esbuild.build({ ...node, entryPoints: ['test/engine/denormals-child.ts'], outfile: 'out/helpers/denormals-child.js', packages: 'external' }));
   }
   await Promise.all(builds);
 }

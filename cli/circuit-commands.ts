@@ -13,9 +13,8 @@ import { circuitComponents, parseCircuit, serializeCircuit, type Circuit } from 
 import { hasErrors } from '../core/formats/diagnostics';
 import { fromEapIg, fromNeuronpedia, toEapIg, toNeuronpedia } from '../core/formats/interop';
 import type { Suite } from '../core/formats/suite';
-import { createRuntime } from '../core/node/load';
 import { NodeWorkspace, sha256File, writeFileAtomic } from '../core/node/workspace';
-import { oneOf, parse } from './args';
+import { cliRuntime, oneOf, parse } from './args';
 import { diagnosticsError, loadSuite, suiteModelPath } from './suite-commands';
 
 declare const CIRCUITLENS_VERSION: string | undefined;
@@ -31,7 +30,7 @@ export function splitPrompts(prompts: ResolvedPrompt[]): { task: ResolvedPrompt[
 interface Loaded { ws: NodeWorkspace; suite: Suite; engine: Engine; modelPath: string; task: EvalContext; control?: EvalContext; kind: AblationKind; prompts: ResolvedPrompt[] }
 
 async function loadForAnalysis(suitePath: string, modelFlag: string | undefined, ablation: string | undefined, runtime: string | undefined, withControl: boolean): Promise<Loaded> {
-  const ws = new NodeWorkspace(process.cwd(), createRuntime(oneOf(runtime, ['node', 'wasm'] as const, '--runtime', 'node')));
+  const ws = new NodeWorkspace(process.cwd(), cliRuntime(runtime));
   const suite = await loadSuite(ws, path.resolve(suitePath));
   const kind = oneOf(ablation, ['zero', 'mean', 'resample'] as const, '--ablation', suite.ablation) as AblationKind;
   const modelPath = suiteModelPath(suite, ws, modelFlag);
@@ -201,7 +200,7 @@ export async function diffCommand(argv: string[], out: (s: string) => void): Pro
   const usage = 'circuitlens diff SUITE [--model MODEL] [--json]';
   const { values, positionals } = parse(argv, { model: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' } }, usage);
   if (positionals.length !== 1) throw new UserError(`expected one suite file\nusage: ${usage}`);
-  const ws = new NodeWorkspace(process.cwd(), createRuntime(oneOf(values.runtime, ['node', 'wasm'] as const, '--runtime', 'node')));
+  const ws = new NodeWorkspace(process.cwd(), cliRuntime(values.runtime));
   try {
     const suite = await loadSuite(ws, path.resolve(positionals[0]!));
     const engine = await ws.loadEngine(suiteModelPath(suite, ws, values.model));

@@ -9,10 +9,9 @@ import { UserError } from '../core/errors';
 import { formatDiagnostic, hasErrors, type Diagnostic } from '../core/formats/diagnostics';
 import { parseSuite, type Suite } from '../core/formats/suite';
 import { parseNodeList } from '../core/ids';
-import { createRuntime } from '../core/node/load';
 import { NodeWorkspace, writeFileAtomic } from '../core/node/workspace';
 import { failed, jsonReport, junitReport, REPORTERS, sarifReport, textReport, type Reporter } from '../core/report/canary-reports';
-import { oneOf, parse } from './args';
+import { cliRuntime, oneOf, parse } from './args';
 
 declare const CIRCUITLENS_VERSION: string | undefined;
 const VERSION = typeof CIRCUITLENS_VERSION === 'string' ? CIRCUITLENS_VERSION : '0.0.0';
@@ -44,7 +43,7 @@ export async function runCommand(argv: string[], out: (s: string) => void): Prom
     model: { type: 'string' }, ablate: { type: 'string' }, ablation: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' },
   }, usage);
   if (positionals.length !== 1) throw new UserError(`expected one suite file\nusage: ${usage}`);
-  const ws = new NodeWorkspace(process.cwd(), createRuntime(oneOf(values.runtime, ['node', 'wasm'] as const, '--runtime', 'node')));
+  const ws = new NodeWorkspace(process.cwd(), cliRuntime(values.runtime));
   try {
     const suite = await loadSuite(ws, path.resolve(positionals[0]!));
     const kind = oneOf(values.ablation, ['zero', 'mean', 'resample'] as const, '--ablation', suite.ablation) as AblationKind;
@@ -114,7 +113,7 @@ export async function canaryCommand(argv: string[], out: (s: string) => void): P
   const reporter: Reporter = values.json ? 'json' : oneOf(values.reporter, REPORTERS, '--reporter', 'text');
   const files = discoverCanaries(positionals.length ? positionals : ['.']);
   if (files.length === 0) throw new UserError(`no *.canary.yaml found under ${positionals.join(', ') || '.'}`);
-  const ws = new NodeWorkspace(process.cwd(), createRuntime(oneOf(values.runtime, ['node', 'wasm'] as const, '--runtime', 'node')));
+  const ws = new NodeWorkspace(process.cwd(), cliRuntime(values.runtime));
   const results: CanaryResult[] = [];
   try {
     for (const f of files) results.push(await runCanary(ws, f));

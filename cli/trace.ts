@@ -3,8 +3,8 @@ import type { Engine, AblationKind, RunResult } from '../core/engine/engine';
 import type { F32 } from '../core/engine/runtime';
 import { selectHooks } from '../core/hooks';
 import { parseNodeList } from '../core/ids';
-import { createRuntime, loadEngine } from '../core/node/load';
-import { oneOf, parse } from './args';
+import { loadEngine } from '../core/node/load';
+import { cliRuntime, oneOf, parse } from './args';
 
 export const TRACE_USAGE = 'circuitlens trace MODEL (--prompt TEXT | --ids 1,2,3) [--hooks GLOB] [--ablate IDS] [--ablation zero|mean] [--runtime node|wasm] [--json]';
 
@@ -12,7 +12,7 @@ export async function infoCommand(argv: string[], out: (s: string) => void): Pro
   const usage = 'circuitlens info MODEL [--runtime node|wasm] [--json]';
   const { values, positionals } = parse(argv, { json: { type: 'boolean' }, runtime: { type: 'string' } }, usage);
   if (positionals.length !== 1) throw new UserError(`expected one model file\nusage: ${usage}`);
-  const engine = await loadEngine(positionals[0]!, createRuntime(oneOf(values.runtime, ['node', 'wasm'] as const, '--runtime', 'node')));
+  const engine = await loadEngine(positionals[0]!, cliRuntime(values.runtime));
   const i = engine.info;
   if (values.json) {
     out(JSON.stringify({
@@ -38,7 +38,7 @@ export async function traceCommand(argv: string[], out: (s: string) => void): Pr
   if (positionals.length !== 1) throw new UserError(`expected one model file\nusage: ${TRACE_USAGE}`);
   if ((values.prompt === undefined) === (values.ids === undefined)) throw new UserError(`give exactly one of --prompt or --ids\nusage: ${TRACE_USAGE}`);
   const kind = oneOf(values.ablation, ['zero', 'mean'] as const, '--ablation', 'zero') as AblationKind;
-  const engine = await loadEngine(positionals[0]!, createRuntime(oneOf(values.runtime, ['node', 'wasm'] as const, '--runtime', 'node')));
+  const engine = await loadEngine(positionals[0]!, cliRuntime(values.runtime));
   try {
     const ids = values.ids !== undefined ? parseIds(values.ids) : tokenize(engine, values.prompt!);
     engine.checkIds(ids);

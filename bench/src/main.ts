@@ -15,7 +15,7 @@ import { gradientBench, type GradientResult } from './gradient';
 import { CHROMIUM, graphViewBench, type GraphViewResult } from './graph-view';
 import { log, PYTHON, ROOT, TorchRef } from './harness';
 import { memoryBench, type MemoryResult } from './memory';
-import { DEMO_GPT2, DEMO_LLAMA, ensureBenchModel, GPT2_SMALL } from './models';
+import { DEMO_GPT2, DEMO_LLAMA, ensureBenchModel, GPT2_SMALL, nodeRuntimeOptions } from './models';
 import { gemmPeak, type GemmResult } from './peak';
 import { profileForward, profileScoring, profileSweep, type ForwardProfile, type ScoringProfile, type SweepProfile } from './profile';
 import { renderSummary } from './report';
@@ -52,6 +52,8 @@ function parseArgs(argv: string[]) {
     torchThreads: Number(get('torch-threads') ?? os.cpus().length),
     models: get('models')?.split(','),
     reportOnly: has('report-only'),
+    flushDenormals: !has('no-flush-denormals'),
+    threads: get('threads') ? Number(get('threads')) : undefined,
   };
 }
 
@@ -63,12 +65,15 @@ function meta(torchThreads: number): Record<string, unknown> {
     cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), loadavgAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
     node: process.version, onnxruntimeNode: pkg('onnxruntime-node'), onnxruntimeWeb: pkg('onnxruntime-web'),
     torch: sh(`${PYTHON} -c "import torch; print(torch.__version__)"`), torchThreads, torchOmpWaitPolicy: process.env.OMP_WAIT_POLICY ?? 'PASSIVE', python: PYTHON,
+    onnxruntimeNodeOptions: { ...nodeRuntimeOptions },
     note: 'Timings are medians of alternating runs on a shared 2-core machine; other processes add noise.',
   };
 }
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  nodeRuntimeOptions.flushDenormals = args.flushDenormals;
+  nodeRuntimeOptions.threads = args.threads;
   const resultsDir = path.join(ROOT, 'bench', 'results');
   fs.mkdirSync(resultsDir, { recursive: true });
   const latest = path.join(resultsDir, 'latest.json');

@@ -31,8 +31,11 @@ export function ensureBenchModel(): void {
   if (r.status !== 0) throw new Error('scripts/make_bench_model.py failed');
 }
 
+/** How the benchmarks make onnxruntime-node runtimes: as the CLI does (denormals flushed) unless told otherwise. */
+export const nodeRuntimeOptions: { flushDenormals: boolean; threads?: number } = { flushDenormals: true };
+
 export async function loadCircuitLens(spec: ModelSpec, runtime: 'node' | 'wasm' | Runtime): Promise<{ engine: Engine; loadMs: number }> {
-  const rt = typeof runtime === 'string' ? createRuntime(runtime) : runtime;
+  const rt = typeof runtime === 'string' ? createRuntime(runtime, nodeRuntimeOptions) : runtime;
   const { ms, value } = await timed(() => loadEngine(spec.file, rt));
   log(`  loaded ${spec.key} on ${rt.backend} in ${(ms / 1e3).toFixed(1)} s`);
   return { engine: value, loadMs: ms };

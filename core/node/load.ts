@@ -11,8 +11,9 @@ import { OrtWebRuntime } from '../engine/ort-web';
 
 export type RuntimeName = 'node' | 'wasm';
 
-export function createRuntime(name: RuntimeName = 'node'): Runtime {
-  return name === 'wasm' ? new OrtWebRuntime() : new OrtNodeRuntime();
+/** `flushDenormals` (native only): see OrtNodeRuntime; for processes CircuitLens owns, such as the CLI. */
+export function createRuntime(name: RuntimeName = 'node', opts: { flushDenormals?: boolean; threads?: number } = {}): Runtime {
+  return name === 'wasm' ? new OrtWebRuntime() : new OrtNodeRuntime(opts);
 }
 
 /** Reads `tokenizer.json` beside the model (or `<model>.tokenizer.json`); undefined when there is none. */

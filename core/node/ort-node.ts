@@ -12,12 +12,28 @@ export const SMALL_MODEL_BYTES = 8 << 20;
 export class OrtNodeRuntime implements Runtime {
   readonly backend = 'node' as const;
 
-  /** `threads`: onnxruntime's intra-op threads; by default one per core, and one for small models (see below). */
-  constructor(private readonly threads?: number) {}
+  private readonly threads?: number;
+  private readonly flushDenormals: boolean;
+
+  /**
+   * `threads`: onnxruntime's intra-op threads; by default one per core, and one for small models (see below).
+   * `flushDenormals`: onnxruntime's `session.set_denormal_as_zero` (flush-to-zero and denormals-are-zero). Trained
+   * attention is often so peaked that softmax produces denormal probabilities (below 1.2e-38), and x86 cores take
+   * a slow microcode path for each: on the demo models that makes softmax half of a forward pass. Flushing them
+   * changes no result beyond 1e-38 in absolute value. But onnxruntime sets the flags on the thread that creates
+   * the process' first session, the JS main thread, where they stay: JavaScript arithmetic on denormal doubles
+   * (below 2.2e-308) then flushes too. So it is for processes CircuitLens owns (the CLI, benchmarks), off by
+   * default and off in the VS Code extension host, which other extensions share.
+   */
+  constructor(opts: { threads?: number; flushDenormals?: boolean } = {}) {
+    this.threads = opts.threads;
+    this.flushDenormals = opts.flushDenormals ?? false;
+  }
 
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
     // Errors only: onnxruntime's warnings (e.g. about initializers it merged) say nothing a user can act on.
     const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+    if (this.flushDenormals) options.extra = { session: { set_denormal_as_zero: '1' } };
     // A small model's kernels are too short to share between threads: on the demo models (d 64) one thread runs
     // a 64-prompt head sweep in less time, and with much less spread, than two (bench/, "sweep").
     const bytes = model.byteLength + external.reduce((a, f) => a + (f.data?.byteLength ?? (f.path ? fileSize(f.path) : f.read ? Infinity : 0)), 0);

@@ -163,3 +163,27 @@ test('on onnxruntime-web (no layer skipping) the clean run fetches no residuals,
     await native.release();
   }
 });
+
+test('flushDenormals: flushing changes no logit or attention probability beyond 1e-6, and the default leaves JavaScript alone', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const child = path.join(__dirname, '..', '..', 'helpers', 'denormals-child.js');
+  // An induction prompt: 24 tokens, then the same 24 again; induction heads attend sharply to one position (the
+  // masked and near-zero scores are where softmax's exp meets denormals; bench/ measures the speed).
+  const first = Array.from({ length: 24 }, (_, i) => 3 + ((i * 37 + 11) % 200));
+  const ids = [...first, ...first].join(',');
+  const run = (flag: string) => {
+    const r = spawnSync(process.execPath, [child, path.join(EXAMPLES, 'induction-gpt2.onnx'), flag, ids], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { logits: number[]; dims: number[]; pattern: number[]; denormal: number; jsFlushes: boolean };
+  };
+  const plain = run('keep');
+  const flushed = run('flush');
+  assert.deepEqual(flushed.dims, plain.dims);
+  const diff = maxAbsDiff({ dims: plain.dims, data: Float32Array.from(plain.logits) }, { dims: flushed.dims, data: Float32Array.from(flushed.logits) });
+  assert.ok(diff <= 1e-6, `logits differ by ${diff}`);
+  const pd = maxAbsDiff({ dims: [plain.pattern.length], data: Float32Array.from(plain.pattern) }, { dims: [flushed.pattern.length], data: Float32Array.from(flushed.pattern) });
+  assert.ok(pd <= 1e-6, `attention probabilities differ by ${pd}`);
+  assert.equal(flushed.denormal, 0, 'no denormal attention probability comes out of a flushed run');
+  assert.equal(plain.jsFlushes, false, 'the default runtime (the extension host\'s) leaves the JS thread\'s floating-point mode alone');
+  assert.equal(flushed.jsFlushes, true, 'the side effect OrtNodeRuntime documents: onnxruntime sets flush-to-zero on the creating thread');
+});
