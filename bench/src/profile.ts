@@ -14,19 +14,20 @@ import { loadEngine } from '../../core/node/load';
 import { externalDataInMemory } from '../../core/node/ort-node';
 import { logSoftmax, scorePrompt } from '../../core/analysis/metrics';
 import { log, randomIds, rng, ROOT, round, stats } from './harness';
-import type { ModelSpec } from './models';
+import { nodeRuntimeOptions, type ModelSpec } from './models';
 import { inductionSuite } from './suite';
 
 const PROFILE_DIR = path.join(ROOT, 'bench', '.build', 'ort-profiles');
 
-/** onnxruntime-node with onnxruntime's profiler on (same options as core/node/ort-node.ts otherwise). */
+/** onnxruntime-node with onnxruntime's profiler on; denormals flushed as in the other benchmarks (nodeRuntimeOptions); onnxruntime's default threads. */
 class ProfilingRuntime implements Runtime {
   readonly backend = 'node' as const;
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
     fs.mkdirSync(PROFILE_DIR, { recursive: true });
     // Weights in memory (a large model's own file, as core/node/load.ts references it).
     const externalData = externalDataInMemory(external);
-    const s = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', externalData, enableProfiling: true, profileFilePrefix: path.join(PROFILE_DIR, `p${process.pid}`) });
+    const extra = nodeRuntimeOptions.flushDenormals ? { extra: { session: { set_denormal_as_zero: '1' } } } : {};
+    const s = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', externalData, enableProfiling: true, profileFilePrefix: path.join(PROFILE_DIR, `p${process.pid}`), ...extra });
     return new OrtSession(ort, s);
   }
 }
