@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import type { Engine } from '../../core/engine/engine';
 import type { Runtime } from '../../core/engine/runtime';
 import { createRuntime, loadEngine } from '../../core/node/load';
+import type { OrtNodeOptions } from '../../core/node/ort-node';
 import { log, PYTHON, ROOT, timed, type TorchRef } from './harness';
 
 export interface ModelSpec {
@@ -32,7 +33,7 @@ export function ensureBenchModel(): void {
 }
 
 /** How the benchmarks make onnxruntime-node runtimes: as the CLI does (denormals flushed) unless told otherwise. */
-export const nodeRuntimeOptions: { flushDenormals: boolean; threads?: number } = { flushDenormals: true };
+export const nodeRuntimeOptions: OrtNodeOptions = { flushDenormals: true };
 
 export async function loadCircuitLens(spec: ModelSpec, runtime: 'node' | 'wasm' | Runtime): Promise<{ engine: Engine; loadMs: number }> {
   const rt = typeof runtime === 'string' ? createRuntime(runtime, nodeRuntimeOptions) : runtime;

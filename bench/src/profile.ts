@@ -11,7 +11,7 @@ import { OrtSession } from '../../core/engine/ort';
 import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
 import { headId, type NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/node/load';
-import { externalDataInMemory } from '../../core/node/ort-node';
+import { externalDataInMemory, FLUSH_DENORMALS } from '../../core/node/ort-node';
 import { logSoftmax, scorePrompt } from '../../core/analysis/metrics';
 import { log, randomIds, rng, ROOT, round, stats } from './harness';
 import { nodeRuntimeOptions, type ModelSpec } from './models';
@@ -26,8 +26,7 @@ class ProfilingRuntime implements Runtime {
     fs.mkdirSync(PROFILE_DIR, { recursive: true });
     // Weights in memory (a large model's own file, as core/node/load.ts references it).
     const externalData = externalDataInMemory(external);
-    const extra = nodeRuntimeOptions.flushDenormals ? { extra: { session: { set_denormal_as_zero: '1' } } } : {};
-    const s = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', externalData, enableProfiling: true, profileFilePrefix: path.join(PROFILE_DIR, `p${process.pid}`), ...extra });
+    const s = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', externalData, enableProfiling: true, profileFilePrefix: path.join(PROFILE_DIR, `p${process.pid}`), extra: nodeRuntimeOptions.flushDenormals ? FLUSH_DENORMALS : undefined });
     return new OrtSession(ort, s);
   }
 }

@@ -6,13 +6,13 @@ import { UserError } from '../errors';
 import { decodeModel, externalLocations, referenceWeightsInFile, type OnnxModel } from '../onnx/model';
 import type { HooksSidecar } from '../onnx/instrument';
 import { Tokenizer } from '../tokenizer';
-import { OrtNodeRuntime } from './ort-node';
+import { OrtNodeRuntime, type OrtNodeOptions } from './ort-node';
 import { OrtWebRuntime } from '../engine/ort-web';
 
 export type RuntimeName = 'node' | 'wasm';
 
 /** `flushDenormals` (native only): see OrtNodeRuntime; for processes CircuitLens owns, such as the CLI. */
-export function createRuntime(name: RuntimeName = 'node', opts: { flushDenormals?: boolean; threads?: number } = {}): Runtime {
+export function createRuntime(name: RuntimeName = 'node', opts: OrtNodeOptions = {}): Runtime {
   return name === 'wasm' ? new OrtWebRuntime() : new OrtNodeRuntime(opts);
 }
 

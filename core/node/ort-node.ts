@@ -9,6 +9,12 @@ import type { ExternalFile, Runtime, Session } from '../engine/runtime';
 export const SMALL_MODEL_BYTES = 8 << 20;
 
 /** onnxruntime-node (native CPU). The default for the CLI and the extension host. */
+/** How an OrtNodeRuntime runs onnxruntime-node: see its constructor. */
+export interface OrtNodeOptions { threads?: number; flushDenormals?: boolean }
+
+/** onnxruntime-node's session options that flush denormals to zero (see OrtNodeRuntime). */
+export const FLUSH_DENORMALS: ort.InferenceSession.SessionOptions['extra'] = { session: { set_denormal_as_zero: '1' } };
+
 export class OrtNodeRuntime implements Runtime {
   readonly backend = 'node' as const;
 
@@ -17,15 +23,16 @@ export class OrtNodeRuntime implements Runtime {
 
   /**
    * `threads`: onnxruntime's intra-op threads; by default one per core, and one for small models (see below).
-   * `flushDenormals`: onnxruntime's `session.set_denormal_as_zero` (flush-to-zero and denormals-are-zero). Trained
-   * attention is often so peaked that softmax produces denormal probabilities (below 1.2e-38), and x86 cores take
-   * a slow microcode path for each: on the demo models that makes softmax half of a forward pass. Flushing them
-   * changes no result beyond 1e-38 in absolute value. But onnxruntime sets the flags on the thread that creates
+   * `flushDenormals`: onnxruntime's `session.set_denormal_as_zero` (flush-to-zero and denormals-are-zero). In a
+   * trained model's softmax, exp of masked and very negative attention scores runs through float32's denormal
+   * range (below 1.2e-38), which x86 cores compute on a slow microcode path: on the demo models softmax took a
+   * quarter of a forward pass, and a sixth of that flushed. Flushing changes no result beyond 1e-38 in absolute
+   * value (the test compares logits and attention to 1e-6). But onnxruntime sets the flags on the thread that creates
    * the process' first session, the JS main thread, where they stay: JavaScript arithmetic on denormal doubles
    * (below 2.2e-308) then flushes too. So it is for processes CircuitLens owns (the CLI, benchmarks), off by
    * default and off in the VS Code extension host, which other extensions share.
    */
-  constructor(opts: { threads?: number; flushDenormals?: boolean } = {}) {
+  constructor(opts: OrtNodeOptions = {}) {
     this.threads = opts.threads;
     this.flushDenormals = opts.flushDenormals ?? false;
   }
@@ -33,7 +40,7 @@ export class OrtNodeRuntime implements Runtime {
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
     // Errors only: onnxruntime's warnings (e.g. about initializers it merged) say nothing a user can act on.
     const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
-    if (this.flushDenormals) options.extra = { session: { set_denormal_as_zero: '1' } };
+    if (this.flushDenormals) options.extra = FLUSH_DENORMALS;
     // A small model's kernels are too short to share between threads: on the demo models (d 64) one thread runs
     // a 64-prompt head sweep in less time, and with much less spread, than two (bench/, "sweep").
     const bytes = model.byteLength + external.reduce((a, f) => a + (f.data?.byteLength ?? (f.path ? fileSize(f.path) : f.read ? Infinity : 0)), 0);
