@@ -1,5 +1,6 @@
 import { UserError } from '../errors';
 import { GraphIndex } from './graph';
+import { inferShapes, sameDim, type Dim } from './shapes';
 import {
   AttrType, DataType, floatValueInfo, int64Data, intAttr, intsAttr, makeNode, num, opsetVersion,
   type Attribute, type Graph, type OnnxModel, type OnnxNode, type TensorProto, type ValueInfo,
@@ -18,7 +19,8 @@ export function gradOutput(x: string): string {
  * every tensor x of `wrt`, an output gradOutput(x) = dL/dx with L = sum(seed ⊙ y), computed by a backward
  * graph of vector-Jacobian products appended to the forward graph (which it reuses, so one run gives both).
  * Only nodes on a path from a `wrt` tensor to `y` are differentiated; integer and boolean side computations
- * (shapes, masks, indices) are not. Broadcasting is undone at run time (the graphs' dimensions are symbolic).
+ * (shapes, masks, indices) are not. Broadcasting is undone over axes fixed when the graph is built where its
+ * symbolic shapes prove them (core/onnx/shapes.ts), and over axes found at run time elsewhere.
  * An operator on such a path without a rule here is a UserError naming it. Needs opset 13 or later.
  */
 export function addGradients(model: OnnxModel, y: string, wrt: string[]): { seed: string; grads: Record<string, string> } {
@@ -201,7 +203,9 @@ class Builder {
    * The gradient g of a broadcast result, summed back to the shape of the operand x: over the leading axes x
    * lacks and the axes where x has size 1 and the result does not. Shapes are read at run time.
    */
-  sumTo(gr: string, x: string, rankOfGrad: number | undefined): string {
+  sumTo(gr: string, x: string, rankOfGrad: number | undefined, gradDims?: Dim[]): string {
+    const fixed = this.staticSumTo(gr, x, gradDims);
+    if (fixed) return fixed;
     const rx = this.info.rank.get(x);
     const rg = rankOfGrad;
     let sx = this.shape(x);
@@ -217,6 +221,26 @@ class Builder {
     return rx !== undefined && rx === rg ? summed : this.op('Reshape', [summed, this.shape(x)]);
   }
 
+  /**
+   * sumTo over axes fixed now, when the symbolic shapes prove which they are: the leading axes x lacks and the
+   * axes where x has size 1 (summing a size-1 axis is right whether or not it was broadcast). Every other axis
+   * must be provably the same size in x and the gradient; otherwise undefined (sumTo finds the axes at run time).
+   */
+  private staticSumTo(gr: string, x: string, gradDims: Dim[] | undefined): string | undefined {
+    const xd = this.info.dims.get(x);
+    if (!xd || !gradDims || xd.length > gradDims.length) return undefined;
+    const lead = gradDims.length - xd.length;
+    const axes = [...Array(lead).keys()];
+    for (let i = 0; i < xd.length; i++) {
+      const g = gradDims[lead + i]!;
+      if (xd[i] === 1) { if (g !== 1) axes.push(lead + i); continue; }
+      if (!sameDim(xd[i]!, g)) return undefined;
+    }
+    if (axes.length === 0) return gr;
+    const summed = this.reduce('ReduceSum', gr, axes, true);
+    return lead ? this.op('Squeeze', [summed, this.i64([...Array(lead).keys()])]) : summed;
+  }
+
   /** sumTo, skipped where x cannot have been broadcast: every other operand is a constant of x's rank or less with all dimensions 1. */
   unbroadcast(gr: string, x: string, out: string, others: string[]): string {
     const rx = this.info.rank.get(x);
@@ -224,7 +248,7 @@ class Builder {
       const d = this.info.constDims.get(o);
       return d !== undefined && d.length <= rx && d.every((v) => v === 1);
     });
-    return trivial ? gr : this.sumTo(gr, x, this.info.rank.get(out));
+    return trivial ? gr : this.sumTo(gr, x, this.info.rank.get(out), this.info.dims.get(out));
   }
 
   /** Swaps the last two axes of a tensor of known rank. */
@@ -332,7 +356,7 @@ const RULES = new Map<string, Rule>([
       need[2] ? b.unbroadcast(b.op('Where', [n.input[0]!, zero, gr!]), n.input[2]!, n.output[0]!, others(2)) : undefined,
     ];
   }],
-  ['Expand', (b, n, [gr]) => [b.sumTo(gr!, n.input[0]!, b.info.rank.get(n.output[0]!))]],
+  ['Expand', (b, n, [gr]) => [b.sumTo(gr!, n.input[0]!, b.info.rank.get(n.output[0]!), b.info.dims.get(n.output[0]!))]],
   ['Reshape', reshapeBack],
   ['Unsqueeze', reshapeBack],
   ['Squeeze', reshapeBack],
@@ -374,8 +398,9 @@ const RULES = new Map<string, Rule>([
       out[0] = b.mul(inv, b.op('Sub', [b.op('Sub', [dxhat, m1]), b.mul(xhat, m2)]));
     }
     const ry = b.info.rank.get(n.output[0]!);
-    if (need[1]) out[1] = b.sumTo(b.mul(gr!, xhat), scale, ry);
-    if (need[2] && bias) out[2] = b.sumTo(gr!, bias, ry);
+    const dy = b.info.dims.get(n.output[0]!);
+    if (need[1]) out[1] = b.sumTo(b.mul(gr!, xhat), scale, ry, dy);
+    if (need[2] && bias) out[2] = b.sumTo(gr!, bias, ry, dy);
     return out;
   }],
   ['ReduceSum', (b, n, [gr]) => [reduceBack(b, n, gr!, false)]],
@@ -392,15 +417,21 @@ const RULES = new Map<string, Rule>([
     const r2 = Math.max(ra2, rb2);
     let gA: Grad;
     let gB: Grad;
+    // With matrix operands, dL/dA is [batch of the output, A's last two] (dL/dB likewise).
+    const dOut = ra >= 2 && rb >= 2 ? b.info.dims.get(n.output[0]!) : undefined;
+    const gradDims = (operand: string) => {
+      const d = b.info.dims.get(operand);
+      return dOut && d ? [...dOut.slice(0, -2), ...d.slice(-2)] : undefined;
+    };
     if (need[0]) {
       gA = b.op('MatMul', [g2, b.transposeLast2(B2, rb2)]);
       // B's batch dimensions broadcast into A's only when B has any.
-      gA = ra >= 2 && rb <= 2 ? gA : b.sumTo(gA, A, r2);
+      gA = ra >= 2 && rb <= 2 ? gA : b.sumTo(gA, A, r2, gradDims(A));
     }
     if (need[1]) {
       gB = b.op('MatMul', [b.transposeLast2(A2, ra2), g2]);
       if (rb === 1) gB = b.sumTo(b.op('Squeeze', [gB, b.i64([-1])]), B, r2 - 1);
-      else if (!(rb >= 2 && ra <= 2)) gB = b.sumTo(gB, B, r2);
+      else if (!(rb >= 2 && ra <= 2)) gB = b.sumTo(gB, B, r2, gradDims(B));
     }
     return [gA, gB];
   }],
@@ -414,7 +445,7 @@ const RULES = new Map<string, Rule>([
     return [
       need[0] ? (ta ? gemm(B, gr!, tb, 1) : gemm(gr!, B, tb ? 0 : 1, 0)) : undefined,
       need[1] ? (tb ? gemm(gr!, A, 1, ta) : gemm(A, gr!, ta ? 0 : 1, 0)) : undefined,
-      need[2] && C ? b.sumTo(beta === 1 ? gr! : b.mul(gr!, b.f32(beta)), C, 2) : undefined,
+      need[2] && C ? b.sumTo(beta === 1 ? gr! : b.mul(gr!, b.f32(beta)), C, 2, b.info.dims.get(n.output[0]!)) : undefined,
     ];
   }],
   ['Split', (b, n, gOut) => {
@@ -512,6 +543,8 @@ interface StaticInfo {
   constDims: Map<string, number[]>;
   /** Values of constant float scalars. */
   floatValue: Map<string, number>;
+  /** Symbolic dimensions (core/onnx/shapes.ts), where they can be proven. */
+  dims: Map<string, Dim[]>;
 }
 
 function inferStatic(graph: Graph): StaticInfo {
@@ -669,5 +702,5 @@ function inferStatic(graph: Graph): StaticInfo {
       default: break;
     }
   }
-  return { rank, ints, constDims, floatValue };
+  return { rank, ints, constDims, floatValue, dims: inferShapes(graph).dims };
 }

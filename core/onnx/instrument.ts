@@ -1,6 +1,7 @@
 import { UserError } from '../errors';
 import { hookName, parseHookName, type HookName } from '../hooks';
 import { GraphIndex, PASS_THROUGH } from './graph';
+import { UPTO } from './shapes';
 import {
   DataType, dimsOf, floatValueInfo, int64Data, int64Tensor, intAttr, intsAttr, makeNode, metadata, num,
   type OnnxModel, type OnnxNode, type TensorProto, type ValueInfo,
@@ -312,6 +313,18 @@ export function instrument(model: OnnxModel, s: ModelStructure): InstrumentedMod
   };
 
   graph.initializer.push(int64Tensor('circuitlens.shape.b_h_1_1', [0, -1, 1, 1]), int64Tensor('circuitlens.shape.b_1_1', [-1, 1, 1]));
+  // The ablation inputs' batch and position axes are fed as 1 (broadcast) or as input_ids' size: their dim_params
+  // say so (core/onnx/shapes.ts), so the backward graph can prove which of its gradients were broadcast.
+  const idsDims = graph.input.find((v) => v.name === s.inputIds)?.type?.tensorType?.shape?.dim;
+  const upto = (axis: number): string | undefined => {
+    const d = idsDims?.[axis];
+    return d?.dimParam ? UPTO + d.dimParam : d?.dimValue !== undefined && num(d.dimValue) > 0 ? UPTO + num(d.dimValue) : undefined;
+  };
+  const ablationInput = (name: string, params: (string | undefined)[]): ValueInfo => {
+    const v = floatValueInfo(name, params.length);
+    v.type!.tensorType!.shape!.dim.forEach((d, i) => { if (params[i]) d.dimParam = params[i]; });
+    return v;
+  };
 
   tap('hook_embed', s.embed, 3);
   if (s.posEmbed) {
@@ -323,7 +336,10 @@ export function instrument(model: OnnxModel, s: ModelStructure): InstrumentedMod
   }
   s.layers.forEach((L, l) => {
     const p = `circuitlens.blocks.${l}`;
-    graph.input.push(floatValueInfo(IN.zMask(l), 2), floatValueInfo(IN.zAdd(l), 4), floatValueInfo(IN.mlpMask(l), 1), floatValueInfo(IN.mlpAdd(l), 3));
+    graph.input.push(
+      ablationInput(IN.zMask(l), [upto(0), undefined]), ablationInput(IN.zAdd(l), [upto(0), upto(1), undefined, undefined]),
+      ablationInput(IN.mlpMask(l), [upto(0)]), ablationInput(IN.mlpAdd(l), [upto(0), upto(1), undefined]),
+    );
     newNodes.push(
       makeNode('Reshape', [IN.zMask(l), 'circuitlens.shape.b_h_1_1'], [`${p}.z_mask4`], `${p}/z_mask_reshape`),
       makeNode('Mul', [L.zBhtd, `${p}.z_mask4`], [`${p}.z_masked`], `${p}/z_mask_mul`),

@@ -95,6 +95,10 @@ interface Case {
   wrt?: string[];
   /** Inputs declared without a shape: their rank is known only at run time. */
   unshaped?: string[];
+  /** Inputs declared with symbolic dimensions ('' keeps the fed size as a number). */
+  params?: Record<string, string[]>;
+  /** How many gradients must be summed over axes found at run time (the rest are proven when the graph is built). */
+  runTimeSums?: number;
 }
 
 function modelOf(c: Case): OnnxModel {
@@ -103,7 +107,7 @@ function modelOf(c: Case): OnnxModel {
     graph: {
       name: c.name, node: c.nodes.map((n) => ({ ...n, input: [...n.input] })), initializer: [...(c.consts ?? [])], valueInfo: [],
       input: Object.entries(c.inputs).map(([name, dims]) => ({
-        name, type: { tensorType: { elemType: DataType.FLOAT, ...(c.unshaped?.includes(name) ? {} : { shape: { dim: dims.map((d) => ({ dimValue: d })) } }) } },
+        name, type: { tensorType: { elemType: DataType.FLOAT, ...(c.unshaped?.includes(name) ? {} : { shape: { dim: dims.map((d, i) => (c.params?.[name]?.[i] ? { dimParam: c.params[name]![i] } : { dimValue: d })) } }) } },
       })),
       output: [{ name: c.y, type: { tensorType: { elemType: DataType.FLOAT } } }],
     },
@@ -135,6 +139,7 @@ async function finiteDifferenceError(c: Case): Promise<number> {
   const model = modelOf(c);
   const wrt = c.wrt ?? Object.keys(c.inputs);
   const { seed, grads } = addGradients(model, c.y, wrt);
+  if (c.runTimeSums !== undefined) assert.equal(model.graph!.node.filter((n) => n.opType === 'NonZero').length, c.runTimeSums, 'sums over run-time axes');
   const backward = await runtime.createSession(encodeModel(model), []);
   try {
     const feeds: Record<string, Feed> = {};
@@ -290,6 +295,22 @@ const CASES: Case[] = [
     name: 'broadcasting where ranks are known only at run time',
     inputs: { x: [2, 3, 4], b: [4], c: [3, 1] }, unshaped: ['x', 'b'],
     nodes: [node('Add', ['x', 'b'], 'xb'), node('Mul', ['xb', 'c'], 'xbc'), node('Tanh', ['xbc'], 'y')], y: 'y',
+  },
+  {
+    // The backward graph sums over axes it proves broadcast (core/onnx/shapes.ts) and finds the others at run
+    // time: b's dim_param differs from a's (fed as 1 here), c and d are 1-or-a's-batch (UPTO) fed as 1 and full,
+    // s and the bias are broadcast over axes proven when the graph is built.
+    name: 'broadcasting over symbolic dimensions: unproven (run-time axes), bounded, and proven',
+    inputs: { a: [2, 3], b: [1, 3], c: [1, 3], d: [2, 3], x: [2, 3, 4], s: [3, 1], bias: [4] },
+    params: { a: ['B', 'N'], b: ['C', 'N'], c: ['circuitlens.upto:B', 'N'], d: ['circuitlens.upto:B', 'N'], x: ['B', 'T', ''], s: ['T', ''] },
+    consts: [int64Tensor('last', [2])],
+    // a + b (both operands), tab + acd (both), c in a·c, d in tac·d, u·vs (both); not a in a·c, tac, x, s, bias.
+    runTimeSums: 8,
+    nodes: [
+      node('Add', ['a', 'b'], 'ab'), node('Tanh', ['ab'], 'tab'), node('Mul', ['a', 'c'], 'ac'), node('Tanh', ['ac'], 'tac'),
+      node('Mul', ['tac', 'd'], 'acd'), node('Add', ['tab', 'acd'], 'u'), node('Mul', ['x', 's'], 'xs'), node('Add', ['xs', 'bias'], 'xb'),
+      node('Tanh', ['xb'], 'v'), node('ReduceSum', ['v', 'last'], 'vs', [intAttr('keepdims', 0)]), node('Mul', ['u', 'vs'], 'y'),
+    ], y: 'y',
   },
   {
     name: 'shape operators: Transpose, Reshape, Unsqueeze, Expand, ReduceSum, ReduceMean, Squeeze, Cast, Identity',
