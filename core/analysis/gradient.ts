@@ -93,11 +93,14 @@ export async function eapNodeScores(ctx: EvalContext, metric: MetricName, opts: 
             }
             out[headIndex(l, h)] += s;
           }
-          const gm = res.mlp[l]!.data; // [rows, T, D]
-          const dm = d.mlp[l]!; // [T, D]
+          // [rows, T, D], or [rows, 1, D] for a last layer whose MLP the gradient run takes at the last position only.
+          const Tg = res.mlp[l]!.dims[1]!;
+          const gm = res.mlp[l]!.data;
+          const dm = d.mlp[l]!; // [T or Tg, D]: its last Tg positions meet the gradient's
+          const d0 = dm.length - Tg * dModel;
           let s = 0;
-          const g0 = i * T * dModel;
-          for (let j = 0; j < T * dModel; j++) s += dm[j]! * gm[g0 + j]!;
+          const g0 = i * Tg * dModel;
+          for (let j = 0; j < Tg * dModel; j++) s += dm[d0 + j]! * gm[g0 + j]!;
           out[mlpIndex(l)] += s;
         }
       });
@@ -154,12 +157,17 @@ function corruptedRows(t: F32, T: number, prompt: number): Float32Array {
   return t.data;
 }
 
-/** ablated − clean for batch row r of a [B, T, width] activation; `ablated` is [T, width], [width] (every position) or undefined (0). */
+/**
+ * ablated − clean for batch row r of a [B, T, width] activation, or of [B, Tc, width] holding the last Tc
+ * positions only; `ablated` is [T, width], [width] (every position) or undefined (0).
+ */
 function delta(clean: F32, r: number, T: number, width: number, ablated: Float32Array | undefined): Float32Array {
-  const out = new Float32Array(T * width);
-  const c = clean.data.subarray(r * T * width, (r + 1) * T * width);
-  for (let i = 0; i < T * width; i++) {
-    const a = ablated === undefined ? 0 : ablated.length === width ? ablated[i % width]! : ablated[i]!;
+  const Tc = clean.dims[1]!;
+  const out = new Float32Array(Tc * width);
+  const c = clean.data.subarray(r * Tc * width, (r + 1) * Tc * width);
+  const shift = (T - Tc) * width;
+  for (let i = 0; i < Tc * width; i++) {
+    const a = ablated === undefined ? 0 : ablated.length === width ? ablated[i % width]! : ablated[shift + i]!;
     out[i] = a - c[i]!;
   }
   return out;

@@ -5,7 +5,7 @@ import { addGradients, GRAD_SEED } from '../onnx/autodiff';
 import { addEdgeInputs, EDGE, edgeLayout, type EdgeLayout } from '../onnx/edges';
 import { addLayerSkipping, START } from '../onnx/skip';
 import { GraphIndex } from '../onnx/graph';
-import { decodeModel, encodeModel, externalLocations, opsetVersion, type OnnxModel } from '../onnx/model';
+import { decodeModel, encodeModel, externalLocations, floatValueInfo, opsetVersion, type OnnxModel } from '../onnx/model';
 import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, withLastMlpOnLastPosition, withOutputsOnly, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
 import type { Tokenizer } from '../tokenizer';
 import { size, type ExternalFile, type F32, type Feed, type Runtime, type Session } from './runtime';
@@ -83,8 +83,13 @@ export interface GradientRequest {
   seed: Float32Array | ((logitsLast: F32) => Float32Array);
   /** Values of the ablation inputs (IN.*: masks and additive terms, any real values); missing ones are neutral. */
   patch?: Record<string, Feed>;
-  /** Hooks to return as they are in this run (after the patch). */
+  /**
+   * Hooks to return as they are in this run (after the patch): those up to the last layer's MLP, whose
+   * hook_mlp_out may come back at the last position only (see GradientResult.mlp).
+   */
   hooks?: HookName[];
+  /** Also dL/d(hook_resid_pre) of every layer (a separate gradient graph: the first layer's costs a backward pass through its attention). */
+  residPre?: boolean;
 }
 
 export interface GradientResult {
@@ -92,14 +97,22 @@ export interface GradientResult {
   logits: F32;
   /** Per layer: dL/d(hook_z) in the engine's patch layout [B, heads, T, d_head] (hook_z is [B, T, heads, d_head]). */
   z: F32[];
-  /** Per layer: dL/d(hook_mlp_out), [B, T, d_model]. */
+  /**
+   * Per layer: dL/d(hook_mlp_out), [B, T, d_model]. The last layer's may be [B, 1, d_model], at the last position
+   * only (the only one that reaches the logits: the gradient is 0 at the others), and so is that hook in
+   * `activations`, when that MLP works per position.
+   */
   mlp: F32[];
-  /** Per layer: dL/d(hook_resid_pre), [B, T, d_model]. */
-  residPre: F32[];
+  /** Per layer: dL/d(hook_resid_pre), [B, T, d_model], when GradientRequest.residPre asked for it. */
+  residPre?: F32[];
   activations: Record<HookName, F32>;
 }
 
-interface GradientGraph { session: Session; z: string[]; mlp: string[]; residPre: string[] }
+interface GradientGraph {
+  session: Session; z: string[]; mlp: string[]; residPre: string[];
+  /** Hooks the run can return, and the tensor each is read from. */
+  hookTensors: Record<HookName, string>;
+}
 
 /**
  * Ablated values of every upstream node for edge ablation, broadcastable over batch rows and positions:
@@ -167,7 +180,8 @@ export class Engine {
     return src.instrumented ?? instrument(src.reload!(), this.structure).model;
   }
   /** The backward graph's session, built on first use (most runs never need it). */
-  private gradient?: Promise<GradientGraph>;
+  /** The gradient graphs: without and with dL/d(resid_pre). */
+  private gradient: { lean?: Promise<GradientGraph>; withResid?: Promise<GradientGraph> } = {};
 
   private constructor(
     private readonly session: Session,
@@ -232,8 +246,10 @@ export class Engine {
   async release(): Promise<void> {
     this.released = true;
     await this.session.release();
-    const g = await this.gradient?.catch(() => undefined);
-    await g?.session.release();
+    for (const p of [this.gradient.lean, this.gradient.withResid]) {
+      const g = await p?.catch(() => undefined);
+      await g?.session.release();
+    }
     const l = await this.lens?.catch(() => undefined);
     await l?.session.release();
     const last = await this.last?.catch(() => undefined);
@@ -320,34 +336,55 @@ export class Engine {
   async gradients(req: GradientRequest): Promise<GradientResult> {
     const { B } = this.checkBatch(req.ids);
     const hooks = req.hooks ?? [];
-    for (const h of hooks) if (!this.taps[h] || h === 'logits') throw new UserError(`hook "${h}" cannot be read from a gradient run (run \`circuitlens info\` to list hooks; the logits are returned at the last position)`);
-    const graph = await this.gradientGraph();
+    const graph = await this.gradientGraph(!!req.residPre);
+    for (const h of hooks) if (!graph.hookTensors[h]) throw new UserError(`hook "${h}" cannot be read from a gradient run (it reads hook_z, hook_mlp_out and the other hooks up to the last layer's MLP; the logits are returned at the last position)`);
     const feeds: Record<string, Feed> = { ...this.baseFeeds(req.ids), ...req.patch };
     const seed = typeof req.seed === 'function' ? req.seed((await (await this.sessionFor([LAST_LOGITS])).run(feeds, [LAST_LOGITS]))[LAST_LOGITS]!) : req.seed;
     if (seed.length !== B * this.info.vocab) throw new Error(`gradient seed has ${seed.length} values, expected ${B} × ${this.info.vocab}`);
     feeds[GRAD_SEED] = f32([B, 1, this.info.vocab], seed);
-    const tapOf = hooks.map((h) => this.taps[h]!);
+    const tapOf = hooks.map((h) => graph.hookTensors[h]!);
     const out = await graph.session.run(feeds, [...new Set([LAST_LOGITS, ...graph.z, ...graph.mlp, ...graph.residPre, ...tapOf])]);
     return {
-      logits: out[LAST_LOGITS]!, z: graph.z.map((t) => out[t]!), mlp: graph.mlp.map((t) => out[t]!), residPre: graph.residPre.map((t) => out[t]!),
+      logits: out[LAST_LOGITS]!, z: graph.z.map((t) => out[t]!), mlp: graph.mlp.map((t) => out[t]!), residPre: req.residPre ? graph.residPre.map((t) => out[t]!) : undefined,
       activations: Object.fromEntries(hooks.map((h, i) => [h, out[tapOf[i]!]!])),
     };
   }
 
-  private gradientGraph(): Promise<GradientGraph> {
-    this.gradient ??= (async () => {
+  private gradientGraph(withResid: boolean): Promise<GradientGraph> {
+    const key = withResid ? 'withResid' : 'lean';
+    this.gradient[key] ??= (async () => {
       const { runtime, external } = this.source!;
-      const model = this.copyOfInstrumented();
+      let model = this.copyOfInstrumented();
+      const last = this.structure.layers.length - 1;
+      const lastMlpHook = hookName('mlp_out', last);
       // onnxruntime computes every graph output whether fetched or not: keep the hooks (not the full logits, which
       // would cost a [B, T, vocab] unembedding) and the last logits only.
-      const keep = new Set([LAST_LOGITS, ...Object.entries(this.taps).filter(([h]) => h !== 'logits').map(([, t]) => t)]);
-      model.graph!.output = model.graph!.output.filter((o) => keep.has(o.name));
+      let hookTensors: Record<HookName, string> = Object.fromEntries(Object.entries(this.taps).filter(([h]) => h !== 'logits'));
+      let lastMlp = this.taps[lastMlpHook]!;
+      // Only the last position of the last layer's MLP reaches the last logits: where the MLP works per position,
+      // it runs there alone (as in the metrics session), its gradient is taken there ([B, 1, D]; 0 elsewhere), and
+      // the hooks computed from its other positions are left out.
+      const g0 = new GraphIndex(model.graph!);
+      const after = g0.descendants(lastMlp);
+      const before = Object.entries(hookTensors).filter(([, t]) => t !== lastMlp && !after.has(g0.producer.get(t) ?? -1));
+      const trimmed = withLastMlpOnLastPosition(withOutputsOnly(model, [LAST_LOGITS, ...new Set(before.map(([, t]) => t))]), this.structure);
+      if (trimmed) {
+        model = trimmed.model;
+        lastMlp = `${lastMlp}@lastmlp`;
+        model.graph!.output.push(floatValueInfo(lastMlp, 3));
+        hookTensors = { ...Object.fromEntries(before), [lastMlpHook]: lastMlp };
+      } else {
+        const keep = new Set([LAST_LOGITS, ...Object.values(hookTensors)]);
+        model.graph!.output = model.graph!.output.filter((o) => keep.has(o.name));
+      }
       const g = new GraphIndex(model.graph!);
       const layers = this.structure.layers.map((_, l) => l);
       // hook_z's tap is a transpose of the patched per-head output, which is what the rest of the model reads.
       const z = layers.map((l) => g.producerOf(this.taps[hookName('z', l)]!)!.input[0]!);
-      const mlp = layers.map((l) => this.taps[hookName('mlp_out', l)]!);
-      const residPre = this.structure.layers.map((L) => L.residPre);
+      const mlp = layers.map((l) => (l === last ? lastMlp : this.taps[hookName('mlp_out', l)]!));
+      // dL/d(resid_pre) of the first layer costs a backward pass through its attention, which no other gradient here
+      // needs: only when asked for.
+      const residPre = withResid ? this.structure.layers.map((L) => L.residPre) : [];
       const { grads } = addGradients(model, LAST_LOGITS, [...z, ...mlp, ...residPre]);
       const live = new GraphIndex(model.graph!);
       const needed = new Set<number>();
@@ -355,9 +392,9 @@ export class Engine {
       model.graph!.node = model.graph!.node.filter((_, i) => needed.has(i));
       const session = await runtime.createSession(encodeModel(model), external);
       const names = (ts: string[]) => ts.map((t) => grads[t]!);
-      return { session, z: names(z), mlp: names(mlp), residPre: names(residPre) };
+      return { session, z: names(z), mlp: names(mlp), residPre: names(residPre), hookTensors };
     })();
-    return this.gradient;
+    return this.gradient[key]!;
   }
 
   /** Edges of the model's computational graph and where their masks live (DESIGN §3 ids). */

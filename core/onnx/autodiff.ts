@@ -60,8 +60,23 @@ export function addGradients(model: OnnxModel, y: string, wrt: string[]): { seed
     if (c.length > 1) contributions.set(t, [b.op('Sum', c)]);
     return contributions.get(t)![0];
   };
+  // GELU subgraphs are differentiated as one operator from their input and output only, so onnxruntime can still
+  // fuse the forward ones into a single Gelu kernel (it does not when the backward reads their intermediates).
+  const gelus = geluGroups(g, info, new Set([y, ...wrt, ...graph.output.map((o) => o.name)]));
+  const inGelu = new Set([...gelus.values()].flatMap((gr) => gr.inner));
   for (const i of [...onPath].reverse()) {
     const n = g.node(i);
+    const gelu = gelus.get(i);
+    if (gelu) {
+      const gy = total(gelu.y);
+      if (gy && active.has(gelu.x)) {
+        const gx = geluBack(b, gy, gelu.x, gelu.y);
+        const c = contributions.get(gelu.x);
+        if (c) c.push(gx); else contributions.set(gelu.x, [gx]);
+      }
+      continue;
+    }
+    if (inGelu.has(i)) continue;
     const gOut = n.output.map((o) => (o && active.has(o) ? total(o) : undefined));
     if (gOut.every((x) => x === undefined)) continue;
     const diff = new Set(differentiableInputs(n));
@@ -501,6 +516,19 @@ function slicePadBack(b: Builder, n: OnnxNode, gr: string): string | undefined {
   const zero = b.i64([0]);
   const before: string[] = Array(r).fill(zero);
   const after: string[] = Array(r).fill(zero);
+  // Sizes known when the graph is built give constant pads.
+  const xd = b.info.dims.get(x);
+  if (xd && norm.every((a) => typeof xd[a] === 'number')) {
+    const pads = Array<number>(2 * r).fill(0);
+    norm.forEach((a, i) => {
+      const D = xd[a] as number;
+      const clampTo = (v: number) => (v >= HUGE ? D : v <= -HUGE ? 0 : Math.min(D, Math.max(0, v < 0 ? v + D : v)));
+      const s = clampTo(starts[i]!);
+      pads[a] = s;
+      pads[r + a] = D - Math.max(clampTo(ends[i]!), s);
+    });
+    return b.op('Pad', [gr, b.i64(pads)]);
+  }
   norm.forEach((a, i) => {
     const dim = b.op('Gather', [b.shape(x), b.i64([a])], [intAttr('axis', 0)]);
     const bound = (v: number, empty: string) => {
@@ -516,6 +544,61 @@ function slicePadBack(b: Builder, n: OnnxNode, gr: string): string | undefined {
   return b.op('Pad', [gr, b.op('Concat', [...before, ...after], [intAttr('axis', 0)])]);
 }
 
+/**
+ * The erf GELU exporters write for nn.GELU(): y = x · ½(1 + erf(x/√2)) as Div (or Mul by 1/√2), Erf, Add 1, and
+ * the products by x and ½ in either order. Keyed by the index of the node computing y; `inner` are the others.
+ * Only groups whose intermediate tensors nothing else reads (and that are not `keep`: outputs, y, wrt).
+ */
+function geluGroups(g: GraphIndex, info: StaticInfo, keep: Set<string>): Map<number, { x: string; y: string; inner: number[] }> {
+  const groups = new Map<number, { x: string; y: string; inner: number[] }>();
+  const near = (t: string | undefined, v: number) => {
+    const c = t === undefined ? undefined : info.floatValue.get(t);
+    return c !== undefined && Math.abs(c - v) <= 1e-4 * Math.abs(v);
+  };
+  const idx = (n: OnnxNode) => g.graph.node.indexOf(n);
+  /** The one consumer of t (undefined when several, none, or t must stay). */
+  const only = (t: string): OnnxNode | undefined => {
+    const c = g.consumersOf(t);
+    return c.length === 1 && !keep.has(t) ? c[0] : undefined;
+  };
+  const other = (n: OnnxNode, t: string) => (n.input[0] === t ? n.input[1] : n.input[1] === t ? n.input[0] : undefined);
+  for (const e of g.graph.node) {
+    if (e.opType !== 'Erf' || (e.domain && e.domain !== 'ai.onnx')) continue;
+    const d = g.producerOf(e.input[0]!);
+    if (!d || keep.has(e.input[0]!) || g.consumersOf(e.input[0]!).length !== 1) continue;
+    const x = d.opType === 'Div' && near(d.input[1], Math.SQRT2) ? d.input[0]
+      : d.opType === 'Mul' ? (near(d.input[1], Math.SQRT1_2) ? d.input[0] : near(d.input[0], Math.SQRT1_2) ? d.input[1] : undefined) : undefined;
+    if (!x) continue;
+    const add = only(e.output[0]!);
+    if (add?.opType !== 'Add' || !near(other(add, e.output[0]!), 1)) continue;
+    const m1 = only(add.output[0]!);
+    if (m1?.opType !== 'Mul') continue;
+    const f = other(m1, add.output[0]!);
+    if (f === x) {
+      // (x · (1 + erf)) · ½
+      const m2 = only(m1.output[0]!);
+      if (m2?.opType !== 'Mul' || !near(other(m2, m1.output[0]!), 0.5)) continue;
+      groups.set(idx(m2), { x, y: m2.output[0]!, inner: [d, e, add, m1].map(idx) });
+    } else {
+      // (x · ½) · (1 + erf)
+      const h = f ? g.producerOf(f) : undefined;
+      if (!h || h.opType !== 'Mul' || other(h, x) === undefined || !near(other(h, x), 0.5) || only(f!) !== m1) continue;
+      groups.set(idx(m1), { x, y: m1.output[0]!, inner: [d, e, add, h].map(idx) });
+    }
+  }
+  return groups;
+}
+
+/**
+ * dL/dx of y = GELU(x) from x and y alone: g · (Φ(x) + x·φ(x)), with Φ(x) = y / x (½ at x = 0) and
+ * φ(x) = exp(−x²/2) / √(2π).
+ */
+function geluBack(b: Builder, gy: string, x: string, y: string): string {
+  const cdf = b.op('Where', [b.op('Equal', [x, b.f32(0)]), b.f32(0.5), b.op('Div', [y, x])]);
+  const pdf = b.op('Exp', [b.mul(b.mul(x, x), b.f32(-0.5))]);
+  return b.mul(gy, b.op('Add', [cdf, b.mul(b.mul(x, pdf), b.f32(1 / Math.sqrt(2 * Math.PI)))]));
+}
+
 /** ReduceSum / ReduceMean backward: the gradient broadcast back over the reduced axes (divided by their size for the mean). */
 function reduceBack(b: Builder, n: OnnxNode, gr: string, mean: boolean): string {
   const x = n.input[0]!;
@@ -528,6 +611,10 @@ function reduceBack(b: Builder, n: OnnxNode, gr: string, mean: boolean): string 
   const kept = keep || all ? gr : b.op('Unsqueeze', [gr, axesInput ?? b.i64(axesAttr!)]);
   const spread = b.op('Expand', [kept, b.shape(x)]);
   if (!mean) return spread;
+  // The mean's divisor: the product of the reduced sizes, a constant when they are known.
+  const xd = b.info.dims.get(x);
+  const reduced = all ? xd : constAxes && xd ? constAxes.map((a) => xd[a < 0 ? a + xd.length : a]) : undefined;
+  if (reduced && reduced.every((d) => typeof d === 'number')) return b.mul(spread, b.f32(1 / (reduced as number[]).reduce((p, d) => p * d, 1)));
   const count = (t: string) => b.op('Cast', [b.op('Size', [t])], [intAttr('to', DataType.FLOAT)]);
   return b.mul(spread, b.op('Div', [count(n.output[0]!), count(x)]));
 }
@@ -702,5 +789,10 @@ function inferStatic(graph: Graph): StaticInfo {
       default: break;
     }
   }
-  return { rank, ints, constDims, floatValue, dims: inferShapes(graph).dims };
+  const { dims, vals } = inferShapes(graph);
+  // Symbolic shapes know ranks the rules above miss (and need no graph output declaring them), and the values of
+  // shape arithmetic on fixed sizes (a head size halved for rotary embeddings, say).
+  for (const [t, d] of dims) if (!rank.has(t)) rank.set(t, d.length);
+  for (const [t, v] of vals) if (!ints.has(t) && v.every((x) => typeof x === 'number')) ints.set(t, v as number[]);
+  return { rank, ints, constDims, floatValue, dims };
 }
