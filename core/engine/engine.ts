@@ -385,7 +385,7 @@ export class Engine {
       // dL/d(resid_pre) of the first layer costs a backward pass through its attention, which no other gradient here
       // needs: only when asked for.
       const residPre = withResid ? this.structure.layers.map((L) => L.residPre) : [];
-      const { grads } = addGradients(model, LAST_LOGITS, [...z, ...mlp, ...residPre]);
+      const { grads } = addGradients(model, LAST_LOGITS, [...z, ...mlp, ...residPre], { positive: this.positiveDims(model) });
       const live = new GraphIndex(model.graph!);
       const needed = new Set<number>();
       for (const o of model.graph!.output) for (const i of live.ancestors(o.name).nodes) needed.add(i);
@@ -395,6 +395,12 @@ export class Engine {
       return { session, z: names(z), mlp: names(mlp), residPre: names(residPre), hookTensors };
     })();
     return this.gradient[key]!;
+  }
+
+  /** input_ids' dim_params: every run has at least one prompt of at least one token (checkBatch). */
+  private positiveDims(model: OnnxModel): string[] {
+    const v = model.graph!.input.find((i) => i.name === this.structure.inputIds);
+    return (v?.type?.tensorType?.shape?.dim ?? []).map((d) => d.dimParam).filter((p): p is string => !!p);
   }
 
   /** Edges of the model's computational graph and where their masks live (DESIGN §3 ids). */
@@ -447,7 +453,7 @@ export class Engine {
       const { runtime, external } = this.source!;
       const { model } = this.edgeModel(atZero);
       const masks = this.edges.masks.map((m) => m.name);
-      const { grads } = addGradients(model, LAST_LOGITS, masks);
+      const { grads } = addGradients(model, LAST_LOGITS, masks, { positive: this.positiveDims(model) });
       const names = masks.map((m) => grads[m]!);
       const session = await runtime.createSession(encodeModel(withOutputsOnly(model, [LAST_LOGITS, ...names])), external);
       return { session, grads: names };

@@ -22,8 +22,9 @@ export function gradOutput(x: string): string {
  * (shapes, masks, indices) are not. Broadcasting is undone over axes fixed when the graph is built where its
  * symbolic shapes prove them (core/onnx/shapes.ts), and over axes found at run time elsewhere.
  * An operator on such a path without a rule here is a UserError naming it. Needs opset 13 or later.
+ * `positive`: dim_params of the graph inputs that are never 0 (the engine's batch and prompt length).
  */
-export function addGradients(model: OnnxModel, y: string, wrt: string[]): { seed: string; grads: Record<string, string> } {
+export function addGradients(model: OnnxModel, y: string, wrt: string[], opts: { positive?: string[] } = {}): { seed: string; grads: Record<string, string> } {
   const graph = model.graph!;
   const opset = opsetVersion(model);
   if (opset < 13) {
@@ -32,7 +33,7 @@ export function addGradients(model: OnnxModel, y: string, wrt: string[]): { seed
   const g = new GraphIndex(graph);
   const exists = (t: string) => g.producer.has(t) || g.graphInputs.has(t) || g.initializers.has(t);
   for (const t of [y, ...wrt]) if (!exists(t)) throw new Error(`addGradients: the graph has no tensor "${t}"`);
-  const info = inferStatic(graph);
+  const info = inferStatic(graph, opts.positive);
 
   // Tensors that depend on a wrt tensor through differentiable inputs, in topological (node) order.
   const active = new Set<string>(wrt);
@@ -551,9 +552,12 @@ function slicePadBack(b: Builder, n: OnnxNode, gr: string): string | undefined {
  */
 function geluGroups(g: GraphIndex, info: StaticInfo, keep: Set<string>): Map<number, { x: string; y: string; inner: number[] }> {
   const groups = new Map<number, { x: string; y: string; inner: number[] }>();
-  const near = (t: string | undefined, v: number) => {
+  // A constant of one element that cannot broadcast x to a higher rank (y then has x's shape).
+  const near = (t: string | undefined, v: number, x?: string) => {
     const c = t === undefined ? undefined : info.floatValue.get(t);
-    return c !== undefined && Math.abs(c - v) <= 1e-4 * Math.abs(v);
+    const d = t === undefined ? undefined : info.constDims.get(t);
+    const rx = x === undefined ? undefined : info.rank.get(x);
+    return c !== undefined && Math.abs(c - v) <= 1e-4 * Math.abs(v) && d !== undefined && (d.length === 0 || (rx !== undefined && d.length <= rx));
   };
   const idx = (n: OnnxNode) => g.graph.node.indexOf(n);
   /** The one consumer of t (undefined when several, none, or t must stay). */
@@ -566,23 +570,23 @@ function geluGroups(g: GraphIndex, info: StaticInfo, keep: Set<string>): Map<num
     if (e.opType !== 'Erf' || (e.domain && e.domain !== 'ai.onnx')) continue;
     const d = g.producerOf(e.input[0]!);
     if (!d || keep.has(e.input[0]!) || g.consumersOf(e.input[0]!).length !== 1) continue;
-    const x = d.opType === 'Div' && near(d.input[1], Math.SQRT2) ? d.input[0]
-      : d.opType === 'Mul' ? (near(d.input[1], Math.SQRT1_2) ? d.input[0] : near(d.input[0], Math.SQRT1_2) ? d.input[1] : undefined) : undefined;
+    const x = d.opType === 'Div' && near(d.input[1], Math.SQRT2, d.input[0]) ? d.input[0]
+      : d.opType === 'Mul' ? (near(d.input[1], Math.SQRT1_2, d.input[0]) ? d.input[0] : near(d.input[0], Math.SQRT1_2, d.input[1]) ? d.input[1] : undefined) : undefined;
     if (!x) continue;
     const add = only(e.output[0]!);
-    if (add?.opType !== 'Add' || !near(other(add, e.output[0]!), 1)) continue;
+    if (add?.opType !== 'Add' || !near(other(add, e.output[0]!), 1, x)) continue;
     const m1 = only(add.output[0]!);
     if (m1?.opType !== 'Mul') continue;
     const f = other(m1, add.output[0]!);
     if (f === x) {
       // (x · (1 + erf)) · ½
       const m2 = only(m1.output[0]!);
-      if (m2?.opType !== 'Mul' || !near(other(m2, m1.output[0]!), 0.5)) continue;
+      if (m2?.opType !== 'Mul' || !near(other(m2, m1.output[0]!), 0.5, x)) continue;
       groups.set(idx(m2), { x, y: m2.output[0]!, inner: [d, e, add, m1].map(idx) });
     } else {
       // (x · ½) · (1 + erf)
       const h = f ? g.producerOf(f) : undefined;
-      if (!h || h.opType !== 'Mul' || other(h, x) === undefined || !near(other(h, x), 0.5) || only(f!) !== m1) continue;
+      if (!h || h.opType !== 'Mul' || other(h, x) === undefined || !near(other(h, x), 0.5, x) || only(f!) !== m1) continue;
       groups.set(idx(m1), { x, y: m1.output[0]!, inner: [d, e, add, h].map(idx) });
     }
   }
@@ -634,7 +638,7 @@ interface StaticInfo {
   dims: Map<string, Dim[]>;
 }
 
-function inferStatic(graph: Graph): StaticInfo {
+function inferStatic(graph: Graph, positive: string[] = []): StaticInfo {
   const rank = new Map<string, number>();
   const len = new Map<string, number>();
   const ints = new Map<string, number[]>();
@@ -734,7 +738,8 @@ function inferStatic(graph: Graph): StaticInfo {
       }
       case 'Squeeze': {
         const axes = axesOf(n);
-        if (r !== undefined && axes) setRank(out, r - axes.length);
+        // No axes (or an empty list) squeezes every size-1 axis: the rank is then known only from the shapes.
+        if (r !== undefined && axes && axes.length > 0) setRank(out, r - axes.length);
         break;
       }
       case 'Expand': setRank(out, maxOf([r, len.get(n.input[1]!)])); break;
@@ -789,7 +794,7 @@ function inferStatic(graph: Graph): StaticInfo {
       default: break;
     }
   }
-  const { dims, vals } = inferShapes(graph);
+  const { dims, vals } = inferShapes(graph, { positive });
   // Symbolic shapes know ranks the rules above miss (and need no graph output declaring them), and the values of
   // shape arithmetic on fixed sizes (a head size halved for rotary embeddings, say).
   for (const [t, d] of dims) if (!rank.has(t)) rank.set(t, d.length);

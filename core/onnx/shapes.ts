@@ -6,8 +6,8 @@ import { DataType, int64Data, num, type Attribute, type Graph, type OnnxNode, ty
 
 /**
  * A dimension: a number; a symbol (a string: two equal symbols are equal sizes at run time, whatever they are,
- * 0 included: an empty past key/value cache); or { le: bound }, a size from 1 to the bound (a number or a
- * symbol), such as a slice [0:T] of a table or an input fed either broadcast or full (UPTO).
+ * 0 included: an empty past key/value cache); or { le: bound }, a size at most the bound (a number or a
+ * symbol) and 0 only when the bound is: a slice [0:T] of a table, or an input fed broadcast or full (UPTO).
  */
 export type Dim = number | string | { le: number | string };
 
@@ -35,9 +35,12 @@ export function sameDim(a: Dim, b: Dim): boolean {
  * Infers dimensions in node order (the graph is topologically sorted). Sound rather than complete: a dimension
  * that cannot be proven gets a fresh symbol (equal to nothing else) and a tensor whose rank cannot be is left
  * out. Assumes what every run that succeeds satisfies (operands broadcast), that inputs sharing a dim_param are
- * fed the same size there, and that UPTO inputs are fed as their dim_param says.
+ * fed the same size there, that UPTO inputs are fed as their dim_param says, and that `positive` dim_params are
+ * never 0.
  */
-export function inferShapes(graph: Graph): ShapeFacts {
+export function inferShapes(graph: Graph, opts: { positive?: Iterable<string> } = {}): ShapeFacts {
+  // Symbols of sizes every run has at least 1 of (the caller's word, e.g. input_ids' batch and sequence).
+  const positive = new Set([...(opts.positive ?? [])].map((p) => `$${p}`));
   const dims = new Map<string, Dim[]>();
   const vals = new Map<string, Dim[]>();
   let fresh = 0;
@@ -48,7 +51,7 @@ export function inferShapes(graph: Graph): ShapeFacts {
     dims.set(name, d);
     const n = d.reduce((a, v) => a * v, 1);
     if (d.length <= 1 && n <= 64) {
-      const v = intValues(t);
+      const v = n === 0 && (t.dataType === DataType.INT64 || t.dataType === DataType.INT32) ? [] : intValues(t);
       if (v && v.length === n) vals.set(name, v);
     }
   };
@@ -144,10 +147,15 @@ export function inferShapes(graph: Graph): ShapeFacts {
         else if (a?.name === 'value_floats') dims.set(out!, [a.floats!.length]);
         break;
       }
-      case 'Identity': case 'Cast': case 'CastLike':
+      case 'Identity': case 'Cast': case 'CastLike': {
         set(out, xd);
-        if (vals.has(x!)) vals.set(out!, vals.get(x!)!);
+        // Values survive a cast that holds them: to int64, or to int32 / float when they are small (sizes are).
+        const to = n.opType === 'Cast' ? intOf(n, 'to', 0) : DataType.INT64;
+        const v = vals.get(x!);
+        const small = v?.every((e) => typeof e !== 'number' || Math.abs(e) < 2 ** 24);
+        if (v && (n.opType === 'Identity' || to === DataType.INT64 || (small && (to === DataType.INT32 || to === DataType.FLOAT || to === DataType.DOUBLE)))) vals.set(out!, v);
         break;
+      }
       case 'Neg': case 'Sqrt': case 'Reciprocal': case 'Erf': case 'Tanh': case 'Sigmoid': case 'Relu': case 'Exp': case 'Log':
       case 'Abs': case 'Softmax': case 'LogSoftmax': case 'Dropout': case 'LayerNormalization': case 'Not': case 'Floor':
       case 'Ceil': case 'Sign': case 'Gelu': case 'IsNaN': case 'IsInf': case 'Softplus': case 'Trilu': case 'Clip':
@@ -192,7 +200,8 @@ export function inferShapes(graph: Graph): ShapeFacts {
         const allowZero = intOf(n, 'allowzero', 0) === 1;
         if (!shape) break;
         const entries = shape.map((s, i): Dim | 'infer' => {
-          if (typeof s !== 'number') return s;
+          // A size from the graph may be 0 at run time, which (allowzero 0) copies the input's size there instead.
+          if (typeof s !== 'number') return allowZero || (typeof s === 'string' && positive.has(s)) || (xd?.[i] !== undefined && sameDim(s, xd[i]!)) ? s : unknown();
           if (s === -1) return 'infer';
           if (s === 0) return allowZero ? unknown() : xd?.[i] ?? unknown();
           return s;
@@ -224,10 +233,10 @@ export function inferShapes(graph: Graph): ShapeFacts {
       case 'Squeeze': {
         if (!xd) break;
         const axes = axesOf(n);
-        if (axes) {
+        if (axes && axes.length > 0) {
           const at = new Set(axes.map((a) => norm(a, xd.length)));
           set(out, xd.filter((_, i) => !at.has(i)));
-        } else if (!n.input[1] && xd.every((d) => typeof d === 'number')) set(out, xd.filter((d) => d !== 1));
+        } else if ((axes || !n.input[1]) && xd.every((d) => typeof d === 'number')) set(out, xd.filter((d) => d !== 1)); // no axes, or none: every size-1 axis
         if (xd.length === 1 && vals.has(x!)) vals.set(out!, vals.get(x!)!);
         break;
       }
@@ -252,10 +261,11 @@ export function inferShapes(graph: Graph): ShapeFacts {
       case 'Split': {
         if (!xd || xd.length === 0) break;
         const axis = norm(intOf(n, 'axis', 0), xd.length);
-        const sizes = n.input[1] ? ints(n.input[1]) : attr(n, 'split')?.ints?.map(num);
         const d = xd[axis]!;
         const k = n.output.length;
-        const each = sizes && sizes.length === k ? sizes : typeof d === 'number' && d % k === 0 ? Array(k).fill(d / k) : undefined;
+        // Sizes given (as an input, whatever is known of it, or an attribute), or equal pieces of a known size.
+        const given = n.input[1] ? vals.get(n.input[1]) ?? [] : attr(n, 'split')?.ints?.map(num);
+        const each: Dim[] | undefined = given ? (given.length === k ? given : undefined) : typeof d === 'number' && d % k === 0 ? Array<number>(k).fill(d / k) : undefined;
         n.output.forEach((o, i) => set(o, xd.map((v, j) => (j === axis ? each?.[i] ?? unknown() : v))));
         break;
       }
@@ -334,7 +344,7 @@ export function inferShapes(graph: Graph): ShapeFacts {
         const axes = axesOf(n);
         if (n.input[1] && !axes) break;
         const all = !axes || axes.length === 0;
-        if (all && axes && intOf(n, 'noop_with_empty_axes', 0) === 1) { set(out, xd); break; }
+        if (all && intOf(n, 'noop_with_empty_axes', 0) === 1) { set(out, xd); break; }
         const at = new Set(all ? xd.map((_, i) => i) : axes!.map((a) => norm(a, xd.length)));
         set(out, keep ? xd.map((d, i) => (at.has(i) ? 1 : d)) : xd.filter((_, i) => !at.has(i)));
         break;

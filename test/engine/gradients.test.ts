@@ -118,8 +118,9 @@ interface Case {
   params?: Record<string, string[]>;
   /** How many gradients must be summed over axes found at run time (the rest are proven when the graph is built). */
   runTimeSums?: number;
-  /** Forward tensors no backward node may read. */
+  /** Forward tensors no backward node may read, and ones it must (operators differentiated one by one). */
   unread?: string[];
+  read?: string[];
 }
 
 function modelOf(c: Case): OnnxModel {
@@ -163,6 +164,7 @@ async function finiteDifferenceError(c: Case): Promise<number> {
   const { seed, grads } = addGradients(model, c.y, wrt);
   const readByBackward = new Set(model.graph!.node.slice(forwardNodes).flatMap((n) => n.input));
   for (const t of c.unread ?? []) assert.ok(!readByBackward.has(t), `the backward graph reads ${t}`);
+  for (const t of c.read ?? []) assert.ok(readByBackward.has(t), `the backward graph does not read ${t}`);
   if (c.runTimeSums !== undefined) assert.equal(model.graph!.node.filter((n) => n.opType === 'NonZero').length, c.runTimeSums, 'sums over run-time axes');
   const backward = await runtime.createSession(encodeModel(model), []);
   try {
@@ -359,14 +361,17 @@ const CASES: Case[] = [
     // read the Erf outputs or the other intermediates. The third copy's Erf output is read twice: not a GELU.
     name: 'GELU as exporters write it (Div by √2 or Mul by 1/√2, the products by x and ½ in either order), and a look-alike',
     inputs: { x: [2, 5] },
-    consts: [floatConst('sqrt2', [], [Math.SQRT2]), floatConst('isqrt2', [], [Math.SQRT1_2]), floatConst('one', [], [1]), floatConst('half', [], [0.5])],
+    consts: [floatConst('sqrt2', [], [Math.SQRT2]), floatConst('isqrt2', [], [Math.SQRT1_2]), floatConst('one', [], [1]), floatConst('half', [], [0.5]), floatConst('half3', [1, 1, 1], [0.5])],
     nodes: [
       node('Div', ['x', 'sqrt2'], 'd1'), node('Erf', ['d1'], 'e1'), node('Add', ['e1', 'one'], 'a1'), node('Mul', ['x', 'a1'], 'm1'), node('Mul', ['m1', 'half'], 'g1'),
       node('Mul', ['isqrt2', 'x'], 'd2'), node('Erf', ['d2'], 'e2'), node('Add', ['one', 'e2'], 'a2'), node('Mul', ['half', 'x'], 'h2'), node('Mul', ['h2', 'a2'], 'g2'),
       node('Div', ['x', 'sqrt2'], 'd3'), node('Erf', ['d3'], 'e3'), node('Add', ['e3', 'one'], 'a3'), node('Mul', ['x', 'a3'], 'm3'), node('Mul', ['m3', 'e3'], 'g3'),
-      node('Mul', ['g1', 'g2'], 'g12'), node('Add', ['g12', 'g3'], 's'), node('Tanh', ['s'], 'y'),
+      // A fourth whose ½ is [1, 1, 1]: it broadcasts x to rank 3, so it is left to the operators' own rules.
+      node('Div', ['x', 'sqrt2'], 'd4'), node('Erf', ['d4'], 'e4'), node('Add', ['e4', 'one'], 'a4'), node('Mul', ['x', 'a4'], 'm4'), node('Mul', ['m4', 'half3'], 'g4'),
+      node('Mul', ['g1', 'g2'], 'g12'), node('Add', ['g12', 'g3'], 's'), node('Add', ['s', 'g4'], 's4'), node('Tanh', ['s4'], 'y'),
     ], y: 'y',
     unread: ['d1', 'e1', 'a1', 'm1', 'd2', 'e2', 'a2', 'h2'],
+    read: ['a4'],
   },
   {
     name: 'shape operators: Transpose, Reshape, Unsqueeze, Expand, ReduceSum, ReduceMean, Squeeze, Cast, Identity',
