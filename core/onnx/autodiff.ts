@@ -624,7 +624,7 @@ function reduceBack(b: Builder, n: OnnxNode, gr: string, mean: boolean): string 
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Static facts about tensors: ranks, and values of small constant integer tensors (shapes, axes, indices)
+// Static facts about tensors: constants, and (from core/onnx/shapes.ts) ranks, sizes and shape arithmetic
 
 interface StaticInfo {
   rank: Map<string, number>;
@@ -639,17 +639,12 @@ interface StaticInfo {
 }
 
 function inferStatic(graph: Graph, positive: string[] = []): StaticInfo {
-  const rank = new Map<string, number>();
-  const len = new Map<string, number>();
   const ints = new Map<string, number[]>();
   const constDims = new Map<string, number[]>();
   const floatValue = new Map<string, number>();
-  const setRank = (t: string | undefined, r: number | undefined) => { if (t && r !== undefined && r >= 0) rank.set(t, r); };
   const constant = (name: string, t: TensorProto) => {
     const dims = t.dims.map(num);
     constDims.set(name, dims);
-    setRank(name, dims.length);
-    if (dims.length === 1) len.set(name, dims[0]!);
     const n = dims.reduce((a, v) => a * v, 1);
     if (n <= 64 && (t.dataType === DataType.INT64 || t.dataType === DataType.INT32)) {
       const v = t.dataType === DataType.INT64 ? int64Data(t) : (t.rawData?.length ? Array.from(new Int32Array(new Uint8Array(t.rawData).buffer)) : t.int32Data);
@@ -661,143 +656,16 @@ function inferStatic(graph: Graph, positive: string[] = []): StaticInfo {
     }
   };
   for (const t of graph.initializer) constant(t.name, t);
-  for (const v of [...graph.input, ...graph.output, ...graph.valueInfo]) {
-    const dims = v.type?.tensorType?.shape?.dim;
-    if (dims && !rank.has(v.name)) setRank(v.name, dims.length);
-  }
-  const maxOf = (xs: (number | undefined)[]) => (xs.some((x) => x === undefined) || xs.length === 0 ? undefined : Math.max(...(xs as number[])));
-  const axesOf = (n: OnnxNode): number[] | undefined => (n.input[1] ? ints.get(n.input[1]) : attr(n, 'axes')?.ints?.map(num));
-
   for (const n of graph.node) {
-    const [x] = n.input;
-    const r = x ? rank.get(x) : undefined;
-    const out = n.output[0];
-    switch (n.opType) {
-      case 'Constant': {
-        const a = n.attribute[0];
-        if (a?.t) constant(out!, a.t);
-        else if (a?.name === 'value_int') { setRank(out, 0); ints.set(out!, [num(a.i)]); constDims.set(out!, []); }
-        else if (a?.name === 'value_ints') { setRank(out, 1); ints.set(out!, a.ints!.map(num)); len.set(out!, a.ints!.length); }
-        else if (a?.name === 'value_float') { setRank(out, 0); floatValue.set(out!, a.f!); constDims.set(out!, []); }
-        else if (a?.name === 'value_floats') { setRank(out, 1); len.set(out!, a.floats!.length); constDims.set(out!, [a.floats!.length]); }
-        break;
-      }
-      case 'Identity': case 'Cast': case 'Neg': case 'Sqrt': case 'Reciprocal': case 'Erf': case 'Tanh': case 'Sigmoid': case 'Relu':
-      case 'Exp': case 'Log': case 'Abs': case 'Softmax': case 'LogSoftmax': case 'Dropout': case 'LayerNormalization': case 'Not':
-      case 'Floor': case 'Ceil': case 'Sign': case 'Slice': case 'Tile': case 'Gelu': case 'Pad':
-        setRank(out, r);
-        if (r === 1 && len.has(x!) && n.opType !== 'Slice' && n.opType !== 'Tile' && n.opType !== 'Pad') len.set(out!, len.get(x!)!);
-        if (r === 1 && len.has(x!) && n.opType === 'Slice') {
-          // A 1-D slice with constant bounds (and step 1) of a vector of known length: shape arithmetic.
-          const [st, en, steps] = [ints.get(n.input[1]!), ints.get(n.input[2]!), n.input[4] ? ints.get(n.input[4]) : [1]];
-          const L0 = len.get(x!)!;
-          const clamp = (v: number) => Math.min(L0, Math.max(0, v < 0 ? v + L0 : v));
-          if (st?.length === 1 && en?.length === 1 && steps?.[0] === 1) len.set(out!, Math.max(0, clamp(en[0]!) - clamp(st[0]!)));
-        }
-        if ((n.opType === 'Identity' || n.opType === 'Cast') && ints.has(x!)) ints.set(out!, ints.get(x!)!);
-        break;
-      case 'Split': case 'TopK':
-        for (const o of n.output) setRank(o, r);
-        break;
-      case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Pow': case 'Where': case 'Equal': case 'Greater': case 'Less': case 'And':
-      case 'Or': case 'Max': case 'Min': case 'Sum': case 'Mod': case 'GreaterOrEqual': case 'LessOrEqual': {
-        const rr = maxOf(n.input.map((t) => rank.get(t)));
-        setRank(out, rr);
-        if (rr === 1) {
-          const ls = n.input.map((t) => (rank.get(t) === 0 ? 1 : len.get(t)));
-          const m = maxOf(ls);
-          if (m !== undefined) len.set(out!, m);
-        }
-        break;
-      }
-      case 'MatMul': {
-        const [ra, rb] = [rank.get(n.input[0]!), rank.get(n.input[1]!)];
-        if (ra === undefined || rb === undefined) break;
-        setRank(out, ra === 1 && rb === 1 ? 0 : ra === 1 ? rb - 1 : rb === 1 ? ra - 1 : Math.max(ra, rb));
-        break;
-      }
-      case 'Gemm': setRank(out, 2); break;
-      case 'Transpose': setRank(out, attr(n, 'perm')?.ints?.length ?? r); break;
-      case 'Reshape': {
-        const l = len.get(n.input[1]!);
-        setRank(out, l);
-        const shape = ints.get(n.input[1]!);
-        if (l === 1 && shape) {
-          if (shape[0]! > 0) len.set(out!, shape[0]!);
-          else if (r === 1 && len.has(x!)) len.set(out!, len.get(x!)!);
-          if (ints.has(x!)) ints.set(out!, ints.get(x!)!);
-        }
-        break;
-      }
-      case 'Unsqueeze': {
-        const axes = axesOf(n);
-        if (r === undefined || !axes) break;
-        setRank(out, r + axes.length);
-        if (r === 0 && axes.length === 1) { len.set(out!, 1); if (ints.has(x!)) ints.set(out!, ints.get(x!)!); }
-        break;
-      }
-      case 'Squeeze': {
-        const axes = axesOf(n);
-        // No axes (or an empty list) squeezes every size-1 axis: the rank is then known only from the shapes.
-        if (r !== undefined && axes && axes.length > 0) setRank(out, r - axes.length);
-        break;
-      }
-      case 'Expand': setRank(out, maxOf([r, len.get(n.input[1]!)])); break;
-      case 'Concat': {
-        const rr = n.input.map((t) => rank.get(t)).find((v) => v !== undefined);
-        setRank(out, rr);
-        if (rr === 1) {
-          const ls = n.input.map((t) => len.get(t));
-          if (ls.every((v) => v !== undefined)) len.set(out!, ls.reduce((a, v) => a! + v!, 0)!);
-          const vs = n.input.map((t) => ints.get(t));
-          if (vs.every((v) => v !== undefined)) ints.set(out!, vs.flat() as number[]);
-        }
-        break;
-      }
-      case 'Gather': {
-        const ri = rank.get(n.input[1]!);
-        if (r !== undefined && ri !== undefined) setRank(out, r - 1 + ri);
-        if (r === 1 && ri === 1 && len.has(n.input[1]!)) len.set(out!, len.get(n.input[1]!)!);
-        const data = ints.get(x!);
-        const idx = ints.get(n.input[1]!);
-        if (r === 1 && data && idx) ints.set(out!, idx.map((i) => data[i < 0 ? i + data.length : i]!));
-        break;
-      }
-      case 'Shape': {
-        setRank(out, 1);
-        if (r !== undefined) {
-          const clamp = (v: number) => Math.min(r, Math.max(0, v < 0 ? v + r : v));
-          len.set(out!, Math.max(0, clamp(intOf(n, 'end', r)) - clamp(intOf(n, 'start', 0))));
-        }
-        break;
-      }
-      case 'Size': setRank(out, 0); break;
-      case 'ConstantOfShape': {
-        const l = len.get(x!);
-        setRank(out, l);
-        const v = ints.get(x!);
-        if (l === 1 && v) len.set(out!, v[0]!);
-        break;
-      }
-      case 'ReduceMean': case 'ReduceSum': case 'ReduceMax': case 'ReduceMin': case 'ReduceProd': case 'ReduceL2': case 'ReduceSumSquare': {
-        if (r === undefined) break;
-        if (intOf(n, 'keepdims', 1) === 1) { setRank(out, r); break; }
-        const axes = axesOf(n);
-        if (axes) setRank(out, axes.length === 0 ? (intOf(n, 'noop_with_empty_axes', 0) ? r : 0) : r - axes.length);
-        else if (!n.input[1]) setRank(out, 0);
-        break;
-      }
-      case 'ArgMax': case 'ArgMin': if (r !== undefined) setRank(out, intOf(n, 'keepdims', 1) ? r : r - 1); break;
-      case 'Range': setRank(out, 1); break;
-      case 'NonZero': setRank(out, 2); break;
-      case 'Flatten': setRank(out, 2); break;
-      default: break;
-    }
+    if (n.opType !== 'Constant') continue;
+    const a = n.attribute[0];
+    if (a?.t) constant(n.output[0]!, a.t);
+    else if (a?.name === 'value_float') { floatValue.set(n.output[0]!, a.f!); constDims.set(n.output[0]!, []); }
+    else if (a?.name === 'value_int') constDims.set(n.output[0]!, []);
   }
+  // Ranks, sizes and the values of shape arithmetic: core/onnx/shapes.ts.
   const { dims, vals } = inferShapes(graph, { positive });
-  // Symbolic shapes know ranks the rules above miss (and need no graph output declaring them), and the values of
-  // shape arithmetic on fixed sizes (a head size halved for rotary embeddings, say).
-  for (const [t, d] of dims) if (!rank.has(t)) rank.set(t, d.length);
+  const rank = new Map([...dims].map(([t, d]) => [t, d.length] as const));
   for (const [t, v] of vals) if (!ints.has(t) && v.every((x) => typeof x === 'number')) ints.set(t, v as number[]);
   return { rank, ints, constDims, floatValue, dims };
 }

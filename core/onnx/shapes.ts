@@ -72,6 +72,20 @@ export function inferShapes(graph: Graph, opts: { positive?: Iterable<string> } 
     }));
   }
 
+  // Ranks the graph declares for tensors nodes compute (outputs, value_info): used, as dims of unknown sizes, where
+  // the rules below prove nothing (the sizes in those declarations may predate rewrites; a rank does not change).
+  const declared = new Map<string, number>();
+  for (const v of [...graph.output, ...graph.valueInfo]) {
+    const d = v.type?.tensorType?.shape?.dim;
+    if (d) declared.set(v.name, d.length);
+  }
+  const unknowns = (r: number): Dim[] => Array.from({ length: r }, () => unknown());
+  /** The length of a 1-D tensor (a shape whose values are not known), when known. */
+  const lengthOf = (t: string | undefined): number | undefined => {
+    const d = t ? dims.get(t) : undefined;
+    return d?.length === 1 && typeof d[0] === 'number' ? d[0] : undefined;
+  };
+
   const attr = (n: OnnxNode, name: string): Attribute | undefined => n.attribute.find((a) => a.name === name);
   const intOf = (n: OnnxNode, name: string, fallback: number) => { const a = attr(n, name); return a ? num(a.i) : fallback; };
   /** Constant integers: a tensor's known numeric values. */
@@ -162,6 +176,12 @@ export function inferShapes(graph: Graph, opts: { positive?: Iterable<string> } 
       case 'SimplifiedLayerNormalization': case 'RMSNormalization':
         set(out, xd);
         break;
+      case 'Pad': case 'Tile':
+        if (xd) set(out, unknowns(xd.length));
+        break;
+      case 'TopK':
+        if (xd) for (const o of n.output) set(o, unknowns(xd.length));
+        break;
       case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Pow': case 'Where': case 'Equal': case 'Greater': case 'Less':
       case 'And': case 'Or': case 'Xor': case 'Max': case 'Min': case 'Sum': case 'Mod': case 'GreaterOrEqual': case 'LessOrEqual': {
         set(out, broadcast(n.input.filter(Boolean).map((t) => dims.get(t))));
@@ -198,7 +218,7 @@ export function inferShapes(graph: Graph, opts: { positive?: Iterable<string> } 
       case 'Reshape': {
         const shape = vals.get(n.input[1]!);
         const allowZero = intOf(n, 'allowzero', 0) === 1;
-        if (!shape) break;
+        if (!shape) { const k = lengthOf(n.input[1]); if (k !== undefined) set(out, unknowns(k)); break; }
         const entries = shape.map((s, i): Dim | 'infer' => {
           // A size from the graph may be 0 at run time, which (allowzero 0) copies the input's size there instead.
           if (typeof s !== 'number') return allowZero || (typeof s === 'string' && positive.has(s)) || (xd?.[i] !== undefined && sameDim(s, xd[i]!)) ? s : unknown();
@@ -242,7 +262,9 @@ export function inferShapes(graph: Graph, opts: { positive?: Iterable<string> } 
       }
       case 'Expand': {
         const shape = vals.get(n.input[1]!);
+        const k = lengthOf(n.input[1]);
         if (xd && shape) set(out, broadcast([xd, shape.map((s) => (typeof s === 'number' && s <= 0 ? unknown() : s))]));
+        else if (xd && k !== undefined) set(out, unknowns(Math.max(xd.length, k)));
         break;
       }
       case 'Concat': {
@@ -330,7 +352,7 @@ export function inferShapes(graph: Graph, opts: { positive?: Iterable<string> } 
         break;
       case 'ConstantOfShape': {
         const shape = vals.get(x!);
-        if (!shape) break;
+        if (!shape) { const k = lengthOf(x); if (k !== undefined) set(out, unknowns(k)); break; }
         set(out, shape.map((s) => (typeof s === 'number' && s < 0 ? unknown() : s)));
         const t = attr(n, 'value')?.t;
         const fill = t ? intValues(t)?.[0] : undefined;
@@ -359,6 +381,7 @@ export function inferShapes(graph: Graph, opts: { positive?: Iterable<string> } 
       case 'NonZero': if (xd) set(out, [xd.length, unknown()]); break;
       default: break;
     }
+    for (const o of n.output) if (o && !dims.has(o) && declared.has(o)) dims.set(o, unknowns(declared.get(o)!));
   }
   return { dims, vals };
 }
