@@ -594,11 +594,12 @@ function geluGroups(g: GraphIndex, info: StaticInfo, keep: Set<string>): Map<num
 }
 
 /**
- * dL/dx of y = GELU(x) from x and y alone: g · (Φ(x) + x·φ(x)), with Φ(x) = y / x (½ at x = 0) and
- * φ(x) = exp(−x²/2) / √(2π).
+ * dL/dx of y = GELU(x) from x and y alone: g · (Φ(x) + x·φ(x)), with Φ(x) = y / x and φ(x) = exp(−x²/2) / √(2π).
+ * Φ is ½ for |x| < 1e-30 (off by < 1e-30 there): at 0, and where y ≈ x/2 would be a denormal that a runtime
+ * flushing denormals turns into 0.
  */
 function geluBack(b: Builder, gy: string, x: string, y: string): string {
-  const cdf = b.op('Where', [b.op('Equal', [x, b.f32(0)]), b.f32(0.5), b.op('Div', [y, x])]);
+  const cdf = b.op('Where', [b.op('Less', [b.op('Abs', [x]), b.f32(1e-30)]), b.f32(0.5), b.op('Div', [y, x])]);
   const pdf = b.op('Exp', [b.mul(b.mul(x, x), b.f32(-0.5))]);
   return b.mul(gy, b.op('Add', [cdf, b.mul(b.mul(x, pdf), b.f32(1 / Math.sqrt(2 * Math.PI)))]));
 }
