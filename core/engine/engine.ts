@@ -179,8 +179,7 @@ export class Engine {
     const src = this.source!;
     return src.instrumented ?? instrument(src.reload!(), this.structure).model;
   }
-  /** The backward graph's session, built on first use (most runs never need it). */
-  /** The gradient graphs: without and with dL/d(resid_pre). */
+  /** The backward graphs' sessions, without and with dL/d(resid_pre), built on first use (most runs never need them). */
   private gradient: { lean?: Promise<GradientGraph>; withResid?: Promise<GradientGraph> } = {};
 
   private constructor(

@@ -217,7 +217,9 @@ class Builder {
 
   /**
    * The gradient g of a broadcast result, summed back to the shape of the operand x: over the leading axes x
-   * lacks and the axes where x has size 1 and the result does not. Shapes are read at run time.
+   * lacks and the axes where x has size 1 and the result does not. Those axes are fixed when the graph is built
+   * where the symbolic shapes prove them (staticSumTo; `gradDims`: g's dims), and found from the shapes at run
+   * time otherwise.
    */
   sumTo(gr: string, x: string, rankOfGrad: number | undefined, gradDims?: Dim[]): string {
     const fixed = this.staticSumTo(gr, x, gradDims);
