@@ -1,8 +1,8 @@
 import { UserError } from '../errors';
 import { GraphIndex } from './graph';
-import { inferShapes, sameDim, type Dim } from './shapes';
+import { inferShapes, intValues, sameDim, type Dim } from './shapes';
 import {
-  AttrType, DataType, floatValueInfo, int64Data, intAttr, intsAttr, makeNode, num, opsetVersion,
+  AttrType, DataType, floatValueInfo, intAttr, intsAttr, makeNode, num, opsetVersion,
   type Attribute, type Graph, type OnnxModel, type OnnxNode, type TensorProto, type ValueInfo,
 } from './model';
 
@@ -649,10 +649,8 @@ function inferStatic(graph: Graph, positive: string[] = []): StaticInfo {
     const dims = t.dims.map(num);
     constDims.set(name, dims);
     const n = dims.reduce((a, v) => a * v, 1);
-    if (n <= 64 && (t.dataType === DataType.INT64 || t.dataType === DataType.INT32)) {
-      const v = t.dataType === DataType.INT64 ? int64Data(t) : (t.rawData?.length ? Array.from(new Int32Array(new Uint8Array(t.rawData).buffer)) : t.int32Data);
-      if (v) ints.set(name, v);
-    }
+    const v = n <= 64 ? intValues(t) : undefined;
+    if (v) ints.set(name, v);
     if (n === 1 && t.dataType === DataType.FLOAT) {
       const v = t.rawData?.length ? new Float32Array(new Uint8Array(t.rawData).buffer)[0] : t.floatData?.[0];
       if (v !== undefined) floatValue.set(name, v);

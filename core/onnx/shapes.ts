@@ -387,7 +387,7 @@ export function inferShapes(graph: Graph, opts: { positive?: Iterable<string> } 
 }
 
 /** The values of an int64 or int32 tensor (undefined for other types). */
-function intValues(t: TensorProto): number[] | undefined {
+export function intValues(t: TensorProto): number[] | undefined {
   if (t.dataType === DataType.INT64) return int64Data(t);
   if (t.dataType !== DataType.INT32) return undefined;
   return t.rawData?.length ? Array.from(new Int32Array(new Uint8Array(t.rawData).slice().buffer)) : t.int32Data;
