@@ -256,7 +256,10 @@ export function inferShapes(graph: Graph, opts: { positive?: Iterable<string> } 
         if (axes && axes.length > 0) {
           const at = new Set(axes.map((a) => norm(a, xd.length)));
           set(out, xd.filter((_, i) => !at.has(i)));
-        } else if ((axes || !n.input[1]) && xd.every((d) => typeof d === 'number')) set(out, xd.filter((d) => d !== 1)); // no axes, or none: every size-1 axis
+        } else if ((axes || !n.input[1]) && xd.every((d) => typeof d === 'number')) {
+          // No axes given, or an empty list: every axis of size 1 goes (known only when every size is).
+          set(out, xd.filter((d) => d !== 1));
+        }
         if (xd.length === 1 && vals.has(x!)) vals.set(out!, vals.get(x!)!);
         break;
       }
