@@ -146,7 +146,7 @@ async function main(): Promise<void> {
       // the engine's default (256) on the demo; on GPT-2-small 8 for EAP (~0.5 GiB per row with head-sliced
       // projections; before them ~1 GiB, and 64 rows ran this 24 GiB machine out of memory) and 64 for patching.
       if (want(DEMO_GPT2)) data.push(await edgeBench(DEMO_GPT2, { ...base, reps: R(9, 3), patching: 'all', eapRows: 256, patchRows: 256 }));
-      if (!args.quick && want(GPT2_SMALL)) data.push(await edgeBench(GPT2_SMALL, { ...base, reps: R(3, 1), patching: 2, eapRows: 8, patchRows: 64 }));
+      if (!args.quick && want(GPT2_SMALL)) data.push(await edgeBench(GPT2_SMALL, { ...base, reps: R(3, 1), patching: 2, eapRows: 32, patchRows: 64 }));
       results.edges = { date: date(), data };
       save();
     }

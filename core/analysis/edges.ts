@@ -35,7 +35,7 @@ export async function prepareEdges(ctx: EvalContext, meanOver?: ResolvedPrompt[]
     let sum: EdgeValues | undefined;
     let count = 0;
     for (const group of groupByLength(prompts)) {
-      for (const chunk of chunks(group, edgeRowsPerCall({ ctx, ids }, group[0]!.ids.length, false))) {
+      for (const chunk of chunks(group, edgeRowsPerCall({ ctx, ids }, group[0]!.ids.length, 'forward'))) {
         const r = await engine.runEdges({ ids: chunk.map((g) => g.ids), outputs: true });
         const o = r.outputs!;
         sum = sum ? addValues(sum, sumRows(o)) : sumRows(o);
@@ -47,7 +47,7 @@ export async function prepareEdges(ctx: EvalContext, meanOver?: ResolvedPrompt[]
   }
   const perPrompt: EdgeValues[] = new Array(ctx.prompts.length);
   for (const group of groupByLength(ctx.prompts.map((p) => p.corruptedIds!))) {
-    for (const chunk of chunks(group, edgeRowsPerCall({ ctx, ids }, group[0]!.ids.length, false))) {
+    for (const chunk of chunks(group, edgeRowsPerCall({ ctx, ids }, group[0]!.ids.length, 'forward'))) {
       const r = await engine.runEdges({ ids: chunk.map((g) => g.ids), outputs: true });
       chunk.forEach((g, row) => { perPrompt[g.index] = mapValues(r.outputs!, (t) => sliceRow(t, row)); });
     }
@@ -58,14 +58,15 @@ export async function prepareEdges(ctx: EvalContext, meanOver?: ResolvedPrompt[]
 /**
  * Rows per engine call for edge work: the edge graphs hold, per row, every upstream output for every later
  * layer's destinations (and the backward graph more), so a large model gets far fewer rows than maxRows.
- * Measured on GPT-2-small at 16 tokens: ~500 MiB per row for gradients (with head-sliced projections; ~1 GiB
- * with the heads folded), ~160 MiB for forward runs — about 5.4× and 1.7× the per-row size T·L·N·D·4 bytes
+ * Measured on GPT-2-small at 16 tokens, per row: ~500 MiB for gradients away from zero (with head-sliced
+ * projections; ~1 GiB with the heads folded), ~90 MiB for EAP (the graph at zero: no masks, no stack;
+ * Engine.edgeGradients), ~160 MiB for forward runs: about 5.4×, 1× and 1.7× the per-row size T·L·N·D·4 bytes
  * (N upstream nodes); the budget keeps a call near 3 GiB.
  */
-export function edgeRowsPerCall(ec: EdgeContext, T: number, gradient: boolean): number {
+export function edgeRowsPerCall(ec: EdgeContext, T: number, kind: 'forward' | 'gradient' | 'eap'): number {
   const { layers, dModel, heads } = ec.ctx.engine.info;
   const upstream = 1 + layers * (heads + 1);
-  const perRow = T * layers * upstream * dModel * 4 * (gradient ? 6 : 2.5);
+  const perRow = T * layers * upstream * dModel * 4 * { forward: 2.5, gradient: 6, eap: 1.25 }[kind];
   return Math.max(1, Math.min(ec.ctx.maxRows, Math.floor(EDGE_CALL_BYTES / perRow)));
 }
 
@@ -79,7 +80,7 @@ export async function runEdgeSets(ec: EdgeContext, sets: Float32Array[]): Promis
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
     const rows: { set: number; prompt: number }[] = [];
     sets.forEach((_, s) => group.forEach((g) => rows.push({ set: s, prompt: g.index })));
-    const per = edgeRowsPerCall(ec, group[0]!.ids.length, false);
+    const per = edgeRowsPerCall(ec, group[0]!.ids.length, 'forward');
     for (let start = 0; start < rows.length; start += per) {
       if (ec.ctx.signal?.aborted) throw new Cancelled();
       const chunk = rows.slice(start, start + per);
@@ -142,7 +143,7 @@ export async function edgeGradientScores(ec: EdgeContext, metric: MetricName, st
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
     const rows: { prompt: number; alpha: number }[] = [];
     group.forEach((g) => alphas.forEach((alpha) => rows.push({ prompt: g.index, alpha })));
-    const per = edgeRowsPerCall(ec, group[0]!.ids.length, true);
+    const per = edgeRowsPerCall(ec, group[0]!.ids.length, steps === 1 ? 'eap' : 'gradient');
     for (let start = 0; start < rows.length; start += per) {
       if (ec.ctx.signal?.aborted) throw new Cancelled();
       const chunk = rows.slice(start, start + per);

@@ -2,7 +2,7 @@ import { UserError } from '../errors';
 import { allHookNames, hookName, type HookName } from '../hooks';
 import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
 import { addGradients, GRAD_SEED } from '../onnx/autodiff';
-import { addEdgeInputs, EDGE, edgeLayout, type EdgeLayout } from '../onnx/edges';
+import { addEdgeGradientsAtZero, addEdgeInputs, EDGE, edgeLayout, type EdgeLayout } from '../onnx/edges';
 import { addLayerSkipping, START } from '../onnx/skip';
 import { GraphIndex } from '../onnx/graph';
 import { decodeModel, encodeModel, externalLocations, floatValueInfo, opsetVersion, type OnnxModel } from '../onnx/model';
@@ -416,10 +416,10 @@ export class Engine {
     return src.instrumented ? decodeModel(encodeModel(src.instrumented), 'the instrumented model') : this.instrumented();
   }
 
-  /** The instrumented model with per-destination inputs (core/onnx/edges.ts), optionally with mask gradients. */
-  private edgeModel(stopStackGradient = false): { model: OnnxModel; outputs: string[] } {
+  /** The instrumented model with per-destination inputs (core/onnx/edges.ts). */
+  private edgeModel(): { model: OnnxModel; outputs: string[] } {
     const model = this.copyOfInstrumented();
-    const { outputs } = addEdgeInputs(model, this.structure, this.info.heads, this.source!.what, { sliceHeads: this.source!.edgeHeadSlicing ?? true, stopStackGradient });
+    const { outputs } = addEdgeInputs(model, this.structure, this.info.heads, this.source!.what, { sliceHeads: this.source!.edgeHeadSlicing ?? true });
     return { model, outputs };
   }
 
@@ -443,17 +443,25 @@ export class Engine {
   }
 
   /**
-   * The edge gradient graph. `atZero`: for all-zero edge weights only (EAP), where no gradient flows back
-   * through the upstream values the weights multiply, so that part of the backward pass is left out.
+   * The edge gradient graph. `atZero`: for all-zero edge weights only (EAP), a graph without the masks, where
+   * each destination reads its own copy of the stream and the mask gradients are contracted from the copies'
+   * gradients (addEdgeGradientsAtZero): no mask inputs to feed.
    */
   private edgeGradient(atZero: boolean): Promise<{ session: Session; grads: string[] }> {
     const key = atZero ? 'gradientAtZero' : 'gradient';
     this.edgeGraphs[key] ??= (async () => {
-      const { runtime, external } = this.source!;
-      const { model } = this.edgeModel(atZero);
-      const masks = this.edges.masks.map((m) => m.name);
-      const { grads } = addGradients(model, LAST_LOGITS, masks, { positive: this.positiveDims(model) });
-      const names = masks.map((m) => grads[m]!);
+      const { runtime, external, what, edgeHeadSlicing } = this.source!;
+      let model: OnnxModel;
+      let names: string[];
+      if (atZero) {
+        model = this.copyOfInstrumented();
+        names = addEdgeGradientsAtZero(model, this.structure, this.info.heads, what, LAST_LOGITS, this.edges, { sliceHeads: edgeHeadSlicing ?? true, positive: this.positiveDims(model) }).grads;
+      } else {
+        model = this.edgeModel().model;
+        const masks = this.edges.masks.map((m) => m.name);
+        const { grads } = addGradients(model, LAST_LOGITS, masks, { positive: this.positiveDims(model) });
+        names = masks.map((m) => grads[m]!);
+      }
       const session = await runtime.createSession(encodeModel(withOutputsOnly(model, [LAST_LOGITS, ...names])), external);
       return { session, grads: names };
     })();
@@ -530,7 +538,8 @@ export class Engine {
     const { session, grads } = await this.edgeGradient(atZero);
     const V = this.info.vocab;
     if (req.seed.length !== B * V) throw new Error(`gradient seed has ${req.seed.length} values, expected ${B} × ${V}`);
-    const feeds = { ...this.baseFeeds(req.ids), ...this.edgeFeeds(B, req.weights, req.ablated, true), [GRAD_SEED]: f32([B, 1, V], req.seed) };
+    const feeds: Record<string, Feed> = { ...this.baseFeeds(req.ids), ...this.edgeFeeds(B, req.weights, req.ablated, true), [GRAD_SEED]: f32([B, 1, V], req.seed) };
+    if (atZero) for (const m of this.edges.masks) delete feeds[m.name];
     const out = await session.run(feeds, [LAST_LOGITS, ...grads]);
     const layout = this.edges;
     const E = layout.edges.length;

@@ -20,7 +20,7 @@
 import { UserError } from '../errors';
 import { GraphIndex } from './graph';
 import { AttrType, DataType, floatValueInfo, int64Tensor, intAttr, intsAttr, makeNode, num, type OnnxModel, type OnnxNode, type TensorProto } from './model';
-import { STOP_GRADIENT } from './autodiff';
+import { addGradients } from './autodiff';
 import { constInts, PATCHED, type ModelStructure } from './instrument';
 
 /** Graph inputs and outputs added for edges. */
@@ -82,16 +82,29 @@ export function edgeLayout(layers: number, heads: number): EdgeLayout {
 const BIG = 2 ** 62;
 
 /**
+ * The tensors of a graph built with `atZero` (see addEdgeInputs). `leaves`: per layer, the copies of the stream
+ * the heads' query, key and value inputs read ([B, H, T, D] each) and the MLP's ([B, T, D]); `logits`: the final
+ * stream's ([B, T, D]). `pieces`: the upstream (ablated − actual) outputs [B, rows, T, D] in mask column order
+ * (input; then per layer its heads, its MLP). A mask entry (row, col) at zero is Σ over positions and features
+ * of ∂L/∂(its row's leaf) · (its column's piece).
+ */
+export interface ZeroEdgeTensors { layers: { qkv: string[]; mlp: string }[]; logits: string; pieces: { t: string; rows: number }[] }
+
+/**
  * Adds the edge inputs (masks, ablated values) and per-head output taps to an instrumented model. `heads` is the
  * number of query heads. Throws a UserError naming what it could not find.
+ *
+ * `atZero`: the graph for EAP, mask gradients at all-zero masks only. There every destination reads the
+ * unchanged residual stream, so the masks are left out: each destination reads its own copy of the stream (a
+ * leaf: an Expand for a head's input, an Identity for the MLP's and the logits'), and the caller takes gradients
+ * with respect to the leaves and contracts them with the upstream pieces (`zero`; addEdgeGradientsAtZero).
+ * That drops what the masked graph computes only to multiply it by zero: the products mask × upstream values,
+ * the sums into each destination's input, and the ever-longer stack of upstream values copied at every layer.
  */
-/**
- * `stopStackGradient`: no gradient through the stacked upstream values the masks multiply (a stop-gradient on
- * them). At all-zero masks that gradient is exactly zero (it is mask × ∂/∂delta), so mask gradients at 0 (EAP)
- * are the same with less work; anywhere else they would be wrong.
- */
-export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number, what: string, opts: { sliceHeads?: boolean; stopStackGradient?: boolean } = {}): { outputs: string[] } {
+export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number, what: string, opts: { sliceHeads?: boolean; atZero?: boolean } = {}): { outputs: string[]; zero?: ZeroEdgeTensors } {
   const slice = opts.sliceHeads ?? true;
+  const atZero = opts.atZero ?? false;
+  const zero: ZeroEdgeTensors = { layers: [], logits: '', pieces: [] };
   const graph = model.graph!;
   const g = new GraphIndex(graph);
   const added: OnnxNode[] = [];
@@ -338,26 +351,31 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
    */
   const delta = (mask: string, stack: string): string => {
     const sShape = op('Shape', [stack]);
-    let flat = op('Reshape', [stack, op('Concat', [op('Slice', [sShape, ints([0]), ints([2])]), ints([-1])], [intAttr('axis', 0)])]);
-    if (opts.stopStackGradient) {
-      const held = fresh('held');
-      added.push(makeNode('Identity', [flat], [held], `${STOP_GRADIENT}${held}`));
-      flat = held;
-    }
+    const flat = op('Reshape', [stack, op('Concat', [op('Slice', [sShape, ints([0]), ints([2])]), ints([-1])], [intAttr('axis', 0)])]);
     const prod = op('MatMul', [mask, flat]); // [B, k, T·D]
     const shape = op('Concat', [op('Slice', [op('Shape', [prod]), ints([0]), ints([2])]), op('Slice', [sShape, ints([2]), ints([4])])], [intAttr('axis', 0)]);
     return op('Reshape', [prod, shape]);
   };
 
   const addInput = (name: string, rank: number) => graph.input.push(floatValueInfo(name, rank));
+  const addMask = (name: string) => { if (!atZero) addInput(name, 3); };
   addInput(EDGE.corrInput, 3);
-  // The stack of (ablated − actual) outputs of every upstream node so far, [B, n, T, D].
-  let stack = unsq(op('Sub', [EDGE.corrInput, s.layers[0]!.residPre]), 1);
+  // The (ablated − actual) outputs of every upstream node so far, [B, n, T, D] each: stacked into one tensor
+  // (`stack`) for the masked graph; at zero only listed (`pieces`).
+  const first = unsq(op('Sub', [EDGE.corrInput, s.layers[0]!.residPre]), 1);
+  let stack = first;
+  zero.pieces.push({ t: first, rows: 1 });
   const outputs: string[] = [];
+  /** A destination's own copy of `resid` (at zero): the tensor whose gradient is the destination's. */
+  const leaf = (resid: string): string => {
+    const t = fresh('leaf');
+    added.push(makeNode('Identity', [resid], [t], `circuitlens/edges/${t}`));
+    return t;
+  };
 
   s.layers.forEach((L, l) => {
-    addInput(EDGE.maskQkv(l), 3);
-    addInput(EDGE.maskMlp(l), 3);
+    addMask(EDGE.maskQkv(l));
+    addMask(EDGE.maskMlp(l));
     addInput(EDGE.corrHeads(l), 4);
     addInput(EDGE.corrMlp(l), 3);
     // The attention product's operands: Q·Kᵀ (both computed from the stream) and pattern·V.
@@ -372,9 +390,16 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     const [qT, kT] = [qkNode.input[0]!, qkNode.input[1]!];
     const vT = pvNode.input[1]!;
 
-    const dQkv = delta(EDGE.maskQkv(l), stack); // [B, 3H, T, D]
     const residU = unsq(L.residPre, 1);
-    const perHead = (i: number) => op('Add', [residU, op('Slice', [dQkv, ints([i * heads]), ints([(i + 1) * heads]), ints([1])])]); // [B, H, T, D]
+    let perHead: (i: number) => string; // [B, H, T, D]
+    if (atZero) {
+      const leaves = [0, 1, 2].map(() => op('Expand', [residU, ints([1, heads, 1, 1])], [], 'leaf'));
+      zero.layers.push({ qkv: leaves, mlp: '' });
+      perHead = (i) => leaves[i]!;
+    } else {
+      const dQkv = delta(EDGE.maskQkv(l), stack); // [B, 3H, T, D]
+      perHead = (i) => op('Add', [residU, op('Slice', [dQkv, ints([i * heads]), ints([(i + 1) * heads]), ints([1])])]);
+    }
     const headInput = (i: number, target: string, tag: string) =>
       (slice ? slicedProjection(L.residPre, target, perHead(i), tag) : undefined) ?? diagonal(clonePath(L.residPre, target, foldHeads(perHead(i), L.residPre), heads, tag));
     const q = headInput(0, qT, `edges${l}q`);
@@ -406,26 +431,111 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     if (!post || post.opType !== 'Add' || !post.input.includes(mlpOut)) fail(`the residual Add after the MLP of layer ${l}`);
     const mid = post!.input[0] === mlpOut ? post!.input[1]! : post!.input[0]!;
     const mlpConsumers = g.consumersOf(mid).filter((c) => c !== post);
+    const mlpEntry = unsq(op('Sub', [EDGE.corrMlp(l), mlpOut]), 1);
+    if (atZero) {
+      zero.layers[l]!.mlp = leaf(mid);
+      rewire(mlpConsumers, mid, zero.layers[l]!.mlp);
+      zero.pieces.push({ t: headsEntry, rows: heads }, { t: mlpEntry, rows: 1 });
+      return;
+    }
     // The MLP's upstream nodes are the stack so far and this layer's heads: two products, one concatenation per layer.
     const n = 1 + l * (heads + 1);
     const fromStack = delta(op('Slice', [EDGE.maskMlp(l), ints([0]), ints([n]), ints([2])]), stack);
     const fromHeads = delta(op('Slice', [EDGE.maskMlp(l), ints([n]), ints([BIG]), ints([2])]), headsEntry);
     const dMlp = op('Squeeze', [op('Add', [fromStack, fromHeads]), ints([1])]);
     rewire(mlpConsumers, mid, op('Add', [mid, dMlp]));
-    stack = op('Concat', [stack, headsEntry, unsq(op('Sub', [EDGE.corrMlp(l), mlpOut]), 1)], [intAttr('axis', 1)]);
+    stack = op('Concat', [stack, headsEntry, mlpEntry], [intAttr('axis', 1)]);
   });
 
   // The logits read the last residual stream (through the final norm, and the last-position copy of it).
-  addInput(EDGE.maskLogits, 3);
+  addMask(EDGE.maskLogits);
   const last = s.layers[s.layers.length - 1]!.residPost;
   const finalConsumers = g.consumersOf(last);
-  const dFinal = op('Squeeze', [delta(EDGE.maskLogits, stack), ints([1])]);
-  rewire(finalConsumers, last, op('Add', [last, dFinal]));
+  if (atZero) {
+    zero.logits = leaf(last);
+    rewire(finalConsumers, last, zero.logits);
+  } else {
+    const dFinal = op('Squeeze', [delta(EDGE.maskLogits, stack), ints([1])]);
+    rewire(finalConsumers, last, op('Add', [last, dFinal]));
+  }
 
   graph.initializer.push(...inits);
   graph.node = topoSort([...graph.node, ...added], graph);
   for (const o of outputs) graph.output.push(floatValueInfo(o, 4));
-  return { outputs };
+  return atZero ? { outputs, zero } : { outputs };
+}
+
+/** The output carrying a mask's gradient in a graph from addEdgeGradientsAtZero. */
+export const zeroMaskGradient = (mask: string) => `${mask}.grad_at_zero`;
+
+/**
+ * The EAP graph: `model` (instrumented) with the edge inputs at zero (addEdgeInputs `atZero`), the gradients of
+ * L = Σ seed ⊙ `y` with respect to every destination's copy of the stream, and each mask's gradient as an output
+ * zeroMaskGradient(mask) [B, rows, cols] (`layout`'s mask order): the copies' gradients contracted with the
+ * upstream pieces over positions and features.
+ *
+ * The contraction is batched MatMuls of a layer's copies' gradients ([B, 3H + 1, T·D]: q, k, v rows, the MLP's)
+ * by blocks of pieces (a few layers' worth each, concatenated once): a block per product keeps the products
+ * large (one per piece re-reads the gradients for every piece, a few columns at a time), and a block is used
+ * only by layers it (partly) precedes, so at most a block's width of unneeded columns is computed per layer.
+ */
+export function addEdgeGradientsAtZero(model: OnnxModel, s: ModelStructure, heads: number, what: string, y: string, layout: EdgeLayout,
+  opts: { sliceHeads?: boolean; positive?: string[] }): { outputs: string[]; grads: string[] } {
+  const { outputs, zero } = addEdgeInputs(model, s, heads, what, { sliceHeads: opts.sliceHeads, atZero: true });
+  const z = zero!;
+  const wrt = [...z.layers.flatMap((x) => [...x.qkv, x.mlp]), z.logits];
+  const { grads } = addGradients(model, y, wrt, { positive: opts.positive });
+  const graph = model.graph!;
+  let uid = 0;
+  const nodes: OnnxNode[] = [];
+  const inits: TensorProto[] = [];
+  const op = (type: string, inputs: string[], attrs: ReturnType<typeof intAttr>[] = [], out = `circuitlens.edges.z${uid++}.${type.toLowerCase()}`): string => {
+    nodes.push(makeNode(type, inputs, [out], `circuitlens/edges/${out}`, attrs));
+    return out;
+  };
+  const ints = (values: number[]): string => {
+    const name = `circuitlens.edges.z${uid++}.const`;
+    inits.push(int64Tensor(name, values));
+    return name;
+  };
+  const flat = (t: string, rows: number) => op('Reshape', [t, ints([0, rows, -1])]); // [B, rows, T·D]
+  // Blocks of pieces: the input, then `per` layers' heads and MLPs each (about four blocks in all).
+  const L = z.layers.length;
+  const per = Math.max(1, Math.ceil(L / 4));
+  const blocks: { t: string; start: number; end: number }[] = [];
+  for (let j = 0, col = 0, p = 0; j < L; j += per) {
+    const take = (j === 0 ? 1 : 0) + 2 * Math.min(per, L - j);
+    const ps = z.pieces.slice(p, p + take);
+    const rows = ps.reduce((a, x) => a + x.rows, 0);
+    const cat = ps.length === 1 ? ps[0]!.t : op('Concat', ps.map((x) => x.t), [intAttr('axis', 1)]);
+    blocks.push({ t: op('Transpose', [flat(cat, rows)], [intsAttr('perm', [0, 2, 1])]), start: col, end: col + rows }); // [B, T·D, rows]
+    p += take;
+    col += rows;
+  }
+  /** [B, rows, cols] = gradient rows · pieces [0, cols), from the blocks that start before cols. */
+  const contract = (g: string, cols: number): string => {
+    const parts = blocks.filter((b) => b.start < cols).map((b) => op('MatMul', [g, b.t]));
+    const all = parts.length === 1 ? parts[0]! : op('Concat', parts, [intAttr('axis', 2)]);
+    return op('Slice', [all, ints([0]), ints([cols]), ints([2])]);
+  };
+  const out = new Map<string, string>();
+  const emit = (mask: string, t: string) => {
+    nodes.push(makeNode('Identity', [t], [zeroMaskGradient(mask)], `circuitlens/edges/${zeroMaskGradient(mask)}`));
+    out.set(mask, zeroMaskGradient(mask));
+  };
+  z.layers.forEach((x, l) => {
+    const n = 1 + l * (heads + 1);
+    const g = op('Concat', [...x.qkv.map((t) => flat(grads[t]!, heads)), flat(grads[x.mlp]!, 1)], [intAttr('axis', 1)]); // [B, 3H + 1, T·D]
+    const r = contract(g, n + heads);
+    emit(EDGE.maskQkv(l), op('Slice', [r, ints([0, 0]), ints([3 * heads, n]), ints([1, 2])]));
+    emit(EDGE.maskMlp(l), op('Slice', [r, ints([3 * heads]), ints([3 * heads + 1]), ints([1])]));
+  });
+  emit(EDGE.maskLogits, contract(flat(grads[z.logits]!, 1), 1 + L * (heads + 1)));
+  graph.node.push(...nodes);
+  graph.initializer.push(...inits);
+  const names = layout.masks.map((m) => out.get(m.name)!);
+  for (const o of names) graph.output.push(floatValueInfo(o, 3));
+  return { outputs, grads: names };
 }
 
 /** Orders nodes so every input is produced before use (Kahn's algorithm, stable for already-ordered nodes). */

@@ -37,10 +37,11 @@ test('edge work on a large model gets few rows per call (memory), a small one ma
   const { edgeRowsPerCall } = await import('../../core/analysis/edges');
   const ctx = (layers: number, heads: number, dModel: number) => ({ ctx: { maxRows: 256, engine: { info: { layers, heads, dModel } } }, ids: [] }) as unknown as EdgeContext;
   const big = ctx(12, 12, 768);
-  assert.ok(edgeRowsPerCall(big, 16, true) <= 6, 'GPT-2-small gradients: a few rows (≈500 MiB each measured)');
-  assert.ok(edgeRowsPerCall(big, 16, false) <= 24);
-  assert.ok(edgeRowsPerCall(big, 1024, true) >= 1, 'never 0');
-  assert.equal(edgeRowsPerCall(ctx(2, 4, 64), 20, true), 256, 'the demo model: maxRows');
+  assert.ok(edgeRowsPerCall(big, 16, 'gradient') <= 6, 'GPT-2-small gradients away from zero: a few rows (≈500 MiB each measured)');
+  assert.ok(edgeRowsPerCall(big, 16, 'eap') <= 32, 'GPT-2-small EAP: ≈90 MiB a row measured');
+  assert.ok(edgeRowsPerCall(big, 16, 'forward') <= 24);
+  for (const kind of ['forward', 'gradient', 'eap'] as const) assert.ok(edgeRowsPerCall(big, 1024, kind) >= 1, 'never 0');
+  assert.equal(edgeRowsPerCall(ctx(2, 4, 64), 20, 'gradient'), 256, 'the demo model: maxRows');
 });
 
 test('edge graphs slice the q/k/v and output projections per head on the demo exports (no H× folded clones)', async () => {
@@ -72,4 +73,34 @@ test('edge graphs slice the q/k/v and output projections per head on the demo ex
     if (kv) assert.ok(count(sliced, /@edges\d+v$/, 'MatMul') > 0, 'KV-cache value path: folded');
     assert.equal(count(sliced, /@edges\d+o$/), 0, `${path.basename(file)}: the output projection was cloned, not sliced`);
   }
+});
+
+test('the EAP graph (edge gradients at zero) has no masks and multiplies nothing by them: no stack, one contraction per layer and block', async () => {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { EXAMPLES } = await import('../helpers');
+  const { decodeModel } = await import('../../core/onnx/model');
+  const { detectStructure, instrument } = await import('../../core/onnx/instrument');
+  const { addEdgeGradientsAtZero, addEdgeInputs, edgeLayout, zeroMaskGradient } = await import('../../core/onnx/edges');
+  const { LAST_LOGITS } = await import('../../core/onnx/instrument');
+  const file = path.join(EXAMPLES, 'induction-gpt2.onnx');
+  const fresh = () => { const m = decodeModel(fs.readFileSync(file), file); const s = detectStructure(m, file); return { m: instrument(m, s).model, s }; };
+  const layout = edgeLayout(2, 4);
+  const masked = fresh();
+  addEdgeInputs(masked.m, masked.s, 4, file);
+  const zero = fresh();
+  const { grads } = addEdgeGradientsAtZero(zero.m, zero.s, 4, file, LAST_LOGITS, layout, {});
+  const g = zero.m.graph!;
+  assert.deepEqual(grads, layout.masks.map((m) => zeroMaskGradient(m.name)));
+  for (const m of layout.masks) {
+    assert.ok(masked.m.graph!.input.some((i) => i.name === m.name), `the masked graph reads ${m.name}`);
+    assert.ok(!g.input.some((i) => i.name === m.name), `the EAP graph has no input ${m.name}`);
+    assert.ok(g.output.some((o) => o.name === zeroMaskGradient(m.name)));
+  }
+  const masks = new Set(layout.masks.map((m) => m.name));
+  assert.ok(masked.m.graph!.node.some((n) => n.opType === 'MatMul' && n.input.some((t) => masks.has(t))), 'the masked graph multiplies by masks');
+  // The EAP graph's products: each layer's destination gradients by the blocks of pieces before it (one block
+  // per layer on 2 layers), and the logits' by all blocks.
+  const contractions = g.node.filter((n) => n.opType === 'MatMul' && /circuitlens\/edges\/circuitlens\.edges\.z/.test(n.name)).length;
+  assert.equal(contractions, 1 + 2 + 2, 'layer 0: block 0; layer 1: blocks 0 and 1; logits: blocks 0 and 1');
 });
