@@ -199,6 +199,84 @@ def eap(model, cfg, prompts):
     return ms, scores
 
 
+def edge_eap(model, cfg, prompts):
+    """EAP over every edge (zero ablation, logit difference), the way the hook-based EAP libraries do it with
+    TransformerLens' split q/k/v inputs (use_split_qkv_input, use_attn_result, hook_mlp_in): as the forward runs,
+    each upstream node's (ablated - actual) output goes into one [B, T, N, D] buffer; every destination reads
+    its own copy of the residual stream (a head's q, k and v inputs: an expanded [B, T, 3, H, D] copy through
+    the per-head norm; the MLP's and the logits' a clone), and a tensor hook on it contracts its gradient with the
+    buffer's upstream entries during the one backward pass. GPT-2 architecture (the edge bench's models).
+    Returns the scores in edge order (scripts/edge_references.py all_edges; core/onnx/edges.ts edgeLayout)."""
+    import edge_references as er  # scripts/ is on sys.path
+
+    if cfg["arch"] != "gpt2":
+        raise ValueError("edge_eap: GPT-2 architecture only")
+    Ly, H, Dh, D = cfg["n_layers"], cfg["n_heads"], cfg["d_head"], cfg["d_model"]
+    tokens = torch.tensor([p["ids"] for p in prompts], dtype=torch.int64)
+    ans = torch.tensor([p["answer"] for p in prompts])
+    foil = torch.tensor([p["foil"] for p in prompts])
+    B, T = tokens.shape
+    rows = torch.arange(B)
+    N = 1 + Ly * (H + 1)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    t0 = time.perf_counter()
+    diffs = torch.zeros(B, T, N, D)
+    s_qkv = [None] * Ly  # [n, 3, H] per layer
+    s_mlp = [None] * Ly  # [n + H]
+    s_logits = [None]
+
+    def on_grad(store, i, n, eq):
+        def hook(g):
+            store[i] = torch.einsum(eq, diffs[:, :, :n], g)
+
+        return hook
+
+    with torch.enable_grad():
+        mask = model.mask[:T, :T]
+        x0 = (model.embed(tokens) + model.pos_embed[:T].unsqueeze(0)).requires_grad_(True)
+        diffs[:, :, 0] = -x0.detach()
+        resid = x0
+        for l, blk in enumerate(model.blocks):
+            n = 1 + l * (H + 1)
+            att = blk.attn
+            qkv_in = resid[:, :, None, None, :].expand(B, T, 3, H, D)
+            qkv_in.register_hook(on_grad(s_qkv, l, n, "btnd,btxhd->nxh"))
+            W = att.qkv.weight.view(3, H, Dh, D)
+            qkv = torch.einsum("btxhd,xhkd->btxhk", blk.ln1(qkv_in), W) + att.qkv.bias.view(3, H, Dh)
+            q, k, v = qkv.unbind(2)  # [B, T, H, Dh]
+            scores = torch.einsum("bqhk,bshk->bhqs", q, k) / math.sqrt(Dh)
+            pattern = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+            z = torch.einsum("bhqs,bshk->bqhk", pattern, v)
+            result = torch.einsum("bthk,dhk->bthd", z, att.out.weight.view(D, H, Dh))  # per-head outputs
+            diffs[:, :, n : n + H] = -result.detach()
+            resid = resid + result.sum(2) + att.out.bias
+            mlp_in = resid.clone()
+            mlp_in.register_hook(on_grad(s_mlp, l, n + H, "btnd,btd->n"))
+            out = blk.mlp_out(blk.act(blk.mlp_in(blk.ln2(mlp_in))))
+            diffs[:, :, n + H] = -out.detach()
+            resid = resid + out
+        f_in = resid.clone()
+        f_in.register_hook(on_grad(s_logits, 0, N, "btnd,btd->n"))
+        last = F.linear(model.ln_final(f_in[:, -1]), model.embed.weight)
+        metric = (last[rows, ans] - last[rows, foil]).mean()
+        metric.backward()
+    # score = -(d metric / d w) = -<ablated - actual, grad>, averaged over prompts (the mean above)
+    flat = []
+    for l in range(Ly):
+        n = 1 + l * (H + 1)
+        sq = -s_qkv[l]  # [n, 3, H]
+        for h in range(H):
+            for u in range(n):
+                flat.extend(sq[u, :, h].tolist())  # q, k, v
+        flat.extend((-s_mlp[l]).tolist())
+    flat.extend((-s_logits[0]).tolist())
+    ms = (time.perf_counter() - t0) * 1e3
+    edges = er.all_edges(Ly, H)
+    assert len(edges) == len(flat)
+    return ms, flat
+
+
 def gemm(M, K, N, reps, threads):
     torch.set_num_threads(threads)
     a = torch.randn(M, K)
@@ -267,6 +345,10 @@ def handle(req, models):
     if cmd == "eap":
         model, cfg = models[req["key"]]
         ms, scores = eap(model, cfg, req["prompts"])
+        return {"ms": ms, "scores": scores}
+    if cmd == "edge_eap":
+        model, cfg = models[req["key"]]
+        ms, scores = edge_eap(model, cfg, req["prompts"])
         return {"ms": ms, "scores": scores}
     if cmd == "gemm":
         return {"ms": gemm(req["M"], req["K"], req["N"], req.get("reps", 5), req.get("threads", 2)), "threads": torch.get_num_threads()}

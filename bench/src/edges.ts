@@ -1,16 +1,17 @@
 // Bench 3b: edge-level attribution (core/analysis/edges.ts) over the same prompts as the node-level gradient
-// bench, relative to one forward pass of CircuitLens itself (no PyTorch side: the reference models have no
-// per-destination inputs to hook, see bench/README.md).
-//   - EAP over every edge: edgeGradientScores, steps 1 (one forward + backward of the edge graph per chunk of rows);
+// bench, relative to one forward pass of CircuitLens itself.
+//   - EAP over every edge: edgeGradientScores, steps 1 (one forward + backward of the EAP graph per chunk of rows),
+//     alternating with PyTorch's hook-based edge EAP (bench/torch_ref.py edge_eap: split q/k/v inputs, tensor
+//     hooks contracting each destination's gradient with a buffer of upstream outputs) and its forward;
 //   - exact edge patching: edgePatchingScores, one ablated run of every prompt per edge. On models with many
 //     edges it is timed on a few edges and extrapolated to all of them (an estimate, labelled as such).
 import { edgeGradientScores, edgePatchingScores, evaluateEdgeSets, prepareEdges, edgeId } from '../../core/analysis/edges';
 import type { EdgeScore } from '../../core/analysis/attribution';
 import { prepare } from '../../core/analysis/evaluate';
 import { eapNodeScores } from '../../core/analysis/gradient';
-import { alternate, log, round, timed, type Stats } from './harness';
-import { loadCircuitLens, type ModelSpec } from './models';
-import { inductionSuite } from './suite';
+import { alternate, log, round, timed, type Stats, type TorchRef } from './harness';
+import { loadCircuitLens, loadTorch, type ModelSpec } from './models';
+import { forTorch, inductionSuite } from './suite';
 
 export interface EdgeBenchOptions {
   reps: number;
@@ -25,6 +26,7 @@ export interface EdgeBenchOptions {
   eapRows: number;
   /** Rows per engine call for exact patching. */
   patchRows: number;
+  torchThreads: number;
 }
 
 export interface EdgeResult {
@@ -57,6 +59,10 @@ export interface EdgeResult {
   patching: { name: string; edgesTimed: number; measured: boolean; msAllEdges: number; msPerEdge: number; toForward: number };
   /** Edge EAP scores: how many, how many not finite, the largest |score|. */
   eapScores: { count: number; nonFinite: number; maxAbs: number };
+  /** PyTorch's edge EAP scores vs CircuitLens': max |Δ| over all edges. */
+  torchAgreement: { maxAbsDiff: number };
+  /** Edge EAP time / forward time, each side against its own forward (PyTorch: model(tokens)). */
+  ratioToForward: { circuitlens: number; pytorch: number };
   /**
    * Consistency: at zero ablation a node's EAP score is the sum of the EAP scores of its outgoing edges (the
    * node's output reaches the metric only through them): max |Σ edges − eapNodeScores| over heads and MLPs.
@@ -66,7 +72,7 @@ export interface EdgeResult {
   eapVsExact?: { pearson: number; maxAbsDiff: number; maxAbsExact: number };
 }
 
-export async function edgeBench(spec: ModelSpec, opts: EdgeBenchOptions): Promise<EdgeResult> {
+export async function edgeBench(torch: TorchRef, spec: ModelSpec, opts: EdgeBenchOptions): Promise<EdgeResult> {
   log(`\n[edges] ${spec.label}: edge attribution over ${opts.prompts} prompts × ${opts.promptTokens} tokens`);
   const time = (f: () => Promise<unknown>) => async () => { const t0 = performance.now(); await f(); return performance.now() - t0; };
   // Two rounds of alternation, each on a freshly loaded engine released after it: the edge gradient session and
@@ -91,14 +97,23 @@ export async function edgeBench(spec: ModelSpec, opts: EdgeBenchOptions): Promis
   const nonFinite = eap.filter((s) => !Number.isFinite(s.score)).length;
   const maxAbs = Math.max(...eap.map((s) => Math.abs(s.score)));
   log(`  edge EAP first call (builds the edge gradient session) ${(firstEap.ms / 1e3).toFixed(1)} s, peak RSS ${eapPeak} MiB (${rssBefore} before; ${opts.eapRows} rows per call); ${eap.length} scores, ${nonFinite} not finite, max |score| ${maxAbs.toExponential(2)}`);
+  await loadTorch(torch, spec, opts.torchThreads);
+  const torchEap = () => torch.call<{ ms: number; scores: number[] }>({ cmd: 'edge_eap', key: spec.key, prompts: forTorch(prompts) });
+  const ref = await torchEap();
+  const torchAgreement = { maxAbsDiff: Math.max(...eap.map((s, i) => Math.abs(s.score - (ref.scores[i] ?? NaN)))) };
+  log(`  PyTorch edge EAP first call ${(ref.ms / 1e3).toFixed(1)} s; max |Δ score| vs CircuitLens ${torchAgreement.maxAbsDiff.toExponential(2)}`);
   const eapEngine = engine;
   await engine.run({ ids, lastOnly: true }); // warm-up forward
   const ms = await alternate([
     { name: 'circuitlens edge eap', run: time(() => edgeGradientScores(ec, 'logit_diff', 1)) },
     { name: 'circuitlens forward', run: time(() => eapEngine.run({ ids, lastOnly: true })) },
+    { name: 'pytorch edge eap', run: async () => (await torchEap()).ms },
+    { name: 'pytorch forward', run: async () => (await torch.call<{ ms: number }>({ cmd: 'forward', key: spec.key, ids, mode: 'logits' })).ms },
   ], opts.reps, `edges ${spec.key} (eap)`, { warmup: false });
+  await torch.call({ cmd: 'unload', key: spec.key });
   const eapToForward = round(ms['circuitlens edge eap']!.median / ms['circuitlens forward']!.median, 3);
-  log(`  edge EAP / forward ${eapToForward}× (of medians)`);
+  const ratioToForward = { circuitlens: eapToForward, pytorch: round(ms['pytorch edge eap']!.median / ms['pytorch forward']!.median, 3) };
+  log(`  edge EAP / forward: CircuitLens ${eapToForward}×, PyTorch ${ratioToForward.pytorch}× (of medians)`);
 
   // Σ of a node's outgoing edge scores = its node EAP score (zero ablation).
   const nodes = await eapNodeScores(ctx, 'logit_diff');
@@ -153,7 +168,7 @@ export async function edgeBench(spec: ModelSpec, opts: EdgeBenchOptions): Promis
     model: spec.key, label: spec.label, prompts: prompts.length, promptTokens: opts.promptTokens, edges: E, upstreamNodes: upstream, eapRows: opts.eapRows, patchRows: opts.patchRows,
     rssMiB: { before: rssBefore, eapPeak, patchingBefore: rssBeforePatching, patchingPeak },
     firstEapCallMs: round(firstEap.ms, 1), firstPatchingCallMs: round(firstPatch.ms, 1), ms, patchMs, eapToForward, patching,
-    eapScores: { count: eap.length, nonFinite, maxAbs }, nodeSumCheck, eapVsExact,
+    eapScores: { count: eap.length, nonFinite, maxAbs }, nodeSumCheck, eapVsExact, torchAgreement, ratioToForward,
   };
 }
 

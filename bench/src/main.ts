@@ -96,7 +96,7 @@ async function main(): Promise<void> {
 
   const needsBigModel = ['forward', 'sweep', 'gradient', 'edges', 'memory', 'profile'].some((b) => args.only.has(b as Bench));
   if (needsBigModel) ensureBenchModel();
-  const needsTorch = ['forward', 'sweep', 'gradient', 'peak'].some((b) => args.only.has(b as Bench));
+  const needsTorch = ['forward', 'sweep', 'gradient', 'edges', 'peak'].some((b) => args.only.has(b as Bench));
   const torch = needsTorch ? new TorchRef(args.torchThreads) : undefined;
   try {
     if (args.only.has('peak')) {
@@ -138,15 +138,15 @@ async function main(): Promise<void> {
       save();
     }
     if (args.only.has('edges')) {
-      // CircuitLens only (the PyTorch reference models have no per-destination inputs to hook).
       const data: EdgeResult[] = [];
       const base = { prompts: 64, promptTokens: 16 };
       // The demo model: exact patching over all of its edges; GPT-2-small: on 2 edges (128 rows, ~1 min a
       // round), extrapolated to all of them (every edge costs the same ablated run of every prompt). Rows per call:
-      // the engine's default (256) on the demo; on GPT-2-small 8 for EAP (~0.5 GiB per row with head-sliced
-      // projections; before them ~1 GiB, and 64 rows ran this 24 GiB machine out of memory) and 64 for patching.
-      if (want(DEMO_GPT2)) data.push(await edgeBench(DEMO_GPT2, { ...base, reps: R(9, 3), patching: 'all', eapRows: 256, patchRows: 256 }));
-      if (!args.quick && want(GPT2_SMALL)) data.push(await edgeBench(GPT2_SMALL, { ...base, reps: R(3, 1), patching: 2, eapRows: 32, patchRows: 64 }));
+      // the engine's default (256) on the demo; on GPT-2-small at most 32 for EAP (the engine's own limit is lower:
+      // ~90 MiB per row) and 64 for patching. PyTorch's hook-based edge EAP (bench/torch_ref.py edge_eap) runs in
+      // the EAP rounds.
+      if (want(DEMO_GPT2)) data.push(await edgeBench(torch!, DEMO_GPT2, { ...base, torchThreads: args.torchThreads, reps: R(9, 3), patching: 'all', eapRows: 256, patchRows: 256 }));
+      if (!args.quick && want(GPT2_SMALL)) data.push(await edgeBench(torch!, GPT2_SMALL, { ...base, torchThreads: args.torchThreads, reps: R(3, 1), patching: 2, eapRows: 32, patchRows: 64 }));
       results.edges = { date: date(), data };
       save();
     }
