@@ -160,6 +160,11 @@ export interface EngineOptions {
    * the projections with the heads folded into the batch (H× the work; the same numbers). For tests.
    */
   edgeHeadSlicing?: boolean;
+  /**
+   * Layers per block of upstream outputs in the EAP graph's contraction (addEdgeGradientsAtZero); by default
+   * about a quarter of the layers. Any value gives the same numbers. For tests.
+   */
+  eapBlockLayers?: number;
 }
 
 /**
@@ -168,7 +173,7 @@ export interface EngineOptions {
  */
 export class Engine {
   /** What the gradient graph is built from (set by fromModel). */
-  private source?: { runtime: Runtime; instrumented?: OnnxModel; reload?: () => OnnxModel; external: ExternalFile[]; what: string; edgeHeadSlicing?: boolean };
+  private source?: { runtime: Runtime; instrumented?: OnnxModel; reload?: () => OnnxModel; external: ExternalFile[]; what: string; edgeHeadSlicing?: boolean; eapBlockLayers?: number };
 
   /**
    * The instrumented model, for the sessions built on first use (metrics, lens, gradients, edges, layer
@@ -232,6 +237,7 @@ export class Engine {
     const engine = new Engine(session, info, structure, inst.taps, opts.tokenizer, hookNames);
     engine.source = opts.reload ? { runtime, reload: opts.reload, external, what: opts.what } : { runtime, instrumented: inst.model, external, what: opts.what };
     engine.source.edgeHeadSlicing = opts.edgeHeadSlicing;
+    engine.source.eapBlockLayers = opts.eapBlockLayers;
     return engine;
   }
 
@@ -450,12 +456,12 @@ export class Engine {
   private edgeGradient(atZero: boolean): Promise<{ session: Session; grads: string[] }> {
     const key = atZero ? 'gradientAtZero' : 'gradient';
     this.edgeGraphs[key] ??= (async () => {
-      const { runtime, external, what, edgeHeadSlicing } = this.source!;
+      const { runtime, external, what, edgeHeadSlicing, eapBlockLayers } = this.source!;
       let model: OnnxModel;
       let names: string[];
       if (atZero) {
         model = this.copyOfInstrumented();
-        names = addEdgeGradientsAtZero(model, this.structure, this.info.heads, what, LAST_LOGITS, this.edges, { sliceHeads: edgeHeadSlicing ?? true, positive: this.positiveDims(model) }).grads;
+        names = addEdgeGradientsAtZero(model, this.structure, this.info.heads, what, LAST_LOGITS, this.edges, { sliceHeads: edgeHeadSlicing ?? true, positive: this.positiveDims(model), blockLayers: eapBlockLayers }).grads;
       } else {
         model = this.edgeModel().model;
         const masks = this.edges.masks.map((m) => m.name);

@@ -53,7 +53,7 @@ export function readModelFile(modelPath: string): Uint8Array {
 const KEEP_DECODED_BYTES = 64 * 1024 * 1024;
 
 /** Loads a model file with its tokenizer, sidecar and external data into an engine. */
-export async function loadEngine(modelPath: string, runtime: Runtime = createRuntime(), opts: { keepDecodedBytes?: number; edgeHeadSlicing?: boolean } = {}): Promise<Engine> {
+export async function loadEngine(modelPath: string, runtime: Runtime = createRuntime(), opts: { keepDecodedBytes?: number; edgeHeadSlicing?: boolean; eapBlockLayers?: number } = {}): Promise<Engine> {
   const before = fs.statSync(modelPath, { throwIfNoEntry: false });
   const bytes = readModelFile(modelPath);
   const large = bytes.length > (opts.keepDecodedBytes ?? KEEP_DECODED_BYTES);
@@ -82,5 +82,5 @@ export async function loadEngine(modelPath: string, runtime: Runtime = createRun
   }
   // Its weights referenced in the file, the re-read graph is small; the weights are read again by `read` above.
   const reload = large ? () => { const b = readUnchanged(); return withRefs(decodeModel(b, modelPath), b); } : undefined;
-  return Engine.fromModel(runtime, model, { what: modelPath, tokenizer: loadTokenizerFor(modelPath), ...loadSidecar(modelPath), external, reload, edgeHeadSlicing: opts.edgeHeadSlicing });
+  return Engine.fromModel(runtime, model, { what: modelPath, tokenizer: loadTokenizerFor(modelPath), ...loadSidecar(modelPath), external, reload, edgeHeadSlicing: opts.edgeHeadSlicing, eapBlockLayers: opts.eapBlockLayers });
 }

@@ -480,7 +480,7 @@ export const zeroMaskGradient = (mask: string) => `${mask}.grad_at_zero`;
  * only by layers it (partly) precedes, so at most a block's width of unneeded columns is computed per layer.
  */
 export function addEdgeGradientsAtZero(model: OnnxModel, s: ModelStructure, heads: number, what: string, y: string, layout: EdgeLayout,
-  opts: { sliceHeads?: boolean; positive?: string[] }): { outputs: string[]; grads: string[] } {
+  opts: { sliceHeads?: boolean; positive?: string[]; blockLayers?: number }): { outputs: string[]; grads: string[] } {
   const { outputs, zero } = addEdgeInputs(model, s, heads, what, { sliceHeads: opts.sliceHeads, atZero: true });
   const z = zero!;
   const wrt = [...z.layers.flatMap((x) => [...x.qkv, x.mlp]), z.logits];
@@ -499,9 +499,9 @@ export function addEdgeGradientsAtZero(model: OnnxModel, s: ModelStructure, head
     return name;
   };
   const flat = (t: string, rows: number) => op('Reshape', [t, ints([0, rows, -1])]); // [B, rows, T·D]
-  // Blocks of pieces: the input, then `per` layers' heads and MLPs each (about four blocks in all).
+  // Blocks of pieces: the input, then `per` layers' heads and MLPs each (about four blocks in all by default).
   const L = z.layers.length;
-  const per = Math.max(1, Math.ceil(L / 4));
+  const per = Math.max(1, Math.floor(opts.blockLayers ?? Math.ceil(L / 4)));
   const blocks: { t: string; start: number; end: number }[] = [];
   for (let j = 0, col = 0, p = 0; j < L; j += per) {
     const take = (j === 0 ? 1 : 0) + 2 * Math.min(per, L - j);

@@ -128,11 +128,21 @@ test('edge gradients away from zero (EAP-IG steps) use the full backward graph: 
     const seed = new Float32Array(ids.length * V);
     ref.prompts.slice(0, 2).forEach((p, b) => { seed[b * V + p.answer] += 1; seed[b * V + p.foil] -= 1; });
     const metric = (logits: Float32Array) => { let m = 0; for (let i = 0; i < seed.length; i++) m += seed[i]! * logits[i]!; return m; };
-    // At zero: the EAP graph (no gradient through the stacked upstream values) and the full graph (weights of
-    // 1e-30, not zero, select it) agree.
+    // At zero: the EAP graph (no weights: each destination's copy of the stream, its gradient contracted with
+    // the upstream outputs) and the full graph (weights of 1e-30, not zero, select it) agree, whatever the
+    // contraction's blocks (one layer each, both layers in one, more layers than the model has).
     const eap = await engine.edgeGradients({ ids, seed });
     const full0 = await engine.edgeGradients({ ids, seed, weights: ids.map(() => new Float32Array(E).fill(1e-30)) });
     assert.ok(maxAbsDiff({ dims: [ids.length, E], data: eap.grads }, { dims: [ids.length, E], data: full0.grads }) < 1e-5);
+    for (const eapBlockLayers of [1, 2, 3]) {
+      const other = await loadEngine(path.join(EXAMPLES, 'induction-gpt2.onnx'), undefined, { eapBlockLayers });
+      try {
+        const b = await other.edgeGradients({ ids, seed });
+        assert.ok(maxAbsDiff({ dims: [ids.length, E], data: b.grads }, { dims: [ids.length, E], data: full0.grads }) < 1e-5, `blocks of ${eapBlockLayers} layers`);
+      } finally {
+        await other.release();
+      }
+    }
     // At 0.5 on every edge (an EAP-IG step): gradients against central differences of the edge forward.
     const base = new Float32Array(E).fill(0.5);
     const g = await engine.edgeGradients({ ids, seed, weights: ids.map(() => base) });
