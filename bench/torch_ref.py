@@ -106,9 +106,12 @@ def hook_points(model):
 
 
 def forward(model, ids, mode):
-    """logits: model(tokens) as TransformerLens' model(tokens); cache: run_with_cache (every hook, detached)."""
+    """logits: model(tokens) as TransformerLens' model(tokens); cache: run_with_cache (every hook, detached);
+    last: model(tokens) with the final norm's output cut to the last position, so only it is unembedded."""
     handles = []
     cache = {}
+    if mode == "last":
+        handles.append(model.ln_final.register_forward_hook(lambda m, i, o: o[:, -1:]))
     if mode == "cache":
         for name, mod in hook_points(model).items():
             handles.append(mod.register_forward_hook(lambda m, i, o, name=name: cache.__setitem__(name, o.detach())))

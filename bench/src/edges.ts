@@ -61,7 +61,7 @@ export interface EdgeResult {
   eapScores: { count: number; nonFinite: number; maxAbs: number };
   /** PyTorch's edge EAP scores vs CircuitLens': max |Δ| over all edges. */
   torchAgreement: { maxAbsDiff: number };
-  /** Edge EAP time / forward time, each side against its own forward (PyTorch: model(tokens)). */
+  /** Edge EAP time / forward time, each side against its own forward (both unembedding the last position only). */
   ratioToForward: { circuitlens: number; pytorch: number };
   /**
    * Consistency: at zero ablation a node's EAP score is the sum of the EAP scores of its outgoing edges (the
@@ -108,7 +108,8 @@ export async function edgeBench(torch: TorchRef, spec: ModelSpec, opts: EdgeBenc
     { name: 'circuitlens edge eap', run: time(() => edgeGradientScores(ec, 'logit_diff', 1)) },
     { name: 'circuitlens forward', run: time(() => eapEngine.run({ ids, lastOnly: true })) },
     { name: 'pytorch edge eap', run: async () => (await torchEap()).ms },
-    { name: 'pytorch forward', run: async () => (await torch.call<{ ms: number }>({ cmd: 'forward', key: spec.key, ids, mode: 'logits' })).ms },
+    // Last-position unembedding on both sides, as in their EAP runs (CircuitLens' lastOnly, PyTorch's edge_eap).
+    { name: 'pytorch forward', run: async () => (await torch.call<{ ms: number }>({ cmd: 'forward', key: spec.key, ids, mode: 'last' })).ms },
   ], opts.reps, `edges ${spec.key} (eap)`, { warmup: false });
   await torch.call({ cmd: 'unload', key: spec.key });
   const eapToForward = round(ms['circuitlens edge eap']!.median / ms['circuitlens forward']!.median, 3);

@@ -59,14 +59,18 @@ export async function prepareEdges(ctx: EvalContext, meanOver?: ResolvedPrompt[]
  * Rows per engine call for edge work: the edge graphs hold, per row, every upstream output for every later
  * layer's destinations (and the backward graph more), so a large model gets far fewer rows than maxRows.
  * Measured on GPT-2-small at 16 tokens, per row: ~500 MiB for gradients away from zero (with head-sliced
- * projections; ~1 GiB with the heads folded), ~90 MiB for EAP (the graph at zero: no masks, no stack;
- * Engine.edgeGradients), ~160 MiB for forward runs: about 5.4×, 1× and 1.7× the per-row size T·L·N·D·4 bytes
- * (N upstream nodes); the budget keeps a call near 3 GiB.
+ * projections; ~1 GiB with the heads folded) and ~160 MiB for forward runs, about 5.4× and 1.7× the per-row size
+ * T·L·N·D·4 bytes (N upstream nodes). EAP (the graph at zero, Engine.edgeGradients) holds the N upstream outputs
+ * (twice: as computed and in blocks) and the 3H per-head copies of the stream per layer with what their backward
+ * pass keeps: T·D·4·(2N + 6·3HL) bytes, 143 MiB on GPT-2-small, where 45–100 MiB were measured with sliced
+ * projections and ~1.6× that folded. The budget keeps a call near 3 GiB.
  */
 export function edgeRowsPerCall(ec: EdgeContext, T: number, kind: 'forward' | 'gradient' | 'eap'): number {
   const { layers, dModel, heads } = ec.ctx.engine.info;
   const upstream = 1 + layers * (heads + 1);
-  const perRow = T * layers * upstream * dModel * 4 * { forward: 2.5, gradient: 6, eap: 1.25 }[kind];
+  const perRow = kind === 'eap'
+    ? T * dModel * 4 * (2 * upstream + 6 * 3 * heads * layers)
+    : T * layers * upstream * dModel * 4 * (kind === 'gradient' ? 6 : 2.5);
   return Math.max(1, Math.min(ec.ctx.maxRows, Math.floor(EDGE_CALL_BYTES / perRow)));
 }
 

@@ -415,6 +415,8 @@ export class Engine {
   }
   private layout?: EdgeLayout;
   private edgeGraphs: EdgeGraphs = {};
+  /** Edge gradient sessions that have run once. */
+  private edgeGradientRan = new WeakSet<Session>();
 
   /** A copy of the instrumented model to rewrite (a fresh one when it is re-read anyway). */
   private copyOfInstrumented(): OnnxModel {
@@ -486,18 +488,19 @@ export class Engine {
   }
 
   /** Mask inputs from per-row edge weights, and the ablated values. */
-  private edgeFeeds(B: number, weights: (Float32Array | undefined)[] | undefined, ablated: EdgeValues | undefined, perRow = false): Record<string, Feed> {
+  private edgeFeeds(B: number, weights: (Float32Array | undefined)[] | undefined, ablated: EdgeValues | undefined, perRow = false, masks = true): Record<string, Feed> {
     const { layers, heads, dModel } = this.info;
     const layout = this.edges;
     const feeds: Record<string, Feed> = {};
-    // Masks are [1, rows, cols] when no row ablates anything, unless gradients per row are wanted.
+    // Masks are [1, rows, cols] when no row ablates anything, unless gradients per row are wanted. The EAP graph
+    // has none (`masks` false).
     const any = perRow || weights?.some((w) => w && w.some((x) => x !== 0));
     const data = new Map<string, Float32Array>();
-    for (const m of layout.masks) {
+    for (const m of masks ? layout.masks : []) {
       data.set(m.name, new Float32Array((any ? B : 1) * m.rows * m.cols));
       feeds[m.name] = f32([any ? B : 1, m.rows, m.cols], data.get(m.name)!);
     }
-    if (any && weights) {
+    if (masks && any && weights) {
       const E = layout.edges.length;
       const maskOf = new Map(layout.masks.map((m) => [m.name, m]));
       weights.forEach((w, b) => {
@@ -540,13 +543,22 @@ export class Engine {
    */
   async edgeGradients(req: EdgeRunRequest & { seed: Float32Array }): Promise<{ logits: F32; grads: Float32Array }> {
     const { B } = this.checkBatch(req.ids);
+    if (req.weights && req.weights.length !== B) throw new Error('edge weights must have one entry per batch row');
     const atZero = !req.weights || req.weights.every((w) => !w || w.every((x) => x === 0));
     const { session, grads } = await this.edgeGradient(atZero);
     const V = this.info.vocab;
     if (req.seed.length !== B * V) throw new Error(`gradient seed has ${req.seed.length} values, expected ${B} × ${V}`);
-    const feeds: Record<string, Feed> = { ...this.baseFeeds(req.ids), ...this.edgeFeeds(B, req.weights, req.ablated, true), [GRAD_SEED]: f32([B, 1, V], req.seed) };
-    if (atZero) for (const m of this.edges.masks) delete feeds[m.name];
-    const out = await session.run(feeds, [LAST_LOGITS, ...grads]);
+    const feeds: Record<string, Feed> = { ...this.baseFeeds(req.ids), ...this.edgeFeeds(B, req.weights, req.ablated, true, !atZero), [GRAD_SEED]: f32([B, 1, V], req.seed) };
+    let out: Record<string, F32>;
+    try {
+      out = await session.run(feeds, [LAST_LOGITS, ...grads]);
+      this.edgeGradientRan.add(session);
+    } catch (e) {
+      // Shapes the export computes outside the rewritten paths surface only when run (edgeForward tries a small
+      // batch for that): a first run that fails says so; later failures are the run's own.
+      if (e instanceof UserError || this.edgeGradientRan.has(session)) throw e;
+      throw new UserError(`edge-level analysis cannot run on this export (${(e as Error).message.split('\n')[0]}); node-level analysis works on it`);
+    }
     const layout = this.edges;
     const E = layout.edges.length;
     const res = new Float32Array(B * E);

@@ -121,16 +121,9 @@ const NON_DIFFERENTIABLE = new Set([
 
 const FLOAT_TYPES = new Set<number>([DataType.FLOAT, DataType.DOUBLE, DataType.FLOAT16, DataType.BFLOAT16]);
 
-/**
- * Identity nodes whose name starts with this pass values on but no gradient (a stop-gradient): for graphs whose
- * gradient is wanted only where that path's contribution is known to be zero.
- */
-export const STOP_GRADIENT = 'circuitlens/stop_gradient/';
-
 /** Input positions through which a gradient can flow (for unknown operators: all, so they are caught). */
 function differentiableInputs(n: OnnxNode): number[] {
   if (NON_DIFFERENTIABLE.has(n.opType)) return [];
-  if (n.opType === 'Identity' && n.name.startsWith(STOP_GRADIENT)) return [];
   switch (n.opType) {
     case 'Cast': return FLOAT_TYPES.has(num(attr(n, 'to')?.i)) ? [0] : [];
     case 'Gather': case 'GatherElements': case 'GatherND': case 'Slice': case 'Reshape': case 'Expand': case 'Unsqueeze':

@@ -7,7 +7,9 @@
 //     input_v = resid + Σ_u M_v[u] · (corr_u − out_u)
 // where out_u is u's actual output in this run, corr_u its ablated value (0, a mean, or a corrupted prompt's) and
 // M_v[u] ∈ [0, 1] the edge mask: 1 replaces what flows along u→v, 0 keeps it. M is a graph input, so the
-// gradient of the metric with respect to M at 0 is each edge's attribution-patching (EAP) score.
+// gradient of the metric with respect to M is one backward run away (EAP-IG steps). At M = 0 (EAP) every
+// destination reads the unchanged stream and ∂metric/∂M_v[u] = Σ (corr_u − out_u) · ∂metric/∂input_v: a graph
+// without masks gives it (addEdgeGradientsAtZero), each destination reading its own copy of the stream.
 //
 // Heads need per-head inputs. Where the export's projection is recognised ([norm] → MatMul(weight) → [bias] →
 // [split into q, k, v] → reshape into heads), each head's copy of the residual stream goes through the norm and
@@ -82,7 +84,7 @@ export function edgeLayout(layers: number, heads: number): EdgeLayout {
 const BIG = 2 ** 62;
 
 /**
- * The tensors of a graph built with `atZero` (see addEdgeInputs). `leaves`: per layer, the copies of the stream
+ * The tensors of a graph built with `atZero` (see addEdgeInputs). `layers`: per layer, the copies of the stream
  * the heads' query, key and value inputs read ([B, H, T, D] each) and the MLP's ([B, T, D]); `logits`: the final
  * stream's ([B, T, D]). `pieces`: the upstream (ablated − actual) outputs [B, rows, T, D] in mask column order
  * (input; then per layer its heads, its MLP). A mask entry (row, col) at zero is Σ over positions and features
@@ -501,9 +503,12 @@ export function addEdgeGradientsAtZero(model: OnnxModel, s: ModelStructure, head
   const flat = (t: string, rows: number) => op('Reshape', [t, ints([0, rows, -1])]); // [B, rows, T·D]
   // Blocks of pieces: the input, then `per` layers' heads and MLPs each (about four blocks in all by default).
   const L = z.layers.length;
-  const per = Math.max(1, Math.floor(opts.blockLayers ?? Math.ceil(L / 4)));
+  const per = opts.blockLayers ?? Math.ceil(L / 4);
+  if (!Number.isInteger(per) || per < 1) throw new Error(`addEdgeGradientsAtZero: blockLayers must be a positive whole number (got ${per})`);
   const blocks: { t: string; start: number; end: number }[] = [];
-  for (let j = 0, col = 0, p = 0; j < L; j += per) {
+  let col = 0;
+  let p = 0;
+  for (let j = 0; j < L; j += per) {
     const take = (j === 0 ? 1 : 0) + 2 * Math.min(per, L - j);
     const ps = z.pieces.slice(p, p + take);
     const rows = ps.reduce((a, x) => a + x.rows, 0);
@@ -512,6 +517,9 @@ export function addEdgeGradientsAtZero(model: OnnxModel, s: ModelStructure, head
     p += take;
     col += rows;
   }
+  // The pieces are the input, then each layer's heads and MLP: all of them in blocks, one column per upstream node.
+  const N = 1 + L * (heads + 1);
+  if (p !== z.pieces.length || col !== N) throw new Error(`addEdgeGradientsAtZero: ${z.pieces.length} upstream pieces with ${col} columns in blocks, expected ${1 + 2 * L} with ${N}`);
   /** [B, rows, cols] = gradient rows · pieces [0, cols), from the blocks that start before cols. */
   const contract = (g: string, cols: number): string => {
     const parts = blocks.filter((b) => b.start < cols).map((b) => op('MatMul', [g, b.t]));
@@ -530,10 +538,14 @@ export function addEdgeGradientsAtZero(model: OnnxModel, s: ModelStructure, head
     emit(EDGE.maskQkv(l), op('Slice', [r, ints([0, 0]), ints([3 * heads, n]), ints([1, 2])]));
     emit(EDGE.maskMlp(l), op('Slice', [r, ints([3 * heads]), ints([3 * heads + 1]), ints([1])]));
   });
-  emit(EDGE.maskLogits, contract(flat(grads[z.logits]!, 1), 1 + L * (heads + 1)));
+  emit(EDGE.maskLogits, contract(flat(grads[z.logits]!, 1), N));
   graph.node.push(...nodes);
   graph.initializer.push(...inits);
-  const names = layout.masks.map((m) => out.get(m.name)!);
+  const names = layout.masks.map((m) => {
+    const name = out.get(m.name);
+    if (name === undefined) throw new Error(`addEdgeGradientsAtZero: no gradient for mask ${m.name} (the layout and the model's structure disagree)`);
+    return name;
+  });
   for (const o of names) graph.output.push(floatValueInfo(o, 3));
   return { outputs, grads: names };
 }

@@ -38,7 +38,8 @@ test('edge work on a large model gets few rows per call (memory), a small one ma
   const ctx = (layers: number, heads: number, dModel: number) => ({ ctx: { maxRows: 256, engine: { info: { layers, heads, dModel } } }, ids: [] }) as unknown as EdgeContext;
   const big = ctx(12, 12, 768);
   assert.ok(edgeRowsPerCall(big, 16, 'gradient') <= 6, 'GPT-2-small gradients away from zero: a few rows (≈500 MiB each measured)');
-  assert.ok(edgeRowsPerCall(big, 16, 'eap') <= 32, 'GPT-2-small EAP: ≈90 MiB a row measured');
+  const eap = edgeRowsPerCall(big, 16, 'eap');
+  assert.ok(eap >= 16 && eap <= 32, `GPT-2-small EAP: 45–100 MiB a row measured (sliced), ~1.6× folded; ${eap} rows`);
   assert.ok(edgeRowsPerCall(big, 16, 'forward') <= 24);
   for (const kind of ['forward', 'gradient', 'eap'] as const) assert.ok(edgeRowsPerCall(big, 1024, kind) >= 1, 'never 0');
   assert.equal(edgeRowsPerCall(ctx(2, 4, 64), 20, 'gradient'), 256, 'the demo model: maxRows');
