@@ -5,7 +5,7 @@
 //     hooks contracting each destination's gradient with a buffer of upstream outputs) and its forward;
 //   - exact edge patching: edgePatchingScores, one ablated run of every prompt per edge. On models with many
 //     edges it is timed on a few edges and extrapolated to all of them (an estimate, labelled as such).
-import { edgeGradientScores, edgePatchingScores, evaluateEdgeSets, prepareEdges, edgeId } from '../../core/analysis/edges';
+import { edgeGradientScores, edgePatchingScores, edgeRowsPerCall, evaluateEdgeSets, prepareEdges, edgeId } from '../../core/analysis/edges';
 import type { EdgeScore } from '../../core/analysis/attribution';
 import { prepare } from '../../core/analysis/evaluate';
 import { eapNodeScores } from '../../core/analysis/gradient';
@@ -22,9 +22,9 @@ export interface EdgeBenchOptions {
    * (plus nothing else) and extrapolates to all edges.
    */
   patching: 'all' | number;
-  /** Rows per engine call for edge EAP (the edge gradient graph keeps every destination's input for the backward pass). */
+  /** At most this many rows per engine call for edge EAP (maxRows; the engine's memory budget may give fewer). */
   eapRows: number;
-  /** Rows per engine call for exact patching. */
+  /** At most this many rows per engine call for exact patching (likewise). */
   patchRows: number;
   torchThreads: number;
 }
@@ -37,6 +37,7 @@ export interface EdgeResult {
   edges: number;
   /** Upstream nodes (input, every head, every MLP). */
   upstreamNodes: number;
+  /** Rows per engine call used: the options' caps, lowered by the engine's memory budget (edgeRowsPerCall). */
   eapRows: number;
   patchRows: number;
   /**
@@ -96,7 +97,8 @@ export async function edgeBench(torch: TorchRef, spec: ModelSpec, opts: EdgeBenc
   const eap = firstEap.value;
   const nonFinite = eap.filter((s) => !Number.isFinite(s.score)).length;
   const maxAbs = Math.max(...eap.map((s) => Math.abs(s.score)));
-  log(`  edge EAP first call (builds the edge gradient session) ${(firstEap.ms / 1e3).toFixed(1)} s, peak RSS ${eapPeak} MiB (${rssBefore} before; ${opts.eapRows} rows per call); ${eap.length} scores, ${nonFinite} not finite, max |score| ${maxAbs.toExponential(2)}`);
+  const eapRows = edgeRowsPerCall(ec, opts.promptTokens, 'eap');
+  log(`  edge EAP first call (builds the edge gradient session) ${(firstEap.ms / 1e3).toFixed(1)} s, peak RSS ${eapPeak} MiB (${rssBefore} before; ${eapRows} rows per call); ${eap.length} scores, ${nonFinite} not finite, max |score| ${maxAbs.toExponential(2)}`);
   await loadTorch(torch, spec, opts.torchThreads);
   const torchEap = () => torch.call<{ ms: number; scores: number[] }>({ cmd: 'edge_eap', key: spec.key, prompts: forTorch(prompts) });
   const ref = await torchEap();
@@ -140,7 +142,8 @@ export async function edgeBench(torch: TorchRef, spec: ModelSpec, opts: EdgeBenc
   const patchRss = sampleRss();
   const firstPatch = await timed(runPatching);
   const patchingPeak = patchRss.stop();
-  log(`  patching first call (${all ? `all ${E} edges` : `${subset.length} of ${E} edges`}) ${(firstPatch.ms / 1e3).toFixed(1)} s, peak RSS ${patchingPeak} MiB (${rssBeforePatching} before; ${opts.patchRows} rows per call)`);
+  const patchRows = edgeRowsPerCall(ec, opts.promptTokens, 'forward');
+  log(`  patching first call (${all ? `all ${E} edges` : `${subset.length} of ${E} edges`}) ${(firstPatch.ms / 1e3).toFixed(1)} s, peak RSS ${patchingPeak} MiB (${rssBeforePatching} before; ${patchRows} rows per call)`);
   let eapVsExact: EdgeResult['eapVsExact'];
   if (firstPatch.value) {
     const exact = firstPatch.value;
@@ -166,7 +169,7 @@ export async function edgeBench(torch: TorchRef, spec: ModelSpec, opts: EdgeBenc
   const patching = { name: patchName, edgesTimed: timedEdges, measured: all, msAllEdges: round(msAllEdges, 1), msPerEdge: round(msPerEdge, 3), toForward: round(msAllEdges / fwd, 1) };
   log(`  exact patching over all ${E} edges ${all ? '' : '(estimate) '}${(msAllEdges / 1e3).toFixed(1)} s = ${patching.toForward}× a forward`);
   return {
-    model: spec.key, label: spec.label, prompts: prompts.length, promptTokens: opts.promptTokens, edges: E, upstreamNodes: upstream, eapRows: opts.eapRows, patchRows: opts.patchRows,
+    model: spec.key, label: spec.label, prompts: prompts.length, promptTokens: opts.promptTokens, edges: E, upstreamNodes: upstream, eapRows, patchRows,
     rssMiB: { before: rssBefore, eapPeak, patchingBefore: rssBeforePatching, patchingPeak },
     firstEapCallMs: round(firstEap.ms, 1), firstPatchingCallMs: round(firstPatch.ms, 1), ms, patchMs, eapToForward, patching,
     eapScores: { count: eap.length, nonFinite, maxAbs }, nodeSumCheck, eapVsExact, torchAgreement, ratioToForward,
