@@ -440,7 +440,7 @@ export class Engine {
       const session = await runtime.createSession(encodeModel(withOutputsOnly(model, [...new Set(keep)])), external);
       try {
         // Shapes the export computes outside the cloned paths surface only when run: try a small batch.
-        await session.run({ ...this.baseFeeds([[0, 0, 0], [0, 0, 0]]), ...this.edgeFeeds(2, undefined, undefined) }, [LAST_LOGITS]);
+        await session.run({ ...this.baseFeeds([[0, 0, 0], [0, 0, 0]]), ...this.maskFeeds(2, undefined), ...this.ablatedFeeds(undefined) }, [LAST_LOGITS]);
       } catch (e) {
         await session.release();
         throw new UserError(`edge-level analysis cannot run on this export (${(e as Error).message.split('\n')[0]}); node-level analysis works on it`);
@@ -487,20 +487,21 @@ export class Engine {
     };
   }
 
-  /** Mask inputs from per-row edge weights, and the ablated values. */
-  private edgeFeeds(B: number, weights: (Float32Array | undefined)[] | undefined, ablated: EdgeValues | undefined, perRow = false, masks = true): Record<string, Feed> {
-    const { layers, heads, dModel } = this.info;
+  /**
+   * Mask inputs from per-row edge weights (one entry per batch row, or none). They are [1, rows, cols] when no row
+   * ablates anything, unless gradients per row are wanted (`perRow`).
+   */
+  private maskFeeds(B: number, weights: (Float32Array | undefined)[] | undefined, perRow = false): Record<string, Feed> {
+    checkEdgeWeightRows(B, weights);
     const layout = this.edges;
     const feeds: Record<string, Feed> = {};
-    // Masks are [1, rows, cols] when no row ablates anything, unless gradients per row are wanted. The EAP graph
-    // has none (`masks` false).
     const any = perRow || weights?.some((w) => w && w.some((x) => x !== 0));
     const data = new Map<string, Float32Array>();
-    for (const m of masks ? layout.masks : []) {
+    for (const m of layout.masks) {
       data.set(m.name, new Float32Array((any ? B : 1) * m.rows * m.cols));
       feeds[m.name] = f32([any ? B : 1, m.rows, m.cols], data.get(m.name)!);
     }
-    if (masks && any && weights) {
+    if (any && weights) {
       const E = layout.edges.length;
       const maskOf = new Map(layout.masks.map((m) => [m.name, m]));
       weights.forEach((w, b) => {
@@ -514,6 +515,13 @@ export class Engine {
         }
       });
     }
+    return feeds;
+  }
+
+  /** The ablated values every edge graph reads (zeros when not given). */
+  private ablatedFeeds(ablated: EdgeValues | undefined): Record<string, Feed> {
+    const { layers, heads, dModel } = this.info;
+    const feeds: Record<string, Feed> = {};
     feeds[EDGE.corrInput] = ablated ? f32(ablated.input.dims, ablated.input.data) : f32([1, 1, dModel], new Float32Array(dModel));
     for (let l = 0; l < layers; l++) {
       feeds[EDGE.corrHeads(l)] = ablated ? f32(ablated.heads[l]!.dims, ablated.heads[l]!.data) : f32([1, 1, heads, dModel], new Float32Array(heads * dModel));
@@ -525,12 +533,11 @@ export class Engine {
   /** A forward run with edge ablation: per row, what flows along chosen edges is replaced by ablated values. */
   async runEdges(req: EdgeRunRequest): Promise<EdgeRunResult> {
     const { B } = this.checkBatch(req.ids);
-    if (req.weights && req.weights.length !== B) throw new Error('edge weights must have one entry per batch row');
     const session = await this.edgeForward();
     const L = this.structure.layers;
     const mlpTaps = L.map((_, l) => this.taps[hookName('mlp_out', l)]!);
     const fetch = req.outputs ? [LAST_LOGITS, L[0]!.residPre, ...L.map((_, l) => EDGE.outHeads(l)), ...mlpTaps] : [LAST_LOGITS];
-    const out = await session.run({ ...this.baseFeeds(req.ids), ...this.edgeFeeds(B, req.weights, req.ablated) }, [...new Set(fetch)]);
+    const out = await session.run({ ...this.baseFeeds(req.ids), ...this.maskFeeds(B, req.weights), ...this.ablatedFeeds(req.ablated) }, [...new Set(fetch)]);
     return {
       logits: out[LAST_LOGITS]!,
       outputs: req.outputs ? { input: out[L[0]!.residPre]!, heads: L.map((_, l) => out[EDGE.outHeads(l)]!), mlp: mlpTaps.map((t) => out[t]!) } : undefined,
@@ -543,12 +550,14 @@ export class Engine {
    */
   async edgeGradients(req: EdgeRunRequest & { seed: Float32Array }): Promise<{ logits: F32; grads: Float32Array }> {
     const { B } = this.checkBatch(req.ids);
-    if (req.weights && req.weights.length !== B) throw new Error('edge weights must have one entry per batch row');
+    checkEdgeWeightRows(B, req.weights);
     const atZero = !req.weights || req.weights.every((w) => !w || w.every((x) => x === 0));
     const { session, grads } = await this.edgeGradient(atZero);
     const V = this.info.vocab;
     if (req.seed.length !== B * V) throw new Error(`gradient seed has ${req.seed.length} values, expected ${B} × ${V}`);
-    const feeds: Record<string, Feed> = { ...this.baseFeeds(req.ids), ...this.edgeFeeds(B, req.weights, req.ablated, true, !atZero), [GRAD_SEED]: f32([B, 1, V], req.seed) };
+    // The EAP graph (at zero) has no masks.
+    const masks = atZero ? {} : this.maskFeeds(B, req.weights, true);
+    const feeds: Record<string, Feed> = { ...this.baseFeeds(req.ids), ...masks, ...this.ablatedFeeds(req.ablated), [GRAD_SEED]: f32([B, 1, V], req.seed) };
     let out: Record<string, F32>;
     try {
       out = await session.run(feeds, [LAST_LOGITS, ...grads]);
@@ -766,6 +775,10 @@ export class Engine {
     }
     return feeds;
   }
+}
+
+function checkEdgeWeightRows(B: number, weights: unknown[] | undefined): void {
+  if (weights && weights.length !== B) throw new Error('edge weights must have one entry per batch row');
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
