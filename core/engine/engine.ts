@@ -443,7 +443,7 @@ export class Engine {
         await session.run({ ...this.baseFeeds([[0, 0, 0], [0, 0, 0]]), ...this.maskFeeds(2, undefined), ...this.ablatedFeeds(undefined) }, [LAST_LOGITS]);
       } catch (e) {
         await session.release();
-        throw new UserError(`edge-level analysis cannot run on this export (${(e as Error).message.split('\n')[0]}); node-level analysis works on it`);
+        throw edgeExportError(e);
       }
       return session;
     })();
@@ -566,7 +566,7 @@ export class Engine {
       // Shapes the export computes outside the rewritten paths surface only when run (edgeForward tries a small
       // batch for that): a first run that fails says so; later failures are the run's own.
       if (e instanceof UserError || this.edgeGradientRan.has(session)) throw e;
-      throw new UserError(`edge-level analysis cannot run on this export (${(e as Error).message.split('\n')[0]}); node-level analysis works on it`);
+      throw edgeExportError(e);
     }
     const layout = this.edges;
     const E = layout.edges.length;
@@ -775,6 +775,11 @@ export class Engine {
     }
     return feeds;
   }
+}
+
+/** An edge graph that onnxruntime could not run the first time: the export, not the request. */
+function edgeExportError(e: unknown): UserError {
+  return new UserError(`edge-level analysis cannot run on this export (${(e as Error).message.split('\n')[0]}); node-level analysis works on it`);
 }
 
 function checkEdgeWeightRows(B: number, weights: unknown[] | undefined): void {
