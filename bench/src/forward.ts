@@ -5,7 +5,7 @@
 import * as ortWeb from 'onnxruntime-web';
 import type { Engine } from '../../core/engine/engine';
 import { alternate, decodeF32, log, maxAbsDiff, randomIds, round, type Contender, type Stats, type TorchRef } from './harness';
-import { loadCircuitLens, loadTorch, type ModelSpec } from './models';
+import { loadCircuitLens, loadTorch, nodeRuntimeOptions, type ModelSpec } from './models';
 
 export interface ForwardOptions {
   reps: number;
@@ -78,7 +78,7 @@ export async function forwardBench(torch: TorchRef, spec: ModelSpec, opts: Forwa
   await torch.call({ cmd: 'unload', key: spec.key });
   return {
     model: spec.key, label: spec.label, batch: spec.B, tokens: spec.T,
-    threads: { ortNode: 'onnxruntime default (intra-op = physical cores)', ortWasm: wasm ? (ortWeb.env.wasm.numThreads as number | undefined) : undefined, torch: tl.threads },
+    threads: { ortNode: `${nodeRuntimeOptions.threads ?? 'one per core'}, spinning ${nodeRuntimeOptions.spinning ?? 'during-run'}`, ortWasm: wasm ? (ortWeb.env.wasm.numThreads as number | undefined) : undefined, torch: tl.threads },
     loadMs, agreement, ms, ratioToPytorch,
   };
 }

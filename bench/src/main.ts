@@ -2,7 +2,7 @@
 // nothing here asserts a time: targets are reported as met or missed.
 //
 //   node bench/run.js [--only forward,sweep,gradient,edges,peak,graph,memory,profile] [--quick] [--full] [--reps N]
-//                     [--no-wasm] [--no-prototypes] [--torch-threads N] [--models induction-gpt2,induction-llama,gpt2-small]
+//                     [--no-wasm] [--no-prototypes] [--torch-threads N] [--threads N] [--spinning during-run|always|never] [--models induction-gpt2,induction-llama,gpt2-small]
 //   (--no-prototypes: leave out the memory benchmark's bench-only prototype rows)
 //                     [--report-only]   (only rewrite README-numbers.md from latest.json)
 import { execSync } from 'node:child_process';
@@ -16,6 +16,7 @@ import { CHROMIUM, graphViewBench, type GraphViewResult } from './graph-view';
 import { log, PYTHON, ROOT, TorchRef } from './harness';
 import { memoryBench, type MemoryResult } from './memory';
 import { DEMO_GPT2, DEMO_LLAMA, ensureBenchModel, GPT2_SMALL, nodeRuntimeOptions } from './models';
+import type { Spinning } from '../../core/node/ort-node';
 import { gemmPeak, type GemmResult } from './peak';
 import { profileForward, profileScoring, profileSweep, type ForwardProfile, type ScoringProfile, type SweepProfile } from './profile';
 import { renderSummary } from './report';
@@ -54,6 +55,7 @@ function parseArgs(argv: string[]) {
     reportOnly: has('report-only'),
     flushDenormals: !has('no-flush-denormals'),
     threads: get('threads') ? Number(get('threads')) : undefined,
+    spinning: get('spinning') as Spinning | undefined,
   };
 }
 
@@ -74,6 +76,8 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   nodeRuntimeOptions.flushDenormals = args.flushDenormals;
   nodeRuntimeOptions.threads = args.threads;
+  if (args.spinning && !['during-run', 'always', 'never'].includes(args.spinning)) throw new Error(`--spinning: during-run, always or never, not "${args.spinning}"`);
+  nodeRuntimeOptions.spinning = args.spinning;
   const resultsDir = path.join(ROOT, 'bench', 'results');
   fs.mkdirSync(resultsDir, { recursive: true });
   const latest = path.join(resultsDir, 'latest.json');

@@ -94,7 +94,7 @@ export function renderSummary(r: Results): string {
         return [k, ms(s.median), ms(s.min), s.n, ratio === undefined ? '1 (reference)' : `${f(paired(x.ms, k, forwardRef(k)), 2)}× (${f(ratio, 2)}×)`];
       });
       out.push(table(['contender', 'median', 'min', 'runs', 'vs PyTorch: per-round (of medians)'], t), '');
-      out.push(`Max |Δ last-position logits| vs PyTorch: ${Object.entries(x.agreement).map(([k, v]) => `${k} ${sci(v)}`).join(', ')}. Load: ${Object.entries(x.loadMs).map(([k, v]) => `${k} ${ms(v)}`).join(', ')}. Threads: onnxruntime-node default (one per core), onnxruntime-web ${x.threads.ortWasm ?? '—'}, PyTorch ${x.threads.torch}.`, '');
+      out.push(`Max |Δ last-position logits| vs PyTorch: ${Object.entries(x.agreement).map(([k, v]) => `${k} ${sci(v)}`).join(', ')}. Load: ${Object.entries(x.loadMs).map(([k, v]) => `${k} ${ms(v)}`).join(', ')}. Threads: onnxruntime-node ${x.threads.ortNode}, onnxruntime-web ${x.threads.ortWasm ?? '—'}, PyTorch ${x.threads.torch}.`, '');
     }
   }
 

@@ -5,24 +5,36 @@ import * as ort from 'onnxruntime-node';
 import { OrtSession, sessionError } from '../engine/ort';
 import type { ExternalFile, Runtime, Session } from '../engine/runtime';
 
-/** Models smaller than this (graph and weights) run on one intra-op thread unless told otherwise. */
-export const SMALL_MODEL_BYTES = 8 << 20;
-
 /** onnxruntime-node (native CPU). The default for the CLI and the extension host. */
 /** How an OrtNodeRuntime runs onnxruntime-node: see its constructor. */
-export interface OrtNodeOptions { threads?: number; flushDenormals?: boolean }
+export interface OrtNodeOptions { threads?: number; flushDenormals?: boolean; spinning?: Spinning }
+
+/**
+ * When onnxruntime's intra-op worker threads busy-wait for work instead of sleeping. 'during-run' (the default):
+ * they spin between the kernels of one run and stop when it ends (`session.force_spinning_stop`); 'always':
+ * onnxruntime's own default, spinning on after a run; 'never': they always sleep (`intra_op.allow_spinning` 0).
+ */
+export type Spinning = 'during-run' | 'always' | 'never';
 
 /** onnxruntime-node's session options that flush denormals to zero (see OrtNodeRuntime). */
-export const FLUSH_DENORMALS: ort.InferenceSession.SessionOptions['extra'] = { session: { set_denormal_as_zero: '1' } };
+export const FLUSH_DENORMALS = { session: { set_denormal_as_zero: '1' } } satisfies ort.InferenceSession.SessionOptions['extra'];
 
 export class OrtNodeRuntime implements Runtime {
   readonly backend = 'node' as const;
 
   private readonly threads?: number;
   private readonly flushDenormals: boolean;
+  private readonly spinning: Spinning;
 
   /**
-   * `threads`: onnxruntime's intra-op threads; by default one per core, and one for small models (see below).
+   * `threads`: onnxruntime's intra-op threads; by default one per core.
+   * `spinning`: see Spinning. Analyses alternate between several sessions (clean and ablated runs, metrics and
+   * gradient graphs), each with its own pool. With onnxruntime's default a finished run's workers spin on and hold
+   * the cores the next session's run needs; that made two threads slower than one on the demo models' head sweeps
+   * (kernels of microseconds), and one thread was the rule for small models. Stopping the spin when a run ends
+   * keeps the fast hand-over between kernels within a run: measured in one process, alternating, on the demo
+   * models, two threads then beat one on everything (forward 8 × 64 ~20 % faster, head sweep 3-25 %, node EAP
+   * ~10 %, edge EAP 20-30 %; bench/README.md).
    * `flushDenormals`: onnxruntime's `session.set_denormal_as_zero` (flush-to-zero and denormals-are-zero). In a
    * trained model's softmax, exp of masked and very negative attention scores runs through float32's denormal
    * range (below 1.2e-38), which x86 cores compute on a slow microcode path: on the demo models softmax took a
@@ -35,17 +47,11 @@ export class OrtNodeRuntime implements Runtime {
   constructor(opts: OrtNodeOptions = {}) {
     this.threads = opts.threads;
     this.flushDenormals = opts.flushDenormals ?? false;
+    this.spinning = opts.spinning ?? 'during-run';
   }
 
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
-    // Errors only: onnxruntime's warnings (e.g. about initializers it merged) say nothing a user can act on.
-    const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
-    if (this.flushDenormals) options.extra = FLUSH_DENORMALS;
-    // A small model's kernels are too short to share between threads: on the demo models (d 64) one thread runs
-    // a 64-prompt head sweep in less time, and with much less spread, than two (bench/, "sweep").
-    const bytes = model.byteLength + external.reduce((a, f) => a + (f.data?.byteLength ?? (f.path ? fileSize(f.path) : f.read ? Infinity : 0)), 0);
-    const threads = this.threads ?? (bytes < SMALL_MODEL_BYTES ? 1 : undefined);
-    if (threads) options.intraOpNumThreads = threads;
+    const options = sessionOptions({ threads: this.threads, flushDenormals: this.flushDenormals, spinning: this.spinning });
     try {
       if (external.length === 0) return new OrtSession(ort, await ort.InferenceSession.create(model, options));
       const dir = external.some((f) => f.read) ? undefined : modelDir(external);
@@ -77,9 +83,21 @@ export function externalDataInMemory(external: ExternalFile[]): { path: string; 
   return external.map((f) => ({ path: f.location, data: f.data ?? f.read?.() ?? fs.readFileSync(f.path!) }));
 }
 
-function fileSize(p: string): number {
-  try { return fs.statSync(p).size; } catch { return Infinity; }
+/** onnxruntime-node's session options for these OrtNodeOptions. */
+export function sessionOptions(opts: OrtNodeOptions): ort.InferenceSession.SessionOptions {
+  // Errors only: onnxruntime's warnings (e.g. about initializers it merged) say nothing a user can act on.
+  const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+  options.extra = { session: { ...(opts.flushDenormals ? FLUSH_DENORMALS.session : {}), ...SPINNING[opts.spinning ?? 'during-run'] } };
+  if (opts.threads) options.intraOpNumThreads = opts.threads;
+  return options;
 }
+
+/** onnxruntime's session config entries (`session.…`) for each Spinning. */
+const SPINNING: Record<Spinning, Record<string, string>> = {
+  'during-run': { force_spinning_stop: '1' },
+  always: {},
+  never: { 'intra_op.allow_spinning': '0' },
+};
 
 /** The folder the external files' locations are relative to, when they are given by path. */
 function modelDir(external: ExternalFile[]): string | undefined {

@@ -5,7 +5,8 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { evaluateSets, prepare } from '../../core/analysis/evaluate';
-import { loadEngine } from '../../core/node/load';
+import { createRuntime, loadEngine } from '../../core/node/load';
+import { sessionOptions } from '../../core/node/ort-node';
 import { decodeModel } from '../../core/onnx/model';
 import { detectStructure, instrument, LAST_LOGITS, withLastMlpOnLastPosition, withOutputsOnly } from '../../core/onnx/instrument';
 import { EXAMPLES, FIXTURES, maxAbsDiff } from '../helpers';
@@ -186,4 +187,43 @@ test('flushDenormals: flushing changes no logit or attention probability beyond 
   assert.equal(flushed.denormal, 0, 'no denormal attention probability comes out of a flushed run');
   assert.equal(plain.jsFlushes, false, 'the default runtime (the extension host\'s) leaves the JS thread\'s floating-point mode alone');
   assert.equal(flushed.jsFlushes, true, 'the side effect OrtNodeRuntime documents: onnxruntime sets flush-to-zero on the creating thread');
+});
+
+test('spinning: onnxruntime config entries per mode; every mode and thread count gives the same logits, sessions alternating', async () => {
+  const session = (o: Parameters<typeof sessionOptions>[0]) => (sessionOptions(o).extra as { session: Record<string, string> }).session;
+  // The keys onnxruntime reads (onnxruntime_session_options_config_keys.h), under extra.session.
+  assert.deepEqual(session({}), { force_spinning_stop: '1' });
+  assert.deepEqual(session({ spinning: 'always' }), {});
+  assert.deepEqual(session({ spinning: 'never', flushDenormals: true }), { set_denormal_as_zero: '1', 'intra_op.allow_spinning': '0' });
+  assert.equal(sessionOptions({ threads: 2 }).intraOpNumThreads, 2);
+  assert.equal(sessionOptions({}).intraOpNumThreads, undefined, 'one per core: onnxruntime\'s default');
+
+  const file = path.join(EXAMPLES, 'induction-gpt2.onnx');
+  const first = Array.from({ length: 24 }, (_, i) => 3 + ((i * 37 + 11) % 200));
+  const ids = [[...first, ...first], [...first.slice(5), ...first.slice(5), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]];
+  const modes = ['during-run', 'always', 'never'] as const;
+  const engines = await Promise.all(modes.flatMap((spinning) => [1, 2].map((threads) => loadEngine(file, createRuntime('node', { spinning, threads })))));
+  try {
+    // Induction prompts: 8 tokens, then the first 7 again; the answer is the 8th.
+    const prompts = Array.from({ length: 16 }, (_, index) => {
+      const p = first.slice(index, index + 8);
+      return { index, text: '', ids: [...p, ...p.slice(0, 7)], answer: p[7]!, foil: p[6]!, tags: [] };
+    });
+    let ref: Awaited<ReturnType<(typeof engines)[0]['run']>> | undefined;
+    let refScores: number[][] | undefined;
+    for (const e of engines) {
+      // A full forward, then a sweep's alternating metrics and ablated sessions of the same engine.
+      const r = await e.run({ ids, hooks: ['blocks.1.attn.hook_pattern'] });
+      const ctx = await prepare(e, prompts, 'zero');
+      const scores = (await evaluateSets(ctx, [[], ['a1.h0'], ['a0.h1']] as never[][])).map((s) => s.scores.map((sc) => sc.logitDiff));
+      ref ??= r;
+      refScores ??= scores;
+      assert.ok(maxAbsDiff(r.logits, ref.logits) <= 1e-5, `logits: ${maxAbsDiff(r.logits, ref.logits)}`);
+      assert.ok(maxAbsDiff(r.activations['blocks.1.attn.hook_pattern']!, ref.activations['blocks.1.attn.hook_pattern']!) <= 1e-6);
+      scores.forEach((set, i) => set.forEach((s, b) => assert.ok(Math.abs(s - refScores![i]![b]!) <= 1e-5, `set ${i} row ${b}: ${s} vs ${refScores![i]![b]}`)));
+      assert.ok(Math.abs(scores[1]![0]! - scores[0]![0]!) > 1e-3, 'ablating a1.h0 changes the score');
+    }
+  } finally {
+    await Promise.all(engines.map((e) => e.release()));
+  }
 });
