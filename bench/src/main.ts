@@ -113,8 +113,8 @@ async function main(): Promise<void> {
     if (args.only.has('forward')) {
       const data: ForwardResult[] = [];
       const base = { wasm: args.wasm, torchThreads: args.torchThreads };
-      if (want(DEMO_GPT2)) data.push(await forwardBench(torch!, DEMO_GPT2, { ...base, reps: R(15, 5), cache: true }));
-      if (want(DEMO_LLAMA)) data.push(await forwardBench(torch!, DEMO_LLAMA, { ...base, reps: R(15, 5), cache: false }));
+      if (want(DEMO_GPT2)) data.push(await forwardBench(torch!, DEMO_GPT2, { ...base, reps: R(101, 15), cache: true }));
+      if (want(DEMO_LLAMA)) data.push(await forwardBench(torch!, DEMO_LLAMA, { ...base, reps: R(101, 15), cache: false }));
       if (want(GPT2_SMALL)) data.push(await forwardBench(torch!, GPT2_SMALL, { ...base, reps: R(5, 2), cache: true }));
       results.forward = { date: date(), data };
       save();
@@ -122,8 +122,8 @@ async function main(): Promise<void> {
     if (args.only.has('sweep')) {
       const data: SweepResult[] = [];
       const base = { prompts: 64, promptTokens: 16, torchThreads: args.torchThreads };
-      if (want(DEMO_GPT2)) data.push(await sweepBench(torch!, DEMO_GPT2, { ...base, reps: R(9, 3) }));
-      if (want(DEMO_LLAMA)) data.push(await sweepBench(torch!, DEMO_LLAMA, { ...base, reps: R(9, 3) }));
+      if (want(DEMO_GPT2)) data.push(await sweepBench(torch!, DEMO_GPT2, { ...base, reps: R(31, 5) }));
+      if (want(DEMO_LLAMA)) data.push(await sweepBench(torch!, DEMO_LLAMA, { ...base, reps: R(31, 5) }));
       if (!args.quick && want(GPT2_SMALL)) {
         // Layers 0 and 11: a head's sweep row costs the same in every layer for the hook loop, and (layer
         // skipping: rows start at the ablated layer) a fixed part plus a part linear in (layers − l) for
@@ -136,7 +136,7 @@ async function main(): Promise<void> {
     if (args.only.has('gradient')) {
       const data: GradientResult[] = [];
       const base = { prompts: 64, promptTokens: 16, torchThreads: args.torchThreads };
-      if (want(DEMO_GPT2)) data.push(await gradientBench(torch!, DEMO_GPT2, { ...base, reps: R(9, 3) }));
+      if (want(DEMO_GPT2)) data.push(await gradientBench(torch!, DEMO_GPT2, { ...base, reps: R(31, 5) }));
       if (!args.quick && want(GPT2_SMALL)) data.push(await gradientBench(torch!, GPT2_SMALL, { ...base, reps: R(3, 1) }));
       results.gradient = { date: date(), data };
       save();
