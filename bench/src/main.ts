@@ -172,7 +172,7 @@ async function main(): Promise<void> {
         if (!args.quick) sweep.push(await profileSweep(GPT2_SMALL, { prompts: 64, promptTokens: 16, layers: [11], maxRows: 256 }));
       }
       log('\n[profile] scoring prompts in JavaScript');
-      const scoring = [profileScoring(217, 2000), profileScoring(50257, 200)];
+      const scoring = [await profileScoring(217, 2000), await profileScoring(50257, 200)];
       results.profile = { date: date(), data: { forward, sweep, scoring } };
       save();
     }

@@ -11,8 +11,10 @@ import { OrtSession } from '../../core/engine/ort';
 import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
 import { headId, type NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/node/load';
-import { externalDataInMemory, FLUSH_DENORMALS } from '../../core/node/ort-node';
-import { logSoftmax, scorePrompt } from '../../core/analysis/metrics';
+import { externalDataInMemory, FLUSH_DENORMALS, OrtNodeRuntime } from '../../core/node/ort-node';
+import { logSoftmax, rowStats, scorePrompt, type RowStats } from '../../core/analysis/metrics';
+import { decodeModel, encodeModel, floatValueInfo, makeNode } from '../../core/onnx/model';
+import { LAST_LOGITS, LAST_STATS, withLastRowStats } from '../../core/onnx/instrument';
 import { log, randomIds, rng, ROOT, round, stats } from './harness';
 import { nodeRuntimeOptions, type ModelSpec } from './models';
 import { inductionSuite } from './suite';
@@ -177,10 +179,18 @@ export async function profileSweep(spec: ModelSpec, opts: { prompts: number; pro
   return res;
 }
 
-export interface ScoringProfile { vocab: number; rows: number; scorePromptMsPerRow: number; plainLoopsMsPerRow?: number }
+export interface ScoringProfile {
+  vocab: number; rows: number; scorePromptMsPerRow: number; plainLoopsMsPerRow?: number;
+  /** scorePrompt given the engine's row stats (its JavaScript part), and the stats' nodes in onnxruntime-node per row. */
+  withStatsMsPerRow?: number; statsGraphMsPerRow?: number;
+}
 
-/** JS cost of scoring one row of last-position logits with metrics.ts scorePrompt (KL to a clean row included). */
-export function profileScoring(vocab: number, rows: number): ScoringProfile {
+/**
+ * Cost of scoring one row of last-position logits with metrics.ts scorePrompt (KL to a clean row included): in
+ * JavaScript alone, and with the row stats the engine's metrics sessions compute (withLastRowStats), whose graph
+ * part is timed on a graph of those nodes alone.
+ */
+export async function profileScoring(vocab: number, rows: number): Promise<ScoringProfile> {
   const r = rng(9);
   const data = Float32Array.from({ length: rows * vocab }, () => 10 * r());
   const cleanLogProbs = logSoftmax(data.subarray(0, vocab));
@@ -193,7 +203,30 @@ export function profileScoring(vocab: number, rows: number): ScoringProfile {
     }
     return round(stats(samples).median, 3);
   };
-  const res = { vocab, rows, scorePromptMsPerRow: time((row) => scorePrompt(row, 5, 7, cleanLogProbs)) };
-  log(`  scoring one row of ${vocab} logits: scorePrompt ${res.scorePromptMsPerRow} ms`);
+  const scorePromptMsPerRow = time((row) => scorePrompt(row, 5, 7, cleanLogProbs));
+  // The stats as the engine's graph computes them, on a graph of those nodes alone.
+  const base = decodeModel(fs.readFileSync(path.join(ROOT, 'examples', 'induction-gpt2.onnx')), 'demo');
+  const model = withLastRowStats({
+    ...base,
+    graph: { ...base.graph!, node: [makeNode('Identity', ['x'], [LAST_LOGITS], 'id')], input: [floatValueInfo('x', 3)], output: [floatValueInfo(LAST_LOGITS, 3)], initializer: [], valueInfo: [] },
+  });
+  const session = await new OrtNodeRuntime(nodeRuntimeOptions).createSession(encodeModel(model), []);
+  const feeds = { x: { type: 'float32' as const, dims: [rows, 1, vocab], data } };
+  await session.run(feeds, [LAST_STATS]);
+  const graphMs: number[] = [];
+  let out!: Float32Array;
+  for (let rep = 0; rep < 3; rep++) {
+    const t0 = performance.now();
+    out = (await session.run(feeds, [LAST_STATS]))[LAST_STATS]!.data;
+    graphMs.push((performance.now() - t0) / rows);
+  }
+  await session.release();
+  const byRow = new Map<Float32Array, RowStats>();
+  for (let i = 0; i < rows; i++) byRow.set(data.subarray(i * vocab, (i + 1) * vocab), rowStats(out, i));
+  const subarrays = [...byRow.keys()];
+  let k = 0;
+  const withStatsMsPerRow = time(() => { const row = subarrays[k++ % rows]!; scorePrompt(row, 5, 7, cleanLogProbs, byRow.get(row)); });
+  const res = { vocab, rows, scorePromptMsPerRow, withStatsMsPerRow, statsGraphMsPerRow: round(stats(graphMs).median, 3) };
+  log(`  scoring one row of ${vocab} logits: scorePrompt ${res.scorePromptMsPerRow} ms; with the engine's row stats ${withStatsMsPerRow} ms + ${res.statsGraphMsPerRow} ms in the graph`);
   return res;
 }

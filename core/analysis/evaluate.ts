@@ -3,7 +3,7 @@ import { groupByLength } from '../engine/engine';
 import type { F32 } from '../engine/runtime';
 import { hookName } from '../hooks';
 import { allComponentNodes, parseNodeId, type NodeId } from '../ids';
-import { faithfulness, logSoftmax, meanMetrics, METRICS, necessity, scorePrompt, type MetricName, type PromptScore, type SuiteMetrics } from './metrics';
+import { faithfulness, logSoftmax, meanMetrics, METRICS, necessity, rowStats, scorePrompt, type MetricName, type RowStats, type PromptScore, type SuiteMetrics } from './metrics';
 import type { ResolvedPrompt } from './prompts';
 
 /** Everything an ablation needs that depends only on the prompts: computed once, reused for every set. */
@@ -117,12 +117,14 @@ export function concatRows(rows: F32[]): F32 {
 
 /**
  * Last-position logits for every (ablation set, prompt): sets × prompts rows, grouped by prompt length and
- * cut into engine calls of at most maxRows rows, each row with its own ablation.
+ * cut into engine calls of at most maxRows rows, each row with its own ablation. `stats`: each row's statistics
+ * where the engine computed them (RunRequest.stats; not for the clean rows kept from prepare).
  */
-export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<Float32Array[][]> {
+export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<{ logits: Float32Array[][]; stats: (RowStats | undefined)[][] }> {
   const { engine, prompts } = ctx;
   const V = engine.info.vocab;
   const out: Float32Array[][] = sets.map(() => new Array(prompts.length));
+  const stats: (RowStats | undefined)[][] = sets.map(() => new Array(prompts.length));
   // The empty set is the clean run, kept from prepare.
   const run = sets.map((_, s) => s).filter((s) => sets[s]!.length > 0 || !ctx.cleanLogits);
   for (let s = 0; s < sets.length; s++) if (!sets[s]!.length && ctx.cleanLogits) out[s] = ctx.cleanLogits.map((l) => l.slice());
@@ -152,12 +154,15 @@ export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<Float
         : undefined;
       const res = await engine.run({
         ids: chunk.map((r) => prompts[r.prompt]!.ids), ablations, means: ctx.means, resample, lastOnly: true,
-        start: resid ? { layer, resid } : undefined,
+        start: resid ? { layer, resid } : undefined, stats: true,
       });
-      chunk.forEach((r, i) => { out[r.set]![r.prompt] = res.logits.data.slice(i * V, (i + 1) * V); });
+      chunk.forEach((r, i) => {
+        out[r.set]![r.prompt] = res.logits.data.slice(i * V, (i + 1) * V);
+        stats[r.set]![r.prompt] = res.stats ? rowStats(res.stats.data, i) : undefined;
+      });
     }
   }
-  return out;
+  return { logits: out, stats };
 }
 
 function layerOf(id: NodeId): number {
@@ -167,9 +172,9 @@ function layerOf(id: NodeId): number {
 
 /** Scores of each ablation set (nodes to ablate) on every prompt; [] is the unablated model. */
 export async function evaluateSets(ctx: EvalContext, sets: NodeId[][]): Promise<SetResult[]> {
-  const logits = await runSets(ctx, sets);
+  const { logits, stats } = await runSets(ctx, sets);
   return sets.map((ablated, s) => {
-    const scores = ctx.prompts.map((p, i) => scorePrompt(logits[s]![i]!, p.answer, p.foil, ctx.cleanLogProbs[i]));
+    const scores = ctx.prompts.map((p, i) => scorePrompt(logits[s]![i]!, p.answer, p.foil, ctx.cleanLogProbs[i], stats[s]![i]));
     return { ablated, scores, metrics: meanMetrics(scores) };
   });
 }

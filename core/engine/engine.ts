@@ -6,7 +6,7 @@ import { addEdgeGradientsAtZero, addEdgeInputs, EDGE, edgeLayout, type EdgeLayou
 import { addLayerSkipping, START } from '../onnx/skip';
 import { GraphIndex } from '../onnx/graph';
 import { decodeModel, encodeModel, externalLocations, floatValueInfo, opsetVersion, type OnnxModel } from '../onnx/model';
-import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, withLastMlpOnLastPosition, withOutputsOnly, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
+import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, LAST_STATS, withLastMlpOnLastPosition, withLastRowStats, withOutputsOnly, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
 import type { Tokenizer } from '../tokenizer';
 import { size, type ExternalFile, type F32, type Feed, type Runtime, type Session } from './runtime';
 
@@ -64,10 +64,17 @@ export interface RunRequest {
    * hooks only; engines that cannot skip layers run the whole model, with the same result).
    */
   start?: { layer: number; resid: F32 };
+  /**
+   * With lastOnly, no hooks and no lens: also return RunResult.stats where the engine computes them in its graph
+   * (onnxruntime's CPU kernels, native or WASM, opset 13 on; not WebGPU).
+   */
+  stats?: boolean;
 }
 
 export interface RunResult {
   logits: F32;
+  /** [B, 1, 4] per row of the last-position logits (core/onnx/instrument.ts LAST_STATS), when asked for and available. */
+  stats?: F32;
   activations: Record<HookName, F32>;
   /** Per layer [B, T, vocab], when requested. */
   lens?: F32[];
@@ -273,7 +280,8 @@ export class Engine {
     this.last ??= (async () => {
       const { runtime, external } = this.source!;
       const lean = withOutputsOnly(this.instrumented(), this.leanOutputs());
-      return runtime.createSession(encodeModel(withLastMlpOnLastPosition(lean, this.structure)?.model ?? lean), external);
+      const model = withLastMlpOnLastPosition(lean, this.structure)?.model ?? lean;
+      return runtime.createSession(encodeModel(this.hasRowStats ? withLastRowStats(model) : model), external);
     })();
     return this.last;
   }
@@ -284,6 +292,11 @@ export class Engine {
    */
   private leanOutputs(): string[] {
     return [...new Set([LAST_LOGITS, ...this.structure.layers.map((_, l) => this.taps[hookName('resid_pre', l)]!)])];
+  }
+
+  /** Whether the metrics and skip sessions output LAST_STATS (RunRequest.stats). */
+  private get hasRowStats(): boolean {
+    return !!this.source && this.source.runtime.backend !== 'webgpu' && this.info.opset >= 13;
   }
 
   private skip?: Promise<Session | undefined>;
@@ -311,7 +324,7 @@ export class Engine {
       // withOutputsOnly gives new node and initializer lists but shares the input list, which this adds to.
       const copy = { ...model, graph: { ...model.graph!, input: [...model.graph!.input] } };
       if (!addLayerSkipping(copy, structure)) return undefined;
-      return runtime.createSession(encodeModel(copy), external);
+      return runtime.createSession(encodeModel(this.hasRowStats ? withLastRowStats(copy) : copy), external);
     })();
     return this.skip;
   }
@@ -320,6 +333,7 @@ export class Engine {
   private async sessionFor(fetches: string[]): Promise<Session> {
     if (!this.source || !fetches.includes(LAST_LOGITS)) return this.session;
     const lean = new Set(this.leanOutputs());
+    if (this.hasRowStats) lean.add(LAST_STATS);
     return fetches.every((f) => lean.has(f)) ? this.lastSession() : this.session;
   }
 
@@ -618,6 +632,7 @@ export class Engine {
     for (const h of hooks) if (!this.taps[h]) throw new UserError(`unknown hook "${h}" (run \`circuitlens info\` to list hooks)`);
     if (req.ablations && req.ablations.length !== B) throw new Error('ablations must have one entry per batch row');
     const logitsTap = req.lastOnly ? LAST_LOGITS : 'logits';
+    const stats = !!req.stats && !!req.lastOnly && !hooks.length && !req.lens && this.hasRowStats;
     if (req.start) {
       if (!req.lastOnly || hooks.length || req.lens) throw new Error('RunRequest.start: lastOnly runs without hooks or lens only');
       const skip = await this.skipSession();
@@ -631,15 +646,15 @@ export class Engine {
           [START.layer]: { type: 'int64', dims: [], data: BigInt64Array.of(BigInt(layer)) } as Feed,
           [START.resid]: f32(resid.dims, resid.data),
         };
-        const out = await skip.run(feeds, [LAST_LOGITS]);
-        return { logits: out[LAST_LOGITS]!, activations: {} };
+        const out = await skip.run(feeds, stats ? [LAST_LOGITS, LAST_STATS] : [LAST_LOGITS]);
+        return { logits: out[LAST_LOGITS]!, stats: out[LAST_STATS], activations: {} };
       }
     }
     const lens = req.lens ? await this.lensSession() : undefined;
-    const raw = await this.runRaw(req.ids, [...new Set([logitsTap, ...hooks, ...(lens?.outputs ?? [])])], this.ablationFeeds(req, B, T), lens?.session);
+    const raw = await this.runRaw(req.ids, [...new Set([logitsTap, ...(stats ? [LAST_STATS] : []), ...hooks, ...(lens?.outputs ?? [])])], this.ablationFeeds(req, B, T), lens?.session);
     const activations: Record<HookName, F32> = {};
     for (const h of hooks) activations[h] = raw[h]!;
-    return { logits: raw[logitsTap]!, activations, lens: lens ? lens.outputs.map((t) => raw[t]!) : undefined };
+    return { logits: raw[logitsTap]!, stats: raw[LAST_STATS], activations, lens: lens ? lens.outputs.map((t) => raw[t]!) : undefined };
   }
 
   /** Mean of each head's z and each MLP's output over all prompts and positions (for mean ablation). */
