@@ -11,7 +11,7 @@ import { OrtSession } from '../../core/engine/ort';
 import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
 import { headId, type NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/node/load';
-import { externalDataInMemory, FLUSH_DENORMALS, OrtNodeRuntime } from '../../core/node/ort-node';
+import { externalDataInMemory, OrtNodeRuntime, sessionOptions } from '../../core/node/ort-node';
 import { logSoftmax, rowStats, scorePrompt, type RowStats } from '../../core/analysis/metrics';
 import { decodeModel, encodeModel, floatValueInfo, makeNode } from '../../core/onnx/model';
 import { LAST_LOGITS, LAST_STATS, withLastRowStats } from '../../core/onnx/instrument';
@@ -28,7 +28,8 @@ class ProfilingRuntime implements Runtime {
     fs.mkdirSync(PROFILE_DIR, { recursive: true });
     // Weights in memory (a large model's own file, as core/node/load.ts references it).
     const externalData = externalDataInMemory(external);
-    const s = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', externalData, enableProfiling: true, profileFilePrefix: path.join(PROFILE_DIR, `p${process.pid}`), extra: nodeRuntimeOptions.flushDenormals ? FLUSH_DENORMALS : undefined });
+    // The engine's options (threads, spinning, denormals) with the profiler on.
+    const s = await ort.InferenceSession.create(model, { ...sessionOptions(nodeRuntimeOptions), externalData, enableProfiling: true, profileFilePrefix: path.join(PROFILE_DIR, `p${process.pid}`) });
     return new OrtSession(ort, s);
   }
 }
@@ -156,7 +157,7 @@ export interface SweepProfile {
 /** A shipped sweep (prepare + evaluateSets) split into building ablation feeds, onnxruntime runs and the rest. */
 export async function profileSweep(spec: ModelSpec, opts: { prompts: number; promptTokens: number; layers?: number[]; maxRows: number }): Promise<SweepProfile> {
   log(`\n[profile] shipped sweep split: ${spec.key}`);
-  const engine = await loadEngine(spec.file);
+  const engine = await loadEngine(spec.file, new OrtNodeRuntime(nodeRuntimeOptions));
   const { layers, heads, vocab } = engine.info;
   const nodes: NodeId[] = (opts.layers ?? Array.from({ length: layers }, (_, l) => l)).flatMap((l) => Array.from({ length: heads }, (_, h) => headId(l, h)));
   const prompts = inductionSuite(opts.prompts, opts.promptTokens, vocab, 29);

@@ -32,9 +32,10 @@ export class OrtNodeRuntime implements Runtime {
    * gradient graphs), each with its own pool. With onnxruntime's default a finished run's workers spin on and hold
    * the cores the next session's run needs; that made two threads slower than one on the demo models' head sweeps
    * (kernels of microseconds), and one thread was the rule for small models. Stopping the spin when a run ends
-   * keeps the fast hand-over between kernels within a run: measured in one process, alternating, on the demo
-   * models, two threads then beat one on everything (forward 8 × 64 ~20 % faster, head sweep 3-25 %, node EAP
-   * ~10 %, edge EAP 20-30 %; bench/README.md).
+   * keeps the fast hand-over between kernels within a run. Measured on this project's 2-core machine, in one
+   * process, alternating, on the demo models: two threads then beat one on everything (six A/B rounds: forward
+   * 8 × 64 5-25 % faster, head sweep 15-25 %, node EAP 10-15 %), so small models no longer get one thread; on
+   * GPT-2-small the spinning mode changed nothing measurable. Machines with many cores were not measured.
    * `flushDenormals`: onnxruntime's `session.set_denormal_as_zero` (flush-to-zero and denormals-are-zero). In a
    * trained model's softmax, exp of masked and very negative attention scores runs through float32's denormal
    * range (below 1.2e-38), which x86 cores compute on a slow microcode path: on the demo models softmax took a

@@ -517,9 +517,12 @@ export const LAST_STATS = 'circuitlens.logits_last_stats';
  * the maximum logit m, Σ exp(logit − m) as the float32 pair hi + lo of its float64 sum, and the index of the
  * first maximum (a float, exact below 2^24); core/analysis/metrics.ts `rowStats` reads a row. With them a row's log-normaliser is m + log(hi + lo) without
  * JavaScript's Math.exp over the vocabulary (~10 ns per entry: 0.5 ms of a 50k-vocabulary row, most of a
- * sweep's scoring). The exponentials are float32 (error ~1e-9 in the log-normaliser on 50k entries); the sum is
- * float64, as JavaScript's was (a float32 sum is off by ~4e-6 there). Needs double-precision Cast and ReduceSum:
- * onnxruntime's CPU kernels (native and WASM), not WebGPU's. ReduceSum takes its axes as an input: opset 13 on.
+ * sweep's scoring). The exponentials are float32, 1-2 ulp each: the log-normaliser is good to ~1e-7 (a weighted
+ * mean of their relative errors; ~1e-9 on a flat 50k row), where float64 exponentials in onnxruntime cost as much
+ * as JavaScript's. The sum is float64 (a float32 sum is off by ~4e-6 on 50k entries). Needs double-precision
+ * Cast and ReduceSum: onnxruntime's CPU kernels (native and WASM), not WebGPU's. ReduceSum takes its axes as an
+ * input: opset 13 on. onnxruntime computes every output on every run, so every run of a session with these
+ * nodes pays for them (~0.1 ms per 50k row, and ~3 row-sized buffers, one float64, at the arena's peak).
  */
 export function withLastRowStats(model: OnnxModel): OnnxModel {
   const graph = model.graph!;
