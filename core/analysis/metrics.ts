@@ -73,35 +73,30 @@ export function rowStats(stats: Float32Array, r: number): RowStats {
  */
 export function scorePrompt(logits: Float32Array, answer: number, foil: number | undefined, cleanLogProbs?: Float64Array, stats?: RowStats): PromptScore {
   const n = logits.length;
+  const clean = cleanLogProbs ? cleanRow(cleanLogProbs) : undefined;
+  const p = clean?.p;
   let max = -Infinity;
   let top1 = 0;
   let z = 0;
-  let kl = 0;
-  const clean = cleanLogProbs ? cleanRow(cleanLogProbs) : undefined;
+  let pl = 0;
   if (stats) {
     // From the engine's graph: no pass over the row for the maximum, none of Math.exp.
-    ({ max, top1 } = stats);
-    z = stats.sumExp;
+    ({ max, top1, sumExp: z } = stats);
+    if (p) for (let i = 0; i < n; i++) if (p[i]! > 0) pl += p[i]! * logits[i]!;
   } else {
     for (let i = 0; i < n; i++) if (logits[i]! > max) { max = logits[i]!; top1 = i; }
-  }
-  if (clean) {
-    const { p, plogp, sumP } = clean;
-    let pl = 0;
-    if (stats) {
-      for (let i = 0; i < n; i++) if (p[i]! > 0) pl += p[i]! * logits[i]!;
-    } else {
+    if (p) {
       for (let i = 0; i < n; i++) {
         const l = logits[i]!;
         z += Math.exp(l - max);
         if (p[i]! > 0) pl += p[i]! * l;
       }
+    } else {
+      for (let i = 0; i < n; i++) z += Math.exp(logits[i]! - max);
     }
-    kl = Math.max(0, plogp - pl + (max + Math.log(z)) * sumP);
-  } else if (!stats) {
-    for (let i = 0; i < n; i++) z += Math.exp(logits[i]! - max);
   }
   const lz = max + Math.log(z);
+  const kl = clean ? Math.max(0, clean.plogp - pl + lz * clean.sumP) : 0;
   return {
     logitDiff: foil === undefined ? NaN : logits[answer]! - logits[foil]!,
     prob: Math.exp(logits[answer]! - lz),
