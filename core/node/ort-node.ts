@@ -22,9 +22,7 @@ export const FLUSH_DENORMALS = { session: { set_denormal_as_zero: '1' } } satisf
 export class OrtNodeRuntime implements Runtime {
   readonly backend = 'node' as const;
 
-  private readonly threads?: number;
-  private readonly flushDenormals: boolean;
-  private readonly spinning: Spinning;
+  private readonly opts: OrtNodeOptions;
 
   /**
    * `threads`: onnxruntime's intra-op threads; by default one per core.
@@ -46,13 +44,11 @@ export class OrtNodeRuntime implements Runtime {
    * default and off in the VS Code extension host, which other extensions share.
    */
   constructor(opts: OrtNodeOptions = {}) {
-    this.threads = opts.threads;
-    this.flushDenormals = opts.flushDenormals ?? false;
-    this.spinning = opts.spinning ?? 'during-run';
+    this.opts = opts;
   }
 
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
-    const options = sessionOptions({ threads: this.threads, flushDenormals: this.flushDenormals, spinning: this.spinning });
+    const options = sessionOptions(this.opts);
     try {
       if (external.length === 0) return new OrtSession(ort, await ort.InferenceSession.create(model, options));
       const dir = external.some((f) => f.read) ? undefined : modelDir(external);

@@ -515,8 +515,8 @@ export const LAST_STATS = 'circuitlens.logits_last_stats';
 /**
  * A copy of `model` (which outputs LAST_LOGITS, [B, 1, V]) with one more output, LAST_STATS [B, 1, 4]: per row
  * the maximum logit m, Σ exp(logit − m) as the float32 pair hi + lo of its float64 sum, and the index of the
- * first maximum (a float, exact below 2^24); core/analysis/metrics.ts `rowStats` reads a row. With them a row's log-normaliser is m + log(hi + lo) without
- * JavaScript's Math.exp over the vocabulary (~10 ns per entry: 0.5 ms of a 50k-vocabulary row, most of a
+ * first maximum (a float, exact below 2^24); core/analysis/metrics.ts `rowStats` reads a row. With them a
+ * row's log-normaliser is m + log(hi + lo) without JavaScript's Math.exp over the vocabulary (~10 ns per entry: 0.5 ms of a 50k-vocabulary row, most of a
  * sweep's scoring). The exponentials are float32, 1-2 ulp each: the log-normaliser is good to ~1e-7 (a weighted
  * mean of their relative errors; ~1e-9 on a flat 50k row), where float64 exponentials in onnxruntime cost as much
  * as JavaScript's. The sum is float64 (a float32 sum is off by ~4e-6 on 50k entries). Needs double-precision
