@@ -1,5 +1,6 @@
 import * as path from 'node:path';
 import { patchingAttribution } from '../core/analysis/attribution';
+import { describeWork, estimateWork } from '../core/analysis/cost';
 import { differentialActivation } from '../core/analysis/differential';
 import { circuitFile, discoverCircuit, round6, verificationRecord } from '../core/analysis/discover-circuit';
 import { edgeGradientScores, edgePatchingScores, prepareEdges, verifyEdgeCircuit, type EdgeContext } from '../core/analysis/edges';
@@ -10,6 +11,7 @@ import { verifyCircuit, type Verification } from '../core/analysis/verify';
 import type { AblationKind, Engine } from '../core/engine/engine';
 import { UserError } from '../core/errors';
 import { circuitComponents, parseCircuit, serializeCircuit, type Circuit } from '../core/formats/circuit';
+import { allComponentNodes } from '../core/ids';
 import { hasErrors } from '../core/formats/diagnostics';
 import { fromEapIg, fromNeuronpedia, toEapIg, toNeuronpedia } from '../core/formats/interop';
 import type { Suite } from '../core/formats/suite';
@@ -57,6 +59,12 @@ export async function attributeCommand(argv: string[], out: (s: string) => void)
   const steps = stepsFlag(values.steps, method);
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, false);
   try {
+    // Say what the work will cost before starting it, when it is more than a moment (stderr: never with the JSON).
+    const P = L.task.prompts.length;
+    const units = level === 'edge' ? L.engine.edges.edges.length : allComponentNodes(L.engine.info).length;
+    const work = estimateWork(L.task, `${level} attribution by ${method === 'gradient' ? (steps > 1 ? `EAP-IG (${steps} steps)` : 'EAP') : 'exact patching'}`,
+      method === 'gradient' ? { gradient: P * steps, forward: steps > 1 ? P : 0 } : { forward: (units + 1) * P });
+    if ((work.seconds ?? 0) >= 2) process.stderr.write(`circuitlens attribute: ${describeWork(work, L.engine.msPerToken)}\n`);
     if (level === 'edge') return await attributeEdges(L, method, steps, values, out);
     const attr = method === 'gradient' ? await gradientAttribution(L.task, L.suite.metric, { steps }) : await patchingAttribution(L.task, L.suite.metric);
     const result = {
@@ -279,7 +287,7 @@ export async function exportCommand(argv: string[], out: (s: string) => void): P
     }
     const engine = await ws.loadEngine(modelPath);
     let graph: unknown;
-    if (format === 'eap-ig') graph = toEapIg(c, engine.info);
+    if (format === 'eap-ig') graph = toEapIg(c, { ...engine.info, parallel: engine.info.features.block === 'parallel' });
     else {
       let promptTokens: string[] | undefined;
       if (values.prompt !== undefined) {

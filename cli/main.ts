@@ -67,6 +67,10 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
 // A closed pipe (`circuitlens info M | head`) is not an error.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
 
-if (require.main === module || process.argv[1]?.endsWith('circuitlens.js')) {
+/** Runs the command line of this process. The bin (bin/circuitlens.js) calls it, whatever name it was started by:
+ * `npx circuitlens`, a global or linked install, and `node bin/circuitlens.js` all run through a link or a copy. */
+export function start(): void {
   main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
 }
+
+if (require.main === module) start();

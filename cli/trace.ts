@@ -18,10 +18,11 @@ export async function infoCommand(argv: string[], out: (s: string) => void): Pro
     out(JSON.stringify({
       architecture: i.architecture, layers: i.layers, heads: i.heads, dModel: i.dModel, vocab: i.vocab, hooks: i.hooks,
       dHead: i.dHead, contextLength: i.contextLength ?? null, opset: i.opset, features: i.features, detection: i.detection,
-      tokenizer: !!engine.tokenizer,
+      tokenizer: !!engine.tokenizer, ...(i.normalized ? { normalized: i.normalized } : {}),
     }, null, 2));
   } else {
-    out(`${positionals[0]}: ${i.architecture} (${i.features.norm}, ${i.features.positions} positions, ${i.features.mlp} MLP, ${i.features.qkv} QKV), opset ${i.opset}`);
+    out(`${positionals[0]}: ${i.architecture} (${i.features.norm}, ${i.features.positions} positions, ${i.features.mlp} MLP, ${i.features.qkv} QKV, ${i.features.block} blocks), opset ${i.opset}`);
+    for (const note of i.normalized ?? []) out(`  loaded as: ${note}`);
     out(`  ${i.layers} layers × ${i.heads} heads, d_model ${i.dModel}, d_head ${i.dHead}, vocab ${i.vocab}, context ${i.contextLength ?? 'unknown'}`);
     out(`  tokenizer: ${engine.tokenizer ? 'yes' : 'none (pass token ids)'}; hooks from ${i.detection}:`);
     for (const [h, t] of Object.entries(i.hooks)) out(`    ${h.padEnd(30)} ${t}`);

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import { patchingAttribution } from '../core/analysis/attribution';
 import { circuitFile, discoverCircuit } from '../core/analysis/discover-circuit';
-import { edgeGradientScores, edgePatchingScores, prepareEdges, verifyEdgeCircuit } from '../core/analysis/edges';
+import { attributeEdges, prepareEdges, verifyEdgeCircuit } from '../core/analysis/edges';
 import { Cancelled, evaluateSets, prepare } from '../core/analysis/evaluate';
 import { resolvePrompts, type ResolvedPrompt } from '../core/analysis/prompts';
 import { verifyCircuit } from '../core/analysis/verify';
@@ -166,14 +166,20 @@ export function commandTable(s: Services): Record<string, (...args: Arg[]) => Pr
         report(`${allComponentNodes(L.engine.info).length + 1} ablation sets × ${L.task.length} prompts`);
         const ctx = await prepare(L.engine, L.task, L.suite.ablation, { signal, meanOver: L.all });
         const attr = await patchingAttribution(ctx, L.suite.metric);
-        // Edges: exact path patching while that is a few hundred runs, else their gradient estimate (EAP).
+        // Edges: exact path patching while that is a few hundred runs, else their gradient estimate (EAP), falling
+        // back to patching where the export has no gradient (core/analysis/edges.ts attributeEdges).
         let edgeMethod = '';
         try {
           const ec = await prepareEdges(ctx, L.all);
-          const exact = ec.ids.length <= 600;
-          report(`${ec.ids.length} edges (${exact ? 'path patching' : 'EAP'})`);
-          attr.edges = exact ? (await edgePatchingScores(ec, L.suite.metric)).edges : await edgeGradientScores(ec, L.suite.metric);
-          edgeMethod = exact ? '; edges by path patching' : '; edges by EAP';
+          report(`${ec.ids.length} edges`);
+          const ea = await attributeEdges(ec, L.suite.metric);
+          attr.edges = ea.edges;
+          edgeMethod = `; edges by ${ea.method}`;
+          if (ea.fallback) {
+            state.log.warn(`${path.basename(L.modelPath)}: ${ea.fallback}`);
+            void vscode.window.showWarningMessage(`CircuitLens: ${ea.fallback}`);
+            edgeMethod += ' (gradients unavailable)';
+          }
         } catch (e) {
           if (!isUserError(e)) throw e;
           state.log.warn(`no edge attribution for ${path.basename(L.modelPath)}: ${(e as Error).message}`);
@@ -229,7 +235,7 @@ export function commandTable(s: Services): Record<string, (...args: Arg[]) => Pr
         if (edgeLevel) {
           const ec = await prepareEdges(ctx, L.all);
           const cc = control ? await prepareEdges(control, L.all) : undefined;
-          v = await verifyEdgeCircuit(ec, circuit.edges!.map((e) => `${e.source}->${e.target}`), L.suite.metric, await edgeGradientScores(ec, L.suite.metric), cc);
+          v = await verifyEdgeCircuit(ec, circuit.edges!.map((e) => `${e.source}->${e.target}`), L.suite.metric, (await attributeEdges(ec, L.suite.metric, 0)).edges, cc);
         } else {
           v = await verifyCircuit(ctx, nodes, L.suite.metric, control);
         }
@@ -261,7 +267,7 @@ export function commandTable(s: Services): Record<string, (...args: Arg[]) => Pr
       if (!modelPath) return;
       const engine = await state.engine(modelPath);
       const out = f.replace(/\.circuit\.json$/, '.eap-ig.json');
-      await writeFileAtomic(out, JSON.stringify(toEapIg(circuit, engine.info), null, 2) + '\n');
+      await writeFileAtomic(out, JSON.stringify(toEapIg(circuit, { ...engine.info, parallel: engine.info.features.block === 'parallel' }), null, 2) + '\n');
       void vscode.window.showInformationMessage(`Exported ${state.ws.display(out)} (EAP-IG / MIB circuit JSON)`);
     },
     'circuitlens.refresh': async () => { state.refresh(); await s.canaries.discover(); },

@@ -5,7 +5,7 @@
 // (resample).
 import { groupByLength, type EdgeValues } from '../engine/engine';
 import type { F32 } from '../engine/runtime';
-import { UserError } from '../errors';
+import { isUserError, UserError } from '../errors';
 import { signedMetric, type EdgeScore } from './attribution';
 import { cprCmd, type CurvePoint } from './discovery';
 import { Cancelled, concatRows, sliceRow, type EvalContext } from './evaluate';
@@ -337,4 +337,31 @@ function sumRows(v: EdgeValues): EdgeValues {
 function addValues(a: EdgeValues, b: EdgeValues): EdgeValues {
   const add = (x: F32, y: F32): F32 => ({ dims: x.dims, data: x.data.map((v, i) => v + y.data[i]!) });
   return { input: add(a.input, b.input), heads: a.heads.map((t, l) => add(t, b.heads[l]!)), mlp: a.mlp.map((t, l) => add(t, b.mlp[l]!)) };
+}
+
+/** Edges up to which attribution without a chosen method runs exact path patching (a few hundred forward runs). */
+export const EXACT_EDGE_LIMIT = 600;
+
+export interface EdgeAttribution {
+  edges: EdgeScore[];
+  method: 'path patching' | 'EAP';
+  /** Set when gradients were wanted but the model's graph has no gradient for them: why, and what ran instead. */
+  fallback?: string;
+}
+
+/**
+ * Edge scores for a view that picks the method itself: exact path patching up to EXACT_EDGE_LIMIT edges, EAP
+ * beyond. When the gradient graph cannot be built for this export (an operator without a gradient rule, a fused
+ * op), it falls back to exact path patching, refused with advice where that would run for hours. `exactLimit` 0:
+ * gradients wherever they can be had.
+ */
+export async function attributeEdges(ec: EdgeContext, metric: MetricName, exactLimit = EXACT_EDGE_LIMIT): Promise<EdgeAttribution> {
+  if (ec.ids.length <= exactLimit) return { edges: (await edgePatchingScores(ec, metric)).edges, method: 'path patching' };
+  try {
+    return { edges: await edgeGradientScores(ec, metric), method: 'EAP' };
+  } catch (e) {
+    if (!isUserError(e)) throw e;
+    const fallback = `gradients are not available for this model (${(e as Error).message}); edges scored by exact path patching instead`;
+    return { edges: (await edgePatchingScores(ec, metric)).edges, method: 'path patching', fallback };
+  }
 }

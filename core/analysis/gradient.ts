@@ -68,9 +68,11 @@ export async function eapNodeScores(ctx: EvalContext, metric: MetricName, opts: 
 
     const rows: { member: number; alpha: number }[] = [];
     group.forEach((_, member) => alphas.forEach((alpha) => rows.push({ member, alpha })));
-    for (let start = 0; start < rows.length; start += ctx.maxRows) {
+    // Rows per gradient run: the context's batch size, fewer where the engine's memory budget says so.
+    const perRun = Math.max(1, Math.min(ctx.maxRows, engine.gradientRowsThatFit(T)));
+    for (let start = 0; start < rows.length; start += perRun) {
       if (ctx.signal?.aborted) throw new Cancelled();
-      const chunk = rows.slice(start, start + ctx.maxRows);
+      const chunk = rows.slice(start, start + perRun);
       const chunkPrompts = chunk.map((r) => prompts[group[r.member]!.index]!);
       const kinds = chunkPrompts.map((p) => surrogateFor(metric, p));
       const seed = kinds.every((k) => k === 'logit_diff')

@@ -5,7 +5,8 @@ import { addGradients, GRAD_SEED } from '../onnx/autodiff';
 import { addEdgeGradientsAtZero, addEdgeInputs, EDGE, edgeLayout, type EdgeLayout } from '../onnx/edges';
 import { addLayerSkipping, START } from '../onnx/skip';
 import { GraphIndex } from '../onnx/graph';
-import { decodeModel, encodeModel, externalLocations, floatValueInfo, opsetVersion, type OnnxModel } from '../onnx/model';
+import { decodeModel, encodeModel, EXTERNAL, externalLocations, floatValueInfo, num, opsetVersion, type OnnxModel } from '../onnx/model';
+import { normalizeExport, preciseTrigForWebGpu } from '../onnx/normalize';
 import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, LAST_STATS, withLastMlpOnLastPosition, withLastRowStats, withOutputsOnly, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
 import type { Tokenizer } from '../tokenizer';
 import { size, type ExternalFile, type F32, type Feed, type Runtime, type Session } from './runtime';
@@ -25,6 +26,8 @@ export interface ModelInfo {
   hooks: Record<HookName, string>;
   backend: string;
   detection: string;
+  /** What loading changed in the export (merged decoder inlined, fp16 weights converted); absent when nothing. */
+  normalized?: string[];
 }
 
 /** One row's ablation: which nodes, replaced by what. */
@@ -172,6 +175,64 @@ export interface EngineOptions {
    * about a quarter of the layers. Any value gives the same numbers. For tests.
    */
   eapBlockLayers?: number;
+  /** Memory planning: see MemoryOptions. Without it nothing is checked. */
+  memory?: MemoryOptions;
+}
+
+/**
+ * What the engine may use, and how the runtime holds weights. Before it builds a session (metrics, layer skipping,
+ * logit lens, gradients, edges) or runs a gradient batch, the engine estimates the process' memory from the model's
+ * weight bytes, what each session costs and what a row of activations costs (Engine.memoryEstimate); when the
+ * estimate passes the budget it first releases the optional sessions it has cached, then does without the one
+ * asked for where it can (layer skipping, the lean metrics session), and otherwise refuses with a UserError saying
+ * what is needed. Gradient batches are split into as many rows as fit (Engine.gradientRowsThatFit).
+ */
+export interface MemoryOptions {
+  /** Bytes the engine may plan for (the CLI: 0.75 × the machine's memory). */
+  budget: number;
+  /** Where the budget came from, for messages (e.g. "0.75 × 23.4 GiB of RAM"). */
+  budgetSource?: string;
+  /**
+   * The runtime's sessions share one copy of the weights (onnxruntime-node without prepacking, weights
+   * memory-mapped from external files): weights count once, not once per session.
+   */
+  sharedWeights?: boolean;
+  /** How to raise the budget, for messages. */
+  raiseHint?: string;
+}
+
+/** The sessions an engine may build, for memory planning. */
+export type SessionKind = 'main' | 'metrics' | 'skip' | 'lens' | 'gradient' | 'gradientResid' | 'edgeForward' | 'edgeGradient' | 'edgeGradientAtZero';
+
+const GiB = 1024 ** 3;
+const gib = (n: number) => `${(n / GiB).toFixed(n < 10 * GiB ? 2 : 1)} GiB`;
+/** What a session costs beyond its weights (graph, kernels, arena start), measured on onnxruntime-node 1.30. */
+const SESSION_OVERHEAD = 128 * 1024 ** 2;
+
+/** Bytes of an ONNX model's weights: initializers inside the graph and the lengths of external ones. */
+export function weightBytes(model: OnnxModel): number {
+  let n = 0;
+  for (const t of model.graph?.initializer ?? []) {
+    if (t.dataLocation === EXTERNAL) {
+      const len = t.externalData?.find((e) => e.key === 'length')?.value;
+      n += len !== undefined ? Number(len) : t.dims.reduce((a: number, d) => a * num(d), 4);
+    } else {
+      n += t.rawData?.length || (t.floatData?.length ?? 0) * 4 || (t.int64Data?.length ?? 0) * 8 || (t.int32Data?.length ?? 0) * 4;
+    }
+  }
+  return n;
+}
+
+/** One memory estimate: what is held now, what the next step adds, and the budget. */
+export interface MemoryEstimate {
+  /** Weights (once, when shared) plus the sessions built so far. */
+  held: number;
+  /** The session to build (0 when built or none). */
+  session: number;
+  /** Activations of the run. */
+  activations: number;
+  total: number;
+  budget: number;
 }
 
 /**
@@ -189,8 +250,17 @@ export class Engine {
    */
   private instrumented(): OnnxModel {
     const src = this.source!;
-    return src.instrumented ?? instrument(src.reload!(), this.structure).model;
+    if (src.instrumented) return src.instrumented;
+    const model = src.reload!();
+    normalizeExport(model, src.what);
+    if (src.runtime.backend === 'webgpu') preciseTrigForWebGpu(model);
+    return instrument(model, this.structure).model;
   }
+  /** Memory planning (EngineOptions.memory) and the weight bytes it counts from. */
+  private memory?: MemoryOptions;
+  private weights = 0;
+  /** Sessions built (or being built) and what each is counted at. */
+  private readonly held = new Map<SessionKind, number>();
   /** The backward graphs' sessions, without and with dL/d(resid_pre), built on first use (most runs never need them). */
   private gradient: { lean?: Promise<GradientGraph>; withResid?: Promise<GradientGraph> } = {};
 
@@ -217,6 +287,8 @@ export class Engine {
   }
 
   static async fromModel(runtime: Runtime, model: OnnxModel, opts: EngineOptions): Promise<Engine> {
+    const normalized = normalizeExport(model, opts.what);
+    if (runtime.backend === 'webgpu' && preciseTrigForWebGpu(model)) normalized.notes.push('Sin/Cos computed in float32 arithmetic (WebGPU\'s are imprecise)');
     const structure = detectStructure(model, opts.what, opts.sidecar, opts.sidecarPath);
     const locations = externalLocations(model);
     const external = opts.external ?? [];
@@ -226,6 +298,14 @@ export class Engine {
     }
     const opset = opsetVersion(model);
     const inst = instrument(model, structure);
+    const weights = weightBytes(model);
+    const memory = opts.memory;
+    if (memory) {
+      const need = weights + SESSION_OVERHEAD;
+      if (need > memory.budget) {
+        throw new UserError(`${opts.what} has ${gib(weights)} of weights; loading it needs about ${gib(need)}, more than the memory budget of ${gib(memory.budget)}${memory.budgetSource ? ` (${memory.budgetSource})` : ''}. ${memory.raiseHint ?? 'Use a smaller model or a machine with more memory.'}`);
+      }
+    }
     const session = await runtime.createSession(encodeModel(inst.model), external);
     const layers = structure.layers.length;
     const hookNames = allHookNames(layers, !!structure.posEmbed);
@@ -239,13 +319,106 @@ export class Engine {
     const info: ModelInfo = {
       architecture: structure.architecture, layers, heads: heads!, dModel, dHead, vocab, contextLength: structure.contextLength, opset,
       features: structure.features, hooks: Object.fromEntries(hookNames.map((h) => [h, inst.hooks[h]!])), backend: runtime.backend,
+      ...(normalized.notes.length ? { normalized: normalized.notes } : {}),
       detection: structure.source,
     };
     const engine = new Engine(session, info, structure, inst.taps, opts.tokenizer, hookNames);
     engine.source = opts.reload ? { runtime, reload: opts.reload, external, what: opts.what } : { runtime, instrumented: inst.model, external, what: opts.what };
     engine.source.edgeHeadSlicing = opts.edgeHeadSlicing;
     engine.source.eapBlockLayers = opts.eapBlockLayers;
+    engine.memory = memory;
+    engine.weights = weights;
+    engine.held.set('main', engine.sessionBytes('main'));
     return engine;
+  }
+
+  // ---- memory planning (MemoryOptions) ----------------------------------------------------------------------
+
+  /** The weight bytes the estimates count from. */
+  get weightBytes(): number {
+    return this.weights;
+  }
+
+  /** What a session of this kind holds: its own weights (unless shared) and its overhead. */
+  sessionBytes(kind: SessionKind): number {
+    if (this.memory?.sharedWeights) return SESSION_OVERHEAD;
+    // A prepacking runtime packs each constant MatMul/Gemm operand per kernel: the backward graph reads every
+    // weight in a second kernel (dA = g·Bᵀ), a second packed copy.
+    const copies = kind === 'gradient' || kind === 'gradientResid' || kind === 'edgeGradient' || kind === 'edgeGradientAtZero' ? 2 : 1;
+    return copies * this.weights + SESSION_OVERHEAD;
+  }
+
+  /**
+   * Activations a gradient run of `rows` prompts of T tokens holds (a rough upper estimate): the forward
+   * intermediates the backward graph keeps and the gradients, per token and layer about 40 d_model floats plus
+   * 4 × heads × T for attention, and the logits at the last position.
+   */
+  gradientRowBytes(T: number): number {
+    const { layers, heads, dModel, vocab } = this.info;
+    return 4 * (T * layers * (40 * dModel + 4 * heads * T) + 2 * vocab);
+  }
+
+  /** The memory estimate for building `kind` (if not built) and running `activations` bytes on top. */
+  memoryEstimate(kind: SessionKind | undefined, activations = 0): MemoryEstimate {
+    const shared = this.memory?.sharedWeights ? this.weights : 0;
+    const held = shared + [...this.held.values()].reduce((a, b) => a + b, 0);
+    const session = kind && !this.held.has(kind) ? this.sessionBytes(kind) : 0;
+    return { held, session, activations, total: held + session + activations, budget: this.memory?.budget ?? Infinity };
+  }
+
+  /** Rows of T tokens a gradient batch may have within the budget (at least 1; Infinity without a budget). */
+  gradientRowsThatFit(T: number, withResid = false): number {
+    if (!this.memory) return Infinity;
+    const e = this.memoryEstimate(withResid ? 'gradientResid' : 'gradient');
+    return Math.max(1, Math.floor((e.budget - e.held - e.session) / this.gradientRowBytes(T)));
+  }
+
+  /**
+   * Makes room for building a session of this kind (and `activations` bytes of a run on it): true when it fits,
+   * false when it does not and `required` is false (the caller does without), and when `required`, after
+   * releasing the cached optional sessions if need be, true or a UserError saying what is needed.
+   */
+  private async reserve(kind: SessionKind, required: boolean, what: string, activations = 0, runWhat = ''): Promise<boolean> {
+    if (!this.memory || (this.held.has(kind) && !activations)) return true;
+    let e = this.memoryEstimate(kind, activations);
+    // Only a session the step cannot do without evicts others (an optional one could evict a session in use).
+    if (e.total > e.budget && required) {
+      await this.releaseOptional(kind);
+      e = this.memoryEstimate(kind, activations);
+    }
+    if (e.total <= e.budget) {
+      if (!this.held.has(kind)) this.held.set(kind, e.session);
+      return true;
+    }
+    if (!required) return false;
+    const m = this.memory;
+    const parts = [
+      m.sharedWeights ? `${gib(this.weights)} of weights shared by every session` : `${gib(this.weights)} of weights per session`,
+      `${gib(e.held - (m.sharedWeights ? this.weights : 0))} for the sessions already built`,
+      `${gib(e.session)} for ${what}`,
+      ...(activations ? [`${gib(activations)} of activations${runWhat}`] : []),
+    ];
+    throw new UserError(`${what} needs about ${gib(e.total)} of memory (${parts.join(', ')}), more than the memory budget of ${gib(e.budget)}${m.budgetSource ? ` (${m.budgetSource})` : ''}. Use fewer or shorter prompts, an exact method that needs no gradients (--method patching), or a machine with more memory${m.raiseHint ? `; ${m.raiseHint}` : ''}.`);
+  }
+
+  /** Releases the cached sessions other than the main one and `keep` (they are rebuilt when next needed). */
+  private async releaseOptional(keep: SessionKind): Promise<void> {
+    const drop: Promise<{ release(): Promise<void> } | undefined>[] = [];
+    const take = <T>(kind: SessionKind, p: Promise<T> | undefined, sessionOf: (v: T) => Session | undefined) => {
+      if (kind === keep || !p) return false;
+      drop.push(p.then(sessionOf, () => undefined));
+      this.held.delete(kind);
+      return true;
+    };
+    if (take('lens', this.lens, (v) => v.session)) this.lens = undefined;
+    if (take('skip', this.skip, (v) => v)) this.skip = undefined;
+    if (take('gradient', this.gradient.lean, (v) => v.session)) this.gradient.lean = undefined;
+    if (take('gradientResid', this.gradient.withResid, (v) => v.session)) this.gradient.withResid = undefined;
+    if (take('edgeForward', this.edgeGraphs.forward, (v) => v)) this.edgeGraphs.forward = undefined;
+    if (take('edgeGradient', this.edgeGraphs.gradient, (v) => v.session)) this.edgeGraphs.gradient = undefined;
+    if (take('edgeGradientAtZero', this.edgeGraphs.gradientAtZero, (v) => v.session)) this.edgeGraphs.gradientAtZero = undefined;
+    if (take('metrics', this.last, (v) => v)) this.last = undefined;
+    for (const p of drop) await (await p)?.release();
   }
 
   private released = false;
@@ -257,6 +430,7 @@ export class Engine {
 
   async release(): Promise<void> {
     this.released = true;
+    this.held.clear();
     await this.session.release();
     for (const p of [this.gradient.lean, this.gradient.withResid]) {
       const g = await p?.catch(() => undefined);
@@ -314,6 +488,8 @@ export class Engine {
   private skipSession(): Promise<Session | undefined> {
     this.skip ??= (async () => {
       if (!this.source || this.source.runtime.backend !== 'node') return undefined;
+      // Without room for it, runs start at the first layer (the same results, more work).
+      if (!(await this.reserve('skip', false, 'the layer-skipping session'))) return undefined;
       const { runtime, external } = this.source;
       const full = withOutputsOnly(this.instrumented(), [LAST_LOGITS]);
       // The last layer's MLP on the last position only, as in the metrics session: that layer's block ends at its
@@ -334,11 +510,14 @@ export class Engine {
     if (!this.source || !fetches.includes(LAST_LOGITS)) return this.session;
     const lean = new Set(this.leanOutputs());
     if (this.hasRowStats) lean.add(LAST_STATS);
-    return fetches.every((f) => lean.has(f)) ? this.lastSession() : this.session;
+    if (!fetches.every((f) => lean.has(f))) return this.session;
+    // Without room for the lean session, the main one computes the same logits (more work per run).
+    return (await this.reserve('metrics', false, 'the metrics session')) ? this.lastSession() : this.session;
   }
 
   private lensSession(): Promise<{ session: Session; outputs: string[] }> {
     this.lens ??= (async () => {
+      await this.reserve('lens', true, 'the logit-lens session');
       const { runtime, external } = this.source!;
       const model = this.copyOfInstrumented();
       const outputs = addLogitLensOutputs(model, this.structure);
@@ -353,8 +532,9 @@ export class Engine {
    * (core/onnx/autodiff.ts) and run by the same runtime: one run gives the forward pass and every gradient.
    */
   async gradients(req: GradientRequest): Promise<GradientResult> {
-    const { B } = this.checkBatch(req.ids);
+    const { B, T } = this.checkBatch(req.ids);
     const hooks = req.hooks ?? [];
+    await this.reserve(req.residPre ? 'gradientResid' : 'gradient', true, 'the gradient run (backward graph)', B * this.gradientRowBytes(T), ` for ${B} prompt${B === 1 ? '' : 's'} of ${T} tokens`);
     const graph = await this.gradientGraph(!!req.residPre);
     for (const h of hooks) if (!graph.hookTensors[h]) throw new UserError(`hook "${h}" cannot be read from a gradient run (it reads hook_z, hook_mlp_out and the other hooks up to the last layer's MLP; the logits are returned at the last position)`);
     const feeds: Record<string, Feed> = { ...this.baseFeeds(req.ids), ...req.patch };
@@ -424,7 +604,7 @@ export class Engine {
 
   /** Edges of the model's computational graph and where their masks live (DESIGN §3 ids). */
   get edges(): EdgeLayout {
-    this.layout ??= edgeLayout(this.info.layers, this.info.heads);
+    this.layout ??= edgeLayout(this.info.layers, this.info.heads, this.info.features.block === 'parallel');
     return this.layout;
   }
   private layout?: EdgeLayout;
@@ -447,6 +627,7 @@ export class Engine {
 
   private edgeForward(): Promise<Session> {
     this.edgeGraphs.forward ??= (async () => {
+      await this.reserve('edgeForward', true, 'the edge-ablation session');
       const { runtime, external } = this.source!;
       const { model, outputs } = this.edgeModel();
       const L = this.structure.layers;
@@ -472,6 +653,7 @@ export class Engine {
   private edgeGradient(atZero: boolean): Promise<{ session: Session; grads: string[] }> {
     const key = atZero ? 'gradientAtZero' : 'gradient';
     this.edgeGraphs[key] ??= (async () => {
+      await this.reserve(atZero ? 'edgeGradientAtZero' : 'edgeGradient', true, 'the edge gradient session');
       const { runtime, external, what, edgeHeadSlicing, eapBlockLayers } = this.source!;
       let model: OnnxModel;
       let names: string[];
@@ -651,10 +833,23 @@ export class Engine {
       }
     }
     const lens = req.lens ? await this.lensSession() : undefined;
+    const t0 = performance.now();
     const raw = await this.runRaw(req.ids, [...new Set([logitsTap, ...(stats ? [LAST_STATS] : []), ...hooks, ...(lens?.outputs ?? [])])], this.ablationFeeds(req, B, T), lens?.session);
+    if (req.lastOnly && !req.lens) this.fastestMsPerToken = Math.min(this.fastestMsPerToken ?? Infinity, (performance.now() - t0) / (B * T));
     const activations: Record<HookName, F32> = {};
     for (const h of hooks) activations[h] = raw[h]!;
     return { logits: raw[logitsTap]!, stats: raw[LAST_STATS], activations, lens: lens ? lens.outputs.map((t) => raw[t]!) : undefined };
+  }
+
+  private fastestMsPerToken?: number;
+
+  /**
+   * Milliseconds per token of a whole-model metrics forward (lastOnly), the fastest seen so far on this
+   * engine (the first run of a session also builds it); undefined before any. For estimates of work ahead
+   * (core/analysis/cost.ts), not a benchmark.
+   */
+  get msPerToken(): number | undefined {
+    return this.fastestMsPerToken;
   }
 
   /** Mean of each head's z and each MLP's output over all prompts and positions (for mean ablation). */

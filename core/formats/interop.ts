@@ -3,63 +3,117 @@ import { checkNodeInModel, headId, mlpId, parseNodeId, type NodeId } from '../id
 import { CIRCUIT_SCHEMA_VERSION, type Circuit, type CircuitEdge } from './circuit';
 
 /**
- * EAP-IG / MIB circuit JSON (the `Graph.to_json` layout of the EAP-IG library used by the MIB benchmark):
- * `{"cfg": {...}, "nodes": {id: in_graph}, "edges": {"src->dst<q>": {"score", "in_graph"}}}`.
- * Node and edge ids are the same as ours (DESIGN §3), so conversion keeps every id.
+ * EAP-IG / MIB circuit JSON: the layout EAP-IG's `Graph.to_json` writes and `Graph.from_json` reads (the library
+ * the MIB benchmark uses; ../shared/interop/README.md lists what its reader requires):
+ * `{"cfg": {"n_layers", "n_heads", "parallel_attn_mlp", "d_model"}, "nodes": {id: {"in_graph", "score"?}},
+ *   "edges": {"src->dst<q>": {"score", "in_graph"}}}`.
+ * Node and edge ids are the same as ours (DESIGN §3), so conversion keeps every id. Older CircuitLens exports wrote
+ * nodes as bare booleans and no `d_model`; EAP-IG's reader fails on both, so they are read here but never written.
  */
+export interface EapIgNode { in_graph: boolean; score?: number | null }
 export interface EapIgGraph {
-  cfg: { n_layers: number; n_heads: number; parallel_attn_mlp?: boolean; d_model?: number };
-  nodes: Record<string, boolean>;
+  cfg: { n_layers: number; n_heads: number; parallel_attn_mlp: boolean; d_model: number };
+  nodes: Record<string, EapIgNode>;
   edges: Record<string, { score: number | null; in_graph: boolean }>;
 }
 
-/** Every edge of the model's computational graph, in EAP-IG order: heads take q, k, v inputs separately. */
-export function allEdges(layers: number, heads: number): { source: string; target: string }[] {
+/** The model shape an EAP-IG graph is built from (EAP-IG's `Graph.from_model(cfg)`). */
+export interface EapIgShape { layers: number; heads: number; dModel: number; parallel?: boolean }
+
+/**
+ * Every edge of the model's computational graph, in EAP-IG order: heads take q, k, v inputs separately. With
+ * parallel attention and MLP (GPT-NeoX/Pythia, GPT-J, Phi) a layer's MLP reads the same stream as its heads, so
+ * there is no edge from a head to the MLP of its own layer.
+ */
+export function allEdges(layers: number, heads: number, parallel = false): { source: string; target: string }[] {
   const out: { source: string; target: string }[] = [];
   const upstream: string[] = ['input'];
   for (let l = 0; l < layers; l++) {
     for (let h = 0; h < heads; h++) for (const u of upstream) for (const q of ['q', 'k', 'v']) out.push({ source: u, target: `${headId(l, h)}<${q}>` });
     const attn = Array.from({ length: heads }, (_, h) => headId(l, h) as string);
-    for (const u of [...upstream, ...attn]) out.push({ source: u, target: mlpId(l) });
+    for (const u of parallel ? upstream : [...upstream, ...attn]) out.push({ source: u, target: mlpId(l) });
     upstream.push(...attn, mlpId(l));
   }
   for (const u of upstream) out.push({ source: u, target: 'logits' });
   return out;
 }
 
-export function toEapIg(c: Circuit, shape: { layers: number; heads: number }): EapIgGraph {
-  const inC = new Set<string>(['input', 'logits', ...c.nodes]);
+export function toEapIg(c: Circuit, shape: EapIgShape): EapIgGraph {
+  const parallel = !!shape.parallel;
+  const edgeCircuit = c.granularity === 'edge';
   const given = new Map((c.edges ?? []).map((e) => [`${e.source}->${e.target}`, e]));
-  const nodes: Record<string, boolean> = { input: true };
-  for (let l = 0; l < shape.layers; l++) {
-    for (let h = 0; h < shape.heads; h++) nodes[headId(l, h)] = inC.has(headId(l, h));
-    nodes[mlpId(l)] = inC.has(mlpId(l));
+  const known = new Set(allEdges(shape.layers, shape.heads, parallel).map((e) => `${e.source}->${e.target}`));
+  for (const key of given.keys()) {
+    if (!known.has(key)) throw new UserError(`edge "${key}" is not an edge of a ${shape.layers}-layer, ${shape.heads}-head model${parallel ? ' with parallel attention and MLP' : ''}`);
   }
-  nodes['logits'] = true;
+  // An edge circuit's nodes are those its edges touch; a node circuit's are its nodes.
+  const inC = new Set<string>(['input', 'logits', ...c.nodes]);
+  if (edgeCircuit) for (const e of given.values()) { inC.add(e.source); inC.add(e.target.replace(/<[qkv]>$/, '')); }
+  const node = (id: string): EapIgNode => {
+    const score = c.scores?.[id];
+    return score === undefined ? { in_graph: inC.has(id) } : { in_graph: inC.has(id), score };
+  };
+  const nodes: Record<string, EapIgNode> = { input: node('input') };
+  for (let l = 0; l < shape.layers; l++) {
+    for (let h = 0; h < shape.heads; h++) nodes[headId(l, h)] = node(headId(l, h));
+    nodes[mlpId(l)] = node(mlpId(l));
+  }
+  nodes['logits'] = node('logits');
   const edges: EapIgGraph['edges'] = {};
-  for (const e of allEdges(shape.layers, shape.heads)) {
+  for (const e of allEdges(shape.layers, shape.heads, parallel)) {
     const key = `${e.source}->${e.target}`;
     const g = given.get(key);
-    const inGraph = c.granularity === 'edge' ? !!g : inC.has(e.source) && inC.has(e.target.replace(/<[qkv]>$/, ''));
+    const inGraph = edgeCircuit ? !!g : inC.has(e.source) && inC.has(e.target.replace(/<[qkv]>$/, ''));
     edges[key] = { score: g?.score ?? null, in_graph: inGraph };
   }
-  return { cfg: { n_layers: shape.layers, n_heads: shape.heads, parallel_attn_mlp: false }, nodes, edges };
+  return { cfg: { n_layers: shape.layers, n_heads: shape.heads, parallel_attn_mlp: parallel, d_model: shape.dModel }, nodes, edges };
 }
 
 export function fromEapIg(json: unknown, name: string): Circuit {
-  const g = json as Partial<EapIgGraph>;
-  if (!g || typeof g !== 'object' || !g.nodes || !g.edges) throw new UserError(`${name}: not an EAP-IG graph (expected "nodes" and "edges" objects)`);
-  const nodes = Object.entries(g.nodes).filter(([id, inGraph]) => inGraph && id !== 'input' && id !== 'logits').map(([id]) => { parseNodeId(id); return id as NodeId; });
+  const g = json as { cfg?: Partial<EapIgGraph['cfg']>; nodes?: Record<string, EapIgNode | boolean>; edges?: EapIgGraph['edges'] };
+  if (!g || typeof g !== 'object' || !g.nodes || typeof g.nodes !== 'object' || Array.isArray(g.nodes) || !g.edges || typeof g.edges !== 'object') {
+    throw new UserError(`${name}: not an EAP-IG graph (expected "nodes" and "edges" objects)`);
+  }
+  const cfg = g.cfg;
+  const known = cfg && Number.isInteger(cfg.n_layers) && Number.isInteger(cfg.n_heads)
+    ? new Set(allEdges(cfg.n_layers!, cfg.n_heads!, !!cfg.parallel_attn_mlp).map((e) => `${e.source}->${e.target}`)) : undefined;
+  const inGraph = new Set<string>();
+  const scores: Record<string, number> = {};
+  for (const [id, v] of Object.entries(g.nodes)) {
+    // EAP-IG writes {"in_graph", "score"?}; older CircuitLens exports wrote a bare boolean.
+    const n = typeof v === 'boolean' ? { in_graph: v } : v;
+    if (!n || typeof n !== 'object' || typeof n.in_graph !== 'boolean') throw new UserError(`${name}: node "${id}" has no boolean "in_graph"`);
+    parseNodeId(id);
+    if (n.in_graph && id !== 'input' && id !== 'logits') inGraph.add(id);
+    if (typeof n.score === 'number' && id !== 'input' && id !== 'logits') scores[id] = n.score;
+  }
   const edges: CircuitEdge[] = [];
   for (const [key, e] of Object.entries(g.edges)) {
     const m = /^(.+)->(.+)$/.exec(key);
     if (!m) throw new UserError(`${name}: edge "${key}" is not of the form SRC->DST`);
-    if (e.in_graph) edges.push({ source: m[1]!, target: m[2]!, ...(e.score !== null && e.score !== undefined ? { score: e.score } : {}) });
+    if (known && !known.has(key)) throw new UserError(`${name}: edge "${key}" is not an edge of the graph its cfg describes (${cfg!.n_layers} layers × ${cfg!.n_heads} heads${cfg!.parallel_attn_mlp ? ', parallel attention and MLP' : ''})`);
+    if (!e || typeof e.in_graph !== 'boolean') throw new UserError(`${name}: edge "${key}" has no boolean "in_graph"`);
+    if (!e.in_graph) continue;
+    edges.push({ source: m[1]!, target: m[2]!, ...(typeof e.score === 'number' ? { score: e.score } : {}) });
+    // A node an in-graph edge touches is in the graph, whatever its own flag says.
+    for (const id of [m[1]!, m[2]!.replace(/<[qkv]>$/, '')]) {
+      parseNodeId(id);
+      if (id !== 'input' && id !== 'logits') inGraph.add(id);
+    }
   }
+  const nodes = sortNodes([...inGraph]) as NodeId[];
+  const shape = cfg ? `${cfg.n_layers ?? '?'} layers × ${cfg.n_heads ?? '?'} heads${cfg.d_model ? `, d_model ${cfg.d_model}` : ''}${cfg.parallel_attn_mlp ? ', parallel attention and MLP' : ''}` : 'no cfg';
   return {
     schemaVersion: CIRCUIT_SCHEMA_VERSION, name: name.replace(/\.json$/, ''), granularity: edges.length ? 'edge' : 'node', nodes, edges,
-    notes: `Imported from EAP-IG JSON (${g.cfg?.n_layers ?? '?'} layers × ${g.cfg?.n_heads ?? '?'} heads).`,
+    ...(Object.keys(scores).length ? { scores } : {}),
+    notes: `Imported from EAP-IG JSON (${shape}).`,
   };
+}
+
+/** Input first, then by layer, heads before the MLP, heads by index. */
+function sortNodes(ids: string[]): string[] {
+  const key = (id: string) => { const n = parseNodeId(id); return n.kind === 'input' ? -1 : n.kind === 'logits' ? Infinity : n.kind === 'head' ? n.layer * 1e6 + n.head : n.layer * 1e6 + 999_999; };
+  return ids.sort((a, b) => key(a) - key(b));
 }
 
 /**

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { Engine } from '../engine/engine';
+import { Engine, type MemoryOptions } from '../engine/engine';
 import type { Runtime } from '../engine/runtime';
 import { UserError } from '../errors';
 import { decodeModel, externalLocations, referenceWeightsInFile, type OnnxModel } from '../onnx/model';
@@ -52,8 +53,30 @@ export function readModelFile(modelPath: string): Uint8Array {
 /** Models larger than this are re-read for sessions built after loading instead of kept decoded in memory. */
 const KEEP_DECODED_BYTES = 64 * 1024 * 1024;
 
-/** Loads a model file with its tokenizer, sidecar and external data into an engine. */
-export async function loadEngine(modelPath: string, runtime: Runtime = createRuntime(), opts: { keepDecodedBytes?: number; edgeHeadSlicing?: boolean; eapBlockLayers?: number } = {}): Promise<Engine> {
+/** The environment variable that sets the engine's memory budget in GiB (see memoryBudget). */
+export const MEMORY_ENV = 'CIRCUITLENS_MEMORY_GB';
+
+/**
+ * The memory an engine may plan for (EngineOptions.memory): `budgetBytes` when given, else $CIRCUITLENS_MEMORY_GB
+ * GiB, else 0.75 × this machine's memory.
+ */
+export function memoryBudget(budgetBytes?: number): { budget: number; budgetSource: string } {
+  if (budgetBytes !== undefined) return { budget: budgetBytes, budgetSource: 'as given' };
+  const env = process.env[MEMORY_ENV];
+  if (env !== undefined && env !== '') {
+    const gb = Number(env);
+    if (!Number.isFinite(gb) || gb <= 0) throw new UserError(`${MEMORY_ENV}=${env}: expected a positive number of GiB`);
+    return { budget: gb * 1024 ** 3, budgetSource: `${MEMORY_ENV}=${env}` };
+  }
+  const total = os.totalmem();
+  return { budget: 0.75 * total, budgetSource: `0.75 × this machine's ${(total / 1024 ** 3).toFixed(1)} GiB` };
+}
+
+/**
+ * Loads a model file with its tokenizer, sidecar and external data into an engine. `memoryBudget`: bytes the engine
+ * may plan for (default: see memoryBudget).
+ */
+export async function loadEngine(modelPath: string, runtime: Runtime = createRuntime(), opts: { keepDecodedBytes?: number; edgeHeadSlicing?: boolean; eapBlockLayers?: number; memoryBudget?: number } = {}): Promise<Engine> {
   const before = fs.statSync(modelPath, { throwIfNoEntry: false });
   const bytes = readModelFile(modelPath);
   const large = bytes.length > (opts.keepDecodedBytes ?? KEEP_DECODED_BYTES);
@@ -82,5 +105,10 @@ export async function loadEngine(modelPath: string, runtime: Runtime = createRun
   }
   // Its weights referenced in the file, the re-read graph is small; the weights are read again by `read` above.
   const reload = large ? () => { const b = readUnchanged(); return withRefs(decodeModel(b, modelPath), b); } : undefined;
-  return Engine.fromModel(runtime, model, { what: modelPath, tokenizer: loadTokenizerFor(modelPath), ...loadSidecar(modelPath), external, reload, edgeHeadSlicing: opts.edgeHeadSlicing, eapBlockLayers: opts.eapBlockLayers });
+  const memory: MemoryOptions = {
+    ...memoryBudget(opts.memoryBudget),
+    sharedWeights: runtime instanceof OrtNodeRuntime && runtime.sharesWeights(external),
+    raiseHint: `to plan for more memory than that, set ${MEMORY_ENV} (GiB)`,
+  };
+  return Engine.fromModel(runtime, model, { what: modelPath, tokenizer: loadTokenizerFor(modelPath), ...loadSidecar(modelPath), external, reload, edgeHeadSlicing: opts.edgeHeadSlicing, eapBlockLayers: opts.eapBlockLayers, memory });
 }

@@ -7,7 +7,21 @@ import type { ExternalFile, Runtime, Session } from '../engine/runtime';
 
 /** onnxruntime-node (native CPU). The default for the CLI and the extension host. */
 /** How an OrtNodeRuntime runs onnxruntime-node: see its constructor. */
-export interface OrtNodeOptions { threads?: number; flushDenormals?: boolean; spinning?: Spinning }
+export interface OrtNodeOptions { threads?: number; flushDenormals?: boolean; spinning?: Spinning; prepacking?: Prepacking }
+
+/**
+ * Whether onnxruntime prepacks constant weights (MatMul/Gemm right operands) into its own layout when a session is
+ * built. Prepacking makes a private, packed copy of every weight in each session; without it onnxruntime reads
+ * weights in place, and weights it loads from external data files by path are memory-mapped from the file, so the
+ * sessions of one engine (main, metrics, layer skipping, gradients) share one physical copy through the page cache
+ * and build in about a second instead of 10-20 s (a 1.1B model). 'auto' (the default): off when the weights come
+ * from external files by path of more than SHARED_WEIGHTS_BYTES in all, on otherwise (small models, where memory
+ * is not the issue and prepacking may be faster).
+ */
+export type Prepacking = 'auto' | 'on' | 'off';
+
+/** External data by path above this many bytes: weights are shared, not prepacked (Prepacking 'auto'). */
+export const SHARED_WEIGHTS_BYTES = 1024 ** 3;
 
 /**
  * When onnxruntime's intra-op worker threads busy-wait for work instead of sleeping. 'during-run' (the default):
@@ -47,8 +61,16 @@ export class OrtNodeRuntime implements Runtime {
     this.opts = opts;
   }
 
+  /** Whether sessions over these external files share their weights (no prepacking: see Prepacking). */
+  sharesWeights(external: ExternalFile[]): boolean {
+    const mode = this.opts.prepacking ?? 'auto';
+    if (mode !== 'auto') return mode === 'off';
+    if (external.length === 0 || external.some((f) => !f.path) || !modelDir(external)) return false;
+    return externalBytes(external) > SHARED_WEIGHTS_BYTES;
+  }
+
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
-    const options = sessionOptions(this.opts);
+    const options = sessionOptions(this.opts, this.sharesWeights(external));
     try {
       if (external.length === 0) return new OrtSession(ort, await ort.InferenceSession.create(model, options));
       const dir = external.some((f) => f.read) ? undefined : modelDir(external);
@@ -75,16 +97,24 @@ export class OrtNodeRuntime implements Runtime {
   }
 }
 
+/** The bytes of the external files given by path (each file once). */
+export function externalBytes(external: ExternalFile[]): number {
+  const paths = new Set(external.flatMap((f) => (f.path ? [path.resolve(f.path)] : [])));
+  let n = 0;
+  for (const p of paths) n += fs.statSync(p, { throwIfNoEntry: false })?.size ?? 0;
+  return n;
+}
+
 /** onnxruntime's in-memory external data: each file's bytes as given, read by the caller's `read`, or from its path. */
 export function externalDataInMemory(external: ExternalFile[]): { path: string; data: Uint8Array }[] {
   return external.map((f) => ({ path: f.location, data: f.data ?? f.read?.() ?? fs.readFileSync(f.path!) }));
 }
 
-/** onnxruntime-node's session options for these OrtNodeOptions. */
-export function sessionOptions(opts: OrtNodeOptions): ort.InferenceSession.SessionOptions {
+/** onnxruntime-node's session options for these OrtNodeOptions; `shareWeights`: no prepacking (see Prepacking). */
+export function sessionOptions(opts: OrtNodeOptions, shareWeights = false): ort.InferenceSession.SessionOptions {
   // Errors only: onnxruntime's warnings (e.g. about initializers it merged) say nothing a user can act on.
   const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
-  options.extra = { session: { ...(opts.flushDenormals ? FLUSH_DENORMALS.session : {}), ...SPINNING[opts.spinning ?? 'during-run'] } };
+  options.extra = { session: { ...(opts.flushDenormals ? FLUSH_DENORMALS.session : {}), ...SPINNING[opts.spinning ?? 'during-run'], ...(shareWeights ? { disable_prepacking: '1' } : {}) } };
   if (opts.threads) options.intraOpNumThreads = opts.threads;
   return options;
 }

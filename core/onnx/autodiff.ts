@@ -49,7 +49,7 @@ export function addGradients(model: OnnxModel, y: string, wrt: string[], opts: {
     const n = g.node(i);
     if (!RULES.has(n.opType) || (n.domain && n.domain !== 'ai.onnx')) {
       const op = n.domain && n.domain !== 'ai.onnx' ? `${n.domain}.${n.opType}` : n.opType;
-      throw new UserError(`gradient attribution does not support operator ${op} (node "${n.name || n.output[0]}") yet`);
+      throw new UserError(`gradient attribution (EAP, EAP-IG) does not support operator ${op} (node "${n.name || n.output[0]}") yet; exact patching (--method patching) does not need gradients`);
     }
   }
 
@@ -130,6 +130,7 @@ function differentiableInputs(n: OnnxNode): number[] {
     case 'Squeeze': case 'Split': case 'Tile': case 'Pad': case 'ReduceMean': case 'ReduceSum': case 'Dropout': case 'TopK':
       return [0];
     case 'Where': return [1, 2];
+    case 'Trilu': case 'Clip': return [0];
     default: return n.input.map((_, i) => i);
   }
 }
@@ -343,6 +344,25 @@ const RULES = new Map<string, Rule>([
   ['Tanh', unary((b, gr, _x, y) => b.mul(gr, b.op('Sub', [b.f32(1), b.mul(y, y)])))],
   ['Sigmoid', unary((b, gr, _x, y) => b.mul(gr, b.mul(y, b.op('Sub', [b.f32(1), y]))))],
   ['Relu', unary((b, gr, x) => b.op('Where', [b.op('Greater', [x, b.f32(0)]), gr, b.f32(0)]))],
+  ['LeakyRelu', (b, n, [gr]) => {
+    const x = n.input[0]!;
+    return [b.op('Where', [b.op('Greater', [x, b.f32(0)]), gr!, b.mul(gr!, b.f32(floatOf(n, 'alpha', 0.01)))])];
+  }],
+  ['Softplus', unary((b, gr, x) => b.mul(gr, b.op('Sigmoid', [x])))],
+  ['Sin', unary((b, gr, x) => b.mul(gr, b.op('Cos', [x])))],
+  ['Cos', unary((b, gr, x) => b.op('Neg', [b.mul(gr, b.op('Sin', [x]))]))],
+  // Causal masks applied to scores (torch.tril/triu on a float tensor): the gradient is masked the same way.
+  ['Trilu', (b, n, [gr]) => [b.op('Trilu', [gr!, ...n.input.slice(1)], n.attribute)]],
+  ['Clip', (b, n, [gr]) => {
+    const [x, lo, hi] = [n.input[0]!, n.input[1], n.input[2]];
+    let keep: string | undefined;
+    if (lo) keep = b.op('GreaterOrEqual', [x, lo]);
+    if (hi) { const below = b.op('LessOrEqual', [x, hi]); keep = keep ? b.op('And', [keep, below]) : below; }
+    return [keep ? b.op('Where', [keep, gr!, b.f32(0)]) : gr];
+  }],
+  // Elementwise max/min: the gradient goes to the operand that was chosen (to each, on a tie).
+  ['Max', broadcasting((b, gr, n, k) => b.op('Where', [b.op('Equal', [n.input[k]!, n.output[0]!]), gr, b.f32(0)]))],
+  ['Min', broadcasting((b, gr, n, k) => b.op('Where', [b.op('Equal', [n.input[k]!, n.output[0]!]), gr, b.f32(0)]))],
   ['Add', broadcasting((_b, gr) => gr)],
   ['Sum', broadcasting((_b, gr) => gr)],
   ['Sub', broadcasting((b, gr, _n, k) => (k === 0 ? gr : b.op('Neg', [gr])))],
@@ -434,7 +454,13 @@ const RULES = new Map<string, Rule>([
       const d = b.info.dims.get(operand);
       return dOut && d ? [...dOut.slice(0, -2), ...d.slice(-2)] : undefined;
     };
-    if (need[0]) {
+    if (need[0] && ra >= 2 && rb === 2 && b.info.constDims.get(B)?.length === 2) {
+      // A constant weight matrix [K, N]: dA = g·Bᵀ as a Gemm with transB on g's rows ([-1, N]), reshaped to A's
+      // shape. MatMul(g, Transpose(B)) would have onnxruntime constant-fold Transpose(B) into a second full copy
+      // of every weight (4 GiB more for a 1.1B model); Gemm reads B as it is.
+      const rows = b.op('Reshape', [gr!, b.i64([-1, b.info.constDims.get(B)![1]!])]);
+      gA = b.op('Reshape', [b.op('Gemm', [rows, B], [intAttr('transB', 1)]), b.shape(A)]);
+    } else if (need[0]) {
       gA = b.op('MatMul', [g2, b.transposeLast2(B2, rb2)]);
       // B's batch dimensions broadcast into A's only when B has any.
       gA = ra >= 2 && rb <= 2 ? gA : b.sumTo(gA, A, r2, gradDims(A));
@@ -453,8 +479,9 @@ const RULES = new Map<string, Rule>([
     const [ta, tb] = [intOf(n, 'transA', 0), intOf(n, 'transB', 0)];
     const gemm = (p: string, q: string, transA: number, transB: number) =>
       b.op('Gemm', [p, q], [{ name: 'alpha', type: AttrType.FLOAT, f: alpha }, intAttr('transA', transA), intAttr('transB', transB)]);
+    // Y = α·op(A)·op(B) + β·C: d op(A) = α·G·op(B)ᵀ and d op(B) = α·op(A)ᵀ·G, transposed back where op transposes.
     return [
-      need[0] ? (ta ? gemm(B, gr!, tb, 1) : gemm(gr!, B, tb ? 0 : 1, 0)) : undefined,
+      need[0] ? (ta ? gemm(B, gr!, tb, 1) : gemm(gr!, B, 0, tb ? 0 : 1)) : undefined,
       need[1] ? (tb ? gemm(gr!, A, 1, ta) : gemm(A, gr!, ta ? 0 : 1, 0)) : undefined,
       need[2] && C ? b.sumTo(beta === 1 ? gr! : b.mul(gr!, b.f32(beta)), C, 2, b.info.dims.get(n.output[0]!)) : undefined,
     ];

@@ -29,7 +29,7 @@ import { constInts, PATCHED, type ModelStructure } from './instrument';
 export const EDGE = {
   /** [B, 3H, n_l]: rows q of heads 0..H−1, then k, then v; columns the n_l = 1 + l·(H + 1) upstream nodes. */
   maskQkv: (l: number) => `circuitlens.edges.${l}.mask_qkv`,
-  /** [B, 1, n_l + H]: the MLP's upstream nodes include its own layer's heads. */
+  /** [B, 1, n_l + H]: the MLP's upstream nodes include its own layer's heads ([B, 1, n_l] in parallel blocks). */
   maskMlp: (l: number) => `circuitlens.edges.${l}.mask_mlp`,
   /** [B, 1, 1 + L·(H + 1)] */
   maskLogits: 'circuitlens.edges.mask_logits',
@@ -60,7 +60,8 @@ export function upstreamIndex(node: string, heads: number): number {
   throw new Error(`not an upstream node: ${node}`);
 }
 
-export function edgeLayout(layers: number, heads: number): EdgeLayout {
+/** `parallel`: attention and MLP read the block's input (GPT-NeoX, GPT-J, Phi): no edge from a head to its own layer's MLP. */
+export function edgeLayout(layers: number, heads: number, parallel = false): EdgeLayout {
   const edges: EdgeSlot[] = [];
   const masks: EdgeLayout['masks'] = [];
   const up: string[] = ['input'];
@@ -72,8 +73,9 @@ export function edgeLayout(layers: number, heads: number): EdgeLayout {
       }
     }
     const attn = Array.from({ length: heads }, (_, h) => `a${l}.h${h}`);
-    masks.push({ name: EDGE.maskMlp(l), rows: 1, cols: up.length + heads });
-    for (const u of [...up, ...attn]) edges.push({ source: u, target: `m${l}`, input: EDGE.maskMlp(l), row: 0, col: upstreamIndex(u, heads) });
+    const mlpUp = parallel ? [...up] : [...up, ...attn];
+    masks.push({ name: EDGE.maskMlp(l), rows: 1, cols: mlpUp.length });
+    for (const u of mlpUp) edges.push({ source: u, target: `m${l}`, input: EDGE.maskMlp(l), row: 0, col: upstreamIndex(u, heads) });
     up.push(...attn, `m${l}`);
   }
   masks.push({ name: EDGE.maskLogits, rows: 1, cols: up.length });
@@ -106,6 +108,7 @@ export interface ZeroEdgeTensors { layers: { qkv: string[]; mlp: string }[]; log
 export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number, what: string, opts: { sliceHeads?: boolean; atZero?: boolean } = {}): { outputs: string[]; zero?: ZeroEdgeTensors } {
   const slice = opts.sliceHeads ?? true;
   const atZero = opts.atZero ?? false;
+  const parallel = s.features.block === 'parallel';
   const zero: ZeroEdgeTensors = { layers: [], logits: '', pieces: [] };
   const graph = model.graph!;
   const g = new GraphIndex(graph);
@@ -224,9 +227,16 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     return undefined;
   };
   const dimsOfInit = (t: string | undefined) => { const n = initName(t); return n !== undefined ? initByName.get(n)!.dims.map(num) : undefined; };
+  /** Whether `t` is a one-element constant (an initializer, or a Constant node's value). */
+  const isScalarConst = (t: string): boolean => {
+    const p = g.producerOf(t);
+    const d = dimsOfInit(t) ?? (p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value')?.t?.dims.map(num) : undefined);
+    return !!d && d.reduce((a, v) => a * v, 1) === 1;
+  };
   /** The one consumer of `t` among `on`, if there is exactly one. */
   const nextOn = (t: string, on: Set<number>): OnnxNode | undefined => {
-    const c = (g.consumers.get(t) ?? []).filter((i) => on.has(i));
+    // A Shape read of the tensor (GPT-NeoX views its fused QKV as qkv.size()[:-1] + (H, 3·d_head)) is not a step.
+    const c = (g.consumers.get(t) ?? []).filter((i) => on.has(i) && g.node(i).opType !== 'Shape');
     return c.length === 1 ? g.node(c[0]!) : undefined;
   };
   /** The last two entries of a Reshape's target shape, when they are constants. */
@@ -265,6 +275,13 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
       cur = n.output[0]!;
       n = nextOn(cur, on);
     }
+    // A constant scale (OPT scales the query by 1/√d_head right after its projection) commutes with the slicing.
+    const scales: OnnxNode[] = [];
+    while ((n?.opType === 'Mul' || n?.opType === 'Div') && n.input[0] === cur && isScalarConst(n.input[1]!)) {
+      scales.push(n);
+      cur = n.output[0]!;
+      n = nextOn(cur, on);
+    }
     let offset = 0;
     let width = N;
     if (n?.opType === 'Split') {
@@ -299,6 +316,7 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     }
     let p = op('MatMul', [op('Reshape', [y, ints([heads, -1, D])]), w]); // [H, B·T, d_head]: head h from its own copy
     if (b) p = op('Add', [p, b]);
+    for (const sc of scales) p = op(sc.opType, [p, sc.input[1]!]);
     if (G === heads) {
       // Back to the layout of `cur` ([B, T, H·d_head]), then the rest of the path as it is.
       const back = op('Reshape', [op('Transpose', [p], [intsAttr('perm', [1, 0, 2])]), op('Shape', [cur])]);
@@ -385,7 +403,10 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     const patternAnc = g.ancestors(L.pattern, L.residPre).nodes;
     const qk = [...patternAnc].map((i) => g.node(i)).filter((n) => n.opType === 'MatMul' && n.input.every((t) => attnNodes.has(g.producer.get(t) ?? -1)));
     if (qk.length !== 1) fail(`expected one query·key MatMul in layer ${l}, found ${qk.length}`);
-    const pv = g.producerOf(L.zBhtd);
+    // The pattern·V product, or (heads folded into the batch axis, OPT's bmm) the MatMul its view reads.
+    let pvOut = L.zBhtd;
+    while (['Reshape', 'Identity'].includes(g.producerOf(pvOut)?.opType ?? '')) pvOut = g.producerOf(pvOut)!.input[0]!;
+    const pv = g.producerOf(pvOut);
     if (!pv || pv.opType !== 'MatMul') fail(`the pattern·V MatMul of layer ${l}`);
     const qkNode = qk[0]!;
     const pvNode = pv!;
@@ -427,26 +448,44 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     outputs.push(EDGE.outHeads(l));
     const headsEntry = op('Transpose', [op('Sub', [EDGE.corrHeads(l), EDGE.outHeads(l)])], [intsAttr('perm', [0, 2, 1, 3])]); // [B, H, T, D]
 
-    // The MLP reads resid_mid = resid_pre + attn_out: give its nodes (not the residual Add) their own copy.
-    const post = g.producerOf(L.residPost);
     const mlpOut = PATCHED.mlp(l);
-    if (!post || post.opType !== 'Add' || !post.input.includes(mlpOut)) fail(`the residual Add after the MLP of layer ${l}`);
-    const mid = post!.input[0] === mlpOut ? post!.input[1]! : post!.input[0]!;
-    const mlpConsumers = g.consumersOf(mid).filter((c) => c !== post);
     const mlpEntry = unsq(op('Sub', [EDGE.corrMlp(l), mlpOut]), 1);
-    if (atZero) {
-      zero.layers[l]!.mlp = leaf(mid);
-      rewire(mlpConsumers, mid, zero.layers[l]!.mlp);
-      zero.pieces.push({ t: headsEntry, rows: heads }, { t: mlpEntry, rows: 1 });
-      return;
-    }
-    // The MLP's upstream nodes are the stack so far and this layer's heads: two products, one concatenation per layer.
     const n = 1 + l * (heads + 1);
-    const fromStack = delta(op('Slice', [EDGE.maskMlp(l), ints([0]), ints([n]), ints([2])]), stack);
-    const fromHeads = delta(op('Slice', [EDGE.maskMlp(l), ints([n]), ints([BIG]), ints([2])]), headsEntry);
-    const dMlp = op('Squeeze', [op('Add', [fromStack, fromHeads]), ints([1])]);
-    rewire(mlpConsumers, mid, op('Add', [mid, dMlp]));
-    stack = op('Concat', [stack, headsEntry, mlpEntry], [intAttr('axis', 1)]);
+    // The stream the MLP reads: resid_pre in parallel blocks, resid_mid (the Add after the attention) otherwise.
+    const mlpIn = L.mlpIn ?? (() => {
+      const post = g.producerOf(L.residPost);
+      if (!post || post.opType !== 'Add' || !post.input.includes(mlpOut)) fail(`the residual Add after the MLP of layer ${l}`);
+      return post!.input[0] === mlpOut ? post!.input[1]! : post!.input[0]!;
+    })();
+    // Its copy of the stream: the leaf (at zero), or the stream plus what the masked edges change.
+    let copy: string;
+    if (atZero) {
+      copy = leaf(mlpIn);
+      zero.layers[l]!.mlp = copy;
+      zero.pieces.push({ t: headsEntry, rows: heads }, { t: mlpEntry, rows: 1 });
+    } else if (parallel) {
+      copy = op('Add', [mlpIn, op('Squeeze', [delta(EDGE.maskMlp(l), stack), ints([1])])]);
+    } else {
+      // The MLP's upstream nodes are the stack so far and this layer's heads: two products, one concatenation per layer.
+      const fromStack = delta(op('Slice', [EDGE.maskMlp(l), ints([0]), ints([n]), ints([2])]), stack);
+      const fromHeads = delta(op('Slice', [EDGE.maskMlp(l), ints([n]), ints([BIG]), ints([2])]), headsEntry);
+      copy = op('Add', [mlpIn, op('Squeeze', [op('Add', [fromStack, fromHeads]), ints([1])])]);
+    }
+    // The MLP's nodes that read the stream read the copy instead. Where one of them also feeds something outside
+    // the MLP (a norm Phi's attention shares; OPT's flattening view, which its residual Add reads too), the MLP's
+    // path is cloned onto the copy and the MLP's consumers read the clone.
+    const mlpNodes = g.ancestors(mlpOut, mlpIn).nodes;
+    const fromStream = new Set([...g.descendants(mlpIn)].filter((i) => mlpNodes.has(i)));
+    const shared = [...fromStream].some((i) => g.node(i).output.some((o) => o && o !== mlpOut && (g.consumers.get(o) ?? []).some((c) => !mlpNodes.has(c))));
+    if (shared) {
+      const cloned = clonePath(mlpIn, mlpOut, copy, 1, `edges${l}m`);
+      rewire(g.consumersOf(mlpOut), mlpOut, cloned);
+    } else {
+      const entry = (g.consumers.get(mlpIn) ?? []).filter((i) => mlpNodes.has(i)).map((i) => g.node(i));
+      if (entry.length === 0) fail(`the MLP of layer ${l} does not read the residual stream`);
+      rewire(entry, mlpIn, copy);
+    }
+    if (!atZero) stack = op('Concat', [stack, headsEntry, mlpEntry], [intAttr('axis', 1)]);
   });
 
   // The logits read the last residual stream (through the final norm, and the last-position copy of it).
@@ -484,6 +523,7 @@ export const zeroMaskGradient = (mask: string) => `${mask}.grad_at_zero`;
 export function addEdgeGradientsAtZero(model: OnnxModel, s: ModelStructure, heads: number, what: string, y: string, layout: EdgeLayout,
   opts: { sliceHeads?: boolean; positive?: string[]; blockLayers?: number }): { outputs: string[]; grads: string[] } {
   const { outputs, zero } = addEdgeInputs(model, s, heads, what, { sliceHeads: opts.sliceHeads, atZero: true });
+  const parallel = s.features.block === 'parallel';
   const z = zero!;
   const wrt = [...z.layers.flatMap((x) => [...x.qkv, x.mlp]), z.logits];
   const { grads } = addGradients(model, y, wrt, { positive: opts.positive });
@@ -536,7 +576,7 @@ export function addEdgeGradientsAtZero(model: OnnxModel, s: ModelStructure, head
     const g = op('Concat', [...x.qkv.map((t) => flat(grads[t]!, heads)), flat(grads[x.mlp]!, 1)], [intAttr('axis', 1)]); // [B, 3H + 1, T·D]
     const r = contract(g, n + heads);
     emit(EDGE.maskQkv(l), op('Slice', [r, ints([0, 0]), ints([3 * heads, n]), ints([1, 2])]));
-    emit(EDGE.maskMlp(l), op('Slice', [r, ints([3 * heads]), ints([3 * heads + 1]), ints([1])]));
+    emit(EDGE.maskMlp(l), op('Slice', [r, ints([3 * heads, 0]), ints([3 * heads + 1, parallel ? n : n + heads]), ints([1, 2])]));
   });
   emit(EDGE.maskLogits, contract(flat(grads[z.logits]!, 1), N));
   graph.node.push(...nodes);

@@ -1,7 +1,7 @@
 import { UserError } from '../errors';
 import { hookName, parseHookName, type HookName } from '../hooks';
 import { GraphIndex, PASS_THROUGH } from './graph';
-import { UPTO } from './shapes';
+import { inferShapes, UPTO } from './shapes';
 import {
   DataType, dimsOf, floatValueInfo, int64Data, int64Tensor, intAttr, intsAttr, makeNode, metadata, num,
   type OnnxModel, type OnnxNode, type TensorProto, type ValueInfo,
@@ -14,6 +14,8 @@ export interface LayerTensors {
   /** Per-head attention output pattern·V, layout [batch, heads, seq, d_head]. */
   zBhtd: string;
   attnOut: string;
+  /** The stream the MLP branch reads: resid_mid in sequential blocks, resid_pre in parallel ones (undefined from a sidecar). */
+  mlpIn?: string;
   /** MLP branch output before the residual add. */
   mlpOut: string;
   residPost: string;
@@ -21,7 +23,8 @@ export interface LayerTensors {
 
 export interface ModelStructure {
   architecture: 'gpt2' | 'llama' | 'custom';
-  features: { norm: string; positions: string; mlp: string; qkv: string };
+  /** `block`: 'sequential' (attention, then the MLP reads the stream after it) or 'parallel' (both read the block's input). */
+  features: { norm: string; positions: string; mlp: string; qkv: string; block: 'sequential' | 'parallel' };
   inputIds: string;
   logits: string;
   embed: string;
@@ -77,7 +80,7 @@ function detectFromGraph(model: OnnxModel, g: GraphIndex, what: string): ModelSt
   const fail = (missing: string): never => {
     throw new UserError(
       `${what}: could not find the transformer structure by graph shape. Found: ${found.length ? found.join('; ') : 'nothing recognisable'}. ` +
-        `Missing: ${missing}. CircuitLens supports plain GPT-2- and Llama-family decoder exports; for other graphs, ` +
+        `Missing: ${missing}. CircuitLens supports plain (not pre-fused) exports of decoder LMs with attention and MLP blocks on a residual stream (GPT-2, GPT-Neo, GPT-NeoX/Pythia, OPT, Phi, Llama, Mistral, Qwen2, Gemma and the like); for other graphs, ` +
         `write a sidecar <model>.hooks.json mapping hook names to tensor names (see README).`,
     );
   };
@@ -94,8 +97,14 @@ function detectFromGraph(model: OnnxModel, g: GraphIndex, what: string): ModelSt
   const logits = logitsOut!.name;
   found.push(`output "${logits}"`);
 
-  // Token embedding: a Gather from a rank-2 initializer indexed by input_ids.
-  const idsTensors = g.followForward(inputIds);
+  // Token embedding: a Gather from a rank-2 initializer indexed by input_ids, possibly reshaped first (Hugging Face's
+  // GPT-2 and others flatten input_ids to [-1, T] with a view).
+  const idsTensors: string[] = [];
+  for (const pending = [inputIds]; pending.length;) {
+    const t = pending.pop()!;
+    idsTensors.push(t);
+    for (const c of g.consumersOf(t)) if (c.input[0] === t && ID_PRESERVING.has(c.opType)) pending.push(c.output[0]!);
+  }
   const embedNode = graph.node.find((n) => n.opType === 'Gather' && idsTensors.includes(n.input[1]!) && isRank2Const(g, n.input[0]!));
   if (!embedNode) fail('the token embedding (a Gather from a [vocab, d_model] table indexed by input_ids)');
   const embed = embedNode!.output[0]!;
@@ -117,45 +126,122 @@ function detectFromGraph(model: OnnxModel, g: GraphIndex, what: string): ModelSt
     }
   }
 
-  // The residual stream: a chain of Adds, each adding a branch computed from the stream itself.
-  const branches: { input: string; output: string; sum: string; nodes: Set<number> }[] = [];
-  let cur = resid0;
-  for (;;) {
-    let next: (typeof branches)[number] | undefined;
-    for (const c of g.consumersOf(cur)) {
-      if (c.opType !== 'Add') continue;
-      const other = c.input[0] === cur ? c.input[1]! : c.input[0]!;
-      if (other === cur) continue;
-      const anc = g.ancestors(other, cur);
-      if (!anc.reachedStop) continue;
-      const desc = g.descendants(cur);
-      const nodes = new Set([...anc.nodes].filter((i) => desc.has(i)));
-      next = { input: cur, output: other, sum: c.output[0]!, nodes };
-      break;
-    }
-    if (!next) break;
-    branches.push(next);
-    cur = next.sum;
-  }
-  const kinds = branches.map((b) => ([...b.nodes].some((i) => g.node(i).opType === 'Softmax') ? 'attn' : 'mlp'));
-  found.push(`${branches.length} residual branches (${kinds.join(', ') || 'none'})`);
-  if (branches.length === 0 || branches.length % 2 !== 0 || kinds.some((k, i) => k !== (i % 2 === 0 ? 'attn' : 'mlp'))) {
-    fail('alternating attention and MLP branches on the residual stream (attention branches contain a Softmax)');
+  // A constant scale of the embedding (Gemma multiplies it by √d_model) is part of the stream's start.
+  for (let hops = 0; hops < 4; hops++) {
+    const scale = g.consumersOf(resid0).find((c) => (c.opType === 'Mul' || c.opType === 'Div') && c.input[0] === resid0 && isConstScalar(g, c.input[1]!) ||
+      (c.opType === 'Mul' && c.input[1] === resid0 && isConstScalar(g, c.input[0]!)));
+    if (!scale || g.consumersOf(resid0).length > 1 + g.consumersOf(resid0).filter((c) => c.opType === 'Shape').length) break;
+    resid0 = scale.output[0]!;
+    found.push('scaled embedding');
   }
 
+  // The residual stream: a chain of Adds, each adding a branch computed from the stream itself.
+  type Branch = { input: string; output: string; sum: string; nodes: Set<number> };
+  const branchFrom = (from: string, output: string, sum: string): Branch | undefined => {
+    const anc = g.ancestors(output, from);
+    if (!anc.reachedStop) return undefined;
+    const desc = g.descendants(from);
+    return { input: from, output, sum, nodes: new Set([...anc.nodes].filter((i) => desc.has(i))) };
+  };
+  const hasSoftmax = (b: Branch) => [...b.nodes].some((i) => g.node(i).opType === 'Softmax');
+  // A block is sequential (attention, then an MLP reading the stream after it) or parallel (GPT-NeoX/Pythia, GPT-J,
+  // Phi: attention and MLP both read the block's input, and their outputs are added to it).
+  type Block = { attn: Branch; mlp: Branch; parallel: boolean };
+  const blocks: Block[] = [];
+  const kinds: string[] = [];
+  let cur = resid0;
+  let pendingAttn: Branch | undefined;
+  const branchesFound = () => `${kinds.length} residual branches (${kinds.join(', ') || 'none'})`;
+  const fail2 = (): never => {
+    found.push(branchesFound());
+    return fail('alternating attention and MLP branches on the residual stream, or parallel attention + MLP blocks (attention branches contain a Softmax)');
+  };
+  for (;;) {
+    let next: Branch | undefined;
+    let parallelPartner: Branch | undefined;
+    // The stream may pass through a no-op Cast or Identity first (Hugging Face's RMSNorm casts its input to
+    // float32, and the export adds the residual after that Cast).
+    // OPT flattens the stream to [B·T, D] around its MLP and adds the views back: a Reshape of the stream is the
+    // stream too, and a branch may read the stream before the view that the Add reads.
+    search: for (const at of streamAliases(g, cur)) {
+      for (const c of g.consumersOf(at)) {
+        if (c.opType !== 'Add') continue;
+        const other = c.input[0] === at ? c.input[1]! : c.input[0]!;
+        if (other === at) continue;
+        next = branchFrom(at, other, c.output[0]!) ?? (at !== cur ? branchFrom(cur, other, c.output[0]!) : undefined);
+        if (next) break search;
+        // x + attn(x) + mlp(x) added one at a time: the second branch reads the stream before the first was added.
+        if (pendingAttn) parallelPartner = branchFrom(pendingAttn.input, other, c.output[0]!);
+        if (parallelPartner) break search;
+      }
+    }
+    if (parallelPartner) {
+      const first = pendingAttn!;
+      const [attn, mlp] = hasSoftmax(first) && !hasSoftmax(parallelPartner) ? [first, parallelPartner] : !hasSoftmax(first) && hasSoftmax(parallelPartner) ? [parallelPartner, first] : [undefined, undefined];
+      if (!attn || !mlp) fail2();
+      kinds.push('parallel(attn, mlp)');
+      blocks.push({ attn: { ...attn!, sum: parallelPartner.sum }, mlp: { ...mlp!, input: first.input, sum: parallelPartner.sum }, parallel: true });
+      pendingAttn = undefined;
+      cur = parallelPartner.sum;
+      continue;
+    }
+    if (!next) break;
+    // (attn(x) + mlp(x)) + x: one branch whose output is the sum of an attention and an MLP branch of the same input.
+    const inner = g.producerOf(next.output);
+    if (hasSoftmax(next) && inner?.opType === 'Add' && inner.input[0] !== inner.input[1]) {
+      const parts = inner.input.map((t) => branchFrom(next!.input, t, next!.sum));
+      if (parts.every(Boolean)) {
+        const soft = parts.map((b) => hasSoftmax(b!));
+        if (soft[0] !== soft[1]) {
+          const attn = parts[soft[0] ? 0 : 1]!;
+          const mlp = parts[soft[0] ? 1 : 0]!;
+          if (pendingAttn) fail2();
+          kinds.push('parallel(attn, mlp)');
+          blocks.push({ attn, mlp, parallel: true });
+          cur = next.sum;
+          continue;
+        }
+      }
+    }
+    const kind = hasSoftmax(next) ? 'attn' : 'mlp';
+    kinds.push(kind);
+    if (kind === 'attn') {
+      if (pendingAttn) fail2();
+      pendingAttn = next;
+    } else {
+      if (!pendingAttn) fail2();
+      blocks.push({ attn: pendingAttn!, mlp: next, parallel: false });
+      pendingAttn = undefined;
+    }
+    cur = next.sum;
+  }
+  if (blocks.length === 0 || pendingAttn) fail2();
+  found.push(branchesFound());
+  const parallelBlocks = blocks.filter((b) => b.parallel).length;
+  if (parallelBlocks !== 0 && parallelBlocks !== blocks.length) fail('blocks that are all sequential or all parallel (this model mixes both)');
+
+  let shapes: ReturnType<typeof inferShapes> | undefined;
+  const rankOf = (t: string): number | undefined => (shapes ??= inferShapes(graph)).dims.get(t)?.length;
   const layers: LayerTensors[] = [];
-  for (let l = 0; l < branches.length / 2; l++) {
-    const attn = branches[2 * l]!;
-    const mlp = branches[2 * l + 1]!;
+  for (let l = 0; l < blocks.length; l++) {
+    const { attn, mlp } = blocks[l]!;
     const softmaxes = [...attn.nodes].map((i) => g.node(i)).filter((n) => n.opType === 'Softmax');
     if (softmaxes.length !== 1) fail(`one Softmax in the attention branch of layer ${l} (found ${softmaxes.length})`);
-    const pattern = softmaxes[0]!.output[0]!;
-    const patternAliases = g.followForward(pattern);
+    // Exports that fold the heads into the batch axis (OPT's torch.bmm attention: [B·H, T, T]) view the pattern
+    // and the per-head outputs as [B, H, ...] on the way: those views are the hooks.
+    const softmaxOut = softmaxes[0]!.output[0]!;
+    const patternAliases = streamAliases(g, softmaxOut);
+    const pattern = patternAliases.find((t) => rankOf(t) === 4) ?? softmaxOut;
     const pv = graph.node.find((n) => n.opType === 'MatMul' && patternAliases.includes(n.input[0]!));
     if (!pv) fail(`the pattern·V MatMul after the Softmax of layer ${l}`);
-    layers.push({ residPre: attn.input, pattern, zBhtd: pv!.output[0]!, attnOut: attn.output, mlpOut: mlp.output, residPost: mlp.sum });
+    const pvOut = pv!.output[0]!;
+    // (A rank shape inference cannot tell, e.g. after an operator it has no rule for, is taken as the usual 4.)
+    const zBhtd = (rankOf(pvOut) ?? 4) === 4 ? pvOut : streamAliases(g, pvOut).find((t) => rankOf(t) === 4);
+    if (!zBhtd) fail(`the per-head attention output [batch, heads, seq, d_head] of layer ${l} (the pattern·V product is never viewed with a heads axis)`);
+    layers.push({ residPre: attn.input, pattern, zBhtd: zBhtd!, attnOut: attn.output, mlpIn: mlp.input, mlpOut: mlp.output, residPost: mlp.sum });
   }
   found.push(`${layers.length} layers`);
+  const parallel = parallelBlocks > 0;
 
   // Final norm: the input of the unembedding MatMul (or Gemm), possibly followed by a bias Add.
   let lp = g.producerOf(g.followBackward(logits));
@@ -167,8 +253,8 @@ function detectFromGraph(model: OnnxModel, g: GraphIndex, what: string): ModelSt
   const lnFinal = lp!.input[0]!;
   if (!g.ancestors(lnFinal, cur).reachedStop) fail('a final norm between the last residual stream and the unembedding');
 
-  const attnNodes = new Set(branches.filter((_, i) => i % 2 === 0).flatMap((b) => [...b.nodes]));
-  const mlpNodes = new Set(branches.filter((_, i) => i % 2 === 1).flatMap((b) => [...b.nodes]));
+  const attnNodes = new Set(blocks.flatMap((b) => [...b.attn.nodes]));
+  const mlpNodes = new Set(blocks.flatMap((b) => [...b.mlp.nodes]));
   const ops = (s: Set<number>) => new Set([...s].map((i) => g.node(i).opType));
   const attnOps = ops(attnNodes);
   const mlpOps = ops(mlpNodes);
@@ -184,9 +270,33 @@ function detectFromGraph(model: OnnxModel, g: GraphIndex, what: string): ModelSt
   const extraInputs = inputs.filter((v) => v.name !== inputIds);
 
   return {
-    architecture, features: { norm, positions, mlp: mlpKind, qkv }, inputIds, logits, embed, posEmbed, layers, lnFinal,
+    architecture, features: { norm, positions, mlp: mlpKind, qkv, block: parallel ? 'parallel' : 'sequential' }, inputIds, logits, embed, posEmbed, layers, lnFinal,
     contextLength, extraInputs, source: 'graph',
   };
+}
+
+/** The tensors that carry the residual stream `t` as it is: itself, no-op Casts and Identities, and Reshapes (views). */
+function streamAliases(g: GraphIndex, t: string): string[] {
+  const out: string[] = [];
+  for (const pending = [t]; pending.length;) {
+    const x = pending.pop()!;
+    out.push(x);
+    for (const c of g.consumersOf(x)) if (c.input[0] === x && (PASS_THROUGH.has(c.opType) || c.opType === 'Reshape')) pending.push(c.output[0]!);
+  }
+  return out;
+}
+
+/** Operators that keep token ids as they are (only their layout may change). */
+const ID_PRESERVING = new Set([...PASS_THROUGH, 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten']);
+
+/** A constant with one element (an initializer or a Constant node, possibly through a Cast). */
+function isConstScalar(g: GraphIndex, t: string): boolean {
+  const src = g.followBackward(t);
+  const init = g.graph.initializer.find((x) => x.name === src);
+  if (init) return init.dims.reduce<number>((a, d) => a * num(d), 1) === 1;
+  const p = g.producerOf(src);
+  const v = p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value')?.t : undefined;
+  return !!v && v.dims.reduce<number>((a, d) => a * num(d), 1) === 1;
 }
 
 function isRank2Const(g: GraphIndex, t: string): boolean {
@@ -240,7 +350,7 @@ function applySidecar(g: GraphIndex, detected: ModelStructure | undefined, sidec
     if (!known.has(tensor)) throw new UserError(`${path}: hook "${hook}" maps to tensor "${tensor}", which the model does not have`);
   }
   const base: ModelStructure = detected ?? {
-    architecture: 'custom', features: { norm: '?', positions: '?', mlp: '?', qkv: '?' }, inputIds: 'input_ids', logits: 'logits',
+    architecture: 'custom', features: { norm: '?', positions: '?', mlp: '?', qkv: '?', block: 'sequential' }, inputIds: 'input_ids', logits: 'logits',
     embed: '', layers: Array.from({ length: layerCount }, () => ({ residPre: '', pattern: '', zBhtd: '', attnOut: '', mlpOut: '', residPost: '' })),
     lnFinal: '', extraInputs: [...g.graphInputs].filter((n) => n !== 'input_ids').map((name) => g.graph.input.find((v) => v.name === name)!),
     source: path,

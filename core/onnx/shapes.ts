@@ -173,7 +173,9 @@ export function inferShapes(graph: Graph, opts: { positive?: Iterable<string> } 
       case 'Neg': case 'Sqrt': case 'Reciprocal': case 'Erf': case 'Tanh': case 'Sigmoid': case 'Relu': case 'Exp': case 'Log':
       case 'Abs': case 'Softmax': case 'LogSoftmax': case 'Dropout': case 'LayerNormalization': case 'Not': case 'Floor':
       case 'Ceil': case 'Sign': case 'Gelu': case 'IsNaN': case 'IsInf': case 'Softplus': case 'Trilu': case 'Clip':
-      case 'SimplifiedLayerNormalization': case 'RMSNormalization':
+      case 'SimplifiedLayerNormalization': case 'RMSNormalization': case 'Cos': case 'Sin': case 'Tan': case 'Round':
+      case 'LeakyRelu': case 'Elu': case 'Selu': case 'Celu': case 'HardSigmoid': case 'HardSwish': case 'Mish': case 'ThresholdedRelu':
+      case 'Atan': case 'Asin': case 'Acos': case 'Sinh': case 'Cosh': case 'BitwiseNot': case 'Shrink': case 'CumSum':
         set(out, xd);
         break;
       case 'Pad': case 'Tile':
