@@ -47,4 +47,14 @@ export function row(t: F32, b: number): F32 {
   return { dims: [1, ...t.dims.slice(1)], data: t.data.subarray(b * w, (b + 1) * w) };
 }
 
+/** [B, H, T, Dh] → [B, T, H, Dh] (the engine's patch layout to hook_z's). */
+export function toHookZ(t: F32): F32 {
+  const [B, H, T, D] = t.dims as [number, number, number, number];
+  const data = new Float32Array(t.data.length);
+  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let s = 0; s < T; s++) {
+    data.set(t.data.subarray(((b * H + h) * T + s) * D, ((b * H + h) * T + s + 1) * D), ((b * T + s) * H + h) * D);
+  }
+  return { dims: [B, T, H, D], data };
+}
+
 export const TOL = 1e-4;

@@ -34,3 +34,28 @@ export async function serveFiles(files: Record<string, string>, pages: Record<st
   const { port } = server.address() as AddressInfo;
   return { url: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(() => r())) };
 }
+
+/**
+ * A page that starts the built compute worker (dist/webview/worker.js) as webview/common/compute-client.ts does,
+ * from plain URLs: `startWorker(prefer, model, tokenizer?)` loads the worker script from a blob, the WASM binary,
+ * the model and the tokenizer (paths served beside it), and `call(msg)` sends a request and resolves its answer.
+ */
+export const WORKER_PAGE = `<!doctype html><html><body><script>
+window.startWorker = async (prefer, model, tokenizer) => {
+  const [code, wasm, bytes, tok] = await Promise.all([
+    fetch('/worker.js').then(r => r.text()), fetch('/ort.wasm').then(r => r.arrayBuffer()),
+    fetch('/' + model).then(r => r.arrayBuffer()), tokenizer ? fetch('/' + tokenizer).then(r => r.text()) : undefined]);
+  const w = new Worker(URL.createObjectURL(new Blob([code], { type: 'text/javascript' })));
+  const pending = new Map(); let next = 1;
+  const ready = new Promise((res, rej) => { w.onmessage = (e) => {
+    const m = e.data;
+    if (m.t === 'ready') return res(m);
+    if (m.t === 'error' && m.id === undefined) return rej(new Error(m.message));
+    const p = pending.get(m.id); pending.delete(m.id);
+    if (p) m.t === 'error' ? p.rej(new Error(m.message)) : p.res(m);
+  }; w.onerror = (e) => rej(new Error(e.message || 'the compute worker failed to start')); });
+  w.postMessage({ t: 'init', model: new Uint8Array(bytes), tokenizerJson: tok, wasmBinary: wasm, prefer, what: model }, [wasm]);
+  window.call = (msg) => new Promise((res, rej) => { const id = next++; pending.set(id, { res, rej }); w.postMessage({ ...msg, id }); });
+  return ready;
+};
+</script></body></html>`;

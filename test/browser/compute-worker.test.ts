@@ -10,29 +10,9 @@ import { resolvePrompts } from '../../core/analysis/prompts';
 import { parseSuite } from '../../core/formats/suite';
 import { loadEngine } from '../../core/node/load';
 import { EXAMPLES, ROOT } from '../helpers';
-import { launchChromium, serveFiles, CHROMIUM } from './chromium';
+import { launchChromium, serveFiles, CHROMIUM, WORKER_PAGE as PAGE } from './chromium';
 
 const skip = fs.existsSync(CHROMIUM) ? false : `Chromium not found at ${CHROMIUM} (apt-get install chromium)`;
-
-const PAGE = `<!doctype html><html><body><script>
-window.startWorker = async (prefer, model) => {
-  const [code, wasm, bytes, tok] = await Promise.all([
-    fetch('/worker.js').then(r => r.text()), fetch('/ort.wasm').then(r => r.arrayBuffer()),
-    fetch('/' + model).then(r => r.arrayBuffer()), fetch('/tokenizer.json').then(r => r.text())]);
-  const w = new Worker(URL.createObjectURL(new Blob([code], { type: 'text/javascript' })));
-  const pending = new Map(); let next = 1;
-  const ready = new Promise((res, rej) => { w.onmessage = (e) => {
-    const m = e.data;
-    if (m.t === 'ready') return res(m);
-    if (m.t === 'error' && m.id === undefined) return rej(new Error(m.message));
-    const p = pending.get(m.id); pending.delete(m.id);
-    if (p) m.t === 'error' ? p.rej(new Error(m.message)) : p.res(m);
-  }; });
-  w.postMessage({ t: 'init', model: new Uint8Array(bytes), tokenizerJson: tok, wasmBinary: wasm, prefer, what: model });
-  window.call = (msg) => new Promise((res, rej) => { const id = next++; pending.set(id, { res, rej }); w.postMessage({ ...msg, id }); });
-  return ready;
-};
-</script></body></html>`;
 
 describe('webview compute worker in Chromium', { skip }, () => {
   let browser: Browser;
@@ -54,7 +34,7 @@ describe('webview compute worker in Chromium', { skip }, () => {
       test(`${model} on ${prefer}: suite metrics and ablations equal the Node engine's`, async () => {
         const page: Page = await browser.newPage();
         await page.goto(server.url + '/');
-        const ready = await page.evaluate(([p, m]) => (globalThis as unknown as { startWorker(p: string, m: string): Promise<{ backend: string; info: { layers: number } }> }).startWorker(p, m), [prefer, `${model}.onnx`] as const);
+        const ready = await page.evaluate(([p, m]) => (globalThis as unknown as { startWorker(p: string, m: string, tok: string): Promise<{ backend: string; info: { layers: number } }> }).startWorker(p, m, 'tokenizer.json'), [prefer, `${model}.onnx`] as const);
         assert.equal(ready.backend, prefer);
         assert.equal(ready.info.layers, 2);
         const node = await loadEngine(path.join(EXAMPLES, `${model}.onnx`));

@@ -20,7 +20,7 @@ import { IN } from '../../core/onnx/instrument';
 import {
   AttrType, DataType, encodeModel, int64Tensor, intAttr, intsAttr, makeNode, type Attribute, type OnnxModel, type OnnxNode, type TensorProto,
 } from '../../core/onnx/model';
-import { decodeRef, EXAMPLES, FIXTURES, maxAbsDiff, type RefTensor } from '../helpers';
+import { decodeRef, EXAMPLES, FIXTURES, maxAbsDiff, toHookZ, type RefTensor } from '../helpers';
 
 interface GradReference {
   prompts: { ids: number[]; answer: number; foil: number }[];
@@ -29,16 +29,6 @@ interface GradReference {
 
 const loadGradReference = (name: string): GradReference =>
   JSON.parse(fs.readFileSync(path.join(EXAMPLES, 'references', `${name}.grads.json`), 'utf8'));
-
-/** [B, H, T, Dh] → [B, T, H, Dh] (the engine's patch layout to hook_z's). */
-function toHookZ(t: F32): F32 {
-  const [B, H, T, D] = t.dims as [number, number, number, number];
-  const data = new Float32Array(t.data.length);
-  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let s = 0; s < T; s++) {
-    data.set(t.data.subarray(((b * H + h) * T + s) * D, ((b * H + h) * T + s + 1) * D), ((b * T + s) * H + h) * D);
-  }
-  return { dims: [B, T, H, D], data };
-}
 
 // ---------------------------------------------------------------------------------------------------------
 
@@ -223,6 +213,41 @@ const CASES: Case[] = [
     name: 'Gemm with transposed operands, alpha, beta and a broadcast bias',
     inputs: { A: [4, 3], B: [5, 4], C: [5] },
     nodes: [node('Gemm', ['A', 'B', 'C'], 'y', [floatAttr('alpha', 0.7), floatAttr('beta', 1.3), intAttr('transA', 1), intAttr('transB', 1)])], y: 'y',
+  },
+  // Hugging Face's Conv1D (GPT-2) is torch.addmm(bias, x, W): a Gemm without transposes on a [B·T, D] view.
+  {
+    name: 'Gemm as torch.addmm exports it (no transposes, bias [N])',
+    inputs: { A: [6, 4], B: [4, 5], C: [5] },
+    nodes: [node('Gemm', ['A', 'B', 'C'], 'y')], y: 'y',
+  },
+  {
+    name: 'Gemm with transB only (torch.nn.Linear on 2-D input)',
+    inputs: { A: [6, 4], B: [5, 4], C: [1, 5] },
+    nodes: [node('Gemm', ['A', 'B', 'C'], 'y', [intAttr('transB', 1)])], y: 'y',
+  },
+  {
+    name: 'Gemm with transA only and alpha',
+    inputs: { A: [4, 6], B: [4, 5] },
+    nodes: [node('Gemm', ['A', 'B'], 'y', [floatAttr('alpha', 0.5), intAttr('transA', 1)])], y: 'y',
+  },
+  {
+    name: 'Sin, Cos, Softplus, LeakyRelu, Clip, Max and Min (with a broadcast operand)',
+    inputs: { a: [2, 3], b: [3] },
+    consts: [floatConst('lo', [], [-0.4]), floatConst('hi', [], [0.6]), floatConst('cap', [], [0.3])],
+    // Inputs stay > 0.02 from every kink (Clip's bounds, LeakyRelu's 0, Max's and Min's crossings): central differences take steps of 0.01.
+    nodes: [
+      node('Sin', ['a'], 'sa'), node('Cos', ['b'], 'cb'), node('Mul', ['sa', 'cb'], 'p'), node('Softplus', ['p'], 'sp'),
+      node('LeakyRelu', ['a'], 'lr', [floatAttr('alpha', 0.2)]), node('Clip', ['a', 'lo', 'hi'], 'cl'),
+      node('Max', ['a', 'b'], 'mx'), node('Min', ['a', 'cap'], 'mn'),
+      node('Add', ['sp', 'lr'], 's1'), node('Add', ['s1', 'cl'], 's2'), node('Mul', ['s2', 'mx'], 's3'), node('Add', ['s3', 'mn'], 'y'),
+    ], y: 'y',
+  },
+  {
+    name: 'Trilu on scores (torch.tril/triu of a float tensor), lower and upper with an offset',
+    inputs: { x: [2, 4, 4] },
+    consts: [int64Tensor('one', [1])],
+    nodes: [node('Trilu', ['x'], 'lo', [intAttr('upper', 0)]), node('Trilu', ['x', 'one'], 'up', [intAttr('upper', 1)]), node('Mul', ['lo', 'up'], 'm'), node('Add', ['m', 'lo'], 'y')],
+    y: 'y',
   },
   {
     name: 'LayerNormalization over the last axis',
@@ -435,7 +460,7 @@ describe('operators without a gradient rule', () => {
 
   test('TopK on the path is a UserError naming the operator and the node', () => {
     assert.throws(() => addGradients(modelOf(topk), 'y', ['x']), (e: unknown) =>
-      e instanceof UserError && /gradient attribution does not support operator TopK \(node "pick_top"\) yet/.test(e.message));
+      e instanceof UserError && /gradient attribution \(EAP, EAP-IG\) does not support operator TopK \(node "pick_top"\) yet/.test(e.message));
   });
 
   test('a custom-domain operator on the path is named with its domain', () => {

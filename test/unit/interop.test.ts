@@ -6,7 +6,7 @@ import Ajv from 'ajv';
 import { UserError } from '../../core/errors';
 import { allEdges, fromEapIg, fromNeuronpedia, toEapIg, toNeuronpedia } from '../../core/formats/interop';
 import type { Circuit } from '../../core/formats/circuit';
-import { FIXTURES } from '../helpers';
+import { FIXTURES, ROOT } from '../helpers';
 
 test('the edge list of a 2×4 model: q/k/v inputs of heads, residual inputs of MLPs and logits', () => {
   const edges = allEdges(2, 4);
@@ -25,12 +25,13 @@ test('edge ids and scores round-trip through EAP-IG JSON', () => {
       { source: 'a1.h2', target: 'm1', score: 2 }, { source: 'm1', target: 'logits', score: 3 },
     ],
   };
-  const g = toEapIg(c, { layers: 2, heads: 4 });
+  const g = toEapIg(c, { layers: 2, heads: 4, dModel: 64 });
   assert.equal(Object.keys(g.edges).length, allEdges(2, 4).length);
   assert.equal(Object.values(g.edges).filter((e) => e.in_graph).length, 4);
   assert.deepEqual(g.edges['a0.h1->a1.h2<k>'], { score: -1.25, in_graph: true });
-  assert.equal(g.nodes['a0.h1'], true);
-  assert.equal(g.nodes['a0.h0'], false);
+  assert.deepEqual(g.nodes['a0.h1'], { in_graph: true });
+  assert.deepEqual(g.nodes['a0.h0'], { in_graph: false });
+  assert.deepEqual(g.cfg, { n_layers: 2, n_heads: 4, parallel_attn_mlp: false, d_model: 64 });
   const back = JSON.parse(JSON.stringify(g));
   const c2 = fromEapIg(back, 'x.json');
   assert.deepEqual(c2.edges, c.edges);
@@ -39,9 +40,78 @@ test('edge ids and scores round-trip through EAP-IG JSON', () => {
 });
 
 test('a node circuit exports every edge between its nodes as in_graph', () => {
-  const g = toEapIg({ schemaVersion: 1, name: 'n', granularity: 'node', nodes: ['a0.h1', 'a1.h0'] }, { layers: 2, heads: 4 });
+  const g = toEapIg({ schemaVersion: 1, name: 'n', granularity: 'node', nodes: ['a0.h1', 'a1.h0'] }, { layers: 2, heads: 4, dModel: 64 });
   const inGraph = Object.entries(g.edges).filter(([, e]) => e.in_graph).map(([k]) => k).sort();
   assert.deepEqual(inGraph, ['a0.h1->a1.h0<k>', 'a0.h1->a1.h0<q>', 'a0.h1->a1.h0<v>', 'a0.h1->logits', 'a1.h0->logits', 'input->a0.h1<k>', 'input->a0.h1<q>', 'input->a0.h1<v>', 'input->a1.h0<k>', 'input->a1.h0<q>', 'input->a1.h0<v>', 'input->logits']);
+});
+
+// ---- EAP-IG's own files (../shared/interop/eap-ig, written by EAP-IG's Graph.to_json) ----
+
+const EAP_IG_DIR = path.join(ROOT, '..', 'shared', 'interop', 'eap-ig');
+const eapIgFile = (name: string) => JSON.parse(fs.readFileSync(path.join(EAP_IG_DIR, name), 'utf8'));
+
+/** What EAP-IG's Graph.from_json requires of a file it reads (shared/interop/README.md). */
+function assertEapIgReadable(g: ReturnType<typeof toEapIg>) {
+  for (const k of ['n_layers', 'n_heads', 'parallel_attn_mlp', 'd_model'] as const) assert.ok(k in g.cfg, `cfg.${k}`);
+  for (const [id, n] of Object.entries(g.nodes)) assert.equal(typeof n.in_graph, 'boolean', `node ${id} is not {"in_graph": …}`);
+  const known = new Set(allEdges(g.cfg.n_layers, g.cfg.n_heads, g.cfg.parallel_attn_mlp).map((e) => `${e.source}->${e.target}`));
+  for (const k of Object.keys(g.edges)) assert.ok(known.has(k), `edge ${k} is not in from_model(cfg)'s graph`);
+}
+
+for (const [file, shape, edgesIn, nodesIn] of [
+  ['greedy20-2l4h.json', { layers: 2, heads: 4, dModel: 64 }, 13, 6],
+  ['greedy300-gpt2small.json', { layers: 12, heads: 12, dModel: 768 }, 90, 42],
+] as const) {
+  test(`EAP-IG's own ${file} imports as its in-graph nodes and edges, and exports back to the same file`, () => {
+    const src = eapIgFile(file);
+    const c = fromEapIg(src, file);
+    const wantEdges = Object.entries(src.edges as Record<string, { in_graph: boolean }>).filter(([, e]) => e.in_graph).map(([k]) => k).sort();
+    const wantNodes = Object.entries(src.nodes as Record<string, { in_graph: boolean }>).filter(([id, n]) => n.in_graph && id !== 'input' && id !== 'logits').map(([id]) => id).sort();
+    assert.equal(wantEdges.length, edgesIn);
+    assert.equal(wantNodes.length, nodesIn);
+    assert.deepEqual(c.edges!.map((e) => `${e.source}->${e.target}`).sort(), wantEdges);
+    assert.deepEqual([...c.nodes].sort(), wantNodes);
+    assert.equal(c.granularity, 'edge');
+    // The circuit's nodes are what the file marks, not every component of the model.
+    assert.ok(c.nodes.length < shape.layers * (shape.heads + 1));
+
+    const back = toEapIg(c, shape);
+    assertEapIgReadable(back);
+    assert.deepEqual(back.cfg, src.cfg);
+    assert.deepEqual(Object.keys(back.edges).sort(), Object.keys(src.edges).sort());
+    for (const [k, e] of Object.entries(src.edges as Record<string, { in_graph: boolean; score: number }>)) {
+      assert.equal(back.edges[k]!.in_graph, e.in_graph, k);
+      if (e.in_graph) assert.equal(back.edges[k]!.score, e.score, k);
+    }
+    for (const [id, n] of Object.entries(src.nodes as Record<string, { in_graph: boolean }>)) assert.equal(back.nodes[id]!.in_graph, n.in_graph, id);
+    // And once more through CircuitLens: nothing is gained or lost.
+    const again = fromEapIg(JSON.parse(JSON.stringify(back)), file);
+    const byKey = (es: { source: string; target: string }[]) => [...es].sort((a, b) => `${a.source}->${a.target}`.localeCompare(`${b.source}->${b.target}`));
+    assert.deepEqual(byKey(again.edges!), byKey(c.edges!));
+    assert.deepEqual(again.nodes, c.nodes);
+  });
+}
+
+test('parallel attention and MLP (NeoX, Phi): no edge from a head to its own layer\'s MLP, in export and import', () => {
+  const edges = allEdges(3, 4, true);
+  assert.equal(edges.length, allEdges(3, 4).length - 3 * 4);
+  assert.ok(!edges.some((e) => e.source === 'a1.h2' && e.target === 'm1'));
+  assert.ok(edges.some((e) => e.source === 'a0.h2' && e.target === 'm1'));
+  const c: Circuit = { schemaVersion: 1, name: 'p', granularity: 'edge', nodes: [], edges: [{ source: 'a0.h1', target: 'm2', score: 0.25 }, { source: 'm2', target: 'logits', score: 1 }] };
+  const g = toEapIg(c, { layers: 3, heads: 4, dModel: 128, parallel: true });
+  assertEapIgReadable(g);
+  assert.equal(g.cfg.parallel_attn_mlp, true);
+  assert.equal(Object.keys(g.edges).length, edges.length);
+  assert.deepEqual(fromEapIg(JSON.parse(JSON.stringify(g)), 'p.json').nodes, ['a0.h1', 'm2']);
+  assert.throws(() => toEapIg({ ...c, edges: [{ source: 'a2.h0', target: 'm2' }] }, { layers: 3, heads: 4, dModel: 128, parallel: true }), /not an edge of a 3-layer, 4-head model with parallel attention and MLP/);
+  const bad = { ...g, edges: { ...g.edges, 'a2.h0->m2': { score: 1, in_graph: true } } };
+  assert.throws(() => fromEapIg(bad, 'bad.json'), /bad.json: edge "a2.h0->m2" is not an edge of the graph its cfg describes/);
+});
+
+test('older CircuitLens exports (nodes as bare booleans, no d_model) still import', () => {
+  const c = fromEapIg({ cfg: { n_layers: 2, n_heads: 4 }, nodes: { input: true, 'a0.h1': true, 'a0.h0': false, logits: true }, edges: {} }, 'old.json');
+  assert.deepEqual(c.nodes, ['a0.h1']);
+  assert.equal(c.granularity, 'node');
 });
 
 test('import refuses JSON that is not an EAP-IG graph', () => {
@@ -78,7 +148,7 @@ const NEURONPEDIA_UPLOAD = {
   },
 };
 const uploadable = new Ajv({ allErrors: true, strict: false }).compile(NEURONPEDIA_UPLOAD);
-const SHAPE = { layers: 2, heads: 4 };
+const SHAPE = { layers: 2, heads: 4, dModel: 64 };
 const roundTrip = (c: Circuit) => fromNeuronpedia(JSON.parse(JSON.stringify(toNeuronpedia(c, SHAPE))), 'x.json');
 const refuses = (json: unknown, re: RegExp) => assert.throws(() => fromNeuronpedia(json, 'g.json'), (e: unknown) => e instanceof UserError && /^g\.json: /.test(e.message) && re.test(e.message));
 
