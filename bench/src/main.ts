@@ -1,14 +1,18 @@
 // `npm run bench` (bench/run.js builds this file to bench/.build/main.js and runs it). Not part of `npm test`;
 // nothing here asserts a time: targets are reported as met or missed.
 //
-//   node bench/run.js [--only forward,sweep,gradient,edges,peak,graph,memory,profile] [--quick] [--full] [--reps N]
+//   node bench/run.js [--only forward,sweep,gradient,edges,peak,graph,memory,profile,big] [--quick] [--full] [--reps N]
 //                     [--no-wasm] [--no-prototypes] [--torch-threads N] [--threads N] [--spinning during-run|always|never] [--models induction-gpt2,induction-llama,gpt2-small]
 //   (--no-prototypes: leave out the memory benchmark's bench-only prototype rows)
 //                     [--report-only]   (only rewrite README-numbers.md from latest.json)
+//                     [--make-big] [--big-rss-limit GiB] [--big-prompts N] [--big-layer L] [--big-phases trace,sweep,eap,eap-lean]
+//   (big: the TinyLlama-1.1B-shaped model, bench/src/big.ts; only with --only big or --full; --make-big writes the
+//   model with scripts/make_big_llama.py when it is missing)
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { BIG_PHASES, BIG_PHASES_ALL, bigBench, bigChild, type BigPhase, type BigResult } from './big';
 import { forwardBench, type ForwardResult } from './forward';
 import { edgeBench, type EdgeResult } from './edges';
 import { gradientBench, type GradientResult } from './gradient';
@@ -33,9 +37,12 @@ export interface Results {
   graph?: Section<GraphViewResult | { skipped: string }>;
   memory?: Section<MemoryResult>;
   profile?: Section<{ forward: ForwardProfile[]; sweep: SweepProfile[]; scoring?: ScoringProfile[] }>;
+  big?: Section<BigResult | { skipped: string }>;
 }
 
-const ALL = ['forward', 'sweep', 'gradient', 'edges', 'peak', 'graph', 'memory', 'profile'] as const;
+const ALL = ['forward', 'sweep', 'gradient', 'edges', 'peak', 'graph', 'memory', 'profile', 'big'] as const;
+/** Sections a run without --only runs: all but `big` (minutes and ~10 GiB), which runs with --only big or --full. */
+const DEFAULT = ALL.filter((b) => b !== 'big');
 type Bench = (typeof ALL)[number];
 
 function parseArgs(argv: string[]) {
@@ -45,7 +52,7 @@ function parseArgs(argv: string[]) {
     return argv[i]!.includes('=') ? argv[i]!.split('=').slice(1).join('=') : argv[i + 1];
   };
   const has = (name: string) => argv.includes(`--${name}`);
-  const only = (get('only')?.split(',') ?? [...ALL]) as Bench[];
+  const only = (get('only')?.split(',') ?? (has('full') ? [...ALL] : [...DEFAULT])) as Bench[];
   for (const b of only) if (!ALL.includes(b)) throw new Error(`unknown benchmark "${b}" (choose from ${ALL.join(', ')})`);
   const reps = get('reps') ? Number(get('reps')) : undefined;
   return {
@@ -56,6 +63,11 @@ function parseArgs(argv: string[]) {
     flushDenormals: !has('no-flush-denormals'),
     threads: get('threads') ? Number(get('threads')) : undefined,
     spinning: get('spinning') as Spinning | undefined,
+    big: {
+      make: has('make-big'), rssLimitGiB: Number(get('big-rss-limit') ?? 14), prompts: Number(get('big-prompts') ?? 4), promptTokens: 16,
+      layer: get('big-layer') !== undefined ? Number(get('big-layer')) : undefined,
+      phases: (get('big-phases')?.split(',') ?? [...BIG_PHASES]) as BigPhase[],
+    },
   };
 }
 
@@ -73,6 +85,8 @@ function meta(torchThreads: number): Record<string, unknown> {
 }
 
 async function main(): Promise<void> {
+  // A child of the big section (bench/src/big.ts) runs one phase in its own process.
+  if (process.argv[2] === '--big-child') return bigChild(process.argv.slice(3));
   const args = parseArgs(process.argv.slice(2));
   nodeRuntimeOptions.flushDenormals = args.flushDenormals;
   nodeRuntimeOptions.threads = args.threads;
@@ -174,6 +188,11 @@ async function main(): Promise<void> {
       log('\n[profile] scoring prompts in JavaScript');
       const scoring = [await profileScoring(217, 2000), await profileScoring(50257, 200)];
       results.profile = { date: date(), data: { forward, sweep, scoring } };
+      save();
+    }
+    if (args.only.has('big')) {
+      for (const p of args.big.phases) if (!BIG_PHASES_ALL.includes(p)) throw new Error(`--big-phases: ${BIG_PHASES_ALL.join(', ')}, not "${p}"`);
+      results.big = { date: date(), data: await bigBench(args.big) };
       save();
     }
     if (args.only.has('graph')) {

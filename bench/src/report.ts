@@ -2,6 +2,7 @@
 import type { ForwardResult } from './forward';
 import type { GradientResult } from './gradient';
 import type { GraphViewResult } from './graph-view';
+import type { BigResult } from './big';
 import type { Results } from './main';
 import { gpt2ForwardFlops } from './peak';
 import { stats, type Stats } from './harness';
@@ -187,6 +188,20 @@ export function renderSummary(r: Results): string {
     out.push('Each contender in its own process (medians of alternating runs). "After load" is RSS once the model is loaded (after GC); "peak while tracing" samples RSS every 2 ms during the traced forward; "process peak" is getrusage\'s max RSS (load included), cross-checked with `/usr/bin/time -v`. CircuitLens hands a large model\'s weights to onnxruntime by reference to the model file (core/onnx/model.ts `referenceWeightsInFile`), so the instrumented graph it encodes for each session carries no second copy of them. Rows starting with `proto` are bench-only prototypes, not shipped code (bench/src/memory-child.ts; `--no-prototypes` leaves them out): `no prepack` turns off onnxruntime\'s second, pre-packed copy of the MatMul weights.', '');
     out.push(table(['contender', 'after load MiB', 'peak while tracing MiB', 'trace growth MiB', 'process peak MiB', 'time -v MiB', 'hooks', 'results MiB'],
       Object.entries(mm.mib).map(([k, v]) => [k, f(v.afterLoad, 0), f(v.peakDuringTrace, 0), f(v.traceGrowth, 0), f(v.processPeak, 0), f(v.processPeakTimeV, 0), v.hooks, f(v.resultMiB, 0)])), '');
+  }
+
+  if (r.big && !('skipped' in r.big.data)) {
+    const bg: BigResult = r.big.data;
+    const sm = bg.summary;
+    out.push('## 7. Big model: TinyLlama-1.1B shape', when(r.big), '');
+    out.push(`${bg.label}; ${bg.file} (${f(bg.fileBytes.data / 1e9, 1)} GB of external data). ${bg.prompts} prompts × ${bg.promptTokens} tokens; the sweep ablates (mean) each of layer ${bg.sweepLayer}'s heads. Each phase runs in its own child process (bench/src/big.ts), killed above ${bg.rssLimitGiB} GiB. Memory is PSS (smaps_rollup): onnxruntime-node memory-maps the weights file when weights are external and large (no prepacking; core/node/ort-node.ts), so every session maps the same page-cache pages, which RSS counts once per session and PSS once. Not a test: nothing is asserted.`, '');
+    out.push(table(['load', 'peak PSS', 'peak RSS', 'forward (1 × 16)', 'trace every hook', 'sweep', 'node EAP'],
+      [[`${f(sm.loadS, 1)} s`, `${f(sm.peakPssGiB, 2)} GiB`, `${f(sm.peakRssGiB, 2)} GiB`, `${f(sm.forwardS, 2)} s`, `${f(sm.traceAllS, 2)} s`, `${f(sm.sweepS, 1)} s`, `${f(sm.eapS, 1)} s`]]), '');
+    out.push(table(['phase', 'step', 'time', 'PSS after', 'peak PSS', 'RSS after', 'note'],
+      bg.phases.flatMap((p) => [
+        ...p.steps.map((x) => [p.phase, x.name, ms(x.ms), `${f((x.pssAfterMiB ?? NaN) / 1024, 2)} GiB`, `${f((x.peakPssMiB ?? NaN) / 1024, 2)} GiB`, `${f(x.rssAfterMiB / 1024, 2)} GiB`, x.note ?? '']),
+        ...(p.ok ? [] : [[p.phase, '**failed**', '', '', '', '', p.error ?? '']]),
+      ])), '');
   }
 
   if (r.profile) {
