@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Engine, type MemoryOptions } from '../engine/engine';
+import { Engine } from '../engine/engine';
+import type { MemoryOptions } from '../engine/memory';
 import type { Runtime } from '../engine/runtime';
 import { UserError } from '../errors';
 import { decodeModel, externalLocations, referenceWeightsInFile, type OnnxModel } from '../onnx/model';
