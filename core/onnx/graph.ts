@@ -81,11 +81,11 @@ export class GraphIndex {
     return nodes;
   }
 
-  /** Follows single-input pass-through ops (Identity, Cast, Dropout) forward from a tensor. */
-  followForward(tensor: string): string[] {
+  /** The tensor and what `ops` (default: the pass-through ops Identity, Cast, Dropout) make of it, reading it as their first input. */
+  followForward(tensor: string, ops: ReadonlySet<string> = PASS_THROUGH): string[] {
     const out = [tensor];
     for (const c of this.consumersOf(tensor)) {
-      if (PASS_THROUGH.has(c.opType) && c.input[0] === tensor) out.push(...this.followForward(c.output[0]!));
+      if (ops.has(c.opType) && c.input[0] === tensor) out.push(...this.followForward(c.output[0]!, ops));
     }
     return out;
   }

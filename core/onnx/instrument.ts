@@ -99,12 +99,7 @@ function detectFromGraph(model: OnnxModel, g: GraphIndex, what: string): ModelSt
 
   // Token embedding: a Gather from a rank-2 initializer indexed by input_ids, possibly reshaped first (Hugging Face's
   // GPT-2 and others flatten input_ids to [-1, T] with a view).
-  const idsTensors: string[] = [];
-  for (const pending = [inputIds]; pending.length;) {
-    const t = pending.pop()!;
-    idsTensors.push(t);
-    for (const c of g.consumersOf(t)) if (c.input[0] === t && ID_PRESERVING.has(c.opType)) pending.push(c.output[0]!);
-  }
+  const idsTensors = g.followForward(inputIds, ID_PRESERVING);
   const embedNode = graph.node.find((n) => n.opType === 'Gather' && idsTensors.includes(n.input[1]!) && isRank2Const(g, n.input[0]!));
   if (!embedNode) fail('the token embedding (a Gather from a [vocab, d_model] table indexed by input_ids)');
   const embed = embedNode!.output[0]!;
@@ -275,16 +270,11 @@ function detectFromGraph(model: OnnxModel, g: GraphIndex, what: string): ModelSt
   };
 }
 
-/** The tensors that carry the residual stream `t` as it is: itself, no-op Casts and Identities, and Reshapes (views). */
-function streamAliases(g: GraphIndex, t: string): string[] {
-  const out: string[] = [];
-  for (const pending = [t]; pending.length;) {
-    const x = pending.pop()!;
-    out.push(x);
-    for (const c of g.consumersOf(x)) if (c.input[0] === x && (PASS_THROUGH.has(c.opType) || c.opType === 'Reshape')) pending.push(c.output[0]!);
-  }
-  return out;
-}
+/** Operators through which a tensor (the residual stream, a pattern) stays itself: no-op Casts and Identities, and Reshapes (views). */
+const VIEWS = new Set([...PASS_THROUGH, 'Reshape']);
+
+/** The tensors that carry `t` as it is: itself and its views. */
+const streamAliases = (g: GraphIndex, t: string): string[] => g.followForward(t, VIEWS);
 
 /** Operators that keep token ids as they are (only their layout may change). */
 const ID_PRESERVING = new Set([...PASS_THROUGH, 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten']);

@@ -833,10 +833,7 @@ def train_bytelevel_bpe(text, n_merges):
     merges = []
     words = dict(words)
     for _ in range(n_merges):
-        pairs = collections.Counter()
-        for w, c in words.items():
-            for a, b in zip(w, w[1:]):
-                pairs[(a, b)] += c
+        pairs = pair_counts(words)
         if not pairs:
             break
         best = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))[0]
@@ -846,6 +843,15 @@ def train_bytelevel_bpe(text, n_merges):
             vocab[tok] = len(vocab)
         words = apply_merge(words, best)
     return vocab, [f"{a} {b}" for a, b in merges]
+
+
+def pair_counts(words):
+    """How often each adjacent pair of symbols occurs, over word counts ({tuple of symbols: count})."""
+    pairs = collections.Counter()
+    for w, c in words.items():
+        for a, b in zip(w, w[1:]):
+            pairs[(a, b)] += c
+    return pairs
 
 
 def apply_merge(words, pair):

@@ -37,7 +37,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 
-from common import HookPoint, apply_merge  # noqa: E402  (HookPoint: nn.Identity; no ONNX node)
+from common import HookPoint, apply_merge, pair_counts  # noqa: E402  (HookPoint: nn.Identity; no ONNX node)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -466,10 +466,7 @@ def llama_bpe_tokenizer_json(vocab_size=384):
     words = collections.Counter(tuple(SPM + w) for w in _words(CORPUS))
     merges, merged = [], []
     for _ in range(n_merges):
-        pairs = collections.Counter()
-        for w, c in words.items():
-            for a, b in zip(w, w[1:]):
-                pairs[(a, b)] += c
+        pairs = pair_counts(words)
         if not pairs:
             break
         best = max(pairs.items(), key=lambda kv: (kv[1], -len(kv[0][0] + kv[0][1]), kv[0]))[0]

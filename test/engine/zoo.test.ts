@@ -115,10 +115,7 @@ async function traceAndAblate(e: ZooEntry, engine: Engine, ref: Reference, runti
 }
 
 async function gradients(e: ZooEntry, engine: Engine, gref: GradReference): Promise<number> {
-  const V = engine.info.vocab;
-  const seed = new Float32Array(gref.prompts.length * V);
-  gref.prompts.forEach((p, b) => { seed[b * V + p.answer] += 1; seed[b * V + p.foil] -= 1; });
-  const res = await engine.gradients({ ids: gref.prompts.map((p) => p.ids), seed, residPre: true });
+  const res = await engine.gradients({ ids: gref.prompts.map((p) => p.ids), seed: seedOf(engine, gref), residPre: true });
   let worst = 0;
   for (const [hook, tensor] of Object.entries(gref.grads)) {
     const want = decodeRef(tensor);
