@@ -23,7 +23,7 @@ import { UserError } from '../errors';
 import { GraphIndex } from './graph';
 import { AttrType, DataType, floatValueInfo, int64Tensor, intAttr, intsAttr, makeNode, num, type OnnxModel, type OnnxNode, type TensorProto } from './model';
 import { addGradients } from './autodiff';
-import { constInts, PATCHED, type ModelStructure } from './instrument';
+import { constInts, isConstScalar, PATCHED, type ModelStructure } from './instrument';
 
 /** Graph inputs and outputs added for edges. */
 export const EDGE = {
@@ -227,12 +227,6 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     return undefined;
   };
   const dimsOfInit = (t: string | undefined) => { const n = initName(t); return n !== undefined ? initByName.get(n)!.dims.map(num) : undefined; };
-  /** Whether `t` is a one-element constant (an initializer, or a Constant node's value). */
-  const isScalarConst = (t: string): boolean => {
-    const p = g.producerOf(t);
-    const d = dimsOfInit(t) ?? (p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value')?.t?.dims.map(num) : undefined);
-    return !!d && d.reduce((a, v) => a * v, 1) === 1;
-  };
   /** The one consumer of `t` among `on`, if there is exactly one. */
   const nextOn = (t: string, on: Set<number>): OnnxNode | undefined => {
     // A Shape read of the tensor (GPT-NeoX views its fused QKV as qkv.size()[:-1] + (H, 3·d_head)) is not a step.
@@ -277,7 +271,7 @@ export function addEdgeInputs(model: OnnxModel, s: ModelStructure, heads: number
     }
     // A constant scale (OPT scales the query by 1/√d_head right after its projection) commutes with the slicing.
     const scales: OnnxNode[] = [];
-    while ((n?.opType === 'Mul' || n?.opType === 'Div') && n.input[0] === cur && isScalarConst(n.input[1]!)) {
+    while ((n?.opType === 'Mul' || n?.opType === 'Div') && n.input[0] === cur && isConstScalar(g, n.input[1]!)) {
       scales.push(n);
       cur = n.output[0]!;
       n = nextOn(cur, on);

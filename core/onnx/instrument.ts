@@ -280,7 +280,7 @@ const streamAliases = (g: GraphIndex, t: string): string[] => g.followForward(t,
 const ID_PRESERVING = new Set([...PASS_THROUGH, 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten']);
 
 /** A constant with one element (an initializer or a Constant node, possibly through a Cast). */
-function isConstScalar(g: GraphIndex, t: string): boolean {
+export function isConstScalar(g: GraphIndex, t: string): boolean {
   const src = g.followBackward(t);
   const init = g.graph.initializer.find((x) => x.name === src);
   if (init) return init.dims.reduce<number>((a, d) => a * num(d), 1) === 1;
