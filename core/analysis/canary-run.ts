@@ -1,15 +1,15 @@
 import type { Engine } from '../engine/engine';
 import { UserError } from '../errors';
-import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
+import type { NodeId } from '../ids';
 import { holds, parseCanary, type CanaryCheck } from '../formats/canary';
-import { circuitComponents, parseCircuit } from '../formats/circuit';
+import { parseCircuit } from '../formats/circuit';
 import { hasErrors, type Diagnostic } from '../formats/diagnostics';
 import { parseSuite, type Suite } from '../formats/suite';
 import type { Workspace } from '../workspace';
-import { evaluateEdgeCircuit, prepareEdges } from './edges';
-import { Cancelled, evaluateCircuit, evaluateSets, prepare, type EvalContext } from './evaluate';
+import { Cancelled, evaluateSets, prepare, type EvalContext } from './evaluate';
 import { argmax, type MetricName } from './metrics';
 import { resolvePrompts, type ResolvedPrompt } from './prompts';
+import { checkCircuitOnModel, evaluateSavedCircuit } from './verify/verify';
 
 export type CheckStatus = 'passed' | 'failed' | 'errored' | 'skipped';
 
@@ -165,34 +165,12 @@ async function runCheck(
     diagnostics.push(...parsed.diagnostics);
     if (!parsed.circuit) throw new UserError(`the circuit ${ws.display(circuitPath)} has errors`);
     const circuit = parsed.circuit;
-    const bad: string[] = [];
-    circuit.nodes.forEach((n, i) => {
-      try { checkNodeInModel(n, parseNodeId(n), engine.info); } catch (e) { bad.push(n); parsed.source.report(['nodes', i], (e as Error).message); }
-    });
-    if (bad.length) { diagnostics.push(...parsed.source.diagnostics.slice(-bad.length)); throw new UserError(`the circuit names nodes the model does not have: ${bad.join(', ')}`); }
-    const recorded = circuit.model?.sha256;
-    if (recorded) {
-      const actual = await ws.sha256(modelPath);
-      if (actual !== recorded) {
-        parsed.source.report(['model', 'sha256'], `the circuit was found on a different model file (sha256 ${recorded.slice(0, 12)}…, this model is ${actual.slice(0, 12)}…); re-verify it`, 'warning');
-        diagnostics.push(parsed.source.diagnostics[parsed.source.diagnostics.length - 1]!);
-      }
-    }
+    const checked = checkCircuitOnModel(circuit, parsed.source, engine, circuit.model?.sha256 ? await ws.sha256(modelPath) : undefined);
+    diagnostics.push(...checked.diagnostics);
+    if (checked.error) throw checked.error;
     const metric: MetricName = c.metric ?? suite.metric;
-    let ev: { faithfulness: Record<MetricName, number>; necessity: Record<MetricName, number> };
-    let level = '';
-    if (circuit.granularity === 'edge' && (circuit.edges ?? []).length) {
-      // An edge circuit is checked at edge level: every edge outside it ablated.
-      const known = new Set(engine.edges.edges.map((e) => `${e.source}->${e.target}`));
-      const ids = circuit.edges!.map((e) => `${e.source}->${e.target}`);
-      const unknown = ids.map((id, i) => ({ id, i })).filter((x) => !known.has(x.id));
-      for (const u of unknown) parsed.source.report(['edges', u.i], `edge "${u.id}" is not an edge of this model`);
-      if (unknown.length) { diagnostics.push(...parsed.source.diagnostics.slice(-unknown.length)); throw new UserError(`the circuit names edges the model does not have: ${unknown.map((u) => u.id).join(', ')}`); }
-      ev = await evaluateEdgeCircuit(await prepareEdges(ctx, allPrompts), ids);
-      level = `, ${ids.length} edges`;
-    } else {
-      ev = await evaluateCircuit(ctx, circuitComponents(circuit));
-    }
+    const ev = await evaluateSavedCircuit(circuit, ctx, allPrompts);
+    const level = ev.edges !== undefined ? `, ${ev.edges} edges` : '';
     const value = a.quantity === 'faithfulness' ? ev.faithfulness[metric] : ev.necessity[metric];
     const pass = holds(a.bound, value);
     const others = a.quantity === 'faithfulness'

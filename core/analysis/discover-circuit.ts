@@ -1,7 +1,5 @@
 // One discovery pipeline for every caller (CLI `discover`, the extension's Discover Circuit): scores, selection,
 // verification, and the circuit file's content. Callers add where the files are.
-import type { AblationKind } from '../engine/engine';
-import { CIRCUIT_SCHEMA_VERSION, type Circuit } from '../formats/circuit';
 import type { NodeId } from '../ids';
 import { patchingAttribution } from './attribution';
 import { acdcNodes, greedyNodes } from './discovery';
@@ -10,6 +8,7 @@ import type { EvalContext } from './evaluate';
 import { gradientAttribution } from './gradient';
 import type { MetricName } from './metrics';
 import type { ResolvedPrompt } from './prompts';
+import { round6, verificationRecord } from './records';
 import { verifyCircuit, type Verification } from './verify';
 
 export interface DiscoverOptions {
@@ -70,34 +69,5 @@ export async function discoverCircuit(task: EvalContext, control: EvalContext | 
   return {
     nodes: found.nodes, edges: [], scores: Object.fromEntries(attr.nodes.map((n) => [n.id, round6(n.score)])), verification: v,
     metrics: verificationRecord(v, extra), notes,
-  };
-}
-
-/** The circuit file for a discovery; `model` and `suite` paths relative to the circuit file. */
-export function circuitFile(d: Discovered, o: { name: string; level: 'node' | 'edge'; ablation: AblationKind; model: { path: string; sha256: string }; suite: string }): Circuit {
-  return {
-    schemaVersion: CIRCUIT_SCHEMA_VERSION, name: o.name, model: o.model, suite: o.suite, granularity: o.level, ablation: o.ablation,
-    nodes: d.nodes, edges: d.edges, ...(o.level === 'node' ? { scores: d.scores } : {}), metrics: d.metrics, created: new Date().toISOString(), notes: d.notes,
-  };
-}
-
-export function round6(x: number): number {
-  return Number.isFinite(x) ? Math.round(x * 1e6) / 1e6 : x;
-}
-
-/** The metrics block of a circuit file and of `verify --json` (DESIGN §6 keys first). */
-export function verificationRecord(v: Verification, extra: Record<string, unknown>): Record<string, unknown> {
-  const r = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, x]) => [k, round6(x)]));
-  return {
-    faithfulness: round6(v.faithfulness),
-    faithfulnessByMetric: r({ logit_diff: v.faithfulnessByMetric.logit_diff, accuracy: v.faithfulnessByMetric.accuracy, kl: v.faithfulnessByMetric.kl, prob: v.faithfulnessByMetric.prob }),
-    necessity: round6(v.necessity),
-    necessityByMetric: r(v.necessityByMetric),
-    minimality: r(v.minimality),
-    specificity: v.specificity ? r(v.specificity) : null,
-    cpr: round6(v.cpr), cmd: round6(v.cmd),
-    curve: v.curve.map((p) => ({ size: p.size, faithfulness: round6(p.faithfulness) })),
-    metric: v.metric, ablation: v.ablation, prompts: v.prompts,
-    ...Object.fromEntries(Object.entries(extra).filter(([, x]) => x !== undefined)),
   };
 }
