@@ -1,7 +1,15 @@
 import { isUserError } from '../core/errors';
-import { attributeCommand, diffCommand, discoverCommand, exportCommand, importCommand, verifyCommand } from './circuit-commands';
-import { canaryCommand, runCommand } from './suite-commands';
-import { infoCommand, traceCommand } from './trace';
+import { helpText, wantsHelp, type Usage } from './args';
+import { ATTRIBUTE_USAGE, attributeCommand } from './commands/attribute';
+import { CANARY_USAGE, canaryCommand } from './commands/canary';
+import { DIFF_USAGE, diffCommand } from './commands/diff';
+import { DISCOVER_USAGE, discoverCommand } from './commands/discover';
+import { EXPORT_USAGE, exportCommand } from './commands/export';
+import { IMPORT_USAGE, importCommand } from './commands/import';
+import { INFO_USAGE, infoCommand } from './commands/info';
+import { RUN_USAGE, runCommand } from './commands/run';
+import { TRACE_USAGE, traceCommand } from './commands/trace';
+import { VERIFY_USAGE, verifyCommand } from './commands/verify';
 
 const USAGE = `circuitlens — mechanistic interpretability for ONNX language models
 
@@ -22,21 +30,25 @@ commands:
                                  Neuronpedia attribution graph (neuronpedia: one node per head and MLP)
   import FILE --format F         EAP-IG / MIB or Neuronpedia graph JSON → .circuit.json (--out F.circuit.json)
 
-Every command takes --json. Exit codes: 0 success, 1 a check failed, 2 bad input, 3 internal error.`;
+Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
+Output files (--out) are not replaced unless --force is given.
+Exit codes: 0 success, 1 a check failed, 2 bad input, 3 internal error.`;
 
+/** A command: runs on its arguments (after the command name), prints through `out`, returns the exit code. */
 type Command = (argv: string[], out: (s: string) => void) => Promise<number>;
 
-const COMMANDS: Record<string, Command> = {
-  info: infoCommand,
-  trace: traceCommand,
-  run: runCommand,
-  canary: canaryCommand,
-  attribute: attributeCommand,
-  discover: discoverCommand,
-  verify: verifyCommand,
-  diff: diffCommand,
-  export: exportCommand,
-  import: importCommand,
+/** Every command, in one table: its function and its --help. Each lives in commands/<name>.ts. */
+const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
+  info: { run: infoCommand, usage: INFO_USAGE },
+  trace: { run: traceCommand, usage: TRACE_USAGE },
+  run: { run: runCommand, usage: RUN_USAGE },
+  canary: { run: canaryCommand, usage: CANARY_USAGE },
+  attribute: { run: attributeCommand, usage: ATTRIBUTE_USAGE },
+  discover: { run: discoverCommand, usage: DISCOVER_USAGE },
+  verify: { run: verifyCommand, usage: VERIFY_USAGE },
+  diff: { run: diffCommand, usage: DIFF_USAGE },
+  export: { run: exportCommand, usage: EXPORT_USAGE },
+  import: { run: importCommand, usage: IMPORT_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {
@@ -45,13 +57,17 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
     out(USAGE);
     return cmd ? 0 : 2;
   }
-  const run = COMMANDS[cmd];
-  if (!run) {
+  const command = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+  if (!command) {
     process.stderr.write(`circuitlens: unknown command "${cmd}" (commands: ${Object.keys(COMMANDS).join(', ')})\n`);
     return 2;
   }
+  if (wantsHelp(rest)) {
+    out(helpText(command.usage));
+    return 0;
+  }
   try {
-    return await run(rest, out);
+    return await command.run(rest, out);
   } catch (e) {
     if (isUserError(e)) {
       process.stderr.write(`circuitlens ${cmd}: ${e.located}\n`);

@@ -1,10 +1,21 @@
 // Timing helpers and the PyTorch reference client shared by the benchmarks. Nothing here asserts a time.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const PYTHON = process.env.BENCH_PYTHON ?? '/usr/bin/python3';
+
+/** Debian's packages that give /usr/bin/python3 what the PyTorch reference and the model scripts import. */
+export const TORCH_PACKAGES = 'python3-torch python3-onnx libopenblas0-openmp';
+
+/** Why PYTHON cannot run the PyTorch side (it must import torch and onnx), or undefined when it can. */
+export function torchMissing(): string | undefined {
+  const r = spawnSync(PYTHON, ['-c', 'import torch, onnx'], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  if (r.status === 0) return undefined;
+  if (r.error) return r.error.message;
+  return r.stderr.trim().split('\n').pop() || `exit code ${r.status}`;
+}
 
 export interface Stats { median: number; min: number; max: number; n: number; samples: number[] }
 

@@ -12,14 +12,14 @@ import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BIG_PHASES, BIG_PHASES_ALL, bigBench, bigChild, type BigPhase, type BigResult } from './big';
+import { BIG_MODEL, BIG_PHASES, BIG_PHASES_ALL, bigBench, bigChild, type BigPhase, type BigResult } from './big';
 import { forwardBench, type ForwardResult } from './forward';
 import { edgeBench, type EdgeResult } from './edges';
 import { gradientBench, type GradientResult } from './gradient';
 import { CHROMIUM, graphViewBench, type GraphViewResult } from './graph-view';
-import { log, PYTHON, ROOT, TorchRef } from './harness';
+import { log, PYTHON, ROOT, TORCH_PACKAGES, torchMissing, TorchRef } from './harness';
 import { memoryBench, type MemoryResult } from './memory';
-import { DEMO_GPT2, DEMO_LLAMA, ensureBenchModel, GPT2_SMALL, nodeRuntimeOptions } from './models';
+import { benchModelReady, DEMO_GPT2, DEMO_LLAMA, ensureBenchModel, GPT2_SMALL, nodeRuntimeOptions } from './models';
 import type { Spinning } from '../../core/node/ort-node';
 import { gemmPeak, type GemmResult } from './peak';
 import { profileForward, profileScoring, profileSweep, type ForwardProfile, type ScoringProfile, type SweepProfile } from './profile';
@@ -84,6 +84,14 @@ function meta(torchThreads: number): Record<string, unknown> {
   };
 }
 
+/** Whether a section runs PyTorch: the reference it is timed against, or a script that writes a model it needs. */
+function usesTorch(b: Bench, makeBig: boolean): boolean {
+  if (['forward', 'sweep', 'gradient', 'edges', 'peak', 'memory'].includes(b)) return true;
+  if (b === 'profile') return !benchModelReady();
+  if (b === 'big') return makeBig && !fs.existsSync(BIG_MODEL);
+  return false;
+}
+
 async function main(): Promise<void> {
   // A child of the big section (bench/src/big.ts) runs one phase in its own process.
   if (process.argv[2] === '--big-child') return bigChild(process.argv.slice(3));
@@ -111,6 +119,19 @@ async function main(): Promise<void> {
     fs.writeFileSync(latest, `${JSON.stringify(results, null, 1)}\n`);
     fs.writeFileSync(path.join(resultsDir, 'README-numbers.md'), renderSummary(results));
   };
+
+  // Sections that run PyTorch (the reference, or a script writing a model they need): without it, say what to
+  // install before anything runs, rather than fail in the middle with a stack trace.
+  const torchSections = [...args.only].filter((b) => usesTorch(b, args.big.make));
+  const missing = torchSections.length ? torchMissing() : undefined;
+  if (missing) {
+    const without = ALL.filter((b) => b !== 'big' && !usesTorch(b, false));
+    process.stderr.write(`npm run bench: ${torchSections.join(', ')} need${torchSections.length === 1 ? 's' : ''} PyTorch, and ${PYTHON} cannot import torch and onnx (${missing}).\n`
+      + `Install them (Debian, Ubuntu): sudo apt-get install ${TORCH_PACKAGES}\n`
+      + `or set BENCH_PYTHON to a Python that has torch and onnx${without.length ? `, or run only what needs neither: npm run bench -- --only ${without.join(',')}` : ''}.\n`);
+    process.exitCode = 2;
+    return;
+  }
 
   const needsBigModel = ['forward', 'sweep', 'gradient', 'edges', 'memory', 'profile'].some((b) => args.only.has(b as Bench));
   if (needsBigModel) ensureBenchModel();

@@ -23,10 +23,15 @@ export const DEMO_GPT2: ModelSpec = { key: 'induction-gpt2', label: 'demo induct
 export const DEMO_LLAMA: ModelSpec = { key: 'induction-llama', label: 'demo induction-llama (2L×4H, d 64)', file: path.join(ROOT, 'examples', 'induction-llama.onnx'), weights: 'onnx', B: 8, T: 64 };
 export const GPT2_SMALL: ModelSpec = { key: 'gpt2-small', label: 'GPT-2-small shape (12L×12H, d 768, V 50257, random)', file: path.join(ROOT, 'bench', 'models', 'gpt2-small.onnx'), weights: 'pt', B: 8, T: 128 };
 
+/** Whether bench/models/gpt2-small.{onnx,pt,json} exist (else writing them needs PyTorch). */
+export function benchModelReady(): boolean {
+  const base = GPT2_SMALL.file.replace(/\.onnx$/, '');
+  return ['.onnx', '.pt', '.json'].every((e) => fs.existsSync(base + e));
+}
+
 /** Writes bench/models/gpt2-small.{onnx,pt,json} with scripts/make_bench_model.py unless they exist. */
 export function ensureBenchModel(): void {
-  const base = GPT2_SMALL.file.replace(/\.onnx$/, '');
-  if (['.onnx', '.pt', '.json'].every((e) => fs.existsSync(base + e))) return;
+  if (benchModelReady()) return;
   log('bench/models/gpt2-small.* missing: running scripts/make_bench_model.py (about a minute)');
   const r = spawnSync(PYTHON, [path.join(ROOT, 'scripts', 'make_bench_model.py')], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) throw new Error('scripts/make_bench_model.py failed');

@@ -1,7 +1,7 @@
 // Opening a suite on a model, the first step of every analysis in every front end (CLI, extension, graph panel,
 // canaries): prompts resolved against the model's tokenizer, split into task and control prompts, and the
-// evaluation contexts built once. One policy for all of them: a suite whose every prompt is a control has nothing
-// to analyse, and says so.
+// evaluation contexts built once. One policy for all of them: a suite can be run whatever its tags, but a suite
+// whose every prompt is a control has nothing to attribute, discover or verify, and says so.
 import type { AblationKind, Engine } from '../engine/engine';
 import { UserError } from '../errors';
 import { hasErrors, type Diagnostic } from '../formats/diagnostics';
@@ -22,10 +22,14 @@ export interface OpenedSuite {
 }
 
 /** Task prompts are those not tagged `control`; control prompts check specificity. */
-export function splitPrompts(prompts: ResolvedPrompt[], what = 'the suite'): { task: ResolvedPrompt[]; control: ResolvedPrompt[] } {
-  const task = prompts.filter((p) => !p.tags.includes('control'));
-  if (task.length === 0) throw new UserError(`${what} has no task prompts: every prompt is tagged control (task prompts are the ones without that tag)`);
-  return { task, control: prompts.filter((p) => p.tags.includes('control')) };
+export function splitPrompts(prompts: ResolvedPrompt[]): { task: ResolvedPrompt[]; control: ResolvedPrompt[] } {
+  return { task: prompts.filter((p) => !p.tags.includes('control')), control: prompts.filter((p) => p.tags.includes('control')) };
+}
+
+/** The task prompts, or an error that says why there are none. */
+export function taskPrompts(o: OpenedSuite): ResolvedPrompt[] {
+  if (o.task.length === 0) throw new UserError(`suite "${o.suite.name}" has no task prompts: every prompt is tagged control (task prompts are the ones without that tag)`);
+  return o.task;
 }
 
 /**
@@ -37,10 +41,7 @@ export function openSuite(suite: Suite, engine: Engine, ablation?: AblationKind)
   const { prompts, diagnostics } = resolvePrompts(suite, engine);
   if (hasErrors(diagnostics)) return { diagnostics };
   const kind = ablation ?? suite.ablation;
-  const { task, control } = splitPrompts(prompts, suite.name ? `suite "${suite.name}"` : 'the suite');
-  if (kind === 'resample' && prompts.some((p) => !p.corruptedIds)) {
-    throw new UserError(`suite "${suite.name}": resample ablation needs a corrupted counterpart for every prompt (add corrupted: to each, or use zero or mean ablation)`);
-  }
+  const { task, control } = splitPrompts(prompts);
   return { opened: { suite, engine, ablation: kind, all: prompts, task, control }, diagnostics };
 }
 
@@ -52,7 +53,10 @@ export interface Contexts {
 
 /** The evaluation contexts of the task prompts and, with `control`, of the control prompts (means over all prompts). */
 export async function prepareSuite(o: OpenedSuite, opts: { control?: boolean; signal?: AbortSignal } = {}): Promise<Contexts> {
-  const task = await prepare(o.engine, o.task, o.ablation, { signal: opts.signal, meanOver: o.all });
+  if (o.ablation === 'resample' && o.all.some((p) => !p.corruptedIds)) {
+    throw new UserError(`suite "${o.suite.name}": resample ablation needs a corrupted counterpart for every prompt (add corrupted: to each, or use zero or mean ablation)`);
+  }
+  const task = await prepare(o.engine, taskPrompts(o), o.ablation, { signal: opts.signal, meanOver: o.all });
   const control = opts.control && o.control.length ? await prepare(o.engine, o.control, o.ablation, { signal: opts.signal, meanOver: o.all }) : undefined;
   return { task, control };
 }

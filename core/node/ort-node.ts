@@ -70,6 +70,9 @@ export class OrtNodeRuntime implements Runtime {
   }
 
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
+    // onnxruntime's process-wide logger (made when the first session is) logs what happens outside a session's own
+    // logger at this level: errors only, as sessionOptions asks of each session.
+    ort.env.logLevel = 'error';
     const options = sessionOptions(this.opts, this.sharesWeights(external));
     try {
       if (external.length === 0) return new OrtSession(ort, await ort.InferenceSession.create(model, options));
@@ -112,8 +115,10 @@ export function externalDataInMemory(external: ExternalFile[]): { path: string; 
 
 /** onnxruntime-node's session options for these OrtNodeOptions; `shareWeights`: no prepacking (see Prepacking). */
 export function sessionOptions(opts: OrtNodeOptions, shareWeights = false): ort.InferenceSession.SessionOptions {
-  // Errors only: onnxruntime's warnings (e.g. about initializers it merged) say nothing a user can act on.
-  const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+  // Errors only (severity 3; verbosity matters only at the verbose level 0): onnxruntime's warnings, printed to
+  // stderr in terminal colours, say nothing a user can act on (initializers it merged, or removed as unused from
+  // the gradient graphs, as on the zoo's Llama and GPT-NeoX).
+  const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3, logVerbosityLevel: 0 };
   options.extra = { session: { ...(opts.flushDenormals ? FLUSH_DENORMALS.session : {}), ...SPINNING[opts.spinning ?? 'during-run'], ...(shareWeights ? { disable_prepacking: '1' } : {}) } };
   if (opts.threads) options.intraOpNumThreads = opts.threads;
   return options;

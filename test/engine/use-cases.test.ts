@@ -33,7 +33,7 @@ describe('use cases on the GPT-2 demo model', () => {
   before(async () => { engine = await loadEngine(path.join(EXAMPLES, 'induction-gpt2.onnx')); });
   after(async () => { await engine.release(); });
 
-  test('openSuite splits task and control prompts and refuses a suite of controls only', () => {
+  test('openSuite splits task and control prompts; analyses refuse a suite of controls only', async () => {
     const { suite } = parseSuite('small.suite.yaml', SUITE);
     const { opened, diagnostics } = openSuite(suite!, engine);
     assert.deepEqual(diagnostics.filter((d) => d.severity === 'error'), []);
@@ -43,7 +43,8 @@ describe('use cases on the GPT-2 demo model', () => {
     assert.equal(opened!.ablation, 'mean');
     assert.equal(openSuite(suite!, engine, 'zero').opened!.ablation, 'zero');
     const onlyControls = opened!.all.map((p) => ({ ...p, tags: ['control'] }));
-    assert.throws(() => splitPrompts(onlyControls), /has no task prompts: every prompt is tagged control/);
+    assert.equal(splitPrompts(onlyControls).task.length, 0);
+    await assert.rejects(prepareSuite({ ...opened!, ...splitPrompts(onlyControls) }), /suite "small" has no task prompts: every prompt is tagged control/);
   });
 
   test('openSuite returns prompt problems as diagnostics at their line instead of throwing', () => {

@@ -1,43 +1,33 @@
-import { UserError } from '../core/errors';
-import type { Engine, AblationKind, RunResult } from '../core/engine/engine';
-import type { F32 } from '../core/engine/runtime';
-import { selectHooks } from '../core/hooks';
-import { parseNodeList } from '../core/ids';
-import { loadEngine } from '../core/node/load';
-import { cliRuntime, oneOf, parse } from './args';
+import { UserError } from '../../core/errors';
+import type { Engine, AblationKind, RunResult } from '../../core/engine/engine';
+import type { F32 } from '../../core/engine/runtime';
+import { selectHooks } from '../../core/hooks';
+import { parseNodeList } from '../../core/ids';
+import { loadEngine } from '../../core/node/load';
+import { cliRuntime, JSON_OPTION, oneOf, parse, RUNTIME_OPTION, usageError, type Usage } from '../args';
 
-export const TRACE_USAGE = 'circuitlens trace MODEL (--prompt TEXT | --ids 1,2,3) [--hooks GLOB] [--ablate IDS] [--ablation zero|mean] [--runtime node|wasm] [--json]';
-
-export async function infoCommand(argv: string[], out: (s: string) => void): Promise<number> {
-  const usage = 'circuitlens info MODEL [--runtime node|wasm] [--json]';
-  const { values, positionals } = parse(argv, { json: { type: 'boolean' }, runtime: { type: 'string' } }, usage);
-  if (positionals.length !== 1) throw new UserError(`expected one model file\nusage: ${usage}`);
-  const engine = await loadEngine(positionals[0]!, cliRuntime(values.runtime));
-  const i = engine.info;
-  if (values.json) {
-    out(JSON.stringify({
-      architecture: i.architecture, layers: i.layers, heads: i.heads, dModel: i.dModel, vocab: i.vocab, hooks: i.hooks,
-      dHead: i.dHead, contextLength: i.contextLength ?? null, opset: i.opset, features: i.features, detection: i.detection,
-      tokenizer: !!engine.tokenizer, ...(i.normalized ? { normalized: i.normalized } : {}),
-    }, null, 2));
-  } else {
-    out(`${positionals[0]}: ${i.architecture} (${i.features.norm}, ${i.features.positions} positions, ${i.features.mlp} MLP, ${i.features.qkv} QKV, ${i.features.block} blocks), opset ${i.opset}`);
-    for (const note of i.normalized ?? []) out(`  loaded as: ${note}`);
-    out(`  ${i.layers} layers × ${i.heads} heads, d_model ${i.dModel}, d_head ${i.dHead}, vocab ${i.vocab}, context ${i.contextLength ?? 'unknown'}`);
-    out(`  tokenizer: ${engine.tokenizer ? 'yes' : 'none (pass token ids)'}; hooks from ${i.detection}:`);
-    for (const [h, t] of Object.entries(i.hooks)) out(`    ${h.padEnd(30)} ${t}`);
-  }
-  await engine.release();
-  return 0;
-}
+export const TRACE_USAGE: Usage = {
+  synopsis: 'circuitlens trace MODEL (--prompt TEXT | --ids 1,2,3) [--hooks GLOB] [--ablate IDS] [--ablation zero|mean] [--runtime node|wasm] [--json]',
+  about: 'Runs one prompt through a model, records the hooks asked for, and prints the next-token distribution;\n'
+    + 'optionally with heads and MLPs ablated.',
+  options: [
+    ['--prompt TEXT', 'the prompt, tokenized with the tokenizer.json beside the model'],
+    ['--ids 1,2,3', 'the prompt as token ids (for models without a tokenizer)'],
+    ['--hooks GLOB', 'hooks to record, e.g. "blocks.1.attn.hook_*,logits" (circuitlens info MODEL lists them)'],
+    ['--ablate IDS', 'nodes to ablate, e.g. a1.h2,m0'],
+    ['--ablation zero|mean', 'how ablated nodes are replaced (default zero; mean: over this prompt)'],
+    RUNTIME_OPTION, JSON_OPTION,
+  ],
+  json: '{"ids": [...], "logits": {"shape", "data"}, "activations": {hook: {"shape", "data"}}} (data flat, row-major; batch dimension dropped)',
+};
 
 export async function traceCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parse(argv, {
     prompt: { type: 'string' }, ids: { type: 'string' }, hooks: { type: 'string' }, ablate: { type: 'string' },
     ablation: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' },
   }, TRACE_USAGE);
-  if (positionals.length !== 1) throw new UserError(`expected one model file\nusage: ${TRACE_USAGE}`);
-  if ((values.prompt === undefined) === (values.ids === undefined)) throw new UserError(`give exactly one of --prompt or --ids\nusage: ${TRACE_USAGE}`);
+  if (positionals.length !== 1) throw usageError('expected one model file', TRACE_USAGE);
+  if ((values.prompt === undefined) === (values.ids === undefined)) throw usageError('give exactly one of --prompt or --ids', TRACE_USAGE);
   const kind = oneOf(values.ablation, ['zero', 'mean'] as const, '--ablation', 'zero') as AblationKind;
   const engine = await loadEngine(positionals[0]!, cliRuntime(values.runtime));
   try {
@@ -74,7 +64,7 @@ function unbatched(t: F32): { shape: number[]; data: number[] } {
   return { shape: t.dims.slice(1), data: Array.from(t.data) };
 }
 
-export function traceJson(ids: number[], res: RunResult) {
+function traceJson(ids: number[], res: RunResult) {
   return {
     ids,
     logits: unbatched(res.logits),

@@ -1,0 +1,56 @@
+import * as path from 'node:path';
+import { openSuite, prepareSuite, type Contexts, type OpenedSuite } from '../core/analysis/open-suite';
+import { UserError } from '../core/errors';
+import { formatDiagnostic, type Diagnostic } from '../core/formats/diagnostics';
+import { parseSuite, type Suite } from '../core/formats/suite';
+import { NodeWorkspace } from '../core/node/workspace';
+import { cliRuntime, oneOf } from './args';
+
+declare const CIRCUITLENS_VERSION: string | undefined;
+/** The package version, set by the build (esbuild.js); 0.0.0 when run unbundled. */
+export const VERSION = typeof CIRCUITLENS_VERSION === 'string' ? CIRCUITLENS_VERSION : '0.0.0';
+
+/** A file's diagnostics as one UserError (CLI exit 2), each line `file:line:col: error: message`. */
+export function diagnosticsError(ds: Diagnostic[], ws: NodeWorkspace): UserError {
+  const errs = ds.filter((d) => d.severity === 'error');
+  const first = errs[0]!;
+  const rest = errs.slice(1).map((d) => '\n' + formatDiagnostic({ ...d, file: ws.display(d.file) })).join('');
+  return new UserError(`${first.severity}: ${first.message}${rest}`, ws.display(first.file), first.line, first.col);
+}
+
+export async function loadSuite(ws: NodeWorkspace, suitePath: string): Promise<Suite> {
+  const { suite, diagnostics } = parseSuite(suitePath, await ws.readText(suitePath));
+  for (const d of diagnostics.filter((x) => x.severity === 'warning')) process.stderr.write(formatDiagnostic({ ...d, file: ws.display(d.file) }) + '\n');
+  if (!suite) throw diagnosticsError(diagnostics, ws);
+  return suite;
+}
+
+export function suiteModelPath(suite: Suite, ws: NodeWorkspace, flag: string | undefined): string {
+  if (flag) return path.resolve(flag);
+  if (suite.model) return ws.resolve(suite.file, suite.model);
+  throw new UserError(`${ws.display(suite.file)} names no model: pass --model MODEL.onnx or add model: to the suite`);
+}
+
+/**
+ * A suite opened on its model (core/analysis/open-suite.ts: prompts resolved, task and control split), under the
+ * ablation to run it with (--ablation, else the suite's). A bad --ablation is reported before the model is loaded.
+ */
+export async function loadSuiteAndModel(ws: NodeWorkspace, suitePath: string, modelFlag: string | undefined, ablation?: string): Promise<OpenedSuite & { modelPath: string }> {
+  const suite = await loadSuite(ws, path.resolve(suitePath));
+  const kind = oneOf(ablation, ['zero', 'mean', 'resample'] as const, '--ablation', suite.ablation);
+  const modelPath = suiteModelPath(suite, ws, modelFlag);
+  const engine = await ws.loadEngine(modelPath);
+  const { opened, diagnostics } = openSuite(suite, engine, kind);
+  if (!opened) throw diagnosticsError(diagnostics, ws);
+  return { ...opened, modelPath };
+}
+
+/** What attribute, discover and verify work on: a suite opened on its model, with its prompts' contexts prepared. */
+export interface Loaded extends Contexts, Pick<OpenedSuite, 'suite' | 'engine' | 'ablation' | 'all'> { ws: NodeWorkspace; modelPath: string }
+
+export async function loadForAnalysis(suitePath: string, modelFlag: string | undefined, ablation: string | undefined, runtime: string | undefined, withControl: boolean): Promise<Loaded> {
+  const ws = new NodeWorkspace(process.cwd(), cliRuntime(runtime));
+  const opened = await loadSuiteAndModel(ws, suitePath, modelFlag, ablation);
+  const { suite, engine, all, modelPath } = opened;
+  return { suite, engine, ablation: opened.ablation, all, modelPath, ...(await prepareSuite(opened, { control: withControl })), ws };
+}
