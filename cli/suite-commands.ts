@@ -4,7 +4,7 @@ import { runCanary, type CanaryResult } from '../core/analysis/canary-run';
 import { evaluateSets, prepare } from '../core/analysis/evaluate';
 import { metricOf } from '../core/analysis/metrics';
 import { resolvePrompts } from '../core/analysis/prompts';
-import type { AblationKind } from '../core/engine/engine';
+import type { AblationKind } from '../core/vocabulary';
 import { UserError } from '../core/errors';
 import { formatDiagnostic, hasErrors, type Diagnostic } from '../core/formats/diagnostics';
 import { parseSuite, type Suite } from '../core/formats/suite';

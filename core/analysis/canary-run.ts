@@ -8,7 +8,8 @@ import { parseSuite, type Suite } from '../formats/suite';
 import type { Workspace } from '../workspace';
 import { evaluateEdgeCircuit, prepareEdges } from './edges';
 import { Cancelled, evaluateCircuit, evaluateSets, prepare, type EvalContext } from './evaluate';
-import { argmax, type MetricName } from './metrics';
+import { argmax } from './metrics';
+import type { MetricName } from '../vocabulary';
 import { resolvePrompts, type ResolvedPrompt } from './prompts';
 
 export type CheckStatus = 'passed' | 'failed' | 'errored' | 'skipped';

@@ -1,6 +1,6 @@
 // One discovery pipeline for every caller (CLI `discover`, the extension's Discover Circuit): scores, selection,
 // verification, and the circuit file's content. Callers add where the files are.
-import type { AblationKind } from '../engine/engine';
+import type { AblationKind } from '../vocabulary';
 import { CIRCUIT_SCHEMA_VERSION, type Circuit } from '../formats/circuit';
 import type { NodeId } from '../ids';
 import { patchingAttribution } from './attribution';
@@ -8,7 +8,7 @@ import { acdcNodes, greedyNodes } from './discovery';
 import { acdcEdges, edgeCircuitNodes, edgeGradientScores, edgePatchingScores, greedyEdges, prepareEdges, verifyEdgeCircuit } from './edges';
 import type { EvalContext } from './evaluate';
 import { gradientAttribution } from './gradient';
-import type { MetricName } from './metrics';
+import type { MetricName } from '../vocabulary';
 import type { ResolvedPrompt } from './prompts';
 import { verifyCircuit, type Verification } from './verify';
 
