@@ -1,3 +1,4 @@
+import { ABLATION_KINDS } from '../core/vocabulary';
 import * as path from 'node:path';
 import { openSuite, prepareSuite, type Contexts, type OpenedSuite } from '../core/analysis/open-suite';
 import { UserError } from '../core/errors';
@@ -37,7 +38,7 @@ export function suiteModelPath(suite: Suite, ws: NodeWorkspace, flag: string | u
  */
 export async function loadSuiteAndModel(ws: NodeWorkspace, suitePath: string, modelFlag: string | undefined, ablation?: string): Promise<OpenedSuite & { modelPath: string }> {
   const suite = await loadSuite(ws, path.resolve(suitePath));
-  const kind = oneOf(ablation, ['zero', 'mean', 'resample'] as const, '--ablation', suite.ablation);
+  const kind = oneOf(ablation, ABLATION_KINDS, '--ablation', suite.ablation);
   const modelPath = suiteModelPath(suite, ws, modelFlag);
   const engine = await ws.loadEngine(modelPath);
   const { opened, diagnostics } = openSuite(suite, engine, kind);

@@ -1,5 +1,7 @@
 import { UserError } from '../../core/errors';
-import type { Engine, AblationKind, RunResult } from '../../core/engine/engine';
+import type { Engine } from '../../core/engine/engine';
+import type { AblationKind } from '../../core/vocabulary';
+import type { RunResult } from '../../core/engine/types';
 import type { F32 } from '../../core/engine/runtime';
 import { selectHooks } from '../../core/hooks';
 import { parseNodeList } from '../../core/ids';

@@ -7,7 +7,8 @@ import { hasErrors, type Diagnostic } from '../formats/diagnostics';
 import { parseSuite, type Suite } from '../formats/suite';
 import type { Workspace } from '../workspace';
 import { Cancelled, evaluateSets, prepare, type EvalContext } from './evaluate';
-import { argmax, type MetricName } from './metrics';
+import { argmax } from './metrics';
+import type { MetricName } from '../vocabulary';
 import { resolvePrompts, type ResolvedPrompt } from './prompts';
 import { checkCircuitOnModel, evaluateSavedCircuit } from './verify/verify';
 

@@ -1,5 +1,5 @@
 import type { Engine } from '../engine/engine';
-import { groupByLength } from '../engine/engine';
+import { groupByLength } from '../engine/feeds';
 import { allComponentNodes, headId, mlpId, type NodeId } from '../ids';
 import type { ResolvedPrompt } from './prompts';
 

@@ -6,7 +6,7 @@ import { acdcNodes, greedyNodes } from './discovery';
 import { acdcEdges, edgeCircuitNodes, edgeGradientScores, edgePatchingScores, greedyEdges, prepareEdges, verifyEdgeCircuit } from './edges';
 import type { EvalContext } from './evaluate';
 import { gradientAttribution } from './gradient';
-import type { MetricName } from './metrics';
+import type { MetricName } from '../vocabulary';
 import type { ResolvedPrompt } from './prompts';
 import { round6, verificationRecord } from './records';
 import { verifyCircuit, type Verification } from './verify';

@@ -1,7 +1,8 @@
 import { allComponentNodes, type NodeId } from '../ids';
 import type { EngineInfoShape } from './types';
 import { evaluateSets, type EvalContext } from './evaluate';
-import { faithfulness, type MetricName, type SuiteMetrics } from './metrics';
+import { faithfulness, type SuiteMetrics } from './metrics';
+import type { MetricName } from '../vocabulary';
 import { signedMetric, type NodeScore } from './attribution';
 
 export interface CurvePoint { size: number; fraction: number; faithfulness: number }

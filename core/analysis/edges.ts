@@ -3,19 +3,25 @@
 // (core/onnx/edges.ts). Edge ablation replaces what flows along an edge by the source's ablated output: 0
 // (zero), its mean over the suite's prompts and positions (mean), or its output on the corrupted prompt
 // (resample).
-import { groupByLength, type EdgeValues } from '../engine/engine';
+import { groupByLength } from '../engine/feeds';
 import type { F32 } from '../engine/runtime';
+import type { EdgeRunner, EdgeValues } from '../engine/types';
 import { isUserError, UserError } from '../errors';
+import { METRICS, type MetricName } from '../vocabulary';
 import { signedMetric, type EdgeScore } from './attribution';
 import { cprCmd, type CurvePoint } from './discovery';
 import { Cancelled, concatRows, sliceRow, type EvalContext } from './evaluate';
 import { gradientSeed, surrogateFor } from './gradient';
-import { faithfulness, meanMetrics, METRICS, scorePrompt, type MetricName, type SuiteMetrics } from './metrics';
+import { faithfulness, meanMetrics, scorePrompt, type SuiteMetrics } from './metrics';
 import type { ResolvedPrompt } from './prompts';
 import type { Verification } from './verify';
 
-export interface EdgeContext {
-  ctx: EvalContext;
+/** What edge analysis reads of an evaluation context: the engine only through its edge runs (EdgeRunner). */
+export type EdgeEvalContext = Pick<EvalContext, 'prompts' | 'ablation' | 'cleanLogProbs' | 'maxRows' | 'signal'> & { engine: EdgeRunner };
+
+/** An evaluation context with the edge ids and ablated values; `C`: the context it was prepared from. */
+export interface EdgeContext<C extends EdgeEvalContext = EdgeEvalContext> {
+  ctx: C;
   /** Edge ids `SRC->DST` in the engine's order. */
   ids: string[];
   /** Shared ablated values (zero: undefined; mean: means), or per prompt (resample). */
@@ -26,7 +32,7 @@ export interface EdgeContext {
 export const edgeId = (e: { source: string; target: string }) => `${e.source}->${e.target}`;
 
 /** Ablated values for the context's ablation kind; `meanOver`: the prompts means are taken over (DESIGN §4). */
-export async function prepareEdges(ctx: EvalContext, meanOver?: ResolvedPrompt[]): Promise<EdgeContext> {
+export async function prepareEdges<C extends EdgeEvalContext>(ctx: C, meanOver?: ResolvedPrompt[]): Promise<EdgeContext<C>> {
   const { engine } = ctx;
   const ids = engine.edges.edges.map(edgeId);
   if (ctx.ablation === 'zero') return { ctx, ids };

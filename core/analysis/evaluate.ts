@@ -1,9 +1,12 @@
-import type { Ablation, AblationKind, Engine, MeanActivations } from '../engine/engine';
-import { groupByLength } from '../engine/engine';
+import type { Ablation, MeanActivations } from '../engine/types';
+import type { AblationKind } from '../vocabulary';
+import type { Engine } from '../engine/engine';
+import { groupByLength } from '../engine/feeds';
 import type { F32 } from '../engine/runtime';
 import { hookName } from '../hooks';
 import { allComponentNodes, parseNodeId, type NodeId } from '../ids';
-import { faithfulness, logSoftmax, meanMetrics, METRICS, necessity, rowStats, scorePrompt, type MetricName, type RowStats, type PromptScore, type SuiteMetrics } from './metrics';
+import { faithfulness, logSoftmax, meanMetrics, necessity, rowStats, scorePrompt, type RowStats, type PromptScore, type SuiteMetrics } from './metrics';
+import { METRICS, type MetricName } from '../vocabulary';
 import type { ResolvedPrompt } from './prompts';
 
 /** Everything an ablation needs that depends only on the prompts: computed once, reused for every set. */

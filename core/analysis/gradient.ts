@@ -1,4 +1,4 @@
-import { groupByLength } from '../engine/engine';
+import { groupByLength } from '../engine/feeds';
 import type { F32, Feed } from '../engine/runtime';
 import { UserError } from '../errors';
 import { hookName } from '../hooks';
@@ -6,7 +6,8 @@ import { allComponentNodes } from '../ids';
 import { IN } from '../onnx/instrument';
 import type { Attribution, NodeScore } from './attribution';
 import { Cancelled, type EvalContext } from './evaluate';
-import { meanMetrics, scorePrompt, type MetricName } from './metrics';
+import { meanMetrics, scorePrompt } from './metrics';
+import type { MetricName } from '../vocabulary';
 import type { ResolvedPrompt } from './prompts';
 
 export interface GradientOptions {

@@ -1,6 +1,4 @@
-/** Metrics of DESIGN §4, read at the last position of each prompt. */
-export type MetricName = 'logit_diff' | 'prob' | 'accuracy' | 'kl';
-export const METRICS: MetricName[] = ['logit_diff', 'prob', 'accuracy', 'kl'];
+import type { MetricName } from '../vocabulary';
 
 export interface PromptScore {
   /** answer − foil logit (NaN when the prompt has no foil). */

@@ -2,7 +2,8 @@
 // canaries): prompts resolved against the model's tokenizer, split into task and control prompts, and the
 // evaluation contexts built once. One policy for all of them: a suite can be run whatever its tags, but a suite
 // whose every prompt is a control has nothing to attribute, discover or verify, and says so.
-import type { AblationKind, Engine } from '../engine/engine';
+import type { Engine } from '../engine/engine';
+import type { AblationKind } from '../vocabulary';
 import { UserError } from '../errors';
 import { hasErrors, type Diagnostic } from '../formats/diagnostics';
 import type { Suite } from '../formats/suite';

@@ -1,7 +1,7 @@
 // Circuit records: the content of a `*.circuit.json` (DESIGN §5) and of `verify --json`, built in one place for
 // every writer — discovery (CLI and extension) and circuits marked by hand in the graph panel. Callers decide where
 // the file goes; `model.path` and `suite` are relative to it.
-import type { AblationKind } from '../engine/engine';
+import type { AblationKind } from '../vocabulary';
 import { CIRCUIT_SCHEMA_VERSION, type Circuit } from '../formats/circuit';
 import type { NodeId } from '../ids';
 import type { Discovered } from './discover-circuit';

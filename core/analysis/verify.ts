@@ -2,7 +2,8 @@ import { allComponentNodes, type NodeId } from '../ids';
 import { patchingAttribution } from './attribution';
 import { cprCmd, type CurvePoint } from './discovery';
 import { evaluateSets, type EvalContext } from './evaluate';
-import { faithfulness, METRICS, type MetricName, type SuiteMetrics } from './metrics';
+import { faithfulness, type SuiteMetrics } from './metrics';
+import { METRICS, type MetricName } from '../vocabulary';
 
 export interface Verification {
   metric: MetricName;

@@ -1,5 +1,6 @@
 // Memory planning for the engine: what a model's weights, its sessions and a row of activations cost, against a
-// budget (EngineOptions.memory). The Engine applies it before it builds a session or runs a gradient batch.
+// budget (EngineOptions.memory). Sessions (core/engine/sessions.ts) apply it before they build a session or the
+// engine runs a gradient batch.
 import { EXTERNAL, num, type OnnxModel } from '../onnx/model';
 
 /**

@@ -1,6 +1,5 @@
 import canarySchema from '../../schemas/canary.schema.json';
-import type { AblationKind } from '../engine/engine';
-import type { MetricName } from '../analysis/metrics';
+import type { AblationKind, MetricName } from '../vocabulary';
 import type { Diagnostic } from './diagnostics';
 import { compileSchema, SourceFile } from './source';
 

@@ -1,5 +1,5 @@
 import circuitSchema from '../../schemas/circuit.schema.json';
-import type { AblationKind } from '../engine/engine';
+import type { AblationKind } from '../vocabulary';
 import { parseNodeId, type NodeId } from '../ids';
 import type { Diagnostic } from './diagnostics';
 import { compileSchema, SourceFile } from './source';

@@ -1,6 +1,5 @@
 import suiteSchema from '../../schemas/suite.schema.json';
-import type { AblationKind } from '../engine/engine';
-import type { MetricName } from '../analysis/metrics';
+import type { AblationKind, MetricName } from '../vocabulary';
 import type { Diagnostic } from './diagnostics';
 import { compileSchema, SourceFile, type Path } from './source';
 

@@ -3,7 +3,8 @@
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
-import type { Engine, Ablation } from '../../core/engine/engine';
+import type { Engine } from '../../core/engine/engine';
+import type { Ablation } from '../../core/engine/types';
 import { createRuntime, loadEngine, type RuntimeName } from '../../core/node/load';
 import type { NodeId } from '../../core/ids';
 import { decodeRef, EXAMPLES, FIXTURES, loadReference, maxAbsDiff, row, TOL } from '../helpers';

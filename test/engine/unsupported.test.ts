@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { prepare } from '../../core/analysis/evaluate';
+import { prepare, type EvalContext } from '../../core/analysis/evaluate';
 import { attributeEdges, edgeGradientScores, edgePatchingScores, prepareEdges, type EdgeContext } from '../../core/analysis/edges';
 import { eapNodeScores } from '../../core/analysis/gradient';
 import { Engine } from '../../core/engine/engine';
@@ -17,7 +17,7 @@ const ZOO = path.join(FIXTURES, 'zoo');
 
 describe('an operator without a gradient rule (Softsign in place of the GELU tanh of layer 0)', () => {
   let engine: Engine;
-  let ec: EdgeContext;
+  let ec: EdgeContext<EvalContext>;
   before(async () => {
     const model = decodeModel(new Uint8Array(fs.readFileSync(path.join(ZOO, 'gpt2', 'model.onnx'))), 'gpt2-softsign');
     const tanh = model.graph!.node.find((n) => n.opType === 'Tanh' && n.name.includes('h.0/mlp'));

@@ -20,7 +20,8 @@ import { prepare, runSets, type EvalContext } from '../../core/analysis/evaluate
 import { edgeGradientScores, edgeWeights, prepareEdges, runEdgeSets, type EdgeContext } from '../../core/analysis/edges';
 import { eapNodeScores } from '../../core/analysis/gradient';
 import type { ResolvedPrompt } from '../../core/analysis/prompts';
-import type { Ablation, Engine } from '../../core/engine/engine';
+import type { Ablation } from '../../core/engine/types';
+import type { Engine } from '../../core/engine/engine';
 import type { F32 } from '../../core/engine/runtime';
 import { allComponentNodes, type NodeId } from '../../core/ids';
 import { createRuntime, loadEngine, loadTokenizerFor, type RuntimeName } from '../../core/node/load';

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 
 test('token ids become int64 feeds without a BigInt per value, the same numbers as BigInt64Array.from', async () => {
-  const { int64Of } = await import('../../core/engine/engine');
+  const { int64Of } = await import('../../core/engine/feeds');
   const rows = [[0, 1, 216, 2 ** 31 - 1], [-1, -(2 ** 31) + 1, 5, 50256]];
   assert.deepEqual([...int64Of(rows, 8)], [...BigInt64Array.from(rows.flat(), (v) => BigInt(v))]);
   // Values beyond 32 bits take the BigInt path.

@@ -1,6 +1,7 @@
 import type { ResolvedPrompt } from '../../core/analysis/prompts';
 import type { PromptScore, SuiteMetrics } from '../../core/analysis/metrics';
-import type { AblationKind, ModelInfo } from '../../core/engine/engine';
+import type { AblationKind } from '../../core/vocabulary';
+import type { ModelInfo } from '../../core/engine/types';
 import type { F32 } from '../../core/engine/runtime';
 import type { NodeId } from '../../core/ids';
 

@@ -2,7 +2,8 @@
 // score; click or box/lasso select to mark; "Ablate marked" re-runs the suite in the compute worker.
 import type { GraphState, GraphToHost, GraphToView } from '../../extension/webviews/graph/protocol';
 import type { NodeId } from '../../core/ids';
-import { faithfulness, METRICS, type MetricName, type SuiteMetrics } from '../../core/analysis/metrics';
+import { faithfulness, type SuiteMetrics } from '../../core/analysis/metrics';
+import { METRICS, type MetricName } from '../../core/vocabulary';
 import { Compute } from '../common/compute-client';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 import '@vscode-elements/elements/dist/vscode-button/index.js';

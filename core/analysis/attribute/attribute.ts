@@ -9,7 +9,8 @@ import { estimateWork, type WorkEstimate } from '../cost';
 import { attributeEdges, edgeGradientScores, edgePatchingScores, prepareEdges } from '../edges';
 import type { EvalContext } from '../evaluate';
 import { gradientAttribution } from '../gradient';
-import type { MetricName, SuiteMetrics } from '../metrics';
+import type { SuiteMetrics } from '../metrics';
+import type { MetricName } from '../../vocabulary';
 import type { ResolvedPrompt } from '../prompts';
 
 export type AttributionLevel = 'node' | 'edge' | 'graph';

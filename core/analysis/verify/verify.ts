@@ -10,7 +10,7 @@ import type { Diagnostic } from '../../formats/diagnostics';
 import type { SourceFile } from '../../formats/source';
 import { attributeEdges, edgeId, evaluateEdgeCircuit, prepareEdges, verifyEdgeCircuit } from '../edges';
 import { evaluateCircuit, type EvalContext } from '../evaluate';
-import type { MetricName } from '../metrics';
+import type { MetricName } from '../../vocabulary';
 import type { Contexts } from '../open-suite';
 import type { ResolvedPrompt } from '../prompts';
 import { verifyCircuit, type Verification } from '../verify';

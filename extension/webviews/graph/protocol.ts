@@ -1,7 +1,6 @@
 // The attribution-graph view's messages, shared by the panel (host) and the view (webview/graph).
 import type { ResolvedPrompt } from '../../../core/analysis/prompts';
-import type { AblationKind } from '../../../core/engine/engine';
-import type { MetricName } from '../../../core/analysis/metrics';
+import type { AblationKind, MetricName } from '../../../core/vocabulary';
 import type { NodeId } from '../../../core/ids';
 import type { ComputeSetup } from '../compute-setup';
 
