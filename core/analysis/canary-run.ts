@@ -1,6 +1,6 @@
 import type { Engine } from '../engine/engine';
 import { UserError } from '../errors';
-import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
+import { checkNodeInModel, formatEdgeId, parseNodeId, type NodeId } from '../ids';
 import { holds, parseCanary, type CanaryCheck } from '../formats/canary';
 import { circuitComponents, parseCircuit } from '../formats/circuit';
 import { hasErrors, type Diagnostic } from '../formats/diagnostics';
@@ -183,8 +183,8 @@ async function runCheck(
     let level = '';
     if (circuit.granularity === 'edge' && (circuit.edges ?? []).length) {
       // An edge circuit is checked at edge level: every edge outside it ablated.
-      const known = new Set(engine.edges.edges.map((e) => `${e.source}->${e.target}`));
-      const ids = circuit.edges!.map((e) => `${e.source}->${e.target}`);
+      const known = new Set(engine.edges.edges.map(formatEdgeId));
+      const ids = circuit.edges!.map(formatEdgeId);
       const unknown = ids.map((id, i) => ({ id, i })).filter((x) => !known.has(x.id));
       for (const u of unknown) parsed.source.report(['edges', u.i], `edge "${u.id}" is not an edge of this model`);
       if (unknown.length) { diagnostics.push(...parsed.source.diagnostics.slice(-unknown.length)); throw new UserError(`the circuit names edges the model does not have: ${unknown.map((u) => u.id).join(', ')}`); }
