@@ -1,47 +1,82 @@
 import { UserError } from './errors';
 
-/** TransformerLens hook names (DESIGN §2). */
+/** The axes of a hook's tensor (DESIGN §2): positions, d_model, heads, d_head, vocabulary. */
+export type HookDim = 'T' | 'D' | 'H' | 'Dh' | 'V';
+
+/**
+ * Every hook point, declared once with its shape beside it (as TransformerLens declares its HookPoints): `name`
+ * for hooks of the whole model, `block` for those of each layer L (`blocks.L.<block>`). Shapes are per prompt, as
+ * the CLI's JSON gives them; the engine puts a batch axis first. Order is forward order: `allHookNames` follows it.
+ */
+export const HOOKS = {
+  embed: { name: 'hook_embed', shape: ['T', 'D'] },
+  pos_embed: { name: 'hook_pos_embed', shape: ['T', 'D'], optional: true },
+  resid_pre: { block: 'hook_resid_pre', shape: ['T', 'D'] },
+  pattern: { block: 'attn.hook_pattern', shape: ['H', 'T', 'T'] },
+  /** Per-head output before the output projection. */
+  z: { block: 'attn.hook_z', shape: ['T', 'H', 'Dh'] },
+  attn_out: { block: 'hook_attn_out', shape: ['T', 'D'] },
+  mlp_out: { block: 'hook_mlp_out', shape: ['T', 'D'] },
+  resid_post: { block: 'hook_resid_post', shape: ['T', 'D'] },
+  ln_final: { name: 'ln_final.hook_normalized', shape: ['T', 'D'] },
+  logits: { name: 'logits', shape: ['T', 'V'] },
+} as const satisfies Record<string, HookSpec>;
+
+interface HookSpec { name?: string; block?: string; shape: readonly HookDim[]; optional?: boolean }
+
+export type HookKind = keyof typeof HOOKS;
+type Spec<K extends HookKind> = (typeof HOOKS)[K];
+/** Kinds with one hook per layer, and kinds with one hook in the whole model. */
+export type BlockHookKind = { [K in HookKind]: Spec<K> extends { block: string } ? K : never }[HookKind];
+export type ModelHookKind = Exclude<HookKind, BlockHookKind>;
+
+/** A TransformerLens hook name (DESIGN §2): `hook_embed`, `blocks.0.attn.hook_z`, `logits`, … */
+export type StrictHookName = Spec<ModelHookKind>['name'] | `blocks.${number}.${Spec<BlockHookKind>['block']}`;
+
+/**
+ * Hook names as the engine and instrumentation key their maps. Plain strings there (a sidecar names hooks, tests
+ * list them), so `StrictHookName` is opt-in for code that builds names; `hookName` returns the strict type.
+ */
 export type HookName = string;
 
-export type HookKind = 'embed' | 'pos_embed' | 'resid_pre' | 'pattern' | 'z' | 'attn_out' | 'mlp_out' | 'resid_post' | 'ln_final' | 'logits';
+const isBlock = (k: HookKind): k is BlockHookKind => 'block' in HOOKS[k];
+const KINDS = Object.keys(HOOKS) as HookKind[];
+const BY_NAME = new Map<string, ModelHookKind>(KINDS.filter((k) => !isBlock(k)).map((k) => [(HOOKS[k] as { name: string }).name, k as ModelHookKind]));
+const BY_BLOCK = new Map<string, BlockHookKind>(KINDS.filter(isBlock).map((k) => [HOOKS[k].block, k]));
+const BLOCK_HOOK = /^blocks\.(\d+)\.(.+)$/;
 
-/** The rank of each hook's tensor in the engine (batch first). */
-export const HOOK_RANK: Record<HookKind, number> = {
-  embed: 3, pos_embed: 3, resid_pre: 3, pattern: 4, z: 4, attn_out: 3, mlp_out: 3, resid_post: 3, ln_final: 3, logits: 3,
-};
-
-export function hookName(kind: HookKind, layer?: number): HookName {
-  switch (kind) {
-    case 'embed': return 'hook_embed';
-    case 'pos_embed': return 'hook_pos_embed';
-    case 'ln_final': return 'ln_final.hook_normalized';
-    case 'logits': return 'logits';
-    case 'pattern': return `blocks.${layer}.attn.hook_pattern`;
-    case 'z': return `blocks.${layer}.attn.hook_z`;
-    default: return `blocks.${layer}.hook_${kind}`;
-  }
+export function hookName(kind: ModelHookKind): StrictHookName;
+export function hookName(kind: BlockHookKind, layer: number): StrictHookName;
+export function hookName(kind: HookKind, layer?: number): StrictHookName;
+export function hookName(kind: HookKind, layer?: number): StrictHookName {
+  return isBlock(kind) ? `blocks.${layer as number}.${HOOKS[kind].block}` : (HOOKS[kind] as { name: Spec<ModelHookKind>['name'] }).name;
 }
 
 export function parseHookName(name: string): { kind: HookKind; layer?: number } | undefined {
-  if (name === 'hook_embed') return { kind: 'embed' };
-  if (name === 'hook_pos_embed') return { kind: 'pos_embed' };
-  if (name === 'ln_final.hook_normalized') return { kind: 'ln_final' };
-  if (name === 'logits') return { kind: 'logits' };
-  const m = /^blocks\.(\d+)\.(attn\.hook_pattern|attn\.hook_z|hook_resid_pre|hook_attn_out|hook_mlp_out|hook_resid_post)$/.exec(name);
-  if (!m) return undefined;
-  const layer = Number(m[1]);
-  const kind = ({ 'attn.hook_pattern': 'pattern', 'attn.hook_z': 'z', hook_resid_pre: 'resid_pre', hook_attn_out: 'attn_out', hook_mlp_out: 'mlp_out', hook_resid_post: 'resid_post' } as const)[m[2] as 'attn.hook_z'];
-  return { kind, layer };
+  const whole = BY_NAME.get(name);
+  if (whole) return { kind: whole };
+  const m = BLOCK_HOOK.exec(name);
+  const kind = m ? BY_BLOCK.get(m[2]!) : undefined;
+  return kind ? { kind, layer: Number(m![1]) } : undefined;
 }
 
-/** All hook names of a model in forward order. */
-export function allHookNames(layers: number, hasPosEmbed: boolean): HookName[] {
-  const out: HookName[] = ['hook_embed'];
-  if (hasPosEmbed) out.push('hook_pos_embed');
-  for (let l = 0; l < layers; l++) {
-    for (const k of ['resid_pre', 'pattern', 'z', 'attn_out', 'mlp_out', 'resid_post'] as const) out.push(hookName(k, l));
+/** The shape of a hook's tensor for a model's sizes and `T` positions; `batch` puts a batch axis first (the engine's). */
+export function hookShape(kind: HookKind, sizes: Record<HookDim, number>, batch?: number): number[] {
+  const dims = HOOKS[kind].shape.map((d) => sizes[d]);
+  return batch === undefined ? dims : [batch, ...dims];
+}
+
+/** All hook names of a model in forward order (the table's, each layer's block hooks in turn). */
+export function allHookNames(layers: number, hasPosEmbed: boolean): StrictHookName[] {
+  const out: StrictHookName[] = [];
+  const blocks = KINDS.filter(isBlock);
+  for (const k of KINDS) {
+    if (isBlock(k)) {
+      if (k === blocks[0]) for (let l = 0; l < layers; l++) for (const b of blocks) out.push(hookName(b, l));
+    } else if (hasPosEmbed || !('optional' in HOOKS[k])) {
+      out.push(hookName(k));
+    }
   }
-  out.push('ln_final.hook_normalized', 'logits');
   return out;
 }
 

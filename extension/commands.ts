@@ -12,7 +12,7 @@ import type { Engine } from '../core/engine/engine';
 import { isUserError } from '../core/errors';
 import { circuitComponents, parseCircuit, serializeCircuit } from '../core/formats/circuit';
 import { hasErrors, type Diagnostic } from '../core/formats/diagnostics';
-import { toEapIg } from '../core/formats/interop';
+import { toEapIg } from '../core/formats/eap-ig';
 import { parseSuite, type Suite } from '../core/formats/suite';
 import { allComponentNodes, parseNodeList } from '../core/ids';
 import { sha256File, writeFileAtomic } from '../core/node/workspace';

@@ -5,7 +5,8 @@
 //     hooks contracting each destination's gradient with a buffer of upstream outputs) and its forward;
 //   - exact edge patching: edgePatchingScores, one ablated run of every prompt per edge. On models with many
 //     edges it is timed on a few edges and extrapolated to all of them (an estimate, labelled as such).
-import { edgeGradientScores, edgePatchingScores, edgeRowsPerCall, evaluateEdgeSets, prepareEdges, edgeId } from '../../core/analysis/edges';
+import { edgeGradientScores, edgePatchingScores, edgeRowsPerCall, evaluateEdgeSets, prepareEdges } from '../../core/analysis/edges';
+import { formatEdgeId } from '../../core/ids';
 import type { EdgeScore } from '../../core/analysis/attribution';
 import { prepare } from '../../core/analysis/evaluate';
 import { eapNodeScores } from '../../core/analysis/gradient';
@@ -147,9 +148,9 @@ export async function edgeBench(torch: TorchRef, spec: ModelSpec, opts: EdgeBenc
   let eapVsExact: EdgeResult['eapVsExact'];
   if (firstPatch.value) {
     const exact = firstPatch.value;
-    const byId = new Map(eap.map((s) => [edgeId(s), s.score]));
+    const byId = new Map(eap.map((s) => [formatEdgeId(s), s.score]));
     const xs = exact.map((s) => s.score);
-    const ys = exact.map((s) => byId.get(edgeId(s))!);
+    const ys = exact.map((s) => byId.get(formatEdgeId(s))!);
     eapVsExact = { pearson: pearson(xs, ys), maxAbsDiff: Math.max(...xs.map((x, i) => Math.abs(x - ys[i]!))), maxAbsExact: Math.max(...xs.map(Math.abs)) };
     log(`  exact patching vs EAP over ${E} edges: Pearson ${eapVsExact.pearson.toFixed(3)}, max |Δ| ${eapVsExact.maxAbsDiff.toExponential(2)} (max |exact| ${eapVsExact.maxAbsExact.toFixed(3)})`);
   }

@@ -1,7 +1,7 @@
 import { attribute, estimateAttribution } from '../../core/analysis/attribute/attribute';
 import { describeWork } from '../../core/analysis/cost';
 import { round6 } from '../../core/analysis/records';
-import { edgeId as formatEdgeId } from '../../core/analysis/edges';
+import { formatEdgeId } from '../../core/ids';
 import { FORCE_OPTION, JSON_OPTION, oneOf, parse, RUNTIME_OPTION, stepsFlag, usageError, type Usage } from '../args';
 import { loadForAnalysis } from '../common';
 import { outFile, writeOutFile } from '../out-file';

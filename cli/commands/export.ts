@@ -1,7 +1,8 @@
 import * as path from 'node:path';
 import { UserError } from '../../core/errors';
 import { parseCircuit } from '../../core/formats/circuit';
-import { toEapIg, toNeuronpedia } from '../../core/formats/interop';
+import { toEapIg } from '../../core/formats/eap-ig';
+import { toNeuronpedia } from '../../core/formats/neuronpedia';
 import { NodeWorkspace } from '../../core/node/workspace';
 import { FORCE_OPTION, oneOf, parse, usageError, type Usage } from '../args';
 import { diagnosticsError, VERSION } from '../common';

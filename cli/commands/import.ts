@@ -1,7 +1,8 @@
 import * as path from 'node:path';
 import { UserError } from '../../core/errors';
 import { serializeCircuit } from '../../core/formats/circuit';
-import { fromEapIg, fromNeuronpedia } from '../../core/formats/interop';
+import { fromEapIg } from '../../core/formats/eap-ig';
+import { fromNeuronpedia } from '../../core/formats/neuronpedia';
 import { NodeWorkspace, sha256File } from '../../core/node/workspace';
 import { FORCE_OPTION, JSON_OPTION, oneOf, parse, usageError, type Usage } from '../args';
 import { outFile, writeOutFile } from '../out-file';

@@ -1,6 +1,6 @@
 // One discovery pipeline for every caller (CLI `discover`, the extension's Discover Circuit): scores, selection,
 // verification, and the circuit file's content. Callers add where the files are.
-import type { NodeId } from '../ids';
+import { edgeTarget, formatEdgeId, parseEdgeId, type NodeId } from '../ids';
 import { patchingAttribution } from './attribution';
 import { acdcNodes, greedyNodes } from './discovery';
 import { acdcEdges, edgeCircuitNodes, edgeGradientScores, edgePatchingScores, greedyEdges, prepareEdges, verifyEdgeCircuit } from './edges';
@@ -56,10 +56,10 @@ export async function discoverCircuit(task: EvalContext, control: EvalContext | 
     const scores = o.scoring === 'gradient' ? await edgeGradientScores(ec, metric, o.steps) : (await edgePatchingScores(ec, metric)).edges;
     const found = o.method === 'acdc' ? await acdcEdges(ec, metric, o.threshold) : await greedyEdges(ec, metric, scores, o.target);
     const v = await verifyEdgeCircuit(ec, found.edges, metric, scores, cc);
-    const scoreOf = new Map(scores.map((e) => [`${e.source}->${e.target}`, e.score]));
+    const scoreOf = new Map<string, number>(scores.map((e) => [formatEdgeId(e), e.score]));
     return {
       nodes: edgeCircuitNodes(found.edges) as NodeId[],
-      edges: found.edges.map((id) => { const [source, target] = id.split('->') as [string, string]; return { source, target, score: round6(scoreOf.get(id) ?? 0) }; }),
+      edges: found.edges.map((id) => { const e = parseEdgeId(id); return { source: e.source, target: edgeTarget(e), score: round6(scoreOf.get(id) ?? 0) }; }),
       scores: {}, verification: v, metrics: verificationRecord(v, { ...extra, edgesInModel: ec.ids.length }), notes, edgesInModel: ec.ids.length,
     };
   }

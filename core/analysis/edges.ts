@@ -8,6 +8,7 @@ import type { F32 } from '../engine/runtime';
 import type { EdgeRunner, EdgeValues } from '../engine/types';
 import { isUserError, UserError } from '../errors';
 import { METRICS, type MetricName } from '../vocabulary';
+import { formatEdgeId, parseEdgeId, targetNode } from '../ids';
 import { signedMetric, type EdgeScore } from './attribution';
 import { cprCmd, type CurvePoint } from './discovery';
 import { Cancelled, concatRows, sliceRow, type EvalContext } from './evaluate';
@@ -29,12 +30,10 @@ export interface EdgeContext<C extends EdgeEvalContext = EdgeEvalContext> {
   perPrompt?: EdgeValues[];
 }
 
-export const edgeId = (e: { source: string; target: string }) => `${e.source}->${e.target}`;
-
 /** Ablated values for the context's ablation kind; `meanOver`: the prompts means are taken over (DESIGN §4). */
 export async function prepareEdges<C extends EdgeEvalContext>(ctx: C, meanOver?: ResolvedPrompt[]): Promise<EdgeContext<C>> {
   const { engine } = ctx;
-  const ids = engine.edges.edges.map(edgeId);
+  const ids = engine.edges.edges.map(formatEdgeId);
   if (ctx.ablation === 'zero') return { ctx, ids };
   if (ctx.ablation === 'mean') {
     const prompts = (meanOver ?? ctx.prompts).map((p) => p.ids);
@@ -186,7 +185,7 @@ export interface EdgeDiscovery {
  */
 export async function greedyEdges(ec: EdgeContext, metric: MetricName, scores: EdgeScore[], target: number): Promise<EdgeDiscovery> {
   const E = ec.ids.length;
-  const order = [...scores].sort((a, b) => b.score - a.score).map(edgeId);
+  const order = [...scores].sort((a, b) => b.score - a.score).map(formatEdgeId);
   const [full, empty] = await evaluateEdgeSets(ec, [new Float32Array(E), new Float32Array(E).fill(1)]);
   const f = (m: SuiteMetrics) => faithfulness(metric, m, empty!, full!);
   const seen = new Map<number, number>();
@@ -224,15 +223,14 @@ export async function acdcEdges(ec: EdgeContext, metric: MetricName, threshold: 
   const curve: CurvePoint[] = [{ size: E, fraction: 1, faithfulness: 1 }];
   // Destinations in reverse order of the layout (logits, last MLP, last layer's heads, ...): every target of a
   // node's outgoing edges comes before the node itself.
-  const base = (t: string) => t.replace(/<[qkv]>$/, '');
   const byDst = new Map<string, number[]>();
-  slots.forEach((s, e) => { const d = base(s.target); byDst.set(d, [...(byDst.get(d) ?? []), e]); });
+  slots.forEach((s, e) => { const d = targetNode(s.target); byDst.set(d, [...(byDst.get(d) ?? []), e]); });
   const alive = new Set<string>(['logits']);
   for (const dst of [...byDst.keys()].reverse()) {
     if (ec.ctx.signal?.aborted) throw new Cancelled();
     const incoming = byDst.get(dst)!;
     if (dst !== 'logits') {
-      const reaches = slots.some((s, e) => removed[e] === 0 && s.source === dst && alive.has(base(s.target)));
+      const reaches = slots.some((s, e) => removed[e] === 0 && s.source === dst && alive.has(targetNode(s.target)));
       if (!reaches) { for (const e of incoming) removed[e] = 1; continue; }
       alive.add(dst);
     }
@@ -287,7 +285,7 @@ export async function verifyEdgeCircuit(ec: EdgeContext, edges: string[], metric
   const minimality: Record<string, number> = {};
   C.forEach((x, i) => { minimality[x] = fC - fOf(minus[i]!); });
   const inC = new Set(C);
-  const rest = [...scores].sort((a, b) => b.score - a.score).map(edgeId).filter((id) => !inC.has(id));
+  const rest = [...scores].sort((a, b) => b.score - a.score).map(formatEdgeId).filter((id) => !inC.has(id));
   const order = [...[...C].sort((a, b) => minimality[b]! - minimality[a]!), ...rest];
   const sizes = [...new Set([...C.map((_, i) => i + 1), ...[0.05, 0.1, 0.2, 0.5, 1].map((x) => Math.max(1, Math.round(x * E)))])].sort((a, b) => a - b);
   const runs = await evaluateEdgeSets(ec, sizes.map((k) => edgeWeights(ec, order.slice(0, k), true)));
@@ -306,7 +304,10 @@ export async function verifyEdgeCircuit(ec: EdgeContext, edges: string[], metric
 /** Nodes an edge circuit touches (heads without their <q>/<k>/<v>), excluding input and logits. */
 export function edgeCircuitNodes(edges: string[]): string[] {
   const nodes = new Set<string>();
-  for (const e of edges) for (const n of e.split('->')) { const id = n.replace(/<[qkv]>$/, ''); if (id !== 'input' && id !== 'logits') nodes.add(id); }
+  for (const e of edges) {
+    const { source, target } = parseEdgeId(e);
+    for (const id of [source, target]) if (id !== 'input' && id !== 'logits') nodes.add(id);
+  }
   return [...nodes];
 }
 

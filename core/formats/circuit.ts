@@ -1,6 +1,6 @@
 import circuitSchema from '../../schemas/circuit.schema.json';
 import type { AblationKind } from '../vocabulary';
-import { parseNodeId, type NodeId } from '../ids';
+import { parseNodeId, targetNode, type NodeId } from '../ids';
 import type { Diagnostic } from './diagnostics';
 import { compileSchema, SourceFile } from './source';
 
@@ -47,8 +47,8 @@ export function circuitComponents(c: Circuit): NodeId[] {
   const nodes = new Set<string>(c.nodes);
   // An edge-level circuit keeps every node an edge touches.
   for (const e of c.edges ?? []) {
-    nodes.add(e.source.replace(/<[qkv]>$/, ''));
-    nodes.add(e.target.replace(/<[qkv]>$/, ''));
+    nodes.add(e.source);
+    nodes.add(targetNode(e.target));
   }
   return [...nodes].filter((n) => n !== 'input' && n !== 'logits') as NodeId[];
 }

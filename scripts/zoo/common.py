@@ -332,7 +332,7 @@ def write_resample_reference(entry, model, out_dir, ids, clean, node_sets):
 
 
 def edge_list(n_layers, n_heads, parallel):
-    """Every edge in CircuitLens' order (core/formats/interop.ts allEdges; EAP-IG's)."""
+    """Every edge in CircuitLens' order (core/ids.ts allEdges; EAP-IG's)."""
     out, up = [], ["input"]
     for L in range(n_layers):
         for H in range(n_heads):

@@ -8,7 +8,7 @@ import { createRuntime, loadEngine } from '../../core/node/load';
 import type { Engine } from '../../core/engine/engine';
 import type { EdgeValues } from '../../core/engine/types';
 import type { F32 } from '../../core/engine/runtime';
-import { allEdges } from '../../core/formats/interop';
+import { allEdges } from '../../core/ids';
 import { decodeRef, EXAMPLES, FIXTURES, maxAbsDiff, type RefTensor } from '../helpers';
 
 interface EdgeRef {
@@ -49,9 +49,9 @@ for (const [name, file, sliced] of MODELS) {
     const engine: Engine = await loadEngine(file, createRuntime(), { edgeHeadSlicing: sliced });
     try {
       const layout = engine.edges;
-      // The engine's edge order is the EAP-IG order of core/formats/interop.ts and the reference's.
+      // The engine's edge order is the EAP-IG order of core/ids.ts allEdges and the reference's.
       assert.deepEqual(layout.edges.map((e) => `${e.source}->${e.target}`), ref.edges);
-      assert.deepEqual(allEdges(engine.info.layers, engine.info.heads).map((e) => `${e.source}->${e.target}`), ref.edges);
+      assert.deepEqual(allEdges(engine.info).map((e) => `${e.source}->${e.target}`), ref.edges);
       const index = new Map(ref.edges.map((e, i) => [e, i]));
       const ids = ref.prompts.map((p) => p.ids);
       const E = ref.edges.length;

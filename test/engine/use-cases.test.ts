@@ -6,7 +6,8 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { attribute, estimateAttribution } from '../../core/analysis/attribute/attribute';
 import { patchingAttribution } from '../../core/analysis/attribution';
-import { edgeGradientScores, edgePatchingScores, prepareEdges, verifyEdgeCircuit, edgeId } from '../../core/analysis/edges';
+import { edgeGradientScores, edgePatchingScores, prepareEdges, verifyEdgeCircuit } from '../../core/analysis/edges';
+import { formatEdgeId } from '../../core/ids';
 import { openSuite, prepareSuite, splitPrompts } from '../../core/analysis/open-suite';
 import { defaultCircuitName, markedCircuit } from '../../core/analysis/records';
 import { verifyCircuit } from '../../core/analysis/verify';
@@ -99,7 +100,7 @@ describe('use cases on the GPT-2 demo model', () => {
     const eve = await evaluateSavedCircuit(edgeCircuit, ctxs.task, o.all);
     assert.equal(eve.edges, 3);
     assert.equal(eve.faithfulness.logit_diff, ve.verification.faithfulness);
-    assert.ok(ec.ids.includes(edgeId(edgeCircuit.edges![0]!)));
+    assert.ok(ec.ids.includes(formatEdgeId(edgeCircuit.edges![0]!)));
   });
 
   test('checkCircuitOnModel reports missing nodes and edges at their lines, and another model file as a warning', () => {

@@ -3,18 +3,18 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { checkEdgeWork, type EdgeContext } from '../../core/analysis/edges';
 import { isUserError } from '../../core/errors';
-import { allEdges } from '../../core/formats/interop';
+import { allEdges, formatEdgeId } from '../../core/ids';
 import { edgeLayout, upstreamIndex } from '../../core/onnx/edges';
 
 test('edge layout: EAP-IG order, one mask entry per edge, upstream columns in stream order', () => {
   for (const [L, H] of [[1, 1], [2, 4], [12, 12]] as const) {
     const layout = edgeLayout(L, H);
-    assert.deepEqual(layout.edges.map((e) => `${e.source}->${e.target}`), allEdges(L, H).map((e) => `${e.source}->${e.target}`));
+    assert.deepEqual(layout.edges.map(formatEdgeId), allEdges({ layers: L, heads: H }).map(formatEdgeId));
     const slots = new Set(layout.edges.map((e) => `${e.input}|${e.row}|${e.col}`));
     assert.equal(slots.size, layout.edges.length, 'no two edges share a mask entry');
     for (const e of layout.edges) {
       const m = layout.masks.find((x) => x.name === e.input)!;
-      assert.ok(e.row < m.rows && e.col < m.cols, `${e.source}->${e.target} inside its mask`);
+      assert.ok(e.row < m.rows && e.col < m.cols, `${formatEdgeId(e)} inside its mask`);
       assert.equal(e.col, upstreamIndex(e.source, H));
     }
     // Count: heads read 3 inputs from every earlier node, MLPs also from their own layer's heads, logits from all.

@@ -4,12 +4,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Ajv from 'ajv';
 import { UserError } from '../../core/errors';
-import { allEdges, fromEapIg, fromNeuronpedia, toEapIg, toNeuronpedia } from '../../core/formats/interop';
+import { fromEapIg, toEapIg } from '../../core/formats/eap-ig';
+import { fromNeuronpedia, toNeuronpedia } from '../../core/formats/neuronpedia';
+import { allEdges } from '../../core/ids';
 import type { Circuit } from '../../core/formats/circuit';
 import { FIXTURES, ROOT } from '../helpers';
 
 test('the edge list of a 2×4 model: q/k/v inputs of heads, residual inputs of MLPs and logits', () => {
-  const edges = allEdges(2, 4);
+  const edges = allEdges({ layers: 2, heads: 4 });
   // heads of layer 0: input → 4 heads × 3; m0: input + 4 heads; layer 1 heads: (1+4+1) × 4 × 3; m1: 6 + 4; logits: 11.
   assert.equal(edges.length, 12 + 5 + 72 + 10 + 11);
   assert.ok(edges.some((e) => e.source === 'a0.h1' && e.target === 'a1.h3<k>'));
@@ -26,7 +28,7 @@ test('edge ids and scores round-trip through EAP-IG JSON', () => {
     ],
   };
   const g = toEapIg(c, { layers: 2, heads: 4, dModel: 64 });
-  assert.equal(Object.keys(g.edges).length, allEdges(2, 4).length);
+  assert.equal(Object.keys(g.edges).length, allEdges({ layers: 2, heads: 4 }).length);
   assert.equal(Object.values(g.edges).filter((e) => e.in_graph).length, 4);
   assert.deepEqual(g.edges['a0.h1->a1.h2<k>'], { score: -1.25, in_graph: true });
   assert.deepEqual(g.nodes['a0.h1'], { in_graph: true });
@@ -54,7 +56,7 @@ const eapIgFile = (name: string) => JSON.parse(fs.readFileSync(path.join(EAP_IG_
 function assertEapIgReadable(g: ReturnType<typeof toEapIg>) {
   for (const k of ['n_layers', 'n_heads', 'parallel_attn_mlp', 'd_model'] as const) assert.ok(k in g.cfg, `cfg.${k}`);
   for (const [id, n] of Object.entries(g.nodes)) assert.equal(typeof n.in_graph, 'boolean', `node ${id} is not {"in_graph": …}`);
-  const known = new Set(allEdges(g.cfg.n_layers, g.cfg.n_heads, g.cfg.parallel_attn_mlp).map((e) => `${e.source}->${e.target}`));
+  const known = new Set(allEdges({ layers: g.cfg.n_layers, heads: g.cfg.n_heads }, g.cfg.parallel_attn_mlp).map((e) => `${e.source}->${e.target}`));
   for (const k of Object.keys(g.edges)) assert.ok(known.has(k), `edge ${k} is not in from_model(cfg)'s graph`);
 }
 
@@ -93,8 +95,8 @@ for (const [file, shape, edgesIn, nodesIn] of [
 }
 
 test('parallel attention and MLP (NeoX, Phi): no edge from a head to its own layer\'s MLP, in export and import', () => {
-  const edges = allEdges(3, 4, true);
-  assert.equal(edges.length, allEdges(3, 4).length - 3 * 4);
+  const edges = allEdges({ layers: 3, heads: 4 }, true);
+  assert.equal(edges.length, allEdges({ layers: 3, heads: 4 }).length - 3 * 4);
   assert.ok(!edges.some((e) => e.source === 'a1.h2' && e.target === 'm1'));
   assert.ok(edges.some((e) => e.source === 'a0.h2' && e.target === 'm1'));
   const c: Circuit = { schemaVersion: 1, name: 'p', granularity: 'edge', nodes: [], edges: [{ source: 'a0.h1', target: 'm2', score: 0.25 }, { source: 'm2', target: 'logits', score: 1 }] };

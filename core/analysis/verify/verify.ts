@@ -4,11 +4,11 @@
 // edge outside it ablated, a node circuit with every node outside it ablated.
 import type { Engine } from '../../engine/engine';
 import { UserError } from '../../errors';
-import { checkNodeInModel, parseNodeId, type NodeId } from '../../ids';
+import { checkNodeInModel, formatEdgeId, parseNodeId, type NodeId } from '../../ids';
 import { circuitComponents, type Circuit } from '../../formats/circuit';
 import type { Diagnostic } from '../../formats/diagnostics';
 import type { SourceFile } from '../../formats/source';
-import { attributeEdges, edgeId, evaluateEdgeCircuit, prepareEdges, verifyEdgeCircuit } from '../edges';
+import { attributeEdges, evaluateEdgeCircuit, prepareEdges, verifyEdgeCircuit } from '../edges';
 import { evaluateCircuit, type EvalContext } from '../evaluate';
 import type { MetricName } from '../../vocabulary';
 import type { Contexts } from '../open-suite';
@@ -33,11 +33,11 @@ export function checkCircuitOnModel(c: Circuit, source: SourceFile, engine: Engi
     try { checkNodeInModel(n, parseNodeId(n), engine.info); } catch (e) { missingNodes.push(n); source.report(['nodes', i], (e as Error).message); }
   });
   if (isEdgeCircuit(c)) {
-    const known = new Set(engine.edges.edges.map(edgeId));
+    const known = new Set(engine.edges.edges.map(formatEdgeId));
     c.edges!.forEach((e, i) => {
-      if (known.has(edgeId(e))) return;
-      missingEdges.push(edgeId(e));
-      source.report(['edges', i], `edge "${edgeId(e)}" is not an edge of this model`);
+      if (known.has(formatEdgeId(e))) return;
+      missingEdges.push(formatEdgeId(e));
+      source.report(['edges', i], `edge "${formatEdgeId(e)}" is not an edge of this model`);
     });
   }
   const recorded = c.model?.sha256;
@@ -68,12 +68,12 @@ export async function verifySavedCircuit(c: Circuit, ctxs: Contexts, all: Resolv
   const ec = await prepareEdges(ctxs.task, all);
   const cc = ctxs.control ? await prepareEdges(ctxs.control, all) : undefined;
   const scores = (await attributeEdges(ec, metric, 0)).edges;
-  return { level: 'edge', nodes, verification: await verifyEdgeCircuit(ec, c.edges!.map(edgeId), metric, scores, cc) };
+  return { level: 'edge', nodes, verification: await verifyEdgeCircuit(ec, c.edges!.map(formatEdgeId), metric, scores, cc) };
 }
 
 /** Faithfulness and necessity under every metric, nothing more (a canary check's quantity). */
 export async function evaluateSavedCircuit(c: Circuit, ctx: EvalContext, all: ResolvedPrompt[]): Promise<{ faithfulness: Record<MetricName, number>; necessity: Record<MetricName, number>; edges?: number }> {
   if (!isEdgeCircuit(c)) return evaluateCircuit(ctx, circuitComponents(c));
-  const ids = c.edges!.map(edgeId);
+  const ids = c.edges!.map(formatEdgeId);
   return { ...(await evaluateEdgeCircuit(await prepareEdges(ctx, all), ids)), edges: ids.length };
 }

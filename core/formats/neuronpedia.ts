@@ -1,120 +1,6 @@
 import { UserError } from '../errors';
-import { checkNodeInModel, headId, mlpId, parseNodeId, type NodeId } from '../ids';
+import { checkNodeInModel, edgeTarget, formatEdgeId, parseEdgeId, parseNodeId, splitEdgeTarget, streamRank, tryParseNodeId, QKV_INPUTS, type NodeId, type ParsedEdge } from '../ids';
 import { CIRCUIT_SCHEMA_VERSION, type Circuit, type CircuitEdge } from './circuit';
-
-/**
- * EAP-IG / MIB circuit JSON: the layout EAP-IG's `Graph.to_json` writes and `Graph.from_json` reads (the library
- * the MIB benchmark uses; ../shared/interop/README.md lists what its reader requires):
- * `{"cfg": {"n_layers", "n_heads", "parallel_attn_mlp", "d_model"}, "nodes": {id: {"in_graph", "score"?}},
- *   "edges": {"src->dst<q>": {"score", "in_graph"}}}`.
- * Node and edge ids are the same as ours (DESIGN §3), so conversion keeps every id. Older CircuitLens exports wrote
- * nodes as bare booleans and no `d_model`; EAP-IG's reader fails on both, so they are read here but never written.
- */
-export interface EapIgNode { in_graph: boolean; score?: number | null }
-export interface EapIgGraph {
-  cfg: { n_layers: number; n_heads: number; parallel_attn_mlp: boolean; d_model: number };
-  nodes: Record<string, EapIgNode>;
-  edges: Record<string, { score: number | null; in_graph: boolean }>;
-}
-
-/** The model shape an EAP-IG graph is built from (EAP-IG's `Graph.from_model(cfg)`). */
-export interface EapIgShape { layers: number; heads: number; dModel: number; parallel?: boolean }
-
-/**
- * Every edge of the model's computational graph, in EAP-IG order: heads take q, k, v inputs separately. With
- * parallel attention and MLP (GPT-NeoX/Pythia, GPT-J, Phi) a layer's MLP reads the same stream as its heads, so
- * there is no edge from a head to the MLP of its own layer.
- */
-export function allEdges(layers: number, heads: number, parallel = false): { source: string; target: string }[] {
-  const out: { source: string; target: string }[] = [];
-  const upstream: string[] = ['input'];
-  for (let l = 0; l < layers; l++) {
-    for (let h = 0; h < heads; h++) for (const u of upstream) for (const q of ['q', 'k', 'v']) out.push({ source: u, target: `${headId(l, h)}<${q}>` });
-    const attn = Array.from({ length: heads }, (_, h) => headId(l, h) as string);
-    for (const u of parallel ? upstream : [...upstream, ...attn]) out.push({ source: u, target: mlpId(l) });
-    upstream.push(...attn, mlpId(l));
-  }
-  for (const u of upstream) out.push({ source: u, target: 'logits' });
-  return out;
-}
-
-export function toEapIg(c: Circuit, shape: EapIgShape): EapIgGraph {
-  const parallel = !!shape.parallel;
-  const edgeCircuit = c.granularity === 'edge';
-  const given = new Map((c.edges ?? []).map((e) => [`${e.source}->${e.target}`, e]));
-  const known = new Set(allEdges(shape.layers, shape.heads, parallel).map((e) => `${e.source}->${e.target}`));
-  for (const key of given.keys()) {
-    if (!known.has(key)) throw new UserError(`edge "${key}" is not an edge of a ${shape.layers}-layer, ${shape.heads}-head model${parallel ? ' with parallel attention and MLP' : ''}`);
-  }
-  // An edge circuit's nodes are those its edges touch; a node circuit's are its nodes.
-  const inC = new Set<string>(['input', 'logits', ...c.nodes]);
-  if (edgeCircuit) for (const e of given.values()) { inC.add(e.source); inC.add(e.target.replace(/<[qkv]>$/, '')); }
-  const node = (id: string): EapIgNode => {
-    const score = c.scores?.[id];
-    return score === undefined ? { in_graph: inC.has(id) } : { in_graph: inC.has(id), score };
-  };
-  const nodes: Record<string, EapIgNode> = { input: node('input') };
-  for (let l = 0; l < shape.layers; l++) {
-    for (let h = 0; h < shape.heads; h++) nodes[headId(l, h)] = node(headId(l, h));
-    nodes[mlpId(l)] = node(mlpId(l));
-  }
-  nodes['logits'] = node('logits');
-  const edges: EapIgGraph['edges'] = {};
-  for (const e of allEdges(shape.layers, shape.heads, parallel)) {
-    const key = `${e.source}->${e.target}`;
-    const g = given.get(key);
-    const inGraph = edgeCircuit ? !!g : inC.has(e.source) && inC.has(e.target.replace(/<[qkv]>$/, ''));
-    edges[key] = { score: g?.score ?? null, in_graph: inGraph };
-  }
-  return { cfg: { n_layers: shape.layers, n_heads: shape.heads, parallel_attn_mlp: parallel, d_model: shape.dModel }, nodes, edges };
-}
-
-export function fromEapIg(json: unknown, name: string): Circuit {
-  const g = json as { cfg?: Partial<EapIgGraph['cfg']>; nodes?: Record<string, EapIgNode | boolean>; edges?: EapIgGraph['edges'] };
-  if (!g || typeof g !== 'object' || !g.nodes || typeof g.nodes !== 'object' || Array.isArray(g.nodes) || !g.edges || typeof g.edges !== 'object') {
-    throw new UserError(`${name}: not an EAP-IG graph (expected "nodes" and "edges" objects)`);
-  }
-  const cfg = g.cfg;
-  const known = cfg && Number.isInteger(cfg.n_layers) && Number.isInteger(cfg.n_heads)
-    ? new Set(allEdges(cfg.n_layers!, cfg.n_heads!, !!cfg.parallel_attn_mlp).map((e) => `${e.source}->${e.target}`)) : undefined;
-  const inGraph = new Set<string>();
-  const scores: Record<string, number> = {};
-  for (const [id, v] of Object.entries(g.nodes)) {
-    // EAP-IG writes {"in_graph", "score"?}; older CircuitLens exports wrote a bare boolean.
-    const n = typeof v === 'boolean' ? { in_graph: v } : v;
-    if (!n || typeof n !== 'object' || typeof n.in_graph !== 'boolean') throw new UserError(`${name}: node "${id}" has no boolean "in_graph"`);
-    parseNodeId(id);
-    if (n.in_graph && id !== 'input' && id !== 'logits') inGraph.add(id);
-    if (typeof n.score === 'number' && id !== 'input' && id !== 'logits') scores[id] = n.score;
-  }
-  const edges: CircuitEdge[] = [];
-  for (const [key, e] of Object.entries(g.edges)) {
-    const m = /^(.+)->(.+)$/.exec(key);
-    if (!m) throw new UserError(`${name}: edge "${key}" is not of the form SRC->DST`);
-    if (known && !known.has(key)) throw new UserError(`${name}: edge "${key}" is not an edge of the graph its cfg describes (${cfg!.n_layers} layers × ${cfg!.n_heads} heads${cfg!.parallel_attn_mlp ? ', parallel attention and MLP' : ''})`);
-    if (!e || typeof e.in_graph !== 'boolean') throw new UserError(`${name}: edge "${key}" has no boolean "in_graph"`);
-    if (!e.in_graph) continue;
-    edges.push({ source: m[1]!, target: m[2]!, ...(typeof e.score === 'number' ? { score: e.score } : {}) });
-    // A node an in-graph edge touches is in the graph, whatever its own flag says.
-    for (const id of [m[1]!, m[2]!.replace(/<[qkv]>$/, '')]) {
-      parseNodeId(id);
-      if (id !== 'input' && id !== 'logits') inGraph.add(id);
-    }
-  }
-  const nodes = sortNodes([...inGraph]) as NodeId[];
-  const shape = cfg ? `${cfg.n_layers ?? '?'} layers × ${cfg.n_heads ?? '?'} heads${cfg.d_model ? `, d_model ${cfg.d_model}` : ''}${cfg.parallel_attn_mlp ? ', parallel attention and MLP' : ''}` : 'no cfg';
-  return {
-    schemaVersion: CIRCUIT_SCHEMA_VERSION, name: name.replace(/\.json$/, ''), granularity: edges.length ? 'edge' : 'node', nodes, edges,
-    ...(Object.keys(scores).length ? { scores } : {}),
-    notes: `Imported from EAP-IG JSON (${shape}).`,
-  };
-}
-
-/** Input first, then by layer, heads before the MLP, heads by index. */
-function sortNodes(ids: string[]): string[] {
-  const key = (id: string) => { const n = parseNodeId(id); return n.kind === 'input' ? -1 : n.kind === 'logits' ? Infinity : n.kind === 'head' ? n.layer * 1e6 + n.head : n.layer * 1e6 + 999_999; };
-  return ids.sort((a, b) => key(a) - key(b));
-}
 
 /**
  * Neuronpedia attribution-graph JSON: the file circuit-tracer's `create_graph_files` writes and Neuronpedia's graph
@@ -210,13 +96,6 @@ export interface NeuronpediaExportOptions {
 }
 
 const ALL_POSITIONS = '<all positions>';
-const QKV = /<([qkv])>$/;
-
-/** Order in the residual stream: a node can feed only nodes of a higher rank (heads of one layer do not feed each other). */
-function streamRank(id: string): number {
-  const n = parseNodeId(id);
-  return n.kind === 'input' ? -1 : n.kind === 'logits' ? Infinity : n.kind === 'head' ? 2 * n.layer : 2 * n.layer + 1;
-}
 
 /** Row of a node in the viewer: input 0 ("E"), heads of block L 2L+1, its MLP 2L+2, logits 2·layers+1. */
 function viewerRow(id: string, layers: number): number {
@@ -242,11 +121,11 @@ export function toNeuronpedia(c: Circuit, shape: { layers: number; heads: number
   };
   for (const id of c.nodes) addComponent(id);
   for (const e of edges) {
-    const target = e.target.replace(QKV, '');
+    const { node: target, input } = splitEdgeTarget(e.target);
     addComponent(e.source);
     const t = addComponent(target);
-    if (streamRank(e.source) >= streamRank(target)) throw new UserError(`edge "${e.source}->${e.target}" does not follow the residual stream (input → heads → MLP of each layer → logits)`);
-    if (QKV.test(e.target) && t.kind !== 'head') throw new UserError(`edge "${e.source}->${e.target}": only attention heads have q, k, v inputs`);
+    if (streamRank(e.source) >= streamRank(target)) throw new UserError(`edge "${formatEdgeId(e)}" does not follow the residual stream (input → heads → MLP of each layer → logits)`);
+    if (input && t.kind !== 'head') throw new UserError(`edge "${formatEdgeId(e)}": only attention heads have q, k, v inputs`);
   }
 
   const score = (id: string) => c.scores?.[id];
@@ -272,11 +151,11 @@ export function toNeuronpedia(c: Circuit, shape: { layers: number; heads: number
   if (edges.length) {
     const byPair = new Map<string, NeuronpediaLink & { circuitlens_edges: Record<string, number | null> }>();
     for (const e of edges) {
-      const target = e.target.replace(QKV, '');
+      const target = splitEdgeTarget(e.target).node;
       const key = `${e.source} ${target}`;
       let l = byPair.get(key);
       if (!l) { l = { source: e.source, target, weight: 0, circuitlens_edges: {} }; byPair.set(key, l); links.push(l); }
-      l.circuitlens_edges[`${e.source}->${e.target}`] = e.score ?? null;
+      l.circuitlens_edges[formatEdgeId(e)] = e.score ?? null;
     }
     for (const l of byPair.values()) {
       const scores = Object.values(l.circuitlens_edges).filter((x): x is number => x !== null);
@@ -324,7 +203,8 @@ function componentOf(n: Record<string, unknown>): NodeId | undefined {
   const id = n.node_id as string;
   if (n.feature_type === 'embedding' || id === 'input') return 'input';
   if (n.feature_type === 'logit' || id === 'logits') return 'logits';
-  if (/^a\d+\.h\d+$/.test(id) || /^m\d+$/.test(id)) return id as NodeId;
+  const c = tryParseNodeId(id);
+  if (c?.kind === 'head' || c?.kind === 'mlp') return id as NodeId;
   return undefined;
 }
 
@@ -363,7 +243,7 @@ export function fromNeuronpedia(json: unknown, what: string): Circuit {
     if (!isFiniteNumber(l.weight)) throw new UserError(`${what}: links[${i}] (${l.source} → ${l.target}) has no finite number "weight"`);
     if (streamRank(s) >= streamRank(t)) throw new UserError(`${what}: links[${i}] (${l.source} → ${l.target}) does not follow the residual stream: ${s} cannot feed ${t}`);
     if (l.circuitlens_edges === undefined) {
-      const key = `${s}->${t}`;
+      const key = formatEdgeId({ source: s, target: t });
       const p = plain.get(key);
       // Several positions of one component fold into one edge; their attributions add.
       if (p) p.weight += l.weight; else plain.set(key, { source: s, target: t, weight: l.weight, at: i });
@@ -372,13 +252,15 @@ export function fromNeuronpedia(json: unknown, what: string): Circuit {
     exact = true;
     if (!isObject(l.circuitlens_edges)) throw new UserError(`${what}: links[${i}].circuitlens_edges must be an object of edge id → score or null`);
     for (const [key, sc] of Object.entries(l.circuitlens_edges)) {
-      const m = /^(.+)->(.+?)(<[qkv]>)?$/.exec(key);
-      if (!m || m[1] !== s || m[2] !== t) throw new UserError(`${what}: links[${i}] (${s} → ${t}) lists edge "${key}", which does not join those nodes`);
-      if (m[3] && parseNodeId(t).kind !== 'head') throw new UserError(`${what}: links[${i}] lists edge "${key}", but only attention heads have q, k, v inputs`);
+      if (![t, ...QKV_INPUTS.map((q) => `${t}<${q}>`)].some((target) => key === formatEdgeId({ source: s, target }))) {
+        throw new UserError(`${what}: links[${i}] (${s} → ${t}) lists edge "${key}", which does not join those nodes`);
+      }
+      let p: ParsedEdge;
+      try { p = parseEdgeId(key); } catch (err) { throw new UserError(`${what}: links[${i}] lists ${(err as Error).message}`); }
       if (sc !== null && !isFiniteNumber(sc)) throw new UserError(`${what}: links[${i}] gives edge "${key}" the score ${JSON.stringify(sc)} (expected a number or null)`);
       if (seen.has(key)) continue;
       seen.add(key);
-      edges.push({ source: s, target: `${t}${m[3] ?? ''}`, ...(sc !== null ? { score: sc } : {}) });
+      edges.push({ source: s, target: edgeTarget(p), ...(sc !== null ? { score: sc } : {}) });
     }
   });
   const granularity = block?.granularity ?? (exact ? 'edge' : 'node');
@@ -387,7 +269,7 @@ export function fromNeuronpedia(json: unknown, what: string): Circuit {
       if (parseNodeId(p.target).kind === 'head') {
         throw new UserError(`${what}: links[${p.at}] goes into attention head ${p.target} without saying which input (q, k or v) it feeds; an edge-level circuit needs that ("circuitlens_edges"), or import it as a node circuit`);
       }
-      const key = `${p.source}->${p.target}`;
+      const key = formatEdgeId(p);
       if (!seen.has(key)) { seen.add(key); edges.push({ source: p.source, target: p.target, score: p.weight }); }
     }
   }
