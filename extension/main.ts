@@ -3,10 +3,10 @@ import { CanaryController } from './canary/controller';
 import { commandTable } from './commands';
 import { State } from './state';
 import { CircuitExplorer } from './views/explorer';
-import { ATTENTION_VIEW, LENS_VIEW, PromptPanel } from './webviews/attention/panel';
-import type { PromptState } from './webviews/attention/protocol';
-import { GRAPH_VIEW, GraphPanel } from './webviews/graph/panel';
-import type { GraphState } from './webviews/graph/protocol';
+import type { GraphState } from '../protocol/graph';
+import type { PromptState } from '../protocol/prompt';
+import { GRAPH_VIEW, GraphPanel } from './panels/graph/panel';
+import { ATTENTION_VIEW, LENS_VIEW, PromptPanel } from './panels/prompt/panel';
 
 export async function activate(context: vscode.ExtensionContext): Promise<{ services: unknown }> {
   const log = vscode.window.createOutputChannel('CircuitLens', { log: true });

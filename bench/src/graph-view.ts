@@ -7,7 +7,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import type { GraphState } from '../../extension/webviews/graph/protocol';
+import type { GraphState } from '../../protocol/graph';
 import type { NodeId } from '../../core/ids';
 import { log, rng, ROOT, round, stats, type Stats } from './harness';
 

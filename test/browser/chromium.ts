@@ -37,8 +37,9 @@ export async function serveFiles(files: Record<string, string>, pages: Record<st
 
 /**
  * A page that starts the built compute worker (dist/webview/worker.js) as webview/common/compute-client.ts does,
- * from plain URLs: `startWorker(prefer, model, tokenizer?)` loads the worker script from a blob, the WASM binary,
- * the model and the tokenizer (paths served beside it), and `call(msg)` sends a request and resolves its answer.
+ * from plain URLs and speaking protocol/compute.ts: `startWorker(prefer, model, tokenizer?)` loads the worker
+ * script from a blob, the WASM binary, the model and the tokenizer (paths served beside it) and resolves the
+ * answer to `compute/init`; `call(method, params)` sends a request and resolves its result (rejects its error).
  */
 export const WORKER_PAGE = `<!doctype html><html><body><script>
 window.startWorker = async (prefer, model, tokenizer) => {
@@ -47,15 +48,13 @@ window.startWorker = async (prefer, model, tokenizer) => {
     fetch('/' + model).then(r => r.arrayBuffer()), tokenizer ? fetch('/' + tokenizer).then(r => r.text()) : undefined]);
   const w = new Worker(URL.createObjectURL(new Blob([code], { type: 'text/javascript' })));
   const pending = new Map(); let next = 1;
-  const ready = new Promise((res, rej) => { w.onmessage = (e) => {
+  w.onmessage = (e) => {
     const m = e.data;
-    if (m.t === 'ready') return res(m);
-    if (m.t === 'error' && m.id === undefined) return rej(new Error(m.message));
     const p = pending.get(m.id); pending.delete(m.id);
-    if (p) m.t === 'error' ? p.rej(new Error(m.message)) : p.res(m);
-  }; w.onerror = (e) => rej(new Error(e.message || 'the compute worker failed to start')); });
-  w.postMessage({ t: 'init', model: new Uint8Array(bytes), tokenizerJson: tok, wasmBinary: wasm, prefer, what: model }, [wasm]);
-  window.call = (msg) => new Promise((res, rej) => { const id = next++; pending.set(id, { res, rej }); w.postMessage({ ...msg, id }); });
-  return ready;
+    if (p && m.t.endsWith('/response')) m.ok ? p.res(m.result) : p.rej(new Error(m.error));
+  };
+  w.onerror = (e) => { for (const p of pending.values()) p.rej(new Error(e.message || 'the compute worker failed')); pending.clear(); };
+  window.call = (method, params, transfer = []) => new Promise((res, rej) => { const id = next++; pending.set(id, { res, rej }); w.postMessage({ t: method, id, params }, transfer); });
+  return window.call('compute/init', { model: new Uint8Array(bytes), tokenizerJson: tok, wasmBinary: wasm, prefer, what: model }, [wasm]);
 };
 </script></body></html>`;

@@ -1,5 +1,5 @@
 // The webview compute worker (onnxruntime-web in a Web Worker, WASM and WebGPU) in real Chromium gives the
-// Node engine's numbers.
+// Node engine's numbers, and keeps onnxruntime's warnings out of the console.
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -8,7 +8,9 @@ import type { Browser, Page } from 'playwright-core';
 import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { resolvePrompts } from '../../core/analysis/prompts';
 import { parseSuite } from '../../core/formats/suite';
+import type { NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/node/load';
+import type { EvaluateParams, Evaluated } from '../../protocol/compute';
 import { EXAMPLES, ROOT } from '../helpers';
 import { launchChromium, serveFiles, CHROMIUM, WORKER_PAGE as PAGE } from './chromium';
 
@@ -31,8 +33,11 @@ describe('webview compute worker in Chromium', { skip }, () => {
 
   for (const model of ['induction-gpt2', 'induction-llama']) {
     for (const prefer of ['wasm', 'webgpu'] as const) {
-      test(`${model} on ${prefer}: suite metrics and ablations equal the Node engine's`, async () => {
+      test(`${model} on ${prefer}: suite metrics and ablations equal the Node engine's, onnxruntime prints no warnings`, async () => {
         const page: Page = await browser.newPage();
+        // onnxruntime-web's own warnings reach a webview's console as errors unless its log level is 'error'.
+        const ortLogs: string[] = [];
+        page.on('console', (m) => { if (/onnxruntime/.test(m.text())) ortLogs.push(`console.${m.type()}: ${m.text()}`); });
         await page.goto(server.url + '/');
         const ready = await page.evaluate(([p, m]) => (globalThis as unknown as { startWorker(p: string, m: string, tok: string): Promise<{ backend: string; info: { layers: number } }> }).startWorker(p, m, 'tokenizer.json'), [prefer, `${model}.onnx`] as const);
         assert.equal(ready.backend, prefer);
@@ -45,7 +50,8 @@ describe('webview compute worker in Chromium', { skip }, () => {
           const sets = [[], ['a1.h0', 'a1.h1'], ['a0.h1', 'm0'], ['a0.h0', 'a0.h1', 'a0.h2', 'a0.h3', 'a1.h0', 'a1.h1', 'a1.h2', 'a1.h3', 'm0', 'm1']];
           const ctx = await prepare(node, prompts, 'mean');
           const want = await evaluateSets(ctx, sets as never);
-          const got = await page.evaluate((msg) => (globalThis as unknown as { call(m: unknown): Promise<{ sets: { metrics: Record<string, number> }[] }> }).call(msg), { t: 'evaluate', prompts, meanOver: prompts, ablation: 'mean', sets });
+          const params: EvaluateParams = { prompts, meanOver: prompts, ablation: 'mean', sets: sets as NodeId[][] };
+          const got = await page.evaluate((p) => (globalThis as unknown as { call(m: string, p: unknown): Promise<Evaluated> }).call('compute/evaluate', p), params);
           want.forEach((w, i) => {
             for (const k of ['logit_diff', 'prob', 'accuracy', 'kl'] as const) {
               const a = got.sets[i]!.metrics[k]!;
@@ -53,6 +59,7 @@ describe('webview compute worker in Chromium', { skip }, () => {
               assert.ok(Math.abs(a - b) <= 1e-4 * Math.max(1, Math.abs(b)), `set ${i} ${k}: webview ${a} vs node ${b}`);
             }
           });
+          assert.deepEqual(ortLogs, [], 'onnxruntime logged to the console');
         } finally {
           await node.release();
           await page.close();

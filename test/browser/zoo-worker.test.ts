@@ -4,7 +4,7 @@
 // rotary from cached tables), Llama (RMSNorm, GQA, rotary computed in the graph with Sin/Cos) and Gemma (MQA,
 // scaled embeddings, (1 + w) RMSNorm, rotary in the graph).
 //
-// Only the worker's own protocol is used (webview/compute/protocol.ts), with the messages the views send, under
+// Only the worker's own protocol is used (protocol/compute.ts), with the messages the views send, under
 // the extension's default backend preference ('auto', which must come out as WebGPU under Chromium's WebGPU):
 //  - `trace` (attention and lens views): clean logits at every position and hook activations, compared with
 //    PyTorch's directly;
@@ -29,7 +29,8 @@ import type { ResolvedPrompt } from '../../core/analysis/prompts';
 import type { F32 } from '../../core/engine/runtime';
 import type { NodeId } from '../../core/ids';
 import { ModelProto } from '../../core/onnx/codec';
-import type { FromWorker, ToWorker } from '../../webview/compute/protocol';
+import type { ComputeRequest, Ready } from '../../protocol/compute';
+import type { ParamsOf, ResultOf } from '../../protocol/ipc';
 import { decodeRef, FIXTURES, ROOT, type Reference } from '../helpers';
 import { launchChromium, serveFiles, CHROMIUM, WORKER_PAGE as PAGE } from './chromium';
 
@@ -65,16 +66,11 @@ function hasTrig(file: string): boolean {
 }
 
 
-type Ready = Extract<FromWorker, { t: 'ready' }>;
-type Traced = Extract<FromWorker, { t: 'traced' }>;
-type Evaluated = Extract<FromWorker, { t: 'evaluated' }>;
-type Ask<T extends ToWorker['t']> = Omit<Extract<ToWorker, { t: T }>, 'id'>;
+type Method = Exclude<ComputeRequest['method'], 'compute/init'>;
 
-/** A request to the worker through the page (window.call), answered by its reply. */
-function call(page: Page, msg: Ask<'trace'>): Promise<Traced>;
-function call(page: Page, msg: Ask<'evaluate'>): Promise<Evaluated>;
-function call(page: Page, msg: Ask<'trace'> | Ask<'evaluate'>): Promise<unknown> {
-  return page.evaluate((m) => (globalThis as unknown as { call(m: unknown): Promise<never> }).call(m), msg as never);
+/** A request to the worker through the page (window.call), answered by its result. */
+function call<M extends Method>(page: Page, method: M, params: ParamsOf<ComputeRequest, M>): Promise<ResultOf<ComputeRequest, M>> {
+  return page.evaluate((a: [string, unknown]) => (globalThis as unknown as { call(m: string, p: unknown): Promise<never> }).call(a[0], a[1]), [method, params] as [string, never]);
 }
 
 /** Last-position row of a [B, T, V] logits tensor. */
@@ -180,7 +176,7 @@ describe('webview compute worker on zoo models vs PyTorch', { skip }, () => {
           const hooks = ['blocks.0.attn.hook_pattern', 'blocks.0.hook_mlp_out', `blocks.${L - 1}.attn.hook_z`, `blocks.${L - 1}.hook_resid_post`];
           const hookRefs = hooks.map((h) => decodeRef(ref.clean[h]!));
           for (let b = 0; b < ref.prompts.length; b++) {
-            const r = await call(page, { t: 'trace', ids: ref.prompts[b]!.ids, hooks });
+            const r = await call(page, 'compute/trace', { ids: ref.prompts[b]!.ids, hooks });
             const T = ref.prompts[b]!.ids.length;
             assert.deepEqual(r.logits.dims, [1, T, V]);
             const max = (k: string, d: number) => { checks[k] = Math.max(checks[k] ?? 0, d); };
@@ -210,7 +206,7 @@ describe('webview compute worker on zoo models vs PyTorch', { skip }, () => {
           const sets: NodeId[][] = [[], [`a${L - 1}.h1`], ['m0']];
           if (backend === 'wasm') sets.push(['a0.h0', `a${L - 1}.h${Math.min(2, H - 1)}`, 'm0']);
           for (const kind of ['zero', 'mean'] as const) {
-            const r = await call(page, { t: 'evaluate', prompts, meanOver, ablation: kind, sets });
+            const r = await call(page, 'compute/evaluate', { prompts, meanOver, ablation: kind, sets });
             lap(`evaluate ${kind} (${prompts.length} prompts × ${sets.length} sets)`);
             assert.equal(r.sets.length, sets.length);
             sets.forEach((set, s) => {

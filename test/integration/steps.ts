@@ -15,7 +15,7 @@ import { parseSuite } from '../../core/formats/suite';
 import { allComponentNodes, type NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/node/load';
 import { EXAMPLES, ROOT } from '../helpers';
-import { answerInputBox, openFileByName, pickQuickItem, runCommand, webviewOf } from './vscode';
+import { answerDialog, answerInputBox, openFileByName, pickQuickItem, runCommand, webviewOf } from './vscode';
 
 /** What a step needs from the environment: the workbench window with `workspace` open. */
 export interface Driver {
@@ -206,6 +206,14 @@ async function nodeReference(dir: string, nodes: NodeId[]): Promise<{ faithfulne
   }
 }
 
+/** The first prompt of induction.suite.yaml with text and no control tag, answer and foil trimmed. */
+function firstSuitePrompt(dir: string): { text: string; answer: string; foil: string } {
+  const suitePath = path.join(dir, 'induction.suite.yaml');
+  const { suite } = parseSuite(suitePath, fs.readFileSync(suitePath, 'utf8'));
+  const p = suite!.prompts.find((x) => x.text !== undefined && !x.tags.includes('control'))!;
+  return { text: p.text!, answer: String(p.answer).trim(), foil: String(p.foil).trim() };
+}
+
 /** `circuitlens verify FILE --json` (the CLI of this checkout). */
 function cliVerify(file: string): Promise<{ faithfulness: number; necessity: number }> {
   return new Promise((resolve, reject) => execFile(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'verify', file, '--json'], { timeout: 60_000 },
@@ -332,6 +340,39 @@ export const STEPS: Step[] = [
     },
   },
   {
+    // The reported bug: "Save as circuit" offers <suite>-<model>, the very name Discover Circuit writes, and
+    // Discover Circuit replaced the saved file without a word.
+    name: 'a saved circuit is never overwritten silently: saving again or Discover Circuit to its name asks; Cancel and Keep both leave it byte for byte',
+    timeoutMs: 120_000,
+    async run({ page, workspace }, s) {
+      const f = s.graph!;
+      await f.locator('#save').click();
+      const box = await answerInputBox(page);
+      assert.equal(box.offered, 'induction-induction-gpt2', 'Save as circuit offers <suite>-<model>');
+      const file = path.join(workspace.dir, `${box.offered}.circuit.json`);
+      const second = path.join(workspace.dir, `${box.offered}-2.circuit.json`);
+      await until(`${file} to exist`, async () => fs.existsSync(file), (x) => x, 15_000);
+      const saved = fs.readFileSync(file);
+
+      // Saving again under the same name asks; Cancel writes nothing.
+      await f.locator('#save').click();
+      await answerInputBox(page);
+      assert.match(await answerDialog(page, 'Cancel'), new RegExp(`${box.offered}\\.circuit\\.json already exists`));
+      assert.ok(fs.readFileSync(file).equals(saved), 'Cancel left the saved circuit as it was');
+      assert.ok(!fs.existsSync(second), 'Cancel wrote no second file');
+
+      // Discover Circuit (the suite and the active model: the same name) asks too; Keep both writes a fresh name.
+      await runCommand(page, 'CircuitLens: Discover Circuit');
+      assert.match(await answerDialog(page, 'Keep both', 60_000), new RegExp(`${box.offered}\\.circuit\\.json already exists`));
+      await until(`${second} to exist`, async () => fs.existsSync(second), (x) => x, 30_000);
+      assert.ok(fs.readFileSync(file).equals(saved), 'Discover Circuit left the saved circuit byte for byte');
+      const discovered = JSON.parse(fs.readFileSync(second, 'utf8'));
+      assert.match(discovered.name, /greedy/);
+      assert.equal(discovered.model.path, 'induction-gpt2.onnx');
+      await page.locator('.tabs-container .tab.active', { hasText: path.basename(second) }).waitFor({ state: 'visible', timeout: 15_000 });
+    },
+  },
+  {
     name: 'canaries: Test Explorer results, the failing check in Problems at its line, the status bar count',
     timeoutMs: 90_000,
     async run(d) {
@@ -380,7 +421,9 @@ export const STEPS: Step[] = [
       await runCommand(page, 'CircuitLens: Open Attention View');
       const box = await answerInputBox(page);
       assert.match(box.title, /Attention: prompt to trace/);
-      assert.ok(box.offered.trim().split(/\s+/).length >= 4, `the input box offers a prompt (got "${box.offered}")`);
+      // The offered prompt is the active suite's first task prompt, not a built-in sentence.
+      const first = firstSuitePrompt(d.workspace.dir);
+      assert.equal(box.offered, first.text, 'the input box offers the suite\'s first prompt');
       const tokens = box.offered.trim().split(/\s+/);
       const att = await webviewOf(page, 'attention', 60_000);
       await att.locator('#entropy table').waitFor({ state: 'visible', timeout: 90_000 });
@@ -393,14 +436,18 @@ export const STEPS: Step[] = [
       await screenshot(d, 'attention.png');
 
       await runCommand(page, 'CircuitLens: Open Logit Lens');
-      assert.match((await answerInputBox(page)).title, /Logit lens: prompt to trace/);
+      const lensBox = await answerInputBox(page);
+      assert.match(lensBox.title, /Logit lens: prompt to trace/);
+      assert.equal(lensBox.offered, first.text);
       const lens = await webviewOf(page, 'lens', 60_000);
       await lens.locator('#top-tokens table').waitFor({ state: 'visible', timeout: 90_000 });
       assert.deepEqual((await lens.locator('#plot .xtick text').allTextContents()).map((t) => t.trim()), tokens.map((t, i) => `${i}:${t}`));
       assert.deepEqual((await lens.locator('#plot .ytick text').allTextContents()).map((t) => t.trim()), ['after layer 0', 'after layer 1']);
+      // The suite's prompt brings its answer and foil: the lens reads out logit(answer) − logit(foil).
+      assert.match(await lens.locator('#top-tokens p').innerText(), new RegExp(`answer\\s*${first.answer}, foil\\s*${first.foil}\\)`));
       const rows = await lens.locator('#top-tokens tr').allInnerTexts();
       assert.equal(rows.length, 2);
-      // The induction model continues the repeat by its last layer: after "… red apple … red" comes "apple".
+      // The induction model continues the repeat by its last layer: after "A B … A" comes "B".
       const next = tokens[tokens.indexOf(tokens[tokens.length - 1]!) + 1]!;
       assert.ok(rows[1]!.startsWith('after layer 1') && rows[1]!.split('\t')[1]?.startsWith(`${next} (`), `top token after layer 1: "${rows[1]}", expected ${next}`);
       await screenshot(d, 'logit-lens.png');

@@ -37,6 +37,8 @@ export const WORKBENCH_SETTINGS: Record<string, unknown> = {
   'telemetry.telemetryLevel': 'off', 'update.mode': 'none', 'extensions.autoUpdate': false,
   'extensions.autoCheckUpdates': false, 'chat.disableAIFeatures': true,
   'workbench.secondarySideBar.defaultVisibility': 'hidden',
+  // Modal dialogs drawn by the workbench (as code-server always does), not by the OS, so tests can answer them.
+  'window.dialogStyle': 'custom',
 };
 
 export interface CodeServer {
@@ -234,4 +236,14 @@ export async function openFileByName(page: Page, name: string, timeoutMs = 15_00
   await input.press('Enter');
   await widget.waitFor({ state: 'hidden', timeout: 5000 });
   await page.locator('.tabs-container .tab.active', { hasText: name }).waitFor({ state: 'visible', timeout: timeoutMs });
+}
+
+/** Waits for a modal dialog (showWarningMessage with modal: true), clicks the button `button`; returns its message. */
+export async function answerDialog(page: Page, button: string, timeoutMs = 15_000): Promise<string> {
+  const dialog = page.locator('.monaco-dialog-box');
+  await dialog.waitFor({ state: 'visible', timeout: timeoutMs });
+  const message = (await dialog.locator('.dialog-message-text').innerText().catch(() => '')).trim();
+  await dialog.locator('.dialog-buttons .monaco-button', { hasText: new RegExp(`^${button}$`) }).click();
+  await dialog.waitFor({ state: 'hidden', timeout: 5000 });
+  return message;
 }

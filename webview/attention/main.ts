@@ -1,5 +1,5 @@
 // Attention patterns: per-head heatmaps with token labels on both axes, layer and head pickers, entropy per head.
-import type { PromptState, PromptToHost, PromptToView } from '../../extension/webviews/attention/protocol';
+import type { PromptState, PromptToHost, PromptToView } from '../../protocol/prompt';
 import { Compute } from '../common/compute-client';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 import '@vscode-elements/elements/dist/vscode-single-select/index.js';
@@ -40,7 +40,7 @@ async function show(s: PromptState & { layer?: number; head?: number }): Promise
   backend.textContent = compute.ready.backend === 'webgpu' ? 'WebGPU' : 'WASM';
   vscode.postMessage({ t: 'status', backend: compute.ready.backend, message: 'compute ready' });
   const hooks = Array.from({ length: s.layers }, (_, l) => `blocks.${l}.attn.hook_pattern`);
-  const r = await compute.call({ t: 'trace', ids: s.ids, hooks });
+  const r = await compute.call('compute/trace', { ids: s.ids, hooks });
   patterns = r.activations;
   const T = s.ids.length;
   const labels = s.tokens.map((t, i) => `${i}:${t}`);

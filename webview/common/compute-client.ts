@@ -1,8 +1,8 @@
-import type { ComputeSetup } from '../../extension/webviews/compute-setup';
-import type { FromWorker, ToWorker } from '../compute/protocol';
+import type { ComputeRequest, ComputeSetup, FromWorker, Ready, ToWorker } from '../../protocol/compute';
+import type { ParamsOf, ResultOf } from '../../protocol/ipc';
+import { Requests } from './requests';
 
-type Request = Extract<ToWorker, { id: number }>;
-type Answer<R extends Request> = R['t'] extends 'evaluate' ? Extract<FromWorker, { t: 'evaluated' }> : Extract<FromWorker, { t: 'traced' }>;
+type Method = Exclude<ComputeRequest['method'], 'compute/init'>;
 
 /**
  * Starts the compute worker (onnxruntime-web) from the extension's files: the worker script runs from a blob
@@ -10,9 +10,8 @@ type Answer<R extends Request> = R['t'] extends 'evaluate' ? Extract<FromWorker,
  */
 export class Compute {
   private worker!: Worker;
-  private next = 1;
-  private pending = new Map<number, { resolve(m: FromWorker): void; reject(e: Error): void }>();
-  ready!: Extract<FromWorker, { t: 'ready' }>;
+  private requests!: Requests<ComputeRequest>;
+  ready!: Ready;
 
   static async start(setup: ComputeSetup): Promise<Compute> {
     const c = new Compute();
@@ -27,31 +26,15 @@ export class Compute {
       fetchOk(setup.modelUri).then((r) => r.arrayBuffer()),
       setup.tokenizerUri ? fetchOk(setup.tokenizerUri).then((r) => r.text()) : Promise.resolve(undefined),
     ]);
-    this.worker = new Worker(URL.createObjectURL(new Blob([code], { type: 'text/javascript' })));
-    const ready = new Promise<Extract<FromWorker, { t: 'ready' }>>((resolve, reject) => {
-      this.worker.onmessage = (e: MessageEvent<FromWorker>) => {
-        const m = e.data;
-        if (m.t === 'ready') return resolve(m);
-        if (m.t === 'error' && m.id === undefined) return reject(new Error(m.message));
-        if ('id' in m && m.id !== undefined) {
-          const p = this.pending.get(m.id);
-          this.pending.delete(m.id);
-          if (p) (m.t === 'error' ? p.reject(new Error(m.message)) : p.resolve(m));
-        }
-      };
-      this.worker.onerror = (e) => reject(new Error(e.message || 'the compute worker failed to start'));
-    });
-    const init: ToWorker = { t: 'init', model: new Uint8Array(model), tokenizerJson: tok, wasmBinary: wasm, prefer: setup.prefer, what: setup.what };
-    this.worker.postMessage(init, [wasm]);
-    this.ready = await ready;
+    const worker = this.worker = new Worker(URL.createObjectURL(new Blob([code], { type: 'text/javascript' })));
+    this.requests = new Requests<ComputeRequest>((m: ToWorker, transfer) => worker.postMessage(m, transfer));
+    worker.onmessage = (e: MessageEvent<FromWorker>) => this.requests.settle(e.data);
+    worker.onerror = (e) => this.requests.failAll(new Error(e.message || 'the compute worker failed'));
+    this.ready = await this.requests.request('compute/init', { model: new Uint8Array(model), tokenizerJson: tok, wasmBinary: wasm, prefer: setup.prefer, what: setup.what }, [wasm]);
   }
 
-  call<R extends Request>(req: Omit<R, 'id'> & { t: R['t'] }): Promise<Answer<R>> {
-    const id = this.next++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (m: FromWorker) => void, reject });
-      this.worker.postMessage({ ...req, id });
-    });
+  call<M extends Method>(method: M, params: ParamsOf<ComputeRequest, M>): Promise<ResultOf<ComputeRequest, M>> {
+    return this.requests.request(method, params);
   }
 
   dispose(): void {

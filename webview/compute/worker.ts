@@ -4,7 +4,8 @@ import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { Engine } from '../../core/engine/engine';
 import { OrtWebRuntime } from '../../core/engine/ort-web';
 import { Tokenizer } from '../../core/tokenizer';
-import type { FromWorker, ToWorker } from './protocol';
+import type { ComputeRequest, FromWorker, InitParams, Ready, ToWorker } from '../../protocol/compute';
+import type { RequestHandlers } from '../../protocol/ipc';
 
 // Typed views of the worker globals (this file is checked both with and without the DOM library).
 const self = globalThis as unknown as { onmessage: ((e: { data: ToWorker }) => void) | null; postMessage(m: FromWorker): void };
@@ -12,7 +13,7 @@ const navigator = (globalThis as unknown as { navigator?: { gpu?: { requestAdapt
 
 let engine: Engine | undefined;
 
-async function init(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
+async function init(m: InitParams): Promise<Ready> {
   let adapterName: string | undefined;
   let webgpu = false;
   if (m.prefer !== 'wasm' && navigator.gpu) {
@@ -33,25 +34,37 @@ async function init(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
     webgpu = false;
     engine = await make(false);
   }
-  self.postMessage({ t: 'ready', info: engine.info, backend: webgpu ? 'webgpu' : 'wasm', adapter: adapterName });
+  return { info: engine.info, backend: webgpu ? 'webgpu' : 'wasm', adapter: adapterName };
 }
+
+function loaded(): Engine {
+  if (!engine) throw new Error('the model is not loaded yet');
+  return engine;
+}
+
+const handlers: RequestHandlers<ComputeRequest> = {
+  'compute/init': init,
+  'compute/evaluate': async (p) => {
+    const t0 = performance.now();
+    const ctx = await prepare(loaded(), p.prompts, p.ablation, { meanOver: p.meanOver });
+    const sets = await evaluateSets(ctx, p.sets);
+    return { sets: sets.map((s) => ({ ablated: s.ablated, metrics: s.metrics, scores: s.scores })), ms: performance.now() - t0 };
+  },
+  'compute/trace': async (p) => {
+    const t0 = performance.now();
+    const res = await loaded().run({ ids: [p.ids], hooks: p.hooks, lens: p.lens });
+    return { logits: res.logits, activations: res.activations, lens: res.lens, ms: performance.now() - t0 };
+  },
+};
 
 self.onmessage = async (e: { data: ToWorker }) => {
   const m = e.data;
-  const id = 'id' in m ? m.id : undefined;
+  const t = `${m.t}/response` as const;
   try {
-    if (m.t === 'init') return await init(m);
-    if (!engine) throw new Error('the model is not loaded yet');
-    const t0 = performance.now();
-    if (m.t === 'evaluate') {
-      const ctx = await prepare(engine, m.prompts, m.ablation, { meanOver: m.meanOver });
-      const sets = await evaluateSets(ctx, m.sets);
-      self.postMessage({ t: 'evaluated', id: m.id, sets: sets.map((s) => ({ ablated: s.ablated, metrics: s.metrics, scores: s.scores })), ms: performance.now() - t0 });
-    } else if (m.t === 'trace') {
-      const res = await engine.run({ ids: [m.ids], hooks: m.hooks, lens: m.lens });
-      self.postMessage({ t: 'traced', id: m.id, logits: res.logits, activations: res.activations, lens: res.lens, ms: performance.now() - t0 });
-    }
+    // The handler is the request's own (handlers is keyed by method), so its result is the response's type.
+    const result = await (handlers[m.t] as (p: typeof m.params) => Promise<never>)(m.params);
+    self.postMessage({ t, id: m.id, ok: true, result });
   } catch (err) {
-    self.postMessage({ t: 'error', id, message: (err as Error).message ?? String(err) });
+    self.postMessage({ t, id: m.id, ok: false, error: (err as Error).message ?? String(err) });
   }
 };

@@ -1,6 +1,6 @@
 // Attribution graph: nodes by layer (input at the bottom, logits at the top), size by score, edges by sign and
 // score; click or box/lasso select to mark; "Ablate marked" re-runs the suite in the compute worker.
-import type { GraphState, GraphToHost, GraphToView } from '../../extension/webviews/graph/protocol';
+import type { GraphState, GraphToHost, GraphToView } from '../../protocol/graph';
 import type { NodeId } from '../../core/ids';
 import { faithfulness, type SuiteMetrics } from '../../core/analysis/metrics';
 import { METRICS, type MetricName } from '../../core/vocabulary';
@@ -215,7 +215,7 @@ async function ablateMarked(): Promise<void> {
   const outside = all.filter((n) => !marked.has(n));
   results.replaceChildren(el('p', { class: 'muted' }, `Running ${s.prompts.length} prompts × 4 ablation sets on ${compute.ready.backend}…`));
   const t0 = performance.now();
-  const r = await compute.call({ t: 'evaluate', prompts: s.prompts, meanOver: s.meanOver, ablation: s.ablation, sets: [[], all, outside, C] });
+  const r = await compute.call('compute/evaluate', { prompts: s.prompts, meanOver: s.meanOver, ablation: s.ablation, sets: [[], all, outside, C] });
   const [full, empty, circuit, complement] = r.sets as [{ metrics: SuiteMetrics; scores: { logitDiff: number; prob: number; correct: boolean }[] }, { metrics: SuiteMetrics }, { metrics: SuiteMetrics; scores: { logitDiff: number; prob: number; correct: boolean; kl: number }[] }, { metrics: SuiteMetrics }];
   const byMetric = Object.fromEntries(METRICS.map((m) => [m, faithfulness(m, circuit.metrics, empty.metrics, full.metrics)])) as Record<MetricName, number>;
   const nec = 1 - faithfulness(s.metric, complement.metrics, empty.metrics, full.metrics);

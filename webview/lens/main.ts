@@ -1,6 +1,6 @@
 // Logit lens: each layer's residual stream read out through the final norm and unembedding — the answer's and
 // foil's logits per layer and position, and the top tokens.
-import type { PromptState, PromptToHost, PromptToView } from '../../extension/webviews/attention/protocol';
+import type { PromptState, PromptToHost, PromptToView } from '../../protocol/prompt';
 import { Compute } from '../common/compute-client';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 
@@ -22,7 +22,7 @@ async function show(s: PromptState): Promise<void> {
   compute ??= await Compute.start(s.compute);
   backend.textContent = compute.ready.backend === 'webgpu' ? 'WebGPU' : 'WASM';
   vscode.postMessage({ t: 'status', backend: compute.ready.backend, message: 'compute ready' });
-  const r = await compute.call({ t: 'trace', ids: s.ids, hooks: [], lens: true });
+  const r = await compute.call('compute/trace', { ids: s.ids, hooks: [], lens: true });
   const lens = r.lens!;
   const T = s.ids.length;
   const V = lens[0]!.dims[2]!;

@@ -2,8 +2,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { BackendPreference } from '../../webview/compute/protocol';
-import type { ComputeSetup } from './compute-setup';
+import type { BackendPreference, ComputeSetup } from '../../protocol/compute';
 
 /**
  * The HTML shell of every CircuitLens webview: strict CSP with a nonce, local resources only,

@@ -1,10 +1,13 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { CIRCUIT_SCHEMA_VERSION, serializeCircuit, type Circuit } from '../../../core/formats/circuit';
+import { defaultCircuitName, markedCircuit } from '../../../core/analysis/records';
+import { serializeCircuit } from '../../../core/formats/circuit';
+import type { NodeId } from '../../../core/ids';
 import { sha256File, writeFileAtomic } from '../../../core/node/workspace';
+import type { GraphState, GraphToHost, GraphToView } from '../../../protocol/graph';
+import { saveTarget } from '../../save-target';
 import type { State } from '../../state';
 import { computeSetup, webviewHtml } from '../html';
-import type { GraphState, GraphToHost, GraphToView } from './protocol';
 
 export const GRAPH_VIEW = 'circuitlens.graph';
 
@@ -69,20 +72,21 @@ export class GraphPanel {
     }
   }
 
-  /** Writes the marked nodes as `<suite>.circuit.json` beside the suite (atomically) and reports the path. */
+  /** Writes the marked nodes as `<name>.circuit.json` beside the suite (atomically; never over an existing file
+   *  without asking) and reports the path. */
   async save(nodes: string[], metrics: Record<string, unknown> = {}, name?: string): Promise<string | undefined> {
     if (nodes.length === 0) { void vscode.window.showWarningMessage('Mark some nodes first (click them, or box/lasso select).'); return undefined; }
-    const suiteBase = path.basename(this.graph.suitePath).replace(/\.suite\.ya?ml$/, '');
-    const chosen = name ?? (await vscode.window.showInputBox({ title: 'Save circuit', prompt: 'Circuit file name (saved beside the suite)', value: `${suiteBase}-${path.basename(this.graph.modelPath, '.onnx')}`, validateInput: (v) => (/^[\w.-]+$/.test(v) ? undefined : 'letters, digits, . _ - only') }));
+    const chosen = name ?? (await vscode.window.showInputBox({ title: 'Save circuit', prompt: 'Circuit file name (saved beside the suite)', value: defaultCircuitName(this.graph.suitePath, this.graph.modelPath), validateInput: (v) => (/^[\w.-]+$/.test(v) ? undefined : 'letters, digits, . _ - only') }));
     if (!chosen) return undefined;
-    const file = path.join(path.dirname(this.graph.suitePath), chosen.endsWith('.circuit.json') ? chosen : `${chosen}.circuit.json`);
+    const wanted = path.join(path.dirname(this.graph.suitePath), chosen.endsWith('.circuit.json') ? chosen : `${chosen}.circuit.json`);
+    const file = await saveTarget(wanted, this.state.ws.display(wanted));
+    if (!file) return undefined;
     const rel = (p: string) => path.relative(path.dirname(file), p).split(path.sep).join('/');
     const scores = Object.fromEntries(this.graph.nodes.filter((n) => n.id !== 'input' && n.id !== 'logits').map((n) => [n.id, n.score]));
-    const circuit: Circuit = {
-      schemaVersion: CIRCUIT_SCHEMA_VERSION, name: chosen, model: { path: rel(this.graph.modelPath), sha256: await sha256File(this.graph.modelPath) },
-      suite: rel(this.graph.suitePath), granularity: 'node', ablation: this.graph.ablation, nodes: nodes as Circuit['nodes'], edges: [], scores, metrics,
-      created: new Date().toISOString(), notes: `Marked by hand in the attribution graph (${this.graph.method}).`,
-    };
+    const circuit = markedCircuit(nodes as NodeId[], {
+      name: file === wanted ? chosen : path.basename(file, '.circuit.json'), ablation: this.graph.ablation,
+      model: { path: rel(this.graph.modelPath), sha256: await sha256File(this.graph.modelPath) }, suite: rel(this.graph.suitePath), scores, metrics, method: this.graph.method,
+    });
     await writeFileAtomic(file, serializeCircuit(circuit));
     this.post({ t: 'saved', path: this.state.ws.display(file) });
     this.state.log.info(`saved circuit ${file}`);

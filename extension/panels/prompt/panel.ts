@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { State } from '../../state';
 import { computeSetup, webviewHtml } from '../html';
-import type { PromptState, PromptToHost, PromptToView } from './protocol';
+import type { PromptState, PromptToHost, PromptToView } from '../../../protocol/prompt';
 
 export const ATTENTION_VIEW = 'circuitlens.attention';
 export const LENS_VIEW = 'circuitlens.lens';

@@ -1,5 +1,6 @@
-// Messages of the attention and logit-lens views (both trace one prompt in the view's worker).
-import type { ComputeSetup } from '../compute-setup';
+// Messages of the attention and logit-lens views (both trace one prompt in the view's worker), shared by their
+// panel (extension/panels/prompt) and the views (webview/attention, webview/lens).
+import type { ComputeSetup } from './compute';
 
 export interface PromptState {
   version: 1;

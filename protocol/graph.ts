@@ -1,8 +1,10 @@
-// The attribution-graph view's messages, shared by the panel (host) and the view (webview/graph).
-import type { ResolvedPrompt } from '../../../core/analysis/prompts';
-import type { AblationKind, MetricName } from '../../../core/vocabulary';
-import type { NodeId } from '../../../core/ids';
-import type { ComputeSetup } from '../compute-setup';
+// The attribution-graph view's messages, shared by the panel (extension/panels/graph) and the view (webview/graph).
+// The view sends `ready` and gets the whole state; a save may start in the view or in the palette, so its outcome
+// is a notification (`saved`), not a response.
+import type { ResolvedPrompt } from '../core/analysis/prompts';
+import type { AblationKind, MetricName } from '../core/vocabulary';
+import type { NodeId } from '../core/ids';
+import type { ComputeSetup } from './compute';
 
 export interface GraphNode { id: NodeId | 'input' | 'logits'; score: number }
 export interface GraphEdge { source: string; target: string; score: number }

@@ -1,0 +1,31 @@
+// The extension's one command table: each command id → its function, each in its own file beside this one
+// (shared helpers in common.ts). main.ts registers every entry; package.json "contributes" names the same ids.
+import { ablateNodes } from './ablate-nodes';
+import { attributeSuite } from './attribute-suite';
+import type { Command, Services } from './common';
+import { discoverCircuit } from './discover-circuit';
+import { exportCircuit } from './export-circuit';
+import { openPromptView } from './prompt-views';
+import { refresh, runCanaries } from './run-canaries';
+import { runSuite } from './run-suite';
+import { saveCircuit } from './save-circuit';
+import { selectModel } from './select-model';
+import { verifyCircuit } from './verify-circuit';
+
+export function commandTable(s: Services): Record<string, Command> {
+  return {
+    'circuitlens.selectModel': selectModel(s),
+    'circuitlens.tracePrompt': openPromptView(s, 'attention'),
+    'circuitlens.openAttention': openPromptView(s, 'attention'),
+    'circuitlens.openLogitLens': openPromptView(s, 'lens'),
+    'circuitlens.runSuite': runSuite(s),
+    'circuitlens.ablateNodes': ablateNodes(s),
+    'circuitlens.attributeSuite': attributeSuite(s),
+    'circuitlens.discoverCircuit': discoverCircuit(s),
+    'circuitlens.verifyCircuit': verifyCircuit(s),
+    'circuitlens.saveCircuit': saveCircuit(),
+    'circuitlens.runCanaries': runCanaries(s),
+    'circuitlens.exportCircuit': exportCircuit(s),
+    'circuitlens.refresh': refresh(s),
+  };
+}
