@@ -2,12 +2,16 @@ import { UserError } from '../errors';
 import { allHookNames, hookName, type HookName } from '../hooks';
 import { checkNodeInModel, parseNodeId, type NodeId } from '../ids';
 import { addGradients, GRAD_SEED } from '../onnx/autodiff';
-import { addEdgeGradientsAtZero, addEdgeInputs, EDGE, edgeLayout, type EdgeLayout } from '../onnx/edges';
+import { addEdgeGradientsAtZero } from '../onnx/edge-gradients';
+import { EDGE, edgeLayout, type EdgeLayout } from '../onnx/edge-layout';
+import { addEdgeInputs } from '../onnx/edges';
 import { addLayerSkipping, START } from '../onnx/skip';
 import { GraphIndex } from '../onnx/graph';
 import { decodeModel, encodeModel, externalLocations, floatValueInfo, opsetVersion, type OnnxModel } from '../onnx/model';
 import { normalizeExport, preciseTrigForWebGpu } from '../onnx/normalize';
-import { addLogitLensOutputs, detectStructure, IN, instrument, LAST_LOGITS, LAST_STATS, withLastMlpOnLastPosition, withLastRowStats, withOutputsOnly, type HooksSidecar, type ModelStructure } from '../onnx/instrument';
+import { detectStructure, type HooksSidecar, type ModelStructure } from '../onnx/detect';
+import { addLogitLensOutputs, IN, instrument, LAST_LOGITS } from '../onnx/instrument';
+import { LAST_STATS, withLastMlpOnLastPosition, withLastRowStats, withOutputsOnly } from '../onnx/lean';
 import type { Tokenizer } from '../tokenizer';
 import { gib, SESSION_OVERHEAD, weightBytes, type MemoryEstimate, type MemoryOptions, type SessionKind } from './memory';
 import { size, type ExternalFile, type F32, type Feed, type Runtime, type Session } from './runtime';
@@ -77,7 +81,7 @@ export interface RunRequest {
 
 export interface RunResult {
   logits: F32;
-  /** [B, 1, 4] per row of the last-position logits (core/onnx/instrument.ts LAST_STATS), when asked for and available. */
+  /** [B, 1, 4] per row of the last-position logits (core/onnx/lean.ts LAST_STATS), when asked for and available. */
   stats?: F32;
   activations: Record<HookName, F32>;
   /** Per layer [B, T, vocab], when requested. */

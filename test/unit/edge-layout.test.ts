@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import { checkEdgeWork, type EdgeContext } from '../../core/analysis/edges';
 import { isUserError } from '../../core/errors';
 import { allEdges } from '../../core/formats/interop';
-import { edgeLayout, upstreamIndex } from '../../core/onnx/edges';
+import { edgeLayout, upstreamIndex } from '../../core/onnx/edge-layout';
 
 test('edge layout: EAP-IG order, one mask entry per edge, upstream columns in stream order', () => {
   for (const [L, H] of [[1, 1], [2, 4], [12, 12]] as const) {
@@ -50,7 +50,8 @@ test('edge graphs slice the q/k/v and output projections per head on the demo ex
   const path = await import('node:path');
   const { EXAMPLES, FIXTURES } = await import('../helpers');
   const { decodeModel } = await import('../../core/onnx/model');
-  const { detectStructure, instrument } = await import('../../core/onnx/instrument');
+  const { detectStructure } = await import('../../core/onnx/detect');
+  const { instrument } = await import('../../core/onnx/instrument');
   const { addEdgeInputs } = await import('../../core/onnx/edges');
   for (const file of [path.join(EXAMPLES, 'induction-gpt2.onnx'), path.join(EXAMPLES, 'induction-llama.onnx'), path.join(FIXTURES, 'models', 'induction-llama-kvcache.onnx')]) {
     const build = (sliceHeads: boolean) => {
@@ -81,9 +82,10 @@ test('the EAP graph (edge gradients at zero) has no masks and multiplies nothing
   const path = await import('node:path');
   const { EXAMPLES } = await import('../helpers');
   const { decodeModel } = await import('../../core/onnx/model');
-  const { detectStructure, instrument } = await import('../../core/onnx/instrument');
-  const { addEdgeGradientsAtZero, addEdgeInputs, edgeLayout, zeroMaskGradient } = await import('../../core/onnx/edges');
-  const { LAST_LOGITS } = await import('../../core/onnx/instrument');
+  const { detectStructure } = await import('../../core/onnx/detect');
+  const { instrument, LAST_LOGITS } = await import('../../core/onnx/instrument');
+  const { addEdgeInputs } = await import('../../core/onnx/edges');
+  const { addEdgeGradientsAtZero, zeroMaskGradient } = await import('../../core/onnx/edge-gradients');
   const file = path.join(EXAMPLES, 'induction-gpt2.onnx');
   const fresh = () => { const m = decodeModel(fs.readFileSync(file), file); const s = detectStructure(m, file); return { m: instrument(m, s).model, s }; };
   const layout = edgeLayout(2, 4);
