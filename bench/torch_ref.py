@@ -209,7 +209,7 @@ def edge_eap(model, cfg, prompts):
     its own copy of the residual stream (a head's q, k and v inputs: an expanded [B, T, 3, H, D] copy through
     the per-head norm; the MLP's and the logits' a clone), and a tensor hook on it contracts its gradient with the
     buffer's upstream entries during the one backward pass. GPT-2 architecture (the edge bench's models).
-    Returns the scores in edge order (scripts/edge_references.py all_edges; core/onnx/edges.ts edgeLayout)."""
+    Returns the scores in edge order (scripts/edge_references.py all_edges; core/onnx/edge-layout.ts edgeLayout)."""
     import edge_references as er  # scripts/ is on sys.path
 
     if cfg["arch"] != "gpt2":

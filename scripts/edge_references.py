@@ -46,7 +46,7 @@ def load(name, file):
 
 
 def all_edges(L, H):
-    """Every edge, in the order of core/ids.ts allEdges (and core/onnx/edges.ts edgeLayout)."""
+    """Every edge, in the order of core/ids.ts allEdges (and core/onnx/edge-layout.ts edgeLayout)."""
     out, up = [], ["input"]
     for l in range(L):
         for h in range(H):

@@ -218,7 +218,7 @@ export function renderSummary(r: Results): string {
         p.sweep.map((x) => [`${x.model}, ${x.heads} heads × ${x.prompts} prompts × ${x.promptTokens} tokens (maxRows ${x.maxRows})`, x.rows, x.calls, ms(x.wallMs), ms(x.feedsMs), ms(x.ortRunMs), ms(x.otherMs)])), '');
     }
     if (p.scoring?.length) {
-      out.push('Scoring one row of last-position logits (part of "other" above): `scorePrompt` of core/analysis/metrics.ts, KL to a clean row included, in JavaScript alone (clean rows) and with the row stats (max, Σ exp, argmax) that the metrics and skip sessions compute in their graph (ablated rows of a sweep on onnxruntime\'s CPU kernels; core/onnx/instrument.ts `withLastRowStats`), whose graph part is timed on a graph of those nodes alone.', '');
+      out.push('Scoring one row of last-position logits (part of "other" above): `scorePrompt` of core/analysis/metrics.ts, KL to a clean row included, in JavaScript alone (clean rows) and with the row stats (max, Σ exp, argmax) that the metrics and skip sessions compute in their graph (ablated rows of a sweep on onnxruntime\'s CPU kernels; core/onnx/lean.ts `withLastRowStats`), whose graph part is timed on a graph of those nodes alone.', '');
       out.push(table(['vocab', 'scorePrompt per row, JavaScript alone', 'with row stats: JavaScript + graph'], p.scoring.map((x) => [x.vocab, `${f(x.scorePromptMsPerRow, 3)} ms`, x.withStatsMsPerRow === undefined ? '—' : `${f(x.withStatsMsPerRow, 3)} + ${f(x.statsGraphMsPerRow!, 3)} ms`])), '');
     }
   }

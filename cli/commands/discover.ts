@@ -1,3 +1,4 @@
+import { formatEdgeId } from '../../core/ids';
 import * as path from 'node:path';
 import { discoverCircuit } from '../../core/analysis/discover-circuit';
 import { circuitFile } from '../../core/analysis/records';
@@ -55,11 +56,11 @@ export async function discoverCommand(argv: string[], out: (s: string) => void):
       model: { path: rel(L.modelPath), sha256: await sha256File(L.modelPath) }, suite: rel(L.suite.file),
     });
     await writeOutFile(outPath, serializeCircuit(circuit), values.force);
-    if (values.json) out(JSON.stringify({ circuit: path.relative(process.cwd(), outPath), nodes: d.nodes, ...(level === 'edge' ? { edges: d.edges.map((e) => `${e.source}->${e.target}`) } : {}), ...circuit.metrics }, null, 2));
+    if (values.json) out(JSON.stringify({ circuit: path.relative(process.cwd(), outPath), nodes: d.nodes, ...(level === 'edge' ? { edges: d.edges.map(formatEdgeId) } : {}), ...circuit.metrics }, null, 2));
     else {
       out(`${L.suite.name}: ${method} ${level === 'edge' ? 'edge ' : ''}discovery on ${path.relative(process.cwd(), L.modelPath)} (${L.task.prompts.length} task prompts, ${L.ablation} ablation)`);
       if (level === 'edge') {
-        const ids = d.edges.map((e) => `${e.source}->${e.target}`);
+        const ids = d.edges.map(formatEdgeId);
         out(`  circuit: ${ids.length} of ${d.edgesInModel} edges, between ${d.nodes.join(', ')}`);
         out(`  edges: ${ids.length > 40 ? `${ids.slice(0, 40).join(', ')}, … ${ids.length - 40} more (in the circuit file)` : ids.join(', ')}`);
       } else {

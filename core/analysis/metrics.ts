@@ -52,7 +52,7 @@ function cleanRow(logP: Float64Array): CleanRow {
   return row;
 }
 
-/** A row's statistics from the engine (core/onnx/instrument.ts LAST_STATS): max logit, Σ exp(logit − max), argmax. */
+/** A row's statistics from the engine (core/onnx/lean.ts LAST_STATS): max logit, Σ exp(logit − max), argmax. */
 export interface RowStats { max: number; sumExp: number; top1: number }
 
 /** Row r of a LAST_STATS tensor ([B, 1, 4]: max, Σ exp as a float32 pair hi + lo, argmax). */

@@ -3,8 +3,12 @@
 import { UserError } from '../errors';
 import { hookName, type HookName } from '../hooks';
 import { addGradients, GRAD_SEED } from '../onnx/autodiff';
-import { addEdgeGradientsAtZero, addEdgeInputs, EDGE, edgeLayout, type EdgeLayout } from '../onnx/edges';
-import { LAST_LOGITS, withOutputsOnly, type ModelStructure } from '../onnx/instrument';
+import type { ModelStructure } from '../onnx/detect';
+import { addEdgeGradientsAtZero } from '../onnx/edge-gradients';
+import { EDGE, edgeLayout, type EdgeLayout } from '../onnx/edge-layout';
+import { addEdgeInputs } from '../onnx/edges';
+import { LAST_LOGITS } from '../onnx/instrument';
+import { withOutputsOnly } from '../onnx/lean';
 import type { OnnxModel } from '../onnx/model';
 import { ablatedFeeds, baseFeeds, checkEdgeWeightRows, f32, maskFeeds } from './feeds';
 import type { F32, Feed, Session } from './runtime';

@@ -2,8 +2,9 @@
 // (core/onnx/instrument.ts IN) and the masks and ablated values of edge runs (core/onnx/edges.ts).
 import { UserError } from '../errors';
 import { checkNodeInModel, parseNodeId } from '../ids';
-import { EDGE, type EdgeLayout } from '../onnx/edges';
-import { IN, type ModelStructure } from '../onnx/instrument';
+import type { ModelStructure } from '../onnx/detect';
+import { EDGE, type EdgeLayout } from '../onnx/edge-layout';
+import { IN } from '../onnx/instrument';
 import type { AblationKind } from '../vocabulary';
 import { size, type F32, type Feed } from './runtime';
 import type { EdgeValues, ModelInfo, RunRequest } from './types';

@@ -1,8 +1,8 @@
 // What the engine is asked and what it answers: the public contract of core/engine, apart from the code that runs it.
 import type { HookName } from '../hooks';
 import type { NodeId } from '../ids';
-import type { EdgeLayout } from '../onnx/edges';
-import type { HooksSidecar, ModelStructure } from '../onnx/instrument';
+import type { HooksSidecar, ModelStructure } from '../onnx/detect';
+import type { EdgeLayout } from '../onnx/edge-layout';
 import type { OnnxModel } from '../onnx/model';
 import type { Tokenizer } from '../tokenizer';
 import type { AblationKind } from '../vocabulary';

@@ -6,7 +6,7 @@ import type { MemoryOptions } from '../engine/memory';
 import type { Runtime } from '../engine/runtime';
 import { UserError } from '../errors';
 import { decodeModel, externalLocations, referenceWeightsInFile, type OnnxModel } from '../onnx/model';
-import type { HooksSidecar } from '../onnx/instrument';
+import type { HooksSidecar } from '../onnx/detect';
 import { Tokenizer } from '../tokenizer';
 import { OrtNodeRuntime, type OrtNodeOptions } from './ort-node';
 import { OrtWebRuntime } from '../engine/ort-web';

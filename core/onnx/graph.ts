@@ -1,4 +1,4 @@
-import type { Graph, OnnxNode } from './model';
+import { int64Data, num, type Graph, type OnnxNode } from './model';
 
 /** Producer/consumer index over a graph's tensors. Node order is topological (ONNX requires it). */
 export class GraphIndex {
@@ -102,3 +102,69 @@ export class GraphIndex {
 }
 
 export const PASS_THROUGH = new Set(['Identity', 'Cast', 'Dropout']);
+
+/** A constant with one element (an initializer or a Constant node, possibly through a Cast). */
+export function isConstScalar(g: GraphIndex, t: string): boolean {
+  const src = g.followBackward(t);
+  const init = g.graph.initializer.find((x) => x.name === src);
+  if (init) return init.dims.reduce<number>((a, d) => a * num(d), 1) === 1;
+  const p = g.producerOf(src);
+  const v = p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value')?.t : undefined;
+  return !!v && v.dims.reduce<number>((a, d) => a * num(d), 1) === 1;
+}
+
+/** The values of an int64 constant (an initializer or a Constant node). */
+export function constInts(g: GraphIndex, t: string): number[] | undefined {
+  const init = g.graph.initializer.find((x) => x.name === t);
+  if (init) return int64Data(init);
+  const p = g.producerOf(t);
+  const v = p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value')?.t : undefined;
+  return v ? int64Data(v) : undefined;
+}
+
+// Operators that act on each position separately (norms over the last axis, elementwise maths, the unembedding
+// product): a path made of these gives the same last-position values on the last position alone.
+export const PER_POSITION_OPS = new Set([
+  'LayerNormalization', 'SimplifiedLayerNormalization', 'RMSNormalization', 'ReduceMean', 'Sub', 'Pow', 'Add', 'Sqrt',
+  'Div', 'Mul', 'Reciprocal', 'Cast', 'MatMul', 'Identity', 'Tanh', 'Neg',
+]);
+
+/** Whether node n acts on each position alone: an operator of `ops`, reductions and norms over the last axis only. */
+export function perPosition(n: OnnxNode, g: GraphIndex, ops: Set<string>): boolean {
+  if (!ops.has(n.opType) || (n.domain && n.domain !== 'ai.onnx')) return false;
+  if (n.opType === 'ReduceMean') {
+    const axes = n.attribute.find((a) => a.name === 'axes')?.ints?.map(num) ?? (n.input[1] ? constInts(g, n.input[1]) : undefined);
+    if (!axes || axes.length !== 1 || (axes[0] !== -1 && axes[0] !== 2)) return false;
+  }
+  if (n.opType === 'LayerNormalization' || n.opType === 'SimplifiedLayerNormalization' || n.opType === 'RMSNormalization') {
+    const axis = n.attribute.find((a) => a.name === 'axis');
+    if (axis && num(axis.i) !== -1) return false;
+  }
+  return true;
+}
+
+/** Orders nodes so every input is produced before use (Kahn's algorithm, stable for already-ordered nodes). */
+export function topoSort(nodes: OnnxNode[], graph: Graph): OnnxNode[] {
+  const producer = new Map<string, number>();
+  nodes.forEach((n, i) => n.output.forEach((o) => o && producer.set(o, i)));
+  const indeg = new Array<number>(nodes.length).fill(0);
+  const users: number[][] = nodes.map(() => []);
+  nodes.forEach((n, i) => {
+    for (const t of new Set(n.input)) {
+      const p = t ? producer.get(t) : undefined;
+      if (p !== undefined && p !== i) { indeg[i]!++; users[p]!.push(i); }
+    }
+  });
+  // A min-heap on the original index would keep the order closest to the original; a sorted ready list is enough.
+  const ready: number[] = [];
+  indeg.forEach((d, i) => { if (d === 0) ready.push(i); });
+  const out: OnnxNode[] = [];
+  while (ready.length) {
+    ready.sort((a, b) => b - a);
+    const i = ready.pop()!;
+    out.push(nodes[i]!);
+    for (const u of users[i]!) if (--indeg[u]! === 0) ready.push(u);
+  }
+  if (out.length !== nodes.length) throw new Error(`edge instrumentation made a cycle in ${graph.name || 'the graph'}`);
+  return out;
+}

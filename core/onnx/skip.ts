@@ -6,8 +6,9 @@
 //   x_j    = start_layer == j ? start_resid : resid_pre_j
 //   post_j = start_layer <= j ? block_j(x_j) : x_j
 import { GraphIndex } from './graph';
-import { DataType, floatValueInfo, makeNode, AttrType, type Graph, type OnnxModel, type OnnxNode, type ValueInfo } from './model';
-import type { ModelStructure } from './instrument';
+import { Builder } from './builder';
+import { AttrType, DataType, floatValueInfo, type Graph, type OnnxModel, type OnnxNode, type ValueInfo } from './model';
+import type { ModelStructure } from './detect';
 
 export const START = { layer: 'circuitlens.start_layer', resid: 'circuitlens.start_resid' };
 
@@ -39,32 +40,30 @@ export function addLayerSkipping(model: OnnxModel, s: ModelStructure): boolean {
   const out: OnnxNode[] = [];
   graph.node.forEach((n, i) => {
     if (!removed.has(i)) { out.push(n); return; }
-    const b = insertAt.get(i);
-    if (!b) return;
-    const { j } = b;
+    const block = insertAt.get(i);
+    if (!block) return;
+    const { j } = block;
     const L = s.layers[j]!;
     const p = `circuitlens.skip.${j}`;
-    graph.initializer.push(scalar(`${p}.j`, j));
-    const x = `${p}.x`;
-    out.push(
-      makeNode('Equal', [START.layer, `${p}.j`], [`${p}.is_start`], `${p}/is_start`),
-      makeNode('Where', [`${p}.is_start`, START.resid, L.residPre], [x], `${p}/x`),
-      makeNode('LessOrEqual', [START.layer, `${p}.j`], [`${p}.run`], `${p}/run`),
-    );
+    const b = new Builder();
+    const jName = b.init(scalar(`${p}.j`, j));
+    b.node('Equal', [START.layer, jName], [`${p}.is_start`], `${p}/is_start`);
+    const x = b.node('Where', [`${p}.is_start`, START.resid, L.residPre], [`${p}.x`], `${p}/x`);
+    b.node('LessOrEqual', [START.layer, jName], [`${p}.run`], `${p}/run`);
     // The block, renamed inside its branch (names are unique across a model and its subgraphs).
-    const rename = new Map<string, string>([[L.residPre, x]]);
-    for (const k of b.nodes) for (const o of g.node(k).output) if (o) rename.set(o, `${o}@${p}`);
-    const body: OnnxNode[] = b.nodes.map((k) => {
-      const m = g.node(k);
-      return { ...m, name: `${m.name}@${p}`, input: m.input.map((t) => rename.get(t) ?? t), output: m.output.map((t) => rename.get(t) ?? t) };
-    });
+    const body = new Builder();
+    const rename = body.copy(block.nodes.map((k) => g.node(k)), p, new Map([[L.residPre, x]]));
+    const pass = new Builder();
+    pass.node('Identity', [x], [`${p}.passed`], `${p}/pass`);
     const branch = (name: string, nodes: OnnxNode[], output: ValueInfo): Graph => ({ name, node: nodes, initializer: [], input: [], output: [output], valueInfo: [] });
-    const run = branch(`${p}.run`, body, floatValueInfo(rename.get(L.residPost)!, 3));
-    const skip = branch(`${p}.skip`, [makeNode('Identity', [x], [`${p}.passed`], `${p}/pass`)], floatValueInfo(`${p}.passed`, 3));
-    out.push(makeNode('If', [`${p}.run`], [L.residPost], `${p}/if`, [
+    const run = branch(`${p}.run`, body.nodes, floatValueInfo(rename.get(L.residPost)!, 3));
+    const skip = branch(`${p}.skip`, pass.nodes, floatValueInfo(`${p}.passed`, 3));
+    b.node('If', [`${p}.run`], [L.residPost], `${p}/if`, [
       { name: 'then_branch', type: AttrType.GRAPH, g: run },
       { name: 'else_branch', type: AttrType.GRAPH, g: skip },
-    ]));
+    ]);
+    out.push(...b.nodes);
+    graph.initializer.push(...b.inits);
   });
   graph.node = out;
   graph.input.push(

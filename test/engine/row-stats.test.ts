@@ -1,5 +1,5 @@
 // LAST_STATS: each row's max logit, Σ exp(logit − max) and argmax, computed in the metrics and skip sessions'
-// graphs so that scoring a row of a large vocabulary needs no Math.exp over it (core/onnx/instrument.ts
+// graphs so that scoring a row of a large vocabulary needs no Math.exp over it (core/onnx/lean.ts
 // withLastRowStats). They must equal what JavaScript computes from the returned logits, on every runtime that
 // has them, and a large vocabulary must not cost precision.
 import { test } from 'node:test';
@@ -10,7 +10,8 @@ import { evaluateSets, prepare, runSets } from '../../core/analysis/evaluate';
 import { rowStats, scorePrompt } from '../../core/analysis/metrics';
 import { createRuntime, loadEngine } from '../../core/node/load';
 import { decodeModel, encodeModel, floatValueInfo, makeNode } from '../../core/onnx/model';
-import { LAST_LOGITS, LAST_STATS, withLastRowStats } from '../../core/onnx/instrument';
+import { LAST_LOGITS } from '../../core/onnx/instrument';
+import { LAST_STATS, withLastRowStats } from '../../core/onnx/lean';
 import type { NodeId } from '../../core/ids';
 import { EXAMPLES, FIXTURES } from '../helpers';
 

@@ -8,7 +8,9 @@ import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { createRuntime, loadEngine } from '../../core/node/load';
 import { sessionOptions } from '../../core/node/ort-node';
 import { decodeModel } from '../../core/onnx/model';
-import { detectStructure, instrument, LAST_LOGITS, withLastMlpOnLastPosition, withOutputsOnly } from '../../core/onnx/instrument';
+import { detectStructure } from '../../core/onnx/detect';
+import { instrument, LAST_LOGITS } from '../../core/onnx/instrument';
+import { withLastMlpOnLastPosition, withOutputsOnly } from '../../core/onnx/lean';
 import { EXAMPLES, FIXTURES, maxAbsDiff } from '../helpers';
 
 const MODELS = [

@@ -1,5 +1,6 @@
 // Attention patterns: per-head heatmaps with token labels on both axes, layer and head pickers, entropy per head.
 import type { PromptState, PromptToHost, PromptToView } from '../../protocol/prompt';
+import { headId } from '../../core/ids';
 import { Compute } from '../common/compute-client';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 import '@vscode-elements/elements/dist/vscode-single-select/index.js';
@@ -50,13 +51,13 @@ async function show(s: PromptState & { layer?: number; head?: number }): Promise
     const fg = themeColor('--vscode-editor-foreground', '#ccc');
     void Plotly.react(plot, [{ type: 'heatmap', z, x: labels, y: labels, colorscale: 'Viridis', zmin: 0, zmax: 1, hovertemplate: 'query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>', colorbar: { tickfont: { color: fg } } }], {
       paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, margin: { l: 110, r: 20, t: 30, b: 110 },
-      title: { text: `a${layer}.h${head}`, font: { size: 13 } },
+      title: { text: headId(layer, head), font: { size: 13 } },
       xaxis: { title: { text: 'key (attended to)' }, tickangle: -60, automargin: true, constrain: 'domain', constraintoward: 'left' }, yaxis: { title: { text: 'query' }, autorange: 'reversed', automargin: true, scaleanchor: 'x', constrain: 'domain', constraintoward: 'top' },
     }, { displaylogo: false, responsive: true });
     const rows = Array.from({ length: s.layers }, (_, l) => {
       const pl = patterns[`blocks.${l}.attn.hook_pattern`]!.data;
       return el('tr', {}, el('th', {}, `layer ${l}`), ...Array.from({ length: s.heads }, (_, h) => {
-        const cell = el('td', { class: `num${l === layer && h === head ? ' selected' : ''}`, tabindex: '0', role: 'button', 'aria-label': `a${l}.h${h} entropy` }, entropyOf(pl, s.heads, T, h).toFixed(2));
+        const cell = el('td', { class: `num${l === layer && h === head ? ' selected' : ''}`, tabindex: '0', role: 'button', 'aria-label': `${headId(l, h)} entropy` }, entropyOf(pl, s.heads, T, h).toFixed(2));
         const pick = () => { layer = l; head = h; (layerSel as unknown as { value: string }).value = String(l); (headSel as unknown as { value: string }).value = String(h); draw(); };
         cell.addEventListener('click', pick);
         cell.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') pick(); });

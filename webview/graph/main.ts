@@ -1,7 +1,7 @@
 // Attribution graph: nodes by layer (input at the bottom, logits at the top), size by score, edges by sign and
 // score; click or box/lasso select to mark; "Ablate marked" re-runs the suite in the compute worker.
 import type { GraphState, GraphToHost, GraphToView } from '../../protocol/graph';
-import type { NodeId } from '../../core/ids';
+import { parseNodeId, splitEdgeTarget, type NodeId } from '../../core/ids';
 import { faithfulness, type SuiteMetrics } from '../../core/analysis/metrics';
 import { METRICS, type MetricName } from '../../core/vocabulary';
 import { Compute } from '../common/compute-client';
@@ -52,12 +52,11 @@ function layout(s: GraphState) {
 
 /** Node positions: y = 0 input, 2L+1 attention of layer L, 2L+2 MLP of layer L, top logits. */
 function position(id: string, s: GraphState): [number, number] {
-  if (id === 'input') return [(s.heads - 1) / 2, 0];
-  if (id === 'logits') return [(s.heads - 1) / 2, 2 * s.layers + 1];
-  const a = /^a(\d+)\.h(\d+)$/.exec(id);
-  if (a) return [Number(a[2]), 2 * Number(a[1]) + 1];
-  const m = /^m(\d+)$/.exec(id);
-  return [(s.heads - 1) / 2, 2 * Number(m![1]) + 2];
+  const n = parseNodeId(id);
+  if (n.kind === 'input') return [(s.heads - 1) / 2, 0];
+  if (n.kind === 'logits') return [(s.heads - 1) / 2, 2 * s.layers + 1];
+  if (n.kind === 'head') return [n.head, 2 * n.layer + 1];
+  return [(s.heads - 1) / 2, 2 * n.layer + 2];
 }
 
 function render(): void {
@@ -77,10 +76,10 @@ function render(): void {
   const edges = s.edges.filter((e) => Math.abs(e.score) >= edgeCut).sort((a, b) => Math.abs(b.score) - Math.abs(a.score)).slice(0, big ? 5000 : 20000);
   // A head's q, k and v inputs end side by side under it, so the three edges of one pair stay apart.
   const end = (id: string): [number, number] | undefined => {
-    const m = /<([qkv])>$/.exec(id);
-    const p = pos.get(id.replace(/<[qkv]>$/, '') as NodeId);
+    const { node, input } = splitEdgeTarget(id);
+    const p = pos.get(node as NodeId);
     if (!p) return undefined;
-    return m ? [p[0] + ({ q: -0.15, k: 0, v: 0.15 } as Record<string, number>)[m[1]!]!, p[1] - 0.12] : p;
+    return input ? [p[0] + { q: -0.15, k: 0, v: 0.15 }[input], p[1] - 0.12] : p;
   };
   // Three strengths per sign: line width and opacity grow with |score|.
   const buckets = [[0, 0.2, 1, 0.35], [0.2, 0.5, 2.5, 0.6], [0.5, Infinity, 4, 0.85]] as const;
@@ -112,7 +111,7 @@ function render(): void {
     marker: {
       size: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? 16 : 10 + 34 * Math.sqrt(Math.abs(n.score) / maxAbs))),
       color: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? fg : n.score >= 0 ? pos_ : neg)),
-      symbol: visible.map((n) => (/^m\d+$/.test(n.id) ? 'square' : 'circle')),
+      symbol: visible.map((n) => (parseNodeId(n.id).kind === 'mlp' ? 'square' : 'circle')),
     },
     selectedpoints: null,
   };
