@@ -1,7 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UserError } from '../core/errors';
 import type { Runtime } from '../core/engine/runtime';
-import { createRuntime } from '../core/node/load';
+import { createRuntime } from '../core/nodejs/load';
 
 /**
  * What `circuitlens <command> --help` prints: the synopsis (also shown under a usage error), what the command does,

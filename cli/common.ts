@@ -4,7 +4,7 @@ import { openSuite, prepareSuite, type Contexts, type OpenedSuite } from '../cor
 import { UserError } from '../core/errors';
 import { formatDiagnostic, type Diagnostic } from '../core/formats/diagnostics';
 import { parseSuite, type Suite } from '../core/formats/suite';
-import { NodeWorkspace } from '../core/node/workspace';
+import { NodeWorkspace } from '../core/nodejs/workspace';
 import { cliRuntime, oneOf } from './args';
 
 declare const CIRCUITLENS_VERSION: string | undefined;

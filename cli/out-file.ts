@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../core/errors';
-import { writeFileAtomic } from '../core/node/workspace';
+import { writeFileAtomic } from '../core/nodejs/workspace';
 
 /**
  * An output file named by --out (or canary's --output), resolved. Refused when the file exists and --force was not

@@ -1,4 +1,4 @@
-import type { Verification } from '../core/analysis/verify';
+import type { Verification } from '../core/analysis/verify/nodes';
 
 /** Three decimals; NaN and infinities as words. */
 export const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : String(x));

@@ -1,8 +1,8 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { Engine } from '../core/engine/engine';
-import { NodeWorkspace } from '../core/node/workspace';
-import { createRuntime } from '../core/node/load';
+import { NodeWorkspace } from '../core/nodejs/workspace';
+import { createRuntime } from '../core/nodejs/load';
 
 const ACTIVE_MODEL_KEY = 'circuitlens.activeModel';
 

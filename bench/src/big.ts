@@ -7,7 +7,7 @@
 // The parent watches each child's memory (every 100 ms) and kills it above --big-rss-limit GiB (default 14),
 // recording where it stood: the benchmark reports a model that does not fit instead of taking the machine down
 // with it. Memory is PSS (/proc/PID/smaps_rollup), not RSS: where onnxruntime memory-maps the weights file (large
-// external data, no prepacking: core/node/ort-node.ts) every session maps the same page-cache pages, and RSS
+// external data, no prepacking: core/nodejs/ort-node.ts) every session maps the same page-cache pages, and RSS
 // counts them once per mapping (three sessions: three times 4.1 GiB) while PSS splits each page among its mappings,
 // so it counts the one physical copy once. RSS is recorded beside it.
 //
@@ -16,8 +16,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { evaluateSets, prepare, type EvalContext } from '../../core/analysis/evaluate';
-import { eapNodeScores } from '../../core/analysis/gradient';
-import { createRuntime, loadEngine } from '../../core/node/load';
+import { eapNodeScores } from '../../core/analysis/attribute/gradient';
+import { createRuntime, loadEngine } from '../../core/nodejs/load';
 import { headId } from '../../core/ids';
 import { decodeF32, log, maxAbsDiff, PYTHON, round, ROOT } from './harness';
 import { nodeRuntimeOptions } from './models';

@@ -1,15 +1,16 @@
-// Bench 3b: edge-level attribution (core/analysis/edges.ts) over the same prompts as the node-level gradient
+// Bench 3b: edge-level attribution (core/analysis/edge-context.ts) over the same prompts as the node-level gradient
 // bench, relative to one forward pass of CircuitLens itself.
 //   - EAP over every edge: edgeGradientScores, steps 1 (one forward + backward of the EAP graph per chunk of rows),
 //     alternating with PyTorch's hook-based edge EAP (bench/torch_ref.py edge_eap: split q/k/v inputs, tensor
 //     hooks contracting each destination's gradient with a buffer of upstream outputs) and its forward;
 //   - exact edge patching: edgePatchingScores, one ablated run of every prompt per edge. On models with many
 //     edges it is timed on a few edges and extrapolated to all of them (an estimate, labelled as such).
-import { edgeGradientScores, edgePatchingScores, edgeRowsPerCall, evaluateEdgeSets, prepareEdges } from '../../core/analysis/edges';
+import { edgeGradientScores, edgePatchingScores } from '../../core/analysis/attribute/edges';
+import { edgeRowsPerCall, evaluateEdgeSets, prepareEdges } from '../../core/analysis/edge-context';
 import { formatEdgeId } from '../../core/ids';
-import type { EdgeScore } from '../../core/analysis/attribution';
+import type { EdgeScore } from '../../core/analysis/attribute/nodes';
 import { prepare } from '../../core/analysis/evaluate';
-import { eapNodeScores } from '../../core/analysis/gradient';
+import { eapNodeScores } from '../../core/analysis/attribute/gradient';
 import { alternate, log, round, timed, type Stats, type TorchRef } from './harness';
 import { loadCircuitLens, loadTorch, type ModelSpec } from './models';
 import { forTorch, inductionSuite } from './suite';

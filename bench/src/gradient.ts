@@ -1,8 +1,8 @@
-// Bench 3: gradient node attribution (EAP, core/analysis/gradient.ts) relative to one forward pass over the
+// Bench 3: gradient node attribution (EAP, core/analysis/attribute/gradient.ts) relative to one forward pass over the
 // same prompts; PyTorch's hook-based EAP (forward + backward) relative to its forward, for context.
 // Edge-level attribution is timed by bench/src/edges.ts (the `edges` section).
 import { prepare } from '../../core/analysis/evaluate';
-import { eapNodeScores } from '../../core/analysis/gradient';
+import { eapNodeScores } from '../../core/analysis/attribute/gradient';
 import { alternate, log, round, timed, type Contender, type Stats, type TorchRef } from './harness';
 import { loadCircuitLens, loadTorch, type ModelSpec } from './models';
 import { forTorch, inductionSuite } from './suite';

@@ -20,7 +20,7 @@ import { CHROMIUM, graphViewBench, type GraphViewResult } from './graph-view';
 import { log, PYTHON, ROOT, TORCH_PACKAGES, torchMissing, TorchRef } from './harness';
 import { memoryBench, type MemoryResult } from './memory';
 import { benchModelReady, DEMO_GPT2, DEMO_LLAMA, ensureBenchModel, GPT2_SMALL, nodeRuntimeOptions } from './models';
-import type { Spinning } from '../../core/node/ort-node';
+import type { Spinning } from '../../core/nodejs/ort-node';
 import { gemmPeak, type GemmResult } from './peak';
 import { profileForward, profileScoring, profileSweep, type ForwardProfile, type ScoringProfile, type SweepProfile } from './profile';
 import { renderSummary } from './report';

@@ -6,8 +6,8 @@
 import * as ort from 'onnxruntime-node';
 import { OrtSession } from '../../core/engine/ort';
 import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
-import { createRuntime, loadEngine } from '../../core/node/load';
-import { externalDataInMemory } from '../../core/node/ort-node';
+import { createRuntime, loadEngine } from '../../core/nodejs/load';
+import { externalDataInMemory } from '../../core/nodejs/ort-node';
 import { randomIds } from './harness';
 
 function rssKb(): number {
@@ -17,7 +17,7 @@ function rssKb(): number {
 class NoPrepackRuntime implements Runtime {
   readonly backend = 'node' as const;
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
-    // Weights in memory (a large model's own file, as core/node/load.ts references it), prepacking off.
+    // Weights in memory (a large model's own file, as core/nodejs/load.ts references it), prepacking off.
     const externalData = externalDataInMemory(external);
     return new OrtSession(ort, await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', externalData, extra: { session: { disable_prepacking: '1' } } }));
   }

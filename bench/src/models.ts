@@ -4,8 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Engine } from '../../core/engine/engine';
 import type { Runtime } from '../../core/engine/runtime';
-import { createRuntime, loadEngine } from '../../core/node/load';
-import type { OrtNodeOptions } from '../../core/node/ort-node';
+import { createRuntime, loadEngine } from '../../core/nodejs/load';
+import type { OrtNodeOptions } from '../../core/nodejs/ort-node';
 import { log, PYTHON, ROOT, timed, type TorchRef } from './harness';
 
 export interface ModelSpec {

@@ -10,8 +10,8 @@ import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { OrtSession } from '../../core/engine/ort';
 import type { ExternalFile, Runtime, Session } from '../../core/engine/runtime';
 import { headId, type NodeId } from '../../core/ids';
-import { loadEngine } from '../../core/node/load';
-import { externalDataInMemory, OrtNodeRuntime, sessionOptions } from '../../core/node/ort-node';
+import { loadEngine } from '../../core/nodejs/load';
+import { externalDataInMemory, OrtNodeRuntime, sessionOptions } from '../../core/nodejs/ort-node';
 import { logSoftmax, rowStats, scorePrompt } from '../../core/analysis/metrics';
 import { decodeModel, encodeModel, floatValueInfo, makeNode } from '../../core/onnx/model';
 import { LAST_LOGITS } from '../../core/onnx/instrument';
@@ -27,7 +27,7 @@ class ProfilingRuntime implements Runtime {
   readonly backend = 'node' as const;
   async createSession(model: Uint8Array, external: ExternalFile[]): Promise<Session> {
     fs.mkdirSync(PROFILE_DIR, { recursive: true });
-    // Weights in memory (a large model's own file, as core/node/load.ts references it).
+    // Weights in memory (a large model's own file, as core/nodejs/load.ts references it).
     const externalData = externalDataInMemory(external);
     // The engine's options (threads, spinning, denormals) with the profiler on.
     const s = await ort.InferenceSession.create(model, { ...sessionOptions(nodeRuntimeOptions), externalData, enableProfiling: true, profileFilePrefix: path.join(PROFILE_DIR, `p${process.pid}`) });

@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { runCanary, type CanaryResult } from '../../core/analysis/canary-run';
+import { runCanary, type CanaryResult } from '../../core/analysis/verify/canary';
 import { UserError } from '../../core/errors';
-import { NodeWorkspace } from '../../core/node/workspace';
+import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { failed, jsonReport, junitReport, REPORTERS, sarifReport, textReport, type Reporter } from '../../core/report/canary-reports';
 import { cliRuntime, FORCE_OPTION, oneOf, parse, RUNTIME_OPTION, type Usage } from '../args';
 import { VERSION } from '../common';

@@ -1,6 +1,6 @@
-import { differentialActivation } from '../../core/analysis/differential';
+import { differentialActivation } from '../../core/analysis/attribute/differential';
 import { UserError } from '../../core/errors';
-import { NodeWorkspace } from '../../core/node/workspace';
+import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { cliRuntime, JSON_OPTION, parse, RUNTIME_OPTION, usageError, type Usage } from '../args';
 import { taskPrompts } from '../../core/analysis/open-suite';
 import { loadSuiteAndModel } from '../common';

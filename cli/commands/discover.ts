@@ -1,10 +1,10 @@
 import { formatEdgeId } from '../../core/ids';
 import * as path from 'node:path';
-import { discoverCircuit } from '../../core/analysis/discover-circuit';
+import { discoverCircuit } from '../../core/analysis/discover/discover';
 import { circuitFile } from '../../core/analysis/records';
 import { UserError } from '../../core/errors';
 import { serializeCircuit } from '../../core/formats/circuit';
-import { sha256File } from '../../core/node/workspace';
+import { sha256File } from '../../core/nodejs/workspace';
 import { FORCE_OPTION, JSON_OPTION, numberFlag, oneOf, parse, RUNTIME_OPTION, stepsFlag, usageError, type Usage } from '../args';
 import { loadForAnalysis } from '../common';
 import { outFile, writeOutFile } from '../out-file';

@@ -3,7 +3,7 @@ import { UserError } from '../../core/errors';
 import { parseCircuit } from '../../core/formats/circuit';
 import { toEapIg } from '../../core/formats/eap-ig';
 import { toNeuronpedia } from '../../core/formats/neuronpedia';
-import { NodeWorkspace } from '../../core/node/workspace';
+import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { FORCE_OPTION, oneOf, parse, usageError, type Usage } from '../args';
 import { diagnosticsError, VERSION } from '../common';
 import { outFile, writeOutFile } from '../out-file';

@@ -3,7 +3,7 @@ import { UserError } from '../../core/errors';
 import { serializeCircuit } from '../../core/formats/circuit';
 import { fromEapIg } from '../../core/formats/eap-ig';
 import { fromNeuronpedia } from '../../core/formats/neuronpedia';
-import { NodeWorkspace, sha256File } from '../../core/node/workspace';
+import { NodeWorkspace, sha256File } from '../../core/nodejs/workspace';
 import { FORCE_OPTION, JSON_OPTION, oneOf, parse, usageError, type Usage } from '../args';
 import { outFile, writeOutFile } from '../out-file';
 

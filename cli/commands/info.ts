@@ -1,4 +1,4 @@
-import { loadEngine } from '../../core/node/load';
+import { loadEngine } from '../../core/nodejs/load';
 import { cliRuntime, JSON_OPTION, parse, RUNTIME_OPTION, usageError, type Usage } from '../args';
 
 export const INFO_USAGE: Usage = {

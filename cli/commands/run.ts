@@ -2,7 +2,7 @@ import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { metricOf } from '../../core/analysis/metrics';
 import { UserError } from '../../core/errors';
 import { parseNodeList } from '../../core/ids';
-import { NodeWorkspace } from '../../core/node/workspace';
+import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { cliRuntime, JSON_OPTION, parse, RUNTIME_OPTION, usageError, type Usage } from '../args';
 import { loadSuiteAndModel } from '../common';
 import { shorten } from '../text';

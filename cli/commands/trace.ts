@@ -5,7 +5,7 @@ import type { RunResult } from '../../core/engine/types';
 import type { F32 } from '../../core/engine/runtime';
 import { selectHooks } from '../../core/hooks';
 import { parseNodeList } from '../../core/ids';
-import { loadEngine } from '../../core/node/load';
+import { loadEngine } from '../../core/nodejs/load';
 import { cliRuntime, JSON_OPTION, oneOf, parse, RUNTIME_OPTION, usageError, type Usage } from '../args';
 
 export const TRACE_USAGE: Usage = {

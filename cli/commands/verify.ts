@@ -3,7 +3,7 @@ import { verificationRecord } from '../../core/analysis/records';
 import { checkCircuitOnModel, verifySavedCircuit } from '../../core/analysis/verify/verify';
 import { UserError } from '../../core/errors';
 import { parseCircuit } from '../../core/formats/circuit';
-import { NodeWorkspace, sha256File } from '../../core/node/workspace';
+import { NodeWorkspace, sha256File } from '../../core/nodejs/workspace';
 import { JSON_OPTION, parse, RUNTIME_OPTION, usageError, type Usage } from '../args';
 import { diagnosticsError, loadForAnalysis } from '../common';
 import { printVerification } from '../text';

@@ -135,3 +135,21 @@ export function faithfulness(m: MetricName, circuit: SuiteMetrics, empty: SuiteM
 export function necessity(m: MetricName, complement: SuiteMetrics, empty: SuiteMetrics, full: SuiteMetrics): number {
   return 1 - faithfulness(m, complement, empty, full);
 }
+
+export interface CurvePoint { size: number; fraction: number; faithfulness: number }
+
+/**
+ * CPR and CMD as in the MIB benchmark, over a faithfulness curve f(x) with x the fraction of the model kept:
+ * CPR = ∫ f dx (higher is better), CMD = ∫ |1 − f| dx (lower is better), by the trapezoid rule.
+ */
+export function cprCmd(curve: CurvePoint[]): { cpr: number; cmd: number } {
+  const pts = [...curve].sort((a, b) => a.fraction - b.fraction);
+  let cpr = 0;
+  let cmd = 0;
+  for (let i = 1; i < pts.length; i++) {
+    const dx = pts[i]!.fraction - pts[i - 1]!.fraction;
+    cpr += (dx * (pts[i]!.faithfulness + pts[i - 1]!.faithfulness)) / 2;
+    cmd += (dx * (Math.abs(1 - pts[i]!.faithfulness) + Math.abs(1 - pts[i - 1]!.faithfulness))) / 2;
+  }
+  return { cpr, cmd };
+}

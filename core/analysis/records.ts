@@ -4,8 +4,8 @@
 import type { AblationKind } from '../vocabulary';
 import { CIRCUIT_SCHEMA_VERSION, type Circuit } from '../formats/circuit';
 import type { NodeId } from '../ids';
-import type { Discovered } from './discover-circuit';
-import type { Verification } from './verify';
+import type { Discovered } from './discover/discover';
+import type { Verification } from './verify/nodes';
 
 export interface RecordPlace {
   name: string;

@@ -178,7 +178,7 @@ export interface EdgeGradientResult {
 }
 
 /**
- * What edge-level analysis (core/analysis/edges.ts) needs of an engine: the model's sizes, its edges and the two
+ * What edge-level analysis (core/analysis/edge-context.ts) needs of an engine: the model's sizes, its edges and the two
  * edge runs. The Engine implements it; analysis depends on this alone.
  */
 export interface EdgeRunner {

@@ -1,5 +1,5 @@
 import type { Log, Result } from 'sarif';
-import type { CanaryResult } from '../analysis/canary-run';
+import type { CanaryResult } from '../analysis/verify/canary';
 import { formatDiagnostic } from '../formats/diagnostics';
 
 export type Reporter = 'text' | 'json' | 'junit' | 'sarif';

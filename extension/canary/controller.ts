@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { runCanary, type CanaryResult, type CheckResult } from '../../core/analysis/canary-run';
+import { runCanary, type CanaryResult, type CheckResult } from '../../core/analysis/verify/canary';
 import { parseCanary } from '../../core/formats/canary';
 import { parseCircuit } from '../../core/formats/circuit';
 import type { Diagnostic } from '../../core/formats/diagnostics';

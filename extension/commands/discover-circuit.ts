@@ -1,10 +1,10 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { discoverCircuit as discover } from '../../core/analysis/discover-circuit';
+import { discoverCircuit as discover } from '../../core/analysis/discover/discover';
 import { prepareSuite } from '../../core/analysis/open-suite';
 import { circuitFile, defaultCircuitName } from '../../core/analysis/records';
 import { serializeCircuit } from '../../core/formats/circuit';
-import { sha256File, writeFileAtomic } from '../../core/node/workspace';
+import { sha256File, writeFileAtomic } from '../../core/nodejs/workspace';
 import { saveTarget } from '../save-target';
 import { f3, loadSuite, pick, SUITES, withProgress, type Command, type Services } from './common';
 

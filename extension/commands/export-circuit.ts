@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { parseCircuit } from '../../core/formats/circuit';
 import { toEapIg } from '../../core/formats/eap-ig';
-import { writeFileAtomic } from '../../core/node/workspace';
+import { writeFileAtomic } from '../../core/nodejs/workspace';
 import { saveTarget } from '../save-target';
 import { CIRCUITS, modelFor, pick, showProblems, type Command, type Services } from './common';
 

@@ -4,7 +4,7 @@ import * as vscode from 'vscode';
 import { prepareSuite } from '../../core/analysis/open-suite';
 import { checkCircuitOnModel, verifySavedCircuit } from '../../core/analysis/verify/verify';
 import { parseCircuit } from '../../core/formats/circuit';
-import { sha256File } from '../../core/node/workspace';
+import { sha256File } from '../../core/nodejs/workspace';
 import { CIRCUITS, f3, loadSuite, pick, showProblems, withProgress, type Command, type Services } from './common';
 
 /** Verify Circuit: faithfulness, necessity, CPR, CMD and minimality of a circuit file on its suite (as `circuitlens verify`). */

@@ -1,10 +1,10 @@
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
-import type { CanaryResult } from '../../core/analysis/canary-run';
+import type { CanaryResult } from '../../core/analysis/verify/canary';
 import { parseCircuit } from '../../core/formats/circuit';
 import { parseSuite } from '../../core/formats/suite';
-import { sha256File } from '../../core/node/workspace';
+import { sha256File } from '../../core/nodejs/workspace';
 import type { State } from '../state';
 import { readOr } from '../files';
 

@@ -9,7 +9,7 @@ import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { resolvePrompts } from '../../core/analysis/prompts';
 import { parseSuite } from '../../core/formats/suite';
 import type { NodeId } from '../../core/ids';
-import { loadEngine } from '../../core/node/load';
+import { loadEngine } from '../../core/nodejs/load';
 import type { EvaluateParams, Evaluated } from '../../protocol/compute';
 import { EXAMPLES, ROOT } from '../helpers';
 import { launchChromium, serveFiles, CHROMIUM, WORKER_PAGE as PAGE } from './chromium';

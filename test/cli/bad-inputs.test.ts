@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
-import { sha256File } from '../../core/node/workspace';
+import { sha256File } from '../../core/nodejs/workspace';
 import { EXAMPLES, ROOT } from '../helpers';
 import { cli, type CliResult } from './run-cli';
 

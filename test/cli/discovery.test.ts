@@ -7,7 +7,7 @@ import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { resolvePrompts } from '../../core/analysis/prompts';
 import { parseSuite } from '../../core/formats/suite';
 import { allComponentNodes, type NodeId } from '../../core/ids';
-import { loadEngine } from '../../core/node/load';
+import { loadEngine } from '../../core/nodejs/load';
 import { EXAMPLES } from '../helpers';
 import { cli, headSignatures } from './run-cli';
 

@@ -5,12 +5,12 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { edgeWeights, evaluateEdgeSets, prepareEdges } from '../../core/analysis/edges';
+import { edgeWeights, evaluateEdgeSets, prepareEdges } from '../../core/analysis/edge-context';
 import { prepare } from '../../core/analysis/evaluate';
 import { resolvePrompts } from '../../core/analysis/prompts';
 import { parseSuite } from '../../core/formats/suite';
 import type { Engine } from '../../core/engine/engine';
-import { loadEngine } from '../../core/node/load';
+import { loadEngine } from '../../core/nodejs/load';
 import { EXAMPLES } from '../helpers';
 import { cli, headSignatures } from './run-cli';
 

@@ -9,7 +9,7 @@ import { Cancelled, evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { resolvePrompts } from '../../core/analysis/prompts';
 import { parseSuite } from '../../core/formats/suite';
 import { allComponentNodes } from '../../core/ids';
-import { loadEngine } from '../../core/node/load';
+import { loadEngine } from '../../core/nodejs/load';
 import { EXAMPLES, ROOT } from '../helpers';
 
 test('an aborted evaluation throws Cancelled before finishing', async () => {

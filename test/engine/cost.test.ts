@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { describeWork, estimateWork, formatSeconds } from '../../core/analysis/cost';
 import { prepare, type EvalContext } from '../../core/analysis/evaluate';
-import { createRuntime, loadEngine } from '../../core/node/load';
+import { createRuntime, loadEngine } from '../../core/nodejs/load';
 import { EXAMPLES } from '../helpers';
 
 test('rows and seconds from the measured speed: a gradient row costs three forward rows', () => {

@@ -1,7 +1,7 @@
 // Child process of sessions.test.ts ("flushDenormals"): onnxruntime sets flush-to-zero on the thread that creates
 // a process' first session, so each setting is tried in a process of its own. Prints JSON on stdout.
 import { hookName } from '../../core/hooks';
-import { createRuntime, loadEngine } from '../../core/node/load';
+import { createRuntime, loadEngine } from '../../core/nodejs/load';
 
 async function main(): Promise<void> {
   const [model, flag, idsArg] = process.argv.slice(2);

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createRuntime, loadEngine } from '../../core/node/load';
+import { createRuntime, loadEngine } from '../../core/nodejs/load';
 import type { Engine } from '../../core/engine/engine';
 import type { EdgeValues } from '../../core/engine/types';
 import type { F32 } from '../../core/engine/runtime';

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { loadEngine } from '../../core/node/load';
+import { loadEngine } from '../../core/nodejs/load';
 import { EXAMPLES, maxAbsDiff } from '../helpers';
 
 for (const name of ['induction-gpt2', 'induction-llama']) {

@@ -7,14 +7,14 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { prepare, type EvalContext } from '../../core/analysis/evaluate';
-import { eapNodeScores } from '../../core/analysis/gradient';
+import { eapNodeScores } from '../../core/analysis/attribute/gradient';
 import { resolvePrompts } from '../../core/analysis/prompts';
 import type { Engine } from '../../core/engine/engine';
 import { weightBytes } from '../../core/engine/memory';
 import { UserError } from '../../core/errors';
 import { parseSuite } from '../../core/formats/suite';
-import { createRuntime, loadEngine, memoryBudget, MEMORY_ENV } from '../../core/node/load';
-import { OrtNodeRuntime, SHARED_WEIGHTS_BYTES, sessionOptions } from '../../core/node/ort-node';
+import { createRuntime, loadEngine, memoryBudget, MEMORY_ENV } from '../../core/nodejs/load';
+import { OrtNodeRuntime, SHARED_WEIGHTS_BYTES, sessionOptions } from '../../core/nodejs/ort-node';
 import { decodeModel } from '../../core/onnx/model';
 import { EXAMPLES } from '../helpers';
 

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { decodeModel, encodeModel, int64Tensor, intAttr, makeNode, num, type OnnxModel } from '../../core/onnx/model';
-import { createRuntime, loadEngine } from '../../core/node/load';
+import { createRuntime, loadEngine } from '../../core/nodejs/load';
 import { decodeRef, EXAMPLES, FIXTURES, loadReference, maxAbsDiff, TOL } from '../helpers';
 import { cli } from '../cli/run-cli';
 

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { UserError } from '../../core/errors';
-import { createRuntime } from '../../core/node/load';
+import { createRuntime } from '../../core/nodejs/load';
 import { DataType, encodeModel, intAttr, makeNode, type OnnxModel, type TensorProto } from '../../core/onnx/model';
 import { normalizeExport, preciseTrigForWebGpu } from '../../core/onnx/normalize';
 

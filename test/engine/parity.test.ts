@@ -5,7 +5,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import type { Engine } from '../../core/engine/engine';
 import type { Ablation } from '../../core/engine/types';
-import { createRuntime, loadEngine, type RuntimeName } from '../../core/node/load';
+import { createRuntime, loadEngine, type RuntimeName } from '../../core/nodejs/load';
 import type { NodeId } from '../../core/ids';
 import { decodeRef, EXAMPLES, FIXTURES, loadReference, maxAbsDiff, row, TOL } from '../helpers';
 

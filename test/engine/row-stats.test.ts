@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { evaluateSets, prepare, runSets } from '../../core/analysis/evaluate';
 import { rowStats, scorePrompt } from '../../core/analysis/metrics';
-import { createRuntime, loadEngine } from '../../core/node/load';
+import { createRuntime, loadEngine } from '../../core/nodejs/load';
 import { decodeModel, encodeModel, floatValueInfo, makeNode } from '../../core/onnx/model';
 import { LAST_LOGITS } from '../../core/onnx/instrument';
 import { LAST_STATS, withLastRowStats } from '../../core/onnx/lean';

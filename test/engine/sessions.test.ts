@@ -5,8 +5,8 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { evaluateSets, prepare } from '../../core/analysis/evaluate';
-import { createRuntime, loadEngine } from '../../core/node/load';
-import { sessionOptions } from '../../core/node/ort-node';
+import { createRuntime, loadEngine } from '../../core/nodejs/load';
+import { sessionOptions } from '../../core/nodejs/ort-node';
 import { decodeModel } from '../../core/onnx/model';
 import { detectStructure } from '../../core/onnx/detect';
 import { instrument, LAST_LOGITS } from '../../core/onnx/instrument';
@@ -117,7 +117,7 @@ for (const file of MODELS) {
 test('a large model is re-read for later sessions (not kept decoded), and a changed file is refused', async () => {
   const fsm = await import('node:fs');
   const os = await import('node:os');
-  const { createRuntime } = await import('../../core/node/load');
+  const { createRuntime } = await import('../../core/nodejs/load');
   const dir = fsm.mkdtempSync(path.join(os.tmpdir(), 'cl-reread-'));
   const file = path.join(dir, 'model.onnx');
   fsm.copyFileSync(path.join(EXAMPLES, 'induction-gpt2.onnx'), file);
@@ -145,7 +145,7 @@ test('a large model is re-read for later sessions (not kept decoded), and a chan
 });
 
 test('on onnxruntime-web (no layer skipping) the clean run fetches no residuals, and sweeps score what native ones do', async () => {
-  const { createRuntime } = await import('../../core/node/load');
+  const { createRuntime } = await import('../../core/nodejs/load');
   const file = path.join(EXAMPLES, 'induction-gpt2.onnx');
   const ids = [[5, 9, 14, 3, 11, 7, 5, 9, 14], [12, 4, 8, 12, 4, 8, 6, 2, 12]];
   const prompts = ids.map((p, index) => ({ index, text: p.join(' '), ids: p, answer: 14, foil: 3, tags: ['task'] }));

@@ -7,7 +7,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { createRuntime, loadEngine } from '../../core/node/load';
+import { createRuntime, loadEngine } from '../../core/nodejs/load';
 import { addGradients } from '../../core/onnx/autodiff';
 import { detectStructure } from '../../core/onnx/detect';
 import { IN, LAST_LOGITS, instrument } from '../../core/onnx/instrument';

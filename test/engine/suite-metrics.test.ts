@@ -8,7 +8,7 @@ import { resolvePrompts } from '../../core/analysis/prompts';
 import type { Engine } from '../../core/engine/engine';
 import { parseSuite } from '../../core/formats/suite';
 import type { NodeId } from '../../core/ids';
-import { loadEngine } from '../../core/node/load';
+import { loadEngine } from '../../core/nodejs/load';
 import { decodeRef, EXAMPLES, loadReference } from '../helpers';
 
 function lastRow(logits: Float32Array, b: number, T: number, V: number): Float64Array {

@@ -5,12 +5,13 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { prepare, type EvalContext } from '../../core/analysis/evaluate';
-import { attributeEdges, edgeGradientScores, edgePatchingScores, prepareEdges, type EdgeContext } from '../../core/analysis/edges';
-import { eapNodeScores } from '../../core/analysis/gradient';
+import { attributeEdges, edgeGradientScores, edgePatchingScores } from '../../core/analysis/attribute/edges';
+import { prepareEdges, type EdgeContext } from '../../core/analysis/edge-context';
+import { eapNodeScores } from '../../core/analysis/attribute/gradient';
 import { Engine } from '../../core/engine/engine';
 import { UserError } from '../../core/errors';
 import { decodeModel } from '../../core/onnx/model';
-import { createRuntime } from '../../core/node/load';
+import { createRuntime } from '../../core/nodejs/load';
 import { FIXTURES } from '../helpers';
 
 const ZOO = path.join(FIXTURES, 'zoo');

@@ -5,17 +5,19 @@ import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { attribute, estimateAttribution } from '../../core/analysis/attribute/attribute';
-import { patchingAttribution } from '../../core/analysis/attribution';
-import { edgeGradientScores, edgePatchingScores, prepareEdges, verifyEdgeCircuit } from '../../core/analysis/edges';
+import { patchingAttribution } from '../../core/analysis/attribute/nodes';
+import { edgeGradientScores, edgePatchingScores } from '../../core/analysis/attribute/edges';
+import { prepareEdges } from '../../core/analysis/edge-context';
+import { verifyEdgeCircuit } from '../../core/analysis/verify/edges';
 import { formatEdgeId } from '../../core/ids';
 import { openSuite, prepareSuite, splitPrompts } from '../../core/analysis/open-suite';
 import { defaultCircuitName, markedCircuit } from '../../core/analysis/records';
-import { verifyCircuit } from '../../core/analysis/verify';
+import { verifyCircuit } from '../../core/analysis/verify/nodes';
 import { checkCircuitOnModel, evaluateSavedCircuit, verifySavedCircuit } from '../../core/analysis/verify/verify';
 import type { Engine } from '../../core/engine/engine';
 import { parseCircuit, serializeCircuit, type Circuit } from '../../core/formats/circuit';
 import { parseSuite } from '../../core/formats/suite';
-import { loadEngine } from '../../core/node/load';
+import { loadEngine } from '../../core/nodejs/load';
 import { EXAMPLES } from '../helpers';
 
 const SUITE = `name: small

@@ -7,9 +7,9 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { runCanary } from '../../core/analysis/canary-run';
+import { runCanary } from '../../core/analysis/verify/canary';
 import { isUserError } from '../../core/errors';
-import { NodeWorkspace, sha256File } from '../../core/node/workspace';
+import { NodeWorkspace, sha256File } from '../../core/nodejs/workspace';
 import type { Workspace } from '../../core/workspace';
 import { EXAMPLES } from '../helpers';
 

@@ -17,14 +17,15 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { prepare, runSets, type EvalContext } from '../../core/analysis/evaluate';
-import { edgeGradientScores, edgeWeights, prepareEdges, runEdgeSets, type EdgeContext } from '../../core/analysis/edges';
-import { eapNodeScores } from '../../core/analysis/gradient';
+import { edgeGradientScores } from '../../core/analysis/attribute/edges';
+import { edgeWeights, prepareEdges, runEdgeSets, type EdgeContext } from '../../core/analysis/edge-context';
+import { eapNodeScores } from '../../core/analysis/attribute/gradient';
 import type { ResolvedPrompt } from '../../core/analysis/prompts';
 import type { Ablation } from '../../core/engine/types';
 import type { Engine } from '../../core/engine/engine';
 import type { F32 } from '../../core/engine/runtime';
 import { allComponentNodes, type NodeId } from '../../core/ids';
-import { createRuntime, loadEngine, loadTokenizerFor, type RuntimeName } from '../../core/node/load';
+import { createRuntime, loadEngine, loadTokenizerFor, type RuntimeName } from '../../core/nodejs/load';
 import { cli } from '../cli/run-cli';
 import { decodeRef, FIXTURES, maxAbsDiff, ROOT, row, toHookZ, TOL, type Reference, type RefTensor } from '../helpers';
 

@@ -13,7 +13,7 @@ import { faithfulness } from '../../core/analysis/metrics';
 import { resolvePrompts } from '../../core/analysis/prompts';
 import { parseSuite } from '../../core/formats/suite';
 import { allComponentNodes, type NodeId } from '../../core/ids';
-import { loadEngine } from '../../core/node/load';
+import { loadEngine } from '../../core/nodejs/load';
 import { EXAMPLES, ROOT } from '../helpers';
 import { answerDialog, answerInputBox, openFileByName, pickQuickItem, runCommand, webviewOf } from './vscode';
 

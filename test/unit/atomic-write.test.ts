@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { writeFileAtomic } from '../../core/node/workspace';
+import { writeFileAtomic } from '../../core/nodejs/workspace';
 
 test('killing the writer mid-way leaves the old or the new file', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-atomic-'));

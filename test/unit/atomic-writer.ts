@@ -1,5 +1,5 @@
 // Child process of atomic-write.test.ts: rewrites a file atomically, forever, with increasing versions.
-import { writeFileAtomic } from '../../core/node/workspace';
+import { writeFileAtomic } from '../../core/nodejs/workspace';
 
 const [target, start] = process.argv.slice(2);
 (async () => {

@@ -1,7 +1,7 @@
 // Edge layout (which mask entry carries which edge) and the guard against hours-long one-edge-at-a-time work.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { checkEdgeWork, type EdgeContext } from '../../core/analysis/edges';
+import { checkEdgeWork, type EdgeContext } from '../../core/analysis/edge-context';
 import { isUserError } from '../../core/errors';
 import { formatEdgeId } from '../../core/ids';
 import { edgeLayout, upstreamIndex } from '../../core/onnx/edge-layout';
@@ -33,7 +33,7 @@ test('exact work over every edge of a large model is refused with advice', () =>
 });
 
 test('edge work on a large model gets few rows per call (memory), a small one maxRows', async () => {
-  const { edgeRowsPerCall } = await import('../../core/analysis/edges');
+  const { edgeRowsPerCall } = await import('../../core/analysis/edge-context');
   const ctx = (layers: number, heads: number, dModel: number) => ({ ctx: { maxRows: 256, engine: { info: { layers, heads, dModel } } }, ids: [] }) as unknown as EdgeContext;
   const big = ctx(12, 12, 768);
   assert.ok(edgeRowsPerCall(big, 16, 'gradient') <= 6, 'GPT-2-small gradients away from zero: a few rows (≈500 MiB each measured)');

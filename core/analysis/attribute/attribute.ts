@@ -4,11 +4,12 @@
 // has no gradient. The graph panel asks for both levels at once.
 import { isUserError } from '../../errors';
 import { allComponentNodes } from '../../ids';
-import { patchingAttribution, type EdgeScore, type NodeScore } from '../attribution';
+import { patchingAttribution, type EdgeScore, type NodeScore } from './nodes';
 import { estimateWork, type WorkEstimate } from '../cost';
-import { attributeEdges, edgeGradientScores, edgePatchingScores, prepareEdges } from '../edges';
+import { attributeEdges, edgeGradientScores, edgePatchingScores } from './edges';
+import { prepareEdges } from '../edge-context';
 import type { EvalContext } from '../evaluate';
-import { gradientAttribution } from '../gradient';
+import { gradientAttribution } from './gradient';
 import type { SuiteMetrics } from '../metrics';
 import type { MetricName } from '../../vocabulary';
 import type { ResolvedPrompt } from '../prompts';

@@ -8,12 +8,14 @@ import { checkNodeInModel, formatEdgeId, parseNodeId, type NodeId } from '../../
 import { circuitComponents, type Circuit } from '../../formats/circuit';
 import type { Diagnostic } from '../../formats/diagnostics';
 import type { SourceFile } from '../../formats/source';
-import { attributeEdges, evaluateEdgeCircuit, prepareEdges, verifyEdgeCircuit } from '../edges';
+import { attributeEdges } from '../attribute/edges';
+import { evaluateEdgeCircuit, verifyEdgeCircuit } from './edges';
+import { prepareEdges } from '../edge-context';
 import { evaluateCircuit, type EvalContext } from '../evaluate';
 import type { MetricName } from '../../vocabulary';
 import type { Contexts } from '../open-suite';
 import type { ResolvedPrompt } from '../prompts';
-import { verifyCircuit, type Verification } from '../verify';
+import { verifyCircuit, type Verification } from './nodes';
 
 /** Whether the circuit is checked edge by edge: it says so and lists edges. */
 export function isEdgeCircuit(c: Circuit): boolean {

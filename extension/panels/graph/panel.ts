@@ -3,7 +3,7 @@ import * as vscode from 'vscode';
 import { defaultCircuitName, markedCircuit } from '../../../core/analysis/records';
 import { serializeCircuit } from '../../../core/formats/circuit';
 import type { NodeId } from '../../../core/ids';
-import { sha256File, writeFileAtomic } from '../../../core/node/workspace';
+import { sha256File, writeFileAtomic } from '../../../core/nodejs/workspace';
 import type { GraphState, GraphToHost, GraphToView } from '../../../protocol/graph';
 import { saveTarget } from '../../save-target';
 import type { State } from '../../state';

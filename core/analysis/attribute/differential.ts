@@ -1,7 +1,7 @@
-import type { Engine } from '../engine/engine';
-import { groupByLength } from '../engine/feeds';
-import { allComponentNodes, headId, mlpId, type NodeId } from '../ids';
-import type { ResolvedPrompt } from './prompts';
+import type { Engine } from '../../engine/engine';
+import { groupByLength } from '../../engine/feeds';
+import { allComponentNodes, headId, mlpId, type NodeId } from '../../ids';
+import type { ResolvedPrompt } from '../prompts';
 
 export interface DifferentialRow {
   id: NodeId;

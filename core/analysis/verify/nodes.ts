@@ -1,9 +1,9 @@
-import { allComponentNodes, type NodeId } from '../ids';
-import { patchingAttribution } from './attribution';
-import { cprCmd, type CurvePoint } from './discovery';
-import { evaluateSets, type EvalContext } from './evaluate';
-import { faithfulness, type SuiteMetrics } from './metrics';
-import { METRICS, type MetricName } from '../vocabulary';
+import { allComponentNodes, type NodeId } from '../../ids';
+import { patchingAttribution } from '../attribute/nodes';
+import { cprCmd, type CurvePoint } from '../metrics';
+import { evaluateSets, type EvalContext } from '../evaluate';
+import { faithfulness, type SuiteMetrics } from '../metrics';
+import { METRICS, type MetricName } from '../../vocabulary';
 
 export interface Verification {
   metric: MetricName;

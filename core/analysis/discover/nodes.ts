@@ -1,11 +1,8 @@
-import { allComponentNodes, type NodeId } from '../ids';
-import type { EngineInfoShape } from './types';
-import { evaluateSets, type EvalContext } from './evaluate';
-import { faithfulness, type SuiteMetrics } from './metrics';
-import type { MetricName } from '../vocabulary';
-import { signedMetric, type NodeScore } from './attribution';
-
-export interface CurvePoint { size: number; fraction: number; faithfulness: number }
+import { allComponentNodes, type NodeId } from '../../ids';
+import { evaluateSets, type EvalContext } from '../evaluate';
+import { faithfulness, type CurvePoint, type SuiteMetrics } from '../metrics';
+import type { MetricName } from '../../vocabulary';
+import type { NodeScore } from '../attribute/nodes';
 
 export interface Discovery {
   method: 'acdc' | 'greedy';
@@ -20,7 +17,7 @@ export interface Discovery {
 }
 
 /** Heads and MLPs outside `keep`: what is ablated to run the circuit `keep` alone. */
-function complement(info: EngineInfoShape, keep: Set<string>): NodeId[] {
+function complement(info: { layers: number; heads: number }, keep: Set<string>): NodeId[] {
   return allComponentNodes(info).filter((n) => !keep.has(n));
 }
 
@@ -73,21 +70,3 @@ export async function greedyNodes(ctx: EvalContext, metric: MetricName, scores: 
     steps: order.map((node, i) => ({ node, kept: i < size, faithfulness: curve[i + 1]!.faithfulness })), full: full!.metrics, empty: empty!.metrics,
   };
 }
-
-/**
- * CPR and CMD as in the MIB benchmark, over a faithfulness curve f(x) with x the fraction of the model kept:
- * CPR = ∫ f dx (higher is better), CMD = ∫ |1 − f| dx (lower is better), by the trapezoid rule.
- */
-export function cprCmd(curve: CurvePoint[]): { cpr: number; cmd: number } {
-  const pts = [...curve].sort((a, b) => a.fraction - b.fraction);
-  let cpr = 0;
-  let cmd = 0;
-  for (let i = 1; i < pts.length; i++) {
-    const dx = pts[i]!.fraction - pts[i - 1]!.fraction;
-    cpr += (dx * (pts[i]!.faithfulness + pts[i - 1]!.faithfulness)) / 2;
-    cmd += (dx * (Math.abs(1 - pts[i]!.faithfulness) + Math.abs(1 - pts[i - 1]!.faithfulness))) / 2;
-  }
-  return { cpr, cmd };
-}
-
-export { signedMetric };

@@ -1,16 +1,16 @@
-import type { Engine } from '../engine/engine';
-import { UserError } from '../errors';
-import type { NodeId } from '../ids';
-import { holds, parseCanary, type CanaryCheck } from '../formats/canary';
-import { parseCircuit } from '../formats/circuit';
-import { hasErrors, type Diagnostic } from '../formats/diagnostics';
-import { parseSuite, type Suite } from '../formats/suite';
-import type { Workspace } from '../workspace';
-import { Cancelled, evaluateSets, prepare, type EvalContext } from './evaluate';
-import { argmax } from './metrics';
-import type { MetricName } from '../vocabulary';
-import { resolvePrompts, type ResolvedPrompt } from './prompts';
-import { checkCircuitOnModel, evaluateSavedCircuit } from './verify/verify';
+import type { Engine } from '../../engine/engine';
+import { UserError } from '../../errors';
+import type { NodeId } from '../../ids';
+import { holds, parseCanary, type CanaryCheck } from '../../formats/canary';
+import { parseCircuit } from '../../formats/circuit';
+import { hasErrors, type Diagnostic } from '../../formats/diagnostics';
+import { parseSuite, type Suite } from '../../formats/suite';
+import type { Workspace } from '../../workspace';
+import { Cancelled, evaluateSets, prepare, type EvalContext } from '../evaluate';
+import { argmax } from '../metrics';
+import type { MetricName } from '../../vocabulary';
+import { resolvePrompts, type ResolvedPrompt } from '../prompts';
+import { checkCircuitOnModel, evaluateSavedCircuit } from './verify';
 
 export type CheckStatus = 'passed' | 'failed' | 'errored' | 'skipped';
 

@@ -1,7 +1,7 @@
-import { allComponentNodes, type NodeId } from '../ids';
-import { evaluateSets, type EvalContext } from './evaluate';
-import type { MetricName } from '../vocabulary';
-import type { SuiteMetrics } from './metrics';
+import { allComponentNodes, type NodeId } from '../../ids';
+import { evaluateSets, type EvalContext } from '../evaluate';
+import type { MetricName } from '../../vocabulary';
+import type { SuiteMetrics } from '../metrics';
 
 export interface NodeScore { id: NodeId; score: number }
 export interface EdgeScore { source: string; target: string; score: number }

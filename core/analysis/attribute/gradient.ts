@@ -1,14 +1,14 @@
-import { groupByLength } from '../engine/feeds';
-import type { F32, Feed } from '../engine/runtime';
-import { UserError } from '../errors';
-import { hookName } from '../hooks';
-import { allComponentNodes } from '../ids';
-import { IN } from '../onnx/instrument';
-import type { Attribution, NodeScore } from './attribution';
-import { Cancelled, type EvalContext } from './evaluate';
-import { meanMetrics, scorePrompt } from './metrics';
-import type { MetricName } from '../vocabulary';
-import type { ResolvedPrompt } from './prompts';
+import { groupByLength } from '../../engine/feeds';
+import type { F32, Feed } from '../../engine/runtime';
+import { UserError } from '../../errors';
+import { hookName } from '../../hooks';
+import { allComponentNodes } from '../../ids';
+import { IN } from '../../onnx/instrument';
+import type { Attribution, NodeScore } from './nodes';
+import { Cancelled, type EvalContext } from '../evaluate';
+import { meanMetrics, scorePrompt } from '../metrics';
+import type { MetricName } from '../../vocabulary';
+import type { ResolvedPrompt } from '../prompts';
 
 export interface GradientOptions {
   /**

@@ -1,15 +1,18 @@
 // One discovery pipeline for every caller (CLI `discover`, the extension's Discover Circuit): scores, selection,
 // verification, and the circuit file's content. Callers add where the files are.
-import { edgeTarget, formatEdgeId, parseEdgeId, type NodeId } from '../ids';
-import { patchingAttribution } from './attribution';
-import { acdcNodes, greedyNodes } from './discovery';
-import { acdcEdges, edgeCircuitNodes, edgeGradientScores, edgePatchingScores, greedyEdges, prepareEdges, verifyEdgeCircuit } from './edges';
-import type { EvalContext } from './evaluate';
-import { gradientAttribution } from './gradient';
-import type { MetricName } from '../vocabulary';
-import type { ResolvedPrompt } from './prompts';
-import { round6, verificationRecord } from './records';
-import { verifyCircuit, type Verification } from './verify';
+import { edgeTarget, formatEdgeId, parseEdgeId, type NodeId } from '../../ids';
+import { patchingAttribution } from '../attribute/nodes';
+import { acdcNodes, greedyNodes } from './nodes';
+import { acdcEdges, greedyEdges } from './edges';
+import { edgeCircuitNodes, verifyEdgeCircuit } from '../verify/edges';
+import { edgeGradientScores, edgePatchingScores } from '../attribute/edges';
+import { prepareEdges } from '../edge-context';
+import type { EvalContext } from '../evaluate';
+import { gradientAttribution } from '../attribute/gradient';
+import type { MetricName } from '../../vocabulary';
+import type { ResolvedPrompt } from '../prompts';
+import { round6, verificationRecord } from '../records';
+import { verifyCircuit, type Verification } from '../verify/nodes';
 
 export interface DiscoverOptions {
   level: 'node' | 'edge';

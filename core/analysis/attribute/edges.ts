@@ -1,0 +1,81 @@
+// Edge attribution: exact path patching (one edge ablated at a time) and gradients on the edge weights (EAP, and
+// EAP-IG averaged over steps between no ablation and full ablation), and the choice between them for callers that
+// leave it to the analysis.
+import { groupByLength } from '../../engine/feeds';
+import { isUserError, UserError } from '../../errors';
+import type { MetricName } from '../../vocabulary';
+import { ablatedFor, checkEdgeWork, edgeRowsPerCall, evaluateEdgeSets, type EdgeContext } from '../edge-context';
+import { Cancelled } from '../evaluate';
+import type { SuiteMetrics } from '../metrics';
+import { gradientSeed, surrogateFor } from './gradient';
+import { signedMetric, type EdgeScore } from './nodes';
+
+/** Exact edge attribution: the metric drop when one edge alone is ablated (clean − ablated), every edge. */
+export async function edgePatchingScores(ec: EdgeContext, metric: MetricName): Promise<{ edges: EdgeScore[]; clean: SuiteMetrics }> {
+  checkEdgeWork(ec, 'exact edge attribution', 'Use gradient scores (--method gradient, EAP or EAP-IG with --steps), or fewer prompts.');
+  const E = ec.ids.length;
+  const sets = [new Float32Array(E), ...ec.ids.map((_, e) => { const w = new Float32Array(E); w[e] = 1; return w; })];
+  const [clean, ...single] = await evaluateEdgeSets(ec, sets);
+  const base = signedMetric(clean!, metric);
+  return { clean: clean!, edges: ec.ctx.engine.edges.edges.map((e, i) => ({ source: e.source, target: e.target, score: base - signedMetric(single[i]!, metric) })) };
+}
+
+/**
+ * Edge attribution by gradients: EAP (steps = 1), the first-order estimate −∂m/∂w_e at w = 0 of each edge's
+ * patching score, where w_e moves what flows along the edge from the source's actual to its ablated output;
+ * EAP-IG (steps k > 1) averages the gradient over w = α for every edge at once, α = (j − ½)/k. One backward
+ * run per step over the prompts gives every edge's score.
+ */
+export async function edgeGradientScores(ec: EdgeContext, metric: MetricName, steps = 1): Promise<EdgeScore[]> {
+  if (!Number.isInteger(steps) || steps < 1 || steps > 1024) throw new UserError(`--steps must be a whole number from 1 to 1024 (got ${steps})`);
+  const { engine, prompts } = ec.ctx;
+  const V = engine.info.vocab;
+  const E = ec.ids.length;
+  const alphas = steps === 1 ? [0] : Array.from({ length: steps }, (_, j) => (j + 0.5) / steps);
+  const total = new Float64Array(E);
+  for (const group of groupByLength(prompts.map((p) => p.ids))) {
+    const rows: { prompt: number; alpha: number }[] = [];
+    group.forEach((g) => alphas.forEach((alpha) => rows.push({ prompt: g.index, alpha })));
+    const per = edgeRowsPerCall(ec, group[0]!.ids.length, steps === 1 ? 'eap' : 'gradient');
+    for (let start = 0; start < rows.length; start += per) {
+      if (ec.ctx.signal?.aborted) throw new Cancelled();
+      const chunk = rows.slice(start, start + per);
+      const ps = chunk.map((r) => prompts[r.prompt]!);
+      const weights = chunk.map((r) => (r.alpha === 0 ? undefined : new Float32Array(E).fill(r.alpha)));
+      const ablated = ablatedFor(ec, chunk.map((r) => r.prompt));
+      const kinds = ps.map((p) => surrogateFor(metric, p));
+      const logits = kinds.every((k) => k === 'logit_diff') ? undefined : (await engine.runEdges({ ids: ps.map((p) => p.ids), weights, ablated })).logits.data;
+      const seed = gradientSeed(ps, kinds, V, logits);
+      const { grads } = await engine.edgeGradients({ ids: ps.map((p) => p.ids), weights, ablated, seed });
+      for (let i = 0; i < chunk.length; i++) for (let e = 0; e < E; e++) total[e] += grads[i * E + e]!;
+    }
+  }
+  return engine.edges.edges.map((e, i) => ({ source: e.source, target: e.target, score: -total[i]! / (steps * prompts.length) }));
+}
+
+/** Edges up to which attribution without a chosen method runs exact path patching (a few hundred forward runs). */
+export const EXACT_EDGE_LIMIT = 600;
+
+export interface EdgeAttribution {
+  edges: EdgeScore[];
+  method: 'path patching' | 'EAP';
+  /** Set when gradients were wanted but the model's graph has no gradient for them: why, and what ran instead. */
+  fallback?: string;
+}
+
+/**
+ * Edge scores for a view that picks the method itself: exact path patching up to EXACT_EDGE_LIMIT edges, EAP
+ * beyond. When the gradient graph cannot be built for this export (an operator without a gradient rule, a fused
+ * op), it falls back to exact path patching, refused with advice where that would run for hours. `exactLimit` 0:
+ * gradients wherever they can be had.
+ */
+export async function attributeEdges(ec: EdgeContext, metric: MetricName, exactLimit = EXACT_EDGE_LIMIT): Promise<EdgeAttribution> {
+  if (ec.ids.length <= exactLimit) return { edges: (await edgePatchingScores(ec, metric)).edges, method: 'path patching' };
+  try {
+    return { edges: await edgeGradientScores(ec, metric), method: 'EAP' };
+  } catch (e) {
+    if (!isUserError(e)) throw e;
+    const fallback = `gradients are not available for this model (${(e as Error).message}); edges scored by exact path patching instead`;
+    return { edges: (await edgePatchingScores(ec, metric)).edges, method: 'path patching', fallback };
+  }
+}

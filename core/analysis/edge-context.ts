@@ -1,0 +1,157 @@
+// Edge-level evaluation, shared by edge attribution, discovery and verification: an evaluation context with the
+// model's edges and their ablated values, and batched runs of edge-weight sets on the engine's per-destination
+// inputs (core/onnx/edges.ts). Edge ablation replaces what flows along an edge by the source's ablated output: 0
+// (zero), its mean over the suite's prompts and positions (mean), or its output on the corrupted prompt
+// (resample). The engine is reached only through its edge runs (EdgeRunner).
+import { groupByLength } from '../engine/feeds';
+import type { F32 } from '../engine/runtime';
+import type { EdgeRunner, EdgeValues } from '../engine/types';
+import { UserError } from '../errors';
+import { formatEdgeId } from '../ids';
+import { Cancelled, concatRows, sliceRow, type EvalContext } from './evaluate';
+import { meanMetrics, scorePrompt, type SuiteMetrics } from './metrics';
+import type { ResolvedPrompt } from './prompts';
+
+/** What edge analysis reads of an evaluation context: the engine only through its edge runs (EdgeRunner). */
+export type EdgeEvalContext = Pick<EvalContext, 'prompts' | 'ablation' | 'cleanLogProbs' | 'maxRows' | 'signal'> & { engine: EdgeRunner };
+
+/** An evaluation context with the edge ids and ablated values; `C`: the context it was prepared from. */
+export interface EdgeContext<C extends EdgeEvalContext = EdgeEvalContext> {
+  ctx: C;
+  /** Edge ids `SRC->DST` in the engine's order. */
+  ids: string[];
+  /** Shared ablated values (zero: undefined; mean: means), or per prompt (resample). */
+  shared?: EdgeValues;
+  perPrompt?: EdgeValues[];
+}
+
+/** Ablated values for the context's ablation kind; `meanOver`: the prompts means are taken over (DESIGN §4). */
+export async function prepareEdges<C extends EdgeEvalContext>(ctx: C, meanOver?: ResolvedPrompt[]): Promise<EdgeContext<C>> {
+  const { engine } = ctx;
+  const ids = engine.edges.edges.map(formatEdgeId);
+  if (ctx.ablation === 'zero') return { ctx, ids };
+  if (ctx.ablation === 'mean') {
+    const prompts = (meanOver ?? ctx.prompts).map((p) => p.ids);
+    let sum: EdgeValues | undefined;
+    let count = 0;
+    for (const group of groupByLength(prompts)) {
+      for (const chunk of chunks(group, edgeRowsPerCall({ ctx, ids }, group[0]!.ids.length, 'forward'))) {
+        const r = await engine.runEdges({ ids: chunk.map((g) => g.ids), outputs: true });
+        const o = r.outputs!;
+        sum = sum ? addValues(sum, sumRows(o)) : sumRows(o);
+        count += chunk.length * chunk[0]!.ids.length;
+      }
+    }
+    const scale = (t: F32): F32 => ({ dims: t.dims, data: t.data.map((x) => x / count) });
+    return { ctx, ids, shared: { input: scale(sum!.input), heads: sum!.heads.map(scale), mlp: sum!.mlp.map(scale) } };
+  }
+  const perPrompt: EdgeValues[] = new Array(ctx.prompts.length);
+  for (const group of groupByLength(ctx.prompts.map((p) => p.corruptedIds!))) {
+    for (const chunk of chunks(group, edgeRowsPerCall({ ctx, ids }, group[0]!.ids.length, 'forward'))) {
+      const r = await engine.runEdges({ ids: chunk.map((g) => g.ids), outputs: true });
+      chunk.forEach((g, row) => { perPrompt[g.index] = mapValues(r.outputs!, (t) => sliceRow(t, row)); });
+    }
+  }
+  return { ctx, ids, perPrompt };
+}
+
+/**
+ * Rows per engine call for edge work: the edge graphs hold, per row, every upstream output for every later
+ * layer's destinations (and the backward graph more), so a large model gets far fewer rows than maxRows.
+ * Measured on GPT-2-small at 16 tokens, per row: ~500 MiB for gradients away from zero (with head-sliced
+ * projections; ~1 GiB with the heads folded) and ~160 MiB for forward runs, about 5.4× and 1.7× the per-row size
+ * T·L·N·D·4 bytes (N upstream nodes). EAP (the graph at zero, Engine.edgeGradients) holds the N upstream outputs
+ * (twice: as computed and in blocks) and the 3H per-head copies of the stream per layer with what their backward
+ * pass keeps: T·D·4·(2N + 6·3HL) bytes, 143 MiB on GPT-2-small, where 45–100 MiB were measured with sliced
+ * projections and ~1.6× that folded. The budget keeps a call near 3 GiB.
+ */
+export function edgeRowsPerCall(ec: EdgeContext, T: number, kind: 'forward' | 'gradient' | 'eap'): number {
+  const { layers, dModel, heads } = ec.ctx.engine.info;
+  const upstream = 1 + layers * (heads + 1);
+  const perRow = kind === 'eap'
+    ? T * dModel * 4 * (2 * upstream + 6 * 3 * heads * layers)
+    : T * layers * upstream * dModel * 4 * (kind === 'gradient' ? 6 : 2.5);
+  return Math.max(1, Math.min(ec.ctx.maxRows, Math.floor(EDGE_CALL_BYTES / perRow)));
+}
+
+const EDGE_CALL_BYTES = 3 * 1024 ** 3;
+
+/** Last-position logits for every (edge weight vector, prompt); a set is a weight per edge (1 = ablated). */
+export async function runEdgeSets(ec: EdgeContext, sets: Float32Array[]): Promise<Float32Array[][]> {
+  const { engine, prompts } = ec.ctx;
+  const V = engine.info.vocab;
+  const out: Float32Array[][] = sets.map(() => new Array(prompts.length));
+  for (const group of groupByLength(prompts.map((p) => p.ids))) {
+    const rows: { set: number; prompt: number }[] = [];
+    sets.forEach((_, s) => group.forEach((g) => rows.push({ set: s, prompt: g.index })));
+    const per = edgeRowsPerCall(ec, group[0]!.ids.length, 'forward');
+    for (let start = 0; start < rows.length; start += per) {
+      if (ec.ctx.signal?.aborted) throw new Cancelled();
+      const chunk = rows.slice(start, start + per);
+      const res = await engine.runEdges({
+        ids: chunk.map((r) => prompts[r.prompt]!.ids),
+        weights: chunk.map((r) => sets[r.set]),
+        ablated: ablatedFor(ec, chunk.map((r) => r.prompt)),
+      });
+      chunk.forEach((r, i) => { out[r.set]![r.prompt] = res.logits.data.slice(i * V, (i + 1) * V); });
+    }
+  }
+  return out;
+}
+
+export async function evaluateEdgeSets(ec: EdgeContext, sets: Float32Array[]): Promise<SuiteMetrics[]> {
+  const logits = await runEdgeSets(ec, sets);
+  return sets.map((_, s) => meanMetrics(ec.ctx.prompts.map((p, i) => scorePrompt(logits[s]![i]!, p.answer, p.foil, ec.ctx.cleanLogProbs[i]))));
+}
+
+/** A weight vector with 1 on the given edges (or on all edges but them, with `invert`). */
+export function edgeWeights(ec: EdgeContext, edges: Iterable<string>, invert = false): Float32Array {
+  const inSet = new Set(edges);
+  return Float32Array.from(ec.ids, (id) => (inSet.has(id) !== invert ? 1 : 0));
+}
+
+/** Forward rows beyond which one-edge-at-a-time work (exact edge scores, ACDC over edges) is refused with advice. */
+export const MAX_EDGE_ROWS = 1_000_000;
+
+/** Refuses one-run-per-edge work that would take hours, saying what to use instead. */
+export function checkEdgeWork(ec: EdgeContext, what: string, instead: string): void {
+  const rows = ec.ids.length * ec.ctx.prompts.length;
+  if (rows > MAX_EDGE_ROWS) {
+    throw new UserError(`${what} runs every one of the model's ${ec.ids.length} edges on ${ec.ctx.prompts.length} prompts (${rows.toLocaleString('en')} forward rows); that is more than ${MAX_EDGE_ROWS.toLocaleString('en')}. ${instead}`);
+  }
+}
+
+export function ablatedFor(ec: EdgeContext, prompts: number[]): EdgeValues | undefined {
+  if (ec.shared) return ec.shared;
+  if (!ec.perPrompt) return undefined;
+  const rows = prompts.map((p) => ec.perPrompt![p]!);
+  const cat = (pick: (v: EdgeValues) => F32): F32 => concatRows(rows.map(pick));
+  const L = rows[0]!.heads.length;
+  return { input: cat((v) => v.input), heads: Array.from({ length: L }, (_, l) => cat((v) => v.heads[l]!)), mlp: Array.from({ length: L }, (_, l) => cat((v) => v.mlp[l]!)) };
+}
+
+function chunks<T>(xs: T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
+}
+
+function mapValues(v: EdgeValues, fn: (t: F32) => F32): EdgeValues {
+  return { input: fn(v.input), heads: v.heads.map(fn), mlp: v.mlp.map(fn) };
+}
+
+/** Sum over batch rows and positions, keeping [1, 1, ...]. */
+function sumRows(v: EdgeValues): EdgeValues {
+  return mapValues(v, (t) => {
+    const [B, T] = t.dims as [number, number];
+    const w = t.data.length / (B * T);
+    const s = new Float32Array(w);
+    for (let i = 0; i < B * T; i++) for (let j = 0; j < w; j++) s[j]! += t.data[i * w + j]!;
+    return { dims: [1, 1, ...t.dims.slice(2)], data: s };
+  });
+}
+
+function addValues(a: EdgeValues, b: EdgeValues): EdgeValues {
+  const add = (x: F32, y: F32): F32 => ({ dims: x.dims, data: x.data.map((v, i) => v + y.data[i]!) });
+  return { input: add(a.input, b.input), heads: a.heads.map((t, l) => add(t, b.heads[l]!)), mlp: a.mlp.map((t, l) => add(t, b.mlp[l]!)) };
+}
