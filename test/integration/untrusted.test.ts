@@ -204,9 +204,14 @@ describe('CircuitLens in an untrusted workspace (Restricted Mode, code-server in
     await until('the explorer to show both models loaded and enabled', () => rowsOf(explorerPane()),
       (r) => r.filter((x) => x.name.endsWith('.onnx') && /2L×4H/.test(x.description) && !x.disabled).length === 2, 30_000);
     // The model commands are enabled now: the row selects its model, the palette offers them.
-    await explorerPane().locator('.monaco-list-row', { has: page.locator('.label-name', { hasText: /^induction-gpt2\.onnx$/ }) }).click();
-    await until('induction-gpt2.onnx to be the active model', () => rowsOf(explorerPane()),
-      (r) => r.some((x) => x.name === 'induction-gpt2.onnx' && x.description.startsWith('● active')), 30_000);
+    // The tree re-renders as canary results arrive, which can swallow a click on a busy machine: click until it takes.
+    const gpt2Row = () => explorerPane().locator('.monaco-list-row', { has: page.locator('.label-name', { hasText: /^induction-gpt2\.onnx$/ }) });
+    let clicked = 0;
+    await until('induction-gpt2.onnx to be the active model', async () => {
+      const rows = await rowsOf(explorerPane());
+      if (!rows.some((x) => x.name === 'induction-gpt2.onnx' && x.description.startsWith('● active')) && clicked++ % 10 === 0) await gpt2Row().click();
+      return rows;
+    }, (r) => r.some((x) => x.name === 'induction-gpt2.onnx' && x.description.startsWith('● active')), 30_000);
     await until('the palette to offer CircuitLens: Run Suite', () => paletteRows(page, 'CircuitLens: Run Suite'), (r) => r.includes('CircuitLens: Run Suite'), 10_000);
     await page.keyboard.press('Escape');
   });
