@@ -6,6 +6,7 @@ import { formatDiagnostic, type Diagnostic } from '../core/formats/diagnostics';
 import { parseSuite, type Suite } from '../core/formats/suite';
 import { NodeWorkspace } from '../core/nodejs/workspace';
 import { cliRuntime, oneOf } from './args';
+import { stderrProgress } from './progress';
 
 declare const CIRCUITLENS_VERSION: string | undefined;
 /** The package version, set by the build (esbuild.js); 0.0.0 when run unbundled. */
@@ -49,9 +50,10 @@ export async function loadSuiteAndModel(ws: NodeWorkspace, suitePath: string, mo
 /** What attribute, discover and verify work on: a suite opened on its model, with its prompts' contexts prepared. */
 export interface Loaded extends Contexts, Pick<OpenedSuite, 'suite' | 'engine' | 'ablation' | 'all'> { ws: NodeWorkspace; modelPath: string }
 
-export async function loadForAnalysis(suitePath: string, modelFlag: string | undefined, ablation: string | undefined, runtime: string | undefined, withControl: boolean): Promise<Loaded> {
+/** `command`: shows the analysis' progress on stderr under that name (cli/progress.ts). */
+export async function loadForAnalysis(suitePath: string, modelFlag: string | undefined, ablation: string | undefined, runtime: string | undefined, withControl: boolean, command?: string): Promise<Loaded> {
   const ws = new NodeWorkspace(process.cwd(), cliRuntime(runtime));
   const opened = await loadSuiteAndModel(ws, suitePath, modelFlag, ablation);
   const { suite, engine, all, modelPath } = opened;
-  return { suite, engine, ablation: opened.ablation, all, modelPath, ...(await prepareSuite(opened, { control: withControl })), ws };
+  return { suite, engine, ablation: opened.ablation, all, modelPath, ...(await prepareSuite(opened, { control: withControl, progress: command ? stderrProgress(command) : undefined })), ws };
 }

@@ -33,7 +33,7 @@ export async function attributeCommand(argv: string[], out: (s: string) => void)
   const method = oneOf(values.method, ['patching', 'gradient'] as const, '--method', 'patching');
   const steps = stepsFlag(values.steps, method);
   const outPath = values.out !== undefined ? outFile(values.out, values.force) : undefined;
-  const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, false);
+  const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, false, 'attribute');
   try {
     const options = { level, method, steps };
     // Say what the work will cost before starting it, when it is more than a moment (stderr: never with the JSON).

@@ -47,7 +47,7 @@ export async function discoverCommand(argv: string[], out: (s: string) => void):
   const target = numberFlag(values.faithfulness, '--faithfulness', 0.8);
   const threshold = numberFlag(values.threshold, '--threshold', 0.02);
   const outPath = outFile(values.out, values.force);
-  const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, true);
+  const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, true, 'discover');
   try {
     const d = await discoverCircuit(L.task, L.control, L.all, L.suite.metric, { level, method, scoring, steps, target, threshold });
     const rel = (p: string) => path.relative(path.dirname(outPath), p).split(path.sep).join('/');

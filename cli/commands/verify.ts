@@ -36,7 +36,7 @@ export async function verifyCommand(argv: string[], out: (s: string) => void): P
   const suitePath = values.suite ?? (c.suite ? path.resolve(path.dirname(circuitPath), c.suite) : undefined);
   if (!suitePath) throw new UserError(`${ws0.display(circuitPath)} names no suite: pass --suite SUITE`);
   const modelFlag = values.model ?? (c.model?.path ? path.resolve(path.dirname(circuitPath), c.model.path) : undefined);
-  const L = await loadForAnalysis(suitePath, modelFlag, values.ablation ?? c.ablation, values.runtime, true);
+  const L = await loadForAnalysis(suitePath, modelFlag, values.ablation ?? c.ablation, values.runtime, true, 'verify');
   try {
     const checked = checkCircuitOnModel(c, parsed.source, L.engine, c.model?.sha256 ? await sha256File(L.modelPath) : undefined);
     if (checked.error) throw diagnosticsError(checked.diagnostics, L.ws);

@@ -10,10 +10,11 @@ import { UserError } from '../errors';
 import { formatEdgeId } from '../ids';
 import { Cancelled, concatRows, sliceRow, type EvalContext } from './evaluate';
 import { meanMetrics, scorePrompt, type SuiteMetrics } from './metrics';
+import { meter } from './progress';
 import type { ResolvedPrompt } from './prompts';
 
 /** What edge analysis reads of an evaluation context: the engine only through its edge runs (EdgeRunner). */
-export type EdgeEvalContext = Pick<EvalContext, 'prompts' | 'ablation' | 'cleanLogProbs' | 'maxRows' | 'signal'> & { engine: EdgeRunner };
+export type EdgeEvalContext = Pick<EvalContext, 'prompts' | 'ablation' | 'cleanLogProbs' | 'maxRows' | 'signal' | 'progress'> & { engine: EdgeRunner };
 
 /** An evaluation context with the edge ids and ablated values; `C`: the context it was prepared from. */
 export interface EdgeContext<C extends EdgeEvalContext = EdgeEvalContext> {
@@ -81,6 +82,7 @@ export async function runEdgeSets(ec: EdgeContext, sets: Float32Array[]): Promis
   const { engine, prompts } = ec.ctx;
   const V = engine.info.vocab;
   const out: Float32Array[][] = sets.map(() => new Array(prompts.length));
+  const m = meter(ec.ctx, 'edge sets', sets.length * prompts.length);
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
     const rows: { set: number; prompt: number }[] = [];
     sets.forEach((_, s) => group.forEach((g) => rows.push({ set: s, prompt: g.index })));
@@ -94,6 +96,7 @@ export async function runEdgeSets(ec: EdgeContext, sets: Float32Array[]): Promis
         ablated: ablatedFor(ec, chunk.map((r) => r.prompt)),
       });
       chunk.forEach((r, i) => { out[r.set]![r.prompt] = res.logits.data.slice(i * V, (i + 1) * V); });
+      m?.tick(chunk.length);
     }
   }
   return out;

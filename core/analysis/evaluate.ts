@@ -7,6 +7,7 @@ import { hookName } from '../hooks';
 import { allComponentNodes, parseNodeId, type NodeId } from '../ids';
 import { faithfulness, logSoftmax, meanMetrics, necessity, rowStats, scorePrompt, type RowStats, type PromptScore, type SuiteMetrics } from './metrics';
 import { METRICS, type MetricName } from '../vocabulary';
+import { meter, type ProgressSink } from './progress';
 import type { ResolvedPrompt } from './prompts';
 
 /** Everything an ablation needs that depends only on the prompts: computed once, reused for every set. */
@@ -26,6 +27,8 @@ export interface EvalContext {
   signal?: AbortSignal;
   /** Per prompt: its clean hook_resid_pre of every layer ([1, T, D] each), for runs that start at a later layer. */
   residPre?: F32[][];
+  /** Where batched work reports rows done (core/analysis/progress.ts). */
+  progress?: ProgressSink;
 }
 
 /** Ablation sweeps start each row at the lowest layer it ablates when the engine can; clean residuals are kept up to this size. */
@@ -51,9 +54,9 @@ function checkCancelled(signal?: AbortSignal) {
  */
 export async function prepare(
   engine: Engine, prompts: ResolvedPrompt[], ablation: AblationKind,
-  opts: { maxRows?: number; signal?: AbortSignal; meanOver?: ResolvedPrompt[] } = {},
+  opts: { maxRows?: number; signal?: AbortSignal; meanOver?: ResolvedPrompt[]; progress?: ProgressSink } = {},
 ): Promise<EvalContext> {
-  const ctx: EvalContext = { engine, prompts, ablation, cleanLogProbs: [], maxRows: opts.maxRows ?? 256, signal: opts.signal };
+  const ctx: EvalContext = { engine, prompts, ablation, cleanLogProbs: [], maxRows: opts.maxRows ?? 256, signal: opts.signal, progress: opts.progress };
   if (ablation === 'mean') ctx.means = await engine.means((opts.meanOver ?? prompts).map((p) => p.ids));
   if (ablation === 'resample') ctx.corrupted = await corruptedActivations(engine, prompts);
   await cleanRun(ctx);
@@ -135,6 +138,7 @@ export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<{ log
   // the clean run. Only for sweeps of several sets: the first use builds one more session.
   const firstLayer = sets.map((set) => (set.length ? Math.min(...set.map((id) => layerOf(id))) : 0));
   const skipping = ctx.residPre !== undefined && run.length >= 4 && run.some((s) => firstLayer[s]! > 0) && (await engine.canSkipLayers());
+  const m = meter(ctx, 'ablation sets', run.length * prompts.length);
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
     const rows: { set: number; prompt: number; layer: number }[] = [];
     run.forEach((s) => group.forEach((g) => rows.push({ set: s, prompt: g.index, layer: skipping ? firstLayer[s]! : 0 })));
@@ -163,6 +167,7 @@ export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<{ log
         out[r.set]![r.prompt] = res.logits.data.slice(i * V, (i + 1) * V);
         stats[r.set]![r.prompt] = res.stats ? rowStats(res.stats.data, i) : undefined;
       });
+      m?.tick(chunk.length);
     }
   }
   return { logits: out, stats };

@@ -8,6 +8,7 @@ import { UserError } from '../errors';
 import { hasErrors, type Diagnostic } from '../formats/diagnostics';
 import type { Suite } from '../formats/suite';
 import { prepare, type EvalContext } from './evaluate';
+import type { ProgressSink } from './progress';
 import { resolvePrompts, type ResolvedPrompt } from './prompts';
 
 export interface OpenedSuite {
@@ -53,11 +54,12 @@ export interface Contexts {
 }
 
 /** The evaluation contexts of the task prompts and, with `control`, of the control prompts (means over all prompts). */
-export async function prepareSuite(o: OpenedSuite, opts: { control?: boolean; signal?: AbortSignal } = {}): Promise<Contexts> {
+export async function prepareSuite(o: OpenedSuite, opts: { control?: boolean; signal?: AbortSignal; progress?: ProgressSink } = {}): Promise<Contexts> {
   if (o.ablation === 'resample' && o.all.some((p) => !p.corruptedIds)) {
     throw new UserError(`suite "${o.suite.name}": resample ablation needs a corrupted counterpart for every prompt (add corrupted: to each, or use zero or mean ablation)`);
   }
-  const task = await prepare(o.engine, taskPrompts(o), o.ablation, { signal: opts.signal, meanOver: o.all });
-  const control = opts.control && o.control.length ? await prepare(o.engine, o.control, o.ablation, { signal: opts.signal, meanOver: o.all }) : undefined;
+  const common = { signal: opts.signal, meanOver: o.all, progress: opts.progress };
+  const task = await prepare(o.engine, taskPrompts(o), o.ablation, common);
+  const control = opts.control && o.control.length ? await prepare(o.engine, o.control, o.ablation, common) : undefined;
   return { task, control };
 }

@@ -11,10 +11,10 @@ export function attributeSuite({ state }: Services): Command {
   return async (arg) => {
     const f = await pick(state, SUITES, 'suite', arg);
     if (!f) return;
-    const g = await withProgress(state, `attributing ${path.basename(f)}`, async (signal, report) => {
+    const g = await withProgress(state, `attributing ${path.basename(f)}`, async (signal, report, rows) => {
       const L = await loadSuite(state, f);
       if (!L) return undefined;
-      const { task } = await prepareSuite(L, { signal });
+      const { task } = await prepareSuite(L, { signal, progress: rows });
       const attr = await attribute(task, L.all, L.suite.metric, { level: 'graph', method: 'auto', report });
       let edgeMethod = attr.edgeMethod ? `; edges by ${attr.edgeMethod}` : '';
       if (attr.edgeNote) {

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import { Cancelled } from '../../core/analysis/evaluate';
 import { openSuite, type OpenedSuite } from '../../core/analysis/open-suite';
+import { describeProgress, type ProgressSink } from '../../core/analysis/progress';
 import { isUserError } from '../../core/errors';
 import type { Diagnostic } from '../../core/formats/diagnostics';
 import { parseSuite, type Suite } from '../../core/formats/suite';
@@ -80,14 +81,24 @@ export async function loadSuite(state: State, suitePath: string, ablation?: Abla
   return { ...r.opened, modelPath };
 }
 
-/** Long work: a cancellable notification with progress; errors a user can fix are shown, others logged. */
-export async function withProgress<T>(state: State, title: string, work: (signal: AbortSignal, report: (m: string) => void) => Promise<T>): Promise<T | undefined> {
+/**
+ * Long work: a cancellable notification with progress — messages, and the rows of batched work (rate and time left)
+ * through `rows`, the sink analyses report to; errors a user can fix are shown, others logged.
+ */
+export async function withProgress<T>(state: State, title: string, work: (signal: AbortSignal, report: (m: string) => void, rows: ProgressSink) => Promise<T>): Promise<T | undefined> {
   return vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `CircuitLens: ${title}`, cancellable: true }, async (progress, token) => {
     const abort = new AbortController();
     const sub = token.onCancellationRequested(() => abort.abort());
     const t0 = Date.now();
     try {
-      const r = await work(abort.signal, (message) => progress.report({ message }));
+      let shownAt = 0;
+      const rows: ProgressSink = (e) => {
+        // A notification redraw per engine call would flood the UI: a few per second, and every phase's end.
+        if (e.done < e.total && e.done > 0 && Date.now() - shownAt < 250) return;
+        shownAt = Date.now();
+        progress.report({ message: describeProgress(e) });
+      };
+      const r = await work(abort.signal, (message) => progress.report({ message }), rows);
       state.log.info(`${title}: done in ${Date.now() - t0} ms`);
       return r;
     } catch (e) {

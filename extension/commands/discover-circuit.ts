@@ -17,10 +17,10 @@ export function discoverCircuit({ state }: Services): Command {
     const f = await pick(state, SUITES, 'suite', arg);
     if (!f) return;
     const target = Number(vscode.workspace.getConfiguration('circuitlens').get<number>('discover.faithfulness', 0.8));
-    const file = await withProgress(state, `discovering a circuit for ${path.basename(f)}`, async (signal) => {
+    const file = await withProgress(state, `discovering a circuit for ${path.basename(f)}`, async (signal, _report, rows) => {
       const L = await loadSuite(state, f);
       if (!L) return undefined;
-      const { task, control } = await prepareSuite(L, { control: true, signal });
+      const { task, control } = await prepareSuite(L, { control: true, signal, progress: rows });
       const cfg = vscode.workspace.getConfiguration('circuitlens');
       const level = cfg.get<string>('discover.level', 'node') === 'edge' ? 'edge' : 'node';
       const threshold = Number(cfg.get<number>('discover.threshold', 0.02));

@@ -12,7 +12,7 @@ export function verifyCircuit({ state }: Services): Command {
   return async (arg) => {
     const f = await pick(state, CIRCUITS, 'circuit', arg);
     if (!f) return;
-    await withProgress(state, `verifying ${path.basename(f)}`, async (signal) => {
+    await withProgress(state, `verifying ${path.basename(f)}`, async (signal, _report, rows) => {
       const { circuit, diagnostics, source } = parseCircuit(f, fs.readFileSync(f, 'utf8'));
       if (!circuit) { showProblems(state, diagnostics); return; }
       if (!circuit.suite) { void vscode.window.showErrorMessage('The circuit names no suite to verify it on.'); return; }
@@ -21,7 +21,7 @@ export function verifyCircuit({ state }: Services): Command {
       const checked = checkCircuitOnModel(circuit, source, L.engine, circuit.model?.sha256 ? await sha256File(L.modelPath) : undefined);
       if (checked.diagnostics.length) showProblems(state, checked.diagnostics);
       if (checked.error) return;
-      const { level, verification: v } = await verifySavedCircuit(circuit, await prepareSuite(L, { control: true, signal }), L.all, L.suite.metric);
+      const { level, verification: v } = await verifySavedCircuit(circuit, await prepareSuite(L, { control: true, signal, progress: rows }), L.all, L.suite.metric);
       const msg = `${circuit.name}${level === 'edge' ? ` (${circuit.edges!.length} edges)` : ''}: faithfulness ${f3(v.faithfulness)} (${v.metric}; accuracy ${f3(v.faithfulnessByMetric.accuracy)}, kl ${f3(v.faithfulnessByMetric.kl)}), necessity ${f3(v.necessity)}, CPR ${f3(v.cpr)}, CMD ${f3(v.cmd)}`;
       state.log.info(`${msg}; minimality ${JSON.stringify(v.minimality)}`);
       void vscode.window.showInformationMessage(msg);

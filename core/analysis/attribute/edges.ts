@@ -6,6 +6,7 @@ import { isUserError, UserError } from '../../errors';
 import type { MetricName } from '../../vocabulary';
 import { ablatedFor, checkEdgeWork, edgeRowsPerCall, evaluateEdgeSets, type EdgeContext } from '../edge-context';
 import { Cancelled } from '../evaluate';
+import { meter } from '../progress';
 import type { SuiteMetrics } from '../metrics';
 import { gradientSeed, surrogateFor } from './gradient';
 import { signedMetric, type EdgeScore } from './nodes';
@@ -33,6 +34,7 @@ export async function edgeGradientScores(ec: EdgeContext, metric: MetricName, st
   const E = ec.ids.length;
   const alphas = steps === 1 ? [0] : Array.from({ length: steps }, (_, j) => (j + 0.5) / steps);
   const total = new Float64Array(E);
+  const m = meter(ec.ctx, steps === 1 ? 'edge gradients (EAP)' : `edge gradients (EAP-IG, ${steps} steps)`, prompts.length * steps);
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
     const rows: { prompt: number; alpha: number }[] = [];
     group.forEach((g) => alphas.forEach((alpha) => rows.push({ prompt: g.index, alpha })));
@@ -48,6 +50,7 @@ export async function edgeGradientScores(ec: EdgeContext, metric: MetricName, st
       const seed = gradientSeed(ps, kinds, V, logits);
       const { grads } = await engine.edgeGradients({ ids: ps.map((p) => p.ids), weights, ablated, seed });
       for (let i = 0; i < chunk.length; i++) for (let e = 0; e < E; e++) total[e] += grads[i * E + e]!;
+      m?.tick(chunk.length);
     }
   }
   return engine.edges.edges.map((e, i) => ({ source: e.source, target: e.target, score: -total[i]! / (steps * prompts.length) }));

@@ -6,6 +6,7 @@ import { allComponentNodes } from '../../ids';
 import { IN } from '../../onnx/instrument';
 import type { Attribution, NodeScore } from './nodes';
 import { Cancelled, type EvalContext } from '../evaluate';
+import { meter } from '../progress';
 import { meanMetrics, scorePrompt } from '../metrics';
 import type { MetricName } from '../../vocabulary';
 import type { ResolvedPrompt } from '../prompts';
@@ -52,6 +53,7 @@ export async function eapNodeScores(ctx: EvalContext, metric: MetricName, opts: 
   const mlpHooks = Array.from({ length: layers }, (_, l) => hookName('mlp_out', l));
 
   const cleanHooks = [...zHooks, ...mlpHooks];
+  const m = meter(ctx, steps === 1 ? 'gradients (EAP)' : `gradients (EAP-IG, ${steps} steps)`, prompts.length * steps);
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
     const T = group[0]!.ids.length;
     // The ablated value minus the clean one, per prompt of the group: heads [T, H*Dh], MLPs [T, D]. With one
@@ -107,6 +109,7 @@ export async function eapNodeScores(ctx: EvalContext, metric: MetricName, opts: 
           out[mlpIndex(l)] += s;
         }
       });
+      m?.tick(chunk.length);
     }
   }
   return nodes.map((id, n) => ({ id, score: -acc.reduce((s, a) => s + a[n]!, 0) / (steps * prompts.length) }));
