@@ -27,6 +27,20 @@ export interface GraphState {
   meanOver: ResolvedPrompt[];
   marked: NodeId[];
   compute: ComputeSetup;
+  /** Set in a diff view: this graph is checkpoint B, compared with the baseline A described here. */
+  diff?: GraphDiff;
+}
+
+/** A diff view's baseline (checkpoint A) and what is compared side by side with B (this graph). */
+export interface GraphDiff {
+  baselinePath: string;
+  /** A's scores of the same nodes and edges. */
+  nodes: GraphNode[];
+  edges: GraphEdge[];
+  /** Metrics side by side (task and control prompts, circuit faithfulness). */
+  metrics: { name: string; a: number | null; b: number | null }[];
+  /** The circuit as saved (outlined on A) and as re-discovered on B, when a circuit was given. */
+  circuit?: { name: string; a: NodeId[]; b: NodeId[] };
 }
 
 export type GraphToView =

@@ -4,7 +4,9 @@ import type { GraphState, GraphToHost, GraphToView } from '../../protocol/graph'
 import { parseNodeId, splitEdgeTarget, type NodeId } from '../../core/ids';
 import { faithfulness, type SuiteMetrics } from '../../core/analysis/metrics';
 import { METRICS, type MetricName } from '../../core/vocabulary';
+import type { Change } from '../../core/analysis/compare/change';
 import { Compute } from '../common/compute-client';
+import { circuitRings, diffColors, diffEdges, diffNodes, diffSummary } from './diff';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 import '@vscode-elements/elements/dist/vscode-button/index.js';
 
@@ -47,7 +49,7 @@ function layout(s: GraphState) {
   const legend = el('p', { class: 'muted', id: 'legend' }, s.edges.length
     ? `Node size: |score|. Blue supports the behaviour, red opposes it. Edges (${(s.method.split('; ')[1] ?? 'by score').replace(/^edges /, '')}): width by |score|; a head's q, k, v inputs end left, middle, right under it; hover the middle of an edge for its score.`
     : 'Node size: |score|. Blue supports the behaviour, red opposes it.');
-  app.replaceChildren(header, legend, plot, results, nodeList);
+  app.replaceChildren(header, ...(s.diff ? [diffSummary(s, s.diff, diffNodes(s, s.diff))] : [legend]), plot, results, nodeList);
 }
 
 /** Node positions: y = 0 input, 2L+1 attention of layer L, 2L+2 MLP of layer L, top logits. */
@@ -61,19 +63,24 @@ function position(id: string, s: GraphState): [number, number] {
 
 function render(): void {
   const s = state!;
-  const maxAbs = Math.max(1e-9, ...s.nodes.map((n) => Math.abs(n.score)));
+  // A diff view (checkpoint B against a baseline A) sizes by the larger |score| of the two and colours by change.
+  const dn = s.diff ? new Map(diffNodes(s, s.diff).map((n) => [n.id, n])) : undefined;
+  const dc = s.diff ? diffColors() : undefined;
+  const importance = (n: { id: string; score: number }) => (dn ? dn.get(n.id)!.size : Math.abs(n.score));
+  const maxAbs = Math.max(1e-9, ...s.nodes.map(importance));
   const cut = (threshold / 100) * maxAbs;
-  const visible = s.nodes.filter((n) => n.id === 'input' || n.id === 'logits' || Math.abs(n.score) >= cut || marked.has(n.id));
+  const visible = s.nodes.filter((n) => n.id === 'input' || n.id === 'logits' || importance(n) >= cut || marked.has(n.id));
   const pos = new Map(s.nodes.map((n) => [n.id, position(n.id, s)]));
   const pos_ = themeColor('--vscode-charts-blue', '#3794ff');
   const neg = themeColor('--vscode-charts-red', '#f14c4c');
   const fg = themeColor('--vscode-editor-foreground', '#cccccc');
   const markColor = themeColor('--vscode-charts-yellow', '#cca700');
   const big = s.nodes.length > 2000;
-  const edgeMax = Math.max(1e-9, ...s.edges.map((e) => Math.abs(e.score)));
+  const allEdges = s.diff ? diffEdges(s, s.diff) : s.edges.map((e) => ({ ...e, size: Math.abs(e.score), change: undefined as Change | undefined, a: 0, b: e.score }));
+  const edgeMax = Math.max(1e-9, ...allEdges.map((e) => e.size));
   // Edges below 5 % of the strongest are hidden even at threshold 0 (a model has many near-zero edges).
   const edgeCut = Math.max(0.05, threshold / 100) * edgeMax;
-  const edges = s.edges.filter((e) => Math.abs(e.score) >= edgeCut).sort((a, b) => Math.abs(b.score) - Math.abs(a.score)).slice(0, big ? 5000 : 20000);
+  const edges = allEdges.filter((e) => e.size >= edgeCut).sort((a, b) => b.size - a.size).slice(0, big ? 5000 : 20000);
   // A head's q, k and v inputs end side by side under it, so the three edges of one pair stay apart.
   const end = (id: string): [number, number] | undefined => {
     const { node, input } = splitEdgeTarget(id);
@@ -83,34 +90,42 @@ function render(): void {
   };
   // Three strengths per sign: line width and opacity grow with |score|.
   const buckets = [[0, 0.2, 1, 0.35], [0.2, 0.5, 2.5, 0.6], [0.5, Infinity, 4, 0.85]] as const;
-  const edgeTraces = (['pos', 'neg'] as const).flatMap((sign) => buckets.map(([lo, hi, width, opacity]) => {
+  // Line colour: by sign, or in a diff view by change.
+  const kinds = dc ? (['gained', 'lost', 'unchanged'] as const) : (['pos', 'neg'] as const);
+  const kindOf = (e: (typeof edges)[number]) => e.change ?? (e.score >= 0 ? 'pos' : 'neg');
+  const colorOf = (k: string) => (dc ? dc[k as Change] : k === 'pos' ? pos_ : neg);
+  const edgeTraces = kinds.flatMap((kind) => buckets.map(([lo, hi, width, opacity]) => {
     const xs: (number | null)[] = [];
     const ys: (number | null)[] = [];
     for (const e of edges) {
-      const r = Math.abs(e.score) / edgeMax;
-      if ((e.score >= 0) !== (sign === 'pos') || r < lo || r >= hi) continue;
+      const r = e.size / edgeMax;
+      if (kindOf(e) !== kind || r < lo || r >= hi) continue;
       const a = end(e.source);
       const b = end(e.target);
       if (a && b) xs.push(a[0], b[0], null), ys.push(a[1], b[1], null);
     }
-    return { type: big ? 'scattergl' : 'scatter', mode: 'lines', x: xs, y: ys, hoverinfo: 'skip', showlegend: false, line: { color: sign === 'pos' ? pos_ : neg, width }, opacity };
+    return { type: big ? 'scattergl' : 'scatter', mode: 'lines', x: xs, y: ys, hoverinfo: 'skip', showlegend: false, line: { color: colorOf(kind), width }, opacity };
   }));
   // Hover targets at the middle of each edge: its id and score.
   const mids = edges.map((e) => { const a = end(e.source); const b = end(e.target); return a && b ? { e, x: (a[0] + b[0]) / 2, y: (a[1] + b[1]) / 2 } : undefined; }).filter((m) => m !== undefined);
   edgeTraces.push({
     type: big ? 'scattergl' : 'scatter', mode: 'markers', x: mids.map((m) => m.x), y: mids.map((m) => m.y), showlegend: false,
-    marker: { size: 7, color: mids.map((m) => (m.e.score >= 0 ? pos_ : neg)), opacity: 0.25 },
-    hovertemplate: mids.map((m) => `<b>${m.e.source} → ${m.e.target}</b><br>score ${m.e.score.toFixed(4)}<extra></extra>`),
+    marker: { size: 7, color: mids.map((m) => colorOf(kindOf(m.e))), opacity: 0.25 },
+    hovertemplate: mids.map((m) => (dc
+      ? `<b>${m.e.source} → ${m.e.target}</b><br>A ${m.e.a.toFixed(4)} → B ${m.e.b.toFixed(4)} (${m.e.change})<extra></extra>`
+      : `<b>${m.e.source} → ${m.e.target}</b><br>score ${m.e.score.toFixed(4)}<extra></extra>`)),
   } as never);
   const nodeTrace = {
     type: big ? 'scattergl' : 'scatter', mode: big ? 'markers' : 'markers+text', showlegend: false,
     x: visible.map((n) => pos.get(n.id)![0]), y: visible.map((n) => pos.get(n.id)![1]),
     text: visible.map((n) => n.id), textposition: 'top center', textfont: { color: fg, size: 11 },
     customdata: visible.map((n) => n.id),
-    hovertemplate: visible.map((n) => `<b>${n.id}</b><br>score ${n.score.toFixed(4)}<extra></extra>`),
+    hovertemplate: visible.map((n) => (dn && n.id !== 'input' && n.id !== 'logits'
+      ? `<b>${n.id}</b><br>A ${dn.get(n.id)!.a.toFixed(4)} → B ${n.score.toFixed(4)} (${dn.get(n.id)!.change})<extra></extra>`
+      : `<b>${n.id}</b><br>score ${n.score.toFixed(4)}<extra></extra>`)),
     marker: {
-      size: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? 16 : 10 + 34 * Math.sqrt(Math.abs(n.score) / maxAbs))),
-      color: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? fg : n.score >= 0 ? pos_ : neg)),
+      size: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? 16 : 10 + 34 * Math.sqrt(importance(n) / maxAbs))),
+      color: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? fg : dn && dc ? dc[dn.get(n.id)!.change] : n.score >= 0 ? pos_ : neg)),
       symbol: visible.map((n) => (parseNodeId(n.id).kind === 'mlp' ? 'square' : 'circle')),
     },
     selectedpoints: null,
@@ -120,11 +135,13 @@ function render(): void {
     symbol: nodeTrace.marker.symbol, trace: edgeTraces.length + 1, markColor, threshold, type: nodeTrace.type,
   };
   const ticks = ['input', ...Array.from({ length: s.layers }, (_, l) => [`attn ${l}`, `mlp ${l}`]).flat(), 'logits'];
-  void Plotly.react(plot, [...edgeTraces, nodeTrace, markTrace(drawn)], {
+  const sizeOf = new Map(visible.map((n, i) => [n.id, nodeTrace.marker.size[i]!]));
+  const rings = s.diff && dc ? circuitRings(s.diff, pos, (id) => sizeOf.get(id) ?? 10, dc) : [];
+  void Plotly.react(plot, [...edgeTraces, nodeTrace, markTrace(drawn), ...rings], {
     paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, dragmode: 'select', margin: { l: 60, r: 20, t: 10, b: 30 },
     xaxis: { title: { text: 'head' }, zeroline: false, showgrid: false, color: fg, dtick: 1 },
     yaxis: { tickvals: ticks.map((_, i) => i), ticktext: ticks, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
-    hovermode: 'closest', uirevision: 'graph',
+    hovermode: 'closest', uirevision: 'graph', showlegend: rings.length > 0, legend: { orientation: 'h', x: 0, y: 1.06, font: { color: fg } },
   }, { displaylogo: false, responsive: true, modeBarButtonsToRemove: ['toImage'] });
   markedInfo.textContent = `${[...marked].length} marked`;
   for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
