@@ -50,12 +50,12 @@ export async function bisectCommand(argv: string[], out: (s: string) => void): P
   } else {
     out(`check "${r.check}" (${r.expected}): ${num(r.good.value)} on ${ws.display(goodPath)}, ${num(r.bad.value)} on ${ws.display(badPath)}`);
     out(`${r.differing} of ${r.initializers} initializers differ. Round 1, each (layer, component) group copied from GOOD alone:`);
-    for (const g of r.groups) out(`  ${g.group.padEnd(26)} ${String(g.tensors.length).padStart(3)} tensors  restores ${pct(g.restored).padStart(8)}${g.passes ? '  passes' : ''}`);
+    for (const g of r.groups) out(`  ${g.group.padEnd(26)} ${String(g.tensors.length).padStart(3)} tensor${g.tensors.length === 1 ? ' ' : 's'}  restores ${pct(g.restored).padStart(8)}${g.passes ? '  passes' : ''}`);
     if (r.restores) {
       out(`Culprits: restoring these ${r.culprits.length} tensor${r.culprits.length === 1 ? '' : 's'} makes the check pass (${num(r.together!.value)}); each alone restores:`);
       for (const c of r.culprits) out(`  ${c.tensor.padEnd(28)} ${c.group.padEnd(22)} ${pct(c.restored).padStart(8)}${c.passes ? '  passes alone' : ''}   read by ${c.consumers.slice(0, 2).join(', ')}`);
     } else out('No set of tensors copied from GOOD makes the check pass (not even all of them).');
-    out(`${r.evaluations} evaluations in ${r.seconds.toFixed(1)} s, the two baselines included (one differing tensor at a time: ${r.differing} + 2).`);
+    out(`${r.evaluations} evaluations in ${r.seconds.toFixed(1)} s, baselines included (one differing tensor at a time: ${r.differing} + 2).`);
     for (const n of BISECT_CAVEATS) out(`Note: ${n}.`);
   }
   await ws.dispose();

@@ -114,11 +114,11 @@ function canaryFile(dir: string, suite: string, check: string): string {
 }
 
 describe('bisect on zoo families', () => {
-  test('GPT-NeoX (parallel blocks, fused QKV; trained for induction): a layer-1 QKV and a layer-0 MLP weight', async () => {
+  test('GPT-NeoX (parallel blocks, fused QKV; trained for induction; GOOD keeps its weights in external data): a layer-1 QKV and a layer-0 MLP weight', async () => {
     const dir = tmp();
-    const good = path.join(ZOO, 'gpt_neox.onnx');
+    const good = path.join(ZOO, 'gpt_neox-extdata.onnx');
     const damage: Damage[] = [{ tensor: 'onnx::MatMul_594', kind: 'noise', scale: 1 }, { tensor: 'onnx::MatMul_593', kind: 'noise', scale: 10 }];
-    const bad = damagedCopy(good, damage, { jitter: 0.01, dir });
+    const bad = damagedCopy(path.join(ZOO, 'gpt_neox.onnx'), damage, { jitter: 0.01, dir });
     const canary = canaryFile(dir, path.join(ZOO, 'gpt_neox', 'induction.suite.yaml'), '  - name: continues repeated ids\n    tags: [task]\n    accuracy: ">= 0.9"\n');
     const r = await run(good, bad, canary);
     assertFound(r, [{ tensor: 'onnx::MatMul_594', component: 'attention', layer: 1 }, { tensor: 'onnx::MatMul_593', component: 'mlp', layer: 0 }]);

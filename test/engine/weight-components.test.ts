@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { decodeModel } from '../../core/onnx/model';
+import { decodeModel, intsAttr, makeNode } from '../../core/onnx/model';
 import { isFloatType, weightComponents, type WeightRole } from '../../core/onnx/weight-components';
 import { loadSidecar } from '../../core/nodejs/load';
 import { EXAMPLES, FIXTURES } from '../helpers';
@@ -49,4 +49,18 @@ describe('weight components by structure', () => {
       }
     });
   }
+
+  test('a tied embedding (the unembedding a Transpose of the token table) is used by both', () => {
+    const file = path.join(ZOO, 'gpt2', 'model.onnx');
+    const model = decodeModel(fs.readFileSync(file), file);
+    const g = model.graph!;
+    const lmHead = g.node.find((n) => n.opType === 'MatMul' && n.input[1] === 'onnx::MatMul_599')!;
+    g.node.unshift(makeNode('Transpose', ['transformer.wte.weight'], ['tied.T'], 'tied/Transpose', [intsAttr('perm', [1, 0])]));
+    lmHead.input = [lmHead.input[0]!, 'tied.T'];
+    g.initializer = g.initializer.filter((t) => t.name !== 'onnx::MatMul_599');
+    const wte = weightComponents(model, file).find((r) => r.tensor === 'transformer.wte.weight')!;
+    assert.equal(wte.component, 'embedding');
+    assert.deepEqual(wte.uses, ['embedding', 'unembedding']);
+    assert.deepEqual(wte.consumers.sort(), ['/lm_head/MatMul', '/transformer/wte/Gather']);
+  });
 });

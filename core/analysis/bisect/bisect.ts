@@ -1,7 +1,8 @@
 // Bisecting a regression to its tensors: a canary check passes on GOOD and fails on BAD (the same architecture,
 // other weights). Candidate models are BAD with some initializers copied from GOOD; the check is re-run on each.
-// Round 1 restores one (layer, component) group at a time; then the groups that matter are narrowed to a minimal
-// set of tensors (minimal-set.ts), and each tensor of that set is measured alone for how much it restores.
+// Round 1 restores one (layer, component) group at a time; then a minimal set of groups that makes the check pass
+// is found (the most restoring, then the most changed, preferred), within it a minimal set of tensors
+// (minimal-set.ts), and each tensor of that set is measured alone for how much it restores.
 // A heuristic: restoring is assumed monotone, and a tensor that matters only together with another can hide.
 // Every candidate is a model of its own: the engine batches prompts within a check, never different weights in
 // one call, so candidates run one after another and the number of evaluations is the cost reported.
@@ -140,8 +141,9 @@ export async function bisect(ws: Workspace, canaryFile: string, good: BisectMode
   const byRestored = [...groupResults].sort((a, b) => Math.round(100 * b.restored) - Math.round(100 * a.restored) || (b.change ?? 0) - (a.change ?? 0));
   let selected: BisectGroup[];
   const passingAlone = byRestored.find((g) => g.passes);
-  if (passingAlone) selected = [passingAlone];
-  else {
+  /** Tensors known to make the check pass: the fallback when narrowing meets a non-monotone case. */
+  let known: string[] = [];
+  if (passingAlone) { selected = [passingAlone]; known = passingAlone.tensors; } else {
     let prefix = byRestored;
     for (let size = 2; ; size *= 2) {
       prefix = byRestored.slice(0, size);
@@ -150,6 +152,7 @@ export async function bisect(ws: Workspace, canaryFile: string, good: BisectMode
       if (m.passes) break;
       if (size >= byRestored.length) return finish([], false, m);
     }
+    known = prefix.flatMap((g) => g.tensors);
     const groupBound = maxEvaluations(prefix.length);
     let groupSteps = 0;
     selected = await minimalPassingSet(prefix, async (gs) => {
@@ -170,8 +173,12 @@ export async function bisect(ws: Workspace, canaryFile: string, good: BisectMode
     return m.passes;
   });
   let together = await restoring(found);
-  // Restoring was not monotone here: keep the groups' tensors, which do pass.
-  if (!together.passes) { found = candidates; together = await restoring(found); }
+  // Restoring was not monotone here: fall back to the selected groups' tensors, else to a set seen passing.
+  for (const fallback of [candidates, known]) {
+    if (together.passes) break;
+    found = fallback;
+    together = await restoring(found);
+  }
   const culprits: Culprit[] = [];
   for (const name of found) {
     const role = roles.get(name)!;
