@@ -76,6 +76,13 @@ describe('bisect on the demo models', () => {
     const g = (name: string) => r.groups.find((x) => x.group === name)!;
     assert.ok(g('layer 1 attention').restored > 0.1 && g('layer 0 mlp').restored > 0.1);
     assert.ok(Math.abs(g('embedding').restored) < 0.05);
+
+    // A top1 check on the same pair: its value is the expected token's logit margin, positive on GOOD only.
+    const top1 = await run(path.join(EXAMPLES, 'induction-gpt2.onnx'), bad, path.join(EXAMPLES, 'induction-gpt2.canary.yaml'), 'one prompt\'s next token');
+    assert.equal(top1.expected, 'top1 = " apple"');
+    assert.ok(top1.good.value > 0 && top1.bad.value < 0, `${top1.good.value} ${top1.bad.value}`);
+    assert.equal(top1.restores, true);
+    assert.ok(top1.culprits.length >= 1 && top1.culprits.every((c) => damage.some((d) => d.tensor === c.tensor)), JSON.stringify(top1.culprits));
   });
 
   test('Llama: attention, norm and MLP weights of layer 1 damaged', async () => {
