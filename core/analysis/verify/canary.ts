@@ -1,7 +1,7 @@
 import type { Engine } from '../../engine/engine';
 import { UserError } from '../../errors';
 import type { NodeId } from '../../ids';
-import { holds, parseCanary, type CanaryCheck } from '../../formats/canary';
+import { holds, parseCanary, type Canary, type CanaryCheck } from '../../formats/canary';
 import { parseCircuit } from '../../formats/circuit';
 import { hasErrors, type Diagnostic } from '../../formats/diagnostics';
 import { parseSuite, type Suite } from '../../formats/suite';
@@ -36,6 +36,12 @@ export interface CanaryResult {
   diagnostics: Diagnostic[];
   durationMs: number;
 }
+
+/**
+ * One check measured on an engine: whether it holds, the value it reports, and `value`, a number to compare
+ * across models (the measured quantity; for top1, the expected token's logit minus the best other token's).
+ */
+export interface CheckMeasure { pass: boolean; actual: number | string; value: number; message: string }
 
 export interface CanaryOptions {
   signal?: AbortSignal;
@@ -89,15 +95,7 @@ export async function runCanary(ws: Workspace, file: string, opts: CanaryOptions
   result.diagnostics.push(...resolved.diagnostics);
   if (hasErrors(resolved.diagnostics)) { erroredAll(`the suite ${ws.display(suitePath)} has errors for this model`); return finish(); }
 
-  const contexts = new Map<string, Promise<EvalContext>>();
-  const contextFor = (c: CanaryCheck, suite: Suite): Promise<EvalContext> => {
-    const kind = c.ablation ?? suite.ablation;
-    const prompts = selectPrompts(resolved.prompts, c.tags);
-    const key = `${kind}|${(c.tags ?? []).join(',')}`;
-    let p = contexts.get(key);
-    if (!p) { p = prepare(engine, prompts, kind, { signal: opts.signal, meanOver: resolved.prompts }); contexts.set(key, p); }
-    return p;
-  };
+  const contextFor = contextsOn(engine, resolved.prompts, opts.signal);
 
   for (const c of canary.checks) {
     if (opts.signal?.aborted) {
@@ -124,6 +122,21 @@ export async function runCanary(ws: Workspace, file: string, opts: CanaryOptions
   return finish();
 }
 
+type ContextFor = (c: CanaryCheck, suite: Suite) => Promise<EvalContext>;
+
+/** The prepared prompts of each check on one engine, shared by the checks with the same ablation and tags. */
+function contextsOn(engine: Engine, prompts: ResolvedPrompt[], signal?: AbortSignal): ContextFor {
+  const contexts = new Map<string, Promise<EvalContext>>();
+  return (c, suite) => {
+    const kind = c.ablation ?? suite.ablation;
+    const selected = selectPrompts(prompts, c.tags);
+    const key = `${kind}|${(c.tags ?? []).join(',')}`;
+    let p = contexts.get(key);
+    if (!p) { p = prepare(engine, selected, kind, { signal, meanOver: prompts }); contexts.set(key, p); }
+    return p;
+  };
+}
+
 function selectPrompts(prompts: ResolvedPrompt[], tags?: string[]): ResolvedPrompt[] {
   if (!tags || tags.length === 0) return prompts;
   const sel = prompts.filter((p) => p.tags.some((t) => tags.includes(t)));
@@ -142,10 +155,11 @@ function fmt(x: number): string {
   return Math.abs(x) >= 100 ? x.toFixed(1) : x.toFixed(4).replace(/0+$/, '').replace(/\.$/, '');
 }
 
+/** `modelPath`: the file the engine was loaded from (a circuit's recorded hash is compared with it); none for a model built in memory. */
 async function runCheck(
-  ws: Workspace, file: string, modelPath: string, c: CanaryCheck, suite: Suite, engine: Engine,
-  contextFor: (c: CanaryCheck, s: Suite) => Promise<EvalContext>, diagnostics: Diagnostic[], allPrompts: ResolvedPrompt[],
-): Promise<{ pass: boolean; actual: number | string; message: string }> {
+  ws: Workspace, file: string, modelPath: string | undefined, c: CanaryCheck, suite: Suite, engine: Engine,
+  contextFor: ContextFor, diagnostics: Diagnostic[], allPrompts: ResolvedPrompt[],
+): Promise<CheckMeasure> {
   const a = c.assertion;
   if (a.quantity === 'top1') {
     if (!engine.tokenizer) throw new UserError('top1 checks need the model\'s tokenizer.json');
@@ -155,7 +169,9 @@ async function runCheck(
     const res = await engine.run({ ids: [ids], lastOnly: true });
     const got = argmax(res.logits.data);
     const text = engine.tokenizer.tokenText(got);
-    return { pass: got === want, actual: text, message: got === want ? `top-1 is ${JSON.stringify(text)}` : `top-1 is ${JSON.stringify(text)}, expected ${JSON.stringify(a.expected)}` };
+    let rival = -Infinity;
+    res.logits.data.forEach((x, i) => { if (i !== want && x > rival) rival = x; });
+    return { pass: got === want, actual: text, value: res.logits.data[want]! - rival, message: got === want ? `top-1 is ${JSON.stringify(text)}` : `top-1 is ${JSON.stringify(text)}, expected ${JSON.stringify(a.expected)}` };
   }
   const ctx = await contextFor(c, suite);
   const scope = `${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}, ${ctx.ablation} ablation`;
@@ -166,7 +182,7 @@ async function runCheck(
     diagnostics.push(...parsed.diagnostics);
     if (!parsed.circuit) throw new UserError(`the circuit ${ws.display(circuitPath)} has errors`);
     const circuit = parsed.circuit;
-    const checked = checkCircuitOnModel(circuit, parsed.source, engine, circuit.model?.sha256 ? await ws.sha256(modelPath) : undefined);
+    const checked = checkCircuitOnModel(circuit, parsed.source, engine, circuit.model?.sha256 && modelPath ? await ws.sha256(modelPath) : undefined);
     diagnostics.push(...checked.diagnostics);
     if (checked.error) throw checked.error;
     const metric: MetricName = c.metric ?? suite.metric;
@@ -177,13 +193,44 @@ async function runCheck(
     const others = a.quantity === 'faithfulness'
       ? ` (faithfulness by metric: ${(['logit_diff', 'accuracy', 'kl'] as MetricName[]).map((m) => `${m} ${fmt(ev.faithfulness[m])}`).join(', ')})`
       : '';
-    return { pass, actual: value, message: `${a.quantity} (${metric}) ${fmt(value)} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}${others}; ${scope}${level}` };
+    return { pass, actual: value, value, message: `${a.quantity} (${metric}) ${fmt(value)} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}${others}; ${scope}${level}` };
   }
   const nodes: NodeId[] = c.ablate ? engine.checkNodes(c.ablate) : [];
   const [res] = await evaluateSets(ctx, [nodes]);
   const value = res!.metrics[a.quantity];
   const pass = holds(a.bound, value);
   const what = nodes.length ? ` with ${nodes.join(', ')} ablated` : '';
-  return { pass, actual: value, message: `${a.quantity} ${fmt(value)}${what} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; ${scope}` };
+  return { pass, actual: value, value, message: `${a.quantity} ${fmt(value)}${what} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; ${scope}` };
 }
 
+
+/** A canary file and its suite, read once so its checks can be measured on engines the caller brings. */
+export interface OpenedCanary { file: string; canary: Canary; suite: Suite; diagnostics: Diagnostic[] }
+
+/** Reads a canary file and its suite; a problem in either is a UserError at its line. The canary's `model:` is not loaded. */
+export async function openCanary(ws: Workspace, file: string): Promise<OpenedCanary> {
+  const located = (ds: Diagnostic[]) => { const d = ds.find((x) => x.severity === 'error')!; return new UserError(d.message, ws.display(d.file), d.line, d.col); };
+  const parsed = parseCanary(file, await ws.readText(file));
+  if (!parsed.canary) throw located(parsed.diagnostics);
+  const canary = parsed.canary;
+  const suitePath = ws.resolve(file, canary.suite);
+  if (!(await ws.exists(suitePath))) {
+    canary.source.report(['suite'], `suite file not found: ${ws.display(suitePath)}`);
+    throw located(canary.source.diagnostics);
+  }
+  const sp = parseSuite(suitePath, await ws.readText(suitePath));
+  if (!sp.suite) throw located(sp.diagnostics);
+  return { file, canary, suite: sp.suite, diagnostics: [...parsed.diagnostics, ...sp.diagnostics] };
+}
+
+/**
+ * Measures one check of an opened canary on `engine` (not the canary's own model: bisect runs it on models built
+ * in memory). Prompts are resolved and prepared on that engine, as `runCanary` does on the canary's model.
+ */
+export async function measureCheck(ws: Workspace, opened: OpenedCanary, check: CanaryCheck, engine: Engine, signal?: AbortSignal): Promise<CheckMeasure> {
+  const resolved = resolvePrompts(opened.suite, engine);
+  const error = resolved.diagnostics.find((d) => d.severity === 'error');
+  if (error) throw new UserError(error.message, ws.display(error.file), error.line, error.col);
+  const diagnostics: Diagnostic[] = [];
+  return runCheck(ws, opened.file, undefined, check, opened.suite, engine, contextsOn(engine, resolved.prompts, signal), diagnostics, resolved.prompts);
+}
