@@ -9,6 +9,7 @@ import { EXPORT_USAGE, exportCommand } from './commands/export';
 import { IMPORT_USAGE, importCommand } from './commands/import';
 import { INFO_USAGE, infoCommand } from './commands/info';
 import { RUN_USAGE, runCommand } from './commands/run';
+import { SWEEP_USAGE, sweepCommand } from './commands/sweep';
 import { TRACE_USAGE, traceCommand } from './commands/trace';
 import { VERIFY_USAGE, verifyCommand } from './commands/verify';
 
@@ -32,6 +33,8 @@ commands:
   import FILE --format F         EAP-IG / MIB or Neuronpedia graph JSON → .circuit.json (--out F.circuit.json)
   bisect GOOD BAD --canary F     the tensors that broke a canary check: BAD with GOOD's tensors copied in, by
                                  (layer, component) group, then bisected to a minimal set (a heuristic)
+  sweep SUITE                    metric and accuracy per value of a swept variable (suite with sweep:), with
+                                 bootstrap intervals, and n* where accuracy crosses --level
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.
@@ -53,6 +56,7 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   export: { run: exportCommand, usage: EXPORT_USAGE },
   import: { run: importCommand, usage: IMPORT_USAGE },
   bisect: { run: bisectCommand, usage: BISECT_USAGE },
+  sweep: { run: sweepCommand, usage: SWEEP_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {

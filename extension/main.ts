@@ -6,6 +6,8 @@ import { CircuitExplorer } from './views/explorer';
 import type { GraphState } from '../protocol/graph';
 import type { PromptState } from '../protocol/prompt';
 import { GRAPH_VIEW, GraphPanel } from './panels/graph/panel';
+import { SWEEP_VIEW, SweepPanel } from './panels/sweep/panel';
+import type { SweepState } from '../protocol/sweep';
 import { ATTENTION_VIEW, LENS_VIEW, PromptPanel } from './panels/prompt/panel';
 
 export async function activate(context: vscode.ExtensionContext): Promise<{ services: unknown }> {
@@ -35,6 +37,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<{ serv
         if (!saved?.nodes) { panel.dispose(); return; }
         panel.webview.options = GraphPanel.options(state, saved);
         new GraphPanel(panel, state, saved, onSaved);
+      },
+    }),
+    vscode.window.registerWebviewPanelSerializer(SWEEP_VIEW, {
+      async deserializeWebviewPanel(panel, saved: SweepState | undefined) {
+        if (!saved?.points) { panel.dispose(); return; }
+        panel.webview.options = SweepPanel.options(state);
+        new SweepPanel(panel, state, saved);
       },
     }),
     ...[ATTENTION_VIEW, LENS_VIEW].map((type) => vscode.window.registerWebviewPanelSerializer(type, {

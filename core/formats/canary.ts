@@ -8,7 +8,11 @@ export const QUANTITIES: Quantity[] = ['accuracy', 'logit_diff', 'prob', 'kl', '
 
 export interface Bound { op: '>=' | '<=' | '>' | '<' | '=='; value: number; text: string }
 
-export type Assertion = { quantity: Quantity; bound: Bound } | { quantity: 'top1'; expected: string };
+export type Assertion = { quantity: Quantity; bound: Bound } | { quantity: 'top1'; expected: string }
+  /** n*, where accuracy crosses `at` as the swept `variable` grows (core/analysis/sweep), within a bound. */
+  | { quantity: 'threshold'; variable: string; at: number; bound: Bound };
+
+const BOUND_OPS = ['>=', '<=', '>', '<', '=='] as const;
 
 export interface CanaryCheck {
   name: string;
@@ -49,6 +53,13 @@ export function holds(b: Bound, x: number): boolean {
   }
 }
 
+/** `{variable: n, at: 0.5, ">=": 12}` (the schema has checked its shape: one comparison, a number). */
+function thresholdAssertion(t: Record<string, unknown>): Assertion {
+  const op = BOUND_OPS.find((o) => o in t)!;
+  const bound = parseBound(`${op} ${Number(t[op])}`);
+  return { quantity: 'threshold', variable: String(t['variable']), at: t['at'] === undefined ? 0.5 : Number(t['at']), bound };
+}
+
 export function parseCanary(file: string, text: string): { canary?: Canary; diagnostics: Diagnostic[] } {
   const src = new SourceFile(file, text);
   if (!src.ok || !src.validate(compileSchema(canarySchema))) return { diagnostics: src.diagnostics };
@@ -58,13 +69,13 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
   v.checks.forEach((c, i) => {
     const at = src.locate(['checks', i]);
     const keys = Object.keys(c);
-    const asserted = keys.filter((k) => (QUANTITIES as string[]).includes(k) || k === 'top1');
+    const asserted = keys.filter((k) => (QUANTITIES as string[]).includes(k) || k === 'top1' || k === 'threshold');
     const name = String(c['name']);
     if (names.has(name)) src.report(['checks', i, 'name'], `two checks are named "${name}"; names identify tests, make them unique`);
     names.add(name);
     if (asserted.length !== 1) {
       src.report(['checks', i], asserted.length === 0
-        ? `check "${name}" has no assertion (add one of: ${[...QUANTITIES, 'top1'].join(', ')})`
+        ? `check "${name}" has no assertion (add one of: ${[...QUANTITIES, 'top1', 'threshold'].join(', ')})`
         : `check "${name}" has ${asserted.length} assertions (${asserted.join(', ')}); write one check per assertion`);
       return;
     }
@@ -74,7 +85,9 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
     if (c['prompt'] && q !== 'top1') src.report(['checks', i, 'prompt'], 'a prompt check asserts top1: "<token>"', 'error', true);
     if (c['circuit'] && c['ablate']) src.report(['checks', i, 'ablate'], 'use either circuit or ablate in one check, not both', 'error', true);
     if (c['circuit'] && q !== 'faithfulness' && q !== 'necessity') src.report(['checks', i, q], `with a circuit, assert faithfulness or necessity (not ${q})`, 'error', true);
-    const assertion: Assertion = q === 'top1' ? { quantity: 'top1', expected: String(c['top1']) } : { quantity: q as Quantity, bound: parseBound(String(c[q])) };
+    const assertion: Assertion = q === 'top1' ? { quantity: 'top1', expected: String(c['top1']) }
+      : q === 'threshold' ? thresholdAssertion(c['threshold'] as Record<string, unknown>)
+      : { quantity: q as Quantity, bound: parseBound(String(c[q])) };
     checks.push({
       name, index: i, line: at.line, col: at.col, assertion,
       circuit: c['circuit'] as string | undefined, ablate: c['ablate'] as string[] | undefined, prompt: c['prompt'] as string | undefined,

@@ -10,6 +10,7 @@ import { refresh, runCanaries } from './run-canaries';
 import { runSuite } from './run-suite';
 import { saveCircuit } from './save-circuit';
 import { selectModel } from './select-model';
+import { sweepSuite } from './sweep-suite';
 import { verifyCircuit } from './verify-circuit';
 
 export function commandTable(s: Services): Record<string, Command> {
@@ -27,5 +28,6 @@ export function commandTable(s: Services): Record<string, Command> {
     'circuitlens.runCanaries': runCanaries(s),
     'circuitlens.exportCircuit': exportCircuit(s),
     'circuitlens.refresh': refresh(s),
+    'circuitlens.sweepSuite': sweepSuite(s),
   };
 }

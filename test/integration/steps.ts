@@ -50,13 +50,15 @@ export interface Step {
 export const CIRCUIT: NodeId[] = ['a0.h1', 'm0', 'a1.h0', 'a1.h1', 'a1.h2', 'a1.h3', 'm1'];
 const GRAPH_NODES = ['input', 'logits', 'm0', 'm1', ...[0, 1].flatMap((l) => [0, 1, 2, 3].map((h) => `a${l}.h${h}`))];
 const SAVED_NAME = 'it-circuit';
+const SWEEP_SUITE = 'induction-sweep.suite.yaml';
 const BROKEN_CHECK = 'induction circuit is faithful';
 
 /** A temporary copy of examples/ plus broken.canary.yaml: the gpt2 canary demanding faithfulness ≥ 0.99 of its
  *  circuit (which has about 0.81), so exactly one check fails, at a known line. */
 export function prepareWorkspace(): Workspace {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitlens-it-'));
-  fs.cpSync(EXAMPLES, dir, { recursive: true, filter: (src) => !src.includes(`${path.sep}references`) });
+  // The sweep suite joins later (its step): the steps before it expect the one suite they pick without asking.
+  fs.cpSync(EXAMPLES, dir, { recursive: true, filter: (src) => !src.includes(`${path.sep}references`) && path.basename(src) !== SWEEP_SUITE });
   const lines = fs.readFileSync(path.join(dir, 'induction-gpt2.canary.yaml'), 'utf8').split('\n');
   const at = lines.findIndex((l) => l.trim() === `- name: ${BROKEN_CHECK}`);
   const bound = lines.findIndex((l, i) => i > at && /^\s+faithfulness:/.test(l));
@@ -218,6 +220,12 @@ function firstSuitePrompt(dir: string): { text: string; answer: string; foil: st
 function cliVerify(file: string): Promise<{ faithfulness: number; necessity: number }> {
   return new Promise((resolve, reject) => execFile(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'verify', file, '--json'], { timeout: 60_000 },
     (err, stdout, stderr) => (err ? reject(new Error(`circuitlens verify failed: ${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)))));
+}
+
+/** `circuitlens sweep SUITE --model MODEL --json` (the CLI of this checkout). */
+function cliSweep(suite: string, model: string): Promise<{ points: { value: number; metric: number; accuracy: number }[]; critical: { value: number } | null }> {
+  return new Promise((resolve, reject) => execFile(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'sweep', suite, '--model', model, '--json'], { timeout: 120_000 },
+    (err, stdout, stderr) => (err ? reject(new Error(`circuitlens sweep failed: ${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)))));
 }
 
 /** Equal when rounded to 3 decimals (what the view shows), allowing for the rounding edge. */
@@ -451,6 +459,33 @@ export const STEPS: Step[] = [
       const next = tokens[tokens.indexOf(tokens[tokens.length - 1]!) + 1]!;
       assert.ok(rows[1]!.startsWith('after layer 1') && rows[1]!.split('\t')[1]?.startsWith(`${next} (`), `top token after layer 1: "${rows[1]}", expected ${next}`);
       await screenshot(d, 'logit-lens.png');
+    },
+  },
+  {
+    name: 'Sweep Suite draws metric and accuracy against the padding, with intervals and n* marked, equal to the CLI\'s',
+    timeoutMs: 180_000,
+    async run(d) {
+      const { page, workspace } = d;
+      fs.copyFileSync(path.join(EXAMPLES, SWEEP_SUITE), path.join(workspace.dir, SWEEP_SUITE));
+      const cliRun = cliSweep(path.join(workspace.dir, SWEEP_SUITE), path.join(workspace.dir, 'induction-gpt2.onnx'));
+      await until(`the explorer to list ${SWEEP_SUITE}`, () => explorerSections(page), (x) => names(x['Suites']).includes(SWEEP_SUITE), 30_000);
+      await runCommand(page, 'CircuitLens: Sweep Suite');
+      await pickQuickItem(page, SWEEP_SUITE);
+      const f = await webviewOf(page, 'sweep', 120_000);
+      await f.locator('#points tbody tr').first().waitFor({ state: 'visible', timeout: 60_000 });
+      const want = await cliRun;
+      const rows = (await f.locator('#points tbody tr').allInnerTexts()).map((r) => r.split('\t').map((c) => c.trim()));
+      assert.deepEqual(rows.map((r) => Number(r[0])), want.points.map((p) => p.value));
+      rows.forEach((r, i) => {
+        assertClose3(r[2]!, want.points[i]!.metric, `logit_diff at n=${r[0]}`);
+        assertClose3(r[4]!, want.points[i]!.accuracy, `accuracy at n=${r[0]}`);
+      });
+      assert.ok(want.critical, 'the CLI finds n*');
+      assert.match(await f.locator('#critical').innerText(), new RegExp(`n\\* = ${want.critical!.value.toFixed(3).replace('.', '\\.')}: accuracy falls below 0\\.5`));
+      // The plot: two lines and two bands, the dashed n* line and its label.
+      assert.equal(await f.locator('#plot .scatterlayer g.trace').count(), 6);
+      assert.match((await f.locator('#plot .annotation-text').allTextContents()).join(' '), /n\* = \d+\.\d{3}/);
+      await screenshot(d, 'sweep.png');
     },
   },
 ];

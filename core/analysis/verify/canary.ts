@@ -11,6 +11,7 @@ import { argmax } from '../metrics';
 import type { MetricName } from '../../vocabulary';
 import { resolvePrompts, type ResolvedPrompt } from '../prompts';
 import { checkCircuitOnModel, evaluateSavedCircuit } from './verify';
+import { summarizeSweep, sweepVariable, thresholdVerdict } from '../sweep/sweep';
 
 export type CheckStatus = 'passed' | 'failed' | 'errored' | 'skipped';
 
@@ -145,7 +146,9 @@ function selectPrompts(prompts: ResolvedPrompt[], tags?: string[]): ResolvedProm
 }
 
 function done(c: CanaryCheck, status: CheckStatus, message: string, actual: number | string | undefined, durationMs: number): CheckResult {
-  const expected = c.assertion.quantity === 'top1' ? `top1 = ${JSON.stringify(c.assertion.expected)}` : `${c.assertion.quantity} ${c.assertion.bound.text}`;
+  const a = c.assertion;
+  const expected = a.quantity === 'top1' ? `top1 = ${JSON.stringify(a.expected)}`
+    : a.quantity === 'threshold' ? `${a.variable}* (accuracy crosses ${a.at}) ${a.bound.text}` : `${a.quantity} ${a.bound.text}`;
   return { name: c.name, index: c.index, line: c.line, col: c.col, status, actual, expected, message, durationMs };
 }
 
@@ -196,6 +199,14 @@ async function runCheck(
     return { pass, actual: value, value, message: `${a.quantity} (${metric}) ${fmt(value)} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}${others}; ${scope}${level}` };
   }
   const nodes: NodeId[] = c.ablate ? engine.checkNodes(c.ablate) : [];
+  if (a.quantity === 'threshold') {
+    // The check's prompts (tags) that carry a value of the variable; n* without bootstrap (the bound is on n* itself).
+    const variable = sweepVariable(suite, a.variable);
+    const [res] = await evaluateSets(ctx, [nodes]);
+    const v = thresholdVerdict(summarizeSweep(ctx.prompts, res!.scores, variable, suite.metric, { level: a.at, resamples: 0 }), a.bound);
+    // bisect measures how far a check is from passing: n* where accuracy crosses (NaN when it never does).
+    return { ...v, value: typeof v.actual === 'number' ? v.actual : Number.NaN, message: `${v.message}${nodes.length ? ` with ${nodes.join(', ')} ablated` : ''}; ${scope}` };
+  }
   const [res] = await evaluateSets(ctx, [nodes]);
   const value = res!.metrics[a.quantity];
   const pass = holds(a.bound, value);

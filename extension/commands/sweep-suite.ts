@@ -1,0 +1,27 @@
+import * as path from 'node:path';
+import { runSweep } from '../../core/analysis/sweep/sweep';
+import type { SweepState } from '../../protocol/sweep';
+import { SweepPanel } from '../panels/sweep/panel';
+import { f3, loadSuite, pick, SUITES, withProgress, type Command, type Services } from './common';
+
+/** Sweep Suite: metric and accuracy per value of the suite's swept variable, n* (core/analysis/sweep), as a line plot. */
+export function sweepSuite({ state }: Services): Command {
+  return async (arg) => {
+    const f = await pick(state, SUITES, 'suite', arg);
+    if (!f) return;
+    const s = await withProgress(state, `sweeping ${path.basename(f)}`, async (signal) => {
+      const L = await loadSuite(state, f);
+      if (!L) return undefined;
+      const r = await runSweep(L, { signal });
+      const model = path.basename(L.modelPath);
+      const c = r.critical;
+      state.log.info(`${L.suite.name} on ${model}: ${r.variable}* = ${c ? `${f3(c.value)} (accuracy ${c.direction} across ${r.level})` : 'none'}; ${r.points.map((p) => `${r.variable}=${p.value}: ${f3(p.accuracy)}`).join(', ')}`);
+      const view: SweepState = {
+        version: 1, title: `Sweep: ${L.suite.name} · ${model}`, suiteName: L.suite.name, modelName: model, variable: r.variable, metric: r.metric,
+        level: r.level, points: r.points, critical: c && { value: c.value, direction: c.direction, between: c.between, ci: c.ci, resolved: c.resolved }, bootstrap: r.bootstrap,
+      };
+      return view;
+    });
+    if (s) SweepPanel.show(state, s);
+  };
+}
