@@ -1,7 +1,7 @@
 import type { Engine } from '../../engine/engine';
 import { UserError } from '../../errors';
 import type { NodeId } from '../../ids';
-import { holds, parseCanary, type CanaryCheck } from '../../formats/canary';
+import { holds, isCrossCheckpoint, parseCanary, type CanaryCheck } from '../../formats/canary';
 import { parseCircuit } from '../../formats/circuit';
 import { hasErrors, type Diagnostic } from '../../formats/diagnostics';
 import { parseSuite, type Suite } from '../../formats/suite';
@@ -11,6 +11,7 @@ import { argmax } from '../metrics';
 import type { MetricName } from '../../vocabulary';
 import { resolvePrompts, type ResolvedPrompt } from '../prompts';
 import { checkCircuitOnModel, evaluateSavedCircuit } from './verify';
+import { crossCheckpointCheck } from '../compare/canary-checks';
 
 export type CheckStatus = 'passed' | 'failed' | 'errored' | 'skipped';
 
@@ -159,6 +160,7 @@ async function runCheck(
   }
   const ctx = await contextFor(c, suite);
   const scope = `${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}, ${ctx.ablation} ablation`;
+  if (isCrossCheckpoint(a.quantity)) return crossCheckpointCheck({ ws, file, modelPath, engine, check: c, suite, ctx, all: allPrompts, diagnostics, scope });
   if (a.quantity === 'faithfulness' || a.quantity === 'necessity') {
     const circuitPath = ws.resolve(file, c.circuit!);
     if (!(await ws.exists(circuitPath))) throw new UserError(`circuit file not found: ${ws.display(circuitPath)}`);
