@@ -111,7 +111,9 @@ function printComparison(c: Comparison, names: [string, string], top: number, ou
   const how = o.method === 'acdc' ? `ACDC, threshold ${o.threshold}` : `greedy by ${o.scoring} scores to faithfulness ${o.target}`;
   const list = (xs: string[]) => (xs.length ? (xs.length > 24 ? `${xs.slice(0, 24).join(', ')} and ${xs.length - 24} more` : xs.join(', ')) : 'none');
   out(`    re-discovered on B (${how}; options ${k.rediscoveredB.optionsFrom === 'circuit' ? 'from the circuit file' : 'discover\'s defaults: the file records none'}): ${k.rediscoveredB.members.length} ${k.level === 'edge' ? 'edges' : 'nodes'}, faithfulness ${f3(k.rediscoveredB.discovered.verification.faithfulness)}`);
-  out(`    Jaccard of the circuit with B's: ${f3(k.jaccard)}   entered: ${list(k.entered)}   left: ${list(k.left)}`);
+  out(`    Jaccard of the circuit with B's: ${f3(k.jaccard)}`);
+  out(`    entered (in B's, not in the circuit): ${list(k.entered)}`);
+  out(`    left (in the circuit, not in B's): ${list(k.left)}`);
   if (k.rediscoveredA) {
     out(`    re-discovered on A the same way: ${k.rediscoveredA.members.length} ${k.level === 'edge' ? 'edges' : 'nodes'}; Jaccard of A's and B's: ${f3(k.jaccardRediscovered!)}`);
   }

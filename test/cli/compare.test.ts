@@ -55,7 +55,7 @@ describe('circuitlens compare', () => {
     const listed = r.stdout.split('\n').filter((l) => /^\s{4}(a\d\.h\d|m\d)\s/.test(l));
     assert.equal(listed.length, 3);
     assert.match(r.stdout, /faithfulness \(logit_diff\) 0\.\d{3} → 0\.\d{3} \(drop 0\.\d{3}\)/);
-    assert.match(r.stdout, /Jaccard of the circuit with B's: [01]\.\d{3}\s+entered: .+\s+left: .+/);
+    assert.match(r.stdout, /Jaccard of the circuit with B's: [01]\.\d{3}\n\s+entered \(in B's, not in the circuit\): m1\n\s+left \(in the circuit, not in B's\): none\n/);
   });
 
   test('GPT-2 against Llama: exit 2, what differs', () => {
@@ -66,10 +66,14 @@ describe('circuitlens compare', () => {
   });
 
   test('--help, and usage mistakes', () => {
-    const h = cli(['compare', '--help']);
-    assert.equal(h.code, 0);
-    assert.match(h.stdout, /^usage: circuitlens compare A\.onnx B\.onnx --suite SUITE/);
-    assert.match(h.stdout, /--json: \{"a": \{"model", "task"/);
+    for (const flag of ['--help', '-h']) {
+      const h = cli(['compare', flag]);
+      assert.equal(h.code, 0);
+      assert.equal(h.stderr, '');
+      assert.match(h.stdout, /^usage: circuitlens compare A\.onnx B\.onnx --suite SUITE/);
+      assert.match(h.stdout, /\noptions:\n/);
+      assert.match(h.stdout, /\n--json: \{"a": \{"model", "task"/);
+    }
     const one = cli(['compare', A, '--suite', SUITE]);
     assert.equal(one.code, 2);
     assert.match(one.stderr, /expected two model files/);
@@ -77,7 +81,7 @@ describe('circuitlens compare', () => {
     assert.equal(noSuite.code, 2);
     assert.match(noSuite.stderr, /--suite SUITE is required/);
     const main = cli(['--help']);
-    assert.match(main.stdout, /compare A B --suite S/);
+    assert.match(main.stdout, /\n  compare A B --suite S/);
   });
 
   test('canary: faithfulness_drop and jaccard pass, with compare\'s numbers and both models named', () => {

@@ -31,7 +31,6 @@ export interface CrossCheck {
   diagnostics: Diagnostic[];
   /** The prompts and ablation, in words. */
   scope: string;
-  signal?: AbortSignal;
 }
 
 export interface CheckOutcome { pass: boolean; actual: number; message: string }
@@ -95,7 +94,7 @@ export async function crossCheckpointCheck(x: CrossCheck): Promise<CheckOutcome>
   checkSamePrompts(chosen, x.ctx.prompts, [baseline, model]);
   onModel(x, circuit, source, base, circuit.model?.sha256 ? await x.ws.sha256(baselinePath) : undefined);
   onModel(x, circuit, source, x.engine);
-  const bctx = await prepare(base, chosen, x.ctx.ablation, { signal: x.signal, meanOver: resolved.prompts });
+  const bctx = await prepare(base, chosen, x.ctx.ablation, { signal: x.ctx.signal, meanOver: resolved.prompts });
   const before = await circuitOnModel(circuit, bctx, resolved.prompts);
   const after = await circuitOnModel(circuit, x.ctx, x.all);
   const value = before.faithfulness[metric] - after.faithfulness[metric];
