@@ -3,6 +3,7 @@ import { helpText, wantsHelp, type Usage } from './args';
 import { ATTRIBUTE_USAGE, attributeCommand } from './commands/attribute';
 import { BISECT_USAGE, bisectCommand } from './commands/bisect';
 import { CANARY_USAGE, canaryCommand } from './commands/canary';
+import { COMPARE_USAGE, compareCommand } from './commands/compare';
 import { DIFF_USAGE, diffCommand } from './commands/diff';
 import { DISCOVER_USAGE, discoverCommand } from './commands/discover';
 import { EXPORT_USAGE, exportCommand } from './commands/export';
@@ -35,6 +36,8 @@ commands:
                                  (layer, component) group, then bisected to a minimal set (a heuristic)
   sweep SUITE                    metric and accuracy per value of a swept variable (suite with sweep:), with
                                  bootstrap intervals, and n* where accuracy crosses --level
+  compare A B --suite S          two checkpoints of one architecture: metrics, node scores and a circuit
+                                 (--circuit C: faithfulness on each, re-discovered on B, Jaccard) from A to B
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.
@@ -57,6 +60,7 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   import: { run: importCommand, usage: IMPORT_USAGE },
   bisect: { run: bisectCommand, usage: BISECT_USAGE },
   sweep: { run: sweepCommand, usage: SWEEP_USAGE },
+  compare: { run: compareCommand, usage: COMPARE_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {

@@ -3,8 +3,14 @@ import type { AblationKind, MetricName } from '../vocabulary';
 import type { Diagnostic } from './diagnostics';
 import { compileSchema, SourceFile } from './source';
 
-export type Quantity = MetricName | 'faithfulness' | 'necessity';
-export const QUANTITIES: Quantity[] = ['accuracy', 'logit_diff', 'prob', 'kl', 'faithfulness', 'necessity'];
+export type Quantity = MetricName | 'faithfulness' | 'necessity' | CrossCheckpointQuantity;
+/**
+ * Checks across checkpoints: `faithfulness_drop` = the circuit's faithfulness on `baseline` minus on this canary's
+ * model; `jaccard` = of the circuit with the one re-discovered on this canary's model.
+ */
+export type CrossCheckpointQuantity = 'faithfulness_drop' | 'jaccard';
+export const CROSS_CHECKPOINT: CrossCheckpointQuantity[] = ['faithfulness_drop', 'jaccard'];
+export const QUANTITIES: Quantity[] = ['accuracy', 'logit_diff', 'prob', 'kl', 'faithfulness', 'necessity', ...CROSS_CHECKPOINT];
 
 export interface Bound { op: '>=' | '<=' | '>' | '<' | '=='; value: number; text: string }
 
@@ -21,6 +27,8 @@ export interface CanaryCheck {
   col: number;
   assertion: Assertion;
   circuit?: string;
+  /** The model a `faithfulness_drop` is measured from (path relative to the canary). */
+  baseline?: string;
   ablate?: string[];
   prompt?: string;
   tags?: string[];
@@ -35,6 +43,10 @@ export interface Canary {
   suite: string;
   checks: CanaryCheck[];
   source: SourceFile;
+}
+
+export function isCrossCheckpoint(q: string): q is CrossCheckpointQuantity {
+  return (CROSS_CHECKPOINT as string[]).includes(q);
 }
 
 export function parseBound(text: string): Bound {
@@ -84,13 +96,16 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
     if (q === 'top1' && !c['prompt']) src.report(['checks', i, 'top1'], 'top1 checks a single prompt: add prompt: "..."', 'error', true);
     if (c['prompt'] && q !== 'top1') src.report(['checks', i, 'prompt'], 'a prompt check asserts top1: "<token>"', 'error', true);
     if (c['circuit'] && c['ablate']) src.report(['checks', i, 'ablate'], 'use either circuit or ablate in one check, not both', 'error', true);
-    if (c['circuit'] && q !== 'faithfulness' && q !== 'necessity') src.report(['checks', i, q], `with a circuit, assert faithfulness or necessity (not ${q})`, 'error', true);
+    if (c['circuit'] && q !== 'faithfulness' && q !== 'necessity' && !isCrossCheckpoint(q)) src.report(['checks', i, q], `with a circuit, assert faithfulness, necessity, faithfulness_drop or jaccard (not ${q})`, 'error', true);
+    if (isCrossCheckpoint(q) && !c['circuit']) src.report(['checks', i, q], `${q} is measured for a circuit: add circuit: path/to/file.circuit.json`, 'error', true);
+    if (q === 'faithfulness_drop' && !c['baseline']) src.report(['checks', i, q], 'faithfulness_drop is measured from a baseline model: add baseline: path/to/earlier.onnx', 'error', true);
+    if (c['baseline'] && q !== 'faithfulness_drop') src.report(['checks', i, 'baseline'], `baseline is the model a faithfulness_drop is measured from; ${q} does not use it`, 'error', true);
     const assertion: Assertion = q === 'top1' ? { quantity: 'top1', expected: String(c['top1']) }
       : q === 'threshold' ? thresholdAssertion(c['threshold'] as Record<string, unknown>)
       : { quantity: q as Quantity, bound: parseBound(String(c[q])) };
     checks.push({
       name, index: i, line: at.line, col: at.col, assertion,
-      circuit: c['circuit'] as string | undefined, ablate: c['ablate'] as string[] | undefined, prompt: c['prompt'] as string | undefined,
+      circuit: c['circuit'] as string | undefined, baseline: c['baseline'] as string | undefined, ablate: c['ablate'] as string[] | undefined, prompt: c['prompt'] as string | undefined,
       tags: c['tags'] as string[] | undefined, ablation: c['ablation'] as AblationKind | undefined, metric: c['metric'] as MetricName | undefined,
     });
   });

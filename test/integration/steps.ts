@@ -57,8 +57,9 @@ const BROKEN_CHECK = 'induction circuit is faithful';
  *  circuit (which has about 0.81), so exactly one check fails, at a known line. */
 export function prepareWorkspace(): Workspace {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitlens-it-'));
-  // The sweep suite joins later (its step): the steps before it expect the one suite they pick without asking.
-  fs.cpSync(EXAMPLES, dir, { recursive: true, filter: (src) => !src.includes(`${path.sep}references`) && path.basename(src) !== SWEEP_SUITE });
+  // Without the references and the later checkpoint (examples/checkpoints/, for compare); the sweep suite joins later
+  // (its step): the steps before it expect the one suite they pick without asking.
+  fs.cpSync(EXAMPLES, dir, { recursive: true, filter: (src) => !src.includes(`${path.sep}references`) && !src.includes(`${path.sep}checkpoints`) && path.basename(src) !== SWEEP_SUITE });
   const lines = fs.readFileSync(path.join(dir, 'induction-gpt2.canary.yaml'), 'utf8').split('\n');
   const at = lines.findIndex((l) => l.trim() === `- name: ${BROKEN_CHECK}`);
   const bound = lines.findIndex((l, i) => i > at && /^\s+faithfulness:/.test(l));

@@ -1,7 +1,7 @@
 import type { Engine } from '../../engine/engine';
 import { UserError } from '../../errors';
 import type { NodeId } from '../../ids';
-import { holds, parseCanary, type Canary, type CanaryCheck } from '../../formats/canary';
+import { holds, isCrossCheckpoint, parseCanary, type Canary, type CanaryCheck } from '../../formats/canary';
 import { parseCircuit } from '../../formats/circuit';
 import { hasErrors, type Diagnostic } from '../../formats/diagnostics';
 import { parseSuite, type Suite } from '../../formats/suite';
@@ -12,6 +12,7 @@ import type { MetricName } from '../../vocabulary';
 import { resolvePrompts, type ResolvedPrompt } from '../prompts';
 import { checkCircuitOnModel, evaluateSavedCircuit } from './verify';
 import { summarizeSweep, sweepVariable, thresholdVerdict } from '../sweep/sweep';
+import { crossCheckpointCheck } from '../compare/canary-checks';
 
 export type CheckStatus = 'passed' | 'failed' | 'errored' | 'skipped';
 
@@ -178,6 +179,11 @@ async function runCheck(
   }
   const ctx = await contextFor(c, suite);
   const scope = `${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}, ${ctx.ablation} ablation`;
+  if (isCrossCheckpoint(a.quantity)) {
+    // A model built in memory (bisect's candidates) is named by the canary's own model in messages.
+    const r = await crossCheckpointCheck({ ws, file, modelPath: modelPath ?? file, engine, check: c, suite, ctx, all: allPrompts, diagnostics, scope });
+    return { ...r, value: r.actual };
+  }
   if (a.quantity === 'faithfulness' || a.quantity === 'necessity') {
     const circuitPath = ws.resolve(file, c.circuit!);
     if (!(await ws.exists(circuitPath))) throw new UserError(`circuit file not found: ${ws.display(circuitPath)}`);
