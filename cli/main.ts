@@ -7,6 +7,7 @@ import { DISCOVER_USAGE, discoverCommand } from './commands/discover';
 import { EXPORT_USAGE, exportCommand } from './commands/export';
 import { IMPORT_USAGE, importCommand } from './commands/import';
 import { INFO_USAGE, infoCommand } from './commands/info';
+import { PROTECT_USAGE, protectCommand } from './commands/protect';
 import { RUN_USAGE, runCommand } from './commands/run';
 import { TRACE_USAGE, traceCommand } from './commands/trace';
 import { VERIFY_USAGE, verifyCommand } from './commands/verify';
@@ -29,6 +30,8 @@ commands:
   export CIRCUIT --format F      circuit as EAP-IG / MIB JSON (eap-ig: every edge, in_graph flags) or as a
                                  Neuronpedia attribution graph (neuronpedia: one node per head and MLP)
   import FILE --format F         EAP-IG / MIB or Neuronpedia graph JSON → .circuit.json (--out F.circuit.json)
+  protect CIRCUIT --out F        per-parameter learning-rate scales (--scale S) that protect a circuit during
+                                 fine-tuning, as safetensors; --snippet prints the PyTorch code that applies them
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.
@@ -49,6 +52,7 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   diff: { run: diffCommand, usage: DIFF_USAGE },
   export: { run: exportCommand, usage: EXPORT_USAGE },
   import: { run: importCommand, usage: IMPORT_USAGE },
+  protect: { run: protectCommand, usage: PROTECT_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {

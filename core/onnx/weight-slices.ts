@@ -30,6 +30,7 @@ export type SliceRole = 'W_Q' | 'W_K' | 'W_V' | 'b_Q' | 'b_K' | 'b_V' | 'W_O' | 
 export interface OwnedSlice { initializer: string; role: SliceRole; dims: number[]; axis: number; start: number; end: number }
 
 type Qkv = 'q' | 'k' | 'v';
+const ROLE_ORDER: SliceRole[] = ['W_Q', 'b_Q', 'W_K', 'b_K', 'W_V', 'b_V', 'W_O'];
 
 /** How a tensor's entries map to the projection's output columns. */
 type Layout =
@@ -137,7 +138,7 @@ function headSlices(cx: Cx, L: LayerTensors, l: number, id: string): OwnedSlice[
   for (const role of ['q', 'k', 'v'] as const) if (!found.has(role)) refuse(cx, id, `no projection of the residual stream feeds the ${role === 'q' ? 'queries' : role === 'k' ? 'keys' : 'values'} of layer ${l}`);
   const o = trackOutput(cx, L, branch, H, dh, id);
   for (let h = 0; h < H; h++) heads[h]!.push({ initializer: o.weight, role: 'W_O', dims: o.dims, axis: o.rowAxis, start: h * dh, end: (h + 1) * dh });
-  return heads;
+  return heads.map((slices) => slices.sort((a, b) => ROLE_ORDER.indexOf(a.role) - ROLE_ORDER.indexOf(b.role)));
 }
 
 /** The attention products: Q·Kᵀ (both operands computed from the stream) and pattern·V. */

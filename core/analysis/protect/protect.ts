@@ -64,18 +64,22 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
   if (nodes.length === 0) throw new UserError(`${what}: the circuit has no nodes to protect`);
   const owned = ownedSlices(pm.model.graph!, pm.structure, nodes, what);
   const storedName = (n: string) => pm.origin.get(n) ?? (pm.origin.get(n.replace(/@no_past$/, '')) ?? n.replace(/@no_past$/, ''));
-  const masks = new Map(pm.stored.map((s) => [s.name, { dims: s.dims, data: new Float32Array(s.dims.reduce((a, v) => a * v, 1)).fill(1) }]));
+  const masks = new Map(pm.stored.map((s) => {
+    const n = s.dims.reduce((a, v) => a * v, 1);
+    return [s.name, { dims: s.dims, data: new Float32Array(n).fill(1), owned: new Uint8Array(n) }];
+  }));
   const report: Record<string, ReportedSlice[]> = {};
   for (const [id, slices] of owned) {
     report[id] = slices.map((s) => {
       const name = storedName(s.initializer);
       const m = masks.get(name);
       if (!m || m.dims.join() !== s.dims.join()) throw new Error(`protect: ${id} owns "${s.initializer}", which maps to no stored initializer of shape [${s.dims}]`);
+      fill(m.owned, s, 1);
       return { initializer: name, role: s.role, slice: sliceText(s), entries: fill(m.data, s, scale) };
     });
   }
   const names = pytorchNames(pm, storedName);
-  const initializers = [...masks].map(([name, m]) => ({ name, ...names.get(name), protected: m.data.reduce((a, v) => a + (v !== 1 ? 1 : 0), 0), total: m.data.length }))
+  const initializers = [...masks].map(([name, m]) => ({ name, ...names.get(name), protected: m.owned.reduce((a, v) => a + v, 0), total: m.data.length }))
     .filter((x) => x.protected > 0);
   const tensors: SafeTensor[] = [...masks].map(([name, m]) => ({ name, dims: m.dims, data: m.data }));
   const kept: Record<string, string> = {};
@@ -92,7 +96,7 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
 }
 
 /** Sets the slice's entries of `data` (row-major, `s.dims`) to `scale`; returns how many entries it has. */
-function fill(data: Float32Array, s: OwnedSlice, scale: number): number {
+function fill(data: Float32Array | Uint8Array, s: OwnedSlice, scale: number): number {
   const inner = s.dims.slice(s.axis + 1).reduce((a, v) => a * v, 1);
   const size = s.dims[s.axis]!;
   const outer = data.length / (inner * size);
