@@ -9,6 +9,7 @@ import { DISCOVER_USAGE, discoverCommand } from './commands/discover';
 import { EXPORT_USAGE, exportCommand } from './commands/export';
 import { IMPORT_USAGE, importCommand } from './commands/import';
 import { INFO_USAGE, infoCommand } from './commands/info';
+import { PROTECT_USAGE, protectCommand } from './commands/protect';
 import { RUN_USAGE, runCommand } from './commands/run';
 import { SWEEP_USAGE, sweepCommand } from './commands/sweep';
 import { TRACE_USAGE, traceCommand } from './commands/trace';
@@ -38,6 +39,8 @@ commands:
                                  bootstrap intervals, and n* where accuracy crosses --level
   compare A B --suite S          two checkpoints of one architecture: metrics, node scores and a circuit
                                  (--circuit C: faithfulness on each, re-discovered on B, Jaccard) from A to B
+  protect CIRCUIT --out F        per-parameter learning-rate scales (--scale S) that protect a circuit during
+                                 fine-tuning, as safetensors; --snippet prints the PyTorch code that applies them
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.
@@ -61,6 +64,7 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   bisect: { run: bisectCommand, usage: BISECT_USAGE },
   sweep: { run: sweepCommand, usage: SWEEP_USAGE },
   compare: { run: compareCommand, usage: COMPARE_USAGE },
+  protect: { run: protectCommand, usage: PROTECT_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {

@@ -19,7 +19,7 @@ export function outFile(value: string, force: boolean | undefined): string {
 }
 
 /** Writes an output file atomically (a temporary file renamed over it), refusing an existing one without --force. */
-export async function writeOutFile(abs: string, content: string, force: boolean | undefined): Promise<void> {
+export async function writeOutFile(abs: string, content: string | Uint8Array, force: boolean | undefined): Promise<void> {
   outFile(abs, force);
   await writeFileAtomic(abs, content);
 }

@@ -6,6 +6,7 @@ import { UserError } from '../errors';
 import type { Builder } from './builder';
 import type { ModelStructure } from './detect';
 import { constInts, isConstScalar, type GraphIndex } from './graph';
+import { initializerBehind } from './initializers';
 import { intAttr, intsAttr, num, type Graph, type OnnxNode, type TensorProto } from './model';
 
 /** What the steps of one edge rewrite share. */
@@ -108,14 +109,9 @@ export function foldHeads({ b }: EdgeRewrite, x: string, resid: string): string 
 
 // ---- Head-sliced projections: each head's copy multiplied by its own columns of the weight only. ----
 
-/** The initializer behind `t`, through Identity nodes (exporters share equal initializers that way). */
+/** The initializer behind `t`, through Identity nodes. */
 function initName(cx: EdgeRewrite, t: string | undefined): string | undefined {
-  for (let i = 0; t !== undefined && i < 8; i++) {
-    if (cx.initByName.has(t)) return t;
-    const p = cx.g.producerOf(t);
-    t = p?.opType === 'Identity' ? p.input[0] : undefined;
-  }
-  return undefined;
+  return initializerBehind(cx.g, t);
 }
 
 function dimsOfInit(cx: EdgeRewrite, t: string | undefined): number[] | undefined {

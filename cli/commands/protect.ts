@@ -1,0 +1,84 @@
+import * as path from 'node:path';
+import { protectMask, readProtectModel, type ProtectResult } from '../../core/analysis/protect/protect';
+import { PROTECT_SNIPPET } from '../../core/analysis/protect/snippet';
+import { UserError } from '../../core/errors';
+import { circuitComponents, parseCircuit } from '../../core/formats/circuit';
+import { encodeSafetensors } from '../../core/formats/safetensors';
+import { loadSidecar, readModelFile } from '../../core/nodejs/load';
+import { NodeWorkspace } from '../../core/nodejs/workspace';
+import { FORCE_OPTION, JSON_OPTION, parse, usageError, type Usage } from '../args';
+import { diagnosticsError } from '../common';
+import { outFile, writeOutFile } from '../out-file';
+
+export const PROTECT_USAGE: Usage = {
+  synopsis: 'circuitlens protect CIRCUIT --out F.safetensors [--scale S] [--model MODEL] [--force] [--json] [--snippet]\n'
+    + '       circuitlens protect --snippet',
+  about: 'Writes per-parameter learning-rate scales that protect a circuit during fine-tuning: a safetensors file with\n'
+    + 'one float32 tensor per ONNX initializer (its name kept), S on the entries the circuit\'s nodes own and 1 elsewhere.\n'
+    + 'A head owns its columns of the q/k/v projections and their biases (with grouped key/value heads, its group\'s\n'
+    + 'keys and values) and its rows of the output projection; an MLP owns the weights only it reads. The metadata\n'
+    + 'maps initializers to PyTorch parameter names where the export tells them. --snippet prints the Python that\n'
+    + 'applies the mask in PyTorch (alone, without a circuit).',
+  options: [
+    ['--out F', 'the mask file to write (.safetensors)'],
+    ['--scale S', 'the learning-rate scale of the circuit\'s entries, ≥ 0 (default 0.01; 0 freezes them)'],
+    ['--model MODEL', 'the model (default: the circuit\'s model)'],
+    FORCE_OPTION, JSON_OPTION,
+    ['--snippet', 'print the PyTorch snippet that applies the mask (the summary then goes to stderr)'],
+  ],
+  json: '{"out", "scale", "nodes": {id: [{"initializer", "role" (W_Q|W_K|W_V|b_Q|b_K|b_V|W_O|mlp), "slice", "entries"}]},\n'
+    + '  "initializers": [{"name", "pytorch"?, "transposed"?, "protected", "total"}] (those with protected entries), "protectedEntries", "totalEntries"}',
+};
+
+export async function protectCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    out: { type: 'string' }, scale: { type: 'string' }, model: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' }, snippet: { type: 'boolean' },
+  }, PROTECT_USAGE);
+  if (values.snippet && positionals.length === 0 && values.out === undefined) {
+    out(PROTECT_SNIPPET.trimEnd());
+    return 0;
+  }
+  if (positionals.length !== 1) throw usageError('expected one circuit file', PROTECT_USAGE);
+  if (values.out === undefined) throw usageError('--out F.safetensors is required', PROTECT_USAGE);
+  if (values.json && values.snippet) throw usageError('--json and --snippet both print to stdout; run --snippet alone for the snippet', PROTECT_USAGE);
+  const scale = values.scale === undefined ? 0.01 : Number(values.scale);
+  if (values.scale !== undefined && (values.scale.trim() === '' || !Number.isFinite(scale) || scale < 0)) throw new UserError(`--scale must be a number ≥ 0 (got "${values.scale}")`);
+  const outPath = outFile(values.out, values.force);
+  const ws = new NodeWorkspace();
+  try {
+    const circuitPath = path.resolve(positionals[0]!);
+    const parsed = parseCircuit(circuitPath, await ws.readText(circuitPath));
+    if (!parsed.circuit) throw diagnosticsError(parsed.diagnostics, ws);
+    const c = parsed.circuit;
+    const modelPath = values.model ? path.resolve(values.model) : c.model?.path ? path.resolve(path.dirname(circuitPath), c.model.path) : undefined;
+    if (!modelPath) throw new UserError(`${ws.display(circuitPath)} names no model: pass --model MODEL.onnx`);
+    process.stderr.write(`circuitlens protect: reading ${ws.display(modelPath)}\n`);
+    const { sidecar, sidecarPath } = loadSidecar(modelPath);
+    const pm = readProtectModel(readModelFile(modelPath), modelPath, sidecar, sidecarPath);
+    const r = protectMask(pm, circuitComponents(c), scale, ws.display(modelPath), { circuit: c.name, model: path.basename(modelPath) });
+    await writeOutFile(outPath, encodeSafetensors(r.mask), values.force);
+    if (values.json) {
+      out(JSON.stringify({ out: outPath, scale, nodes: r.nodes, initializers: r.initializers, protectedEntries: r.protectedEntries, totalEntries: r.totalEntries }, null, 2));
+      return 0;
+    }
+    const text = summary(r, scale, ws.display(outPath));
+    if (values.snippet) {
+      process.stderr.write(text.join('\n') + '\n');
+      out(PROTECT_SNIPPET.trimEnd());
+    } else text.forEach((l) => out(l));
+    return 0;
+  } finally {
+    await ws.dispose();
+  }
+}
+
+function summary(r: ProtectResult, scale: number, shown: string): string[] {
+  const lines = [`${shown}: ${r.protectedEntries} of ${r.totalEntries} entries at scale ${scale} (${(100 * r.protectedEntries / r.totalEntries).toFixed(2)}%), ${Object.keys(r.nodes).length} nodes`];
+  for (const [id, slices] of Object.entries(r.nodes)) {
+    lines.push(`  ${id}:`);
+    for (const s of slices) lines.push(`    ${s.role.padEnd(4)} ${s.initializer}${s.slice}  (${s.entries})`);
+  }
+  const named = r.initializers.filter((x) => x.pytorch);
+  lines.push(`PyTorch names known for ${named.length} of ${r.initializers.length} initializers with protected entries${named.length < r.initializers.length ? ` (missing: ${r.initializers.filter((x) => !x.pytorch).map((x) => x.name).join(', ')})` : ''}`);
+  return lines;
+}

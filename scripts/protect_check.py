@@ -1,0 +1,215 @@
+#!/usr/bin/python3
+"""Fine-tune the GPT-2 demo model in PyTorch with and without a `circuitlens protect` mask, and measure it.
+
+    node dist/cli.js protect examples/induction-gpt2.circuit.json --out MASK.safetensors
+    node dist/cli.js protect --snippet > apply_mask.py
+    /usr/bin/python3 scripts/protect_check.py --mask MASK.safetensors --snippet apply_mask.py --out DIR
+
+Run with Debian's interpreter (torch 1.13, onnx 1.12); CPU, deterministic (fixed seeds, 2 threads), about a minute.
+
+1. Rebuilds the demo model (scripts/train_demo_models.py's GPT2Model) from examples/induction-gpt2.onnx. The
+   mapping of initializers to parameters is this script's own (names kept by the export, and torch.onnx's
+   module scopes for the transposed Linear weights), checked by the logits against the PyTorch reference
+   recorded at training (examples/references/induction-gpt2.json).
+2. Fine-tunes it, the same data and seed for every run, on random text by default (--task random: words drawn
+   uniformly, next-token loss, 40 Adam steps at 3e-4), or on a competing task (--task bigram: chains of a fixed
+   random successor map; --task skip: in a repeated sequence, the token two after the earlier occurrence).
+   Runs: no mask; the mask through the snippet's protect_optimizer (Adam, each entry's update scaled); the mask
+   through the snippet's gradient hooks under Adam (scale_gradients: it protects little, since Adam's step does
+   not grow with the gradient).
+3. Exports each fine-tuned model to DIR/<run>/induction-gpt2.onnx (same export as the demo's) and compares its
+   initializers with the original's: mean |change| of the entries the mask protects (mask < 1) and of the rest.
+   Faithfulness is left to `circuitlens verify --model DIR/<run>/induction-gpt2.onnx` (the test runs it).
+
+Writes DIR/report.json.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import sys
+
+import torch
+import torch.nn.functional as F
+
+torch.set_num_threads(2)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import train_demo_models as demo  # noqa: E402
+
+MODEL = os.path.join(ROOT, "examples", "induction-gpt2.onnx")
+REFERENCE = os.path.join(ROOT, "examples", "references", "induction-gpt2.json")
+
+
+def onnx_weights(path):
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(path)
+    inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in m.graph.initializer}
+    readers = {}
+    for n in m.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    return inits, readers
+
+
+def rebuild():
+    """GPT2Model with the demo's weights; returns (model, {onnx name: (param name, transposed)})."""
+    cfg = demo.CONFIGS["induction-gpt2"]
+    model = demo.build(cfg)
+    params = dict(model.named_parameters())
+    inits, readers = onnx_weights(MODEL)
+    mapping = {}
+    for name, value in inits.items():
+        if name in params:
+            mapping[name] = (name, False)
+            continue
+        users = readers.get(name, [])
+        if len(users) == 1 and users[0].op_type == "MatMul" and users[0].name.endswith("/MatMul"):
+            scope = users[0].name[1:-len("/MatMul")].replace("/", ".")
+            mapping[name] = (f"{scope}.weight" if scope else "embed.weight", True)  # "/MatMul": the tied unembedding
+    loaded = set()
+    with torch.no_grad():
+        for name, (pname, transposed) in mapping.items():
+            value = inits[name].t() if transposed else inits[name]
+            if pname in loaded:
+                assert torch.equal(params[pname], value), f"{name}: tied to {pname} but differs"
+                continue
+            params[pname].copy_(value)
+            loaded.add(pname)
+    missing = set(params) - loaded
+    assert not missing, f"parameters not found in the ONNX file: {missing}"
+    model.eval()
+    ref = json.load(open(REFERENCE))
+    ids = torch.tensor([p["ids"] for p in ref["prompts"]], dtype=torch.int64)
+    import base64
+    import numpy as np
+
+    logits_ref = torch.from_numpy(np.frombuffer(base64.b64decode(ref["clean"]["logits"]["b64"]), dtype="<f4").copy()).reshape(ref["clean"]["logits"]["shape"])
+    with torch.no_grad():
+        diff = (model(ids) - logits_ref).abs().max().item()
+    assert diff < 1e-4, f"rebuilt model's logits differ from the training reference by {diff}"
+    return model, mapping, diff
+
+
+def skip_induction_batch(batch, gen):
+    """Repeated sequences; the target at position i is the token at i + 2 (predictable from i >= P on)."""
+    tokens, mask = demo.make_batch(batch, gen, seq_len=demo.SEQ_LEN + 1)
+    x = tokens[:, : demo.SEQ_LEN]
+    y = tokens[:, 2:]
+    m = mask[:, : demo.SEQ_LEN - 1]
+    return x, y, m
+
+
+_BIGRAM = torch.randperm(demo.V - demo.FIRST_CONTENT_ID, generator=torch.Generator().manual_seed(99)) + demo.FIRST_CONTENT_ID
+
+
+def bigram_batch(batch, gen):
+    """Chains of a fixed random successor map over the words (a skill the direct path and MLPs can learn)."""
+    start = torch.randint(demo.FIRST_CONTENT_ID, demo.V, (batch, 1), generator=gen)
+    toks = [start[:, 0]]
+    for _ in range(demo.SEQ_LEN):
+        toks.append(_BIGRAM[toks[-1] - demo.FIRST_CONTENT_ID])
+    tokens = torch.stack(toks, 1)
+    return tokens[:, :-1], tokens[:, 1:], torch.ones(batch, demo.SEQ_LEN, dtype=torch.bool)
+
+
+def random_batch(batch, gen):
+    """Words drawn uniformly at random (next-token prediction on noise)."""
+    tokens = torch.randint(demo.FIRST_CONTENT_ID, demo.V, (batch, demo.SEQ_LEN + 1), generator=gen)
+    return tokens[:, :-1], tokens[:, 1:], torch.ones(batch, demo.SEQ_LEN, dtype=torch.bool)
+
+
+TASKS = {"skip": skip_induction_batch, "bigram": bigram_batch, "random": random_batch}
+
+
+def fine_tune(model, steps, lr, seed, method, snippet, mask_path, task):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    hooks = []
+    if method != "none":
+        masks = snippet.load_protect_mask(mask_path, model)
+        if method == "adam_step":
+            snippet.protect_optimizer(opt, masks)
+        else:
+            hooks = snippet.scale_gradients(masks)
+    model.train()
+    for _ in range(steps):
+        x, y, m = TASKS[task](64, gen)
+        logits = model(x)[:, : y.shape[1]]
+        loss = F.cross_entropy(logits[m], y[m])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for h in hooks:
+        h.remove()
+    model.eval()
+    return loss.item()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mask", required=True)
+    ap.add_argument("--snippet", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--task", choices=sorted(TASKS), default="random")
+    ap.add_argument("--runs", default="none,adam_step,adam_grad_hooks")
+    args = ap.parse_args()
+
+    spec = importlib.util.spec_from_file_location("apply_mask", args.snippet)
+    snippet = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(snippet)
+    tensors, meta = snippet.read_safetensors(args.mask)
+
+    original, _ = onnx_weights(MODEL)
+    assert set(tensors) <= set(original), "mask names initializers the model does not have"
+    report = {"model": os.path.relpath(MODEL, ROOT), "task": args.task,
+              "steps": args.steps, "lr": args.lr, "optimizer": "Adam", "batch": 64, "seed": args.seed,
+              "scale": float(meta["scale"]), "runs": {}}
+    os.makedirs(args.out, exist_ok=True)
+    for method in args.runs.split(","):
+        model, _, diff = rebuild()
+        report["rebuild_max_abs_diff"] = diff
+        loss = fine_tune(model, args.steps, args.lr, args.seed, method, snippet, args.mask, args.task)
+        d = os.path.join(args.out, method)
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "induction-gpt2.onnx")
+        stdout = sys.stdout
+        sys.stdout = sys.stderr  # the export prints its summary
+        try:
+            demo.export(model, path, 17)
+        finally:
+            sys.stdout = stdout
+        shutil.copy(os.path.join(ROOT, "examples", "tokenizer.json"), os.path.join(d, "tokenizer.json"))
+        tuned, _ = onnx_weights(path)
+        assert set(tuned) == set(original), f"{method}: the export names its initializers differently"
+        prot_sum = prot_n = rest_sum = rest_n = 0.0
+        for name, mask in tensors.items():
+            delta = (tuned[name].float() - original[name].float()).abs().reshape(mask.shape)
+            p = mask < 1
+            prot_sum += delta[p].sum().item()
+            prot_n += p.sum().item()
+            rest_sum += delta[~p].sum().item()
+            rest_n += (~p).sum().item()
+        prot, rest = prot_sum / prot_n, rest_sum / rest_n
+        report["runs"][method] = {"onnx": os.path.relpath(path, args.out), "final_loss": loss, "protected_mean_abs_change": prot,
+                                  "rest_mean_abs_change": rest, "rest_over_protected": rest / prot if prot > 0 else None}
+        print(f"{method}: loss {loss:.3f}, mean |change| protected {prot:.3e}, rest {rest:.3e}, ratio {rest / prot:.1f}", file=sys.stderr)
+    runs = report["runs"]
+    if "none" in runs and "adam_step" in runs:
+        report["protected_change_none_over_masked"] = runs["none"]["protected_mean_abs_change"] / runs["adam_step"]["protected_mean_abs_change"]
+    with open(os.path.join(args.out, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
