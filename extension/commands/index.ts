@@ -3,6 +3,7 @@
 import { ablateNodes } from './ablate-nodes';
 import { attributeSuite } from './attribute-suite';
 import type { Command, Services } from './common';
+import { compareWith } from './compare-with';
 import { discoverCircuit } from './discover-circuit';
 import { exportCircuit } from './export-circuit';
 import { openPromptView } from './prompt-views';
@@ -29,5 +30,6 @@ export function commandTable(s: Services): Record<string, Command> {
     'circuitlens.exportCircuit': exportCircuit(s),
     'circuitlens.refresh': refresh(s),
     'circuitlens.sweepSuite': sweepSuite(s),
+    'circuitlens.compareWith': compareWith(s),
   };
 }

@@ -51,6 +51,7 @@ export const CIRCUIT: NodeId[] = ['a0.h1', 'm0', 'a1.h0', 'a1.h1', 'a1.h2', 'a1.
 const GRAPH_NODES = ['input', 'logits', 'm0', 'm1', ...[0, 1].flatMap((l) => [0, 1, 2, 3].map((h) => `a${l}.h${h}`))];
 const SAVED_NAME = 'it-circuit';
 const SWEEP_SUITE = 'induction-sweep.suite.yaml';
+const FINETUNED = 'induction-gpt2-finetuned.onnx';
 const BROKEN_CHECK = 'induction circuit is faithful';
 
 /** A temporary copy of examples/ plus broken.canary.yaml: the gpt2 canary demanding faithfulness ≥ 0.99 of its
@@ -227,6 +228,13 @@ function cliVerify(file: string): Promise<{ faithfulness: number; necessity: num
 function cliSweep(suite: string, model: string): Promise<{ points: { value: number; metric: number; accuracy: number }[]; critical: { value: number } | null }> {
   return new Promise((resolve, reject) => execFile(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'sweep', suite, '--model', model, '--json'], { timeout: 120_000 },
     (err, stdout, stderr) => (err ? reject(new Error(`circuitlens sweep failed: ${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)))));
+}
+
+/** `circuitlens compare A B --suite S --circuit C --json` (the CLI of this checkout). */
+interface CompareJson { a: { task: { value: number; accuracy: number } }; b: { task: { value: number; accuracy: number } }; circuit: { faithfulnessA: number; faithfulnessB: number; entered: string[] } }
+function cliCompare(a: string, b: string, suite: string, circuit: string): Promise<CompareJson> {
+  return new Promise((resolve, reject) => execFile(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'compare', a, b, '--suite', suite, '--circuit', circuit, '--json'], { timeout: 180_000 },
+    (err, stdout, stderr) => (err ? reject(new Error(`circuitlens compare failed: ${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)))));
 }
 
 /** Equal when rounded to 3 decimals (what the view shows), allowing for the rounding edge. */
@@ -487,6 +495,39 @@ export const STEPS: Step[] = [
       assert.equal(await f.locator('#plot .scatterlayer g.trace').count(), 6);
       assert.match((await f.locator('#plot .annotation-text').allTextContents()).join(' '), /n\* = \d+\.\d{3}/);
       await screenshot(d, 'sweep.png');
+    },
+  },
+  {
+    name: 'Compare With… draws the fine-tuned checkpoint against the demo model: nodes by change, the circuit on both, metrics equal to the CLI\'s',
+    timeoutMs: 240_000,
+    async run(d) {
+      const { page, workspace } = d;
+      fs.cpSync(path.join(EXAMPLES, 'checkpoints'), path.join(workspace.dir, 'checkpoints'), { recursive: true });
+      const a = path.join(workspace.dir, 'induction-gpt2.onnx');
+      const b = path.join(workspace.dir, 'checkpoints', FINETUNED);
+      const cliRun = cliCompare(a, b, path.join(workspace.dir, 'induction.suite.yaml'), path.join(workspace.dir, 'induction-gpt2.circuit.json'));
+      await until(`the explorer to list ${FINETUNED}`, () => explorerSections(page), (x) => names(x['Models']).includes(FINETUNED), 30_000);
+      await runCommand(page, 'CircuitLens: Select Model');
+      await pickQuickItem(page, FINETUNED);
+      await runCommand(page, 'CircuitLens: Compare With');
+      await pickQuickItem(page, /(^|\s)induction-gpt2\.onnx/);
+      await pickQuickItem(page, /(^|\s)induction\.suite\.yaml/);
+      await pickQuickItem(page, /(^|\s)induction-gpt2\.circuit\.json/);
+      const f = await webviewOf(page, 'graph', 180_000);
+      await f.locator('#diff-metrics tbody tr').first().waitFor({ state: 'visible', timeout: 180_000 });
+      const want = await cliRun;
+      const rows = new Map((await f.locator('#diff-metrics tbody tr').allInnerTexts()).map((r) => r.split('\t').map((c) => c.trim())).map((r) => [r[0]!, r]));
+      assertClose3(rows.get('accuracy (task)')![1]!, want.a.task.accuracy, 'task accuracy on A');
+      assertClose3(rows.get('accuracy (task)')![2]!, want.b.task.accuracy, 'task accuracy on B');
+      assertClose3(rows.get('logit_diff (task)')![2]!, want.b.task.value, 'task logit_diff on B');
+      assertClose3(rows.get('circuit faithfulness (logit_diff)')![1]!, want.circuit.faithfulnessA, 'circuit faithfulness on A');
+      assertClose3(rows.get('circuit faithfulness (logit_diff)')![2]!, want.circuit.faithfulnessB, 'circuit faithfulness on B');
+      const summary = await f.locator('#diff-summary').innerText();
+      assert.match(summary, /\d+ nodes gained, \d+ lost, \d+ unchanged/);
+      assert.match(summary, new RegExp(`entered ${want.circuit.entered.length ? want.circuit.entered.join(', ') : 'none'}`));
+      // The plot: both circuit rings in the legend.
+      assert.match((await f.locator('#plot .legendtext').allTextContents()).join(' '), /circuit on A \(\d+\).*re-discovered on B \(\d+\)/);
+      await screenshot(d, 'diff.png');
     },
   },
 ];

@@ -5,13 +5,14 @@
 // (verify's numbers), the re-discovered circuit is `discoverCircuit`'s.
 import type { Engine } from '../../engine/engine';
 import { UserError } from '../../errors';
-import { formatEdgeId } from '../../ids';
+import { formatEdgeId, parseEdgeId } from '../../ids';
 import { circuitComponents, type Circuit } from '../../formats/circuit';
 import { METRICS, type MetricName } from '../../vocabulary';
 import { attribute } from '../attribute/attribute';
 import { discoverCircuit, type DiscoverOptions, type Discovered } from '../discover/discover';
 import { evaluateSets, type EvalContext } from '../evaluate';
 import { prepareSuite, type Contexts, type OpenedSuite } from '../open-suite';
+import type { ProgressSink } from '../progress';
 import type { ResolvedPrompt } from '../prompts';
 import { evaluateSavedCircuit, isEdgeCircuit } from '../verify/verify';
 
@@ -78,6 +79,8 @@ export interface Comparison {
   /** Every head and MLP, in the model's order; delta = scoreB − scoreA. */
   nodes: NodeDelta[];
   nodeMethod?: string;
+  /** With CompareOptions.edges: every edge's score on each (the method chosen per size, as the graph view's). */
+  edges?: { source: string; target: string; scoreA: number; scoreB: number; delta: number }[];
   circuit?: CircuitComparison;
 }
 
@@ -90,6 +93,10 @@ export interface CompareOptions {
   /** Progress for long work, in words. */
   report?: (message: string) => void;
   signal?: AbortSignal;
+  /** Rows of batched work (core/analysis/progress.ts). */
+  progress?: ProgressSink;
+  /** Also score every edge on both (the diff view draws them). */
+  edges?: boolean;
 }
 
 /**
@@ -209,13 +216,13 @@ export async function compareModels(a: OpenedSuite, b: OpenedSuite, o: CompareOp
   if (a.ablation !== b.ablation) throw new Error(`compare: both sides must use one ablation (${a.ablation} vs ${b.ablation})`);
   const metric = o.metric ?? a.suite.metric;
   const say = (m: string) => o.report?.(m);
-  const sides: { side: ModelSide; ctxs: Contexts; scores: Map<string, number>; method?: string }[] = [];
+  const sides: { side: ModelSide; ctxs: Contexts; scores: Map<string, number>; edges: Map<string, number>; method?: string }[] = [];
   for (const [name, opened] of [['A', a], ['B', b]] as const) {
     say(`${name}: clean runs of ${opened.all.length} prompts`);
-    const ctxs = await prepareSuite(opened, { control: true, signal: o.signal });
+    const ctxs = await prepareSuite(opened, { control: true, signal: o.signal, progress: o.progress });
     const side: ModelSide = { task: await suiteSummary(ctxs.task, metric), ...(ctxs.control ? { control: await suiteSummary(ctxs.control, metric) } : {}) };
-    const attr = await attribute(ctxs.task, opened.all, metric, { level: 'node', method: 'patching', report: (m) => say(`${name}: attribution, ${m}`) });
-    sides.push({ side, ctxs, scores: new Map(attr.nodes.map((n) => [n.id, n.score])), method: attr.nodeMethod });
+    const attr = await attribute(ctxs.task, opened.all, metric, { level: o.edges ? 'graph' : 'node', method: o.edges ? 'auto' : 'patching', report: (m) => say(`${name}: attribution, ${m}`) });
+    sides.push({ side, ctxs, scores: new Map(attr.nodes.map((n) => [n.id, n.score])), edges: new Map(attr.edges.map((e) => [formatEdgeId(e), e.score])), method: attr.nodeMethod });
   }
   const [A, B] = sides as [typeof sides[0], typeof sides[0]];
   const nodes: NodeDelta[] = [...A.scores.keys()].map((id) => {
@@ -224,6 +231,14 @@ export async function compareModels(a: OpenedSuite, b: OpenedSuite, o: CompareOp
     return { id, scoreA, scoreB, delta: scoreB - scoreA };
   });
   const result: Comparison = { metric, ablation: a.ablation, a: A.side, b: B.side, nodes, nodeMethod: A.method };
+  if (o.edges) {
+    result.edges = [...new Set([...A.edges.keys(), ...B.edges.keys()])].map((id) => {
+      const { source } = parseEdgeId(id);
+      const scoreA = A.edges.get(id) ?? 0;
+      const scoreB = B.edges.get(id) ?? 0;
+      return { source, target: id.slice(id.indexOf('->') + 2), scoreA, scoreB, delta: scoreB - scoreA };
+    });
+  }
   const c = o.circuit;
   if (c) {
     say(`circuit "${c.name}": faithfulness on A and B`);

@@ -19,7 +19,7 @@ export class GraphPanel {
   static show(state: State, graph: GraphState, onSaved: (file: string) => void): GraphPanel {
     // The same suite on the same model again: refresh the open panel instead of opening a twin.
     const open = GraphPanel.current;
-    if (open && open.graph.suitePath === graph.suitePath && open.graph.modelPath === graph.modelPath) {
+    if (open && open.graph.suitePath === graph.suitePath && open.graph.modelPath === graph.modelPath && open.graph.diff?.baselinePath === graph.diff?.baselinePath) {
       open.graph = { ...graph, compute: open.graph.compute };
       open.panel.reveal();
       open.post({ t: 'state', state: open.graph });
