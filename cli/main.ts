@@ -1,5 +1,6 @@
 import { isUserError } from '../core/errors';
 import { helpText, wantsHelp, type Usage } from './args';
+import { ATTENTION_USAGE, attentionCommand } from './commands/attention';
 import { ATTRIBUTE_USAGE, attributeCommand } from './commands/attribute';
 import { CANARY_USAGE, canaryCommand } from './commands/canary';
 import { DIFF_USAGE, diffCommand } from './commands/diff';
@@ -29,6 +30,8 @@ commands:
   export CIRCUIT --format F      circuit as EAP-IG / MIB JSON (eap-ig: every edge, in_graph flags) or as a
                                  Neuronpedia attribution graph (neuronpedia: one node per head and MLP)
   import FILE --format F         EAP-IG / MIB or Neuronpedia graph JSON → .circuit.json (--out F.circuit.json)
+  attention SUITE                per head: attention entropy per position, and the metric when its softmax
+                                 temperature changes (--head a1.h0, --temperatures 0.5,1,2)
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.
@@ -49,6 +52,7 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   diff: { run: diffCommand, usage: DIFF_USAGE },
   export: { run: exportCommand, usage: EXPORT_USAGE },
   import: { run: importCommand, usage: IMPORT_USAGE },
+  attention: { run: attentionCommand, usage: ATTENTION_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {

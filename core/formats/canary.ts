@@ -19,6 +19,9 @@ export interface CanaryCheck {
   circuit?: string;
   ablate?: string[];
   prompt?: string;
+  /** With `temperature`: the head whose attention scores are divided by it before the softmax. */
+  head?: string;
+  temperature?: number;
   tags?: string[];
   ablation?: AblationKind;
   metric?: MetricName;
@@ -74,10 +77,13 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
     if (c['prompt'] && q !== 'top1') src.report(['checks', i, 'prompt'], 'a prompt check asserts top1: "<token>"', 'error', true);
     if (c['circuit'] && c['ablate']) src.report(['checks', i, 'ablate'], 'use either circuit or ablate in one check, not both', 'error', true);
     if (c['circuit'] && q !== 'faithfulness' && q !== 'necessity') src.report(['checks', i, q], `with a circuit, assert faithfulness or necessity (not ${q})`, 'error', true);
+    if ((c['head'] === undefined) !== (c['temperature'] === undefined)) src.report(['checks', i, c['head'] === undefined ? 'temperature' : 'head'], 'a softmax-temperature check names both head: a<L>.h<H> and temperature: T', 'error', true);
+    if (c['head'] !== undefined && (c['circuit'] || c['ablate'] || c['prompt'])) src.report(['checks', i, 'head'], `a softmax-temperature check asserts a suite metric (not with ${c['circuit'] ? 'circuit' : c['ablate'] ? 'ablate' : 'prompt'})`, 'error', true);
     const assertion: Assertion = q === 'top1' ? { quantity: 'top1', expected: String(c['top1']) } : { quantity: q as Quantity, bound: parseBound(String(c[q])) };
     checks.push({
       name, index: i, line: at.line, col: at.col, assertion,
       circuit: c['circuit'] as string | undefined, ablate: c['ablate'] as string[] | undefined, prompt: c['prompt'] as string | undefined,
+      head: c['head'] as string | undefined, temperature: c['temperature'] as number | undefined,
       tags: c['tags'] as string[] | undefined, ablation: c['ablation'] as AblationKind | undefined, metric: c['metric'] as MetricName | undefined,
     });
   });

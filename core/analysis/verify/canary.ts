@@ -6,6 +6,7 @@ import { parseCircuit } from '../../formats/circuit';
 import { hasErrors, type Diagnostic } from '../../formats/diagnostics';
 import { parseSuite, type Suite } from '../../formats/suite';
 import type { Workspace } from '../../workspace';
+import { evaluateTemperatures } from '../attention/temperature';
 import { Cancelled, evaluateSets, prepare, type EvalContext } from '../evaluate';
 import { argmax } from '../metrics';
 import type { MetricName } from '../../vocabulary';
@@ -178,6 +179,13 @@ async function runCheck(
       ? ` (faithfulness by metric: ${(['logit_diff', 'accuracy', 'kl'] as MetricName[]).map((m) => `${m} ${fmt(ev.faithfulness[m])}`).join(', ')})`
       : '';
     return { pass, actual: value, message: `${a.quantity} (${metric}) ${fmt(value)} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}${others}; ${scope}${level}` };
+  }
+  if (c.head !== undefined && c.temperature !== undefined) {
+    const [head] = engine.checkNodes([c.head]);
+    const [res] = await evaluateTemperatures(ctx, [[{ head: head!, temperature: c.temperature }]]);
+    const value = res!.metrics[a.quantity];
+    const pass = holds(a.bound, value);
+    return { pass, actual: value, message: `${a.quantity} ${fmt(value)} with ${head}'s softmax temperature ${c.temperature} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; ${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}` };
   }
   const nodes: NodeId[] = c.ablate ? engine.checkNodes(c.ablate) : [];
   const [res] = await evaluateSets(ctx, [nodes]);
