@@ -8,6 +8,10 @@ import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { evaluateTemperatures } from '../../core/analysis/attention/temperature';
+import { prepare } from '../../core/analysis/evaluate';
+import { scorePrompt } from '../../core/analysis/metrics';
+import type { ResolvedPrompt } from '../../core/analysis/prompts';
 import type { Engine } from '../../core/engine/engine';
 import type { F32 } from '../../core/engine/runtime';
 import type { HeadTemperature } from '../../core/engine/types';
@@ -100,6 +104,7 @@ for (const m of MODELS) {
         assert.ok(maxAbsDiff({ dims: [T, T], data: headSlice(got, b, n.head) }, { dims: [T, T], data: headSlice(want, 0, n.head) }) > 1e-4, `${c.head} τ=${c.temperature}: pattern did not change`);
       });
       assert.ok(worst < 2e-5, `max |pattern − softmax(log p / τ)| = ${worst}`);
+      console.log(`${m.name}: ${cases.length} tempered rows, max |pattern − softmax(log p / τ)| ${worst.toExponential(1)}`);
     });
   });
 }
@@ -143,3 +148,26 @@ for (const m of REFERENCES) {
     }
   });
 }
+
+test('evaluateTemperatures: settings × prompts of several lengths, cut into calls, equal one run per prompt', async () => {
+  const engine = await loadEngine(path.join(EXAMPLES, 'induction-gpt2.onnx'), createRuntime('node'));
+  try {
+    const tok = engine.tokenizer!;
+    const texts = ['Mary walked garden red apple dog Mary walked garden red', 'Bob ran river blue', 'Mary walked garden red apple dog Mary walked', 'Bob ran river blue bread cat Bob ran river'];
+    const prompts: ResolvedPrompt[] = texts.map((text, index) => ({ index, text, ids: tok.encode(text), answer: tok.encode(' apple')[0]!, foil: tok.encode(' Mary')[0]!, tags: [] }));
+    const ctx = await prepare(engine, prompts, 'zero', { maxRows: 3 });
+    const settings: HeadTemperature[][] = [[], [{ head: 'a1.h0', temperature: 2 }], [{ head: 'a0.h3', temperature: 0.5 }, { head: 'a1.h2', temperature: 1.5 }]];
+    const got = await evaluateTemperatures(ctx, settings);
+    for (const [s, setting] of settings.entries()) {
+      for (const [i, p] of prompts.entries()) {
+        const one = await engine.run({ ids: [p.ids], lastOnly: true, temperatures: [setting] });
+        const want = scorePrompt(one.logits.data, p.answer, p.foil, ctx.cleanLogProbs[i]);
+        const g = got[s]!.scores[i]!;
+        assert.ok(Math.abs(g.logitDiff - want.logitDiff) < 1e-5 && g.top1 === want.top1 && Math.abs(g.kl - want.kl) < 1e-7, `setting ${s}, prompt ${i}`);
+      }
+    }
+    assert.ok(got[1]!.metrics.kl > 0 && got[0]!.metrics.kl < 1e-9);
+  } finally {
+    await engine.release();
+  }
+});
