@@ -1,5 +1,6 @@
 import { isUserError } from '../core/errors';
 import { helpText, wantsHelp, type Usage } from './args';
+import { ATTENTION_USAGE, attentionCommand } from './commands/attention';
 import { ATTRIBUTE_USAGE, attributeCommand } from './commands/attribute';
 import { BISECT_USAGE, bisectCommand } from './commands/bisect';
 import { CANARY_USAGE, canaryCommand } from './commands/canary';
@@ -41,6 +42,8 @@ commands:
                                  (--circuit C: faithfulness on each, re-discovered on B, Jaccard) from A to B
   protect CIRCUIT --out F        per-parameter learning-rate scales (--scale S) that protect a circuit during
                                  fine-tuning, as safetensors; --snippet prints the PyTorch code that applies them
+  attention SUITE                per head: attention entropy per position, and the metric when its softmax
+                                 temperature changes (--head a1.h0, --temperatures 0.5,1,2)
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.
@@ -65,6 +68,7 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   sweep: { run: sweepCommand, usage: SWEEP_USAGE },
   compare: { run: compareCommand, usage: COMPARE_USAGE },
   protect: { run: protectCommand, usage: PROTECT_USAGE },
+  attention: { run: attentionCommand, usage: ATTENTION_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {

@@ -33,13 +33,26 @@ export interface Evaluated { sets: SetSummary[]; ms: number }
 export interface TraceParams { ids: number[]; hooks: string[]; lens?: boolean }
 export interface Traced { logits: F32; activations: Record<string, F32>; lens?: F32[]; ms: number }
 
+export interface TemperatureParams { ids: number[]; head: NodeId; temperatures: number[]; answer?: number; foil?: number }
+export interface TemperatureSwept {
+  /** The head's pattern at each temperature, [n, T, T]. */
+  patterns: F32;
+  /** Next-token scores at each temperature; KL is to τ = 1. */
+  scores: PromptScore[];
+  /** The token prob and accuracy are about: the answer, else the model's top-1 at τ = 1. */
+  target: number;
+  ms: number;
+}
+
 export type ComputeRequest =
   /** Loads the model (the first request; the WASM binary is transferred, not copied). */
   | RequestType<'compute/init', InitParams, Ready>
   /** Suite metrics with each set of nodes ablated (the graph view's "run marked circuit"). */
   | RequestType<'compute/evaluate', EvaluateParams, Evaluated>
   /** One forward pass with hooks recorded, and the logit lens when asked (attention and lens views). */
-  | RequestType<'compute/trace', TraceParams, Traced>;
+  | RequestType<'compute/trace', TraceParams, Traced>
+  /** One head's pattern and the next-token scores at each softmax temperature (attention view). */
+  | RequestType<'compute/temperature', TemperatureParams, TemperatureSwept>;
 
 export type ToWorker = RequestMessage<ComputeRequest>;
 export type FromWorker = ResponseMessage<ComputeRequest>;

@@ -11,7 +11,7 @@ import { LAST_STATS } from '../onnx/lean';
 import { START } from '../onnx/skip';
 import type { Tokenizer } from '../tokenizer';
 import { EdgeRuns } from './edge-runs';
-import { accumulateRows, ablationFeeds, baseFeeds, f32, groupByLength } from './feeds';
+import { accumulateRows, ablationFeeds, baseFeeds, f32, groupByLength, temperatureFeeds } from './feeds';
 import { gib, SESSION_OVERHEAD, weightBytes, type MemoryEstimate, type SessionKind } from './memory';
 import type { F32, Feed, Runtime, Session } from './runtime';
 import { Sessions } from './sessions';
@@ -134,7 +134,15 @@ export class Engine implements EdgeRunner {
     for (const h of hooks) if (!this.taps[h]) throw new UserError(`unknown hook "${h}" (run \`circuitlens info\` to list hooks)`);
     if (req.ablations && req.ablations.length !== B) throw new Error('ablations must have one entry per batch row');
     const logitsTap = req.lastOnly ? LAST_LOGITS : 'logits';
-    const stats = !!req.stats && !!req.lastOnly && !hooks.length && !req.lens && this.sessions.hasRowStats;
+    // Rows with softmax temperatures run on their own session, from the first layer (the same results as `start`).
+    const tempered = req.temperatures?.some((r) => r?.length) ? req.temperatures : undefined;
+    if (tempered && req.lens) throw new UserError('the logit lens does not run with softmax temperatures');
+    const stats = !!req.stats && !!req.lastOnly && !hooks.length && !req.lens && !tempered && this.sessions.hasRowStats;
+    if (tempered) {
+      const feeds = { ...ablationFeeds(this.info, req, B, T), ...temperatureFeeds(this.info, tempered, B) };
+      const raw = await this.runRaw(req.ids, [...new Set([logitsTap, ...hooks])], feeds, await this.sessions.temperature());
+      return { logits: raw[logitsTap]!, activations: Object.fromEntries(hooks.map((h) => [h, raw[h]!])) };
+    }
     if (req.start) {
       if (!req.lastOnly || hooks.length || req.lens) throw new Error('RunRequest.start: lastOnly runs without hooks or lens only');
       const skip = await this.sessions.skip();

@@ -5,9 +5,10 @@ import { checkNodeInModel, parseNodeId } from '../ids';
 import type { ModelStructure } from '../onnx/detect';
 import { EDGE, type EdgeLayout } from '../onnx/edge-layout';
 import { IN } from '../onnx/instrument';
+import { TEMPERATURE } from '../onnx/temperature';
 import type { AblationKind } from '../vocabulary';
 import { size, type F32, type Feed } from './runtime';
-import type { EdgeValues, ModelInfo, RunRequest } from './types';
+import type { EdgeValues, HeadTemperature, ModelInfo, RunRequest } from './types';
 
 /** Token ids, the inputs Hugging Face exports add, and neutral ablation inputs: what every run feeds. */
 export function baseFeeds(structure: ModelStructure, ids: number[][]): Record<string, Feed> {
@@ -123,6 +124,29 @@ export function ablationFeeds(info: ModelInfo, req: Pick<RunRequest, 'ablations'
       feeds[IN.mlpAdd(l)] = f32([B, Tm, dModel], add);
     }
   }
+  return feeds;
+}
+
+/**
+ * The temperature inputs (core/onnx/temperature.ts TEMPERATURE) of a run: per layer [B, heads] with each row's τ
+ * for the heads it sets and 1 elsewhere, or [1, 1] of 1 when no row sets a head of that layer.
+ */
+export function temperatureFeeds(info: ModelInfo, rows: (HeadTemperature[] | undefined)[] | undefined, B: number): Record<string, Feed> {
+  const { layers, heads } = info;
+  if (rows && rows.length !== B) throw new Error('temperatures must have one entry per batch row');
+  const tau = Array.from({ length: layers }, () => undefined as Float32Array | undefined);
+  rows?.forEach((row, b) => {
+    for (const { head, temperature } of row ?? []) {
+      const n = parseNodeId(head);
+      checkNodeInModel(head, n, info);
+      if (n.kind !== 'head') throw new UserError(`"${head}" is not an attention head: temperatures apply to heads a<L>.h<H>`);
+      if (!Number.isFinite(temperature) || temperature <= 0) throw new UserError(`the temperature of ${head} must be a positive number (got ${temperature})`);
+      const t = (tau[n.layer] ??= new Float32Array(B * heads).fill(1));
+      t[b * heads + n.head] = temperature;
+    }
+  });
+  const feeds: Record<string, Feed> = {};
+  tau.forEach((t, l) => { feeds[TEMPERATURE(l)] = t ? f32([B, heads], t) : f32([1, 1], new Float32Array([1])); });
   return feeds;
 }
 

@@ -26,7 +26,7 @@ export interface MemoryOptions {
 }
 
 /** The sessions an engine may build, for memory planning. */
-export type SessionKind = 'main' | 'metrics' | 'skip' | 'lens' | 'gradient' | 'gradientResid' | 'edgeForward' | 'edgeGradient' | 'edgeGradientAtZero';
+export type SessionKind = 'main' | 'metrics' | 'skip' | 'lens' | 'gradient' | 'gradientResid' | 'edgeForward' | 'edgeGradient' | 'edgeGradientAtZero' | 'temperature';
 
 const GiB = 1024 ** 3;
 export const gib = (n: number) => `${(n / GiB).toFixed(n < 10 * GiB ? 2 : 1)} GiB`;

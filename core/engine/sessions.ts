@@ -11,6 +11,7 @@ import { LAST_STATS, withLastMlpOnLastPosition, withLastRowStats, withOutputsOnl
 import { decodeModel, encodeModel, floatValueInfo, type OnnxModel } from '../onnx/model';
 import { normalizeExport, preciseTrigForWebGpu } from '../onnx/normalize';
 import { addLayerSkipping } from '../onnx/skip';
+import { addTemperatureInputs } from '../onnx/temperature';
 import { gib, SESSION_OVERHEAD, type MemoryEstimate, type MemoryOptions, type SessionKind } from './memory';
 import type { ExternalFile, Runtime, Session } from './runtime';
 import type { ModelInfo } from './types';
@@ -32,7 +33,7 @@ export interface GradientGraph {
 }
 
 /** The cached sessions other than the main one, in the order they are released to make room. */
-const OPTIONAL: SessionKind[] = ['lens', 'skip', 'gradient', 'gradientResid', 'edgeForward', 'edgeGradient', 'edgeGradientAtZero', 'metrics'];
+const OPTIONAL: SessionKind[] = ['lens', 'skip', 'gradient', 'gradientResid', 'edgeForward', 'edgeGradient', 'edgeGradientAtZero', 'temperature', 'metrics'];
 
 export class Sessions {
   /** Sessions built (or being built) and what each is counted at. */
@@ -257,6 +258,19 @@ export class Sessions {
       const outputs = addLogitLensOutputs(model, this.structure);
       return { session: await this.create(model), outputs };
     }, (v) => v.session);
+  }
+
+  /**
+   * The session with per-head softmax temperatures (core/onnx/temperature.ts): a copy of the instrumented model,
+   * every hook and the last logits, with each layer's attention scores divided by its TEMPERATURE input.
+   */
+  temperature(): Promise<Session> {
+    return this.lazily('temperature', async () => {
+      await this.reserve('temperature', true, 'the softmax-temperature session');
+      const model = this.copyOfInstrumented();
+      addTemperatureInputs(model, this.structure);
+      return this.create(model);
+    }, (s) => s);
   }
 
   /** The backward graph's session, without or with dL/d(resid_pre). */

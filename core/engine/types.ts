@@ -32,6 +32,15 @@ export interface Ablation {
   kind: AblationKind;
 }
 
+/**
+ * One head's softmax temperature in a batch row: its attention scores are divided by `temperature` before the
+ * Softmax (pattern = softmax(scores / τ); 1 leaves it as it is, above 1 flattens, below 1 sharpens).
+ */
+export interface HeadTemperature {
+  head: NodeId;
+  temperature: number;
+}
+
 /** Mean activation of each head (hook_z slice, [H*Dh]) and MLP (hook_mlp_out, [D]) over prompts and positions. */
 export interface MeanActivations {
   z: Float32Array[];
@@ -68,6 +77,11 @@ export interface RunRequest {
    * (onnxruntime's CPU kernels, native or WASM, opset 13 on; not WebGPU).
    */
   stats?: boolean;
+  /**
+   * Per batch row, heads whose attention scores are divided by a temperature (core/onnx/temperature.ts); runs
+   * that set any run on the temperature session (from the first layer; no lens, no RunResult.stats).
+   */
+  temperatures?: (HeadTemperature[] | undefined)[];
 }
 
 export interface RunResult {

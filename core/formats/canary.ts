@@ -31,6 +31,9 @@ export interface CanaryCheck {
   baseline?: string;
   ablate?: string[];
   prompt?: string;
+  /** With `temperature`: the head whose attention scores are divided by it before the softmax. */
+  head?: string;
+  temperature?: number;
   tags?: string[];
   ablation?: AblationKind;
   metric?: MetricName;
@@ -100,12 +103,15 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
     if (isCrossCheckpoint(q) && !c['circuit']) src.report(['checks', i, q], `${q} is measured for a circuit: add circuit: path/to/file.circuit.json`, 'error', true);
     if (q === 'faithfulness_drop' && !c['baseline']) src.report(['checks', i, q], 'faithfulness_drop is measured from a baseline model: add baseline: path/to/earlier.onnx', 'error', true);
     if (c['baseline'] && q !== 'faithfulness_drop') src.report(['checks', i, 'baseline'], `baseline is the model a faithfulness_drop is measured from; ${q} does not use it`, 'error', true);
+    if ((c['head'] === undefined) !== (c['temperature'] === undefined)) src.report(['checks', i, c['head'] === undefined ? 'temperature' : 'head'], 'a softmax-temperature check names both head: a<L>.h<H> and temperature: T', 'error', true);
+    if (c['head'] !== undefined && (c['circuit'] || c['ablate'] || c['prompt'])) src.report(['checks', i, 'head'], `a softmax-temperature check asserts a suite metric (not with ${c['circuit'] ? 'circuit' : c['ablate'] ? 'ablate' : 'prompt'})`, 'error', true);
     const assertion: Assertion = q === 'top1' ? { quantity: 'top1', expected: String(c['top1']) }
       : q === 'threshold' ? thresholdAssertion(c['threshold'] as Record<string, unknown>)
       : { quantity: q as Quantity, bound: parseBound(String(c[q])) };
     checks.push({
       name, index: i, line: at.line, col: at.col, assertion,
       circuit: c['circuit'] as string | undefined, baseline: c['baseline'] as string | undefined, ablate: c['ablate'] as string[] | undefined, prompt: c['prompt'] as string | undefined,
+      head: c['head'] as string | undefined, temperature: c['temperature'] as number | undefined,
       tags: c['tags'] as string[] | undefined, ablation: c['ablation'] as AblationKind | undefined, metric: c['metric'] as MetricName | undefined,
     });
   });

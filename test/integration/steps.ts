@@ -450,7 +450,17 @@ export const STEPS: Step[] = [
       assert.equal(cells.length, 2 * 4);
       for (const c of cells) assert.ok(Number.isFinite(Number(c)) && Number(c) >= 0, `entropy cell "${c}"`);
       assert.match(await att.locator('#backend').innerText(), /^(WebGPU|WASM)/);
+      // Entropy per head and position beside the pattern; the selected head at five softmax temperatures below.
+      await att.locator('#entropy-map .ytick').first().waitFor({ state: 'attached', timeout: 30_000 });
+      assert.deepEqual((await att.locator('#entropy-map .ytick text').allTextContents()).map((t) => t.trim()).sort(), ['h0', 'h1', 'h2', 'h3']);
+      await att.locator('#temperature table.temperature').waitFor({ state: 'visible', timeout: 90_000 });
+      assert.equal(await att.locator('#temperature h3').innerText(), 'Softmax temperature of a1.h0');
+      assert.equal(await att.locator('#temperature-plots .plot.small').count(), 5);
+      const temps = await att.locator('#temperature table.temperature tbody tr').allInnerTexts();
+      assert.deepEqual(temps.map((r) => r.split('\t')[0]), ['τ = 0.5', 'τ = 0.75', 'τ = 1', 'τ = 1.5', 'τ = 2']);
       await screenshot(d, 'attention.png');
+      await att.locator('#temperature').scrollIntoViewIfNeeded();
+      await screenshot(d, 'attention-temperature.png');
 
       await runCommand(page, 'CircuitLens: Open Logit Lens');
       const lensBox = await answerInputBox(page);

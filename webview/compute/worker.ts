@@ -1,5 +1,6 @@
 // The compute worker of every CircuitLens webview: the engine on onnxruntime-web, WebGPU when an adapter
 // exists, WASM otherwise. Runs off the UI thread; the extension host is never involved in the math.
+import { sweepPrompt } from '../../core/analysis/attention/temperature';
 import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { Engine } from '../../core/engine/engine';
 import { OrtWebRuntime } from '../../core/engine/ort-web';
@@ -54,6 +55,11 @@ const handlers: RequestHandlers<ComputeRequest> = {
     const t0 = performance.now();
     const res = await loaded().run({ ids: [p.ids], hooks: p.hooks, lens: p.lens });
     return { logits: res.logits, activations: res.activations, lens: res.lens, ms: performance.now() - t0 };
+  },
+  'compute/temperature': async (p) => {
+    const t0 = performance.now();
+    const r = await sweepPrompt(loaded(), p.ids, p.head, p.temperatures, p.answer, p.foil);
+    return { ...r, ms: performance.now() - t0 };
   },
 };
 

@@ -6,6 +6,7 @@ import { parseCircuit } from '../../formats/circuit';
 import { hasErrors, type Diagnostic } from '../../formats/diagnostics';
 import { parseSuite, type Suite } from '../../formats/suite';
 import type { Workspace } from '../../workspace';
+import { evaluateTemperatures } from '../attention/temperature';
 import { Cancelled, evaluateSets, prepare, type EvalContext } from '../evaluate';
 import { argmax } from '../metrics';
 import type { MetricName } from '../../vocabulary';
@@ -204,6 +205,13 @@ async function runCheck(
       : '';
     return { pass, actual: value, value, message: `${a.quantity} (${metric}) ${fmt(value)} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}${others}; ${scope}${level}` };
   }
+  if (c.head !== undefined && c.temperature !== undefined && a.quantity !== 'threshold') {
+    const [head] = engine.checkNodes([c.head]);
+    const [res] = await evaluateTemperatures(ctx, [[{ head: head!, temperature: c.temperature }]]);
+    const value = res!.metrics[a.quantity];
+    const pass = holds(a.bound, value);
+    return { pass, actual: value, value, message: `${a.quantity} ${fmt(value)} with ${head}'s softmax temperature ${c.temperature} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; ${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}` };
+  }
   const nodes: NodeId[] = c.ablate ? engine.checkNodes(c.ablate) : [];
   if (a.quantity === 'threshold') {
     // The check's prompts (tags) that carry a value of the variable; n* without bootstrap (the bound is on n* itself).
@@ -219,7 +227,6 @@ async function runCheck(
   const what = nodes.length ? ` with ${nodes.join(', ')} ablated` : '';
   return { pass, actual: value, value, message: `${a.quantity} ${fmt(value)}${what} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; ${scope}` };
 }
-
 
 /** A canary file and its suite, read once so its checks can be measured on engines the caller brings. */
 export interface OpenedCanary { file: string; canary: Canary; suite: Suite; diagnostics: Diagnostic[] }
