@@ -141,7 +141,7 @@ describe('NodeWorkspace when a model file changes on disk', () => {
       assert.equal(first.checks[1]!.message, 'model.onnx changed on disk after it was loaded; run again to use the file as it is now');
       assert.equal(first.checks[2]!.message, 'cancelled');
       assert.deepEqual(first.diagnostics.filter((d) => d.severity === 'error').map((d) => `${d.line}: ${d.message}`),
-        [`7: check "circuit is faithful" could not run: ${first.checks[1]!.message}`]);
+        [`7: check "circuit is faithful" could not run: ${first.checks[1]!.message} [on model.onnx]`]);
 
       const again = await runCanary(ws, canary);
       assert.deepEqual(again.checks.map((c) => c.status), ['errored', 'errored', 'errored']);

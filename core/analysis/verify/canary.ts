@@ -116,10 +116,12 @@ export async function runCanary(ws: Workspace, file: string, opts: CanaryOptions
     }
     opts.onCheck?.(result.checks[result.checks.length - 1]!);
   }
-  // Failures are diagnostics at the check's own line.
+  // Failures are diagnostics at the check's own line, saying which checkpoint they ran on (canaries follow a model
+  // from checkpoint to checkpoint).
+  const on = ` [on ${modelPath.split(/[\\/]/).pop()}]`;
   for (const r of result.checks) {
     if (r.status === 'failed' || r.status === 'errored') {
-      result.diagnostics.push({ file, line: r.line, col: r.col, severity: 'error', message: `check "${r.name}" ${r.status === 'failed' ? 'failed' : 'could not run'}: ${r.message}` });
+      result.diagnostics.push({ file, line: r.line, col: r.col, severity: 'error', message: `check "${r.name}" ${r.status === 'failed' ? 'failed' : 'could not run'}: ${r.message}${on}` });
     }
   }
   return finish();
