@@ -7,6 +7,8 @@ import { DISCOVER_USAGE, discoverCommand } from './commands/discover';
 import { EXPORT_USAGE, exportCommand } from './commands/export';
 import { IMPORT_USAGE, importCommand } from './commands/import';
 import { INFO_USAGE, infoCommand } from './commands/info';
+import { REDUNDANCY_USAGE, redundancyCommand } from './commands/redundancy';
+import { RELATE_USAGE, relateCommand } from './commands/relate';
 import { RUN_USAGE, runCommand } from './commands/run';
 import { TRACE_USAGE, traceCommand } from './commands/trace';
 import { VERIFY_USAGE, verifyCommand } from './commands/verify';
@@ -29,6 +31,10 @@ commands:
   export CIRCUIT --format F      circuit as EAP-IG / MIB JSON (eap-ig: every edge, in_graph flags) or as a
                                  Neuronpedia attribution graph (neuronpedia: one node per head and MLP)
   import FILE --format F         EAP-IG / MIB or Neuronpedia graph JSON → .circuit.json (--out F.circuit.json)
+  redundancy SUITE               backups: the top K nodes ablated alone and in every pair, interaction under
+                                 every metric (--top K, --nodes IDS, --metric M ranks the pairs)
+  relate C1 C2 …                 how circuits relate: Jaccard overlap, union and intersection faithfulness on
+                                 each circuit's suite, hub nodes
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.
@@ -49,6 +55,8 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   diff: { run: diffCommand, usage: DIFF_USAGE },
   export: { run: exportCommand, usage: EXPORT_USAGE },
   import: { run: importCommand, usage: IMPORT_USAGE },
+  redundancy: { run: redundancyCommand, usage: REDUNDANCY_USAGE },
+  relate: { run: relateCommand, usage: RELATE_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {
