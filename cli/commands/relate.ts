@@ -11,8 +11,9 @@ export const RELATE_USAGE: Usage = {
   synopsis: 'circuitlens relate C1.circuit.json C2.circuit.json … [--out FILE [--force]] [--runtime node|wasm] [--json]',
   about: 'How circuits relate: the overlap of every two (Jaccard of their nodes; an edge circuit by the nodes its edges\n'
     + 'touch), whether their union stays faithful and whether their intersection alone is, on each circuit\'s own suite\n'
-    + 'and model (as its file names them), and hub nodes: in half or more of the circuits, or whose ablation alone\n'
-    + 'costs ≥ 10% of the whole model\'s effect on half or more of the suites (a threshold, a heuristic).',
+    + 'and model (as its file names them), and hub nodes: in most of the circuits (more than half), or whose ablation\n'
+    + 'alone costs ≥ 10% of the whole model\'s effect on most of the suites (a threshold, a heuristic). Nodes are\n'
+    + 'compared by id: across different models a shared id is the same place, not the same weights.',
   options: [
     ['--out FILE', 'also write the JSON result to FILE'],
     FORCE_OPTION, RUNTIME_OPTION, JSON_OPTION,
@@ -63,7 +64,7 @@ export async function relateCommand(argv: string[], out: (s: string) => void): P
       out(`  union (${p.union.size} nodes) faithfulness on [${a}]'s suite: ${fm(p.union.onA)}; on [${b}]'s: ${fm(p.union.onB)}`);
       out(`  intersection (${p.intersection.size} nodes) on [${a}]'s suite: ${fm(p.intersection.onA)}; on [${b}]'s: ${fm(p.intersection.onB)}`);
     }
-    out(`hubs (in half or more of the circuits, or ablation alone costs ≥ 10% of the whole effect on half or more of the ${r.suites.length} suites — a heuristic):`);
+    out(`hubs (in more than half of the ${n} circuits, or ablation alone costs ≥ 10% of the whole effect on more than half of the ${r.suites.length} suites — a heuristic):`);
     if (!r.hubs.length) out('  none');
     for (const h of r.hubs) out(`  ${h.id.padEnd(7)} in ${h.circuits.length}/${n} circuits; drop alone, share of the whole effect: ${h.drops.map((d) => `${f3(d.drop)} on ${d.suite} (${path.basename(d.model)})`).join(', ')}`);
     return 0;

@@ -3,8 +3,8 @@ import type { AblationKind, MetricName } from '../vocabulary';
 import type { Diagnostic } from './diagnostics';
 import { compileSchema, SourceFile } from './source';
 
-export type Quantity = MetricName | 'faithfulness' | 'necessity';
-export const QUANTITIES: Quantity[] = ['accuracy', 'logit_diff', 'prob', 'kl', 'faithfulness', 'necessity'];
+export type Quantity = MetricName | 'faithfulness' | 'necessity' | 'interaction' | 'jaccard';
+export const QUANTITIES: Quantity[] = ['accuracy', 'logit_diff', 'prob', 'kl', 'faithfulness', 'necessity', 'interaction', 'jaccard'];
 
 export interface Bound { op: '>=' | '<=' | '>' | '<' | '=='; value: number; text: string }
 
@@ -22,6 +22,10 @@ export interface CanaryCheck {
   tags?: string[];
   ablation?: AblationKind;
   metric?: MetricName;
+  /** Two nodes whose pair interaction is asserted (`interaction`). */
+  backup?: string[];
+  /** Another circuit file, whose overlap with `circuit` is asserted (`jaccard`). */
+  relate?: string;
 }
 
 export interface Canary {
@@ -73,12 +77,17 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
     if (q === 'top1' && !c['prompt']) src.report(['checks', i, 'top1'], 'top1 checks a single prompt: add prompt: "..."', 'error', true);
     if (c['prompt'] && q !== 'top1') src.report(['checks', i, 'prompt'], 'a prompt check asserts top1: "<token>"', 'error', true);
     if (c['circuit'] && c['ablate']) src.report(['checks', i, 'ablate'], 'use either circuit or ablate in one check, not both', 'error', true);
-    if (c['circuit'] && q !== 'faithfulness' && q !== 'necessity') src.report(['checks', i, q], `with a circuit, assert faithfulness or necessity (not ${q})`, 'error', true);
+    if (c['circuit'] && q !== 'faithfulness' && q !== 'necessity' && q !== 'jaccard') src.report(['checks', i, q], `with a circuit, assert faithfulness, necessity or jaccard (not ${q})`, 'error', true);
+    if (q === 'interaction' && !c['backup']) src.report(['checks', i, q], 'interaction is measured for a pair of nodes: add backup: [a1.h0, a1.h1]', 'error', true);
+    if (c['backup'] && q !== 'interaction') src.report(['checks', i, 'backup'], `a backup check asserts interaction: ">= 0.2" (the pair's joint effect minus each alone), not ${q}`, 'error', true);
+    if (q === 'jaccard' && (!c['relate'] || !c['circuit'])) src.report(['checks', i, q], 'jaccard compares two circuits: add circuit: a.circuit.json and relate: b.circuit.json', 'error', true);
+    if (c['relate'] && q !== 'jaccard') src.report(['checks', i, 'relate'], `a relate check asserts jaccard: ">= 0.5", not ${q}`, 'error', true);
     const assertion: Assertion = q === 'top1' ? { quantity: 'top1', expected: String(c['top1']) } : { quantity: q as Quantity, bound: parseBound(String(c[q])) };
     checks.push({
       name, index: i, line: at.line, col: at.col, assertion,
       circuit: c['circuit'] as string | undefined, ablate: c['ablate'] as string[] | undefined, prompt: c['prompt'] as string | undefined,
       tags: c['tags'] as string[] | undefined, ablation: c['ablation'] as AblationKind | undefined, metric: c['metric'] as MetricName | undefined,
+      backup: c['backup'] as string[] | undefined, relate: c['relate'] as string | undefined,
     });
   });
   if (!src.ok) return { diagnostics: src.diagnostics };

@@ -63,7 +63,7 @@ export interface RelatedNode {
 export interface RelateResult {
   circuits: RelatedCircuit[];
   pairs: RelatePair[];
-  /** Nodes in half or more of the circuits (at least two), or whose ablation hurts half or more of the suites (at least two). */
+  /** Nodes in most of the circuits (more than half, at least two), or whose ablation hurts most of the suites (more than half, at least two). */
   hubs: RelatedNode[];
   /** Every node of any circuit, hubs first. */
   nodes: RelatedNode[];
@@ -82,15 +82,17 @@ export function jaccard(a: readonly string[], b: readonly string[]): number {
   return union === 0 ? 1 : inter / union;
 }
 
+/** More than half of n, and at least two: what "most" means for hubs. */
+export const most = (n: number) => Math.max(2, Math.floor(n / 2) + 1);
+
 /**
- * Nodes that half or more of the circuits share (at least two circuits; none with fewer than two circuits), by
- * membership alone: what the explorer marks without running a model.
+ * Nodes in most of the circuits (more than half, at least two; none with fewer than two circuits), by membership
+ * alone: what the explorer marks without running a model.
  */
 export function membershipHubs(circuits: { nodes: readonly string[] }[]): Map<string, number> {
   const count = new Map<string, number>();
   for (const c of circuits) for (const n of new Set(c.nodes)) count.set(n, (count.get(n) ?? 0) + 1);
-  const need = Math.max(2, Math.ceil(circuits.length / 2));
-  return new Map([...count].filter(([, k]) => circuits.length >= 2 && k >= need));
+  return new Map([...count].filter(([, k]) => circuits.length >= 2 && k >= most(circuits.length)));
 }
 
 function located(ds: Diagnostic[], ws: Workspace): UserError {
@@ -180,8 +182,8 @@ export async function relate(ws: Workspace, inputs: RelateInput[], o: { signal?:
       drops.get(n)!.push({ suite: ws.display(p.suite), model: ws.display(p.model), drop: Math.abs(whole) > 1e-12 ? drop / whole : NaN });
     });
   }
-  const needCircuits = Math.max(2, Math.ceil(inputs.length / 2));
-  const needSuites = Math.max(2, Math.ceil(distinct.length / 2));
+  const needCircuits = most(inputs.length);
+  const needSuites = most(distinct.length);
   const nodes: RelatedNode[] = candidates.map((id) => {
     const files = circuits.filter((_, i) => nodesOf[i]!.includes(id)).map((c) => c.file);
     const d = drops.get(id)!;

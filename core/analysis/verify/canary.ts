@@ -11,6 +11,7 @@ import { argmax } from '../metrics';
 import type { MetricName } from '../../vocabulary';
 import { resolvePrompts, type ResolvedPrompt } from '../prompts';
 import { checkCircuitOnModel, evaluateSavedCircuit } from './verify';
+import { backupCheck, relateCheck } from './canary-relations';
 
 export type CheckStatus = 'passed' | 'failed' | 'errored' | 'skipped';
 
@@ -157,8 +158,10 @@ async function runCheck(
     const text = engine.tokenizer.tokenText(got);
     return { pass: got === want, actual: text, message: got === want ? `top-1 is ${JSON.stringify(text)}` : `top-1 is ${JSON.stringify(text)}, expected ${JSON.stringify(a.expected)}` };
   }
+  if (a.quantity === 'jaccard') return relateCheck(c, ws, file, diagnostics);
   const ctx = await contextFor(c, suite);
   const scope = `${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}, ${ctx.ablation} ablation`;
+  if (a.quantity === 'interaction') return backupCheck(c, ctx, engine, suite.metric, scope);
   if (a.quantity === 'faithfulness' || a.quantity === 'necessity') {
     const circuitPath = ws.resolve(file, c.circuit!);
     if (!(await ws.exists(circuitPath))) throw new UserError(`circuit file not found: ${ws.display(circuitPath)}`);
