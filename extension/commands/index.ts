@@ -6,6 +6,8 @@ import type { Command, Services } from './common';
 import { discoverCircuit } from './discover-circuit';
 import { exportCircuit } from './export-circuit';
 import { openPromptView } from './prompt-views';
+import { redundancyCommand } from './redundancy';
+import { relateCircuits } from './relate-circuits';
 import { refresh, runCanaries } from './run-canaries';
 import { runSuite } from './run-suite';
 import { saveCircuit } from './save-circuit';
@@ -27,5 +29,7 @@ export function commandTable(s: Services): Record<string, Command> {
     'circuitlens.runCanaries': runCanaries(s),
     'circuitlens.exportCircuit': exportCircuit(s),
     'circuitlens.refresh': refresh(s),
+    'circuitlens.redundancy': redundancyCommand(s),
+    'circuitlens.relateCircuits': relateCircuits(s),
   };
 }
