@@ -475,7 +475,7 @@ export const STEPS: Step[] = [
       assert.ok(cli.backups.accuracy.length > 0, 'the gpt2 demo has backups under accuracy');
       const rows = await until('the accuracy backups table', async () => f.locator('#backups tbody tr').allInnerTexts(), (r) => r.length === cli.backups.accuracy.length, 15_000);
       assert.deepEqual(rows.map((r) => r.split('\t')[0]!.trim()), cli.backups.accuracy.map(([a, b]) => `${a} + ${b}`));
-      assert.match(await f.locator('#plot .gtitle').innerText(), /interaction in accuracy/);
+      assert.match(await f.locator('#plot .gtitle').textContent() ?? '', /interaction in accuracy/);
       await screenshot(d, 'redundancy.png');
 
       await runCommand(page, 'CircuitLens: Relate Circuits');
@@ -490,9 +490,11 @@ export const STEPS: Step[] = [
       await screenshot(d, 'relate.png');
 
       // The explorer marks hub nodes inside a circuit (two or more circuits in the workspace).
-      await page.locator('.activitybar .action-label[aria-label="CircuitLens"]').click();
       const pane = explorerPane(page);
-      const row = pane.locator('.monaco-list-row[aria-level="2"]', { hasText: 'induction-gpt2.circuit.json' });
+      // (Clicking the container's icon while its side bar shows would hide it.)
+      if (!(await pane.isVisible())) await page.locator('.activitybar .action-label[aria-label="CircuitLens"]').click();
+      await pane.waitFor({ state: 'visible', timeout: 15_000 });
+      const row = pane.locator('.monaco-list-row[aria-level="2"][aria-label^="induction-gpt2.circuit.json "]');
       if ((await row.getAttribute('aria-expanded')) !== 'true') await row.locator('.monaco-tl-twistie').click();
       const kids = await until('hub marks under induction-gpt2.circuit.json', () => treeRows(pane), (x) => x.some((k) => k.level === 3 && k.name === 'a1.h1' && /^hub · in \d+\/\d+ circuits/.test(k.description)), 15_000);
       assert.ok(kids.some((k) => k.level === 3 && k.name === 'a1.h1'));

@@ -31,7 +31,7 @@ async function drawPairs(s: RedundancyState, metric: string, plot: HTMLElement, 
     : `${a} + ${b}<br>together ${f3(m.pair[i]![j])}<br>${a} alone ${f3(m.single[i])}, ${b} alone ${f3(m.single[j])}<br>interaction ${f3(m.interaction[i]![j])}`)));
   const zmax = Math.max(1e-9, ...m.interaction.flat().filter((x): x is number => x !== null && Number.isFinite(x)).map(Math.abs));
   await Plotly.react(plot, [{
-    type: 'heatmap', x: s.nodes, y: s.nodes, z: m.interaction, text, hovertemplate: '%{text}<extra></extra>', colorscale: 'RdBu', reversescale: true,
+    type: 'heatmap', x: s.nodes, y: s.nodes, z: m.interaction, text, hovertemplate: '%{text}<extra></extra>', colorscale: 'RdBu',
     zmin: -zmax, zmax, zmid: 0, hoverongaps: false, colorbar: { title: { text: 'interaction', side: 'right' }, tickfont: { color: themeColor('--vscode-editor-foreground', '#ccc') } },
   }], layout(`interaction in ${METRIC_TEXT[metric] ?? metric}: effect(A∪B) − effect(A) − effect(B)`, n), { displaylogo: false, responsive: true });
   const rows = m.backups.map(([a, b, x]) => el('tr', {}, el('td', {}, `${a} + ${b}`), el('td', { class: 'num' }, f3(x))));

@@ -103,19 +103,18 @@ export async function pairEffects(ctx: EvalContext, pairs: [NodeId, NodeId][], m
 export async function redundancy(task: EvalContext, all: ResolvedPrompt[], metric: MetricName, o: RedundancyOptions = {}): Promise<RedundancyResult> {
   let nodes: { id: NodeId; score: number }[];
   let selection: string;
-  const method = o.method ?? 'patching';
-  const attr = await attribute(task, all, metric, { level: 'node', method, report: o.report });
-  const score = new Map(attr.nodes.map((n) => [n.id, n.score]));
   if (o.nodes) {
+    // The nodes given: no ranking to run; their scores are their effects alone (from the pair evaluation below).
     const ids = task.engine.checkNodes(o.nodes);
     if (new Set(ids).size !== ids.length) throw new UserError(`--nodes names a node twice (${ids.join(', ')})`);
     if (ids.length < 2) throw new UserError(`pairs need at least two nodes (got ${ids.length})`);
-    nodes = ids.map((id) => ({ id, score: score.get(id) ?? NaN }));
+    nodes = ids.map((id) => ({ id, score: NaN }));
     selection = `the ${ids.length} nodes given`;
   } else {
     const k = o.top ?? 10;
     const n = allComponentNodes(task.engine.info).length;
     if (!Number.isInteger(k) || k < 2) throw new UserError(`--top must be a whole number of at least 2 (got ${k})`);
+    const attr = await attribute(task, all, metric, { level: 'node', method: o.method ?? 'patching', report: o.report });
     nodes = [...attr.nodes].sort((a, b) => Math.abs(b.score) - Math.abs(a.score)).slice(0, Math.min(k, n));
     selection = `the ${nodes.length} of ${n} nodes with the largest |${metric} drop| alone (${attr.nodeMethod})`;
   }
@@ -123,6 +122,11 @@ export async function redundancy(task: EvalContext, all: ResolvedPrompt[], metri
   const pairs = allPairs(ids);
   o.report?.(`${ids.length} nodes alone and ${pairs.length} pairs × ${task.prompts.length} prompts`);
   const r = await pairEffects(task, pairs, metric, ids);
+  for (const n of nodes) {
+    if (!Number.isNaN(n.score)) continue;
+    const p = r.pairs.find((q) => q.a === n.id || q.b === n.id)!;
+    n.score = p.a === n.id ? p.effectA : p.effectB;
+  }
   r.pairs.sort((x, y) => y.interaction - x.interaction);
   return {
     metric, ablation: task.ablation, prompts: task.prompts.length, nodes, selection, clean: r.clean, fullEffect: r.fullEffect,
