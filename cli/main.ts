@@ -11,6 +11,8 @@ import { EXPORT_USAGE, exportCommand } from './commands/export';
 import { IMPORT_USAGE, importCommand } from './commands/import';
 import { INFO_USAGE, infoCommand } from './commands/info';
 import { PROTECT_USAGE, protectCommand } from './commands/protect';
+import { REDUNDANCY_USAGE, redundancyCommand } from './commands/redundancy';
+import { RELATE_USAGE, relateCommand } from './commands/relate';
 import { RUN_USAGE, runCommand } from './commands/run';
 import { SWEEP_USAGE, sweepCommand } from './commands/sweep';
 import { TRACE_USAGE, traceCommand } from './commands/trace';
@@ -44,6 +46,10 @@ commands:
                                  fine-tuning, as safetensors; --snippet prints the PyTorch code that applies them
   attention SUITE                per head: attention entropy per position, and the metric when its softmax
                                  temperature changes (--head a1.h0, --temperatures 0.5,1,2)
+  redundancy SUITE               backups: the top K nodes ablated alone and in every pair, interaction under
+                                 every metric (--top K, --nodes IDS, --metric M ranks the pairs)
+  relate C1 C2 …                 how circuits relate: Jaccard overlap, union and intersection faithfulness on
+                                 each circuit's suite, hub nodes
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.
@@ -69,6 +75,8 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   compare: { run: compareCommand, usage: COMPARE_USAGE },
   protect: { run: protectCommand, usage: PROTECT_USAGE },
   attention: { run: attentionCommand, usage: ATTENTION_USAGE },
+  redundancy: { run: redundancyCommand, usage: REDUNDANCY_USAGE },
+  relate: { run: relateCommand, usage: RELATE_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {

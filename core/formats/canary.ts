@@ -3,14 +3,15 @@ import type { AblationKind, MetricName } from '../vocabulary';
 import type { Diagnostic } from './diagnostics';
 import { compileSchema, SourceFile } from './source';
 
-export type Quantity = MetricName | 'faithfulness' | 'necessity' | CrossCheckpointQuantity;
+export type Quantity = MetricName | 'faithfulness' | 'necessity' | 'interaction' | CrossCheckpointQuantity;
 /**
  * Checks across checkpoints: `faithfulness_drop` = the circuit's faithfulness on `baseline` minus on this canary's
- * model; `jaccard` = of the circuit with the one re-discovered on this canary's model.
+ * model; `jaccard` = of the circuit with the one re-discovered on this canary's model, or with `relate:` (another
+ * circuit file) when given.
  */
 export type CrossCheckpointQuantity = 'faithfulness_drop' | 'jaccard';
 export const CROSS_CHECKPOINT: CrossCheckpointQuantity[] = ['faithfulness_drop', 'jaccard'];
-export const QUANTITIES: Quantity[] = ['accuracy', 'logit_diff', 'prob', 'kl', 'faithfulness', 'necessity', ...CROSS_CHECKPOINT];
+export const QUANTITIES: Quantity[] = ['accuracy', 'logit_diff', 'prob', 'kl', 'faithfulness', 'necessity', 'interaction', ...CROSS_CHECKPOINT];
 
 export interface Bound { op: '>=' | '<=' | '>' | '<' | '=='; value: number; text: string }
 
@@ -37,6 +38,10 @@ export interface CanaryCheck {
   tags?: string[];
   ablation?: AblationKind;
   metric?: MetricName;
+  /** Two nodes whose pair interaction is asserted (`interaction`). */
+  backup?: string[];
+  /** Another circuit file, whose overlap with `circuit` is asserted (`jaccard`). */
+  relate?: string;
 }
 
 export interface Canary {
@@ -105,6 +110,9 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
     if (c['baseline'] && q !== 'faithfulness_drop') src.report(['checks', i, 'baseline'], `baseline is the model a faithfulness_drop is measured from; ${q} does not use it`, 'error', true);
     if ((c['head'] === undefined) !== (c['temperature'] === undefined)) src.report(['checks', i, c['head'] === undefined ? 'temperature' : 'head'], 'a softmax-temperature check names both head: a<L>.h<H> and temperature: T', 'error', true);
     if (c['head'] !== undefined && (c['circuit'] || c['ablate'] || c['prompt'])) src.report(['checks', i, 'head'], `a softmax-temperature check asserts a suite metric (not with ${c['circuit'] ? 'circuit' : c['ablate'] ? 'ablate' : 'prompt'})`, 'error', true);
+    if (q === 'interaction' && !c['backup']) src.report(['checks', i, q], 'interaction is measured for a pair of nodes: add backup: [a1.h0, a1.h1]', 'error', true);
+    if (c['backup'] && q !== 'interaction') src.report(['checks', i, 'backup'], `a backup check asserts interaction: ">= 0.2" (the pair's joint effect minus each alone), not ${q}`, 'error', true);
+    if (c['relate'] && q !== 'jaccard') src.report(['checks', i, 'relate'], `a relate check asserts jaccard: ">= 0.5", not ${q}`, 'error', true);
     const assertion: Assertion = q === 'top1' ? { quantity: 'top1', expected: String(c['top1']) }
       : q === 'threshold' ? thresholdAssertion(c['threshold'] as Record<string, unknown>)
       : { quantity: q as Quantity, bound: parseBound(String(c[q])) };
@@ -113,6 +121,7 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
       circuit: c['circuit'] as string | undefined, baseline: c['baseline'] as string | undefined, ablate: c['ablate'] as string[] | undefined, prompt: c['prompt'] as string | undefined,
       head: c['head'] as string | undefined, temperature: c['temperature'] as number | undefined,
       tags: c['tags'] as string[] | undefined, ablation: c['ablation'] as AblationKind | undefined, metric: c['metric'] as MetricName | undefined,
+      backup: c['backup'] as string[] | undefined, relate: c['relate'] as string | undefined,
     });
   });
   if (!src.ok) return { diagnostics: src.diagnostics };

@@ -7,6 +7,8 @@ import { compareWith } from './compare-with';
 import { discoverCircuit } from './discover-circuit';
 import { exportCircuit } from './export-circuit';
 import { openPromptView } from './prompt-views';
+import { redundancyCommand } from './redundancy';
+import { relateCircuits } from './relate-circuits';
 import { refresh, runCanaries } from './run-canaries';
 import { runSuite } from './run-suite';
 import { saveCircuit } from './save-circuit';
@@ -31,5 +33,7 @@ export function commandTable(s: Services): Record<string, Command> {
     'circuitlens.refresh': refresh(s),
     'circuitlens.sweepSuite': sweepSuite(s),
     'circuitlens.compareWith': compareWith(s),
+    'circuitlens.redundancy': redundancyCommand(s),
+    'circuitlens.relateCircuits': relateCircuits(s),
   };
 }

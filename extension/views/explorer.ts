@@ -2,7 +2,8 @@ import * as path from 'node:path';
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import type { CanaryResult } from '../../core/analysis/verify/canary';
-import { parseCircuit } from '../../core/formats/circuit';
+import { membershipHubs } from '../../core/analysis/relate/relate';
+import { circuitComponents, parseCircuit } from '../../core/formats/circuit';
 import { parseSuite } from '../../core/formats/suite';
 import { sha256File } from '../../core/nodejs/workspace';
 import type { State } from '../state';
@@ -48,7 +49,7 @@ export class CircuitExplorer implements vscode.TreeDataProvider<ExplorerItem> {
       });
     }
     if (e.kind === 'section') return this.section(e.section!);
-    if (e.kind === 'circuits' && e.file) return this.circuitNodes(e.file);
+    if (e.kind === 'circuits' && e.file) return this.circuitNodes(e.file, await this.hubs());
     if (e.kind === 'canaries' && e.file) return this.canaryChecks(e.file);
     return [];
   }
@@ -123,14 +124,22 @@ export class CircuitExplorer implements vscode.TreeDataProvider<ExplorerItem> {
     });
   }
 
-  private circuitNodes(f: string): ExplorerItem[] {
+  /** Hub nodes by membership (core/analysis/relate): in most of the workspace's circuits, when there are two or more. */
+  private async hubs(): Promise<{ count: Map<string, number>; of: number }> {
+    const circuits = (await this.state.findFiles('**/*.circuit.json')).map((f) => parseCircuit(f, readOr(f)).circuit).filter((c) => c !== undefined);
+    return { count: membershipHubs(circuits.map((c) => ({ nodes: circuitComponents(c) }))), of: circuits.length };
+  }
+
+  private circuitNodes(f: string, hubs: { count: Map<string, number>; of: number }): ExplorerItem[] {
     const { circuit } = parseCircuit(f, readOr(f));
     return (circuit?.nodes ?? []).map((n) => {
       const item = new ExplorerItem(n, vscode.TreeItemCollapsibleState.None, 'detail', f);
       const score = circuit?.scores?.[n];
       const drop = (circuit?.metrics?.['minimality'] as Record<string, number> | undefined)?.[n];
-      item.description = [score !== undefined ? `score ${score.toFixed(3)}` : '', drop !== undefined ? `needed ${drop.toFixed(3)}` : ''].filter(Boolean).join(' · ');
-      item.iconPath = new vscode.ThemeIcon(n.startsWith('m') ? 'symbol-method' : 'eye');
+      const hub = hubs.count.get(n);
+      item.description = [hub !== undefined ? `hub · in ${hub}/${hubs.of} circuits` : '', score !== undefined ? `score ${score.toFixed(3)}` : '', drop !== undefined ? `needed ${drop.toFixed(3)}` : ''].filter(Boolean).join(' · ');
+      item.iconPath = new vscode.ThemeIcon(hub !== undefined ? 'star-full' : n.startsWith('m') ? 'symbol-method' : 'eye');
+      if (hub !== undefined) item.tooltip = `${n} is a hub: it is in ${hub} of the workspace's ${hubs.of} circuits (more than half). CircuitLens: Relate Circuits measures how much each suite needs it.`;
       return item;
     });
   }

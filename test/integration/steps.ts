@@ -218,6 +218,12 @@ function firstSuitePrompt(dir: string): { text: string; answer: string; foil: st
   return { text: p.text!, answer: String(p.answer).trim(), foil: String(p.foil).trim() };
 }
 
+/** `circuitlens ARGS` with --json (the CLI of this checkout), parsed. */
+function cliJson(args: string[]): Promise<unknown> {
+  return new Promise((resolve, reject) => execFile(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), ...args], { timeout: 120_000 },
+    (err, stdout, stderr) => (err ? reject(new Error(`circuitlens ${args[0]} failed: ${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)))));
+}
+
 /** `circuitlens verify FILE --json` (the CLI of this checkout). */
 function cliVerify(file: string): Promise<{ faithfulness: number; necessity: number }> {
   return new Promise((resolve, reject) => execFile(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'verify', file, '--json'], { timeout: 60_000 },
@@ -505,6 +511,47 @@ export const STEPS: Step[] = [
       assert.equal(await f.locator('#plot .scatterlayer g.trace').count(), 6);
       assert.match((await f.locator('#plot .annotation-text').allTextContents()).join(' '), /n\* = \d+\.\d{3}/);
       await screenshot(d, 'sweep.png');
+    },
+  },
+  {
+    name: 'Redundancy (Backup Heads) draws the pair-interaction heatmap; Relate Circuits the overlap matrix and hubs; the explorer marks hubs',
+    timeoutMs: 180_000,
+    async run(d) {
+      const { page, workspace } = d;
+      await runCommand(page, 'CircuitLens: Redundancy (Backup Heads)');
+      const f = await webviewOf(page, 'redundancy', 90_000);
+      await f.locator('#plot .xtick').first().waitFor({ state: 'attached', timeout: 90_000 });
+      const ticks = (await f.locator('#plot .xtick text').allTextContents()).map((t) => t.trim());
+      assert.equal(ticks.length, 10, `${ticks}`);
+      // Under accuracy the view lists the backups `circuitlens redundancy` finds (the CLI of this checkout).
+      await f.locator('#metric').selectOption('accuracy');
+      const cli = await cliJson(['redundancy', path.join(workspace.dir, 'induction.suite.yaml'), '--model', path.join(workspace.dir, 'induction-gpt2.onnx'), '--metric', 'accuracy', '--json']) as { backups: { accuracy: string[][] } };
+      assert.ok(cli.backups.accuracy.length > 0, 'the gpt2 demo has backups under accuracy');
+      const rows = await until('the accuracy backups table', async () => f.locator('#backups tbody tr').allInnerTexts(), (r) => r.length === cli.backups.accuracy.length, 15_000);
+      assert.deepEqual(rows.map((r) => r.split('\t')[0]!.trim()), cli.backups.accuracy.map(([a, b]) => `${a} + ${b}`));
+      assert.match(await f.locator('#plot .gtitle').textContent() ?? '', /interaction in accuracy/);
+      await screenshot(d, 'redundancy.png');
+
+      await runCommand(page, 'CircuitLens: Relate Circuits');
+      await page.locator('.quick-input-widget .monaco-list-row').first().waitFor({ state: 'visible', timeout: 15_000 });
+      await page.keyboard.press('Enter');
+      const r = await webviewOf(page, 'redundancy', 30_000);
+      await r.locator('#hubs').waitFor({ state: 'attached', timeout: 120_000 });
+      const circuits = (await until('the workspace circuits', async () => fs.readdirSync(workspace.dir).filter((x) => x.endsWith('.circuit.json')), (x) => x.length >= 2, 5000)).length;
+      assert.equal((await r.locator('#pairs tbody tr').allInnerTexts()).length, (circuits * (circuits - 1)) / 2);
+      const hubs = (await r.locator('#hubs tbody tr td:first-child').allInnerTexts()).map((t) => t.trim());
+      assert.ok(hubs.includes('a1.h1'), `hubs: ${hubs}`);
+      await screenshot(d, 'relate.png');
+
+      // The explorer marks hub nodes inside a circuit (two or more circuits in the workspace).
+      const pane = explorerPane(page);
+      // (Clicking the container's icon while its side bar shows would hide it.)
+      if (!(await pane.isVisible())) await page.locator('.activitybar .action-label[aria-label="CircuitLens"]').click();
+      await pane.waitFor({ state: 'visible', timeout: 15_000 });
+      const row = pane.locator('.monaco-list-row[aria-level="2"][aria-label^="induction-gpt2.circuit.json "]');
+      if ((await row.getAttribute('aria-expanded')) !== 'true') await row.locator('.monaco-tl-twistie').click();
+      const kids = await until('hub marks under induction-gpt2.circuit.json', () => treeRows(pane), (x) => x.some((k) => k.level === 3 && k.name === 'a1.h1' && /^hub · in \d+\/\d+ circuits/.test(k.description)), 15_000);
+      assert.ok(kids.some((k) => k.level === 3 && k.name === 'a1.h1'));
     },
   },
   {

@@ -14,6 +14,7 @@ import { resolvePrompts, type ResolvedPrompt } from '../prompts';
 import { checkCircuitOnModel, evaluateSavedCircuit } from './verify';
 import { summarizeSweep, sweepVariable, thresholdVerdict } from '../sweep/sweep';
 import { crossCheckpointCheck } from '../compare/canary-checks';
+import { backupCheck, relateCheck } from './canary-relations';
 
 export type CheckStatus = 'passed' | 'failed' | 'errored' | 'skipped';
 
@@ -182,6 +183,9 @@ async function runCheck(
   }
   const ctx = await contextFor(c, suite);
   const scope = `${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}, ${ctx.ablation} ablation`;
+  if (a.quantity === 'interaction') { const r = await backupCheck(c, ctx, engine, suite.metric, scope); return { ...r, value: r.actual }; }
+  // jaccard with `relate`: two circuits' overlap; without it, the circuit against the one re-discovered on this model.
+  if (a.quantity === 'jaccard' && c.relate) { const r = await relateCheck(c, ws, file, diagnostics); return { ...r, value: r.actual }; }
   if (isCrossCheckpoint(a.quantity)) {
     // A model built in memory (bisect's candidates) is named by the canary's own model in messages.
     const r = await crossCheckpointCheck({ ws, file, modelPath: modelPath ?? file, engine, check: c, suite, ctx, all: allPrompts, diagnostics, scope });
