@@ -3,6 +3,8 @@ import * as path from 'node:path';
 import { openSuite, prepareSuite, type Contexts, type OpenedSuite } from '../core/analysis/open-suite';
 import { UserError } from '../core/errors';
 import { formatDiagnostic, type Diagnostic } from '../core/formats/diagnostics';
+import { parseCircuit, type Circuit } from '../core/formats/circuit';
+import type { SourceFile } from '../core/formats/source';
 import { parseSuite, type Suite } from '../core/formats/suite';
 import { NodeWorkspace } from '../core/nodejs/workspace';
 import { cliRuntime, oneOf } from './args';
@@ -56,4 +58,18 @@ export async function loadForAnalysis(suitePath: string, modelFlag: string | und
   const opened = await loadSuiteAndModel(ws, suitePath, modelFlag, ablation);
   const { suite, engine, all, modelPath } = opened;
   return { suite, engine, ablation: opened.ablation, all, modelPath, ...(await prepareSuite(opened, { control: withControl, progress: command ? stderrProgress(command) : undefined })), ws };
+}
+
+/**
+ * A circuit file and the model it runs on: `--model` when given, else the model its file names (relative to it).
+ * `why`: what the command needs the model for, said when neither names one.
+ */
+export async function readCircuitFile(ws: NodeWorkspace, file: string, modelFlag: string | undefined, why: string): Promise<{ circuit: Circuit; source: SourceFile; circuitPath: string; modelPath: string }> {
+  const circuitPath = path.resolve(file);
+  const parsed = parseCircuit(circuitPath, await ws.readText(circuitPath));
+  if (!parsed.circuit) throw diagnosticsError(parsed.diagnostics, ws);
+  const c = parsed.circuit;
+  const modelPath = modelFlag ? path.resolve(modelFlag) : c.model?.path ? path.resolve(path.dirname(circuitPath), c.model.path) : undefined;
+  if (!modelPath) throw new UserError(`${ws.display(circuitPath)} names no model: pass --model MODEL.onnx (${why})`);
+  return { circuit: c, source: parsed.source, circuitPath, modelPath };
 }

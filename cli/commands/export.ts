@@ -1,11 +1,10 @@
 import * as path from 'node:path';
 import { UserError } from '../../core/errors';
-import { parseCircuit } from '../../core/formats/circuit';
 import { toEapIg } from '../../core/formats/eap-ig';
 import { toNeuronpedia } from '../../core/formats/neuronpedia';
 import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { FORCE_OPTION, oneOf, parse, usageError, type Usage } from '../args';
-import { diagnosticsError, VERSION } from '../common';
+import { readCircuitFile, VERSION } from '../common';
 import { outFile, writeOutFile } from '../out-file';
 
 export const EXPORT_USAGE: Usage = {
@@ -41,14 +40,7 @@ export async function exportCommand(argv: string[], out: (s: string) => void): P
   const outPath = values.out !== undefined ? outFile(values.out, values.force) : undefined;
   const ws = new NodeWorkspace();
   try {
-    const circuitPath = path.resolve(positionals[0]!);
-    const parsed = parseCircuit(circuitPath, await ws.readText(circuitPath));
-    if (!parsed.circuit) throw diagnosticsError(parsed.diagnostics, ws);
-    const c = parsed.circuit;
-    const modelPath = values.model ? path.resolve(values.model) : c.model?.path ? path.resolve(path.dirname(circuitPath), c.model.path) : undefined;
-    if (!modelPath) {
-      throw new UserError(`the circuit names no model: pass --model MODEL.onnx (${format === 'eap-ig' ? 'the export lists every edge of the model' : 'the graph places nodes by the model\'s layers'})`);
-    }
+    const { circuit: c, modelPath } = await readCircuitFile(ws, positionals[0]!, values.model, format === 'eap-ig' ? 'the export lists every edge of the model' : 'the graph places nodes by the model\'s layers');
     const engine = await ws.loadEngine(modelPath);
     let graph: unknown;
     if (format === 'eap-ig') graph = toEapIg(c, { ...engine.info, parallel: engine.info.features.block === 'parallel' });

@@ -2,12 +2,12 @@ import * as path from 'node:path';
 import { protectMask, readProtectModel, type ProtectResult } from '../../core/analysis/protect/protect';
 import { PROTECT_SNIPPET } from '../../core/analysis/protect/snippet';
 import { UserError } from '../../core/errors';
-import { circuitComponents, parseCircuit } from '../../core/formats/circuit';
+import { circuitComponents } from '../../core/formats/circuit';
 import { encodeSafetensors } from '../../core/formats/safetensors';
 import { loadSidecar, readModelFile } from '../../core/nodejs/load';
 import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { FORCE_OPTION, JSON_OPTION, parse, usageError, type Usage } from '../args';
-import { diagnosticsError } from '../common';
+import { readCircuitFile } from '../common';
 import { outFile, writeOutFile } from '../out-file';
 
 export const PROTECT_USAGE: Usage = {
@@ -46,12 +46,7 @@ export async function protectCommand(argv: string[], out: (s: string) => void): 
   const outPath = outFile(values.out, values.force);
   const ws = new NodeWorkspace();
   try {
-    const circuitPath = path.resolve(positionals[0]!);
-    const parsed = parseCircuit(circuitPath, await ws.readText(circuitPath));
-    if (!parsed.circuit) throw diagnosticsError(parsed.diagnostics, ws);
-    const c = parsed.circuit;
-    const modelPath = values.model ? path.resolve(values.model) : c.model?.path ? path.resolve(path.dirname(circuitPath), c.model.path) : undefined;
-    if (!modelPath) throw new UserError(`${ws.display(circuitPath)} names no model: pass --model MODEL.onnx`);
+    const { circuit: c, modelPath } = await readCircuitFile(ws, positionals[0]!, values.model, 'the mask covers its initializers');
     process.stderr.write(`circuitlens protect: reading ${ws.display(modelPath)}\n`);
     const { sidecar, sidecarPath } = loadSidecar(modelPath);
     const pm = readProtectModel(readModelFile(modelPath), modelPath, sidecar, sidecarPath);

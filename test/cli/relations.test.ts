@@ -162,12 +162,14 @@ describe('canary checks: backup/interaction and relate/jaccard', () => {
     fs.writeFileSync(file, [
       `model: ${path.join(EXAMPLES, 'induction-gpt2.onnx')}`, `suite: ${path.join(EXAMPLES, 'induction.suite.yaml')}`, 'checks:',
       '  - name: no pair', '    interaction: ">= 0.1"',
-      '  - name: no other circuit', `    circuit: ${GPT2_C}`, '    jaccard: ">= 0.5"', '',
+      // jaccard without relate: compares with the circuit re-discovered on the model (compare's check); with relate
+      // it still needs the circuit to compare.
+      '  - name: no circuit', `    relate: ${GPT2_C}`, '    jaccard: ">= 0.5"', '',
     ].join('\n'));
     const r = cli(['canary', file]);
     assert.equal(r.code, 2, r.stdout + r.stderr);
     const out = r.stdout + r.stderr;
     assert.match(out, /bad\.canary\.yaml:5:\d+: error: interaction is measured for a pair of nodes: add backup/);
-    assert.match(out, /bad\.canary\.yaml:8:\d+: error: jaccard compares two circuits/);
+    assert.match(out, /bad\.canary\.yaml:8:\d+: error: jaccard is measured for a circuit: add circuit/);
   });
 });

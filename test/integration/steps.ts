@@ -519,6 +519,8 @@ export const STEPS: Step[] = [
     async run(d) {
       const { page, workspace } = d;
       await runCommand(page, 'CircuitLens: Redundancy (Backup Heads)');
+      // Two suites by now (the sweep step added one): the command asks which.
+      await pickQuickItem(page, /(^|\s)induction\.suite\.yaml/);
       const f = await webviewOf(page, 'redundancy', 90_000);
       await f.locator('#plot .xtick').first().waitFor({ state: 'attached', timeout: 90_000 });
       const ticks = (await f.locator('#plot .xtick text').allTextContents()).map((t) => t.trim());

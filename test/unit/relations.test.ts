@@ -44,7 +44,9 @@ describe('relations', () => {
     bad('  - {name: x, backup: [a0.h2, a0.h3, m0], interaction: ">= 0.2"}\n', /./);
     bad('  - {name: x, interaction: ">= 0.2"}\n', /add backup: \[a1\.h0, a1\.h1\]/);
     bad('  - {name: x, backup: [a0.h2, a0.h3], accuracy: ">= 0.2"}\n', /a backup check asserts interaction/);
-    bad('  - {name: x, circuit: a.circuit.json, jaccard: ">= 0.5"}\n', /jaccard compares two circuits/);
+    // jaccard without relate compares the circuit with its re-discovery on the model (compare's check): no error.
+    assert.deepEqual(canary('  - {name: x, circuit: a.circuit.json, jaccard: ">= 0.5"}\n').diagnostics, []);
+    bad('  - {name: x, relate: b.circuit.json, jaccard: ">= 0.5"}\n', /jaccard is measured for a circuit: add circuit/);
     bad('  - {name: x, relate: b.circuit.json, accuracy: ">= 0.5"}\n', /a relate check asserts jaccard/);
   });
 });

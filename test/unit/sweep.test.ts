@@ -218,6 +218,6 @@ describe('canary threshold checks', () => {
     assert.deepEqual(at(canary('    threshold: {variable: n, at: 0.5}').diagnostics), ['5:16 checks[1].threshold needs exactly one of: >=, <=, >, <, ==']);
     assert.deepEqual(at(canary('    threshold: {variable: n, ">=": 1, "<": 3}').diagnostics), ['5:16 checks[1].threshold needs exactly one of: >=, <=, >, <, ==']);
     assert.deepEqual(at(canary('    threshold: {variable: n, at: 2, ">=": 1}').diagnostics), ['5:34 checks[1].threshold.at must be <= 1']);
-    assert.deepEqual(at(canary('    circuit: c.circuit.json\n    threshold: {variable: n, ">=": 1}').diagnostics), ['6:5 with a circuit, assert faithfulness or necessity (not threshold)']);
+    assert.deepEqual(at(canary('    circuit: c.circuit.json\n    threshold: {variable: n, ">=": 1}').diagnostics), ['6:5 with a circuit, assert faithfulness, necessity, faithfulness_drop or jaccard (not threshold)']);
   });
 });
