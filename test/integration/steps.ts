@@ -236,6 +236,14 @@ function cliSweep(suite: string, model: string): Promise<{ points: { value: numb
     (err, stdout, stderr) => (err ? reject(new Error(`circuitlens sweep failed: ${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)))));
 }
 
+/** Picks a row of the quick pick titled `title` (part of it) and returns once that pick is gone — another may open at once. */
+async function clickQuickItem(page: Page, title: string, label: RegExp): Promise<void> {
+  const widget = page.locator('.quick-input-widget');
+  await widget.locator('.quick-input-title', { hasText: title }).waitFor({ state: 'visible', timeout: 15_000 });
+  await widget.locator('.monaco-list-row', { hasText: label }).first().click();
+  await widget.locator('.quick-input-title', { hasText: title }).waitFor({ state: 'hidden', timeout: 10_000 });
+}
+
 /** `circuitlens compare A B --suite S --circuit C --json` (the CLI of this checkout). */
 interface CompareJson { a: { task: { value: number; accuracy: number } }; b: { task: { value: number; accuracy: number } }; circuit: { faithfulnessA: number; faithfulnessB: number; entered: string[] } }
 function cliCompare(a: string, b: string, suite: string, circuit: string): Promise<CompareJson> {
@@ -569,8 +577,9 @@ export const STEPS: Step[] = [
       await runCommand(page, 'CircuitLens: Select Model');
       await pickQuickItem(page, FINETUNED);
       await runCommand(page, 'CircuitLens: Compare With');
-      await pickQuickItem(page, /(^|\s)induction-gpt2\.onnx/);
-      await pickQuickItem(page, /(^|\s)induction\.suite\.yaml/);
+      // Three quick picks in a row (baseline, suite, circuit): each opens as the last closes.
+      await clickQuickItem(page, 'Compare induction-gpt2-finetuned.onnx with', /(^|\s)induction-gpt2\.onnx/);
+      await clickQuickItem(page, 'pick a suite', /(^|\s)induction\.suite\.yaml/);
       await pickQuickItem(page, /(^|\s)induction-gpt2\.circuit\.json/);
       const f = await webviewOf(page, 'graph', 180_000);
       await f.locator('#diff-metrics tbody tr').first().waitFor({ state: 'visible', timeout: 180_000 });
