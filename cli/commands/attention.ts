@@ -1,6 +1,6 @@
 import { attentionStatistics } from '../../core/analysis/attention/attention';
 import { checkTemperature } from '../../core/analysis/attention/temperature';
-import { DEFAULT_TEMPERATURES } from '../../core/analysis/attention-stats';
+import { DEFAULT_TEMPERATURES } from '../../core/analysis/attention/stats';
 import { prepare } from '../../core/analysis/evaluate';
 import { UserError } from '../../core/errors';
 import { allComponentNodes, parseNodeList, type NodeId } from '../../core/ids';

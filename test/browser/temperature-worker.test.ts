@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { sweepPrompt } from '../../core/analysis/attention/temperature';
-import { DEFAULT_TEMPERATURES } from '../../core/analysis/attention-stats';
+import { DEFAULT_TEMPERATURES } from '../../core/analysis/attention/stats';
 import { loadEngine } from '../../core/nodejs/load';
 import type { TemperatureParams, TemperatureSwept } from '../../protocol/compute';
 import { EXAMPLES, ROOT } from '../helpers';

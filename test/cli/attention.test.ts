@@ -3,7 +3,7 @@
 import { describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { entropyPerPosition } from '../../core/analysis/attention-stats';
+import { entropyPerPosition } from '../../core/analysis/attention/stats';
 import { EXAMPLES, FIXTURES } from '../helpers';
 import { cli } from './run-cli';
 

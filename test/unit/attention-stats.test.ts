@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { entropyPerPosition, EntropyByPosition, maxEntropyAt, meanOverPositions } from '../../core/analysis/attention-stats';
+import { entropyPerPosition, EntropyByPosition, maxEntropyAt, meanOverPositions } from '../../core/analysis/attention/stats';
 import { parseCanary } from '../../core/formats/canary';
 
 describe('attention entropy', () => {

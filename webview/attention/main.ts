@@ -2,7 +2,7 @@
 // and position, and the selected head's pattern and next-token scores when its softmax temperature changes.
 import type { PromptState, PromptToHost, PromptToView } from '../../protocol/prompt';
 import type { TemperatureSwept } from '../../protocol/compute';
-import { DEFAULT_TEMPERATURES, entropyPerPosition, maxEntropyAt, meanOverPositions } from '../../core/analysis/attention-stats';
+import { DEFAULT_TEMPERATURES, entropyPerPosition, maxEntropyAt, meanOverPositions } from '../../core/analysis/attention/stats';
 import { headId } from '../../core/ids';
 import { Compute } from '../common/compute-client';
 import { el, hostApi, themeColor } from '../common/vscode-api';

@@ -5,7 +5,7 @@ import { hookName } from '../../hooks';
 import { parseNodeId, type NodeId } from '../../ids';
 import type { SuiteMetrics } from '../metrics';
 import type { EvalContext } from '../evaluate';
-import { entropyPerPosition, EntropyByPosition, maxEntropyAt } from '../attention-stats';
+import { entropyPerPosition, EntropyByPosition, maxEntropyAt } from './stats';
 import { evaluateTemperatures, headSweep } from './temperature';
 
 export interface HeadStatistics {
