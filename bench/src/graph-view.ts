@@ -2,6 +2,7 @@
 // them) in headless Chromium, fed a synthetic GraphState of ~1k / ~10k nodes and as many edges by a fake
 // acquireVsCodeApi. Measures time to the first plot, and the latency of a threshold-slider change and of a
 // click that marks a node (from the input event to the frame after Plotly finished drawing).
+import { seededRandom } from '../../core/analysis/sweep/stats';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -9,7 +10,7 @@ import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { GraphState } from '../../protocol/graph';
 import type { NodeId } from '../../core/ids';
-import { log, rng, ROOT, round, stats, type Stats } from './harness';
+import { log, ROOT, round, stats, type Stats } from './harness';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
@@ -25,7 +26,7 @@ async function launch(): Promise<Browser> {
 
 /** A GraphState with `layers` × `heads` heads, one MLP per layer, input and logits, and `edges` edges. */
 export function syntheticGraph(layers: number, heads: number, edges: number, seed = 3): GraphState {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const gauss = () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
   const nodes: GraphState['nodes'] = [{ id: 'input', score: 0 }];
   for (let l = 0; l < layers; l++) {

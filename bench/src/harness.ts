@@ -2,6 +2,7 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import { seededRandom } from '../../core/analysis/sweep/stats';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const PYTHON = process.env.BENCH_PYTHON ?? '/usr/bin/python3';
@@ -116,20 +117,8 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-/** Deterministic PRNG (mulberry32) for token ids, prompts and synthetic graphs. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export function randomIds(B: number, T: number, vocab: number, seed: number, lo = 0): number[][] {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   return Array.from({ length: B }, () => Array.from({ length: T }, () => lo + Math.floor(r() * (vocab - lo))));
 }
 

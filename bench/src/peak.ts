@@ -1,15 +1,16 @@
 // Bench 4: the machine's float32 matmul peak, measured (onnxruntime-node on a one-node MatMul model built
 // here, and torch.matmul), against the FLOP/s a GPT-2-small forward achieves (FLOPs counted analytically).
+import { seededRandom } from '../../core/analysis/sweep/stats';
 import * as ort from 'onnxruntime-node';
 import { DataType, encodeModel, int64Tensor, type OnnxModel } from '../../core/onnx/model';
-import { alternate, log, rng, round, type Stats, type TorchRef } from './harness';
+import { alternate, log, round, type Stats, type TorchRef } from './harness';
 
 /**
  * A model with one MatMul: A [M, K] (input) × W [K, N] (initializer, as a weight is), opset 17. Its output is
  * the product's first row (a Slice), so a run times the kernel, not the copy of [M, N] into JavaScript.
  */
 export function matmulModel(M: number, K: number, N: number, seed = 1): Uint8Array {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const w = new Float32Array(K * N);
   for (let i = 0; i < w.length; i++) w[i] = r() - 0.5;
   const vi = (name: string, dims: number[]) => ({ name, type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } });
@@ -48,7 +49,7 @@ export async function gemmPeak(torch: TorchRef, shapes: [number, number, number]
     const opts: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
     if (threads) opts.intraOpNumThreads = threads;
     const session = await ort.InferenceSession.create(matmulModel(M, K, N), opts);
-    const r = rng(2);
+    const r = seededRandom(2);
     const a = new ort.Tensor('float32', Float32Array.from({ length: M * K }, () => r() - 0.5), [M, K]);
     const gflop = (2 * M * K * N) / 1e9;
     const res = await alternate([

@@ -3,6 +3,7 @@
 // InferenceSession.run is wrapped while a measurement runs (the engine runs several sessions: the full one, the
 // lean metrics session, the layer-skipping one), and the engine's private ablationFeeds on the instance; core/ is
 // not changed.
+import { seededRandom } from '../../core/analysis/sweep/stats';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -16,7 +17,7 @@ import { logSoftmax, rowStats, scorePrompt } from '../../core/analysis/metrics';
 import { decodeModel, encodeModel, floatValueInfo, makeNode } from '../../core/onnx/model';
 import { LAST_LOGITS } from '../../core/onnx/instrument';
 import { LAST_STATS, withLastRowStats } from '../../core/onnx/lean';
-import { log, randomIds, rng, ROOT, round, stats } from './harness';
+import { log, randomIds, ROOT, round, stats } from './harness';
 import { nodeRuntimeOptions, type ModelSpec } from './models';
 import { inductionSuite } from './suite';
 
@@ -193,7 +194,7 @@ export interface ScoringProfile {
  * part is timed on a graph of those nodes alone.
  */
 export async function profileScoring(vocab: number, rows: number): Promise<ScoringProfile> {
-  const r = rng(9);
+  const r = seededRandom(9);
   const data = Float32Array.from({ length: rows * vocab }, () => 10 * r());
   const cleanLogProbs = logSoftmax(data.subarray(0, vocab));
   const time = (f: (row: Float32Array, i: number) => void) => {

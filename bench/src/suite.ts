@@ -1,6 +1,6 @@
 // The benchmark's induction-style prompt suite, generated (token ids, no tokenizer needed).
+import { seededRandom } from '../../core/analysis/sweep/stats';
 import type { ResolvedPrompt } from '../../core/analysis/prompts';
-import { rng } from './harness';
 
 /**
  * `count` prompts of `length` tokens: P distinct random tokens (P from 6 to 10), then a repeat of them from the
@@ -9,7 +9,7 @@ import { rng } from './harness';
  * Tokens are drawn from [lo, vocab) (the demo vocabulary keeps ids 0 and 1 for <unk> and <pad>).
  */
 export function inductionSuite(count: number, length: number, vocab: number, seed: number, lo = 2): ResolvedPrompt[] {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   return Array.from({ length: count }, (_, index) => {
     const P = 6 + Math.floor(r() * 5);
     const prefix: number[] = [];
