@@ -4,7 +4,7 @@
 import type { Engine } from '../../engine/engine';
 import { UserError } from '../../errors';
 import { holds, type CanaryCheck } from '../../formats/canary';
-import { parseCircuit, type Circuit } from '../../formats/circuit';
+import type { Circuit } from '../../formats/circuit';
 import { hasErrors, type Diagnostic } from '../../formats/diagnostics';
 import type { SourceFile } from '../../formats/source';
 import type { Suite } from '../../formats/suite';
@@ -12,7 +12,7 @@ import type { MetricName } from '../../vocabulary';
 import type { Workspace } from '../../workspace';
 import { prepare, type EvalContext } from '../evaluate';
 import { resolvePrompts, type ResolvedPrompt } from '../prompts';
-import { checkCircuitOnModel } from '../verify/verify';
+import { checkCircuitOnModel, readCheckCircuit } from '../verify/verify';
 import { checkSameArchitecture, checkSamePrompts, circuitMembers, circuitOnModel, jaccard, rediscover } from './compare';
 
 export interface CrossCheck {
@@ -41,15 +41,6 @@ function fmt(x: number): string {
   return Math.abs(x) >= 100 ? x.toFixed(1) : x.toFixed(4).replace(/0+$/, '').replace(/\.$/, '');
 }
 
-async function loadCircuit(x: CrossCheck): Promise<{ circuit: Circuit; source: SourceFile }> {
-  const circuitPath = x.ws.resolve(x.file, x.check.circuit!);
-  if (!(await x.ws.exists(circuitPath))) throw new UserError(`circuit file not found: ${x.ws.display(circuitPath)}`);
-  const parsed = parseCircuit(circuitPath, await x.ws.readText(circuitPath));
-  x.diagnostics.push(...parsed.diagnostics);
-  if (!parsed.circuit) throw new UserError(`the circuit ${x.ws.display(circuitPath)} has errors`);
-  return { circuit: parsed.circuit, source: parsed.source };
-}
-
 function onModel(x: CrossCheck, circuit: Circuit, source: SourceFile, engine: Engine, sha256?: string): void {
   const checked = checkCircuitOnModel(circuit, source, engine, sha256);
   x.diagnostics.push(...checked.diagnostics);
@@ -60,7 +51,7 @@ function onModel(x: CrossCheck, circuit: Circuit, source: SourceFile, engine: En
 export async function crossCheckpointCheck(x: CrossCheck): Promise<CheckOutcome> {
   const a = x.check.assertion;
   if (a.quantity !== 'faithfulness_drop' && a.quantity !== 'jaccard') throw new Error(`not a cross-checkpoint check: ${a.quantity}`);
-  const { circuit, source } = await loadCircuit(x);
+  const { circuit, source } = await readCheckCircuit(x.ws, x.file, x.check.circuit!, x.diagnostics);
   const metric: MetricName = x.check.metric ?? x.suite.metric;
   const model = x.ws.display(x.modelPath);
   if (a.quantity === 'jaccard') {

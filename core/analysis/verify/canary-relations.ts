@@ -4,7 +4,8 @@
 import type { Engine } from '../../engine/engine';
 import { UserError } from '../../errors';
 import { holds, type CanaryCheck } from '../../formats/canary';
-import { circuitComponents, parseCircuit, type Circuit } from '../../formats/circuit';
+import { circuitComponents } from '../../formats/circuit';
+import { readCheckCircuit } from './verify';
 import type { Diagnostic } from '../../formats/diagnostics';
 import { METRICS, type MetricName } from '../../vocabulary';
 import type { Workspace } from '../../workspace';
@@ -33,20 +34,11 @@ export async function backupCheck(c: CanaryCheck, ctx: EvalContext, engine: Engi
   };
 }
 
-async function readCircuit(ws: Workspace, file: string, rel: string, diagnostics: Diagnostic[]): Promise<Circuit> {
-  const p = ws.resolve(file, rel);
-  if (!(await ws.exists(p))) throw new UserError(`circuit file not found: ${ws.display(p)}`);
-  const parsed = parseCircuit(p, await ws.readText(p));
-  diagnostics.push(...parsed.diagnostics);
-  if (!parsed.circuit) throw new UserError(`the circuit ${ws.display(p)} has errors`);
-  return parsed.circuit;
-}
-
 /** Jaccard overlap of `circuit` and `relate` (by their nodes; an edge circuit by the nodes its edges touch). No model runs. */
 export async function relateCheck(c: CanaryCheck, ws: Workspace, file: string, diagnostics: Diagnostic[]): Promise<CheckOutcome> {
   if (c.assertion.quantity !== 'jaccard') throw new Error('not a relate check');
-  const A = circuitComponents(await readCircuit(ws, file, c.circuit!, diagnostics));
-  const B = circuitComponents(await readCircuit(ws, file, c.relate!, diagnostics));
+  const A = circuitComponents((await readCheckCircuit(ws, file, c.circuit!, diagnostics)).circuit);
+  const B = circuitComponents((await readCheckCircuit(ws, file, c.relate!, diagnostics)).circuit);
   const value = jaccard(A, B);
   const inB = new Set<string>(B);
   const shared = A.filter((n) => inB.has(n));

@@ -2,7 +2,6 @@ import type { Engine } from '../../engine/engine';
 import { UserError } from '../../errors';
 import type { NodeId } from '../../ids';
 import { holds, isCrossCheckpoint, parseCanary, type Canary, type CanaryCheck } from '../../formats/canary';
-import { parseCircuit } from '../../formats/circuit';
 import { hasErrors, type Diagnostic } from '../../formats/diagnostics';
 import { parseSuite, type Suite } from '../../formats/suite';
 import type { Workspace } from '../../workspace';
@@ -11,7 +10,7 @@ import { Cancelled, evaluateSets, prepare, type EvalContext } from '../evaluate'
 import { argmax } from '../metrics';
 import type { MetricName } from '../../vocabulary';
 import { resolvePrompts, type ResolvedPrompt } from '../prompts';
-import { checkCircuitOnModel, evaluateSavedCircuit } from './verify';
+import { checkCircuitOnModel, evaluateSavedCircuit, readCheckCircuit } from './verify';
 import { summarizeSweep, sweepVariable, thresholdVerdict } from '../sweep/sweep';
 import { crossCheckpointCheck } from '../compare/canary-checks';
 import { backupCheck, relateCheck } from './canary-relations';
@@ -192,13 +191,8 @@ async function runCheck(
     return { ...r, value: r.actual };
   }
   if (a.quantity === 'faithfulness' || a.quantity === 'necessity') {
-    const circuitPath = ws.resolve(file, c.circuit!);
-    if (!(await ws.exists(circuitPath))) throw new UserError(`circuit file not found: ${ws.display(circuitPath)}`);
-    const parsed = parseCircuit(circuitPath, await ws.readText(circuitPath));
-    diagnostics.push(...parsed.diagnostics);
-    if (!parsed.circuit) throw new UserError(`the circuit ${ws.display(circuitPath)} has errors`);
-    const circuit = parsed.circuit;
-    const checked = checkCircuitOnModel(circuit, parsed.source, engine, circuit.model?.sha256 && modelPath ? await ws.sha256(modelPath) : undefined);
+    const { circuit, source } = await readCheckCircuit(ws, file, c.circuit!, diagnostics);
+    const checked = checkCircuitOnModel(circuit, source, engine, circuit.model?.sha256 && modelPath ? await ws.sha256(modelPath) : undefined);
     diagnostics.push(...checked.diagnostics);
     if (checked.error) throw checked.error;
     const metric: MetricName = c.metric ?? suite.metric;

@@ -5,9 +5,10 @@
 import type { Engine } from '../../engine/engine';
 import { UserError } from '../../errors';
 import { checkNodeInModel, formatEdgeId, parseNodeId, type NodeId } from '../../ids';
-import { circuitComponents, type Circuit } from '../../formats/circuit';
+import { circuitComponents, parseCircuit, type Circuit } from '../../formats/circuit';
 import type { Diagnostic } from '../../formats/diagnostics';
 import type { SourceFile } from '../../formats/source';
+import type { Workspace } from '../../workspace';
 import { attributeEdges } from '../attribute/edges';
 import { evaluateEdgeCircuit, verifyEdgeCircuit } from './edges';
 import { prepareEdges } from '../edge-context';
@@ -78,4 +79,17 @@ export async function evaluateSavedCircuit(c: Circuit, ctx: EvalContext, all: Re
   if (!isEdgeCircuit(c)) return evaluateCircuit(ctx, circuitComponents(c));
   const ids = c.edges!.map(formatEdgeId);
   return { ...(await evaluateEdgeCircuit(await prepareEdges(ctx, all), ids)), edges: ids.length };
+}
+
+/**
+ * A circuit file a canary check names (`rel`, relative to the canary `file`): parsed, its file problems added to
+ * `diagnostics` at their lines; a missing or broken file is a UserError the check reports.
+ */
+export async function readCheckCircuit(ws: Workspace, file: string, rel: string, diagnostics: Diagnostic[]): Promise<{ circuit: Circuit; source: SourceFile }> {
+  const p = ws.resolve(file, rel);
+  if (!(await ws.exists(p))) throw new UserError(`circuit file not found: ${ws.display(p)}`);
+  const parsed = parseCircuit(p, await ws.readText(p));
+  diagnostics.push(...parsed.diagnostics);
+  if (!parsed.circuit) throw new UserError(`the circuit ${ws.display(p)} has errors`);
+  return { circuit: parsed.circuit, source: parsed.source };
 }
