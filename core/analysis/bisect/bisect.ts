@@ -14,7 +14,8 @@ import type { OnnxModel, TensorProto } from '../../onnx/model';
 import { COMPONENT_ORDER, describeRole, weightComponents, type WeightComponent, type WeightRole } from '../../onnx/weight-components';
 import { differingInitializers, relativeChange } from '../../onnx/weight-swap';
 import type { Workspace } from '../../workspace';
-import { measureCheck, openCanary, type CheckMeasure, type OpenedCanary } from '../verify/canary';
+import { measureCheck, openCanary, type OpenedCanary } from '../verify/canary';
+import type { CheckMeasure } from '../verify/check';
 import { maxEvaluations, minimalPassingSet } from './minimal-set';
 
 /** One side of the comparison (core/nodejs/model-variants.ts makes these from files). */

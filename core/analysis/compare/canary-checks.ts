@@ -1,6 +1,7 @@
 // The canaries' checks across checkpoints, through the compare use case: `faithfulness_drop` (a circuit's
 // faithfulness on a baseline model minus on the canary's model) and `jaccard` (of a circuit with the one
 // re-discovered on the canary's model). Each message names the model it ran on, and the baseline.
+import { formatCheckValue, type CheckMeasure } from '../verify/check';
 import type { Engine } from '../../engine/engine';
 import { UserError } from '../../errors';
 import { holds, type CanaryCheck } from '../../formats/canary';
@@ -33,13 +34,6 @@ export interface CrossCheck {
   scope: string;
 }
 
-export interface CheckOutcome { pass: boolean; actual: number; message: string }
-
-function fmt(x: number): string {
-  if (!Number.isFinite(x)) return String(x);
-  if (x !== 0 && Math.abs(x) < 1e-3) return x.toExponential(2);
-  return Math.abs(x) >= 100 ? x.toFixed(1) : x.toFixed(4).replace(/0+$/, '').replace(/\.$/, '');
-}
 
 function onModel(x: CrossCheck, circuit: Circuit, source: SourceFile, engine: Engine, sha256?: string): void {
   const checked = checkCircuitOnModel(circuit, source, engine, sha256);
@@ -48,7 +42,7 @@ function onModel(x: CrossCheck, circuit: Circuit, source: SourceFile, engine: En
 }
 
 /** Runs a `faithfulness_drop` or `jaccard` check. */
-export async function crossCheckpointCheck(x: CrossCheck): Promise<CheckOutcome> {
+export async function crossCheckpointCheck(x: CrossCheck): Promise<CheckMeasure> {
   const a = x.check.assertion;
   if (a.quantity !== 'faithfulness_drop' && a.quantity !== 'jaccard') throw new Error(`not a cross-checkpoint check: ${a.quantity}`);
   const { circuit, source } = await readCheckCircuit(x.ws, x.file, x.check.circuit!, x.diagnostics);
@@ -67,8 +61,8 @@ export async function crossCheckpointCheck(x: CrossCheck): Promise<CheckOutcome>
     const how = o.method === 'acdc' ? `ACDC, threshold ${o.threshold}` : `greedy by ${o.scoring} scores to faithfulness ${o.target}`;
     const unit = r.level === 'edge' ? 'edges' : 'nodes';
     return {
-      pass, actual: value,
-      message: `jaccard ${fmt(value)} of the circuit (${mine.length} ${unit}) with the one re-discovered on ${model} (${how}${r.optionsFrom === 'defaults' ? ', discover\'s defaults' : ''}: ${r.members.length} ${unit}, faithfulness ${fmt(r.discovered.verification.faithfulness)}) ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; entered: ${list(r.members.filter((m) => !inC.has(m)))}; left: ${list(mine.filter((m) => !inR.has(m)))}; ${x.scope}`,
+      pass, actual: value, value,
+      message: `jaccard ${formatCheckValue(value)} of the circuit (${mine.length} ${unit}) with the one re-discovered on ${model} (${how}${r.optionsFrom === 'defaults' ? ', discover\'s defaults' : ''}: ${r.members.length} ${unit}, faithfulness ${formatCheckValue(r.discovered.verification.faithfulness)}) ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; entered: ${list(r.members.filter((m) => !inC.has(m)))}; left: ${list(mine.filter((m) => !inR.has(m)))}; ${x.scope}`,
     };
   }
   const baselinePath = x.ws.resolve(x.file, x.check.baseline!);
@@ -90,9 +84,9 @@ export async function crossCheckpointCheck(x: CrossCheck): Promise<CheckOutcome>
   const after = await circuitOnModel(circuit, x.ctx, x.all);
   const value = before.faithfulness[metric] - after.faithfulness[metric];
   const pass = holds(a.bound, value);
-  const others = (['logit_diff', 'accuracy', 'kl'] as MetricName[]).map((m) => `${m} ${fmt(before.faithfulness[m])} → ${fmt(after.faithfulness[m])}`).join(', ');
+  const others = (['logit_diff', 'accuracy', 'kl'] as MetricName[]).map((m) => `${m} ${formatCheckValue(before.faithfulness[m])} → ${formatCheckValue(after.faithfulness[m])}`).join(', ');
   return {
-    pass, actual: value,
-    message: `faithfulness (${metric}) drop ${fmt(value)} from the baseline ${baseline} (${fmt(before.faithfulness[metric])}) to ${model} (${fmt(after.faithfulness[metric])}) ${pass ? 'satisfies' : 'is not'} ${a.bound.text} (faithfulness by metric: ${others}); ${x.scope}`,
+    pass, actual: value, value,
+    message: `faithfulness (${metric}) drop ${formatCheckValue(value)} from the baseline ${baseline} (${formatCheckValue(before.faithfulness[metric])}) to ${model} (${formatCheckValue(after.faithfulness[metric])}) ${pass ? 'satisfies' : 'is not'} ${a.bound.text} (faithfulness by metric: ${others}); ${x.scope}`,
   };
 }

@@ -10,6 +10,7 @@ import { Cancelled, evaluateSets, prepare, type EvalContext } from '../evaluate'
 import { argmax } from '../metrics';
 import type { MetricName } from '../../vocabulary';
 import { resolvePrompts, type ResolvedPrompt } from '../prompts';
+import { formatCheckValue, type CheckMeasure } from './check';
 import { checkCircuitOnModel, evaluateSavedCircuit, readCheckCircuit } from './verify';
 import { summarizeSweep, sweepVariable, thresholdVerdict } from '../sweep/sweep';
 import { crossCheckpointCheck } from '../compare/canary-checks';
@@ -44,7 +45,6 @@ export interface CanaryResult {
  * One check measured on an engine: whether it holds, the value it reports, and `value`, a number to compare
  * across models (the measured quantity; for top1, the expected token's logit minus the best other token's).
  */
-export interface CheckMeasure { pass: boolean; actual: number | string; value: number; message: string }
 
 export interface CanaryOptions {
   signal?: AbortSignal;
@@ -156,12 +156,6 @@ function done(c: CanaryCheck, status: CheckStatus, message: string, actual: numb
   return { name: c.name, index: c.index, line: c.line, col: c.col, status, actual, expected, message, durationMs };
 }
 
-function fmt(x: number): string {
-  if (!Number.isFinite(x)) return String(x);
-  if (x !== 0 && Math.abs(x) < 1e-3) return x.toExponential(2);
-  return Math.abs(x) >= 100 ? x.toFixed(1) : x.toFixed(4).replace(/0+$/, '').replace(/\.$/, '');
-}
-
 /** `modelPath`: the file the engine was loaded from (a circuit's recorded hash is compared with it); none for a model built in memory. */
 async function runCheck(
   ws: Workspace, file: string, modelPath: string | undefined, c: CanaryCheck, suite: Suite, engine: Engine,
@@ -182,13 +176,12 @@ async function runCheck(
   }
   const ctx = await contextFor(c, suite);
   const scope = `${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}, ${ctx.ablation} ablation`;
-  if (a.quantity === 'interaction') { const r = await backupCheck(c, ctx, engine, suite.metric, scope); return { ...r, value: r.actual }; }
+  if (a.quantity === 'interaction') return backupCheck(c, ctx, engine, suite.metric, scope);
   // jaccard with `relate`: two circuits' overlap; without it, the circuit against the one re-discovered on this model.
-  if (a.quantity === 'jaccard' && c.relate) { const r = await relateCheck(c, ws, file, diagnostics); return { ...r, value: r.actual }; }
+  if (a.quantity === 'jaccard' && c.relate) return relateCheck(c, ws, file, diagnostics);
   if (isCrossCheckpoint(a.quantity)) {
     // A model built in memory (bisect's candidates) is named by the canary's own model in messages.
-    const r = await crossCheckpointCheck({ ws, file, modelPath: modelPath ?? file, engine, check: c, suite, ctx, all: allPrompts, diagnostics, scope });
-    return { ...r, value: r.actual };
+    return crossCheckpointCheck({ ws, file, modelPath: modelPath ?? file, engine, check: c, suite, ctx, all: allPrompts, diagnostics, scope });
   }
   if (a.quantity === 'faithfulness' || a.quantity === 'necessity') {
     const { circuit, source } = await readCheckCircuit(ws, file, c.circuit!, diagnostics);
@@ -201,16 +194,16 @@ async function runCheck(
     const value = a.quantity === 'faithfulness' ? ev.faithfulness[metric] : ev.necessity[metric];
     const pass = holds(a.bound, value);
     const others = a.quantity === 'faithfulness'
-      ? ` (faithfulness by metric: ${(['logit_diff', 'accuracy', 'kl'] as MetricName[]).map((m) => `${m} ${fmt(ev.faithfulness[m])}`).join(', ')})`
+      ? ` (faithfulness by metric: ${(['logit_diff', 'accuracy', 'kl'] as MetricName[]).map((m) => `${m} ${formatCheckValue(ev.faithfulness[m])}`).join(', ')})`
       : '';
-    return { pass, actual: value, value, message: `${a.quantity} (${metric}) ${fmt(value)} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}${others}; ${scope}${level}` };
+    return { pass, actual: value, value, message: `${a.quantity} (${metric}) ${formatCheckValue(value)} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}${others}; ${scope}${level}` };
   }
   if (c.head !== undefined && c.temperature !== undefined && a.quantity !== 'threshold') {
     const [head] = engine.checkNodes([c.head]);
     const [res] = await evaluateTemperatures(ctx, [[{ head: head!, temperature: c.temperature }]]);
     const value = res!.metrics[a.quantity];
     const pass = holds(a.bound, value);
-    return { pass, actual: value, value, message: `${a.quantity} ${fmt(value)} with ${head}'s softmax temperature ${c.temperature} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; ${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}` };
+    return { pass, actual: value, value, message: `${a.quantity} ${formatCheckValue(value)} with ${head}'s softmax temperature ${c.temperature} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; ${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}` };
   }
   const nodes: NodeId[] = c.ablate ? engine.checkNodes(c.ablate) : [];
   if (a.quantity === 'threshold') {
@@ -225,7 +218,7 @@ async function runCheck(
   const value = res!.metrics[a.quantity];
   const pass = holds(a.bound, value);
   const what = nodes.length ? ` with ${nodes.join(', ')} ablated` : '';
-  return { pass, actual: value, value, message: `${a.quantity} ${fmt(value)}${what} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; ${scope}` };
+  return { pass, actual: value, value, message: `${a.quantity} ${formatCheckValue(value)}${what} ${pass ? 'satisfies' : 'is not'} ${a.bound.text}; ${scope}` };
 }
 
 /** A canary file and its suite, read once so its checks can be measured on engines the caller brings. */
