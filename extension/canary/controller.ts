@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { runCanary, type CanaryResult, type CheckResult } from '../../core/analysis/verify/canary';
-import { parseCanary } from '../../core/formats/canary';
+import { canaryFileRefs, parseCanary } from '../../core/formats/canary';
 import { parseCircuit } from '../../core/formats/circuit';
 import type { Diagnostic } from '../../core/formats/diagnostics';
 import type { State } from '../state';
@@ -184,7 +184,8 @@ export class CanaryController implements vscode.Disposable {
     this.status.show();
   }
 
-  /** Which canaries depend on a changed file: itself, its suite, its model, or a circuit it checks. */
+  /** Which canaries depend on a changed file: itself, its suite, its model, a circuit it checks (and that circuit's
+   * model), a baseline model it compares with. */
   private dependents(changed: string): string[] {
     const out: string[] = [];
     this.controller.items.forEach((item) => {
@@ -193,9 +194,10 @@ export class CanaryController implements vscode.Disposable {
       const { canary } = parseCanary(f, readOr(f));
       if (!canary) return;
       const dir = path.dirname(f);
-      const deps = new Set([path.resolve(dir, canary.model), path.resolve(dir, canary.suite), ...canary.checks.filter((c) => c.circuit).map((c) => path.resolve(dir, c.circuit!))]);
-      for (const c of canary.checks.filter((x) => x.circuit)) {
-        const cp = path.resolve(dir, c.circuit!);
+      const refs = canaryFileRefs(canary).map((r) => ({ ...r, file: path.resolve(dir, r.ref) }));
+      const deps = new Set(refs.map((r) => r.file));
+      for (const { file: cp } of refs.filter((r) => r.kind === 'circuit')) {
+        // A circuit names the model it was found on: a change to it concerns the canaries checking that circuit.
         const parsed = parseCircuit(cp, readOr(cp)).circuit;
         if (parsed?.model?.path) deps.add(path.resolve(path.dirname(cp), parsed.model.path));
       }

@@ -2,7 +2,7 @@
 // `baseline`, `jaccard` with `circuit`; each misuse reported at its line.
 import { describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { parseCanary } from '../../core/formats/canary';
+import { canaryFileRefs, parseCanary } from '../../core/formats/canary';
 import type { Diagnostic } from '../../core/formats/diagnostics';
 import { jaccard } from '../../core/analysis/compare/compare';
 
@@ -27,6 +27,24 @@ describe('canary checks across checkpoints', () => {
       ['overlap', 9, 'jaccard', 'c.circuit.json', undefined, undefined],
     ]);
     assert.deepEqual(c!.checks.map((x) => (x.assertion.quantity === 'top1' ? '' : x.assertion.bound.text)), ['<= 0.05', '>= 0.8']);
+  });
+
+  test('the files a canary reads include its baseline model and related circuit (a change to them re-runs it)', () => {
+    const { canary: c, diagnostics } = canary([
+      '  - name: drop',
+      '    circuit: c.circuit.json',
+      '    baseline: earlier.onnx',
+      '    faithfulness_drop: "<= 0.05"',
+      '  - name: overlap',
+      '    circuit: c.circuit.json',
+      '    relate: other.circuit.json',
+      '    jaccard: ">= 0.5"',
+    ]);
+    assert.deepEqual(diagnostics, []);
+    assert.deepEqual(canaryFileRefs(c!), [
+      { ref: 'later.onnx', kind: 'model' }, { ref: 's.suite.yaml', kind: 'suite' }, { ref: 'earlier.onnx', kind: 'model' },
+      { ref: 'c.circuit.json', kind: 'circuit' }, { ref: 'other.circuit.json', kind: 'circuit' },
+    ]);
   });
 
   test('a missing circuit or baseline, and a baseline where it means nothing, are errors at their lines', () => {
