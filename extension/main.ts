@@ -9,6 +9,8 @@ import { GRAPH_VIEW, GraphPanel } from './panels/graph/panel';
 import { SWEEP_VIEW, SweepPanel } from './panels/sweep/panel';
 import type { SweepState } from '../protocol/sweep';
 import { ATTENTION_VIEW, LENS_VIEW, PromptPanel } from './panels/prompt/panel';
+import { RELATIONS_VIEW, RelationsPanel } from './panels/redundancy/panel';
+import type { RelationsState } from '../protocol/redundancy';
 
 export async function activate(context: vscode.ExtensionContext): Promise<{ services: unknown }> {
   const log = vscode.window.createOutputChannel('CircuitLens', { log: true });
@@ -44,6 +46,14 @@ export async function activate(context: vscode.ExtensionContext): Promise<{ serv
         if (!saved?.points) { panel.dispose(); return; }
         panel.webview.options = SweepPanel.options(state);
         new SweepPanel(panel, state, saved);
+      },
+    }),
+    vscode.window.registerWebviewPanelSerializer(RELATIONS_VIEW, {
+      // Saved through JSON: the matrices' NaN (no value) come back as null, which the view draws as gaps.
+      async deserializeWebviewPanel(panel, saved: RelationsState | undefined) {
+        if (saved?.kind !== 'redundancy' && saved?.kind !== 'relate') { panel.dispose(); return; }
+        panel.webview.options = RelationsPanel.options(state);
+        new RelationsPanel(panel, state, saved);
       },
     }),
     ...[ATTENTION_VIEW, LENS_VIEW].map((type) => vscode.window.registerWebviewPanelSerializer(type, {

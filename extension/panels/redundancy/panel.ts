@@ -63,11 +63,15 @@ export class RelationsPanel {
       open.post({ t: 'state', state: s });
       return open;
     }
-    const panel = vscode.window.createWebviewPanel(RELATIONS_VIEW, s.title, vscode.ViewColumn.Active, {
+    const panel = vscode.window.createWebviewPanel(RELATIONS_VIEW, s.title, vscode.ViewColumn.Active, RelationsPanel.options(state));
+    return new RelationsPanel(panel, state, s);
+  }
+
+  static options(state: State): vscode.WebviewPanelOptions & vscode.WebviewOptions {
+    return {
       enableScripts: true, retainContextWhenHidden: true,
       localResourceRoots: [vscode.Uri.joinPath(state.context.extensionUri, 'dist'), vscode.Uri.joinPath(state.context.extensionUri, 'media')],
-    });
-    return new RelationsPanel(panel, state, s);
+    };
   }
 
   constructor(readonly panel: vscode.WebviewPanel, state: State, private s: RelationsState) {
