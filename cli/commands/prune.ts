@@ -92,7 +92,7 @@ export async function pruneCommand(argv: string[], out: (s: string) => void): Pr
     if (outPath) {
       const plan = prunePlanOf(pruneScopeOf(variants, what, circuit).scope, strategies[0]!, sparsities[0]!);
       const files = await writeModelWith(variants, plan.replacements, outPath, values.force);
-      written = { files: files.map((f) => ws.display(f)), strategy: plan.strategy, sparsity: plan.requested, reached: plan.reached };
+      written = { files: files.map((f) => ws.display(f)), strategy: plan.strategy, sparsity: plan.requested, reached: round6(plan.reached) };
     }
     if (values.json) {
       out(JSON.stringify(jsonReport(r, ws.display(modelPath), ws.display(suite.file), circuitPath && ws.display(circuitPath), written), null, 2));

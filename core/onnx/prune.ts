@@ -1,6 +1,7 @@
 // Unstructured weight pruning: entries of the attention and MLP weight matrices set to zero, chosen by magnitude.
 // What is prunable comes from weight-components.ts (the graph's structure, never names): float32 initializers of
-// rank 2 whose component is attention or mlp. Embeddings, norms, biases, the final norm and the unembedding are
+// rank 2 whose component is attention or mlp and that are the weight of a matrix product (MatMul, Gemm; through
+// Identity, Transpose or Cast): a rotary cos/sin table is in the attention but is no weight matrix. Embeddings, norms, biases, the final norm and the unembedding are
 // never pruned; matrices stored in float16 or quantized are left as they are (and reported).
 // Sparsity is always a fraction of every prunable entry, whatever the strategy, so curves are comparable:
 // - magnitude: the k = round(s·N) entries of smallest |w| over all prunable matrices together (one global
@@ -12,6 +13,7 @@
 //   layers come last.
 // Ties in |w| are broken by position: initializer order in the file, then row-major index. So a plan is the first
 // k entries of a stable sort of the candidates by (wave, |w|), which an independent implementation can reproduce.
+import { GraphIndex } from './graph';
 import { DataType, floatData, type OnnxModel, type TensorProto } from './model';
 import type { WeightRole } from './weight-components';
 import type { OwnedSlice } from './weight-slices';
@@ -45,10 +47,11 @@ export interface PruneScope {
 /** The prunable matrices of `model` (its initializers as decoded, weights in memory), by their roles. */
 export function pruneScope(model: OnnxModel, roles: readonly WeightRole[]): PruneScope {
   const byName = new Map(model.graph!.initializer.map((t) => [t.name, t]));
+  const g = new GraphIndex(model.graph!);
   const tensors: PrunableTensor[] = [];
   const skipped: string[] = [];
   for (const r of roles) {
-    if ((r.component !== 'attention' && r.component !== 'mlp') || r.dims.length !== 2 || r.elements <= 1) continue;
+    if ((r.component !== 'attention' && r.component !== 'mlp') || r.dims.length !== 2 || r.elements <= 1 || !isProductWeight(g, r.tensor)) continue;
     const t = byName.get(r.tensor)!;
     const data = t.dataType === DataType.FLOAT ? floatData(t) : undefined;
     if (!data || data.length !== r.elements) { skipped.push(r.tensor); continue; }
@@ -79,6 +82,22 @@ export function withOwned(scope: PruneScope, slices: readonly OwnedSlice[], name
   let ownedEntries = 0;
   for (const m of owned.values()) for (let i = 0; i < m.length; i++) ownedEntries += m[i]!;
   return { ...scope, owned, ownedEntries };
+}
+
+const PASS_THROUGH = new Set(['Identity', 'Transpose', 'Cast']);
+
+/** Whether every reader of `name` (through Identity, Transpose, Cast) is a MatMul or Gemm, and there is one. */
+function isProductWeight(g: GraphIndex, name: string): boolean {
+  const pending = [name];
+  let products = 0;
+  for (let hops = 0; pending.length && hops < 1000; hops++) {
+    for (const n of g.consumersOf(pending.pop()!)) {
+      if (PASS_THROUGH.has(n.opType)) pending.push(n.output[0]!);
+      else if (n.opType === 'MatMul' || n.opType === 'Gemm') products++;
+      else return false;
+    }
+  }
+  return products > 0;
 }
 
 /** One pruned model: what was asked, what was reached, and the replaced initializers. */
