@@ -183,6 +183,48 @@ describe('circuitlens prune', () => {
   });
 });
 
+describe('canary prune checks through circuitlens canary', () => {
+  test('the passing example passes, with the numbers circuitlens prune reports', () => {
+    const r = cli(['canary', path.join(FIXTURES, 'prune', 'prune-pass.canary.yaml')]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /✓ pruning everything but the circuit keeps induction {2}— {2}accuracy 1 pruned to sparsity 0\.5 \(outside-circuit, capped at sparsity 0\.375: the circuit owns the rest\) satisfies >= 0\.9; 81 prompts tagged task/);
+    assert.match(r.stdout, /kl to the unpruned model 6\.90e-4 pruned to sparsity 0\.5 \(magnitude\)/);
+    assert.match(r.stdout, /3 passed, 0 failed/);
+  });
+
+  test('the failing example fails at its line (exit 1)', () => {
+    const file = path.join(FIXTURES, 'prune', 'prune-fail.canary.yaml');
+    const line = fs.readFileSync(file, 'utf8').split('\n').findIndex((l) => l.includes('- name: induction survives 90 percent')) + 1;
+    const r = cli(['canary', file, '--json']);
+    assert.equal(r.code, 1, r.stderr);
+    const check = JSON.parse(r.stdout).canaries[0].checks[0];
+    assert.equal(check.status, 'failed');
+    assert.equal(check.line, line);
+    assert.equal(check.expected, 'accuracy >= 0.9');
+    const p = prune([SUITE, '--sparsity', '0.9']).curves[0]!.points[0]!;
+    assert.ok(Math.abs(check.actual - p.accuracy) < 1e-6, `${check.actual} vs ${p.accuracy}`);
+  });
+
+  test('a malformed prune check is reported at its line', () => {
+    const write = (name: string, checks: string[]) => {
+      const file = path.join(tmp, name);
+      fs.writeFileSync(file, [`model: ${path.join(EXAMPLES, 'induction-gpt2.onnx')}`, `suite: ${SUITE}`, 'checks:', ...checks, ''].join('\n'));
+      const r = cli(['canary', file]);
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      return r.stdout + r.stderr;
+    };
+    const semantic = write('bad.canary.yaml', [
+      '  - name: no circuit', '    prune: {strategy: outside-circuit, sparsity: 0.5}', '    accuracy: ">= 0.9"',
+      '  - name: faithfulness', '    prune: {strategy: magnitude, sparsity: 0.5}', `    circuit: ${path.join(EXAMPLES, 'induction-gpt2.circuit.json')}`, '    faithfulness: ">= 0.9"',
+    ]);
+    assert.match(semantic, /bad\.canary\.yaml:5:\d+: error: outside-circuit prunes everything but a circuit/);
+    assert.match(semantic, /a prune check measures the pruned model as it is \(not with circuit/);
+    assert.match(semantic, /a prune check asserts a suite metric of the pruned model/);
+    const schema = write('bad2.canary.yaml', ['  - name: too sparse', '    prune: {strategy: magnitude, sparsity: 1.5}', '    accuracy: ">= 0.9"']);
+    assert.match(schema, /bad2\.canary\.yaml:5:\d+: error: checks\[0\]\.prune\.sparsity must be <= 1/);
+  });
+});
+
 const PYTHON = '/usr/bin/python3';
 const hasTorch = fs.existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import torch, onnx, yaml'], { encoding: 'utf8' }).status === 0;
 
