@@ -221,7 +221,7 @@ describe('canary prune checks through circuitlens canary', () => {
     assert.match(semantic, /a prune check measures the pruned model as it is \(not with circuit/);
     assert.match(semantic, /a prune check asserts a suite metric of the pruned model/);
     const schema = write('bad2.canary.yaml', ['  - name: too sparse', '    prune: {strategy: magnitude, sparsity: 1.5}', '    accuracy: ">= 0.9"']);
-    assert.match(schema, /bad2\.canary\.yaml:5:\d+: error: checks\[0\]\.prune\.sparsity must be <= 1/);
+    assert.match(schema, /bad2\.canary\.yaml:5:\d+: error: checks\[1\]\.prune\.sparsity must be <= 1/);
   });
 });
 
