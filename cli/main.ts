@@ -11,6 +11,7 @@ import { EXPORT_USAGE, exportCommand } from './commands/export';
 import { IMPORT_USAGE, importCommand } from './commands/import';
 import { INFO_USAGE, infoCommand } from './commands/info';
 import { PROTECT_USAGE, protectCommand } from './commands/protect';
+import { PRUNE_USAGE, pruneCommand } from './commands/prune';
 import { REDUNDANCY_USAGE, redundancyCommand } from './commands/redundancy';
 import { RELATE_USAGE, relateCommand } from './commands/relate';
 import { RUN_USAGE, runCommand } from './commands/run';
@@ -44,6 +45,8 @@ commands:
                                  (--circuit C: faithfulness on each, re-discovered on B, Jaccard) from A to B
   protect CIRCUIT --out F        per-parameter learning-rate scales (--scale S) that protect a circuit during
                                  fine-tuning, as safetensors; --snippet prints the PyTorch code that applies them
+  prune SUITE                    pruning curves: metric, accuracy and KL as attention and MLP weights are pruned
+                                 (--sparsity LIST; --strategy magnitude|outside-circuit|layer-waves; --circuit C)
   attention SUITE                per head: attention entropy per position, and the metric when its softmax
                                  temperature changes (--head a1.h0, --temperatures 0.5,1,2)
   redundancy SUITE               backups: the top K nodes ablated alone and in every pair, interaction under
@@ -74,6 +77,7 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   sweep: { run: sweepCommand, usage: SWEEP_USAGE },
   compare: { run: compareCommand, usage: COMPARE_USAGE },
   protect: { run: protectCommand, usage: PROTECT_USAGE },
+  prune: { run: pruneCommand, usage: PRUNE_USAGE },
   attention: { run: attentionCommand, usage: ATTENTION_USAGE },
   redundancy: { run: redundancyCommand, usage: REDUNDANCY_USAGE },
   relate: { run: relateCommand, usage: RELATE_USAGE },

@@ -1,4 +1,5 @@
 import type { Engine } from './engine/engine';
+import type { WeightVariants } from './engine/variants';
 
 /** The file-system port the analysis needs; Node implements it for the CLI and the extension host. */
 export interface Workspace {
@@ -11,4 +12,6 @@ export interface Workspace {
   display(path: string): string;
   loadEngine(modelPath: string): Promise<Engine>;
   sha256(path: string): Promise<string>;
+  /** The model file's weights in memory, for engines with some initializers replaced (prune checks); where supported. */
+  modelVariants?(modelPath: string): Promise<WeightVariants>;
 }

@@ -8,6 +8,8 @@ import type { PromptState } from '../protocol/prompt';
 import { GRAPH_VIEW, GraphPanel } from './panels/graph/panel';
 import { SWEEP_VIEW, SweepPanel } from './panels/sweep/panel';
 import type { SweepState } from '../protocol/sweep';
+import { PRUNE_VIEW, PrunePanel } from './panels/prune/panel';
+import type { PruneState } from '../protocol/prune';
 import { ATTENTION_VIEW, LENS_VIEW, PromptPanel } from './panels/prompt/panel';
 import { RELATIONS_VIEW, RelationsPanel } from './panels/redundancy/panel';
 import type { RelationsState } from '../protocol/redundancy';
@@ -54,6 +56,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<{ serv
         if (saved?.kind !== 'redundancy' && saved?.kind !== 'relate') { panel.dispose(); return; }
         panel.webview.options = RelationsPanel.options(state);
         new RelationsPanel(panel, state, saved);
+      },
+    }),
+    vscode.window.registerWebviewPanelSerializer(PRUNE_VIEW, {
+      async deserializeWebviewPanel(panel, saved: PruneState | undefined) {
+        if (!saved?.curves) { panel.dispose(); return; }
+        panel.webview.options = PrunePanel.options(state);
+        new PrunePanel(panel, state, saved);
       },
     }),
     ...[ATTENTION_VIEW, LENS_VIEW].map((type) => vscode.window.registerWebviewPanelSerializer(type, {

@@ -42,6 +42,8 @@ export interface CanaryCheck {
   backup?: string[];
   /** Another circuit file, whose overlap with `circuit` is asserted (`jaccard`). */
   relate?: string;
+  /** The model pruned before a suite metric is measured (core/analysis/prune). */
+  prune?: { strategy: 'magnitude' | 'outside-circuit' | 'layer-waves'; sparsity: number; circuit?: string };
 }
 
 export interface Canary {
@@ -124,6 +126,10 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
     if (q === 'interaction' && !c['backup']) src.report(['checks', i, q], 'interaction is measured for a pair of nodes: add backup: [a1.h0, a1.h1]', 'error', true);
     if (c['backup'] && q !== 'interaction') src.report(['checks', i, 'backup'], `a backup check asserts interaction: ">= 0.2" (the pair's joint effect minus each alone), not ${q}`, 'error', true);
     if (c['relate'] && q !== 'jaccard') src.report(['checks', i, 'relate'], `a relate check asserts jaccard: ">= 0.5", not ${q}`, 'error', true);
+    const pr = c['prune'] as CanaryCheck['prune'] | undefined;
+    if (pr && !['accuracy', 'logit_diff', 'prob', 'kl'].includes(q)) src.report(['checks', i, q], `a prune check asserts a suite metric of the pruned model (accuracy, logit_diff, prob or kl to the unpruned model), not ${q}`, 'error', true);
+    if (pr && pr.strategy === 'outside-circuit' && !pr.circuit) src.report(['checks', i, 'prune'], 'outside-circuit prunes everything but a circuit: add circuit: path/to/file.circuit.json inside prune:', 'error', true);
+    if (pr && (c['circuit'] || c['ablate'] || c['prompt'] || c['head'] !== undefined)) src.report(['checks', i, 'prune'], `a prune check measures the pruned model as it is (not with ${c['circuit'] ? 'circuit (put it inside prune:)' : c['ablate'] ? 'ablate' : c['prompt'] ? 'prompt' : 'head'})`, 'error', true);
     const assertion: Assertion = q === 'top1' ? { quantity: 'top1', expected: String(c['top1']) }
       : q === 'threshold' ? thresholdAssertion(c['threshold'] as Record<string, unknown>)
       : { quantity: q as Quantity, bound: parseBound(String(c[q])) };
@@ -132,7 +138,7 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
       circuit: c['circuit'] as string | undefined, baseline: c['baseline'] as string | undefined, ablate: c['ablate'] as string[] | undefined, prompt: c['prompt'] as string | undefined,
       head: c['head'] as string | undefined, temperature: c['temperature'] as number | undefined,
       tags: c['tags'] as string[] | undefined, ablation: c['ablation'] as AblationKind | undefined, metric: c['metric'] as MetricName | undefined,
-      backup: c['backup'] as string[] | undefined, relate: c['relate'] as string | undefined,
+      backup: c['backup'] as string[] | undefined, relate: c['relate'] as string | undefined, ...(pr ? { prune: pr } : {}),
     });
   });
   if (!src.ok) return { diagnostics: src.diagnostics };

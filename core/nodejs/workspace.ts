@@ -3,9 +3,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Engine } from '../engine/engine';
 import type { Runtime } from '../engine/runtime';
+import type { WeightVariants } from '../engine/variants';
 import { UserError } from '../errors';
 import type { Workspace } from '../workspace';
 import { createRuntime, loadEngine } from './load';
+import { openModelVariants } from './model-variants';
 
 /**
  * The Node file system as a Workspace. Engines are cached per model file and reloaded when the file
@@ -87,6 +89,12 @@ export class NodeWorkspace implements Workspace {
       return hash;
     })();
     return entry.sha256;
+  }
+
+  /** The model file's weights in memory (read each time: a check's pruned engines are made from it, then dropped). */
+  async modelVariants(modelPath: string): Promise<WeightVariants> {
+    if ((await this.stamp(modelPath)) === undefined) throw new UserError(`model file not found: ${this.display(modelPath)}`);
+    return openModelVariants(modelPath, this.runtime);
   }
 
   async dispose(): Promise<void> {

@@ -7,6 +7,7 @@ import { compareWith } from './compare-with';
 import { discoverCircuit } from './discover-circuit';
 import { exportCircuit } from './export-circuit';
 import { openPromptView } from './prompt-views';
+import { pruneCurves } from './prune-curves';
 import { redundancyCommand } from './redundancy';
 import { relateCircuits } from './relate-circuits';
 import { refresh, runCanaries } from './run-canaries';
@@ -35,5 +36,6 @@ export function commandTable(s: Services): Record<string, Command> {
     'circuitlens.compareWith': compareWith(s),
     'circuitlens.redundancy': redundancyCommand(s),
     'circuitlens.relateCircuits': relateCircuits(s),
+    'circuitlens.pruneCurves': pruneCurves(s),
   };
 }

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { EXAMPLES, FIXTURES, ROOT } from '../helpers';
 import { cli } from './run-cli';
 
-const COMMANDS = ['info', 'trace', 'run', 'canary', 'attribute', 'discover', 'verify', 'diff', 'export', 'import', 'bisect', 'protect', 'sweep', 'compare', 'redundancy', 'relate', 'attention'];
+const COMMANDS = ['info', 'trace', 'run', 'canary', 'attribute', 'discover', 'verify', 'diff', 'export', 'import', 'bisect', 'protect', 'sweep', 'compare', 'redundancy', 'relate', 'attention', 'prune'];
 const SUITE = path.join(EXAMPLES, 'induction.suite.yaml');
 const CIRCUIT = path.join(EXAMPLES, 'induction-gpt2.circuit.json');
 const GPT2 = path.join(EXAMPLES, 'induction-gpt2.onnx');
@@ -62,6 +62,7 @@ describe('--out onto an existing file', () => {
     { cmd: 'protect', file: 'mask.safetensors', args: (out) => ['protect', CIRCUIT, '--out', out] },
     { cmd: 'redundancy', file: 'pairs.json', args: (out) => ['redundancy', SUITE, '--top', '3', '--out', out] },
     { cmd: 'relate', file: 'relate.json', args: (out) => ['relate', CIRCUIT, path.join(EXAMPLES, 'induction-llama.circuit.json'), '--out', out] },
+    { cmd: 'prune', file: 'pruned.onnx', args: (out) => ['prune', SUITE, '--sparsity', '0.5', '--out', out] },
   ];
   for (const c of cases) {
     test(`${c.cmd}: refused without --force (exit 2, file unchanged), replaced with --force`, () => {

@@ -565,6 +565,37 @@ export const STEPS: Step[] = [
     },
   },
   {
+    name: 'Pruning Curves… draws metric and accuracy against sparsity per strategy, with the circuit kept by outside-circuit, equal to the CLI\'s',
+    timeoutMs: 180_000,
+    async run(d) {
+      const { page, workspace } = d;
+      const suite = path.join(workspace.dir, 'induction.suite.yaml');
+      const circuit = path.join(workspace.dir, 'induction-gpt2.circuit.json');
+      const cliRun = cliJson(['prune', suite, '--model', path.join(workspace.dir, 'induction-gpt2.onnx'), '--circuit', circuit, '--strategy', 'magnitude,outside-circuit,layer-waves', '--json']) as
+        Promise<{ curves: { strategy: string; points: { sparsity: number; reached: number; metric: number; accuracy: number; kl: number }[] }[]; circuit: { maxSparsity: number } }>;
+      await runCommand(page, 'CircuitLens: Pruning Curves');
+      // Two suites (the sweep step added one), then the circuit to keep.
+      await clickQuickItem(page, 'pick a suite', /(^|\s)induction\.suite\.yaml/);
+      await pickQuickItem(page, /(^|\s)induction-gpt2\.circuit\.json/);
+      const f = await webviewOf(page, 'prune', 120_000);
+      await f.locator('#points tbody tr').first().waitFor({ state: 'visible', timeout: 120_000 });
+      const want = await cliRun;
+      const rows = (await f.locator('#points tbody tr').allInnerTexts()).map((r) => r.split('\t').map((c) => c.trim()));
+      const points = want.curves.flatMap((c) => c.points.map((p) => ({ strategy: c.strategy, ...p })));
+      assert.deepEqual(rows.map((r) => `${r[0]} ${r[1]}`), points.map((p) => `${p.strategy} ${p.sparsity}`));
+      rows.forEach((r, i) => {
+        assertClose3(r[2]!.replace(' (capped)', ''), points[i]!.reached, `sparsity reached, ${r[0]} at ${r[1]}`);
+        assertClose3(r[3]!, points[i]!.metric, `logit_diff, ${r[0]} at ${r[1]}`);
+        assertClose3(r[4]!, points[i]!.accuracy, `accuracy, ${r[0]} at ${r[1]}`);
+      });
+      assert.ok(rows.some((r) => r[0] === 'outside-circuit' && r[2]!.endsWith('(capped)')), 'outside-circuit is capped where the circuit owns the rest');
+      // The plot: metric and accuracy for each of three strategies, and the outside-circuit limit marked.
+      assert.equal(await f.locator('#plot .scatterlayer g.trace').count(), 6);
+      assert.match((await f.locator('#plot .annotation-text').allTextContents()).join(' '), /all but the circuit pruned/);
+      await screenshot(d, 'prune.png');
+    },
+  },
+  {
     name: 'Compare With… draws the fine-tuned checkpoint against the demo model: nodes by change, the circuit on both, metrics equal to the CLI\'s',
     timeoutMs: 240_000,
     async run(d) {

@@ -15,6 +15,7 @@ import { checkCircuitOnModel, evaluateSavedCircuit, readCheckCircuit } from './v
 import { summarizeSweep, sweepVariable, thresholdVerdict } from '../sweep/sweep';
 import { crossCheckpointCheck } from '../compare/canary-checks';
 import { backupCheck, relateCheck } from './canary-relations';
+import { pruneCheck } from '../prune/canary-check';
 
 export type CheckStatus = 'passed' | 'failed' | 'errored' | 'skipped';
 
@@ -177,6 +178,7 @@ async function runCheck(
   const ctx = await contextFor(c, suite);
   const scope = `${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}, ${ctx.ablation} ablation`;
   if (a.quantity === 'interaction') return backupCheck(c, ctx, engine, suite.metric, scope);
+  if (c.prune) return pruneCheck({ ws, file, modelPath, check: c, ctx, diagnostics });
   // jaccard with `relate`: two circuits' overlap; without it, the circuit against the one re-discovered on this model.
   if (a.quantity === 'jaccard' && c.relate) return relateCheck(c, ws, file, diagnostics);
   if (isCrossCheckpoint(a.quantity)) {

@@ -1,0 +1,52 @@
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { DEFAULT_SPARSITIES, runPrune } from '../../core/analysis/prune/prune';
+import { parseCircuit, type Circuit } from '../../core/formats/circuit';
+import type { PruneStrategy } from '../../core/onnx/prune';
+import type { PruneState } from '../../protocol/prune';
+import { readOr } from '../files';
+import { PrunePanel } from '../panels/prune/panel';
+import { CIRCUITS, f3, loadSuite, pick, showProblems, SUITES, withProgress, type Command, type Services } from './common';
+
+/**
+ * Pruning Curves: the suite's metric and accuracy as the attention and MLP weights are pruned (core/analysis/prune),
+ * by magnitude, layer by layer from the last, and, with a circuit picked, everything but the circuit.
+ */
+export function pruneCurves({ state }: Services): Command {
+  return async (arg) => {
+    const f = await pick(state, SUITES, 'suite', arg);
+    if (!f) return;
+    const circuits = await state.findFiles(CIRCUITS);
+    let circuit: Circuit | undefined;
+    if (circuits.length) {
+      const none = { label: 'No circuit', description: 'magnitude and layer-waves only', file: undefined as string | undefined };
+      const items = [...circuits.map((c) => ({ label: path.basename(c), description: state.ws.display(c), file: c as string | undefined })), none];
+      const chosen = await vscode.window.showQuickPick(items, { title: 'CircuitLens: a circuit to keep from pruning (outside-circuit strategy)' });
+      if (!chosen) return;
+      if (chosen.file) {
+        const parsed = parseCircuit(chosen.file, readOr(chosen.file));
+        if (!parsed.circuit) { showProblems(state, parsed.diagnostics); return; }
+        circuit = parsed.circuit;
+      }
+    }
+    const s = await withProgress(state, `pruning curves of ${path.basename(f)}`, async (signal, report) => {
+      const L = await loadSuite(state, f);
+      if (!L) return undefined;
+      const model = path.basename(L.modelPath);
+      const strategies: PruneStrategy[] = circuit ? ['magnitude', 'outside-circuit', 'layer-waves'] : ['magnitude', 'layer-waves'];
+      const variants = await state.ws.modelVariants(L.modelPath);
+      const r = await runPrune(L.suite, variants, state.ws.display(L.modelPath), { strategies, sparsities: DEFAULT_SPARSITIES, circuit, signal, report });
+      state.log.info(`${L.suite.name} on ${model}: ${r.curves.map((c) => `${c.strategy} ${c.points.map((p) => `${p.sparsity}: ${f3(p.accuracy)}`).join(', ')}`).join('; ')}`);
+      const view: PruneState = {
+        version: 1, title: `Pruning: ${L.suite.name} · ${model}`, suiteName: L.suite.name, modelName: model, metric: r.metricName, prompts: r.prompts,
+        prunableEntries: r.prunable.entries,
+        ...(r.circuit ? { circuit: { name: r.circuit.name, nodes: r.circuit.nodes.length, ownedEntries: r.circuit.ownedEntries, maxSparsity: r.circuit.maxSparsity } } : {}),
+        baseline: r.baseline,
+        curves: r.curves.map((c) => ({ strategy: c.strategy, points: c.points.map(({ byLayer: _, pruned: __, ...p }) => p) })),
+        notes: r.notes,
+      };
+      return view;
+    });
+    if (s) PrunePanel.show(state, s);
+  };
+}
