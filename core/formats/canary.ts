@@ -56,12 +56,12 @@ export interface Canary {
 }
 
 /** The files a canary reads, as written in it (relative to the canary file): its model and suite, and every check's
- * circuit, baseline model and related circuit. A change to any of them is a reason to run it again. */
+ * circuit, baseline model, related circuit and the circuit a pruning spares. A change to any of them is a reason to run it again. */
 export function canaryFileRefs(c: Canary): { ref: string; kind: 'model' | 'suite' | 'circuit' }[] {
   const out = new Map<string, 'model' | 'suite' | 'circuit'>([[c.model, 'model'], [c.suite, 'suite']]);
   for (const k of c.checks) {
     if (k.baseline) out.set(k.baseline, 'model');
-    for (const f of [k.circuit, k.relate]) if (f) out.set(f, 'circuit');
+    for (const f of [k.circuit, k.relate, k.prune?.circuit]) if (f) out.set(f, 'circuit');
   }
   return [...out].map(([ref, kind]) => ({ ref, kind }));
 }
