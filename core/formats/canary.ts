@@ -56,7 +56,8 @@ export interface Canary {
 }
 
 /** The files a canary reads, as written in it (relative to the canary file): its model and suite, and every check's
- * circuit, baseline model, related circuit and the circuit a pruning spares. A change to any of them is a reason to run it again. */
+ * circuit, baseline model, related circuit and the circuit a pruning spares. A change to any of them is a reason to
+ * run it again. */
 export function canaryFileRefs(c: Canary): { ref: string; kind: 'model' | 'suite' | 'circuit' }[] {
   const out = new Map<string, 'model' | 'suite' | 'circuit'>([[c.model, 'model'], [c.suite, 'suite']]);
   for (const k of c.checks) {
