@@ -16,7 +16,8 @@ Run with Debian's interpreter (torch 1.13, onnx 1.12); CPU, deterministic (fixed
    random successor map; --task skip: in a repeated sequence, the token two after the earlier occurrence).
    Runs: no mask; the mask through the snippet's protect_optimizer (Adam, each entry's update scaled); the mask
    through the snippet's gradient hooks under Adam (scale_gradients: it protects little, since Adam's step does
-   not grow with the gradient).
+   not grow with the gradient). With --shared-mask (a mask made with `protect --shared all`), also that
+   mask through protect_optimizer (run adam_step_shared).
 3. Exports each fine-tuned model to DIR/<run>/induction-gpt2.onnx (same export as the demo's) and compares its
    initializers with the original's: mean |change| of the entries the mask protects (mask < 1) and of the rest.
    Faithfulness is left to `circuitlens verify --model DIR/<run>/induction-gpt2.onnx` (the test runs it).
@@ -162,6 +163,7 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--task", choices=sorted(TASKS), default="random")
     ap.add_argument("--runs", default="none,adam_step,adam_grad_hooks")
+    ap.add_argument("--shared-mask", help="a second mask (protect --shared all): adds the run adam_step_shared")
     args = ap.parse_args()
 
     spec = importlib.util.spec_from_file_location("apply_mask", args.snippet)
@@ -175,11 +177,14 @@ def main():
               "steps": args.steps, "lr": args.lr, "optimizer": "Adam", "batch": 64, "seed": args.seed,
               "scale": float(meta["scale"]), "runs": {}}
     os.makedirs(args.out, exist_ok=True)
-    for method in args.runs.split(","):
+    runs = args.runs.split(",") + (["adam_step_shared"] if args.shared_mask else [])
+    for run in runs:
+        method, mask_path = ("adam_step", args.shared_mask) if run == "adam_step_shared" else (run, args.mask)
+        run_tensors = snippet.read_safetensors(mask_path)[0] if run == "adam_step_shared" else tensors
         model, _, diff = rebuild()
         report["rebuild_max_abs_diff"] = diff
-        loss = fine_tune(model, args.steps, args.lr, args.seed, method, snippet, args.mask, args.task)
-        d = os.path.join(args.out, method)
+        loss = fine_tune(model, args.steps, args.lr, args.seed, method, snippet, mask_path, args.task)
+        d = os.path.join(args.out, run)
         os.makedirs(d, exist_ok=True)
         path = os.path.join(d, "induction-gpt2.onnx")
         stdout = sys.stdout
@@ -190,9 +195,9 @@ def main():
             sys.stdout = stdout
         shutil.copy(os.path.join(ROOT, "examples", "tokenizer.json"), os.path.join(d, "tokenizer.json"))
         tuned, _ = onnx_weights(path)
-        assert set(tuned) == set(original), f"{method}: the export names its initializers differently"
+        assert set(tuned) == set(original), f"{run}: the export names its initializers differently"
         prot_sum = prot_n = rest_sum = rest_n = 0.0
-        for name, mask in tensors.items():
+        for name, mask in run_tensors.items():
             delta = (tuned[name].float() - original[name].float()).abs().reshape(mask.shape)
             p = mask < 1
             prot_sum += delta[p].sum().item()
@@ -200,9 +205,9 @@ def main():
             rest_sum += delta[~p].sum().item()
             rest_n += (~p).sum().item()
         prot, rest = prot_sum / prot_n, rest_sum / rest_n
-        report["runs"][method] = {"onnx": os.path.relpath(path, args.out), "final_loss": loss, "protected_mean_abs_change": prot,
+        report["runs"][run] = {"onnx": os.path.relpath(path, args.out), "final_loss": loss, "protected_mean_abs_change": prot,
                                   "rest_mean_abs_change": rest, "rest_over_protected": rest / prot if prot > 0 else None}
-        print(f"{method}: loss {loss:.3f}, mean |change| protected {prot:.3e}, rest {rest:.3e}, ratio {rest / prot:.1f}", file=sys.stderr)
+        print(f"{run}: loss {loss:.3f}, mean |change| protected {prot:.3e}, rest {rest:.3e}, ratio {rest / prot:.1f}", file=sys.stderr)
     runs = report["runs"]
     if "none" in runs and "adam_step" in runs:
         report["protected_change_none_over_masked"] = runs["none"]["protected_mean_abs_change"] / runs["adam_step"]["protected_mean_abs_change"]

@@ -1,5 +1,6 @@
 import * as path from 'node:path';
 import { protectMask, readProtectModel, type ProtectResult } from '../../core/analysis/protect/protect';
+import { parseSharedParts } from '../../core/analysis/protect/shared';
 import { PROTECT_SNIPPET } from '../../core/analysis/protect/snippet';
 import { UserError } from '../../core/errors';
 import { circuitComponents } from '../../core/formats/circuit';
@@ -11,7 +12,7 @@ import { readCircuitFile } from '../common';
 import { outFile, writeOutFile } from '../out-file';
 
 export const PROTECT_USAGE: Usage = {
-  synopsis: 'circuitlens protect CIRCUIT --out F.safetensors [--scale S] [--model MODEL] [--force] [--json] [--snippet]\n'
+  synopsis: 'circuitlens protect CIRCUIT --out F.safetensors [--scale S] [--shared PARTS] [--model MODEL] [--force] [--json] [--snippet]\n'
     + '       circuitlens protect --snippet',
   about: 'Writes per-parameter learning-rate scales that protect a circuit during fine-tuning: a safetensors file with\n'
     + 'one float32 tensor per ONNX initializer (its name kept), S on the entries the circuit\'s nodes own and 1 elsewhere.\n'
@@ -22,17 +23,20 @@ export const PROTECT_USAGE: Usage = {
   options: [
     ['--out F', 'the mask file to write (.safetensors)'],
     ['--scale S', 'the learning-rate scale of the circuit\'s entries, ≥ 0 (default 0.01; 0 freezes them)'],
+    ['--shared PARTS', 'also protect, whole, the shared weights the circuit reads and writes through (no node owns them):\n'
+      + 'norms (the norms in front of its heads and MLPs, and the final norm), embedding, unembedding; or all'],
     ['--model MODEL', 'the model (default: the circuit\'s model)'],
     FORCE_OPTION, JSON_OPTION,
     ['--snippet', 'print the PyTorch snippet that applies the mask (the summary then goes to stderr)'],
   ],
   json: '{"out", "scale", "nodes": {id: [{"initializer", "role" (W_Q|W_K|W_V|b_Q|b_K|b_V|W_O|mlp), "slice", "entries"}]},\n'
+    + '  "shared": [{"initializer", "part" (norms|embedding|unembedding), "layer"?, "entries"}],\n'
     + '  "initializers": [{"name", "pytorch"?, "transposed"?, "protected", "total"}] (those with protected entries), "protectedEntries", "totalEntries"}',
 };
 
 export async function protectCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parse(argv, {
-    out: { type: 'string' }, scale: { type: 'string' }, model: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' }, snippet: { type: 'boolean' },
+    out: { type: 'string' }, scale: { type: 'string' }, shared: { type: 'string' }, model: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' }, snippet: { type: 'boolean' },
   }, PROTECT_USAGE);
   if (values.snippet && positionals.length === 0 && values.out === undefined) {
     out(PROTECT_SNIPPET.trimEnd());
@@ -43,6 +47,7 @@ export async function protectCommand(argv: string[], out: (s: string) => void): 
   if (values.json && values.snippet) throw usageError('--json and --snippet both print to stdout; run --snippet alone for the snippet', PROTECT_USAGE);
   const scale = values.scale === undefined ? 0.01 : Number(values.scale);
   if (values.scale !== undefined && (values.scale.trim() === '' || !Number.isFinite(scale) || scale < 0)) throw new UserError(`--scale must be a number ≥ 0 (got "${values.scale}")`);
+  const shared = values.shared === undefined ? [] : parseSharedParts(values.shared);
   const outPath = outFile(values.out, values.force);
   const ws = new NodeWorkspace();
   try {
@@ -50,10 +55,11 @@ export async function protectCommand(argv: string[], out: (s: string) => void): 
     process.stderr.write(`circuitlens protect: reading ${ws.display(modelPath)}\n`);
     const { sidecar, sidecarPath } = loadSidecar(modelPath);
     const pm = readProtectModel(readModelFile(modelPath), modelPath, sidecar, sidecarPath);
-    const r = protectMask(pm, circuitComponents(c), scale, ws.display(modelPath), { circuit: c.name, model: path.basename(modelPath) });
+    const r = protectMask(pm, circuitComponents(c), scale, ws.display(modelPath), { circuit: c.name, model: path.basename(modelPath) }, shared);
     await writeOutFile(outPath, encodeSafetensors(r.mask), values.force);
     if (values.json) {
-      out(JSON.stringify({ out: outPath, scale, nodes: r.nodes, initializers: r.initializers, protectedEntries: r.protectedEntries, totalEntries: r.totalEntries }, null, 2));
+      const sharedJson = r.shared.map((w) => ({ initializer: w.initializer, part: w.part, ...(w.layer === undefined ? {} : { layer: w.layer }), entries: w.dims.reduce((a, v) => a * v, 1) }));
+      out(JSON.stringify({ out: outPath, scale, nodes: r.nodes, shared: sharedJson, initializers: r.initializers, protectedEntries: r.protectedEntries, totalEntries: r.totalEntries }, null, 2));
       return 0;
     }
     const text = summary(r, scale, ws.display(outPath));
@@ -73,6 +79,7 @@ function summary(r: ProtectResult, scale: number, shown: string): string[] {
     lines.push(`  ${id}:`);
     for (const s of slices) lines.push(`    ${s.role.padEnd(4)} ${s.initializer}${s.slice}  (${s.entries})`);
   }
+  if (r.shared.length) lines.push(`  shared: ${r.shared.map((w) => `${w.initializer} (${w.part}${w.layer === undefined ? '' : `, layer ${w.layer}`})`).join(', ')}`);
   const named = r.initializers.filter((x) => x.pytorch);
   lines.push(`PyTorch names known for ${named.length} of ${r.initializers.length} initializers with protected entries${named.length < r.initializers.length ? ` (missing: ${r.initializers.filter((x) => !x.pytorch).map((x) => x.name).join(', ')})` : ''}`);
   return lines;

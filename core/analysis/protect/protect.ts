@@ -7,9 +7,10 @@ import type { SafeTensor, SafeTensors } from '../../formats/safetensors';
 import { detectStructure, type HooksSidecar, type ModelStructure } from '../../onnx/detect';
 import { GraphIndex } from '../../onnx/graph';
 import { readersOf } from '../../onnx/initializers';
-import { DataType, decodeModel, num, type OnnxModel } from '../../onnx/model';
+import { DataType, decodeModel, floatData, num, type OnnxModel, type TensorProto } from '../../onnx/model';
 import { normalizeExport } from '../../onnx/normalize';
 import { ownedSlices, type OwnedSlice } from '../../onnx/weight-slices';
+import { sharedWeights, type SharedPart, type SharedWeight } from './shared';
 
 /** The format tag in a mask's metadata. */
 export const PROTECT_FORMAT = 'circuitlens.protect/1';
@@ -23,10 +24,14 @@ export interface ProtectModel {
   stored: { name: string; dims: number[] }[];
   /** Normalised initializer name → the stored one it comes from (a folded Cast or DequantizeLinear's input). */
   origin: Map<string, string>;
+  /** The model as decoded from the file (weight-components reads it), and its hooks sidecar. */
+  raw: OnnxModel;
+  hooks: { sidecar?: HooksSidecar; sidecarPath?: string };
 }
 
 export function readProtectModel(bytes: Uint8Array, what: string, sidecar?: HooksSidecar, sidecarPath?: string): ProtectModel {
-  const raw = decodeModel(bytes, what).graph!;
+  const rawModel = decodeModel(bytes, what);
+  const raw = rawModel.graph!;
   const origin = new Map<string, string>();
   const rawInits = new Map(raw.initializer.map((t) => [t.name, t]));
   const dequantized = new Set<string>();
@@ -39,7 +44,7 @@ export function readProtectModel(bytes: Uint8Array, what: string, sidecar?: Hook
   const model = decodeModel(bytes, what);
   normalizeExport(model, what);
   const structure = detectStructure(model, what, sidecar, sidecarPath);
-  return { model, structure, stored, origin };
+  return { model, structure, stored, origin, raw: rawModel, hooks: { sidecar, sidecarPath } };
 }
 
 /** A slice in the file's names, as reported: `[:, 0:16]` style. */
@@ -49,6 +54,8 @@ export interface ProtectResult {
   mask: SafeTensors;
   /** Per node, what it owns. */
   nodes: Record<string, ReportedSlice[]>;
+  /** The shared weights protected whole (`shared` parts). */
+  shared: SharedWeight[];
   /** Per initializer with protected entries: how many, of how many. */
   initializers: { name: string; pytorch?: string; transposed?: boolean; protected: number; total: number }[];
   protectedEntries: number;
@@ -56,10 +63,11 @@ export interface ProtectResult {
 }
 
 /**
- * The mask for `nodes` at `scale` (a learning-rate multiplier: 0 freezes, 1 leaves as is). `info`: what the
- * metadata records besides the names (circuit, model).
+ * The mask for `nodes` at `scale` (a learning-rate multiplier: 0 freezes, 1 leaves as is), and for the shared
+ * weights of `shared` they read and write through (shared.ts). `info`: what the metadata records besides the
+ * names (circuit, model).
  */
-export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: number, what: string, info: Record<string, string> = {}): ProtectResult {
+export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: number, what: string, info: Record<string, string> = {}, shared: readonly SharedPart[] = []): ProtectResult {
   if (!Number.isFinite(scale) || scale < 0) throw new UserError(`--scale must be a number ≥ 0 (got ${scale})`);
   if (nodes.length === 0) throw new UserError(`${what}: the circuit has no nodes to protect`);
   const owned = ownedSlices(pm.model.graph!, pm.structure, nodes, what);
@@ -78,6 +86,13 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
       return { initializer: name, role: s.role, slice: sliceText(s), entries: fill(m.data, s, scale) };
     });
   }
+  // Shared weights no node owns (a norm an MLP reads alone is that MLP's already).
+  const sharedOnes = sharedWeights(pm, nodes, shared, what).filter((w) => masks.get(w.initializer)!.owned.includes(0));
+  for (const w of sharedOnes) {
+    const m = masks.get(w.initializer)!;
+    m.data.fill(scale);
+    m.owned.fill(1);
+  }
   const names = pytorchNames(pm, storedName);
   const initializers = [...masks].map(([name, m]) => ({ name, ...names.get(name), protected: m.owned.reduce((a, v) => a + v, 0), total: m.data.length }))
     .filter((x) => x.protected > 0);
@@ -86,11 +101,11 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
   const transposed: Record<string, string> = {};
   for (const [onnx, p] of names) (p.transposed ? transposed : kept)[onnx] = p.pytorch;
   const metadata: Record<string, string> = {
-    format: PROTECT_FORMAT, scale: String(scale), nodes: JSON.stringify(nodes), ...info,
+    format: PROTECT_FORMAT, scale: String(scale), nodes: JSON.stringify(nodes), shared: JSON.stringify(shared), ...info,
     pytorch_names: JSON.stringify(kept), pytorch_transposed: JSON.stringify(transposed),
   };
   return {
-    mask: { tensors, metadata }, nodes: report, initializers,
+    mask: { tensors, metadata }, nodes: report, shared: sharedOnes, initializers,
     protectedEntries: initializers.reduce((a, x) => a + x.protected, 0), totalEntries: tensors.reduce((a, t) => a + t.data.length, 0),
   };
 }
@@ -117,7 +132,9 @@ const SCOPED_MATMUL = /^\/(.+)\/MatMul$/;
 /**
  * PyTorch parameter names where the export tells them: an initializer named like a parameter keeps its name;
  * a renamed one (`onnx::MatMul_404`: torch.onnx folds nn.Linear's weight transposed, [in, out]) read only by a
- * MatMul whose node name carries the module path is that module's `.weight`, transposed. Others: no name.
+ * MatMul whose node name carries the module path is that module's `.weight`, transposed; a 2-D one holding another
+ * named initializer's values transposed is that parameter (the copy torch.onnx makes of a tied unembedding).
+ * Others: no name.
  */
 function pytorchNames(pm: ProtectModel, storedName: (n: string) => string): Map<string, { pytorch: string; transposed: boolean }> {
   const g = new GraphIndex(pm.model.graph!);
@@ -134,5 +151,22 @@ function pytorchNames(pm: ProtectModel, storedName: (n: string) => string): Map<
       if (PYTORCH_NAME.test(module)) out.set(name, { pytorch: `${module}.weight`, transposed: true });
     }
   }
+  const inits = pm.model.graph!.initializer;
+  for (const t of inits) {
+    const name = storedName(t.name);
+    if (!stored.has(name) || out.has(name) || t.dims.length !== 2) continue;
+    const tied = inits.find((u) => u.dims.length === 2 && num(u.dims[0]) === num(t.dims[1]) && num(u.dims[1]) === num(t.dims[0])
+      && out.get(storedName(u.name))?.transposed === false && transposeEqual(t, u));
+    if (tied) out.set(name, { pytorch: out.get(storedName(tied.name))!.pytorch, transposed: true });
+  }
   return out;
+}
+
+/** Whether 2-D tensor `a` holds `b` transposed, value for value. */
+function transposeEqual(a: TensorProto, b: TensorProto): boolean {
+  const [x, y] = [floatData(a), floatData(b)];
+  if (!x || !y || x.length !== y.length) return false;
+  const [r, c] = [num(a.dims[0]), num(a.dims[1])];
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) if (x[i * c + j] !== y[j * r + i]) return false;
+  return true;
 }

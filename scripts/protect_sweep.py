@@ -1,0 +1,158 @@
+#!/usr/bin/python3
+"""Fine-tune the GPT-2 demo with several protect masks, on every task of protect_check.py and several seeds.
+
+    node dist/cli.js protect examples/induction-gpt2.circuit.json --out owned.safetensors
+    node dist/cli.js protect examples/induction-gpt2.circuit.json --shared --out shared.safetensors
+    node dist/cli.js protect --snippet > apply_mask.py
+    /usr/bin/python3 scripts/protect_sweep.py --snippet apply_mask.py --out DIR \\
+        --variant owned=owned.safetensors --variant shared=shared.safetensors
+
+Each (task, seed, variant) is fine-tuned as scripts/protect_check.py does (40 Adam steps, batch 64; learning rate
+3e-4 on random text, 1e-3 on bigram and skip; variant "none" has no mask; a mask goes through the snippet's
+protect_optimizer), exported to ONNX and measured by the CLI on the induction suite's task prompts (the prompts
+`circuitlens verify` computes faithfulness on):
+
+  full      the model's logit difference (and accuracy)
+  circuit   the circuit alone: every node outside it mean-ablated (`run --ablate`), means on that model
+  empty     every node mean-ablated
+  faithfulness = (circuit - empty) / (full - empty), as `circuitlens verify` reports it (its value is recorded
+                 too, and checked against this one)
+  circuit_vs_original_full = circuit / full of the original model: the circuit's logit difference after
+                 fine-tuning as a share of the whole original model's (not faithfulness: one model's circuit
+                 against another model's whole)
+
+Writes DIR/sweep.json (every run, and per task and variant the mean and min/max over seeds) and prints a table.
+CPU, deterministic; about 5 s a run.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import protect_check as pc  # noqa: E402
+
+ROOT = pc.ROOT
+CLI = os.path.join(ROOT, "dist", "cli.js")
+SUITE = os.path.join(ROOT, "examples", "induction.suite.yaml")
+CIRCUIT = os.path.join(ROOT, "examples", "induction-gpt2.circuit.json")
+LR = {"random": 3e-4, "bigram": 1e-3, "skip": 1e-3}
+
+
+def cli(*args):
+    r = subprocess.run(["node", CLI, *args, "--json"], capture_output=True, text=True, cwd=ROOT)
+    if r.returncode != 0:
+        raise RuntimeError(f"circuitlens {' '.join(args)}: {r.stderr[-2000:]}")
+    return json.loads(r.stdout)
+
+
+def task_metrics(model, ablate):
+    args = ["run", SUITE, "--model", model] + (["--ablate", ",".join(ablate)] if ablate else [])
+    prompts = [p for p in cli(*args)["prompts"] if "task" in p["tags"]]
+    return sum(p["logitDiff"] for p in prompts) / len(prompts), sum(p["correct"] for p in prompts) / len(prompts)
+
+
+def measure(model, nodes, circuit):
+    outside = [n for n in nodes if n not in circuit]
+    full, full_acc = task_metrics(model, [])
+    circ, circ_acc = task_metrics(model, outside)
+    empty, _ = task_metrics(model, nodes)
+    v = cli("verify", CIRCUIT, "--model", model)
+    f = (circ - empty) / (full - empty)
+    assert abs(f - v["faithfulnessByMetric"]["logit_diff"]) < 2e-3, f"{model}: faithfulness {f} here, {v['faithfulness']} from verify"
+    return {"full": full, "full_accuracy": full_acc, "circuit": circ, "circuit_accuracy": circ_acc, "empty": empty,
+            "faithfulness": v["faithfulnessByMetric"]["logit_diff"], "faithfulness_kl": v["faithfulnessByMetric"]["kl"],
+            "faithfulness_accuracy": v["faithfulnessByMetric"]["accuracy"]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--snippet", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--variant", action="append", default=[], help="NAME=MASK.safetensors (variant 'none' is always run)")
+    ap.add_argument("--tasks", default="random,bigram,skip")
+    ap.add_argument("--seeds", default="7,8,9")
+    ap.add_argument("--steps", type=int, default=40)
+    args = ap.parse_args()
+
+    spec = importlib.util.spec_from_file_location("apply_mask", args.snippet)
+    snippet = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(snippet)
+    variants = [("none", None)] + [tuple(v.split("=", 1)) for v in args.variant]
+    cfg = pc.demo.CONFIGS["induction-gpt2"]
+    nodes = [f"a{l}.h{h}" for l in range(cfg["n_layers"]) for h in range(cfg["n_heads"])] + [f"m{l}" for l in range(cfg["n_layers"])]
+    circuit = json.load(open(CIRCUIT))["nodes"]
+    original, _ = pc.onnx_weights(pc.MODEL)
+    base = measure(pc.MODEL, nodes, circuit)
+    masks = {}
+    for name, path in variants:
+        if path:
+            tensors, _ = snippet.read_safetensors(path)
+            masks[name] = {k: (t < 1) for k, t in tensors.items()}
+            masks[name]["__entries__"] = sum(int((t < 1).sum()) for t in tensors.values())
+    runs = []
+    for task in args.tasks.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for name, path in variants:
+                model, _, _ = pc.rebuild()
+                method = "adam_step" if path else "none"
+                loss = pc.fine_tune(model, args.steps, LR[task], seed, method, snippet, path, task)
+                d = os.path.join(args.out, f"{task}-{seed}-{name}")
+                os.makedirs(d, exist_ok=True)
+                onnx_path = os.path.join(d, "induction-gpt2.onnx")
+                stdout, sys.stdout = sys.stdout, sys.stderr
+                try:
+                    pc.demo.export(model, onnx_path, 17)
+                finally:
+                    sys.stdout = stdout
+                shutil.copy(os.path.join(ROOT, "examples", "tokenizer.json"), os.path.join(d, "tokenizer.json"))
+                row = {"task": task, "seed": seed, "variant": name, "lr": LR[task], "final_loss": loss, **measure(onnx_path, nodes, circuit)}
+                row["circuit_vs_original_full"] = row["circuit"] / base["full"]
+                if name in masks:
+                    tuned, _ = pc.onnx_weights(onnx_path)
+                    ps = pn = rs = rn = 0.0
+                    for k, p in masks[name].items():
+                        if k == "__entries__":
+                            continue
+                        delta = (tuned[k].float() - original[k].float()).abs().reshape(p.shape)
+                        ps, pn, rs, rn = ps + delta[p].sum().item(), pn + p.sum().item(), rs + delta[~p].sum().item(), rn + (~p).sum().item()
+                    row["protected_entries"] = masks[name]["__entries__"]
+                    row["rest_over_protected"] = (rs / rn) / (ps / pn) if ps > 0 and rn > 0 else None
+                runs.append(row)
+                print(f"{task:6} {seed} {name:10} full {row['full']:6.2f} circuit {row['circuit']:6.2f} empty {row['empty']:6.2f} "
+                      f"faith {row['faithfulness']:.3f} circ/orig {row['circuit_vs_original_full']:.3f}", file=sys.stderr)
+    keys = ["full", "full_accuracy", "circuit", "circuit_accuracy", "empty", "faithfulness", "faithfulness_kl", "circuit_vs_original_full"]
+    summary = []
+    for task in args.tasks.split(","):
+        for name, _ in variants:
+            rows = [r for r in runs if r["task"] == task and r["variant"] == name]
+            s = {"task": task, "variant": name, "seeds": len(rows)}
+            for k in keys:
+                vals = [r[k] for r in rows]
+                s[k] = {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)}
+            if name != "none":
+                none = {r["seed"]: r for r in runs if r["task"] == task and r["variant"] == "none"}
+                s["faithfulness_above_none_in"] = sum(r["faithfulness"] > none[r["seed"]]["faithfulness"] for r in rows)
+                s["circuit_above_none_in"] = sum(r["circuit"] > none[r["seed"]]["circuit"] for r in rows)
+            summary.append(s)
+    report = {"model": os.path.relpath(pc.MODEL, ROOT), "circuit": os.path.relpath(CIRCUIT, ROOT), "steps": args.steps, "batch": 64,
+              "optimizer": "Adam", "lr": LR, "seeds": [int(s) for s in args.seeds.split(",")],
+              "variants": {n: (os.path.basename(p) if p else None) for n, p in variants}, "original": base, "summary": summary, "runs": runs}
+    with open(os.path.join(args.out, "sweep.json"), "w") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+    print(f"original: full {base['full']:.2f} circuit {base['circuit']:.2f} empty {base['empty']:.2f} faithfulness {base['faithfulness']:.3f}")
+    print("| task | variant | full | circuit alone | empty | faithfulness | circuit / original full | faithfulness > none | circuit > none |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for s in summary:
+        m = lambda k, p=2: f"{s[k]['mean']:.{p}f} [{s[k]['min']:.{p}f}, {s[k]['max']:.{p}f}]"  # noqa: E731
+        extra = f"{s['faithfulness_above_none_in']}/{s['seeds']} | {s['circuit_above_none_in']}/{s['seeds']}" if "faithfulness_above_none_in" in s else "— | —"
+        print(f"| {s['task']} | {s['variant']} | {m('full')} | {m('circuit')} | {m('empty')} | {m('faithfulness', 3)} | {m('circuit_vs_original_full', 3)} | {extra} |")
+
+
+if __name__ == "__main__":
+    main()
