@@ -42,7 +42,14 @@ export interface CanaryCheck {
   backup?: string[];
   /** Another circuit file, whose overlap with `circuit` is asserted (`jaccard`). */
   relate?: string;
+  /** The check runs on the model with these weights fake-quantized (core/analysis/sensitivity); kl is to the original. */
+  quantize?: QuantizeSpec;
 }
+
+/** `quantize: {bits: int4, scope: attn, group_size: 32}` (scope circuit/outside: the check's circuit). */
+export interface QuantizeSpec { bits: 'int8' | 'int4' | 'fp16'; scope: 'all' | 'attn' | 'mlp' | 'embed' | 'circuit' | 'outside'; groupSize?: number }
+
+const QUANTIZE_QUANTITIES = ['accuracy', 'logit_diff', 'prob', 'kl', 'faithfulness', 'necessity'];
 
 export interface Canary {
   file: string;
@@ -104,7 +111,7 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
     if (q === 'top1' && !c['prompt']) src.report(['checks', i, 'top1'], 'top1 checks a single prompt: add prompt: "..."', 'error', true);
     if (c['prompt'] && q !== 'top1') src.report(['checks', i, 'prompt'], 'a prompt check asserts top1: "<token>"', 'error', true);
     if (c['circuit'] && c['ablate']) src.report(['checks', i, 'ablate'], 'use either circuit or ablate in one check, not both', 'error', true);
-    if (c['circuit'] && q !== 'faithfulness' && q !== 'necessity' && !isCrossCheckpoint(q)) src.report(['checks', i, q], `with a circuit, assert faithfulness, necessity, faithfulness_drop or jaccard (not ${q})`, 'error', true);
+    if (c['circuit'] && q !== 'faithfulness' && q !== 'necessity' && !isCrossCheckpoint(q) && !c['quantize']) src.report(['checks', i, q], `with a circuit, assert faithfulness, necessity, faithfulness_drop or jaccard (not ${q})`, 'error', true);
     if (isCrossCheckpoint(q) && !c['circuit']) src.report(['checks', i, q], `${q} is measured for a circuit: add circuit: path/to/file.circuit.json`, 'error', true);
     if (q === 'faithfulness_drop' && !c['baseline']) src.report(['checks', i, q], 'faithfulness_drop is measured from a baseline model: add baseline: path/to/earlier.onnx', 'error', true);
     if (c['baseline'] && q !== 'faithfulness_drop') src.report(['checks', i, 'baseline'], `baseline is the model a faithfulness_drop is measured from; ${q} does not use it`, 'error', true);
@@ -113,6 +120,11 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
     if (q === 'interaction' && !c['backup']) src.report(['checks', i, q], 'interaction is measured for a pair of nodes: add backup: [a1.h0, a1.h1]', 'error', true);
     if (c['backup'] && q !== 'interaction') src.report(['checks', i, 'backup'], `a backup check asserts interaction: ">= 0.2" (the pair's joint effect minus each alone), not ${q}`, 'error', true);
     if (c['relate'] && q !== 'jaccard') src.report(['checks', i, 'relate'], `a relate check asserts jaccard: ">= 0.5", not ${q}`, 'error', true);
+    const qz = c['quantize'] as { bits: QuantizeSpec['bits']; scope?: QuantizeSpec['scope']; group_size?: number } | undefined;
+    if (qz && !QUANTIZE_QUANTITIES.includes(q)) src.report(['checks', i, 'quantize'], `a quantize check asserts ${QUANTIZE_QUANTITIES.join(', ')} on the quantized model, not ${q}`, 'error', true);
+    if (qz && (c['head'] !== undefined || c['prompt'])) src.report(['checks', i, 'quantize'], `a quantize check asserts a suite metric (not with ${c['head'] !== undefined ? 'head/temperature' : 'prompt'})`, 'error', true);
+    if (qz && (qz.scope === 'circuit' || qz.scope === 'outside') && !c['circuit']) src.report(['checks', i, 'quantize', 'scope'], `scope ${qz.scope} quantizes a circuit's weights: add circuit: path/to/file.circuit.json`, 'error', true);
+    if (qz && qz.group_size !== undefined && qz.bits === 'fp16') src.report(['checks', i, 'quantize', 'group_size'], 'group_size applies to int8 and int4 (fp16 rounds each entry on its own)', 'error', true);
     const assertion: Assertion = q === 'top1' ? { quantity: 'top1', expected: String(c['top1']) }
       : q === 'threshold' ? thresholdAssertion(c['threshold'] as Record<string, unknown>)
       : { quantity: q as Quantity, bound: parseBound(String(c[q])) };
@@ -122,6 +134,7 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
       head: c['head'] as string | undefined, temperature: c['temperature'] as number | undefined,
       tags: c['tags'] as string[] | undefined, ablation: c['ablation'] as AblationKind | undefined, metric: c['metric'] as MetricName | undefined,
       backup: c['backup'] as string[] | undefined, relate: c['relate'] as string | undefined,
+      ...(qz ? { quantize: { bits: qz.bits, scope: qz.scope ?? 'all', ...(qz.group_size !== undefined ? { groupSize: qz.group_size } : {}) } } : {}),
     });
   });
   if (!src.ok) return { diagnostics: src.diagnostics };
