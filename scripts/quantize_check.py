@@ -178,7 +178,8 @@ def main():
         sel = np.ones(w.shape, dtype=bool) if mask is None else mask > 0.5
         mine[name] = np.where(sel, q, w).astype(np.float32)
         d = ulps(value, mine[name])
-        rows.append({"name": name, "axis": int(axis), "entries": int(sel.sum()), "differ": int((d > 0).sum()), "max_ulps": int(d.max()),
+        bits = value.astype(np.float32).view(np.uint32) != mine[name].view(np.uint32)
+        rows.append({"name": name, "axis": int(axis), "entries": int(sel.sum()), "differ": int(bits.sum()), "max_ulps": int(d.max()),
                      "outside_changed": int((value[~sel] != w[~sel]).sum())})
     report = {"model": a.model, "quantize": a.quantize, "group_size": a.group_size, "tensors": rows}
     if a.prompts:

@@ -23,13 +23,12 @@ export interface QuantizeOptions {
   groupSize?: number;
 }
 
-/** Round half to even (NumPy's and PyTorch's round). */
+/** Round half to even (NumPy's and PyTorch's round), a zero keeping the sign of `v` as theirs does. */
 export function roundHalfEven(v: number): number {
   const f = Math.floor(v);
   const d = v - f;
-  if (d < 0.5) return f;
-  if (d > 0.5) return f + 1;
-  return f % 2 === 0 ? f : f + 1;
+  const r = d < 0.5 ? f : d > 0.5 ? f + 1 : f % 2 === 0 ? f : f + 1;
+  return r === 0 && (v < 0 || Object.is(v, -0)) ? -0 : r;
 }
 
 /** `x` (a float32 value) rounded to the nearest float16, as a number. */

@@ -50,8 +50,8 @@ export interface ScopedWeights {
 }
 
 const WEIGHT_OPS = new Set(['MatMul', 'Gemm', 'Conv']);
-/** Constant operators a weight passes through on its way to the activations. */
-const THROUGH = new Set(['Identity', 'Cast', 'Transpose']);
+/** Constant operators a weight passes through on its way to the activations (a DequantizeLinear: an int8 export's). */
+const THROUGH = new Set(['Identity', 'Cast', 'Transpose', 'DequantizeLinear']);
 
 /** The matrices (and entries) of `scope` in `model` (as decoded from the file, not changed here). */
 export function weightScope(model: OnnxModel, what: string, scope: WeightScope, hooks: { sidecar?: HooksSidecar; sidecarPath?: string } = {}): ScopedWeights {

@@ -13,6 +13,7 @@ import { refresh, runCanaries } from './run-canaries';
 import { runSuite } from './run-suite';
 import { saveCircuit } from './save-circuit';
 import { selectModel } from './select-model';
+import { sensitivityCommand } from './sensitivity';
 import { sweepSuite } from './sweep-suite';
 import { verifyCircuit } from './verify-circuit';
 
@@ -35,5 +36,6 @@ export function commandTable(s: Services): Record<string, Command> {
     'circuitlens.compareWith': compareWith(s),
     'circuitlens.redundancy': redundancyCommand(s),
     'circuitlens.relateCircuits': relateCircuits(s),
+    'circuitlens.quantizationSensitivity': sensitivityCommand(s),
   };
 }

@@ -86,6 +86,28 @@ describe('circuitlens sensitivity', () => {
   });
 });
 
+describe('exports that are already quantized', () => {
+  const suite = path.join(FIXTURES, 'zoo', 'llama', 'induction.suite.yaml');
+  test('a weight-only QDQ export (int8 per channel, scripts/make_qdq_export.py) runs, and is our int8 of the float model', () => {
+    const qdq = JSON.parse(cli(['sensitivity', suite, '--model', path.join(FIXTURES, 'sensitivity', 'llama-qdq.onnx'), '--quantize', 'int4', '--scope', 'all', '--json']).stdout);
+    const ours = JSON.parse(cli(['sensitivity', suite, '--model', path.join(FIXTURES, 'zoo', 'llama', 'model.onnx'), '--quantize', 'int8', '--scope', 'all', '--json']).stdout);
+    // The export's DequantizeLinear weights are folded to float32 at load; with the same rounding they are our
+    // fake-quantized int8 entry for entry, so the metrics agree to float32 rounding of the runs.
+    assert.ok(Math.abs(qdq.baseline.metric - ours.rows[0].metric) < 1e-5, `${qdq.baseline.metric} vs ${ours.rows[0].metric}`);
+    assert.equal(qdq.baseline.accuracy, ours.rows[0].accuracy);
+    // Its int8 matrices are not quantized again: said, not hidden.
+    assert.equal(qdq.rows[0].tensors, 0);
+    assert.equal(qdq.rows[0].skipped.length, 16);
+    assert.match(qdq.rows[0].skipped[0].reason, /stored as int8/);
+  });
+
+  test('integer-activation exports (MatMulInteger) are refused with the operators and a node named', () => {
+    const r = cli(['sensitivity', suite, '--model', path.join(FIXTURES, 'zoo', 'gpt2-int8.onnx'), '--quantize', 'int8']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /quantized with integer activations \(DynamicQuantizeLinear, MatMulInteger.*node "[^"]+"/);
+  });
+});
+
 describe('canary quantize checks through circuitlens canary', () => {
   test('the passing example passes', () => {
     const r = cli(['canary', path.join(FIXTURES, 'sensitivity', 'quantize-pass.canary.yaml')]);
