@@ -74,7 +74,7 @@ async function main() {
     const web = { bundle: true, platform: 'browser', format: 'iife', target: 'es2022', sourcemap: true, logLevel: 'error', minify: !args.has('--dev'),
       define: { 'import.meta.url': '""', CIRCUITLENS_VERSION: JSON.stringify(pkg.version) } };
     builds.push(esbuild.build({ ...web, entryPoints: ['webview/compute/worker.ts'], outfile: 'dist/webview/worker.js' }));
-    for (const view of ['graph', 'attention', 'lens', 'sweep', 'redundancy', 'prune']) {
+    for (const view of ['graph', 'attention', 'lens', 'sweep', 'redundancy', 'prune', 'sensitivity']) {
       if (fs.existsSync(`webview/${view}/main.ts`)) builds.push(esbuild.build({ ...web, entryPoints: [`webview/${view}/main.ts`], outfile: `dist/webview/${view}.js` }));
     }
     fs.mkdirSync('dist/webview', { recursive: true });

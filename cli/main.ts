@@ -15,6 +15,7 @@ import { PRUNE_USAGE, pruneCommand } from './commands/prune';
 import { REDUNDANCY_USAGE, redundancyCommand } from './commands/redundancy';
 import { RELATE_USAGE, relateCommand } from './commands/relate';
 import { RUN_USAGE, runCommand } from './commands/run';
+import { SENSITIVITY_USAGE, sensitivityCommand } from './commands/sensitivity';
 import { SWEEP_USAGE, sweepCommand } from './commands/sweep';
 import { TRACE_USAGE, traceCommand } from './commands/trace';
 import { VERIFY_USAGE, verifyCommand } from './commands/verify';
@@ -53,6 +54,8 @@ commands:
                                  every metric (--top K, --nodes IDS, --metric M ranks the pairs)
   relate C1 C2 …                 how circuits relate: Jaccard overlap, union and intersection faithfulness on
                                  each circuit's suite, hub nodes
+  sensitivity SUITE --quantize Q quantization sensitivity: metric, accuracy, KL and circuit faithfulness with the
+                                 weights of each scope (all, attn, mlp, embed, circuit:C, outside:C) fake-quantized
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.
@@ -81,6 +84,7 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   attention: { run: attentionCommand, usage: ATTENTION_USAGE },
   redundancy: { run: redundancyCommand, usage: REDUNDANCY_USAGE },
   relate: { run: relateCommand, usage: RELATE_USAGE },
+  sensitivity: { run: sensitivityCommand, usage: SENSITIVITY_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runCanary, type CanaryResult } from '../../core/analysis/verify/canary';
 import { UserError } from '../../core/errors';
+import { openModelVariants } from '../../core/nodejs/model-variants';
 import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { failed, jsonReport, junitReport, REPORTERS, sarifReport, textReport, type Reporter } from '../../core/report/canary-reports';
 import { cliRuntime, FORCE_OPTION, oneOf, parse, RUNTIME_OPTION, type Usage } from '../args';
@@ -49,10 +50,14 @@ export async function canaryCommand(argv: string[], out: (s: string) => void): P
   const output = values.output !== undefined ? outFile(values.output, values.force) : undefined;
   const files = discoverCanaries(positionals.length ? positionals : ['.']);
   if (files.length === 0) throw new UserError(`no *.canary.yaml found under ${positionals.join(', ') || '.'}`);
-  const ws = new NodeWorkspace(process.cwd(), cliRuntime(values.runtime));
+  const runtime = cliRuntime(values.runtime);
+  const ws = new NodeWorkspace(process.cwd(), runtime);
   const results: CanaryResult[] = [];
   try {
-    for (const f of files) results.push(await runCanary(ws, f));
+    // Quantize checks rebuild the model's weights; each model file is read once.
+    const opened = new Map<string, ReturnType<typeof openModelVariants>>();
+    const variants = (m: string) => opened.get(m) ?? opened.set(m, openModelVariants(m, runtime)).get(m)!;
+    for (const f of files) results.push(await runCanary(ws, f, { variants }));
   } finally {
     await ws.dispose();
   }

@@ -44,7 +44,14 @@ export interface CanaryCheck {
   relate?: string;
   /** The model pruned before a suite metric is measured (core/analysis/prune). */
   prune?: { strategy: 'magnitude' | 'outside-circuit' | 'layer-waves'; sparsity: number; circuit?: string };
+  /** The check runs on the model with these weights fake-quantized (core/analysis/sensitivity); kl is to the original. */
+  quantize?: QuantizeSpec;
 }
+
+/** `quantize: {bits: int4, scope: attn, group_size: 32}` (scope circuit/outside: the check's circuit). */
+export interface QuantizeSpec { bits: 'int8' | 'int4' | 'fp16'; scope: 'all' | 'attn' | 'mlp' | 'embed' | 'circuit' | 'outside'; groupSize?: number }
+
+const QUANTIZE_QUANTITIES = ['accuracy', 'logit_diff', 'prob', 'kl', 'faithfulness', 'necessity'];
 
 export interface Canary {
   file: string;
@@ -118,7 +125,7 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
     if (q === 'top1' && !c['prompt']) src.report(['checks', i, 'top1'], 'top1 checks a single prompt: add prompt: "..."', 'error', true);
     if (c['prompt'] && q !== 'top1') src.report(['checks', i, 'prompt'], 'a prompt check asserts top1: "<token>"', 'error', true);
     if (c['circuit'] && c['ablate']) src.report(['checks', i, 'ablate'], 'use either circuit or ablate in one check, not both', 'error', true);
-    if (c['circuit'] && q !== 'faithfulness' && q !== 'necessity' && !isCrossCheckpoint(q)) src.report(['checks', i, q], `with a circuit, assert faithfulness, necessity, faithfulness_drop or jaccard (not ${q})`, 'error', true);
+    if (c['circuit'] && q !== 'faithfulness' && q !== 'necessity' && !isCrossCheckpoint(q) && !c['quantize']) src.report(['checks', i, q], `with a circuit, assert faithfulness, necessity, faithfulness_drop or jaccard (not ${q})`, 'error', true);
     if (isCrossCheckpoint(q) && !c['circuit']) src.report(['checks', i, q], `${q} is measured for a circuit: add circuit: path/to/file.circuit.json`, 'error', true);
     if (q === 'faithfulness_drop' && !c['baseline']) src.report(['checks', i, q], 'faithfulness_drop is measured from a baseline model: add baseline: path/to/earlier.onnx', 'error', true);
     if (c['baseline'] && q !== 'faithfulness_drop') src.report(['checks', i, 'baseline'], `baseline is the model a faithfulness_drop is measured from; ${q} does not use it`, 'error', true);
@@ -131,6 +138,12 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
     if (pr && !['accuracy', 'logit_diff', 'prob', 'kl'].includes(q)) src.report(['checks', i, q], `a prune check asserts a suite metric of the pruned model (accuracy, logit_diff, prob or kl to the unpruned model), not ${q}`, 'error', true);
     if (pr && pr.strategy === 'outside-circuit' && !pr.circuit) src.report(['checks', i, 'prune'], 'outside-circuit prunes everything but a circuit: add circuit: path/to/file.circuit.json inside prune:', 'error', true);
     if (pr && (c['circuit'] || c['ablate'] || c['prompt'] || c['head'] !== undefined)) src.report(['checks', i, 'prune'], `a prune check measures the pruned model as it is (not with ${c['circuit'] ? 'circuit (put it inside prune:)' : c['ablate'] ? 'ablate' : c['prompt'] ? 'prompt' : 'head'})`, 'error', true);
+    const qz = c['quantize'] as { bits: QuantizeSpec['bits']; scope?: QuantizeSpec['scope']; group_size?: number } | undefined;
+    if (qz && !QUANTIZE_QUANTITIES.includes(q)) src.report(['checks', i, 'quantize'], `a quantize check asserts ${QUANTIZE_QUANTITIES.join(', ')} on the quantized model, not ${q}`, 'error', true);
+    if (qz && (c['head'] !== undefined || c['prompt'])) src.report(['checks', i, 'quantize'], `a quantize check asserts a suite metric (not with ${c['head'] !== undefined ? 'head/temperature' : 'prompt'})`, 'error', true);
+    if (qz && (qz.scope === 'circuit' || qz.scope === 'outside') && !c['circuit']) src.report(['checks', i, 'quantize', 'scope'], `scope ${qz.scope} quantizes a circuit's weights: add circuit: path/to/file.circuit.json`, 'error', true);
+    if (qz && qz.group_size !== undefined && qz.bits === 'fp16') src.report(['checks', i, 'quantize', 'group_size'], 'group_size applies to int8 and int4 (fp16 rounds each entry on its own)', 'error', true);
+    if (pr && qz) src.report(['checks', i, 'quantize'], 'a check either prunes or quantizes the model, not both: make two checks', 'error', true);
     const assertion: Assertion = q === 'top1' ? { quantity: 'top1', expected: String(c['top1']) }
       : q === 'threshold' ? thresholdAssertion(c['threshold'] as Record<string, unknown>)
       : { quantity: q as Quantity, bound: parseBound(String(c[q])) };
@@ -140,6 +153,7 @@ export function parseCanary(file: string, text: string): { canary?: Canary; diag
       head: c['head'] as string | undefined, temperature: c['temperature'] as number | undefined,
       tags: c['tags'] as string[] | undefined, ablation: c['ablation'] as AblationKind | undefined, metric: c['metric'] as MetricName | undefined,
       backup: c['backup'] as string[] | undefined, relate: c['relate'] as string | undefined, ...(pr ? { prune: pr } : {}),
+      ...(qz ? { quantize: { bits: qz.bits, scope: qz.scope ?? 'all', ...(qz.group_size !== undefined ? { groupSize: qz.group_size } : {}) } } : {}),
     });
   });
   if (!src.ok) return { diagnostics: src.diagnostics };

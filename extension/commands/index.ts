@@ -14,6 +14,7 @@ import { refresh, runCanaries } from './run-canaries';
 import { runSuite } from './run-suite';
 import { saveCircuit } from './save-circuit';
 import { selectModel } from './select-model';
+import { sensitivityCommand } from './sensitivity';
 import { sweepSuite } from './sweep-suite';
 import { verifyCircuit } from './verify-circuit';
 
@@ -37,5 +38,6 @@ export function commandTable(s: Services): Record<string, Command> {
     'circuitlens.redundancy': redundancyCommand(s),
     'circuitlens.relateCircuits': relateCircuits(s),
     'circuitlens.pruneCurves': pruneCurves(s),
+    'circuitlens.quantizationSensitivity': sensitivityCommand(s),
   };
 }

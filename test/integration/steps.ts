@@ -596,6 +596,36 @@ export const STEPS: Step[] = [
     },
   },
   {
+    name: 'Quantization Sensitivity… draws metric, accuracy, KL and faithfulness per weight scope (int4), equal to the CLI\'s',
+    timeoutMs: 180_000,
+    async run(d) {
+      const { page, workspace } = d;
+      const suite = path.join(workspace.dir, 'induction.suite.yaml');
+      const cliRun = cliJson(['sensitivity', suite, '--model', path.join(workspace.dir, 'induction-gpt2.onnx'), '--quantize', 'int4',
+        '--circuit', path.join(workspace.dir, 'induction-gpt2.circuit.json'), '--json']) as Promise<{ rows: { scope: string; metric: number; accuracy: number; faithfulness: number }[] }>;
+      await runCommand(page, 'CircuitLens: Quantization Sensitivity');
+      // Three quick picks in a row (suite, quantization, circuit): each opens as the last closes.
+      await clickQuickItem(page, 'pick a suite', /(^|\s)induction\.suite\.yaml/);
+      await clickQuickItem(page, 'quantize the weights to', /^int4\s*per output channel/);
+      await pickQuickItem(page, /(^|\s)induction-gpt2\.circuit\.json/);
+      const f = await webviewOf(page, 'sensitivity', 120_000);
+      await f.locator('#rows tbody tr').first().waitFor({ state: 'visible', timeout: 120_000 });
+      const want = await cliRun;
+      const rows = (await f.locator('#rows tbody tr').allInnerTexts()).map((r) => r.split('\t').map((c) => c.trim()));
+      assert.deepEqual(rows.map((r) => r[0]), ['(unquantized)', ...want.rows.map((r) => r.scope)]);
+      rows.slice(1).forEach((r, i) => {
+        assertClose3(r[4]!, want.rows[i]!.metric, `logit_diff of ${r[0]}`);
+        assertClose3(r[6]!, want.rows[i]!.accuracy, `accuracy of ${r[0]}`);
+        assertClose3(r[8]!, want.rows[i]!.faithfulness, `faithfulness of ${r[0]}`);
+      });
+      assert.match(await f.locator('#quantization').innerText(), /^int4$/);
+      // The plot: one bar chart per quantity (metric, accuracy, KL, faithfulness), a bar per scope.
+      assert.equal(await f.locator('#plot .barlayer .trace').count(), 4);
+      assert.equal(await f.locator('#plot .barlayer .point').count(), 4 * want.rows.length);
+      await screenshot(d, 'sensitivity.png');
+    },
+  },
+  {
     name: 'Compare With… draws the fine-tuned checkpoint against the demo model: nodes by change, the circuit on both, metrics equal to the CLI\'s',
     timeoutMs: 240_000,
     async run(d) {
