@@ -2,7 +2,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runCanary, type CanaryResult } from '../../core/analysis/verify/canary';
 import { UserError } from '../../core/errors';
-import { openModelVariants } from '../../core/nodejs/model-variants';
 import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { failed, jsonReport, junitReport, REPORTERS, sarifReport, textReport, type Reporter } from '../../core/report/canary-reports';
 import { cliRuntime, FORCE_OPTION, oneOf, parse, RUNTIME_OPTION, type Usage } from '../args';
@@ -54,10 +53,7 @@ export async function canaryCommand(argv: string[], out: (s: string) => void): P
   const ws = new NodeWorkspace(process.cwd(), runtime);
   const results: CanaryResult[] = [];
   try {
-    // Quantize checks rebuild the model's weights; each model file is read once.
-    const opened = new Map<string, ReturnType<typeof openModelVariants>>();
-    const variants = (m: string) => opened.get(m) ?? opened.set(m, openModelVariants(m, runtime)).get(m)!;
-    for (const f of files) results.push(await runCanary(ws, f, { variants }));
+    for (const f of files) results.push(await runCanary(ws, f));
   } finally {
     await ws.dispose();
   }

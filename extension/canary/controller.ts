@@ -5,8 +5,6 @@ import { runCanary, type CanaryResult, type CheckResult } from '../../core/analy
 import { canaryFileRefs, parseCanary } from '../../core/formats/canary';
 import { parseCircuit } from '../../core/formats/circuit';
 import type { Diagnostic } from '../../core/formats/diagnostics';
-import { createRuntime } from '../../core/nodejs/load';
-import { openModelVariants } from '../../core/nodejs/model-variants';
 import type { State } from '../state';
 import { readOr } from '../files';
 
@@ -115,7 +113,7 @@ export class CanaryController implements vscode.Disposable {
         const t0 = Date.now();
         let result: CanaryResult;
         try {
-          result = await runCanary(this.state.ws, file, { signal: abort.signal, variants: (m) => openModelVariants(m, createRuntime('node')) });
+          result = await runCanary(this.state.ws, file, { signal: abort.signal });
         } catch (e) {
           run.errored(item, new vscode.TestMessage((e as Error).message));
           this.state.log.error(`canary ${file}: ${(e as Error).stack ?? e}`);

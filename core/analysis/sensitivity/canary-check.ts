@@ -14,10 +14,7 @@ import { meanMetrics, scorePrompt } from '../metrics';
 import type { ResolvedPrompt } from '../prompts';
 import { formatCheckValue, type CheckMeasure } from '../verify/check';
 import { evaluateSavedCircuit } from '../verify/verify';
-import type { WeightVariants } from './sensitivity';
-
-/** Makes a model's weight variants (core/nodejs/model-variants.ts in Node). */
-export type VariantsFor = (modelPath: string) => WeightVariants;
+import type { Workspace } from '../../workspace';
 
 export interface QuantizeCheckInput {
   check: CanaryCheck;
@@ -25,7 +22,8 @@ export interface QuantizeCheckInput {
   ctx: EvalContext;
   all: ResolvedPrompt[];
   modelPath: string | undefined;
-  variants: VariantsFor | undefined;
+  /** Rebuilds the model with other weights in memory (its modelVariants port). */
+  ws: Workspace;
   circuit?: Circuit;
   /** The suite's metric, for faithfulness. */
   metric: MetricName;
@@ -35,8 +33,8 @@ export interface QuantizeCheckInput {
 export async function quantizeCheck(x: QuantizeCheckInput): Promise<CheckMeasure> {
   const { check: c, ctx } = x;
   const spec = c.quantize!;
-  if (!x.variants || !x.modelPath) throw new UserError('quantize checks run under circuitlens canary and the editor\'s canaries (here the model\'s weights cannot be rebuilt)');
-  const model = x.variants(x.modelPath);
+  if (!x.ws.modelVariants || !x.modelPath) throw new UserError('quantize checks run under circuitlens canary and the editor\'s canaries (here the model\'s weights cannot be rebuilt)');
+  const model = await x.ws.modelVariants(x.modelPath);
   const nodes = x.circuit ? circuitComponents(x.circuit) : [];
   const scope: WeightScope = spec.scope === 'circuit' || spec.scope === 'outside' ? { kind: spec.scope, circuit: { name: c.circuit!, nodes } } : { kind: spec.scope };
   const scoped = weightScope(model.model, x.modelPath, scope, model.hooks);

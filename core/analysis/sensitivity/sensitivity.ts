@@ -7,9 +7,8 @@
 import type { Engine } from '../../engine/engine';
 import { UserError } from '../../errors';
 import { circuitComponents, type Circuit } from '../../formats/circuit';
+import type { WeightVariants } from '../../engine/variants';
 import type { Suite } from '../../formats/suite';
-import type { HooksSidecar } from '../../onnx/detect';
-import type { OnnxModel, TensorProto } from '../../onnx/model';
 import { quantizeWeights, type QuantizeOptions } from '../../onnx/quantize';
 import { scopeLabel, weightScope, type WeightScope } from '../../onnx/weight-scope';
 import type { AblationKind, MetricName } from '../../vocabulary';
@@ -20,15 +19,6 @@ import type { ResolvedPrompt } from '../prompts';
 import { evaluateSavedCircuit } from '../verify/verify';
 
 /** A model whose initializers can be replaced in memory (core/nodejs/model-variants.ts makes one from a file). */
-export interface WeightVariants {
-  path: string;
-  /** The decoded model with every initializer's bytes in memory. */
-  model: OnnxModel;
-  hooks?: { sidecar?: HooksSidecar; sidecarPath?: string };
-  /** An engine with the given initializers put in place of the model's own; released by the caller. */
-  engineWith(replace: readonly TensorProto[]): Promise<Engine>;
-}
-
 export interface SensitivityOptions {
   quantize: QuantizeOptions;
   scopes: WeightScope[];

@@ -16,7 +16,7 @@ import { summarizeSweep, sweepVariable, thresholdVerdict } from '../sweep/sweep'
 import { crossCheckpointCheck } from '../compare/canary-checks';
 import { backupCheck, relateCheck } from './canary-relations';
 import { pruneCheck } from '../prune/canary-check';
-import { quantizeCheck, type VariantsFor } from '../sensitivity/canary-check';
+import { quantizeCheck } from '../sensitivity/canary-check';
 
 export type CheckStatus = 'passed' | 'failed' | 'errored' | 'skipped';
 
@@ -52,8 +52,6 @@ export interface CanaryOptions {
   signal?: AbortSignal;
   /** Called as each check finishes (the Test Explorer shows results live). */
   onCheck?: (r: CheckResult) => void;
-  /** Rebuilds the model with other weights in memory (quantize checks; core/nodejs/model-variants.ts). */
-  variants?: VariantsFor;
 }
 
 /** Runs one canary file: every check, each reported at its own line. */
@@ -111,7 +109,7 @@ export async function runCanary(ws: Workspace, file: string, opts: CanaryOptions
     }
     const tc = Date.now();
     try {
-      const r = await runCheck(ws, file, modelPath, c, sp.suite, engine, contextFor, result.diagnostics, resolved.prompts, opts.variants);
+      const r = await runCheck(ws, file, modelPath, c, sp.suite, engine, contextFor, result.diagnostics, resolved.prompts);
       result.checks.push(done(c, r.pass ? 'passed' : 'failed', r.message, r.actual, Date.now() - tc));
     } catch (e) {
       if (e instanceof Cancelled) { result.checks.push(done(c, 'skipped', 'cancelled', undefined, Date.now() - tc)); continue; }
@@ -163,7 +161,7 @@ function done(c: CanaryCheck, status: CheckStatus, message: string, actual: numb
 /** `modelPath`: the file the engine was loaded from (a circuit's recorded hash is compared with it); none for a model built in memory. */
 async function runCheck(
   ws: Workspace, file: string, modelPath: string | undefined, c: CanaryCheck, suite: Suite, engine: Engine,
-  contextFor: ContextFor, diagnostics: Diagnostic[], allPrompts: ResolvedPrompt[], variants?: VariantsFor,
+  contextFor: ContextFor, diagnostics: Diagnostic[], allPrompts: ResolvedPrompt[],
 ): Promise<CheckMeasure> {
   const a = c.assertion;
   if (a.quantity === 'top1') {
@@ -182,7 +180,7 @@ async function runCheck(
   const scope = `${ctx.prompts.length} prompts${c.tags ? ` tagged ${c.tags.join('/')}` : ''}, ${ctx.ablation} ablation`;
   if (c.quantize) {
     const circuit = c.circuit ? (await readCheckCircuit(ws, file, c.circuit, diagnostics)).circuit : undefined;
-    return quantizeCheck({ check: c, ctx, all: allPrompts, modelPath, variants, circuit, metric: suite.metric, scope });
+    return quantizeCheck({ check: c, ctx, all: allPrompts, modelPath, ws, circuit, metric: suite.metric, scope });
   }
   if (a.quantity === 'interaction') return backupCheck(c, ctx, engine, suite.metric, scope);
   if (c.prune) return pruneCheck({ ws, file, modelPath, check: c, ctx, diagnostics });
