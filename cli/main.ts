@@ -17,6 +17,7 @@ import { RUN_USAGE, runCommand } from './commands/run';
 import { SWEEP_USAGE, sweepCommand } from './commands/sweep';
 import { TRACE_USAGE, traceCommand } from './commands/trace';
 import { VERIFY_USAGE, verifyCommand } from './commands/verify';
+import { WORKER_USAGE, workerCommand } from './commands/worker';
 
 const USAGE = `circuitlens — mechanistic interpretability for ONNX language models
 
@@ -50,6 +51,8 @@ commands:
                                  every metric (--top K, --nodes IDS, --metric M ranks the pairs)
   relate C1 C2 …                 how circuits relate: Jaccard overlap, union and intersection faithfulness on
                                  each circuit's suite, hub nodes
+  worker --broker URL            take chunks of batched analyses (attribute --broker URL) from Redis and
+                                 compute them; run one or more per machine
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.
@@ -77,6 +80,7 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   attention: { run: attentionCommand, usage: ATTENTION_USAGE },
   redundancy: { run: redundancyCommand, usage: REDUNDANCY_USAGE },
   relate: { run: relateCommand, usage: RELATE_USAGE },
+  worker: { run: workerCommand, usage: WORKER_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {
