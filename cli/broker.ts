@@ -76,12 +76,13 @@ export function brokerConnection(url: string): { host: string; port: number; db:
 /** Connects once, with no retries, and pings: a bad or unreachable broker is a clear error within seconds (exit 2). */
 export async function checkBroker(url: string): Promise<void> {
   const client = new Redis({ ...brokerConnection(url), lazyConnect: true, connectTimeout: 3000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
-  client.on('error', () => undefined);
+  let cause: Error | undefined;
+  client.on('error', (e: Error) => { cause ??= e; });
   try {
     await client.connect();
     await client.ping();
   } catch (e) {
-    throw new UserError(`cannot reach the broker at ${url}: ${(e as Error).message || e} (is redis-server running there?)`);
+    throw new UserError(`cannot reach the broker at ${url}: ${(cause ?? (e as Error)).message || e} (is redis-server running there?)`);
   } finally {
     client.disconnect();
   }
