@@ -9,12 +9,12 @@ import { formatDiagnostic } from '../../core/formats/diagnostics';
 import { parseSuite } from '../../core/formats/suite';
 import { createRuntime, loadEngine } from '../../core/nodejs/load';
 import { sha256File } from '../../core/nodejs/workspace';
-import { parse, usageError, type Usage } from '../args';
+import { JSON_OPTION, parse, usageError, type Usage } from '../args';
 import { brokerConnection, bullConnection, checkBroker, queueName, type ChunkJob, type ChunkResult } from '../broker';
 import { VERSION } from '../common';
 
 export const WORKER_USAGE: Usage = {
-  synopsis: 'circuitlens worker --broker redis://HOST:PORT [--concurrency N] [--threads T]',
+  synopsis: 'circuitlens worker --broker redis://HOST:PORT [--concurrency N] [--threads T] [--json]',
   about: 'Takes chunks of batched analyses (attribute --broker) from the broker\'s queue, computes them and answers\n'
     + 'with their rows, until stopped (SIGTERM or Ctrl-C: the chunk at hand is finished first; a second signal\n'
     + 'stops at once and the chunk goes to another worker). Each chunk names its model by path and sha256: the\n'
@@ -24,8 +24,9 @@ export const WORKER_USAGE: Usage = {
     ['--broker URL', 'the Redis that holds the queue: redis://HOST:PORT[/DB] (rediss:// for TLS)'],
     ['--concurrency N', 'chunks at a time (default 1; each uses the runtime\'s threads)'],
     ['--threads T', 'onnxruntime intra-op threads per run (default: one per core)'],
+    JSON_OPTION,
   ],
-  json: '(none: the worker logs each chunk on stderr)',
+  json: 'one line per chunk done: {"chunk", "analysis", "rows", "ms"} (the log lines stay on stderr)',
 };
 
 /** Engines kept loaded, newest last; each with the contexts prepared on it per run key. */
@@ -34,8 +35,8 @@ const KEEP_CONTEXTS = 4;
 
 interface Loaded { key: string; engine: Promise<Engine>; contexts: Map<string, Promise<Prepared>> }
 
-export async function workerCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { broker: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' } }, WORKER_USAGE);
+export async function workerCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const { values, positionals } = parse(argv, { broker: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' } }, WORKER_USAGE);
   if (positionals.length) throw usageError(`unexpected argument "${positionals[0]}"`, WORKER_USAGE);
   if (!values.broker) throw usageError('--broker URL is required', WORKER_USAGE);
   const concurrency = wholeNumber(values.concurrency, '--concurrency', 1);
@@ -112,6 +113,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
     const rows = await computeChunk(prepared, d.analysis, d.metric, d.chunk);
     const ms = Math.round(performance.now() - t0);
     log(`chunk ${job.id} done: ${d.chunk.rows} rows in ${ms} ms`);
+    if (values.json) out(JSON.stringify({ chunk: job.id, analysis: d.analysis.kind, rows: d.chunk.rows, ms }));
     return { rows, worker: me, ms };
   }
 
