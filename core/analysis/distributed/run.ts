@@ -64,7 +64,7 @@ function needEdges(p: Prepared): EdgeContext {
 }
 
 /** The planned calls of the analysis with a way to run each; one plan for the coordinator and every worker. */
-async function planWork(p: Prepared, a: DistributedAnalysis, metric: MetricName): Promise<Work & { sets?: unknown }> {
+async function planWork(p: Prepared, a: DistributedAnalysis, metric: MetricName): Promise<Work> {
   if (a.kind === 'node-patching') {
     const sets = patchingSets(p.task);
     const calls = await planSetCalls(p.task, sets);
