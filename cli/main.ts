@@ -19,6 +19,7 @@ import { SENSITIVITY_USAGE, sensitivityCommand } from './commands/sensitivity';
 import { SWEEP_USAGE, sweepCommand } from './commands/sweep';
 import { TRACE_USAGE, traceCommand } from './commands/trace';
 import { VERIFY_USAGE, verifyCommand } from './commands/verify';
+import { WORKER_USAGE, workerCommand } from './commands/worker';
 
 const USAGE = `circuitlens — mechanistic interpretability for ONNX language models
 
@@ -56,6 +57,8 @@ commands:
                                  each circuit's suite, hub nodes
   sensitivity SUITE --quantize Q quantization sensitivity: metric, accuracy, KL and circuit faithfulness with the
                                  weights of each scope (all, attn, mlp, embed, circuit:C, outside:C) fake-quantized
+  worker --broker URL            take chunks of batched analyses (attribute --broker URL) from Redis and
+                                 compute them; run one or more per machine
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.
@@ -85,6 +88,7 @@ const COMMANDS: Record<string, { run: Command; usage: Usage }> = {
   redundancy: { run: redundancyCommand, usage: REDUNDANCY_USAGE },
   relate: { run: relateCommand, usage: RELATE_USAGE },
   sensitivity: { run: sensitivityCommand, usage: SENSITIVITY_USAGE },
+  worker: { run: workerCommand, usage: WORKER_USAGE },
 };
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {

@@ -5,9 +5,14 @@ import { formatEdgeId } from '../../core/ids';
 import { FORCE_OPTION, JSON_OPTION, oneOf, parse, RUNTIME_OPTION, stepsFlag, usageError, type Usage } from '../args';
 import { loadForAnalysis } from '../common';
 import { outFile, writeOutFile } from '../out-file';
+import { distributedAnalysis } from '../../core/analysis/distributed/run';
+import { Cancelled } from '../../core/analysis/evaluate';
+import { attributeOnBroker, brokerConnection, checkBroker } from '../broker';
+import type { Loaded } from '../common';
+import type { AttributeOptions } from '../../core/analysis/attribute/attribute';
 
 export const ATTRIBUTE_USAGE: Usage = {
-  synopsis: 'circuitlens attribute SUITE [--model MODEL] [--level node|edge] [--method patching|gradient] [--steps K] [--ablation KIND] [--out FILE [--force]] [--runtime node|wasm] [--json]',
+  synopsis: 'circuitlens attribute SUITE [--model MODEL] [--level node|edge] [--method patching|gradient] [--steps K] [--ablation KIND] [--broker URL] [--out FILE [--force]] [--runtime node|wasm] [--json]',
   about: 'Scores every head and MLP (--level edge: every edge) of the suite\'s model by how much the suite\'s metric drops\n'
     + 'when it is ablated (--method patching, exact) or by its gradient estimate (--method gradient: EAP, or EAP-IG\n'
     + 'with --steps K). The cost is estimated on stderr before long runs.',
@@ -17,6 +22,7 @@ export const ATTRIBUTE_USAGE: Usage = {
     ['--method patching|gradient', 'exact ablation of each (default) or gradient attribution'],
     ['--steps K', 'EAP-IG: average gradients over K points (gradient only; default 1 = EAP)'],
     ['--ablation zero|mean|resample', 'how ablated nodes are replaced (default: the suite\'s ablation:)'],
+    ['--broker URL', 'run the batched work on workers (circuitlens worker) through Redis at URL (redis://HOST:PORT): patching, and edge gradients; the result equals the local one exactly'],
     ['--out FILE', 'also write the JSON result to FILE'],
     FORCE_OPTION, RUNTIME_OPTION, JSON_OPTION,
   ],
@@ -26,20 +32,22 @@ export const ATTRIBUTE_USAGE: Usage = {
 export async function attributeCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parse(argv, {
     model: { type: 'string' }, level: { type: 'string' }, method: { type: 'string' }, ablation: { type: 'string' }, out: { type: 'string' },
-    force: { type: 'boolean' }, json: { type: 'boolean' }, runtime: { type: 'string' }, steps: { type: 'string' },
+    force: { type: 'boolean' }, json: { type: 'boolean' }, runtime: { type: 'string' }, steps: { type: 'string' }, broker: { type: 'string' },
   }, ATTRIBUTE_USAGE);
   if (positionals.length !== 1) throw usageError('expected one suite file', ATTRIBUTE_USAGE);
   const level = oneOf(values.level, ['node', 'edge'] as const, '--level', 'node');
   const method = oneOf(values.method, ['patching', 'gradient'] as const, '--method', 'patching');
   const steps = stepsFlag(values.steps, method);
   const outPath = values.out !== undefined ? outFile(values.out, values.force) : undefined;
+  // A bad or unreachable broker, or an analysis that does not run on one, is said before the model is loaded.
+  if (values.broker !== undefined) { distributedAnalysis({ level, method, steps }); brokerConnection(values.broker); await checkBroker(values.broker); }
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, false, 'attribute');
   try {
     const options = { level, method, steps };
     // Say what the work will cost before starting it, when it is more than a moment (stderr: never with the JSON).
     const work = estimateAttribution(L.task, options);
     if ((work.seconds ?? 0) >= 2) process.stderr.write(`circuitlens attribute: ${describeWork(work, L.engine.msPerToken)}\n`);
-    const attr = await attribute(L.task, L.all, L.suite.metric, options);
+    const attr = values.broker !== undefined ? await onBroker(values.broker, L, positionals[0]!, options, values.runtime) : await attribute(L.task, L.all, L.suite.metric, options);
     const P = L.task.prompts.length;
     const result = level === 'edge'
       ? { nodes: [], edges: attr.edges.map((e) => ({ ...e, score: round6(e.score) })), metric: attr.metric, method, level, ablation: L.ablation, prompts: P, ...(method === 'gradient' ? { steps } : {}) }
@@ -60,5 +68,23 @@ export async function attributeCommand(argv: string[], out: (s: string) => void)
     return 0;
   } finally {
     await L.ws.dispose();
+  }
+}
+
+/** The attribution on the broker's workers; Ctrl-C cancels it (its queued chunks are removed) and exits 130. */
+async function onBroker(url: string, L: Loaded, suitePath: string, options: AttributeOptions, runtime: string | undefined) {
+  const ac = new AbortController();
+  const onInt = () => ac.abort();
+  process.once('SIGINT', onInt);
+  try {
+    return await attributeOnBroker(url, L, suitePath, options, runtime === 'wasm' ? 'wasm' : 'node', ac.signal);
+  } catch (e) {
+    if (e instanceof Cancelled) {
+      process.stderr.write('circuitlens attribute: cancelled\n');
+      process.exit(130);
+    }
+    throw e;
+  } finally {
+    process.off('SIGINT', onInt);
   }
 }

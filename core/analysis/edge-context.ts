@@ -8,8 +8,8 @@ import type { F32 } from '../engine/runtime';
 import type { EdgeRunner, EdgeValues } from '../engine/types';
 import { UserError } from '../errors';
 import { formatEdgeId } from '../ids';
-import { Cancelled, concatRows, sliceRow, type EvalContext } from './evaluate';
-import { meanMetrics, scorePrompt, type SuiteMetrics } from './metrics';
+import { Cancelled, concatRows, scoreRow, sliceRow, type EvalContext } from './evaluate';
+import { meanMetrics, type PromptScore, type SuiteMetrics } from './metrics';
 import { meter } from './progress';
 import type { ResolvedPrompt } from './prompts';
 
@@ -77,34 +77,57 @@ export function edgeRowsPerCall(ec: EdgeContext, T: number, kind: 'forward' | 'g
 
 const EDGE_CALL_BYTES = 3 * 1024 ** 3;
 
-/** Last-position logits for every (edge weight vector, prompt); a set is a weight per edge (1 = ablated). */
-export async function runEdgeSets(ec: EdgeContext, sets: Float32Array[]): Promise<Float32Array[][]> {
+/** One row of a batched edge run: an edge-weight set on a prompt. */
+export interface EdgeRow { set: number; prompt: number }
+
+/**
+ * The engine calls of runEdgeSets for `sets` weight vectors, in order: per prompt length, sets × prompts rows cut
+ * at edgeRowsPerCall. A distributed run (core/analysis/distributed/) plans the same calls.
+ */
+export function planEdgeCalls(ec: EdgeContext, sets: number): EdgeRow[][] {
+  const calls: EdgeRow[][] = [];
+  for (const group of groupByLength(ec.ctx.prompts.map((p) => p.ids))) {
+    const rows: EdgeRow[] = [];
+    for (let s = 0; s < sets; s++) group.forEach((g) => rows.push({ set: s, prompt: g.index }));
+    const per = edgeRowsPerCall(ec, group[0]!.ids.length, 'forward');
+    for (let start = 0; start < rows.length; start += per) calls.push(rows.slice(start, start + per));
+  }
+  return calls;
+}
+
+/** One planned call of runEdgeSets: each row's last-position logits. */
+export async function runEdgeCall(ec: EdgeContext, sets: Float32Array[], chunk: EdgeRow[]): Promise<Float32Array[]> {
   const { engine, prompts } = ec.ctx;
   const V = engine.info.vocab;
-  const out: Float32Array[][] = sets.map(() => new Array(prompts.length));
-  const m = meter(ec.ctx, 'edge sets', sets.length * prompts.length);
-  for (const group of groupByLength(prompts.map((p) => p.ids))) {
-    const rows: { set: number; prompt: number }[] = [];
-    sets.forEach((_, s) => group.forEach((g) => rows.push({ set: s, prompt: g.index })));
-    const per = edgeRowsPerCall(ec, group[0]!.ids.length, 'forward');
-    for (let start = 0; start < rows.length; start += per) {
-      if (ec.ctx.signal?.aborted) throw new Cancelled();
-      const chunk = rows.slice(start, start + per);
-      const res = await engine.runEdges({
-        ids: chunk.map((r) => prompts[r.prompt]!.ids),
-        weights: chunk.map((r) => sets[r.set]),
-        ablated: ablatedFor(ec, chunk.map((r) => r.prompt)),
-      });
-      chunk.forEach((r, i) => { out[r.set]![r.prompt] = res.logits.data.slice(i * V, (i + 1) * V); });
-      m?.tick(chunk.length);
-    }
+  const res = await engine.runEdges({
+    ids: chunk.map((r) => prompts[r.prompt]!.ids),
+    weights: chunk.map((r) => sets[r.set]),
+    ablated: ablatedFor(ec, chunk.map((r) => r.prompt)),
+  });
+  return chunk.map((_, i) => res.logits.data.slice(i * V, (i + 1) * V));
+}
+
+/** Last-position logits for every (edge weight vector, prompt); a set is a weight per edge (1 = ablated). */
+export async function runEdgeSets(ec: EdgeContext, sets: Float32Array[]): Promise<Float32Array[][]> {
+  const out: Float32Array[][] = sets.map(() => new Array(ec.ctx.prompts.length));
+  const m = meter(ec.ctx, 'edge sets', sets.length * ec.ctx.prompts.length);
+  for (const chunk of planEdgeCalls(ec, sets.length)) {
+    if (ec.ctx.signal?.aborted) throw new Cancelled();
+    const logits = await runEdgeCall(ec, sets, chunk);
+    chunk.forEach((r, i) => { out[r.set]![r.prompt] = logits[i]!; });
+    m?.tick(chunk.length);
   }
   return out;
 }
 
 export async function evaluateEdgeSets(ec: EdgeContext, sets: Float32Array[]): Promise<SuiteMetrics[]> {
   const logits = await runEdgeSets(ec, sets);
-  return sets.map((_, s) => meanMetrics(ec.ctx.prompts.map((p, i) => scorePrompt(logits[s]![i]!, p.answer, p.foil, ec.ctx.cleanLogProbs[i]))));
+  return edgeSetMetrics(ec, sets.length, (s, i) => scoreRow(ec.ctx, i, logits[s]![i]!));
+}
+
+/** Each edge set's metrics from its rows' scores (`score(set, prompt)`). */
+export function edgeSetMetrics(ec: EdgeContext, sets: number, score: (s: number, prompt: number) => PromptScore): SuiteMetrics[] {
+  return Array.from({ length: sets }, (_, s) => meanMetrics(ec.ctx.prompts.map((_, i) => score(s, i))));
 }
 
 /** A weight vector with 1 on the given edges (or on all edges but them, with `invert`). */

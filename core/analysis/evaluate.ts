@@ -121,54 +121,81 @@ export function concatRows(rows: F32[]): F32 {
   return { dims: [rows.length, ...rows[0]!.dims.slice(1)], data };
 }
 
+/** One row of a batched sweep: an ablation set on a prompt, run from a layer (0: the whole model). */
+export interface SetRow { set: number; prompt: number; layer: number }
+
 /**
- * Last-position logits for every (ablation set, prompt): sets × prompts rows, grouped by prompt length and
- * cut into engine calls of at most maxRows rows, each row with its own ablation. `stats`: each row's statistics
- * where the engine computed them (RunRequest.stats; not for the clean rows kept from prepare).
+ * The engine calls of runSets, in order: per prompt length, the rows of every set to run (the empty set is the
+ * clean run kept from prepare), sorted by the layer they start at and cut at maxRows and where that layer
+ * changes. A distributed run (core/analysis/distributed/) plans the same calls, so its rows equal these bit for
+ * bit (results can depend on what else is in a batch).
  */
-export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<{ logits: Float32Array[][]; stats: (RowStats | undefined)[][] }> {
+export async function planSetCalls(ctx: EvalContext, sets: NodeId[][]): Promise<SetRow[][]> {
   const { engine, prompts } = ctx;
-  const V = engine.info.vocab;
-  const out: Float32Array[][] = sets.map(() => new Array(prompts.length));
-  const stats: (RowStats | undefined)[][] = sets.map(() => new Array(prompts.length));
-  // The empty set is the clean run, kept from prepare.
   const run = sets.map((_, s) => s).filter((s) => sets[s]!.length > 0 || !ctx.cleanLogits);
-  for (let s = 0; s < sets.length; s++) if (!sets[s]!.length && ctx.cleanLogits) out[s] = ctx.cleanLogits.map((l) => l.slice());
   // Layer skipping: a set that ablates nothing below layer l runs from the clean resid_pre of layer l, kept from
   // the clean run. Only for sweeps of several sets: the first use builds one more session.
   const firstLayer = sets.map((set) => (set.length ? Math.min(...set.map((id) => layerOf(id))) : 0));
   const skipping = ctx.residPre !== undefined && run.length >= 4 && run.some((s) => firstLayer[s]! > 0) && (await engine.canSkipLayers());
-  const m = meter(ctx, 'ablation sets', run.length * prompts.length);
+  const calls: SetRow[][] = [];
   for (const group of groupByLength(prompts.map((p) => p.ids))) {
-    const rows: { set: number; prompt: number; layer: number }[] = [];
+    const rows: SetRow[] = [];
     run.forEach((s) => group.forEach((g) => rows.push({ set: s, prompt: g.index, layer: skipping ? firstLayer[s]! : 0 })));
     // Rows of one engine call share their first layer.
     rows.sort((a, b) => a.layer - b.layer);
     for (let start = 0; start < rows.length;) {
-      checkCancelled(ctx.signal);
       let end = start + 1;
       while (end < rows.length && end - start < ctx.maxRows && rows[end]!.layer === rows[start]!.layer) end++;
-      const chunk = rows.slice(start, end);
+      calls.push(rows.slice(start, end));
       start = end;
-      const layer = chunk[0]!.layer;
-      const resid = layer > 0 ? concatRows(chunk.map((r) => ctx.residPre![r.prompt]![layer]!)) : undefined;
-      const ablations: (Ablation | undefined)[] = chunk.map((r) => (sets[r.set]!.length ? { nodes: sets[r.set]!, kind: ctx.ablation } : undefined));
-      const resample = ctx.ablation === 'resample' && ablations.some(Boolean)
-        ? {
-            z: Array.from({ length: engine.info.layers }, (_, l) => concatRows(chunk.map((r) => ctx.corrupted![r.prompt]!.z[l]!))),
-            mlp: Array.from({ length: engine.info.layers }, (_, l) => concatRows(chunk.map((r) => ctx.corrupted![r.prompt]!.mlp[l]!))),
-          }
-        : undefined;
-      const res = await engine.run({
-        ids: chunk.map((r) => prompts[r.prompt]!.ids), ablations, means: ctx.means, resample, lastOnly: true,
-        start: resid ? { layer, resid } : undefined, stats: true,
-      });
-      chunk.forEach((r, i) => {
-        out[r.set]![r.prompt] = res.logits.data.slice(i * V, (i + 1) * V);
-        stats[r.set]![r.prompt] = res.stats ? rowStats(res.stats.data, i) : undefined;
-      });
-      m?.tick(chunk.length);
     }
+  }
+  return calls;
+}
+
+/** One planned call of runSets: each row's last-position logits, and its statistics where the engine has them. */
+export async function runSetCall(ctx: EvalContext, sets: NodeId[][], chunk: SetRow[]): Promise<{ logits: Float32Array[]; stats: (RowStats | undefined)[] }> {
+  const { engine, prompts } = ctx;
+  const V = engine.info.vocab;
+  const layer = chunk[0]!.layer;
+  const resid = layer > 0 ? concatRows(chunk.map((r) => ctx.residPre![r.prompt]![layer]!)) : undefined;
+  const ablations: (Ablation | undefined)[] = chunk.map((r) => (sets[r.set]!.length ? { nodes: sets[r.set]!, kind: ctx.ablation } : undefined));
+  const resample = ctx.ablation === 'resample' && ablations.some(Boolean)
+    ? {
+        z: Array.from({ length: engine.info.layers }, (_, l) => concatRows(chunk.map((r) => ctx.corrupted![r.prompt]!.z[l]!))),
+        mlp: Array.from({ length: engine.info.layers }, (_, l) => concatRows(chunk.map((r) => ctx.corrupted![r.prompt]!.mlp[l]!))),
+      }
+    : undefined;
+  const res = await engine.run({
+    ids: chunk.map((r) => prompts[r.prompt]!.ids), ablations, means: ctx.means, resample, lastOnly: true,
+    start: resid ? { layer, resid } : undefined, stats: true,
+  });
+  return {
+    logits: chunk.map((_, i) => res.logits.data.slice(i * V, (i + 1) * V)),
+    stats: chunk.map((_, i) => (res.stats ? rowStats(res.stats.data, i) : undefined)),
+  };
+}
+
+/**
+ * Last-position logits for every (ablation set, prompt): sets × prompts rows, grouped by prompt length and
+ * cut into engine calls of at most maxRows rows, each row with its own ablation (planSetCalls). `stats`: each
+ * row's statistics where the engine computed them (RunRequest.stats; not for the clean rows kept from prepare).
+ */
+export async function runSets(ctx: EvalContext, sets: NodeId[][]): Promise<{ logits: Float32Array[][]; stats: (RowStats | undefined)[][] }> {
+  const out: Float32Array[][] = sets.map(() => new Array(ctx.prompts.length));
+  const stats: (RowStats | undefined)[][] = sets.map(() => new Array(ctx.prompts.length));
+  // The empty set is the clean run, kept from prepare.
+  for (let s = 0; s < sets.length; s++) if (!sets[s]!.length && ctx.cleanLogits) out[s] = ctx.cleanLogits.map((l) => l.slice());
+  const calls = await planSetCalls(ctx, sets);
+  const m = meter(ctx, 'ablation sets', calls.reduce((a, c) => a + c.length, 0));
+  for (const chunk of calls) {
+    checkCancelled(ctx.signal);
+    const res = await runSetCall(ctx, sets, chunk);
+    chunk.forEach((r, i) => {
+      out[r.set]![r.prompt] = res.logits[i]!;
+      stats[r.set]![r.prompt] = res.stats[i];
+    });
+    m?.tick(chunk.length);
   }
   return { logits: out, stats };
 }
@@ -181,8 +208,19 @@ function layerOf(id: NodeId): number {
 /** Scores of each ablation set (nodes to ablate) on every prompt; [] is the unablated model. */
 export async function evaluateSets(ctx: EvalContext, sets: NodeId[][]): Promise<SetResult[]> {
   const { logits, stats } = await runSets(ctx, sets);
+  return setResults(ctx, sets, (s, i) => scoreRow(ctx, i, logits[s]![i]!, stats[s]![i]));
+}
+
+/** The scores of one row: prompt `i` of the context with these last-position logits. */
+export function scoreRow(ctx: Pick<EvalContext, 'prompts' | 'cleanLogProbs'>, i: number, logits: Float32Array, stats?: RowStats): PromptScore {
+  const p = ctx.prompts[i]!;
+  return scorePrompt(logits, p.answer, p.foil, ctx.cleanLogProbs[i], stats);
+}
+
+/** Each set's scores on every prompt (`score(set, prompt)`) and their means. */
+export function setResults(ctx: EvalContext, sets: NodeId[][], score: (s: number, prompt: number) => PromptScore): SetResult[] {
   return sets.map((ablated, s) => {
-    const scores = ctx.prompts.map((p, i) => scorePrompt(logits[s]![i]!, p.answer, p.foil, ctx.cleanLogProbs[i], stats[s]![i]));
+    const scores = ctx.prompts.map((_, i) => score(s, i));
     return { ablated, scores, metrics: meanMetrics(scores) };
   });
 }

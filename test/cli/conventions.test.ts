@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { EXAMPLES, FIXTURES, ROOT } from '../helpers';
 import { cli } from './run-cli';
 
-const COMMANDS = ['info', 'trace', 'run', 'canary', 'attribute', 'discover', 'verify', 'diff', 'export', 'import', 'bisect', 'protect', 'sweep', 'compare', 'redundancy', 'relate', 'attention', 'prune'];
+const COMMANDS = ['info', 'trace', 'run', 'canary', 'attribute', 'discover', 'verify', 'diff', 'export', 'import', 'bisect', 'protect', 'sweep', 'compare', 'redundancy', 'relate', 'attention', 'prune', 'sensitivity', 'worker'];
 const SUITE = path.join(EXAMPLES, 'induction.suite.yaml');
 const CIRCUIT = path.join(EXAMPLES, 'induction-gpt2.circuit.json');
 const GPT2 = path.join(EXAMPLES, 'induction-gpt2.onnx');

@@ -14,11 +14,61 @@ import { signedMetric, type EdgeScore } from './nodes';
 /** Exact edge attribution: the metric drop when one edge alone is ablated (clean − ablated), every edge. */
 export async function edgePatchingScores(ec: EdgeContext, metric: MetricName): Promise<{ edges: EdgeScore[]; clean: SuiteMetrics }> {
   checkEdgeWork(ec, 'exact edge attribution', 'Use gradient scores (--method gradient, EAP or EAP-IG with --steps), or fewer prompts.');
+  return edgePatchingResult(ec, await evaluateEdgeSets(ec, edgePatchingSets(ec)), metric);
+}
+
+/** The weight sets of exact edge attribution: none ablated, then each edge alone. */
+export function edgePatchingSets(ec: EdgeContext): Float32Array[] {
   const E = ec.ids.length;
-  const sets = [new Float32Array(E), ...ec.ids.map((_, e) => { const w = new Float32Array(E); w[e] = 1; return w; })];
-  const [clean, ...single] = await evaluateEdgeSets(ec, sets);
+  return [new Float32Array(E), ...ec.ids.map((_, e) => { const w = new Float32Array(E); w[e] = 1; return w; })];
+}
+
+/** Edge scores from the metrics of edgePatchingSets. */
+export function edgePatchingResult(ec: EdgeContext, metrics: SuiteMetrics[], metric: MetricName): { edges: EdgeScore[]; clean: SuiteMetrics } {
+  const [clean, ...single] = metrics;
   const base = signedMetric(clean!, metric);
   return { clean: clean!, edges: ec.ctx.engine.edges.edges.map((e, i) => ({ source: e.source, target: e.target, score: base - signedMetric(single[i]!, metric) })) };
+}
+
+/** One row of edge gradient work: a prompt at a point α between no ablation (0) and full ablation (1). */
+export interface GradientRow { prompt: number; alpha: number }
+
+/** The engine calls of edgeGradientScores, in order (a distributed run plans the same ones). */
+export function planGradientCalls(ec: EdgeContext, steps: number): GradientRow[][] {
+  if (!Number.isInteger(steps) || steps < 1 || steps > 1024) throw new UserError(`--steps must be a whole number from 1 to 1024 (got ${steps})`);
+  const alphas = steps === 1 ? [0] : Array.from({ length: steps }, (_, j) => (j + 0.5) / steps);
+  const calls: GradientRow[][] = [];
+  for (const group of groupByLength(ec.ctx.prompts.map((p) => p.ids))) {
+    const rows: GradientRow[] = [];
+    group.forEach((g) => alphas.forEach((alpha) => rows.push({ prompt: g.index, alpha })));
+    const per = edgeRowsPerCall(ec, group[0]!.ids.length, steps === 1 ? 'eap' : 'gradient');
+    for (let start = 0; start < rows.length; start += per) calls.push(rows.slice(start, start + per));
+  }
+  return calls;
+}
+
+/** One planned call: the gradient of each row's surrogate metric by every edge weight, [rows × E]. */
+export async function runGradientCall(ec: EdgeContext, metric: MetricName, chunk: GradientRow[]): Promise<Float32Array> {
+  const { engine, prompts } = ec.ctx;
+  const E = ec.ids.length;
+  const ps = chunk.map((r) => prompts[r.prompt]!);
+  const weights = chunk.map((r) => (r.alpha === 0 ? undefined : new Float32Array(E).fill(r.alpha)));
+  const ablated = ablatedFor(ec, chunk.map((r) => r.prompt));
+  const kinds = ps.map((p) => surrogateFor(metric, p));
+  const logits = kinds.every((k) => k === 'logit_diff') ? undefined : (await engine.runEdges({ ids: ps.map((p) => p.ids), weights, ablated })).logits.data;
+  const seed = gradientSeed(ps, kinds, engine.info.vocab, logits);
+  return (await engine.edgeGradients({ ids: ps.map((p) => p.ids), weights, ablated, seed })).grads;
+}
+
+/** Adds a call's gradients into the running total, row by row (the order every run sums in). */
+export function addGradients(total: Float64Array, grads: ArrayLike<number>, rows: number): void {
+  const E = total.length;
+  for (let i = 0; i < rows; i++) for (let e = 0; e < E; e++) total[e] += grads[i * E + e]!;
+}
+
+/** Edge scores from the summed gradients: −Σ / (steps × prompts). */
+export function gradientEdgeScores(ec: EdgeContext, total: Float64Array, steps: number): EdgeScore[] {
+  return ec.ctx.engine.edges.edges.map((e, i) => ({ source: e.source, target: e.target, score: -total[i]! / (steps * ec.ctx.prompts.length) }));
 }
 
 /**
@@ -28,32 +78,15 @@ export async function edgePatchingScores(ec: EdgeContext, metric: MetricName): P
  * run per step over the prompts gives every edge's score.
  */
 export async function edgeGradientScores(ec: EdgeContext, metric: MetricName, steps = 1): Promise<EdgeScore[]> {
-  if (!Number.isInteger(steps) || steps < 1 || steps > 1024) throw new UserError(`--steps must be a whole number from 1 to 1024 (got ${steps})`);
-  const { engine, prompts } = ec.ctx;
-  const V = engine.info.vocab;
-  const E = ec.ids.length;
-  const alphas = steps === 1 ? [0] : Array.from({ length: steps }, (_, j) => (j + 0.5) / steps);
-  const total = new Float64Array(E);
-  const m = meter(ec.ctx, steps === 1 ? 'edge gradients (EAP)' : `edge gradients (EAP-IG, ${steps} steps)`, prompts.length * steps);
-  for (const group of groupByLength(prompts.map((p) => p.ids))) {
-    const rows: { prompt: number; alpha: number }[] = [];
-    group.forEach((g) => alphas.forEach((alpha) => rows.push({ prompt: g.index, alpha })));
-    const per = edgeRowsPerCall(ec, group[0]!.ids.length, steps === 1 ? 'eap' : 'gradient');
-    for (let start = 0; start < rows.length; start += per) {
-      if (ec.ctx.signal?.aborted) throw new Cancelled();
-      const chunk = rows.slice(start, start + per);
-      const ps = chunk.map((r) => prompts[r.prompt]!);
-      const weights = chunk.map((r) => (r.alpha === 0 ? undefined : new Float32Array(E).fill(r.alpha)));
-      const ablated = ablatedFor(ec, chunk.map((r) => r.prompt));
-      const kinds = ps.map((p) => surrogateFor(metric, p));
-      const logits = kinds.every((k) => k === 'logit_diff') ? undefined : (await engine.runEdges({ ids: ps.map((p) => p.ids), weights, ablated })).logits.data;
-      const seed = gradientSeed(ps, kinds, V, logits);
-      const { grads } = await engine.edgeGradients({ ids: ps.map((p) => p.ids), weights, ablated, seed });
-      for (let i = 0; i < chunk.length; i++) for (let e = 0; e < E; e++) total[e] += grads[i * E + e]!;
-      m?.tick(chunk.length);
-    }
+  const calls = planGradientCalls(ec, steps);
+  const total = new Float64Array(ec.ids.length);
+  const m = meter(ec.ctx, steps === 1 ? 'edge gradients (EAP)' : `edge gradients (EAP-IG, ${steps} steps)`, ec.ctx.prompts.length * steps);
+  for (const chunk of calls) {
+    if (ec.ctx.signal?.aborted) throw new Cancelled();
+    addGradients(total, await runGradientCall(ec, metric, chunk), chunk.length);
+    m?.tick(chunk.length);
   }
-  return engine.edges.edges.map((e, i) => ({ source: e.source, target: e.target, score: -total[i]! / (steps * prompts.length) }));
+  return gradientEdgeScores(ec, total, steps);
 }
 
 /** Edges up to which attribution without a chosen method runs exact path patching (a few hundred forward runs). */

@@ -1,5 +1,5 @@
 import { allComponentNodes, type NodeId } from '../../ids';
-import { evaluateSets, type EvalContext } from '../evaluate';
+import { evaluateSets, type EvalContext, type SetResult } from '../evaluate';
 import type { MetricName } from '../../vocabulary';
 import type { SuiteMetrics } from '../metrics';
 
@@ -17,12 +17,21 @@ export function signedMetric(m: SuiteMetrics, metric: MetricName): number {
  * ablated (clean − ablated; positive = the node supports the behaviour). All nodes run in batched calls.
  */
 export async function patchingAttribution(ctx: EvalContext, metric: MetricName): Promise<Attribution> {
-  const nodes = allComponentNodes(ctx.engine.info);
-  const [clean, ...single] = await evaluateSets(ctx, [[], ...nodes.map((n) => [n])]);
+  return patchingResult(await evaluateSets(ctx, patchingSets(ctx)), metric);
+}
+
+/** The ablation sets of node patching: none, then each head and MLP alone. */
+export function patchingSets(ctx: EvalContext): NodeId[][] {
+  return [[], ...allComponentNodes(ctx.engine.info).map((n) => [n])];
+}
+
+/** Node scores from the results of patchingSets. */
+export function patchingResult(results: SetResult[], metric: MetricName): Attribution {
+  const [clean, ...single] = results;
   const base = signedMetric(clean!.metrics, metric);
   return {
     metric, method: 'patching', clean: clean!.metrics,
-    nodes: nodes.map((id, i) => ({ id, score: base - signedMetric(single[i]!.metrics, metric) })),
+    nodes: single.map((r, i) => ({ id: r.ablated[0]!, score: base - signedMetric(single[i]!.metrics, metric) })),
     edges: [],
   };
 }

@@ -1,0 +1,154 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { Worker, type Job } from 'bullmq';
+import { computeChunk, prepareForChunks, type Prepared } from '../../core/analysis/distributed/run';
+import { openSuite } from '../../core/analysis/open-suite';
+import type { Engine } from '../../core/engine/engine';
+import { UserError } from '../../core/errors';
+import { formatDiagnostic } from '../../core/formats/diagnostics';
+import { parseSuite } from '../../core/formats/suite';
+import { createRuntime, loadEngine } from '../../core/nodejs/load';
+import { sha256File } from '../../core/nodejs/workspace';
+import { JSON_OPTION, parse, usageError, type Usage } from '../args';
+import { brokerConnection, bullConnection, checkBroker, queueName, type ChunkJob, type ChunkResult } from '../broker';
+import { VERSION } from '../common';
+
+export const WORKER_USAGE: Usage = {
+  synopsis: 'circuitlens worker --broker redis://HOST:PORT [--concurrency N] [--threads T] [--json]',
+  about: 'Takes chunks of batched analyses (attribute --broker) from the broker\'s queue, computes them and answers\n'
+    + 'with their rows, until stopped (SIGTERM or Ctrl-C: the chunk at hand is finished first; a second signal\n'
+    + 'stops at once and the chunk goes to another worker). Each chunk names its model by path and sha256: the\n'
+    + 'file must be at that path here, with those bytes, or the chunk is refused. Loaded models are kept for the\n'
+    + 'next chunks (the last two). Queue: CIRCUITLENS_QUEUE (default circuitlens).',
+  options: [
+    ['--broker URL', 'the Redis that holds the queue: redis://HOST:PORT[/DB] (rediss:// for TLS)'],
+    ['--concurrency N', 'chunks at a time (default 1; each uses the runtime\'s threads)'],
+    ['--threads T', 'onnxruntime intra-op threads per run (default: one per core)'],
+    JSON_OPTION,
+  ],
+  json: 'one line per chunk done: {"chunk", "analysis", "rows", "ms"} (the log lines stay on stderr)',
+};
+
+/** Engines kept loaded, newest last; each with the contexts prepared on it per run key. */
+const KEEP_ENGINES = 2;
+const KEEP_CONTEXTS = 4;
+
+interface Loaded { key: string; engine: Promise<Engine>; contexts: Map<string, Promise<Prepared>> }
+
+export async function workerCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const { values, positionals } = parse(argv, { broker: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' } }, WORKER_USAGE);
+  if (positionals.length) throw usageError(`unexpected argument "${positionals[0]}"`, WORKER_USAGE);
+  if (!values.broker) throw usageError('--broker URL is required', WORKER_USAGE);
+  const concurrency = wholeNumber(values.concurrency, '--concurrency', 1);
+  const threads = values.threads === undefined ? undefined : wholeNumber(values.threads, '--threads', 1);
+  const url = values.broker;
+  brokerConnection(url);
+  await checkBroker(url);
+  const me = `${os.hostname()}:${process.pid}`;
+  const log = (s: string) => process.stderr.write(`circuitlens worker ${me}: ${s}\n`);
+  const engines: Loaded[] = [];
+  const hashes = new Map<string, { stamp: string; sha: Promise<string> }>();
+
+  /** The file's sha256, hashed again only when its size or mtime changes. */
+  async function sha256(p: string): Promise<string> {
+    let st: fs.Stats;
+    try {
+      st = await fs.promises.stat(p);
+    } catch {
+      throw new UserError(`worker ${me}: model file not found: ${p} (each worker needs the model at the coordinator's path)`);
+    }
+    const stamp = `${st.size}:${st.mtimeMs}:${st.ino}`;
+    const h = hashes.get(p);
+    if (h && h.stamp === stamp) return h.sha;
+    const sha = sha256File(p);
+    hashes.set(p, { stamp, sha });
+    return sha;
+  }
+
+  function contextFor(d: ChunkJob): Promise<Prepared> {
+    const key = `${d.model.path}\0${d.model.sha256}\0${d.runtime}`;
+    let entry = engines.find((e) => e.key === key);
+    if (entry) engines.splice(engines.indexOf(entry), 1);
+    else {
+      entry = { key, engine: loadEngine(d.model.path, createRuntime(d.runtime, { flushDenormals: true, threads })), contexts: new Map() };
+      while (engines.length >= KEEP_ENGINES) void engines.shift()!.engine.then((e) => e.release(), () => undefined);
+    }
+    engines.push(entry);
+    const e = entry;
+    e.engine.catch(() => { const i = engines.indexOf(e); if (i >= 0) engines.splice(i, 1); });
+    let ctx = e.contexts.get(d.runKey);
+    if (!ctx) {
+      ctx = (async () => {
+        const engine = await e.engine;
+        const { suite, diagnostics } = parseSuite(d.suite.path, d.suite.text);
+        if (!suite) throw new UserError(`the suite ${d.suite.path} does not parse here: ${diagnostics.map(formatDiagnostic).join('; ')}`);
+        const { opened, diagnostics: ds } = openSuite(suite, engine, d.ablation);
+        if (!opened) throw new UserError(`the suite ${d.suite.path} does not open on ${d.model.path} here: ${ds.map(formatDiagnostic).join('; ')}`);
+        const prepared = await prepareForChunks(opened, d.analysis);
+        if (prepared.task.maxRows !== d.maxRows) throw new UserError(`this worker batches ${prepared.task.maxRows} rows per call, the coordinator ${d.maxRows}: results would differ`);
+        return prepared;
+      })();
+      const c = ctx;
+      c.catch(() => { if (e.contexts.get(d.runKey) === c) e.contexts.delete(d.runKey); });
+      e.contexts.set(d.runKey, ctx);
+      while (e.contexts.size > KEEP_CONTEXTS) e.contexts.delete(e.contexts.keys().next().value!);
+    }
+    return ctx;
+  }
+
+  const delay = Number(process.env.CIRCUITLENS_WORKER_DELAY_MS ?? 0);
+  async function processChunk(job: Job<ChunkJob, ChunkResult>): Promise<ChunkResult> {
+    const d = job.data;
+    const t0 = performance.now();
+    if (d.format !== 1) throw new Error(`worker ${me} (CircuitLens ${VERSION}) does not read chunk format ${d.format}`);
+    if (d.version !== VERSION) throw new Error(`worker ${me} runs CircuitLens ${VERSION}, the coordinator ${d.version}: results could differ; run one version everywhere`);
+    log(`chunk ${job.id} (${d.analysis.kind}, calls ${d.chunk.from}–${d.chunk.to}, ${d.chunk.rows} rows) started`);
+    // For fault tests: a worker slow enough to be stopped in the middle of a chunk.
+    if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+    const sha = await sha256(d.model.path);
+    if (sha !== d.model.sha256) {
+      throw new Error(`worker ${me} refused the chunk: ${d.model.path} here has sha256 ${sha}, the coordinator's model ${d.model.sha256} (a different file at the same path)`);
+    }
+    const prepared = await contextFor(d);
+    const rows = await computeChunk(prepared, d.analysis, d.metric, d.chunk);
+    const ms = Math.round(performance.now() - t0);
+    log(`chunk ${job.id} done: ${d.chunk.rows} rows in ${ms} ms`);
+    if (values.json) out(JSON.stringify({ chunk: job.id, analysis: d.analysis.kind, rows: d.chunk.rows, ms }));
+    return { rows, worker: me, ms };
+  }
+
+  const lockMs = Number(process.env.CIRCUITLENS_BROKER_LOCK_MS ?? 30000);
+  const worker = new Worker<ChunkJob, ChunkResult>(queueName(), processChunk, {
+    connection: bullConnection(url, true), concurrency, lockDuration: lockMs, stalledInterval: Math.max(500, Math.round(lockMs / 2)), maxStalledCount: 3,
+  });
+  worker.on('error', (e) => log(`broker: ${e.message}`));
+  worker.on('failed', (job, e) => log(`chunk ${job?.id} failed: ${e.message}`));
+  await worker.waitUntilReady();
+  log(`waiting for chunks on ${url} (queue ${queueName()}, concurrency ${concurrency}${threads ? `, ${threads} thread${threads > 1 ? 's' : ''}` : ''})`);
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) {
+        log(`${signal} again: stopping now; the chunk at hand goes back to the queue`);
+        void worker.close(true).finally(() => resolve(0));
+        return;
+      }
+      stopping = true;
+      log(`${signal}: finishing the chunk at hand, then stopping`);
+      void worker.close().then(async () => {
+        for (const e of engines) await e.engine.then((x) => x.release(), () => undefined);
+        log('stopped');
+        resolve(0);
+      });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+function wholeNumber(v: string | undefined, flag: string, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new UserError(`${flag} must be a whole number from 1 to 1024 (got "${v}")`);
+  return n;
+}

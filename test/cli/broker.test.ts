@@ -1,0 +1,251 @@
+// attribute --broker end to end: a redis-server of the test's own (AOF on, in a temp dir) and worker processes
+// (`circuitlens worker`); the distributed result must equal the local --json output byte for byte, also when a
+// worker is killed mid-chunk, Redis restarts mid-run, the coordinator is killed and started again; a worker
+// with a different model file at the same path is refused; a bad or unreachable broker fails fast (exit 2);
+// Ctrl-C on the coordinator takes its queued chunks back. Needs redis-server (CI installs Debian's).
+import { after, before, describe, test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import Redis from 'ioredis';
+import { EXAMPLES, ROOT } from '../helpers';
+import { cli } from './run-cli';
+
+const SUITE = path.join(EXAMPLES, 'induction.suite.yaml');
+const BIN = path.join(ROOT, 'bin', 'circuitlens.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-broker-'));
+// One engine call per chunk (36 chunks on the demo suite); progress lines at every step, for the tests to follow.
+const ENV = { CIRCUITLENS_CHUNK_ROWS: '1', CIRCUITLENS_PROGRESS: 'always', CIRCUITLENS_BROKER_WAIT_S: '60' };
+// Short locks, so that a killed worker's chunk is taken again within seconds. A worker that holds its event loop
+// longer than that (loading a model on a loaded machine) loses its chunk too, which is then computed twice: BullMQ
+// delivers at least once, and the coordinator takes one result per chunk id.
+const SHORT_LOCKS = { CIRCUITLENS_BROKER_LOCK_MS: '2000' };
+const EDGE = ['attribute', SUITE, '--level', 'edge', '--json'];
+
+interface Proc { child: ChildProcess; out: string; err: string; exit: Promise<number> }
+const started: Proc[] = [];
+
+function start(args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, ...ENV, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const p: Proc = { child, out: '', err: '', exit: new Promise((r) => child.on('exit', (code, sig) => r(code ?? (sig ? 128 : -1)))) };
+  child.stdout!.on('data', (d) => { p.out += d; });
+  child.stderr!.on('data', (d) => { p.err += d; });
+  started.push(p);
+  return p;
+}
+
+async function until(what: string, ok: () => boolean, ms = 60_000): Promise<void> {
+  const t0 = Date.now();
+  while (!ok()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const port = (s.address() as net.AddressInfo).port; s.close(() => resolve(port)); });
+    s.on('error', reject);
+  });
+}
+
+function redisBinary(): string {
+  const r = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+  const bin = r.stdout.trim();
+  if (r.status !== 0 || !bin) throw new Error('redis-server is not installed: these tests start their own Redis. Install it (Debian/Ubuntu: apt-get install redis-server; CI installs it in .ci/run)');
+  return bin;
+}
+
+let port = 0;
+let redis: ChildProcess | undefined;
+let url = '';
+const dataDir = path.join(tmp, 'redis');
+
+async function startRedis(): Promise<void> {
+  fs.mkdirSync(dataDir, { recursive: true });
+  redis = spawn(redisBinary(), ['--port', String(port), '--bind', '127.0.0.1', '--dir', dataDir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''], { stdio: 'ignore' });
+  const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+  client.on('error', () => undefined);
+  for (let i = 0; ; i++) {
+    try { await client.connect(); await client.ping(); break; } catch { if (i > 100) throw new Error('redis-server did not start'); await new Promise((r) => setTimeout(r, 100)); }
+  }
+  client.disconnect();
+}
+
+async function stopRedis(): Promise<void> {
+  if (!redis || redis.exitCode !== null) return;
+  const gone = new Promise((r) => redis!.on('exit', r));
+  redis.kill('SIGTERM');
+  await gone;
+}
+
+/** Queued jobs of a queue, by state list. */
+async function queueLength(queue: string): Promise<{ wait: number; all: number }> {
+  const client = new Redis({ port, host: '127.0.0.1' });
+  try {
+    const wait = await client.llen(`bull:${queue}:wait`);
+    const keys = await client.keys(`bull:${queue}:cl-*`);
+    return { wait, all: keys.length };
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** `n` workers on a queue; resolves when each is waiting for chunks. */
+async function workers(queue: string, n: number, env: Record<string, string> = {}): Promise<Proc[]> {
+  const ws = Array.from({ length: n }, () => start(['worker', '--broker', url, '--threads', '1'], { CIRCUITLENS_QUEUE: queue, ...env }));
+  await until('workers ready', () => ws.every((w) => /waiting for chunks/.test(w.err)));
+  return ws;
+}
+
+async function stop(ws: Proc[]): Promise<void> {
+  for (const w of ws) if (w.child.exitCode === null) w.child.kill('SIGTERM');
+  await Promise.all(ws.map((w) => w.exit));
+}
+
+/** Chunk ids each worker finished, all workers together (a chunk twice would show twice). */
+function doneChunks(ws: Proc[]): string[] {
+  return ws.flatMap(doneBy);
+}
+
+function doneBy(w: Proc): string[] {
+  return [...w.err.matchAll(/chunk (cl-\S+) done/g)].map((m) => m[1]!);
+}
+
+const rowsDone = (p: Proc) => Math.max(0, ...[...p.err.matchAll(/on workers, \d+ chunks: ([\d,]+)\//g)].map((m) => Number(m[1]!.replace(/,/g, ''))));
+
+let local = '';
+
+describe('attribute --broker (BullMQ on Redis)', { concurrency: false }, () => {
+  before(async () => {
+    port = await freePort();
+    url = `redis://127.0.0.1:${port}`;
+    await startRedis();
+    const r = cli(EDGE);
+    assert.equal(r.code, 0, r.stderr);
+    local = r.stdout;
+  });
+
+  after(async () => {
+    for (const p of started) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+    await stopRedis();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test('(a) edge patching, node patching and edge EAP-IG on 3 workers equal the local --json output exactly', async () => {
+    const ws = await workers('a', 3);
+    const edge = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'a' });
+    assert.equal(await edge.exit, 0, edge.err);
+    assert.equal(edge.out, local);
+    for (const extra of [['--ablation', 'resample'], ['--level', 'edge', '--method', 'gradient', '--steps', '2']]) {
+      const want = cli(['attribute', SUITE, ...extra, '--json']);
+      assert.equal(want.code, 0, want.stderr);
+      const got = start(['attribute', SUITE, ...extra, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'a' });
+      assert.equal(await got.exit, 0, got.err);
+      assert.equal(got.out, want.stdout, extra.join(' '));
+    }
+    await stop(ws);
+    assert.ok(ws.filter((w) => / done: /.test(w.err)).length >= 2, 'the work was shared');
+    assert.deepEqual(await queueLength('a'), { wait: 0, all: 0 }, 'a finished run leaves no jobs');
+    const ms = ws.flatMap((w) => [...w.err.matchAll(/done: (\d+) rows in (\d+) ms/g)].map((m) => Number(m[2])));
+    console.log(`# ${ms.length} chunks of one engine call (≤256 rows); worker time per chunk: median ${ms.sort((x, y) => x - y)[ms.length >> 1]} ms`);
+  });
+
+  test('(b) a worker killed mid-chunk: its chunk is taken again by another worker, the result is unchanged', async () => {
+    const victim = (await workers('b', 1, { ...SHORT_LOCKS, CIRCUITLENS_WORKER_DELAY_MS: '600000' }))[0]!;
+    const coord = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'b' });
+    await until('the victim to start a chunk', () => /started/.test(victim.err));
+    const chunk = /chunk (cl-\S+) .*started/.exec(victim.err)![1]!;
+    victim.child.kill('SIGKILL');
+    await victim.exit;
+    const ws = await workers('b', 2, SHORT_LOCKS);
+    assert.equal(await coord.exit, 0, coord.err);
+    assert.equal(coord.out, local);
+    await stop(ws);
+    assert.ok(doneChunks(ws).includes(chunk), `${chunk} was not computed again`);
+  });
+
+  test('(c) Redis restarted (AOF) mid-run: the run resumes and completes with the same result', async () => {
+    const ws = await workers('c', 2, { CIRCUITLENS_WORKER_DELAY_MS: '150' });
+    const coord = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'c' });
+    await until('some chunks done', () => rowsDone(coord) >= 1000);
+    await stopRedis();
+    const atRestart = rowsDone(coord);
+    await new Promise((r) => setTimeout(r, 1000));
+    await startRedis();
+    assert.equal(await coord.exit, 0, coord.err);
+    assert.ok(atRestart < 8991, `the run was over (${atRestart} rows) when Redis stopped`);
+    assert.equal(coord.out, local);
+    await stop(ws);
+  });
+
+  test('(d) a worker whose model file differs from the coordinator\'s (same path): refused, the coordinator says so (exit 2)', async () => {
+    const dir = path.join(tmp, 'models');
+    fs.mkdirSync(dir, { recursive: true });
+    const model = path.join(dir, 'model.onnx');
+    fs.copyFileSync(path.join(EXAMPLES, 'induction-gpt2.onnx'), model);
+    fs.copyFileSync(path.join(EXAMPLES, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+    const coord = start([...EDGE, '--model', model, '--broker', url], { CIRCUITLENS_QUEUE: 'd' });
+    await until('the chunks queued', () => /on workers/.test(coord.err));
+    // Another machine's file at the same path: other bytes.
+    fs.copyFileSync(path.join(EXAMPLES, 'induction-llama.onnx'), model);
+    const ws = await workers('d', 1);
+    assert.equal(await coord.exit, 2, coord.err);
+    assert.match(coord.err, /refused the chunk: .*model\.onnx here has sha256 [0-9a-f]{64}, the coordinator's model [0-9a-f]{64}/);
+    assert.equal(coord.out, '');
+    await stop(ws);
+    assert.doesNotMatch(ws[0]!.err, / done: /);
+  });
+
+  test('(e) the coordinator killed and started again: it resumes, no chunk is computed twice, the result is equal', async () => {
+    const ws = await workers('e', 2, { CIRCUITLENS_WORKER_DELAY_MS: '150' });
+    const first = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'e' });
+    await until('some chunks done', () => rowsDone(first) >= 1000);
+    first.child.kill('SIGKILL');
+    await first.exit;
+    const before = new Set(doneChunks(ws));
+    const counts = ws.map((w) => doneBy(w).length);
+    const again = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'e' });
+    assert.equal(await again.exit, 0, again.err);
+    assert.equal(again.out, local);
+    await stop(ws);
+    const done = doneChunks(ws);
+    assert.equal(new Set(done).size, 36, `chunks done: ${new Set(done).size}`);
+    const recomputed = ws.flatMap((w, k) => doneBy(w).slice(counts[k])).filter((id) => before.has(id));
+    assert.deepEqual(recomputed, [], 'chunks finished before the restart were computed again');
+    assert.ok(before.size > 0 && before.size < 36, `${before.size} chunks done when the coordinator was killed`);
+  });
+
+  test('(f) a bad or unreachable broker: a clear error, exit 2, within seconds', async () => {
+    const closed = await freePort();
+    for (const [args, want] of [
+      [[...EDGE, '--broker', 'http://127.0.0.1:6379'], /expected redis:\/\/HOST:PORT/],
+      [[...EDGE, '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker at redis:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/],
+      [['worker', '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker/],
+      [['worker'], /--broker URL is required/],
+      [['attribute', SUITE, '--method', 'gradient', '--broker', url], /node-level gradients run locally/],
+    ] as [string[], RegExp][]) {
+      const t0 = Date.now();
+      const r = start(args);
+      assert.equal(await r.exit, 2, `${args.join(' ')}: ${r.err}`);
+      assert.match(r.err, want);
+      assert.ok(Date.now() - t0 < 10_000, `${args.join(' ')} took ${Date.now() - t0} ms`);
+    }
+  });
+
+  test('Ctrl-C on the coordinator removes its queued chunks (exit 130)', async () => {
+    const coord = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'g' });
+    for (let t0 = Date.now(); (await queueLength('g')).wait < 36;) {
+      assert.ok(Date.now() - t0 < 60_000, 'the coordinator did not queue its 36 chunks');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    coord.child.kill('SIGINT');
+    assert.equal(await coord.exit, 130, coord.err);
+    assert.match(coord.err, /cancelled: removed 36 queued chunks/);
+    assert.deepEqual(await queueLength('g'), { wait: 0, all: 0 });
+  });
+});

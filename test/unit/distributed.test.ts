@@ -1,0 +1,38 @@
+// Distributed runs, the pure part (core/analysis/distributed/plan.ts): chunks of whole calls with ids from the
+// run key and the call range, the same on every side; rows packed exactly (NaN, -0, subnormals, float32).
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { identityText, packRows, planChunks, unpackRows, type RunIdentity } from '../../core/analysis/distributed/plan';
+
+test('planChunks: whole calls, each closed at the call that reaches the target rows (the last may have fewer), ids from key and range', () => {
+  const calls = [256, 256, 256, 100, 7, 256];
+  const c = planChunks('abc123', calls, 500);
+  assert.deepEqual(c.map((x) => [x.from, x.to, x.rows]), [[0, 2, 512], [2, 6, 619]]);
+  assert.deepEqual(c.map((x) => x.id), ['cl-abc123-0-2', 'cl-abc123-2-6']);
+  assert.deepEqual(planChunks('abc123', [...calls, 3], 500).at(-1), { id: 'cl-abc123-6-7', from: 6, to: 7, rows: 3 });
+  assert.deepEqual(planChunks('abc123', calls, 500), c, 'the same plan twice');
+  assert.deepEqual(planChunks('k', calls, 1).map((x) => x.rows), calls, 'one call per chunk');
+  assert.ok(c.every((x) => !x.id.includes(':')), 'BullMQ refuses ":" in job ids');
+  assert.throws(() => planChunks('a:b', calls), /run key/);
+});
+
+test('identityText: key order does not matter, every field does', () => {
+  const id: RunIdentity = { format: 1, version: '0.1.0', modelSha256: 'aa', suiteText: 'name: x', analysis: { kind: 'edge-gradient', steps: 2 }, ablation: 'mean', runtime: 'node', maxRows: 256, targetRows: 512 };
+  const shuffled = Object.fromEntries(Object.entries(id).reverse()) as unknown as RunIdentity;
+  assert.equal(identityText(shuffled), identityText(id));
+  assert.notEqual(identityText({ ...id, analysis: { kind: 'edge-gradient', steps: 3 } }), identityText(id));
+  assert.notEqual(identityText({ ...id, suiteText: 'name: y' }), identityText(id));
+});
+
+test('packRows/unpackRows: exact for float64 and float32, NaN and signed zeros included', () => {
+  const f64 = Float64Array.from([NaN, -0, 0, 5e-324, 1 / 3, -Infinity, 1e308, 42]);
+  const back = unpackRows(JSON.parse(JSON.stringify(packRows(f64, 4))));
+  assert.ok(back instanceof Float64Array);
+  assert.deepEqual([...new Uint8Array(back.buffer)], [...new Uint8Array(f64.buffer)]);
+  for (let n = 0; n < 7; n++) {
+    const f32 = Float32Array.from({ length: n }, (_, i) => Math.fround(Math.sin(i + 1) * 1e-3));
+    const p = packRows(f32, 1);
+    assert.equal(p.type, 'f32');
+    assert.deepEqual([...unpackRows(p)], [...f32], `${n} values`);
+  }
+});
