@@ -9,6 +9,8 @@ const vscode = hostApi<PruneToHost, PruneState>();
 const app = document.getElementById('app')!;
 
 const f3 = (x: number | undefined) => (x === undefined ? '—' : Number.isFinite(x) ? x.toFixed(3) : String(x));
+/** KL near zero keeps its size (1.2e-4), not 0.000. */
+const small = (x: number | undefined) => (x !== undefined && Number.isFinite(x) && x !== 0 && Math.abs(x) < 0.01 ? x.toExponential(1) : f3(x));
 
 function grid(alpha: number): string {
   return `rgba(128, 128, 128, ${alpha})`;
@@ -34,7 +36,7 @@ async function show(s: PruneState): Promise<void> {
   const faith = s.circuit !== undefined;
   const rows = s.curves.flatMap((c) => c.points.map((p) => el('tr', {},
     el('td', {}, c.strategy), el('td', { class: 'num' }, String(p.sparsity)), el('td', { class: 'num' }, f3(p.reached) + (p.capped ? ' (capped)' : '')),
-    el('td', { class: 'num' }, f3(p.metric)), el('td', { class: 'num' }, f3(p.accuracy)), el('td', { class: 'num' }, f3(p.kl)),
+    el('td', { class: 'num' }, f3(p.metric)), el('td', { class: 'num' }, f3(p.accuracy)), el('td', { class: 'num' }, small(p.kl)),
     ...(faith ? [el('td', { class: 'num' }, f3(p.faithfulness))] : []))));
   const circuitText = s.circuit
     ? `circuit "${s.circuit.name}" (${s.circuit.nodes} nodes) owns ${s.circuit.ownedEntries} of ${s.prunableEntries} prunable entries: outside-circuit stops at ${f3(s.circuit.maxSparsity)}`

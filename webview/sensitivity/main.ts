@@ -33,9 +33,10 @@ async function show(s: SensitivityState): Promise<void> {
   const fg = themeColor('--vscode-editor-foreground', '#ccc');
   const colors = [themeColor('--vscode-charts-blue', '#3794ff'), themeColor('--vscode-charts-orange', '#d18616'), themeColor('--vscode-charts-red', '#f14c4c'), themeColor('--vscode-charts-green', '#89d185')];
   const x = s.rows.map((r) => r.scope);
-  const panels: { name: string; y: number[]; base: number; log?: boolean }[] = [
+  const panels: { name: string; y: number[]; base: number; log?: boolean; range?: [number, number] }[] = [
     { name: s.metric, y: s.rows.map((r) => r.metric), base: s.baseline.metric },
-    { name: 'accuracy', y: s.rows.map((r) => r.accuracy), base: s.baseline.accuracy },
+    // Accuracy is a share: drawn on its whole range, so that no change does not look like one.
+    { name: 'accuracy', y: s.rows.map((r) => r.accuracy), base: s.baseline.accuracy, range: [0, 1.05] },
     { name: 'KL', y: s.rows.map((r) => Math.max(r.kl, 1e-12)), base: NaN, log: true },
     ...(faith ? [{ name: 'faithfulness', y: s.rows.map((r) => r.faithfulness ?? NaN), base: s.baseline.faithfulness ?? NaN }] : []),
   ];
@@ -55,7 +56,7 @@ async function show(s: SensitivityState): Promise<void> {
     const lo = p.log ? undefined : Math.min(...finite, Number.isFinite(p.base) ? p.base : Infinity);
     const hi = p.log ? undefined : Math.max(...finite, Number.isFinite(p.base) ? p.base : -Infinity);
     const pad = lo !== undefined && hi !== undefined ? Math.max((hi - lo) * 0.6, Math.abs(hi) * 0.01, 1e-3) : 0;
-    layout[`yaxis${k}`] = { anchor: `x${k}`, ...(p.log ? { type: 'log', exponentformat: 'e' } : { range: [lo! - pad, hi! + pad * 0.4] }), gridcolor: 'rgba(128,128,128,0.2)' };
+    layout[`yaxis${k}`] = { anchor: `x${k}`, ...(p.log ? { type: 'log', exponentformat: 'e' } : { range: p.range ?? [lo! - pad, hi! + pad * 0.4] }), gridcolor: 'rgba(128,128,128,0.2)' };
     annotations.push({ text: p.name, xref: 'paper', yref: 'paper', x: (domain[0]! + domain[1]!) / 2, y: 1.02, xanchor: 'center', yanchor: 'bottom', showarrow: false, font: { color: colors[i % colors.length] } });
     if (Number.isFinite(p.base)) shapes.push({ type: 'line', xref: `x${k} domain`, x0: 0, x1: 1, yref: `y${k}`, y0: p.base, y1: p.base, line: { color: fg, dash: 'dash', width: 1 } });
     return { type: 'bar', x, y: p.y, xaxis: `x${k}`, yaxis: `y${k}`, name: p.name, marker: { color: colors[i % colors.length] },
