@@ -1,0 +1,111 @@
+// The graph view's level of detail (webview/graph/edge-lod.ts): the edges shown are a prefix of the edges sorted by
+// importance, each drawn trace's segments for that prefix are a subarray of arrays built once, and hover targets
+// stay off the nodes. Run on GPT-2-small's full edge layout (32,491 edges).
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { seededRandom } from '../../core/analysis/sweep/stats';
+import { allComponentNodes, allEdges } from '../../core/ids';
+import { awayFromNodes, buildEdgeLod, countAtLeast, countBelow, edgeEnd, shownEdges, traceSlice, widthBucket, WIDTH_BUCKETS, type LodEdge } from '../../webview/graph/edge-lod';
+
+const L = 12;
+const H = 12;
+
+/** The view's node positions (webview/graph/main.ts position). */
+function positions(): Map<string, [number, number]> {
+  const pos = new Map<string, [number, number]>([['input', [(H - 1) / 2, 0]], ['logits', [(H - 1) / 2, 2 * L + 1]]]);
+  for (const id of allComponentNodes({ layers: L, heads: H })) {
+    const m = /^a(\d+)\.h(\d+)$/.exec(id);
+    pos.set(id, m ? [Number(m[2]), 2 * Number(m[1]) + 1] : [(H - 1) / 2, 2 * Number(id.slice(1)) + 2]);
+  }
+  return pos;
+}
+
+function gpt2Edges(seed = 7): LodEdge[] {
+  const r = seededRandom(seed);
+  return allEdges({ layers: L, heads: H }).map((e) => {
+    const score = (r() - 0.5) * Math.exp(-4 * r());
+    return { source: e.source, target: e.target, score, size: Math.abs(score), kind: score >= 0 ? 'pos' : 'neg', hover: () => '' };
+  });
+}
+
+test('binary searches agree with a scan', () => {
+  const r = seededRandom(1);
+  for (let t = 0; t < 50; t++) {
+    const desc = Float64Array.from({ length: Math.floor(r() * 40) }, () => Math.round(r() * 10) / 10).sort().reverse();
+    const asc = Int32Array.from({ length: Math.floor(r() * 40) }, () => Math.floor(r() * 30)).sort();
+    const cut = Math.round(r() * 11) / 10;
+    const n = Math.floor(r() * 32);
+    assert.equal(countAtLeast(desc, cut), desc.filter((v) => v >= cut).length);
+    assert.equal(countBelow(asc, n), asc.filter((v) => v < n).length);
+  }
+});
+
+test('GPT-2-small: 32,491 edges, sorted once; any prefix is drawn exactly by the traces\' subarrays', () => {
+  const pos = positions();
+  const all = gpt2Edges();
+  assert.equal(all.length, 32491);
+  const lod = buildEdgeLod(all, pos, ['pos', 'neg']);
+  assert.equal(lod.edges.length, 32491, 'every edge has both ends on the plot');
+  for (let i = 1; i < lod.size.length; i++) assert.ok(lod.size[i - 1]! >= lod.size[i]!, 'sorted by importance, descending');
+  assert.equal(lod.traces.length, 2 * WIDTH_BUCKETS.length);
+  assert.equal(lod.traces.reduce((n, t) => n + t.rank.length, 0), 32491, 'the traces partition the edges');
+  for (const shown of [0, 1, 300, 1000, 32491]) {
+    const seg = new Map<string, number>();
+    let count = 0;
+    for (const t of lod.traces) {
+      const s = traceSlice(t, shown);
+      count += s.count;
+      assert.equal(s.x.length, 3 * s.count);
+      for (let j = 0; j < s.count; j++) {
+        assert.ok(Number.isNaN(s.x[3 * j + 2]!) && Number.isNaN(s.y[3 * j + 2]!), 'segments are NaN-separated');
+        const k = `${s.x[3 * j]},${s.y[3 * j]},${s.x[3 * j + 1]},${s.y[3 * j + 1]},${t.kind}`;
+        seg.set(k, (seg.get(k) ?? 0) + 1);
+      }
+    }
+    assert.equal(count, shown);
+    // The same segments as the `shown` strongest edges, each in the trace of its sign.
+    for (const e of lod.edges.slice(0, shown)) {
+      const a = edgeEnd(e.source, pos)!;
+      const b = edgeEnd(e.target, pos)!;
+      const k = `${a[0]},${a[1]},${b[0]},${b[1]},${e.kind}`;
+      assert.ok(seg.get(k), `${e.source}->${e.target} drawn`);
+      seg.set(k, seg.get(k)! - 1);
+    }
+  }
+  // A threshold and a cap: the strongest edges at or above the cut, at most the cap.
+  const cut = lod.size[499]!;
+  assert.equal(shownEdges(lod, cut, Infinity), countAtLeast(lod.size, cut));
+  assert.ok(shownEdges(lod, cut, Infinity) >= 500);
+  assert.equal(shownEdges(lod, cut, 300), 300);
+  assert.equal(shownEdges(lod, Infinity, 300), 0);
+});
+
+test('width buckets: the thinner of what |score| and rank earn', () => {
+  assert.equal(widthBucket(0, 1), 0);
+  assert.equal(widthBucket(0, 0.3), 1, 'the strongest edge of a weak graph is not the widest');
+  assert.equal(widthBucket(50, 1), 1, 'rank 50 is not among the widest even at the top score');
+  assert.equal(widthBucket(100000, 1), WIDTH_BUCKETS.length - 1);
+  assert.equal(widthBucket(0, 0), WIDTH_BUCKETS.length - 1);
+});
+
+test('hover targets sit on their edge and off every node where the edge allows', () => {
+  const pos = positions();
+  const lod = buildEdgeLod(gpt2Edges(), pos, ['pos', 'neg']);
+  const clear = awayFromNodes(pos);
+  const mids = lod.mids(2000);
+  assert.equal(mids.x.length, 2000);
+  let onNode = 0;
+  for (let r = 0; r < 2000; r++) {
+    const e = lod.edges[r]!;
+    const a = edgeEnd(e.source, pos)!;
+    const b = edgeEnd(e.target, pos)!;
+    // On the segment: collinear and between the ends.
+    const cross = (b[0] - a[0]) * (mids.y[r]! - a[1]) - (b[1] - a[1]) * (mids.x[r]! - a[0]);
+    assert.ok(Math.abs(cross) < 1e-9, `${e.source}->${e.target}: target on the edge`);
+    if (!clear(mids.x[r]!, mids.y[r]!)) onNode++;
+  }
+  // Only edges whose every candidate point lies on a node (e.g. along one head column) keep their middle.
+  assert.ok(onNode < 2000 * 0.02, `${onNode} of 2000 hover targets on a node`);
+  assert.equal(clear(3, 7), false, 'a3.h3 sits at (3, 7)');
+  assert.equal(clear(3.5, 8), true);
+});
