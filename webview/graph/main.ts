@@ -87,6 +87,16 @@ interface Prepared {
   pos: Map<string, [number, number]>;
   lod: EdgeLod;
   kinds: readonly string[];
+  ticks: { vals: number[]; text: string[] };
+}
+
+/** The y axis' row names; on a deep model every k-th row only (Plotly measures every label on each redraw, and
+ *  hundreds overlap anyway). */
+function rowTicks(layers: number): { vals: number[]; text: string[] } {
+  const text = ['input', ...Array.from({ length: layers }, (_, l) => [`attn ${l}`, `mlp ${l}`]).flat(), 'logits'];
+  const step = Math.ceil(text.length / 60);
+  const vals = text.map((_, i) => i).filter((i) => i % step === 0 || i === text.length - 1);
+  return { vals, text: vals.map((i) => text[i]!) };
 }
 
 function prepare(s: GraphState): Prepared {
@@ -101,7 +111,7 @@ function prepare(s: GraphState): Prepared {
     ? diffEdges(s, s.diff).map((e) => ({ source: e.source, target: e.target, size: e.size, score: e.b, kind: e.change, hover: () => `<b>${e.source} → ${e.target}</b><br>A ${e.a.toFixed(4)} → B ${e.b.toFixed(4)} (${e.change})<extra></extra>` }))
     : s.edges.map((e) => ({ source: e.source, target: e.target, score: e.score, size: Math.abs(e.score), kind: e.score >= 0 ? 'pos' : 'neg', hover: () => `<b>${e.source} → ${e.target}</b><br>score ${e.score.toFixed(4)}<extra></extra>` }));
   return {
-    diffNodes: dl, importance, maxAbs, pos, kinds,
+    diffNodes: dl, importance, maxAbs, pos, kinds, ticks: rowTicks(s.layers),
     size: s.nodes.map((n, i) => (io(n.id) ? 16 : 10 + 34 * Math.sqrt(importance[i]! / maxAbs))),
     x: s.nodes.map((n) => pos.get(n.id)![0]), y: s.nodes.map((n) => pos.get(n.id)![1]),
     symbol: s.nodes.map((n) => (parseNodeId(n.id).kind === 'mlp' ? 'square' : 'circle')),
@@ -153,21 +163,23 @@ function render(): void {
   const pick = <T>(a: T[]) => visible.map((i) => a[i]!);
   const ids = visible.map((i) => s.nodes[i]!.id);
   const nodeTrace = {
-    type: big ? 'scattergl' : 'scatter', mode: s.nodes.length > LABELLED_NODES ? 'markers' : 'markers+text', showlegend: false, hoverinfo: 'skip',
+    type: big ? 'scattergl' : 'scatter', mode: s.nodes.length > LABELLED_NODES ? 'markers' : 'markers+text', showlegend: false,
     x: pick(p.x), y: pick(p.y), text: ids, textposition: 'top center', textfont: { color: fg, size: 11 },
+    // In SVG the outline trace over the nodes takes hover and clicks; in WebGL the nodes do (see markTrace).
+    ...(big ? { customdata: ids, hovertemplate: visible.map((i) => `${p.hover[i]}<extra></extra>`) } : { hoverinfo: 'skip' }),
     marker: {
       size: pick(p.size), symbol: pick(p.symbol),
       color: visible.map((i) => (io(i) ? fg : p.change && dc ? dc[p.change[i]!] : s.nodes[i]!.score >= 0 ? pos_ : neg)),
     },
   };
-  drawn = { visible, ids, trace: edgeTraces.length + 1, threshold, type: nodeTrace.type };
-  const ticks = ['input', ...Array.from({ length: s.layers }, (_, l) => [`attn ${l}`, `mlp ${l}`]).flat(), 'logits'];
+  drawn = { visible, ids, trace: edgeTraces.length + 1, threshold, gl: big };
+  const ticks = p.ticks;
   const sizeOf = new Map(visible.map((i) => [s.nodes[i]!.id, p.size[i]!]));
   const rings = s.diff && dc ? circuitRings(s.diff, p.pos, (id) => sizeOf.get(id) ?? 10, dc) : [];
   void Plotly.react(plot, [...edgeTraces, nodeTrace, markTrace(drawn, p, markColor), ...rings], {
     paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, dragmode: 'select', margin: { l: 60, r: 20, t: 10, b: 30 },
-    xaxis: { title: { text: 'head' }, zeroline: false, showgrid: false, color: fg, dtick: 1 },
-    yaxis: { tickvals: ticks.map((_, i) => i), ticktext: ticks, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
+    xaxis: { title: { text: 'head' }, zeroline: false, showgrid: false, color: fg, dtick: Math.ceil(s.heads / 30) },
+    yaxis: { tickvals: ticks.vals, ticktext: ticks.text, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
     hovermode: 'closest', uirevision: 'graph', showlegend: rings.length > 0, legend: { orientation: 'h', x: 0, y: 1.06, font: { color: fg } },
   }, { displaylogo: false, responsive: true, modeBarButtonsToRemove: ['toImage'] });
   markedInfo.textContent = `${marked.size} marked`;
@@ -180,7 +192,7 @@ function render(): void {
 }
 
 /** What the plot shows now, so marking restyles the outline trace's line widths instead of redrawing. */
-interface Drawn { visible: number[]; ids: string[]; trace: number; threshold: number; type: string }
+interface Drawn { visible: number[]; ids: string[]; trace: number; threshold: number; gl: boolean }
 let drawn: Drawn | undefined;
 let prepared: Prepared | undefined;
 /** Hover texts of the strongest edges, built as far as they have been drawn. */
@@ -194,13 +206,19 @@ function markStyle(d: Drawn, p: Prepared) {
   };
 }
 
-/** The outline trace over every drawn node (clickable and hoverable for them): unmarked nodes' outlines are 0 wide. */
+/**
+ * The outline trace over the drawn nodes. In SVG it holds every drawn node (and takes their hover and clicks), an
+ * unmarked node's outline 0 wide, so marking only restyles widths. In WebGL (thousands of nodes) a second trace of
+ * every node would double the drawing: it holds the marked nodes only, and the node trace takes hover and clicks.
+ */
 function markTrace(d: Drawn, p: Prepared, markColor: string) {
   const m = markStyle(d, p);
-  const pick = <T>(a: T[]) => d.visible.map((i) => a[i]!);
+  const at = d.gl ? d.visible.flatMap((i, j) => (marked.has(d.ids[j]!) ? [j] : [])) : d.visible.map((_, j) => j);
+  const pick = <T>(a: T[]) => at.map((j) => a[d.visible[j]!]!);
   return {
-    type: d.type, uid: MARKS_UID, mode: 'markers', showlegend: false, x: pick(p.x), y: pick(p.y), customdata: d.ids, hovertemplate: m.hover,
-    marker: { size: pick(p.size), symbol: pick(p.symbol), color: 'rgba(0,0,0,0)', line: { color: markColor, width: m.width } },
+    type: d.gl ? 'scattergl' : 'scatter', uid: MARKS_UID, mode: 'markers', showlegend: false, x: pick(p.x), y: pick(p.y),
+    customdata: at.map((j) => d.ids[j]), hovertemplate: at.map((j) => m.hover[j]),
+    marker: { size: pick(p.size), symbol: pick(p.symbol), color: 'rgba(0,0,0,0)', line: { color: markColor, width: d.gl ? 4 : m.width } },
   };
 }
 
@@ -224,7 +242,10 @@ function restyleMarks(): void {
   const shown = new Set(d.ids);
   if ([...marked].some((id) => !shown.has(id))) { render(); return; }
   const m = markStyle(d, p);
-  if (!styleInPlace(d, m.width, m.hover)) void Plotly.restyle(plot, { 'marker.line.width': [m.width], hovertemplate: [m.hover] }, [d.trace]);
+  if (d.gl) {
+    const t = markTrace(d, p, '');
+    void Plotly.restyle(plot, { x: [t.x], y: [t.y], customdata: [t.customdata], hovertemplate: [t.hovertemplate], 'marker.size': [t.marker.size], 'marker.symbol': [t.marker.symbol] }, [d.trace]);
+  } else if (!styleInPlace(d, m.width, m.hover)) void Plotly.restyle(plot, { 'marker.line.width': [m.width], hovertemplate: [m.hover] }, [d.trace]);
   markedInfo.textContent = `${marked.size} marked`;
   for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
 }
@@ -234,7 +255,7 @@ function styleInPlace(d: Drawn, width: number[], hover: string[]): boolean {
   const cd = gd.calcdata?.[d.trace];
   const traces = [gd.data?.[d.trace], gd._fullData?.[d.trace]];
   const points = plot.querySelectorAll<SVGPathElement & { __data__?: { i?: number } }>(`g.trace${MARKS_UID} path.point`);
-  if (d.type !== 'scatter' || !cd || cd.length !== width.length || points.length !== width.length) return false;
+  if (!cd || cd.length !== width.length || points.length !== width.length) return false;
   if (traces.some((t) => !t?.marker?.line?.width || !t.hovertemplate)) return false;
   for (const pt of points) if (pt.__data__?.i === undefined) return false;
   for (const t of traces) { t!.marker!.line!.width!.splice(0, width.length, ...width); t!.hovertemplate!.splice(0, hover.length, ...hover); }
