@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { seededRandom } from '../../core/analysis/sweep/stats';
 import { allComponentNodes, allEdges } from '../../core/ids';
-import { awayFromNodes, buildEdgeLod, countAtLeast, countBelow, edgeEnd, shownEdges, traceSlice, widthBucket, WIDTH_BUCKETS, type LodEdge } from '../../webview/graph/edge-lod';
+import { buildEdgeLod, countAtLeast, countBelow, edgeEnd, nearestEdge, shownEdges, traceSlice, widthBucket, WIDTH_BUCKETS, type LodEdge } from '../../webview/graph/edge-lod';
 
 const L = 12;
 const H = 12;
@@ -24,7 +24,7 @@ function gpt2Edges(seed = 7): LodEdge[] {
   const r = seededRandom(seed);
   return allEdges({ layers: L, heads: H }).map((e) => {
     const score = (r() - 0.5) * Math.exp(-4 * r());
-    return { source: e.source, target: e.target, score, size: Math.abs(score), kind: score >= 0 ? 'pos' : 'neg', hover: () => '' };
+    return { source: e.source, target: e.target, score, size: Math.abs(score), kind: score >= 0 ? 'pos' : 'neg', describe: () => `${e.source}->${e.target}` };
   });
 }
 
@@ -88,24 +88,31 @@ test('width buckets: the thinner of what |score| and rank earn', () => {
   assert.equal(widthBucket(0, 0), WIDTH_BUCKETS.length - 1);
 });
 
-test('hover targets sit on their edge and off every node where the edge allows', () => {
+test('edge hover: the nearest drawn edge within 5 px, strongest first on ties; none beyond', () => {
   const pos = positions();
   const lod = buildEdgeLod(gpt2Edges(), pos, ['pos', 'neg']);
-  const clear = awayFromNodes(pos);
-  const mids = lod.mids(2000);
-  assert.equal(mids.x.length, 2000);
-  let onNode = 0;
-  for (let r = 0; r < 2000; r++) {
-    const e = lod.edges[r]!;
-    const a = edgeEnd(e.source, pos)!;
-    const b = edgeEnd(e.target, pos)!;
-    // On the segment: collinear and between the ends.
-    const cross = (b[0] - a[0]) * (mids.y[r]! - a[1]) - (b[1] - a[1]) * (mids.x[r]! - a[0]);
-    assert.ok(Math.abs(cross) < 1e-9, `${e.source}->${e.target}: target on the edge`);
-    if (!clear(mids.x[r]!, mids.y[r]!)) onNode++;
+  // 1 data unit = 80 px across, 20 px up (y grows upwards: pixel 0 at the top of 26 rows).
+  const xa = { offset: 60, from: -0.5, scale: 80 };
+  const ya = { offset: 10 + 25.5 * 20, from: -0.5, scale: -20 };
+  const px = (x: number) => xa.offset + (x - xa.from) * xa.scale;
+  const py = (y: number) => ya.offset + (y - ya.from) * ya.scale;
+  const shown = 300;
+  for (const r of [0, 7, 150, 299]) {
+    const [x0, y0, x1, y1] = lod.ends.subarray(4 * r, 4 * r + 4);
+    // A third of the way along edge r, the nearest edge is r or one crossing there at the same distance (0).
+    const qx = px(x0! + (x1! - x0!) / 3);
+    const qy = py(y0! + (y1! - y0!) / 3);
+    const got = nearestEdge(lod, shown, qx, qy, xa, ya);
+    assert.ok(got >= 0 && got <= r, `edge ${r}: found ${got}`);
+    if (got !== r) {
+      // Another, stronger edge passes through the same pixel.
+      const [a0, b0, a1, b1] = lod.ends.subarray(4 * got, 4 * got + 4);
+      const cross = (px(a1!) - px(a0!)) * (qy - py(b0!)) - (py(b1!) - py(b0!)) * (qx - px(a0!));
+      assert.ok(Math.abs(cross) / Math.hypot(px(a1!) - px(a0!), py(b1!) - py(b0!)) < 5);
+    }
   }
-  // Only edges whose every candidate point lies on a node (e.g. along one head column) keep their middle.
-  assert.ok(onNode < 2000 * 0.02, `${onNode} of 2000 hover targets on a node`);
-  assert.equal(clear(3, 7), false, 'a3.h3 sits at (3, 7)');
-  assert.equal(clear(3.5, 8), true);
+  // Far outside the plot, and with nothing drawn: none.
+  assert.equal(nearestEdge(lod, shown, -500, -500, xa, ya), -1);
+  const [x0, y0, x1, y1] = lod.ends.subarray(0, 4);
+  assert.equal(nearestEdge(lod, 0, px((x0! + x1!) / 2), py((y0! + y1!) / 2), xa, ya), -1);
 });

@@ -6,7 +6,7 @@
 import { splitEdgeTarget } from '../../core/ids';
 
 /** One edge as the view draws it: `size` is its importance (|score|, or in a diff view the larger of the two). */
-export interface LodEdge { source: string; target: string; score: number; size: number; kind: string; hover: () => string }
+export interface LodEdge { source: string; target: string; score: number; size: number; kind: string; describe: () => string }
 
 /**
  * Line width and opacity, strongest first: an edge gets the thinner of the bucket its |score| relative to the
@@ -45,8 +45,8 @@ export interface EdgeLod {
   max: number;
   edges: LodEdge[];
   traces: EdgeTraceData[];
-  /** Hover targets on the first `upTo` edges (each one's middle unless a node is there), in sorted order. */
-  mids(upTo: number): { x: Float64Array; y: Float64Array };
+  /** Each edge's ends in sorted order: x0, y0, x1, y1. */
+  ends: Float64Array;
 }
 
 /** Where an edge ends: a head's q, k and v inputs side by side under it, so the three edges of one pair stay apart. */
@@ -55,30 +55,6 @@ export function edgeEnd(target: string, pos: Map<string, [number, number]>): [nu
   const p = pos.get(node);
   if (!p) return undefined;
   return input ? [p[0] + { q: -0.15, k: 0, v: 0.15 }[input], p[1] - 0.12] : p;
-}
-
-/** Whether a point is clear of every node (nodes sit on rows of integer y; within ±0.3 in x and ±0.4 in y counts
- *  as on it): an edge's hover target on a node would take the node's hover and clicks. */
-export function awayFromNodes(pos: Map<string, [number, number]>): (x: number, y: number) => boolean {
-  const rows = new Map<number, number[]>();
-  for (const [x, y] of pos.values()) (rows.get(y) ?? rows.set(y, []).get(y)!).push(x);
-  return (x, y) => {
-    for (const row of [Math.floor(y), Math.ceil(y)]) {
-      if (Math.abs(row - y) >= 0.4) continue;
-      for (const nx of rows.get(row) ?? []) if (Math.abs(nx - x) < 0.3) return false;
-    }
-    return true;
-  };
-}
-
-/** An edge's hover target: its middle, or the nearest point along it off the nodes (the middle when none is). */
-export function hoverPoint(a: [number, number], b: [number, number], clear: (x: number, y: number) => boolean): [number, number] {
-  for (const t of [0.5, 0.42, 0.58, 0.34, 0.66, 0.26, 0.74]) {
-    const x = a[0] + t * (b[0] - a[0]);
-    const y = a[1] + t * (b[1] - a[1]);
-    if (clear(x, y)) return [x, y];
-  }
-  return [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2];
 }
 
 /** Sorts the edges once and builds every trace's segments (edges with an end off the plot are left out). */
@@ -124,16 +100,13 @@ export function buildEdgeLod(all: LodEdge[], pos: Map<string, [number, number]>,
     });
     traces.push({ kind, width, opacity, x, y, rank: Int32Array.from(ranks) });
   }));
-  // Hover targets are placed when first drawn (the strongest few hundred, usually), not for every edge up front.
-  const clear = awayFromNodes(pos);
-  const midX = new Float64Array(n);
-  const midY = new Float64Array(n);
-  let placed = 0;
-  const mids = (upTo: number) => {
-    for (; placed < Math.min(upTo, n); placed++) [midX[placed], midY[placed]] = hoverPoint(from[order[placed]!]!, to[order[placed]!]!, clear);
-    return { x: midX.subarray(0, upTo), y: midY.subarray(0, upTo) };
-  };
-  return { size, max, edges, traces, mids };
+  const ends = new Float64Array(4 * n);
+  for (let r = 0; r < n; r++) {
+    const a = from[order[r]!]!;
+    const c = to[order[r]!]!;
+    ends[4 * r] = a[0]; ends[4 * r + 1] = a[1]; ends[4 * r + 2] = c[0]; ends[4 * r + 3] = c[1];
+  }
+  return { size, max, edges, traces, ends };
 }
 
 /** How many entries of a descending array are ≥ cut (binary search). */
@@ -167,4 +140,32 @@ export function shownEdges(lod: EdgeLod, cut: number, cap: number): number {
 export function traceSlice(t: EdgeTraceData, shown: number): { x: Float64Array; y: Float64Array; count: number } {
   const count = countBelow(t.rank, shown);
   return { x: t.x.subarray(0, 3 * count), y: t.y.subarray(0, 3 * count), count };
+}
+
+/** A linear map from data to pixels along one axis: pixel = offset + (value - from) * scale. */
+export interface AxisMap { offset: number; from: number; scale: number }
+
+/**
+ * The drawn edge nearest a pointer at (px, py) in pixels, within `within` pixels, or -1: a scan of the first `shown`
+ * edges (a few hundred by default; 32k take about a millisecond), strongest first, so of two equally near the
+ * stronger wins. The plot hovers nodes itself; edges are not Plotly hover targets (a marker per edge would add a
+ * point per edge to every redraw).
+ */
+export function nearestEdge(lod: EdgeLod, shown: number, px: number, py: number, xa: AxisMap, ya: AxisMap, within = 5): number {
+  let best = -1;
+  let bestD = within * within;
+  const e = lod.ends;
+  for (let r = 0; r < shown; r++) {
+    const x0 = xa.offset + (e[4 * r]! - xa.from) * xa.scale;
+    const y0 = ya.offset + (e[4 * r + 1]! - ya.from) * ya.scale;
+    const dx = xa.offset + (e[4 * r + 2]! - xa.from) * xa.scale - x0;
+    const dy = ya.offset + (e[4 * r + 3]! - ya.from) * ya.scale - y0;
+    const len = dx * dx + dy * dy;
+    const t = len > 0 ? Math.max(0, Math.min(1, ((px - x0) * dx + (py - y0) * dy) / len)) : 0;
+    const qx = x0 + t * dx - px;
+    const qy = y0 + t * dy - py;
+    const d = qx * qx + qy * qy;
+    if (d < bestD) { bestD = d; best = r; }
+  }
+  return best;
 }

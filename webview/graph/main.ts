@@ -8,6 +8,7 @@ import type { Change } from '../../core/analysis/compare/change';
 import { Compute } from '../common/compute-client';
 import { circuitRings, diffColors, diffEdges, diffNodes, diffSummary, type DiffNode } from './diff';
 import { buildEdgeLod, shownEdges, traceSlice, type EdgeLod, type LodEdge } from './edge-lod';
+import { edgeHover, type DrawnEdges } from './edge-hover';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 import '@vscode-elements/elements/dist/vscode-button/index.js';
 import '@vscode-elements/elements/dist/vscode-single-select/index.js';
@@ -57,7 +58,7 @@ function layout(s: GraphState, p: Prepared) {
     el('span', { class: 'group' }, markedInfo, ablateBtn, clearBtn, saveBtn),
   );
   const legend = el('p', { class: 'muted', id: 'legend' }, s.edges.length
-    ? `Node size: |score|. Blue supports the behaviour, red opposes it. Edges (${(s.method.split('; ')[1] ?? 'by score').replace(/^edges /, '')}): wider and more opaque for larger |score| (only the 30 strongest widest); a head's q, k, v inputs end left, middle, right under it; hover the dot on an edge for its score.`
+    ? `Node size: |score|. Blue supports the behaviour, red opposes it. Edges (${(s.method.split('; ')[1] ?? 'by score').replace(/^edges /, '')}): wider and more opaque for larger |score| (only the 30 strongest widest); a head's q, k, v inputs end left, middle, right under it; hover an edge for its id and score.`
     : 'Node size: |score|. Blue supports the behaviour, red opposes it.');
   app.replaceChildren(header, ...(s.diff && p.diffNodes ? [diffSummary(s, s.diff, p.diffNodes)] : [legend]), ...(s.edges.length ? [edgeNote] : []), plot, results, nodeList);
 }
@@ -108,8 +109,8 @@ function prepare(s: GraphState): Prepared {
   const io = (id: string) => id === 'input' || id === 'logits';
   const kinds = s.diff ? (['gained', 'lost', 'unchanged'] as const) : (['pos', 'neg'] as const);
   const edges: LodEdge[] = s.diff
-    ? diffEdges(s, s.diff).map((e) => ({ source: e.source, target: e.target, size: e.size, score: e.b, kind: e.change, hover: () => `<b>${e.source} → ${e.target}</b><br>A ${e.a.toFixed(4)} → B ${e.b.toFixed(4)} (${e.change})<extra></extra>` }))
-    : s.edges.map((e) => ({ source: e.source, target: e.target, score: e.score, size: Math.abs(e.score), kind: e.score >= 0 ? 'pos' : 'neg', hover: () => `<b>${e.source} → ${e.target}</b><br>score ${e.score.toFixed(4)}<extra></extra>` }));
+    ? diffEdges(s, s.diff).map((e) => ({ source: e.source, target: e.target, size: e.size, score: e.b, kind: e.change, describe: () => `${e.source} → ${e.target}\nA ${e.a.toFixed(4)} → B ${e.b.toFixed(4)} (${e.change})` }))
+    : s.edges.map((e) => ({ source: e.source, target: e.target, score: e.score, size: Math.abs(e.score), kind: e.score >= 0 ? 'pos' : 'neg', describe: () => `${e.source} → ${e.target}\nscore ${e.score.toFixed(4)}` }));
   return {
     diffNodes: dl, importance, maxAbs, pos, kinds, ticks: rowTicks(s.layers),
     size: s.nodes.map((n, i) => (io(n.id) ? 16 : 10 + 34 * Math.sqrt(importance[i]! / maxAbs))),
@@ -149,38 +150,33 @@ function render(): void {
     const { x, y } = traceSlice(t, shown);
     return { type: edgeType, mode: 'lines', x, y, hoverinfo: 'skip', showlegend: false, line: { color: colorOf(t.kind), width: t.width }, opacity: t.opacity };
   });
-  // Hover targets on each drawn edge (its middle unless a node is there): its id and score. One colour: per-point
-  // colours cost every redraw a colour parse per point.
-  for (let i = edgeHover.length; i < shown; i++) edgeHover.push(lod.edges[i]!.hover());
-  const mids = lod.mids(shown);
-  edgeTraces.push({
-    type: edgeType, mode: 'markers', x: mids.x, y: mids.y, showlegend: false,
-    marker: { size: 7, color: fg, opacity: 0.2 },
-    hovertemplate: edgeHover.slice(0, shown),
-  });
+  edges = { lod, shown };
   const big = s.nodes.length > SVG_NODES;
   const io = (i: number) => s.nodes[i]!.id === 'input' || s.nodes[i]!.id === 'logits';
   const pick = <T>(a: T[]) => visible.map((i) => a[i]!);
   const ids = visible.map((i) => s.nodes[i]!.id);
+  drawn = { visible, ids, trace: edgeTraces.length + (big ? 1 : 0), threshold, gl: big };
+  const m = markStyle(drawn, p);
+  // In SVG the nodes carry the marks (outline width per node: marking restyles widths in place, see restyleMarks);
+  // in WebGL a second trace holds the marked nodes (see markTrace).
   const nodeTrace = {
-    type: big ? 'scattergl' : 'scatter', mode: s.nodes.length > LABELLED_NODES ? 'markers' : 'markers+text', showlegend: false,
-    x: pick(p.x), y: pick(p.y), text: ids, textposition: 'top center', textfont: { color: fg, size: 11 },
-    // In SVG the outline trace over the nodes takes hover and clicks; in WebGL the nodes do (see markTrace).
-    ...(big ? { customdata: ids, hovertemplate: visible.map((i) => `${p.hover[i]}<extra></extra>`) } : { hoverinfo: 'skip' }),
+    type: big ? 'scattergl' : 'scatter', uid: NODES_UID, mode: s.nodes.length > LABELLED_NODES ? 'markers' : 'markers+text', showlegend: false,
+    x: pick(p.x), y: pick(p.y), text: ids, textposition: 'top center', textfont: { color: fg, size: 11 }, customdata: ids, hovertemplate: m.hover,
     marker: {
       size: pick(p.size), symbol: pick(p.symbol),
       color: visible.map((i) => (io(i) ? fg : p.change && dc ? dc[p.change[i]!] : s.nodes[i]!.score >= 0 ? pos_ : neg)),
+      line: big ? { width: 0 } : { color: markColor, width: m.width },
     },
   };
-  drawn = { visible, ids, trace: edgeTraces.length + 1, threshold, gl: big };
   const ticks = p.ticks;
   const sizeOf = new Map(visible.map((i) => [s.nodes[i]!.id, p.size[i]!]));
   const rings = s.diff && dc ? circuitRings(s.diff, p.pos, (id) => sizeOf.get(id) ?? 10, dc) : [];
-  void Plotly.react(plot, [...edgeTraces, nodeTrace, markTrace(drawn, p, markColor), ...rings], {
+  void Plotly.react(plot, [...edgeTraces, nodeTrace, ...(big ? [markTrace(drawn, p, markColor)] : []), ...rings], {
     paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, dragmode: 'select', margin: { l: 60, r: 20, t: 10, b: 30 },
     xaxis: { title: { text: 'head' }, zeroline: false, showgrid: false, color: fg, dtick: Math.ceil(s.heads / 30) },
     yaxis: { tickvals: ticks.vals, ticktext: ticks.text, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
-    hovermode: 'closest', uirevision: 'graph', showlegend: rings.length > 0, legend: { orientation: 'h', x: 0, y: 1.06, font: { color: fg } },
+    // Nodes hover only when pointed at (edges between them hover through edge-hover.ts).
+    hovermode: 'closest', hoverdistance: 6, uirevision: 'graph', showlegend: rings.length > 0, legend: { orientation: 'h', x: 0, y: 1.06, font: { color: fg } },
   }, { displaylogo: false, responsive: true, modeBarButtonsToRemove: ['toImage'] });
   markedInfo.textContent = `${marked.size} marked`;
   for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
@@ -195,8 +191,8 @@ function render(): void {
 interface Drawn { visible: number[]; ids: string[]; trace: number; threshold: number; gl: boolean }
 let drawn: Drawn | undefined;
 let prepared: Prepared | undefined;
-/** Hover texts of the strongest edges, built as far as they have been drawn. */
-let edgeHover: string[] = [];
+/** The edges drawn now, for their hover. */
+let edges: DrawnEdges | undefined;
 
 /** Outline width and hover text per drawn node: marked nodes get the outline and "marked". */
 function markStyle(d: Drawn, p: Prepared) {
@@ -206,24 +202,20 @@ function markStyle(d: Drawn, p: Prepared) {
   };
 }
 
-/**
- * The outline trace over the drawn nodes. In SVG it holds every drawn node (and takes their hover and clicks), an
- * unmarked node's outline 0 wide, so marking only restyles widths. In WebGL (thousands of nodes) a second trace of
- * every node would double the drawing: it holds the marked nodes only, and the node trace takes hover and clicks.
- */
+/** In WebGL (thousands of nodes) the marked nodes' outlines: a trace of their own over the nodes, restyled when
+ *  marks change (the nodes themselves would be a second full trace of every node). */
 function markTrace(d: Drawn, p: Prepared, markColor: string) {
   const m = markStyle(d, p);
-  const at = d.gl ? d.visible.flatMap((i, j) => (marked.has(d.ids[j]!) ? [j] : [])) : d.visible.map((_, j) => j);
+  const at = d.visible.flatMap((_, j) => (marked.has(d.ids[j]!) ? [j] : []));
   const pick = <T>(a: T[]) => at.map((j) => a[d.visible[j]!]!);
   return {
-    type: d.gl ? 'scattergl' : 'scatter', uid: MARKS_UID, mode: 'markers', showlegend: false, x: pick(p.x), y: pick(p.y),
-    customdata: at.map((j) => d.ids[j]), hovertemplate: at.map((j) => m.hover[j]),
-    marker: { size: pick(p.size), symbol: pick(p.symbol), color: 'rgba(0,0,0,0)', line: { color: markColor, width: d.gl ? 4 : m.width } },
+    type: 'scattergl', mode: 'markers', showlegend: false, x: pick(p.x), y: pick(p.y), customdata: at.map((j) => d.ids[j]), hovertemplate: at.map((j) => m.hover[j]),
+    marker: { size: pick(p.size), symbol: pick(p.symbol), color: 'rgba(0,0,0,0)', line: { color: markColor, width: 4 } },
   };
 }
 
-/** Plotly names a trace's SVG group `trace<uid>`: how the outline points are found. */
-const MARKS_UID = 'marks';
+/** Plotly names a trace's SVG group `trace<uid>`: how the node points are found. */
+const NODES_UID = 'nodes';
 
 interface PlotInternals { data?: TraceArrays[]; _fullData?: TraceArrays[]; calcdata?: { i?: number; mlw?: number }[][] }
 interface TraceArrays { marker?: { line?: { width?: number[] } }; hovertemplate?: string[] }
@@ -254,7 +246,7 @@ function styleInPlace(d: Drawn, width: number[], hover: string[]): boolean {
   const gd = plot as unknown as PlotInternals;
   const cd = gd.calcdata?.[d.trace];
   const traces = [gd.data?.[d.trace], gd._fullData?.[d.trace]];
-  const points = plot.querySelectorAll<SVGPathElement & { __data__?: { i?: number } }>(`g.trace${MARKS_UID} path.point`);
+  const points = plot.querySelectorAll<SVGPathElement & { __data__?: { i?: number } }>(`g.trace${NODES_UID} path.point`);
   if (!cd || cd.length !== width.length || points.length !== width.length) return false;
   if (traces.some((t) => !t?.marker?.line?.width || !t.hovertemplate)) return false;
   for (const pt of points) if (pt.__data__?.i === undefined) return false;
@@ -343,7 +335,6 @@ function init(s: GraphState): void {
   state = s;
   marked = new Set(s.marked);
   prepared = prepare(s);
-  edgeHover = [];
   layout(s, prepared);
   drawn = undefined;
   render();
@@ -352,6 +343,7 @@ function init(s: GraphState): void {
   if (wired) return;
   // A later state (the same suite attributed again) only redraws: listeners and the worker stay.
   wired = true;
+  edgeHover(plot, () => edges);
   plot.on('plotly_click', (e) => { const id = e.points?.[0]?.customdata; if (id) toggle([id]); });
   plot.on('plotly_selected', (e) => { const ids = (e?.points ?? []).map((p) => p.customdata!).filter(Boolean); if (ids.length) toggle(ids, true); });
   slider.addEventListener('input', () => { threshold = Number(slider.value); scheduleRender(); });
