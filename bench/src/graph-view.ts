@@ -6,6 +6,7 @@
 // or for zoom from the relayout call, to the second frame after Plotly finished drawing). With --graph-baseline
 // DIR (an older build's dist/webview) both bundles are measured alternately in the same run.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { seededRandom } from '../../core/analysis/sweep/stats';
@@ -102,7 +103,15 @@ export interface GraphViewSize {
   split: Partial<Record<'first' | 'slider' | 'click', Split>>;
 }
 
-export interface GraphViewResult { chromium: string; viewport: string; sizes: GraphViewSize[]; notes: string[] }
+export interface GraphViewResult {
+  chromium: string;
+  viewport: string;
+  /** The machine's 1-minute load average as the section started and ended (other processes share its cores). */
+  loadavg?: [number, number];
+  cores?: number;
+  sizes: GraphViewSize[];
+  notes: string[];
+}
 
 async function measurePage(page: Page, url: string, g: GraphState, interactions: number, screenshot?: string) {
   await page.goto(url + '/');
@@ -230,6 +239,7 @@ export async function graphViewBench(opts: GraphViewOptions): Promise<GraphViewR
   ].filter((g) => !opts.graphs || opts.graphs.includes(g.key));
   const bundles = [{ name: 'current', dir: path.join(ROOT, 'dist', 'webview') }, ...(opts.baseline ? [{ name: 'baseline', dir: path.resolve(opts.baseline) }] : [])];
   const cases = graphs.flatMap((g) => bundles.map((b) => ({ ...g, bundle: b })));
+  const load0 = os.loadavg()[0]!;
   const browser: Browser = await launch();
   const version = browser.version();
   const servers = await Promise.all(cases.map((c) => serve(c.g, c.bundle.dir)));
@@ -263,7 +273,7 @@ export async function graphViewBench(opts: GraphViewOptions): Promise<GraphViewR
     for (const s of servers) await s.close();
   }
   return {
-    chromium: version, viewport: '1280×800',
+    chromium: version, viewport: '1280×800', loadavg: [round(load0, 2), round(os.loadavg()[0]!, 2)], cores: os.cpus().length,
     sizes: cases.map((c, i) => {
       const x = raw[i]!;
       return {

@@ -172,7 +172,7 @@ export function renderSummary(r: Results): string {
     const gv = r.graph.data as GraphViewResult | { skipped: string };
     if ('skipped' in gv) out.push(gv.skipped, '');
     else {
-      out.push(`${gv.chromium}, viewport ${gv.viewport}; the webview bundle (dist/webview/graph.js, plotly.min.js; \`baseline\`: an older build given by --graph-baseline) on a local page with a fake \`acquireVsCodeApi\` posting the GraphState. Medians.`, '');
+      out.push(`${gv.chromium}, viewport ${gv.viewport}; the webview bundle (dist/webview/graph.js, plotly.min.js; \`baseline\`: an older build given by --graph-baseline) on a local page with a fake \`acquireVsCodeApi\` posting the GraphState. Medians.${gv.loadavg ? ` Load average (1 min) ${gv.loadavg[0]} at the start, ${gv.loadavg[1]} at the end, on ${gv.cores} cores.` : ''}`, '');
       const med = (x: { median: number; n: number } | undefined) => (x && x.n ? ms(x.median) : '—');
       out.push(table(['graph', 'bundle', 'nodes', 'edges', 'first plot (from state msg)', 'from navigation', 'slider change', 'hover', 'click-to-mark', 'zoom', 'longest task during first plot', 'click by'],
         gv.sizes.map((s) => [s.name ?? `${s.nodes} nodes`, s.bundle ?? 'current', s.nodes, s.edges, med(s.firstPlotMs), med(s.firstPlotFromNavigationMs), med(s.sliderMs), med(s.hoverMs) + (s.hoverMisses ? ` (${s.hoverMisses} missed)` : ''), med(s.clickMarkMs), med(s.zoomMs), med(s.longestTaskMs), s.clickMethod])), '');
