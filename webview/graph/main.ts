@@ -183,8 +183,10 @@ function render(): void {
   const total = lod.edges.length;
   thresholdLabel.textContent = `${cut.toFixed(3)} (${visible.length} of ${s.nodes.length} nodes${s.edges.length ? `, ${shown} of ${total} edges` : ''})`;
   const fmt = (n: number) => n.toLocaleString('en-US');
+  const capped = shown === edgeCap && shown < total;
   edgeNote.textContent = shown === 0 ? `Showing none of ${fmt(total)} edges: all are below the threshold.`
-    : `Showing ${fmt(shown)} of ${fmt(total)} edges (|score| ≥ ${lod.size[shown - 1]!.toPrecision(3)}${shown === edgeCap && shown < total ? `, the ${fmt(edgeCap)} strongest` : ''}); ${fmt(total - shown)} hidden${shown < total ? ': raise "Edges: at most" or lower the threshold to see more' : ''}.`;
+    : `Showing ${fmt(shown)} of ${fmt(total)} edges (|score| ≥ ${lod.size[shown - 1]!.toPrecision(3)}${capped ? `, the ${fmt(edgeCap)} strongest` : ''}); ${fmt(total - shown)} hidden${
+      capped ? ': raise "Edges: at most" or lower the threshold to see more' : shown === total ? '' : threshold > 5 ? ' by the threshold' : ' (under 5 % of the strongest |score|)'}.`;
 }
 
 /** What the plot shows now, so marking restyles the outline trace's line widths instead of redrawing. */
