@@ -8,6 +8,9 @@
 //                     [--make-big] [--big-rss-limit GiB] [--big-prompts N] [--big-layer L] [--big-phases trace,sweep,eap,eap-lean]
 //   (big: the TinyLlama-1.1B-shaped model, bench/src/big.ts; only with --only big or --full; --make-big writes the
 //   model with scripts/make_big_llama.py when it is missing)
+//                     [--graph-baseline DIR] [--graph-screenshot FILE] [--graphs gpt2,1k,10k]
+//   (graph: DIR holds an older build's dist/webview/graph.js, measured alternately with the current one; FILE gets
+//   a screenshot of GPT-2-small's edge graph as first drawn)
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -63,6 +66,9 @@ function parseArgs(argv: string[]) {
     flushDenormals: !has('no-flush-denormals'),
     threads: get('threads') ? Number(get('threads')) : undefined,
     spinning: get('spinning') as Spinning | undefined,
+    graphBaseline: get('graph-baseline'),
+    graphScreenshot: get('graph-screenshot'),
+    graphs: get('graphs')?.split(','),
     big: {
       make: has('make-big'), rssLimitGiB: Number(get('big-rss-limit') ?? 14), prompts: Number(get('big-prompts') ?? 4), promptTokens: 16,
       layer: get('big-layer') !== undefined ? Number(get('big-layer')) : undefined,
@@ -220,8 +226,7 @@ async function main(): Promise<void> {
       if (!fs.existsSync(CHROMIUM)) {
         results.graph = { date: date(), data: { skipped: `Chromium not found at ${CHROMIUM}` } };
       } else {
-        // ~1k nodes: 20 layers × 49 heads (+ MLPs, input, logits) = 1002; ~10k: 100 × 99 = 10002.
-        results.graph = { date: date(), data: await graphViewBench({ reps: R(3, 2), interactions: 6, sizes: [{ layers: 20, heads: 49 }, { layers: 100, heads: 99 }] }) };
+        results.graph = { date: date(), data: await graphViewBench({ reps: R(3, 2), interactions: 6, baseline: args.graphBaseline, screenshot: args.graphScreenshot, graphs: args.graphs }) };
       }
       save();
     }

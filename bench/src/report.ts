@@ -172,11 +172,13 @@ export function renderSummary(r: Results): string {
     const gv = r.graph.data as GraphViewResult | { skipped: string };
     if ('skipped' in gv) out.push(gv.skipped, '');
     else {
-      out.push(`${gv.chromium}, viewport ${gv.viewport}; the webview bundle (dist/webview/graph.js, plotly.min.js) on a local page with a fake \`acquireVsCodeApi\` posting a synthetic GraphState.`, '');
-      out.push(table(['nodes', 'edges', 'trace', 'first plot (from state msg)', 'from navigation', 'slider change', 'click-to-mark', 'longest task during first plot', 'click by'],
-        gv.sizes.map((s) => [s.nodes, s.edges, s.trace, ms(s.firstPlotMs.median), ms(s.firstPlotFromNavigationMs.median), ms(s.sliderMs.median), ms(s.clickMarkMs.median), ms(s.longestTaskMs.median), s.clickMethod])), '');
-      out.push('Where an interaction\'s time goes (medians, ms): the view\'s own JS before `Plotly.react` (for clicks also input dispatch and Plotly\'s hit-testing) / `Plotly.react` until it resolves / to the next frame.', '');
-      out.push(table(['nodes', 'first plot', 'slider', 'click'], gv.sizes.map((s) => [s.nodes, ...(['first', 'slider', 'click'] as const).map((k) => s.split ? `${f(s.split[k].beforePlotlyMs, 0)} / ${f(s.split[k].plotlyReactMs, 0)} / ${f(s.split[k].toFrameMs, 0)}` : '—')])), '');
+      out.push(`${gv.chromium}, viewport ${gv.viewport}; the webview bundle (dist/webview/graph.js, plotly.min.js; \`baseline\`: an older build given by --graph-baseline) on a local page with a fake \`acquireVsCodeApi\` posting the GraphState. Medians.${gv.loadavg ? ` Load average (1 min) ${gv.loadavg[0]} at the start, ${gv.loadavg[1]} at the end, on ${gv.cores} cores.` : ''}`, '');
+      const med = (x: { median: number; n: number } | undefined) => (x && x.n ? ms(x.median) : '—');
+      out.push(table(['graph', 'bundle', 'nodes', 'edges', 'first plot (from state msg)', 'from navigation', 'slider change', 'hover', 'click-to-mark', 'zoom', 'longest task during first plot', 'click by'],
+        gv.sizes.map((s) => [s.name ?? `${s.nodes} nodes`, s.bundle ?? 'current', s.nodes, s.edges, med(s.firstPlotMs), med(s.firstPlotFromNavigationMs), med(s.sliderMs), med(s.hoverMs) + (s.hoverMisses ? ` (${s.hoverMisses} missed)` : ''), med(s.clickMarkMs), med(s.zoomMs), med(s.longestTaskMs), s.clickMethod])), '');
+      out.push('What the view showed at threshold 0: ' + gv.sizes.filter((s) => s.bundle !== 'baseline').map((s) => `${s.name ?? s.nodes}: "${s.shown ?? ''}"`).join('; '), '');
+      out.push('Where an interaction\'s time goes (medians, ms): the view\'s own JS before the Plotly call (for clicks also input dispatch and Plotly\'s hit-testing) / the Plotly call until it resolves / to the next frame.', '');
+      out.push(table(['graph', 'bundle', 'first plot', 'slider', 'click'], gv.sizes.map((s) => [s.name ?? `${s.nodes} nodes`, s.bundle ?? 'current', ...(['first', 'slider', 'click'] as const).map((k) => { const x = s.split?.[k]; return x ? `${f(x.beforePlotlyMs, 0)} / ${f(x.plotlyReactMs, 0)} / ${f(x.toFrameMs, 0)}` : '— (no Plotly call)'; })])), '');
       for (const n of gv.notes) out.push(`- ${n}`);
       out.push('');
     }

@@ -1,14 +1,18 @@
 // Attribution graph: nodes by layer (input at the bottom, logits at the top), size by score, edges by sign and
 // score; click or box/lasso select to mark; "Ablate marked" re-runs the suite in the compute worker.
 import type { GraphState, GraphToHost, GraphToView } from '../../protocol/graph';
-import { parseNodeId, splitEdgeTarget, type NodeId } from '../../core/ids';
+import { parseNodeId, type NodeId } from '../../core/ids';
 import { faithfulness, type SuiteMetrics } from '../../core/analysis/metrics';
 import { METRICS, type MetricName } from '../../core/vocabulary';
 import type { Change } from '../../core/analysis/compare/change';
 import { Compute } from '../common/compute-client';
-import { circuitRings, diffColors, diffEdges, diffNodes, diffSummary } from './diff';
+import { circuitRings, diffColors, diffEdges, diffNodes, diffSummary, type DiffNode } from './diff';
+import { buildEdgeLod, shownEdges, traceSlice, type EdgeLod, type LodEdge } from './edge-lod';
+import { edgeHover, type DrawnEdges } from './edge-hover';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 import '@vscode-elements/elements/dist/vscode-button/index.js';
+import '@vscode-elements/elements/dist/vscode-single-select/index.js';
+import '@vscode-elements/elements/dist/vscode-option/index.js';
 
 declare const Plotly: {
   react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void>;
@@ -24,6 +28,9 @@ let state: GraphState | undefined = vscode.getState();
 let compute: Compute | undefined;
 let marked = new Set<string>(state?.marked ?? []);
 let threshold = 0;
+/** The most edges drawn (the strongest): a model's full edge graph is tens of thousands. */
+const EDGE_CAPS = [100, 300, 1000, 3000, 10000];
+let edgeCap = 300;
 
 const app = document.getElementById('app')!;
 const plot = el('div', { id: 'plot', class: 'plot' }) as PlotlyDiv;
@@ -34,22 +41,26 @@ const thresholdLabel = el('span', { class: 'muted', id: 'threshold-label' }, 'th
 const ablateBtn = el('vscode-button' as 'button', { id: 'ablate', title: 'Keep the marked nodes, ablate every other head and MLP, and re-run the suite' }, 'Run marked circuit (ablate the rest)');
 const clearBtn = el('vscode-button' as 'button', { id: 'clear', secondary: '' }, 'Clear marks');
 const saveBtn = el('vscode-button' as 'button', { id: 'save', secondary: '' }, 'Save as circuit');
+const capSelect = el('vscode-single-select' as 'select', { id: 'edge-cap', 'aria-label': 'Most edges drawn' });
+const edgeNote = el('p', { class: 'muted', id: 'edge-note', 'aria-live': 'polite' });
+for (const n of [...EDGE_CAPS, 0]) capSelect.append(el('vscode-option' as 'option', { value: String(n), ...(n === edgeCap ? { selected: '' } : {}) }, n ? n.toLocaleString('en-US') : 'all'));
 const results = el('section', { id: 'results', 'aria-live': 'polite' });
 // Keyboard path to marking: every node as a checkbox, strongest first (the plot itself needs a pointer).
 const nodeList = el('details', { id: 'node-list' });
 const header = el('header', { class: 'toolbar' });
 
-function layout(s: GraphState) {
+function layout(s: GraphState, p: Prepared) {
   header.replaceChildren(
     el('strong', {}, s.title), backend, el('span', { class: 'spacer' }),
     // Grouped, so a narrow panel wraps whole groups (the threshold value stays beside its slider).
     el('span', { class: 'group' }, el('label', { for: 'threshold' }, 'Hide |score| below '), slider, thresholdLabel),
+    ...(s.edges.length ? [el('span', { class: 'group' }, el('label', { for: 'edge-cap' }, 'Edges: at most '), capSelect)] : []),
     el('span', { class: 'group' }, markedInfo, ablateBtn, clearBtn, saveBtn),
   );
   const legend = el('p', { class: 'muted', id: 'legend' }, s.edges.length
-    ? `Node size: |score|. Blue supports the behaviour, red opposes it. Edges (${(s.method.split('; ')[1] ?? 'by score').replace(/^edges /, '')}): width by |score|; a head's q, k, v inputs end left, middle, right under it; hover the middle of an edge for its score.`
+    ? `Node size: |score|. Blue supports the behaviour, red opposes it. Edges (${(s.method.split('; ')[1] ?? 'by score').replace(/^edges /, '')}): wider and more opaque for larger |score| (only the 30 strongest widest); a head's q, k, v inputs end left, middle, right under it; hover an edge for its id and score.`
     : 'Node size: |score|. Blue supports the behaviour, red opposes it.');
-  app.replaceChildren(header, ...(s.diff ? [diffSummary(s, s.diff, diffNodes(s, s.diff))] : [legend]), plot, results, nodeList);
+  app.replaceChildren(header, ...(s.diff && p.diffNodes ? [diffSummary(s, s.diff, p.diffNodes)] : [legend]), ...(s.edges.length ? [edgeNote] : []), plot, results, nodeList);
 }
 
 /** Node positions: y = 0 input, 2L+1 attention of layer L, 2L+2 MLP of layer L, top logits. */
@@ -61,125 +72,190 @@ function position(id: string, s: GraphState): [number, number] {
   return [(s.heads - 1) / 2, 2 * n.layer + 2];
 }
 
+/** What depends only on the state, computed once per state (the diff too): redraws only pick and colour. */
+interface Prepared {
+  diffNodes?: DiffNode[];
+  /** Per node of s.nodes: importance (|score|, or in a diff view the larger |score| of A and B), marker size,
+   *  position, symbol and hover text. */
+  importance: number[];
+  maxAbs: number;
+  size: number[];
+  x: number[];
+  y: number[];
+  symbol: string[];
+  hover: string[];
+  change?: Change[];
+  pos: Map<string, [number, number]>;
+  lod: EdgeLod;
+  kinds: readonly string[];
+  ticks: { vals: number[]; text: string[] };
+}
+
+/** The y axis' row names; on a deep model every k-th row only (Plotly measures every label on each redraw, and
+ *  hundreds overlap anyway). */
+function rowTicks(layers: number): { vals: number[]; text: string[] } {
+  const text = ['input', ...Array.from({ length: layers }, (_, l) => [`attn ${l}`, `mlp ${l}`]).flat(), 'logits'];
+  const step = Math.ceil(text.length / 60);
+  const vals = text.map((_, i) => i).filter((i) => i % step === 0 || i === text.length - 1);
+  return { vals, text: vals.map((i) => text[i]!) };
+}
+
+function prepare(s: GraphState): Prepared {
+  const dl = s.diff ? diffNodes(s, s.diff) : undefined;
+  const importance = dl ? dl.map((n) => n.size) : s.nodes.map((n) => Math.abs(n.score));
+  let maxAbs = 1e-9;
+  for (const v of importance) if (v > maxAbs) maxAbs = v;
+  const pos = new Map(s.nodes.map((n) => [n.id, position(n.id, s)]));
+  const io = (id: string) => id === 'input' || id === 'logits';
+  const kinds = s.diff ? (['gained', 'lost', 'unchanged'] as const) : (['pos', 'neg'] as const);
+  const edges: LodEdge[] = s.diff
+    ? diffEdges(s, s.diff).map((e) => ({ source: e.source, target: e.target, size: e.size, score: e.b, kind: e.change, describe: () => `${e.source} → ${e.target}\nA ${e.a.toFixed(4)} → B ${e.b.toFixed(4)} (${e.change})` }))
+    : s.edges.map((e) => ({ source: e.source, target: e.target, score: e.score, size: Math.abs(e.score), kind: e.score >= 0 ? 'pos' : 'neg', describe: () => `${e.source} → ${e.target}\nscore ${e.score.toFixed(4)}` }));
+  return {
+    diffNodes: dl, importance, maxAbs, pos, kinds, ticks: rowTicks(s.layers),
+    size: s.nodes.map((n, i) => (io(n.id) ? 16 : 10 + 34 * Math.sqrt(importance[i]! / maxAbs))),
+    x: s.nodes.map((n) => pos.get(n.id)![0]), y: s.nodes.map((n) => pos.get(n.id)![1]),
+    symbol: s.nodes.map((n) => (parseNodeId(n.id).kind === 'mlp' ? 'square' : 'circle')),
+    hover: s.nodes.map((n, i) => (dl && !io(n.id) ? `<b>${n.id}</b><br>A ${dl[i]!.a.toFixed(4)} → B ${n.score.toFixed(4)} (${dl[i]!.change})` : `<b>${n.id}</b><br>score ${n.score.toFixed(4)}`)),
+    change: dl?.map((n) => n.change),
+    lod: buildEdgeLod(edges, pos, kinds),
+  };
+}
+
+/** Edge lines in SVG up to this many drawn edges, WebGL above (an SVG path per trace grows slow with thousands). */
+const SVG_EDGES = 1500;
+/** Node markers in SVG up to this many nodes, WebGL above. */
+const SVG_NODES = 2000;
+/** Labels beside the nodes up to this many; above, the axes name each node's layer and head (and hover its id). */
+const LABELLED_NODES = 40;
+
 function render(): void {
   const s = state!;
-  // A diff view (checkpoint B against a baseline A) sizes by the larger |score| of the two and colours by change.
-  const dn = s.diff ? new Map(diffNodes(s, s.diff).map((n) => [n.id, n])) : undefined;
-  const dc = s.diff ? diffColors() : undefined;
-  const importance = (n: { id: string; score: number }) => (dn ? dn.get(n.id)!.size : Math.abs(n.score));
-  const maxAbs = Math.max(1e-9, ...s.nodes.map(importance));
-  const cut = (threshold / 100) * maxAbs;
-  const visible = s.nodes.filter((n) => n.id === 'input' || n.id === 'logits' || importance(n) >= cut || marked.has(n.id));
-  const pos = new Map(s.nodes.map((n) => [n.id, position(n.id, s)]));
+  const p = prepared!;
+  const cut = (threshold / 100) * p.maxAbs;
+  const visible: number[] = [];
+  s.nodes.forEach((n, i) => { if (n.id === 'input' || n.id === 'logits' || p.importance[i]! >= cut || marked.has(n.id)) visible.push(i); });
   const pos_ = themeColor('--vscode-charts-blue', '#3794ff');
   const neg = themeColor('--vscode-charts-red', '#f14c4c');
   const fg = themeColor('--vscode-editor-foreground', '#cccccc');
   const markColor = themeColor('--vscode-charts-yellow', '#cca700');
-  const big = s.nodes.length > 2000;
-  const allEdges = s.diff ? diffEdges(s, s.diff) : s.edges.map((e) => ({ ...e, size: Math.abs(e.score), change: undefined as Change | undefined, a: 0, b: e.score }));
-  const edgeMax = Math.max(1e-9, ...allEdges.map((e) => e.size));
-  // Edges below 5 % of the strongest are hidden even at threshold 0 (a model has many near-zero edges).
-  const edgeCut = Math.max(0.05, threshold / 100) * edgeMax;
-  const edges = allEdges.filter((e) => e.size >= edgeCut).sort((a, b) => b.size - a.size).slice(0, big ? 5000 : 20000);
-  // A head's q, k and v inputs end side by side under it, so the three edges of one pair stay apart.
-  const end = (id: string): [number, number] | undefined => {
-    const { node, input } = splitEdgeTarget(id);
-    const p = pos.get(node as NodeId);
-    if (!p) return undefined;
-    return input ? [p[0] + { q: -0.15, k: 0, v: 0.15 }[input], p[1] - 0.12] : p;
-  };
-  // Three strengths per sign: line width and opacity grow with |score|.
-  const buckets = [[0, 0.2, 1, 0.35], [0.2, 0.5, 2.5, 0.6], [0.5, Infinity, 4, 0.85]] as const;
-  // Line colour: by sign, or in a diff view by change.
-  const kinds = dc ? (['gained', 'lost', 'unchanged'] as const) : (['pos', 'neg'] as const);
-  const kindOf = (e: (typeof edges)[number]) => e.change ?? (e.score >= 0 ? 'pos' : 'neg');
+  const dc = s.diff ? diffColors() : undefined;
   const colorOf = (k: string) => (dc ? dc[k as Change] : k === 'pos' ? pos_ : neg);
-  const edgeTraces = kinds.flatMap((kind) => buckets.map(([lo, hi, width, opacity]) => {
-    const xs: (number | null)[] = [];
-    const ys: (number | null)[] = [];
-    for (const e of edges) {
-      const r = e.size / edgeMax;
-      if (kindOf(e) !== kind || r < lo || r >= hi) continue;
-      const a = end(e.source);
-      const b = end(e.target);
-      if (a && b) xs.push(a[0], b[0], null), ys.push(a[1], b[1], null);
-    }
-    return { type: big ? 'scattergl' : 'scatter', mode: 'lines', x: xs, y: ys, hoverinfo: 'skip', showlegend: false, line: { color: colorOf(kind), width }, opacity };
-  }));
-  // Hover targets at the middle of each edge: its id and score.
-  const mids = edges.map((e) => { const a = end(e.source); const b = end(e.target); return a && b ? { e, x: (a[0] + b[0]) / 2, y: (a[1] + b[1]) / 2 } : undefined; }).filter((m) => m !== undefined);
-  edgeTraces.push({
-    type: big ? 'scattergl' : 'scatter', mode: 'markers', x: mids.map((m) => m.x), y: mids.map((m) => m.y), showlegend: false,
-    marker: { size: 7, color: mids.map((m) => colorOf(kindOf(m.e))), opacity: 0.25 },
-    hovertemplate: mids.map((m) => (dc
-      ? `<b>${m.e.source} → ${m.e.target}</b><br>A ${m.e.a.toFixed(4)} → B ${m.e.b.toFixed(4)} (${m.e.change})<extra></extra>`
-      : `<b>${m.e.source} → ${m.e.target}</b><br>score ${m.e.score.toFixed(4)}<extra></extra>`)),
-  } as never);
+  // Edges below 5 % of the strongest are hidden even at threshold 0 (a model has many near-zero edges), and at
+  // most `edgeCap` are drawn: the strongest (a prefix of the sorted list).
+  const { lod } = p;
+  const shown = shownEdges(lod, Math.max(0.05, threshold / 100) * lod.max, edgeCap);
+  const edgeType = shown > SVG_EDGES ? 'scattergl' : 'scatter';
+  const edgeTraces: unknown[] = lod.traces.map((t) => {
+    const { x, y } = traceSlice(t, shown);
+    return { type: edgeType, mode: 'lines', x, y, hoverinfo: 'skip', showlegend: false, line: { color: colorOf(t.kind), width: t.width }, opacity: t.opacity };
+  });
+  edges = { lod, shown };
+  const big = s.nodes.length > SVG_NODES;
+  const io = (i: number) => s.nodes[i]!.id === 'input' || s.nodes[i]!.id === 'logits';
+  const pick = <T>(a: T[]) => visible.map((i) => a[i]!);
+  const ids = visible.map((i) => s.nodes[i]!.id);
+  drawn = { visible, ids, trace: edgeTraces.length + (big ? 1 : 0), threshold, gl: big };
+  const m = markStyle(drawn, p);
+  // In SVG the nodes carry the marks (outline width per node: marking restyles widths in place, see restyleMarks);
+  // in WebGL a second trace holds the marked nodes (see markTrace).
   const nodeTrace = {
-    type: big ? 'scattergl' : 'scatter', mode: big ? 'markers' : 'markers+text', showlegend: false,
-    x: visible.map((n) => pos.get(n.id)![0]), y: visible.map((n) => pos.get(n.id)![1]),
-    text: visible.map((n) => n.id), textposition: 'top center', textfont: { color: fg, size: 11 },
-    customdata: visible.map((n) => n.id),
-    hovertemplate: visible.map((n) => (dn && n.id !== 'input' && n.id !== 'logits'
-      ? `<b>${n.id}</b><br>A ${dn.get(n.id)!.a.toFixed(4)} → B ${n.score.toFixed(4)} (${dn.get(n.id)!.change})<extra></extra>`
-      : `<b>${n.id}</b><br>score ${n.score.toFixed(4)}<extra></extra>`)),
+    type: big ? 'scattergl' : 'scatter', uid: NODES_UID, mode: s.nodes.length > LABELLED_NODES ? 'markers' : 'markers+text', showlegend: false,
+    x: pick(p.x), y: pick(p.y), text: ids, textposition: 'top center', textfont: { color: fg, size: 11 }, customdata: ids, hovertemplate: m.hover,
     marker: {
-      size: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? 16 : 10 + 34 * Math.sqrt(importance(n) / maxAbs))),
-      color: visible.map((n) => (n.id === 'input' || n.id === 'logits' ? fg : dn && dc ? dc[dn.get(n.id)!.change] : n.score >= 0 ? pos_ : neg)),
-      symbol: visible.map((n) => (parseNodeId(n.id).kind === 'mlp' ? 'square' : 'circle')),
+      size: pick(p.size), symbol: pick(p.symbol),
+      color: visible.map((i) => (io(i) ? fg : p.change && dc ? dc[p.change[i]!] : s.nodes[i]!.score >= 0 ? pos_ : neg)),
+      line: big ? { width: 0 } : { color: markColor, width: m.width },
     },
-    selectedpoints: null,
   };
-  drawn = {
-    ids: visible.map((n) => n.id), scores: visible.map((n) => n.score), x: nodeTrace.x, y: nodeTrace.y, size: nodeTrace.marker.size,
-    symbol: nodeTrace.marker.symbol, trace: edgeTraces.length + 1, markColor, threshold, type: nodeTrace.type,
-  };
-  const ticks = ['input', ...Array.from({ length: s.layers }, (_, l) => [`attn ${l}`, `mlp ${l}`]).flat(), 'logits'];
-  const sizeOf = new Map(visible.map((n, i) => [n.id, nodeTrace.marker.size[i]!]));
-  const rings = s.diff && dc ? circuitRings(s.diff, pos, (id) => sizeOf.get(id) ?? 10, dc) : [];
-  void Plotly.react(plot, [...edgeTraces, nodeTrace, markTrace(drawn), ...rings], {
+  const ticks = p.ticks;
+  const sizeOf = new Map(visible.map((i) => [s.nodes[i]!.id, p.size[i]!]));
+  const rings = s.diff && dc ? circuitRings(s.diff, p.pos, (id) => sizeOf.get(id) ?? 10, dc) : [];
+  void Plotly.react(plot, [...edgeTraces, nodeTrace, ...(big ? [markTrace(drawn, p, markColor)] : []), ...rings], {
     paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, dragmode: 'select', margin: { l: 60, r: 20, t: 10, b: 30 },
-    xaxis: { title: { text: 'head' }, zeroline: false, showgrid: false, color: fg, dtick: 1 },
-    yaxis: { tickvals: ticks.map((_, i) => i), ticktext: ticks, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
-    hovermode: 'closest', uirevision: 'graph', showlegend: rings.length > 0, legend: { orientation: 'h', x: 0, y: 1.06, font: { color: fg } },
+    xaxis: { title: { text: 'head' }, zeroline: false, showgrid: false, color: fg, dtick: Math.ceil(s.heads / 30) },
+    yaxis: { tickvals: ticks.vals, ticktext: ticks.text, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
+    // Nodes hover only when pointed at (edges between them hover through edge-hover.ts).
+    hovermode: 'closest', hoverdistance: 6, uirevision: 'graph', showlegend: rings.length > 0, legend: { orientation: 'h', x: 0, y: 1.06, font: { color: fg } },
   }, { displaylogo: false, responsive: true, modeBarButtonsToRemove: ['toImage'] });
-  markedInfo.textContent = `${[...marked].length} marked`;
+  markedInfo.textContent = `${marked.size} marked`;
   for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
-  thresholdLabel.textContent = `${cut.toFixed(3)} (${visible.length} of ${s.nodes.length} nodes${s.edges.length ? `, ${edges.length} of ${s.edges.length} edges` : ''})`;
-  saveState();
+  const total = lod.edges.length;
+  thresholdLabel.textContent = `${cut.toFixed(3)} (${visible.length} of ${s.nodes.length} nodes${s.edges.length ? `, ${shown} of ${total} edges` : ''})`;
+  const fmt = (n: number) => n.toLocaleString('en-US');
+  const capped = shown === edgeCap && shown < total;
+  edgeNote.textContent = shown === 0 ? `Showing none of ${fmt(total)} edges: all are below the threshold.`
+    : `Showing ${fmt(shown)} of ${fmt(total)} edges (|score| ≥ ${lod.size[shown - 1]!.toPrecision(3)}${capped ? `, the ${fmt(edgeCap)} strongest` : ''}); ${fmt(total - shown)} hidden${
+      capped ? ': raise "Edges: at most" or lower the threshold to see more' : shown === total ? '' : threshold > 5 ? ' by the threshold' : ' (under 5 % of the strongest |score|)'}.`;
 }
 
-/** What the plot shows now, so marking redraws a small outline trace over the nodes instead of every trace. */
-interface Drawn { ids: string[]; scores: number[]; x: number[]; y: number[]; size: number[]; symbol: string[]; trace: number; markColor: string; threshold: number; type: string }
+/** What the plot shows now, so marking restyles the outline trace's line widths instead of redrawing. */
+interface Drawn { visible: number[]; ids: string[]; trace: number; threshold: number; gl: boolean }
 let drawn: Drawn | undefined;
+let prepared: Prepared | undefined;
+/** The edges drawn now, for their hover. */
+let edges: DrawnEdges | undefined;
 
-/** The marked nodes' outlines: a trace of their own over the nodes (clickable and hoverable like them). */
-function markTrace(d: Drawn) {
-  const at = d.ids.flatMap((id, i) => (marked.has(id) ? [i] : []));
+/** Outline width and hover text per drawn node: marked nodes get the outline and "marked". */
+function markStyle(d: Drawn, p: Prepared) {
   return {
-    type: d.type, mode: 'markers', showlegend: false, x: at.map((i) => d.x[i]), y: at.map((i) => d.y[i]), customdata: at.map((i) => d.ids[i]),
-    hovertemplate: at.map((i) => `<b>${d.ids[i]}</b><br>score ${d.scores[i]!.toFixed(4)}<br>marked<extra></extra>`),
-    marker: { size: at.map((i) => d.size[i]), symbol: at.map((i) => d.symbol[i]), color: 'rgba(0,0,0,0)', line: { color: d.markColor, width: 4 } },
+    width: d.ids.map((id) => (marked.has(id) ? 4 : 0)),
+    hover: d.visible.map((i, j) => `${p.hover[i]}${marked.has(d.ids[j]!) ? '<br>marked' : ''}<extra></extra>`),
   };
 }
 
-/** Marks changed at the same threshold: only the outline trace changes. */
+/** In WebGL (thousands of nodes) the marked nodes' outlines: a trace of their own over the nodes, restyled when
+ *  marks change (the nodes themselves would be a second full trace of every node). */
+function markTrace(d: Drawn, p: Prepared, markColor: string) {
+  const m = markStyle(d, p);
+  const at = d.visible.flatMap((_, j) => (marked.has(d.ids[j]!) ? [j] : []));
+  const pick = <T>(a: T[]) => at.map((j) => a[d.visible[j]!]!);
+  return {
+    type: 'scattergl', mode: 'markers', showlegend: false, x: pick(p.x), y: pick(p.y), customdata: at.map((j) => d.ids[j]), hovertemplate: at.map((j) => m.hover[j]),
+    marker: { size: pick(p.size), symbol: pick(p.symbol), color: 'rgba(0,0,0,0)', line: { color: markColor, width: 4 } },
+  };
+}
+
+/** Plotly names a trace's SVG group `trace<uid>`: how the node points are found. */
+const NODES_UID = 'nodes';
+
+interface PlotInternals { data?: TraceArrays[]; _fullData?: TraceArrays[]; calcdata?: { i?: number; mlw?: number }[][] }
+interface TraceArrays { marker?: { line?: { width?: number[] } }; hovertemplate?: string[] }
+
+/**
+ * Marks changed at the same threshold: only the outline trace's line widths (and hover texts) change. Plotly would
+ * recompute and redraw every trace for a changed array (a restyle of an array attribute is a full replot), so on
+ * SVG the widths are set on the drawn points directly, and in Plotly's data and per-point calcdata too, so that its
+ * own redraws (zoom, pan) draw the same. Anything unexpected falls back to Plotly.restyle.
+ */
 function restyleMarks(): void {
   const d = drawn;
+  const p = prepared!;
   if (!d || d.threshold !== threshold) { render(); return; }
   // A node hidden by the threshold becomes visible when marked: then the set of points changes, redraw.
-  const s = state!;
-  const maxAbs = Math.max(1e-9, ...s.nodes.map((n) => Math.abs(n.score)));
-  const cut = (threshold / 100) * maxAbs;
   const shown = new Set(d.ids);
-  if (s.nodes.some((n) => marked.has(n.id) && Math.abs(n.score) < cut && !shown.has(n.id))) { render(); return; }
-  const m = markTrace(d);
-  void Plotly.restyle(plot, {
-    x: [m.x], y: [m.y], customdata: [m.customdata], hovertemplate: [m.hovertemplate], 'marker.size': [m.marker.size], 'marker.symbol': [m.marker.symbol],
-  }, [d.trace]);
-  markedInfo.textContent = `${[...marked].length} marked`;
+  if ([...marked].some((id) => !shown.has(id))) { render(); return; }
+  const m = markStyle(d, p);
+  if (d.gl) {
+    const t = markTrace(d, p, '');
+    void Plotly.restyle(plot, { x: [t.x], y: [t.y], customdata: [t.customdata], hovertemplate: [t.hovertemplate], 'marker.size': [t.marker.size], 'marker.symbol': [t.marker.symbol] }, [d.trace]);
+  } else if (!styleInPlace(d, m.width, m.hover)) void Plotly.restyle(plot, { 'marker.line.width': [m.width], hovertemplate: [m.hover] }, [d.trace]);
+  markedInfo.textContent = `${marked.size} marked`;
   for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
-  saveState();
+}
+
+function styleInPlace(d: Drawn, width: number[], hover: string[]): boolean {
+  const gd = plot as unknown as PlotInternals;
+  const cd = gd.calcdata?.[d.trace];
+  const traces = [gd.data?.[d.trace], gd._fullData?.[d.trace]];
+  const points = plot.querySelectorAll<SVGPathElement & { __data__?: { i?: number } }>(`g.trace${NODES_UID} path.point`);
+  if (!cd || cd.length !== width.length || points.length !== width.length) return false;
+  if (traces.some((t) => !t?.marker?.line?.width || !t.hovertemplate)) return false;
+  for (const pt of points) if (pt.__data__?.i === undefined) return false;
+  for (const t of traces) { t!.marker!.line!.width!.splice(0, width.length, ...width); t!.hovertemplate!.splice(0, hover.length, ...hover); }
+  width.forEach((w, i) => { cd[i]!.mlw = w; });
+  for (const pt of points) pt.style.strokeWidth = `${width[pt.__data__!.i!]}px`;
+  return true;
 }
 
 // Persisting the state (nodes, edges, prompts) is a structured clone: once things settle, not on every event.
@@ -219,6 +295,7 @@ function toggle(ids: string[], only = false): void {
   }
   vscode.postMessage({ t: 'marked', nodes: [...marked] as NodeId[] });
   restyleMarks();
+  saveState();
 }
 
 let lastMetrics: Record<string, unknown> | undefined;
@@ -259,16 +336,20 @@ let wired = false;
 function init(s: GraphState): void {
   state = s;
   marked = new Set(s.marked);
-  layout(s);
+  prepared = prepare(s);
+  layout(s, prepared);
   drawn = undefined;
   render();
+  saveState();
   renderNodeList(s);
   if (wired) return;
   // A later state (the same suite attributed again) only redraws: listeners and the worker stay.
   wired = true;
+  edgeHover(plot, () => edges);
   plot.on('plotly_click', (e) => { const id = e.points?.[0]?.customdata; if (id) toggle([id]); });
   plot.on('plotly_selected', (e) => { const ids = (e?.points ?? []).map((p) => p.customdata!).filter(Boolean); if (ids.length) toggle(ids, true); });
   slider.addEventListener('input', () => { threshold = Number(slider.value); scheduleRender(); });
+  capSelect.addEventListener('change', () => { edgeCap = Number((capSelect as unknown as { value: string }).value) || Infinity; scheduleRender(); });
   ablateBtn.addEventListener('click', () => { ablateMarked().catch((err) => { results.textContent = `Error: ${(err as Error).message}`; vscode.postMessage({ t: 'error', message: (err as Error).message }); }); });
   clearBtn.addEventListener('click', () => toggle([], true));
   saveBtn.addEventListener('click', () => vscode.postMessage({ t: 'saveCircuit', nodes: [...marked] as NodeId[], metrics: lastMetrics ?? {} }));
