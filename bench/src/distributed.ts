@@ -346,7 +346,8 @@ async function projectGpt2Small(efficiency: number, overheadPerChunkMs: number, 
     const perWorkerChunks = Math.ceil(chunks / n);
     return {
       workers: n,
-      hours: hours(coordinatorSetupMs + compute / efficiency + perWorkerChunks * (overheadPerChunkMs + latencyPerChunkMs) + (sets * per1) / chunks),
+      // One worker is the reference the efficiency is measured against: no loss applied there.
+      hours: hours(coordinatorSetupMs + compute / (n === 1 ? 1 : efficiency) + perWorkerChunks * (overheadPerChunkMs + latencyPerChunkMs) + (sets * per1) / chunks),
       idealHours: hours(compute),
     };
   });
@@ -354,7 +355,7 @@ async function projectGpt2Small(efficiency: number, overheadPerChunkMs: number, 
   const assumptions = [
     `one core per worker (--threads 1), each as fast as one core of this machine (${os.cpus()[0]?.model ?? 'unknown CPU'}) at this load`,
     'the model file at the same path on every worker machine (as the broker requires), loaded once per worker',
-    `the ${efficiency} parallel efficiency measured with 2 workers on this machine's 2 cores holds for N workers on N cores (edge patching chunks are independent; the coordinator only waits)`,
+    `the ${efficiency} parallel efficiency measured with 2 workers on this machine's 2 cores holds for N ≥ 2 workers on N cores (edge patching chunks are independent; the coordinator only waits)`,
     `per chunk: the ${overheadPerChunkMs} ms overhead measured here (one worker, localhost Redis) plus ${latencyPerChunkMs} ms of network latency (about four round trips of 1 ms: take, lock, complete, the coordinator's poll)`,
     `${chunks} chunks of ~512 rows (${rowsPerCall} rows per engine call, as the engine's memory budget gives on this 24 GiB machine); the last chunk's time added once for the tail`,
     'not measured: Redis and the coordinator with thousands of chunks (it reads every pending chunk each 200 ms poll), and machines with other CPUs',
