@@ -1,7 +1,7 @@
 // `npm run bench` (bench/run.js builds this file to bench/.build/main.js and runs it). Not part of `npm test`;
 // nothing here asserts a time: targets are reported as met or missed.
 //
-//   node bench/run.js [--only forward,sweep,gradient,edges,peak,graph,memory,profile,big] [--quick] [--full] [--reps N]
+//   node bench/run.js [--only forward,sweep,gradient,edges,peak,graph,memory,profile,big,distributed] [--quick] [--full] [--reps N]
 //                     [--no-wasm] [--no-prototypes] [--torch-threads N] [--threads N] [--spinning during-run|always|never] [--models induction-gpt2,induction-llama,gpt2-small]
 //   (--no-prototypes: leave out the memory benchmark's bench-only prototype rows)
 //                     [--report-only]   (only rewrite README-numbers.md from latest.json)
@@ -11,12 +11,16 @@
 //                     [--graph-baseline DIR] [--graph-screenshot FILE] [--graphs gpt2,1k,10k]
 //   (graph: DIR holds an older build's dist/webview/graph.js, measured alternately with the current one; FILE gets
 //   a screenshot of GPT-2-small's edge graph as first drawn)
+//                     [--dist-workers 1,2,4] [--dist-edge-reps N] [--dist-node-reps N] [--dist-project 1,4,16,64] [--dist-no-gpt2]
+//   (distributed: attribute --broker on worker processes, bench/src/distributed.ts; only with --only distributed or
+//   --full; needs redis-server and `node esbuild.js`'s dist/cli.js)
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BIG_MODEL, BIG_PHASES, BIG_PHASES_ALL, bigBench, bigChild, type BigPhase, type BigResult } from './big';
 import { forwardBench, type ForwardResult } from './forward';
+import { DIST_MODEL, distChild, distributedBench, type DistributedResult } from './distributed';
 import { edgeBench, type EdgeResult } from './edges';
 import { gradientBench, type GradientResult } from './gradient';
 import { CHROMIUM, graphViewBench, type GraphViewResult } from './graph-view';
@@ -41,11 +45,15 @@ export interface Results {
   memory?: Section<MemoryResult>;
   profile?: Section<{ forward: ForwardProfile[]; sweep: SweepProfile[]; scoring?: ScoringProfile[] }>;
   big?: Section<BigResult | { skipped: string }>;
+  distributed?: Section<DistributedResult>;
 }
 
-const ALL = ['forward', 'sweep', 'gradient', 'edges', 'peak', 'graph', 'memory', 'profile', 'big'] as const;
-/** Sections a run without --only runs: all but `big` (minutes and ~10 GiB), which runs with --only big or --full. */
-const DEFAULT = ALL.filter((b) => b !== 'big');
+const ALL = ['forward', 'sweep', 'gradient', 'edges', 'peak', 'graph', 'memory', 'profile', 'big', 'distributed'] as const;
+/**
+ * Sections a run without --only runs: all but `big` (minutes and ~10 GiB) and `distributed` (minutes, and a
+ * redis-server), which run with --only or --full.
+ */
+const DEFAULT = ALL.filter((b) => b !== 'big' && b !== 'distributed');
 type Bench = (typeof ALL)[number];
 
 function parseArgs(argv: string[]) {
@@ -74,6 +82,10 @@ function parseArgs(argv: string[]) {
       layer: get('big-layer') !== undefined ? Number(get('big-layer')) : undefined,
       phases: (get('big-phases')?.split(',') ?? [...BIG_PHASES]) as BigPhase[],
     },
+    dist: {
+      workers: (get('dist-workers') ?? '1,2,4').split(',').map(Number), edgeReps: Number(get('dist-edge-reps') ?? 1), nodeReps: Number(get('dist-node-reps') ?? 3),
+      overheadReps: Number(get('dist-overhead-reps') ?? 3), gpt2Small: !has('dist-no-gpt2'), projectWorkers: (get('dist-project') ?? '1,4,16,64').split(',').map(Number),
+    },
   };
 }
 
@@ -95,12 +107,15 @@ function usesTorch(b: Bench, makeBig: boolean): boolean {
   if (['forward', 'sweep', 'gradient', 'edges', 'peak', 'memory'].includes(b)) return true;
   if (b === 'profile') return !benchModelReady();
   if (b === 'big') return makeBig && !fs.existsSync(BIG_MODEL);
+  if (b === 'distributed') return !fs.existsSync(DIST_MODEL);
   return false;
 }
 
 async function main(): Promise<void> {
   // A child of the big section (bench/src/big.ts) runs one phase in its own process.
   if (process.argv[2] === '--big-child') return bigChild(process.argv.slice(3));
+  // The distributed section's local baseline runs in its own process, as the coordinator does.
+  if (process.argv[2] === '--dist-child') return distChild(process.argv.slice(3));
   const args = parseArgs(process.argv.slice(2));
   nodeRuntimeOptions.flushDenormals = args.flushDenormals;
   nodeRuntimeOptions.threads = args.threads;
@@ -220,6 +235,10 @@ async function main(): Promise<void> {
     if (args.only.has('big')) {
       for (const p of args.big.phases) if (!BIG_PHASES_ALL.includes(p)) throw new Error(`--big-phases: ${BIG_PHASES_ALL.join(', ')}, not "${p}"`);
       results.big = { date: date(), data: await bigBench(args.big) };
+      save();
+    }
+    if (args.only.has('distributed')) {
+      results.distributed = { date: date(), data: await distributedBench(args.dist) };
       save();
     }
     if (args.only.has('graph')) {

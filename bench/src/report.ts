@@ -3,6 +3,7 @@ import type { ForwardResult } from './forward';
 import type { GradientResult } from './gradient';
 import type { GraphViewResult } from './graph-view';
 import type { BigResult } from './big';
+import { distributedSummary } from './distributed-report';
 import type { Results } from './main';
 import { gpt2ForwardFlops } from './peak';
 import { stats, type Stats } from './harness';
@@ -225,8 +226,10 @@ export function renderSummary(r: Results): string {
     }
   }
 
+  if (r.distributed) out.push(...distributedSummary(r.distributed.data, when(r.distributed)));
+
   out.push('## How to run', '');
-  out.push('```bash', 'npm run bench                          # everything (~30-60 min on 2 cores); writes bench/results/latest.json and this file', 'npm run bench -- --only forward,peak   # some of: forward, sweep, gradient, edges, peak, graph, memory, profile (other sections of latest.json are kept)', 'npm run bench -- --quick               # fewer runs, demo-only sweep, gradient and edges', 'npm run bench -- --full                # GPT-2-small sweep over all 144 heads (default: layers 0 and 11, extrapolated)', 'node bench/run.js --report-only         # rewrite this file from bench/results/latest.json', '```', '');
+  out.push('```bash', 'npm run bench                          # everything (~30-60 min on 2 cores); writes bench/results/latest.json and this file', 'npm run bench -- --only forward,peak   # some of: forward, sweep, gradient, edges, peak, graph, memory, profile (other sections of latest.json are kept)', 'npm run bench -- --quick               # fewer runs, demo-only sweep, gradient and edges', 'npm run bench -- --full                # GPT-2-small sweep over all 144 heads (default: layers 0 and 11, extrapolated)', 'npm run bench -- --only distributed    # attribute --broker on 1, 2, 4 workers (needs redis-server; not in a plain run)', 'node bench/run.js --report-only         # rewrite this file from bench/results/latest.json', '```', '');
   out.push('Needs Debian\'s `/usr/bin/python3` with python3-torch and python3-onnx (or `BENCH_PYTHON`), and `/usr/bin/chromium` (or `CHROMIUM_PATH`) for the graph view. The GPT-2-small-shaped model is generated on first use by `scripts/make_bench_model.py` into `bench/models/` (git-ignored, ~1.2 GB with its state dict).', '');
   return `${out.join('\n')}\n`;
 }
