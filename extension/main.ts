@@ -6,10 +6,10 @@ import { CircuitExplorer } from './views/explorer';
 import type { GraphState } from '../protocol/graph';
 import type { PromptState } from '../protocol/prompt';
 import { GRAPH_VIEW, GraphPanel } from './panels/graph/panel';
-import { SWEEP_VIEW, SweepPanel } from './panels/sweep/panel';
-import type { SweepState } from '../protocol/sweep';
-import { PRUNE_VIEW, PrunePanel } from './panels/prune/panel';
-import type { PruneState } from '../protocol/prune';
+import { SWEEP_VIEW } from './panels/sweep/panel';
+import { PRUNE_VIEW } from './panels/prune/panel';
+import { restoreResults } from './panels/result-panel';
+import { SENSITIVITY_VIEW } from './panels/sensitivity/panel';
 import { ATTENTION_VIEW, LENS_VIEW, PromptPanel } from './panels/prompt/panel';
 import { RELATIONS_VIEW, RelationsPanel } from './panels/redundancy/panel';
 import type { RelationsState } from '../protocol/redundancy';
@@ -43,26 +43,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<{ serv
         new GraphPanel(panel, state, saved, onSaved);
       },
     }),
-    vscode.window.registerWebviewPanelSerializer(SWEEP_VIEW, {
-      async deserializeWebviewPanel(panel, saved: SweepState | undefined) {
-        if (!saved?.points) { panel.dispose(); return; }
-        panel.webview.options = SweepPanel.options(state);
-        new SweepPanel(panel, state, saved);
-      },
-    }),
+    restoreResults(state, SWEEP_VIEW), restoreResults(state, PRUNE_VIEW), restoreResults(state, SENSITIVITY_VIEW),
     vscode.window.registerWebviewPanelSerializer(RELATIONS_VIEW, {
       // Saved through JSON: the matrices' NaN (no value) come back as null, which the view draws as gaps.
       async deserializeWebviewPanel(panel, saved: RelationsState | undefined) {
         if (saved?.kind !== 'redundancy' && saved?.kind !== 'relate') { panel.dispose(); return; }
         panel.webview.options = RelationsPanel.options(state);
         new RelationsPanel(panel, state, saved);
-      },
-    }),
-    vscode.window.registerWebviewPanelSerializer(PRUNE_VIEW, {
-      async deserializeWebviewPanel(panel, saved: PruneState | undefined) {
-        if (!saved?.curves) { panel.dispose(); return; }
-        panel.webview.options = PrunePanel.options(state);
-        new PrunePanel(panel, state, saved);
       },
     }),
     ...[ATTENTION_VIEW, LENS_VIEW].map((type) => vscode.window.registerWebviewPanelSerializer(type, {

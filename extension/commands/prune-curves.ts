@@ -5,7 +5,8 @@ import { parseCircuit, type Circuit } from '../../core/formats/circuit';
 import type { PruneStrategy } from '../../core/onnx/prune';
 import type { PruneState } from '../../protocol/prune';
 import { readOr } from '../files';
-import { PrunePanel } from '../panels/prune/panel';
+import { PRUNE_VIEW } from '../panels/prune/panel';
+import { showResult } from '../panels/result-panel';
 import { CIRCUITS, f3, loadSuite, pick, showProblems, SUITES, withProgress, type Command, type Services } from './common';
 
 /**
@@ -47,6 +48,6 @@ export function pruneCurves({ state }: Services): Command {
       };
       return view;
     });
-    if (s) PrunePanel.show(state, s);
+    if (s) showResult(state, PRUNE_VIEW, s);
   };
 }

@@ -10,7 +10,8 @@ import { openModelVariants } from '../../core/nodejs/model-variants';
 import type { QuantizeOptions } from '../../core/onnx/quantize';
 import type { WeightScope } from '../../core/onnx/weight-scope';
 import type { SensitivityState } from '../../protocol/sensitivity';
-import { SensitivityPanel } from '../panels/sensitivity/panel';
+import { showResult } from '../panels/result-panel';
+import { SENSITIVITY_VIEW } from '../panels/sensitivity/panel';
 import { CIRCUITS, f3, modelFor, pick, showProblems, SUITES, withProgress, type Command, type Services } from './common';
 
 /** The quantizations offered, most common first. */
@@ -64,6 +65,6 @@ export function sensitivityCommand({ state }: Services): Command {
       };
       return view;
     });
-    if (s) SensitivityPanel.show(state, s);
+    if (s) showResult(state, SENSITIVITY_VIEW, s);
   };
 }

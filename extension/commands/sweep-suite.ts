@@ -1,7 +1,8 @@
 import * as path from 'node:path';
 import { runSweep } from '../../core/analysis/sweep/sweep';
 import type { SweepState } from '../../protocol/sweep';
-import { SweepPanel } from '../panels/sweep/panel';
+import { showResult } from '../panels/result-panel';
+import { SWEEP_VIEW } from '../panels/sweep/panel';
 import { f3, loadSuite, pick, SUITES, withProgress, type Command, type Services } from './common';
 
 /** Sweep Suite: metric and accuracy per value of the suite's swept variable, n* (core/analysis/sweep), as a line plot. */
@@ -22,6 +23,6 @@ export function sweepSuite({ state }: Services): Command {
       };
       return view;
     });
-    if (s) SweepPanel.show(state, s);
+    if (s) showResult(state, SWEEP_VIEW, s);
   };
 }

@@ -8,7 +8,10 @@ import type { BackendPreference, ComputeSetup } from '../../protocol/compute';
  * The HTML shell of every CircuitLens webview: strict CSP with a nonce, local resources only,
  * 'wasm-unsafe-eval' (onnxruntime-web compiles WASM) and blob: workers (the compute worker).
  */
-export function webviewHtml(webview: vscode.Webview, extensionUri: vscode.Uri, view: 'graph' | 'attention' | 'lens' | 'sweep' | 'redundancy' | 'prune' | 'sensitivity', title: string): string {
+/** The webview bundles esbuild.js builds (dist/webview/<name>.js). */
+export type ViewBundle = 'graph' | 'attention' | 'lens' | 'sweep' | 'redundancy' | 'prune' | 'sensitivity';
+
+export function webviewHtml(webview: vscode.Webview, extensionUri: vscode.Uri, view: ViewBundle, title: string): string {
   const nonce = crypto.randomBytes(16).toString('base64');
   const res = (...p: string[]) => webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, ...p)).toString();
   const csp = [

@@ -1,0 +1,56 @@
+import * as vscode from 'vscode';
+import type { State } from '../state';
+import { webviewHtml, type ViewBundle } from './html';
+
+/**
+ * A view that draws one result the host computed (sweep, pruning curves, quantization sensitivity): the host sends
+ * the state when the view is ready, the view saves it (setState) and draws it again after a window reload.
+ */
+export interface ResultView<S extends { title: string }> {
+  /** The webview panel type (also the serializer's key). */
+  type: string;
+  /** The webview bundle that draws it (dist/webview/<bundle>.js). */
+  bundle: ViewBundle;
+  /** How the view's errors are introduced in the log and the notification. */
+  what: string;
+  /** Whether a state saved by the view is one it can draw again. */
+  restorable(saved: S | undefined): saved is S;
+}
+
+type ToHost = { t: 'ready' } | { t: 'error'; message: string };
+
+export function resultPanelOptions(state: State): vscode.WebviewPanelOptions & vscode.WebviewOptions {
+  return {
+    enableScripts: true,
+    retainContextWhenHidden: true,
+    localResourceRoots: [vscode.Uri.joinPath(state.context.extensionUri, 'dist'), vscode.Uri.joinPath(state.context.extensionUri, 'media')],
+  };
+}
+
+/** Opens a new panel drawing `s`. */
+export function showResult<S extends { title: string }>(state: State, view: ResultView<S>, s: S): vscode.WebviewPanel {
+  const panel = vscode.window.createWebviewPanel(view.type, s.title, vscode.ViewColumn.Active, resultPanelOptions(state));
+  attachResult(panel, state, view, s);
+  return panel;
+}
+
+function attachResult<S extends { title: string }>(panel: vscode.WebviewPanel, state: State, view: ResultView<S>, s: S): void {
+  panel.iconPath = vscode.Uri.joinPath(state.context.extensionUri, 'media', 'circuitlens.svg');
+  panel.webview.html = webviewHtml(panel.webview, state.context.extensionUri, view.bundle, s.title);
+  const sub = panel.webview.onDidReceiveMessage((m: ToHost) => {
+    if (m.t === 'ready') void panel.webview.postMessage({ t: 'state', state: s });
+    else if (m.t === 'error') { state.log.error(`${view.what} view: ${m.message}`); void vscode.window.showErrorMessage(`CircuitLens ${view.what}: ${m.message}`); }
+  });
+  panel.onDidDispose(() => sub.dispose());
+}
+
+/** Brings the view's panels back after a reload, from the state each saved. */
+export function restoreResults<S extends { title: string }>(state: State, view: ResultView<S>): vscode.Disposable {
+  return vscode.window.registerWebviewPanelSerializer(view.type, {
+    async deserializeWebviewPanel(panel, saved: S | undefined) {
+      if (!view.restorable(saved)) { panel.dispose(); return; }
+      panel.webview.options = resultPanelOptions(state);
+      attachResult(panel, state, view, saved);
+    },
+  });
+}
