@@ -37,10 +37,12 @@ export interface EvalContext {
 
 /**
  * Batched engine calls computed elsewhere, each row as the local run would compute it: `callRows` rows per call,
- * `width` numbers per row; every row of every call comes back, in call order.
+ * `width` numbers per row; every row of every call comes back, in call order. `ctx`: the context asking (its
+ * prompts, ablation and batch size must be the ones the remote was made for; its signal cancels, its sink shows
+ * progress).
  */
 export interface RemoteCalls {
-  run(work: RemoteWork, callRows: number[], width: number, what: string): Promise<Float64Array | Float32Array>;
+  run(ctx: Pick<EvalContext, 'prompts' | 'ablation' | 'maxRows' | 'signal' | 'progress'>, work: RemoteWork, callRows: number[], width: number, what: string): Promise<Float64Array | Float32Array>;
 }
 
 /** Ablation sweeps start each row at the lowest layer it ablates when the engine can; clean residuals are kept up to this size. */
@@ -225,7 +227,7 @@ export async function evaluateSets(ctx: EvalContext, sets: NodeId[][]): Promise<
 /** evaluateSets with the planned calls computed by workers: each row's score comes back; the clean rows are kept. */
 async function evaluateSetsRemotely(ctx: EvalContext, remote: RemoteCalls, sets: NodeId[][]): Promise<SetResult[]> {
   const calls = await planSetCalls(ctx, sets);
-  const values = calls.length ? await remote.run({ kind: 'sets', sets, calls }, calls.map((c) => c.length), SCORE_WIDTH, 'ablation sets') : new Float64Array(0);
+  const values = calls.length ? await remote.run(ctx, { kind: 'sets', sets, calls }, calls.map((c) => c.length), SCORE_WIDTH, 'ablation sets') : new Float64Array(0);
   const scores: PromptScore[][] = sets.map(() => []);
   let row = 0;
   for (const call of calls) for (const r of call) scores[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);

@@ -3,12 +3,12 @@
 // no-op, so a restarted coordinator finds the jobs already done), waits for their results, removes its queued jobs
 // when cancelled and every job after a successful run. Workers (`circuitlens worker`) take them (serveJobs). What
 // the jobs hold is the use case's business (core/analysis/distributed/run.ts: chunks of engine calls); this file
-// knows only ids, payloads, results and rows for progress.
+// knows only ids, payloads, results and rows for progress. BullMQ and ioredis load when first used (the extension
+// activates without them).
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Job, Queue, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
-import Redis from 'ioredis';
+import type { ConnectionOptions } from 'bullmq';
 import { Cancelled, UserError } from '../errors';
 import { sha256File } from './workspace';
 
@@ -61,6 +61,7 @@ export function brokerConnection(url: string): { host: string; port: number; db:
 
 /** Connects once, with no retries, and pings: a bad or unreachable broker is a clear error within seconds. */
 export async function checkBroker(url: string): Promise<void> {
+  const { default: Redis } = await import('ioredis');
   const client = new Redis({ ...brokerConnection(url), lazyConnect: true, connectTimeout: 3000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
   let cause: Error | undefined;
   client.on('error', (e: Error) => { cause ??= e; });
@@ -103,6 +104,7 @@ export async function runFiles(modelPath: string, suitePath: string, sha256: (p:
 export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run<D>(jobs: BrokerJob<D>[], done: (rows: number) => void, signal?: AbortSignal): Promise<unknown[]> } {
   return {
     async run<D>(jobs: BrokerJob<D>[], done: (rows: number) => void, signal?: AbortSignal): Promise<unknown[]> {
+      const { Job, Queue } = await import('bullmq');
       const queue = new Queue(queueName(), { connection: bullConnection(url, false) });
       queue.on('error', () => undefined);
       const results = new Map<string, unknown>();
@@ -194,6 +196,7 @@ export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run
  * once, without the retries other errors get. Stop with close() (finishes the jobs at hand; `force`: at once).
  */
 export async function serveJobs<D, R>(url: string, handle: (data: D, id: string) => Promise<R>, o: { concurrency: number; log: (s: string) => void }): Promise<{ close(force?: boolean): Promise<void> }> {
+  const { UnrecoverableError, Worker } = await import('bullmq');
   const lockMs = Number(process.env.CIRCUITLENS_BROKER_LOCK_MS ?? 30000);
   const worker = new Worker<D, R>(queueName(), async (job) => {
     try {

@@ -20,7 +20,7 @@ export async function edgePatchingScores(ec: EdgeContext, metric: MetricName): P
   // On workers: each plans these calls again (edgePatchingSets are E weight vectors of E: too many to send).
   const sets = ec.ids.length + 1;
   const calls = planEdgeCalls(ec, sets);
-  const values = await remote.run({ kind: 'edge-patching' }, calls.map((c) => c.length), SCORE_WIDTH, 'edge sets');
+  const values = await remote.run(ec.ctx, { kind: 'edge-patching' }, calls.map((c) => c.length), SCORE_WIDTH, 'edge sets');
   const scores: PromptScore[][] = Array.from({ length: sets }, () => []);
   let row = 0;
   for (const call of calls) for (const r of call) scores[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);
@@ -93,7 +93,7 @@ export async function edgeGradientScores(ec: EdgeContext, metric: MetricName, st
   if (ec.ctx.remote) {
     // On workers: each row's gradient by every edge comes back (float32, as computed), summed here in call order.
     const rows = calls.map((c) => c.length);
-    const values = await ec.ctx.remote.run({ kind: 'edge-gradient', steps, metric }, rows, ec.ids.length, steps === 1 ? 'edge gradients (EAP)' : `edge gradients (EAP-IG, ${steps} steps)`);
+    const values = await ec.ctx.remote.run(ec.ctx, { kind: 'edge-gradient', steps, metric }, rows, ec.ids.length, steps === 1 ? 'edge gradients (EAP)' : `edge gradients (EAP-IG, ${steps} steps)`);
     let at = 0;
     for (const n of rows) { addGradients(total, values.subarray(at, at + n * ec.ids.length), n); at += n * ec.ids.length; }
     return gradientEdgeScores(ec, total, steps);

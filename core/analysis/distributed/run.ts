@@ -95,19 +95,19 @@ function remoteFor(ctx: EvalContext, prompts: 'task' | 'control', source: RunSou
   };
   const bound = ctx.prompts;
   return {
-    async run(work: RemoteWork, callRows: number[], width: number, what: string) {
-      // A context made from this one for other prompts would be computed on the suite's prompts by the workers.
-      if (ctx.prompts !== bound) throw new Error('internal: a distributed context whose prompts changed');
+    async run(asking: Pick<EvalContext, 'prompts' | 'ablation' | 'maxRows' | 'signal' | 'progress'>, work: RemoteWork, callRows: number[], width: number, what: string) {
+      // A context made from this one for other prompts (or ablation) would be computed as the suite's by the workers.
+      if (asking.prompts !== bound || asking.ablation !== ctx.ablation || asking.maxRows !== ctx.maxRows) throw new Error('internal: a distributed context whose prompts, ablation or batch size changed');
       // The run key: the context, the work and the chunking; the same batch asked again gets the same chunk ids.
       const runKey = broker.hash(identityText({ context: context.key, work, targetRows: broker.targetRows ?? null })).slice(0, 32);
       const chunks = planChunks(runKey, callRows, broker.targetRows);
       const total = callRows.reduce((x, y) => x + y, 0);
-      const m = meter(ctx, `${what} on workers, ${chunks.length} chunk${chunks.length === 1 ? '' : 's'}`, total);
+      const m = meter(asking, `${what} on workers, ${chunks.length} chunk${chunks.length === 1 ? '' : 's'}`, total);
       const jobs = chunks.map((c) => ({
         id: c.id, name: work.kind, rows: c.rows,
         data: { format: 2 as const, version: source.version, context, work: chunkWork(work, c), chunk: { from: c.from, to: c.to, rows: c.rows } },
       }));
-      const results = await broker.jobs.run(jobs, (rows) => m?.tick(rows), ctx.signal);
+      const results = await broker.jobs.run(jobs, (rows) => m?.tick(rows), asking.signal);
       return concatChunks(chunks, results, width, total, work.kind);
     },
   };
