@@ -15,3 +15,8 @@ export class UserError extends Error {
 export function isUserError(e: unknown): e is UserError {
   return e instanceof UserError;
 }
+
+/** Work stopped because the user asked (a cancelled notification, Ctrl-C); not a failure to report. */
+export class Cancelled extends Error {
+  constructor() { super('cancelled'); this.name = 'Cancelled'; }
+}

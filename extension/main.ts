@@ -1,4 +1,5 @@
 import * as vscode from 'vscode';
+import { brokerStatus } from './broker';
 import { CanaryController } from './canary/controller';
 import { commandTable } from './commands';
 import { State } from './state';
@@ -19,7 +20,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<{ serv
   const state = new State(context, log);
   const explorer = new CircuitExplorer(state);
   const canaries = new CanaryController(state);
-  context.subscriptions.push(log, state, canaries, canaries.onDidRunCanary((r) => explorer.setCanaryResult(r)));
+  context.subscriptions.push(log, state, canaries, canaries.onDidRunCanary((r) => explorer.setCanaryResult(r)), brokerStatus());
   context.subscriptions.push(vscode.window.createTreeView('circuitlens.explorer', { treeDataProvider: explorer, showCollapseAll: true }));
   const services = { state, explorer, canaries };
   for (const [id, run] of Object.entries(commandTable(services))) {

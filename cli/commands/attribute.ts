@@ -5,11 +5,8 @@ import { formatEdgeId } from '../../core/ids';
 import { FORCE_OPTION, JSON_OPTION, oneOf, parse, RUNTIME_OPTION, stepsFlag, usageError, type Usage } from '../args';
 import { loadForAnalysis } from '../common';
 import { outFile, writeOutFile } from '../out-file';
-import { distributedAnalysis } from '../../core/analysis/distributed/run';
-import { Cancelled } from '../../core/analysis/evaluate';
-import { attributeOnBroker, brokerConnection, checkBroker } from '../broker';
-import type { Loaded } from '../common';
-import type { AttributeOptions } from '../../core/analysis/attribute/attribute';
+import { UserError } from '../../core/errors';
+import { BROKER_OPTION, checkBrokerFlag, withBroker } from '../broker';
 
 export const ATTRIBUTE_USAGE: Usage = {
   synopsis: 'circuitlens attribute SUITE [--model MODEL] [--level node|edge] [--method patching|gradient] [--steps K] [--ablation KIND] [--broker URL] [--out FILE [--force]] [--runtime node|wasm] [--json]',
@@ -22,7 +19,7 @@ export const ATTRIBUTE_USAGE: Usage = {
     ['--method patching|gradient', 'exact ablation of each (default) or gradient attribution'],
     ['--steps K', 'EAP-IG: average gradients over K points (gradient only; default 1 = EAP)'],
     ['--ablation zero|mean|resample', 'how ablated nodes are replaced (default: the suite\'s ablation:)'],
-    ['--broker URL', 'run the batched work on workers (circuitlens worker) through Redis at URL (redis://HOST:PORT): patching, and edge gradients; the result equals the local one exactly'],
+    [BROKER_OPTION[0], `${BROKER_OPTION[1]}: patching, and edge gradients (node-level gradients run locally)`],
     ['--out FILE', 'also write the JSON result to FILE'],
     FORCE_OPTION, RUNTIME_OPTION, JSON_OPTION,
   ],
@@ -40,14 +37,17 @@ export async function attributeCommand(argv: string[], out: (s: string) => void)
   const steps = stepsFlag(values.steps, method);
   const outPath = values.out !== undefined ? outFile(values.out, values.force) : undefined;
   // A bad or unreachable broker, or an analysis that does not run on one, is said before the model is loaded.
-  if (values.broker !== undefined) { distributedAnalysis({ level, method, steps }); brokerConnection(values.broker); await checkBroker(values.broker); }
+  if (values.broker !== undefined && method === 'gradient' && level === 'node') {
+    throw new UserError('--broker runs attribute --method patching (node or edge level) and --level edge --method gradient; node-level gradients run locally (one backward pass per prompt group: run without --broker)');
+  }
+  await checkBrokerFlag(values.broker);
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, false, 'attribute');
   try {
     const options = { level, method, steps };
     // Say what the work will cost before starting it, when it is more than a moment (stderr: never with the JSON).
     const work = estimateAttribution(L.task, options);
     if ((work.seconds ?? 0) >= 2) process.stderr.write(`circuitlens attribute: ${describeWork(work, L.engine.msPerToken)}\n`);
-    const attr = values.broker !== undefined ? await onBroker(values.broker, L, positionals[0]!, options, values.runtime) : await attribute(L.task, L.all, L.suite.metric, options);
+    const attr = await withBroker(values.broker, L, positionals[0]!, values.runtime, 'attribute', () => attribute(L.task, L.all, L.suite.metric, options));
     const P = L.task.prompts.length;
     const result = level === 'edge'
       ? { nodes: [], edges: attr.edges.map((e) => ({ ...e, score: round6(e.score) })), metric: attr.metric, method, level, ablation: L.ablation, prompts: P, ...(method === 'gradient' ? { steps } : {}) }
@@ -68,23 +68,5 @@ export async function attributeCommand(argv: string[], out: (s: string) => void)
     return 0;
   } finally {
     await L.ws.dispose();
-  }
-}
-
-/** The attribution on the broker's workers; Ctrl-C cancels it (its queued chunks are removed) and exits 130. */
-async function onBroker(url: string, L: Loaded, suitePath: string, options: AttributeOptions, runtime: string | undefined) {
-  const ac = new AbortController();
-  const onInt = () => ac.abort();
-  process.once('SIGINT', onInt);
-  try {
-    return await attributeOnBroker(url, L, suitePath, options, runtime === 'wasm' ? 'wasm' : 'node', ac.signal);
-  } catch (e) {
-    if (e instanceof Cancelled) {
-      process.stderr.write('circuitlens attribute: cancelled\n');
-      process.exit(130);
-    }
-    throw e;
-  } finally {
-    process.off('SIGINT', onInt);
   }
 }

@@ -1,7 +1,6 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { Worker, type Job } from 'bullmq';
-import { computeChunk, prepareForChunks, type Prepared } from '../../core/analysis/distributed/run';
+import { computeChunk, prepareForChunks, type ChunkJob, type ChunkResult, type Prepared } from '../../core/analysis/distributed/run';
 import { openSuite } from '../../core/analysis/open-suite';
 import type { Engine } from '../../core/engine/engine';
 import { UserError } from '../../core/errors';
@@ -10,12 +9,12 @@ import { parseSuite } from '../../core/formats/suite';
 import { createRuntime, loadEngine } from '../../core/nodejs/load';
 import { sha256File } from '../../core/nodejs/workspace';
 import { JSON_OPTION, parse, usageError, type Usage } from '../args';
-import { brokerConnection, bullConnection, checkBroker, queueName, type ChunkJob, type ChunkResult } from '../broker';
+import { brokerConnection, checkBroker, queueName, serveJobs } from '../../core/nodejs/broker';
 import { VERSION } from '../common';
 
 export const WORKER_USAGE: Usage = {
   synopsis: 'circuitlens worker --broker redis://HOST:PORT [--concurrency N] [--threads T] [--json]',
-  about: 'Takes chunks of batched analyses (attribute --broker) from the broker\'s queue, computes them and answers\n'
+  about: 'Takes chunks of batched analyses (attribute, discover, verify with --broker; the extension\'s circuitlens.broker) from the broker\'s queue, computes them and answers\n'
     + 'with their rows, until stopped (SIGTERM or Ctrl-C: the chunk at hand is finished first; a second signal\n'
     + 'stops at once and the chunk goes to another worker). Each chunk names its model by path and sha256: the\n'
     + 'file must be at that path here, with those bytes, or the chunk is refused. Loaded models are kept for the\n'
@@ -29,7 +28,7 @@ export const WORKER_USAGE: Usage = {
   json: 'one line per chunk done: {"chunk", "analysis", "rows", "ms"} (the log lines stay on stderr)',
 };
 
-/** Engines kept loaded, newest last; each with the contexts prepared on it per run key. */
+/** Engines kept loaded, newest last; each with the contexts prepared on it, by context key. */
 const KEEP_ENGINES = 2;
 const KEEP_CONTEXTS = 4;
 
@@ -55,7 +54,8 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
     try {
       st = await fs.promises.stat(p);
     } catch {
-      throw new UserError(`worker ${me}: model file not found: ${p} (each worker needs the model at the coordinator's path)`);
+      // Not a UserError: another worker may have the file, so the chunk is tried again there.
+      throw new Error(`worker ${me}: model file not found: ${p} (each worker needs the model at the coordinator's path)`);
     }
     const stamp = `${st.size}:${st.mtimeMs}:${st.ino}`;
     const h = hashes.get(p);
@@ -66,64 +66,59 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
   }
 
   function contextFor(d: ChunkJob): Promise<Prepared> {
-    const key = `${d.model.path}\0${d.model.sha256}\0${d.runtime}`;
+    const c = d.context;
+    const key = `${c.model.path}\0${c.model.sha256}\0${c.runtime}`;
     let entry = engines.find((e) => e.key === key);
     if (entry) engines.splice(engines.indexOf(entry), 1);
     else {
-      entry = { key, engine: loadEngine(d.model.path, createRuntime(d.runtime, { flushDenormals: true, threads })), contexts: new Map() };
+      entry = { key, engine: loadEngine(c.model.path, createRuntime(c.runtime, { flushDenormals: true, threads })), contexts: new Map() };
       while (engines.length >= KEEP_ENGINES) void engines.shift()!.engine.then((e) => e.release(), () => undefined);
     }
     engines.push(entry);
     const e = entry;
     e.engine.catch(() => { const i = engines.indexOf(e); if (i >= 0) engines.splice(i, 1); });
-    let ctx = e.contexts.get(d.runKey);
+    let ctx = e.contexts.get(c.key);
     if (!ctx) {
       ctx = (async () => {
         const engine = await e.engine;
-        const { suite, diagnostics } = parseSuite(d.suite.path, d.suite.text);
-        if (!suite) throw new UserError(`the suite ${d.suite.path} does not parse here: ${diagnostics.map(formatDiagnostic).join('; ')}`);
-        const { opened, diagnostics: ds } = openSuite(suite, engine, d.ablation);
-        if (!opened) throw new UserError(`the suite ${d.suite.path} does not open on ${d.model.path} here: ${ds.map(formatDiagnostic).join('; ')}`);
-        const prepared = await prepareForChunks(opened, d.analysis);
-        if (prepared.task.maxRows !== d.maxRows) throw new UserError(`this worker batches ${prepared.task.maxRows} rows per call, the coordinator ${d.maxRows}: results would differ`);
+        const { suite, diagnostics } = parseSuite(c.suite.path, c.suite.text);
+        if (!suite) throw new UserError(`the suite ${c.suite.path} does not parse here: ${diagnostics.map(formatDiagnostic).join('; ')}`);
+        const { opened, diagnostics: ds } = openSuite(suite, engine, c.ablation);
+        if (!opened) throw new UserError(`the suite ${c.suite.path} does not open on ${c.model.path} here: ${ds.map(formatDiagnostic).join('; ')}`);
+        const prepared = await prepareForChunks(opened, c.prompts);
+        if (prepared.ctx.maxRows !== c.maxRows) throw new UserError(`this worker batches ${prepared.ctx.maxRows} rows per call, the coordinator ${c.maxRows}: results would differ`);
         return prepared;
       })();
-      const c = ctx;
-      c.catch(() => { if (e.contexts.get(d.runKey) === c) e.contexts.delete(d.runKey); });
-      e.contexts.set(d.runKey, ctx);
+      const p = ctx;
+      p.catch(() => { if (e.contexts.get(c.key) === p) e.contexts.delete(c.key); });
+      e.contexts.set(c.key, ctx);
       while (e.contexts.size > KEEP_CONTEXTS) e.contexts.delete(e.contexts.keys().next().value!);
     }
     return ctx;
   }
 
   const delay = Number(process.env.CIRCUITLENS_WORKER_DELAY_MS ?? 0);
-  async function processChunk(job: Job<ChunkJob, ChunkResult>): Promise<ChunkResult> {
-    const d = job.data;
+  async function processChunk(d: ChunkJob, id: string): Promise<ChunkResult> {
     const t0 = performance.now();
-    if (d.format !== 1) throw new Error(`worker ${me} (CircuitLens ${VERSION}) does not read chunk format ${d.format}`);
+    if (d.format !== 2) throw new Error(`worker ${me} (CircuitLens ${VERSION}) does not read chunk format ${d.format}`);
     if (d.version !== VERSION) throw new Error(`worker ${me} runs CircuitLens ${VERSION}, the coordinator ${d.version}: results could differ; run one version everywhere`);
-    log(`chunk ${job.id} (${d.analysis.kind}, calls ${d.chunk.from}–${d.chunk.to}, ${d.chunk.rows} rows) started`);
+    log(`chunk ${id} (${d.work.kind}, calls ${d.chunk.from}–${d.chunk.to}, ${d.chunk.rows} rows) started`);
     // For fault tests: a worker slow enough to be stopped in the middle of a chunk.
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-    const sha = await sha256(d.model.path);
-    if (sha !== d.model.sha256) {
-      throw new Error(`worker ${me} refused the chunk: ${d.model.path} here has sha256 ${sha}, the coordinator's model ${d.model.sha256} (a different file at the same path)`);
+    const m = d.context.model;
+    const sha = await sha256(m.path);
+    if (sha !== m.sha256) {
+      throw new Error(`worker ${me} refused the chunk: ${m.path} here has sha256 ${sha}, the coordinator's model ${m.sha256} (a different file at the same path)`);
     }
     const prepared = await contextFor(d);
-    const rows = await computeChunk(prepared, d.analysis, d.metric, d.chunk);
+    const rows = await computeChunk(prepared, d);
     const ms = Math.round(performance.now() - t0);
-    log(`chunk ${job.id} done: ${d.chunk.rows} rows in ${ms} ms`);
-    if (values.json) out(JSON.stringify({ chunk: job.id, analysis: d.analysis.kind, rows: d.chunk.rows, ms }));
+    log(`chunk ${id} done: ${d.chunk.rows} rows in ${ms} ms`);
+    if (values.json) out(JSON.stringify({ chunk: id, analysis: d.work.kind, rows: d.chunk.rows, ms }));
     return { rows, worker: me, ms };
   }
 
-  const lockMs = Number(process.env.CIRCUITLENS_BROKER_LOCK_MS ?? 30000);
-  const worker = new Worker<ChunkJob, ChunkResult>(queueName(), processChunk, {
-    connection: bullConnection(url, true), concurrency, lockDuration: lockMs, stalledInterval: Math.max(500, Math.round(lockMs / 2)), maxStalledCount: 3,
-  });
-  worker.on('error', (e) => log(`broker: ${e.message}`));
-  worker.on('failed', (job, e) => log(`chunk ${job?.id} failed: ${e.message}`));
-  await worker.waitUntilReady();
+  const worker = await serveJobs<ChunkJob, ChunkResult>(url, processChunk, { concurrency, log });
   log(`waiting for chunks on ${url} (queue ${queueName()}, concurrency ${concurrency}${threads ? `, ${threads} thread${threads > 1 ? 's' : ''}` : ''})`);
   return new Promise<number>((resolve) => {
     let stopping = false;

@@ -14,7 +14,7 @@ import { meter } from './progress';
 import type { ResolvedPrompt } from './prompts';
 
 /** What edge analysis reads of an evaluation context: the engine only through its edge runs (EdgeRunner). */
-export type EdgeEvalContext = Pick<EvalContext, 'prompts' | 'ablation' | 'cleanLogProbs' | 'maxRows' | 'signal' | 'progress'> & { engine: EdgeRunner };
+export type EdgeEvalContext = Pick<EvalContext, 'prompts' | 'ablation' | 'cleanLogProbs' | 'maxRows' | 'signal' | 'progress' | 'remote'> & { engine: EdgeRunner };
 
 /** An evaluation context with the edge ids and ablated values; `C`: the context it was prepared from. */
 export interface EdgeContext<C extends EdgeEvalContext = EdgeEvalContext> {

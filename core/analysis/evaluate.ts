@@ -1,4 +1,5 @@
 import type { Ablation, MeanActivations } from '../engine/types';
+import { Cancelled } from '../errors';
 import type { AblationKind } from '../vocabulary';
 import type { Engine } from '../engine/engine';
 import { groupByLength } from '../engine/feeds';
@@ -8,6 +9,7 @@ import { allComponentNodes, parseNodeId, type NodeId } from '../ids';
 import { faithfulness, logSoftmax, meanMetrics, necessity, rowStats, scorePrompt, type RowStats, type PromptScore, type SuiteMetrics } from './metrics';
 import { METRICS, type MetricName } from '../vocabulary';
 import { meter, type ProgressSink } from './progress';
+import { SCORE_WIDTH, unpackScore, type RemoteWork } from './distributed/plan';
 import type { ResolvedPrompt } from './prompts';
 
 /** Everything an ablation needs that depends only on the prompts: computed once, reused for every set. */
@@ -29,6 +31,18 @@ export interface EvalContext {
   residPre?: F32[][];
   /** Where batched work reports rows done (core/analysis/progress.ts). */
   progress?: ProgressSink;
+  /** Where batched calls run when not here: workers (core/analysis/distributed/run.ts onWorkers). */
+  remote?: RemoteCalls;
+}
+
+/**
+ * Batched engine calls computed elsewhere, each row as the local run would compute it: `callRows` rows per call,
+ * `width` numbers per row; every row of every call comes back, in call order. `ctx`: the context asking (its
+ * prompts, ablation and batch size must be the ones the remote was made for; its signal cancels, its sink shows
+ * progress).
+ */
+export interface RemoteCalls {
+  run(ctx: Pick<EvalContext, 'prompts' | 'ablation' | 'maxRows' | 'signal' | 'progress'>, work: RemoteWork, callRows: number[], width: number, what: string): Promise<Float64Array | Float32Array>;
 }
 
 /** Ablation sweeps start each row at the lowest layer it ablates when the engine can; clean residuals are kept up to this size. */
@@ -40,9 +54,7 @@ export interface SetResult {
   metrics: SuiteMetrics;
 }
 
-export class Cancelled extends Error {
-  constructor() { super('cancelled'); this.name = 'Cancelled'; }
-}
+export { Cancelled };
 
 function checkCancelled(signal?: AbortSignal) {
   if (signal?.aborted) throw new Cancelled();
@@ -207,8 +219,19 @@ function layerOf(id: NodeId): number {
 
 /** Scores of each ablation set (nodes to ablate) on every prompt; [] is the unablated model. */
 export async function evaluateSets(ctx: EvalContext, sets: NodeId[][]): Promise<SetResult[]> {
+  if (ctx.remote) return evaluateSetsRemotely(ctx, ctx.remote, sets);
   const { logits, stats } = await runSets(ctx, sets);
   return setResults(ctx, sets, (s, i) => scoreRow(ctx, i, logits[s]![i]!, stats[s]![i]));
+}
+
+/** evaluateSets with the planned calls computed by workers: each row's score comes back; the clean rows are kept. */
+async function evaluateSetsRemotely(ctx: EvalContext, remote: RemoteCalls, sets: NodeId[][]): Promise<SetResult[]> {
+  const calls = await planSetCalls(ctx, sets);
+  const values = calls.length ? await remote.run(ctx, { kind: 'sets', sets, calls }, calls.map((c) => c.length), SCORE_WIDTH, 'ablation sets') : new Float64Array(0);
+  const scores: PromptScore[][] = sets.map(() => []);
+  let row = 0;
+  for (const call of calls) for (const r of call) scores[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);
+  return setResults(ctx, sets, (s, i) => scores[s]![i] ?? scoreRow(ctx, i, ctx.cleanLogits![i]!));
 }
 
 /** The scores of one row: prompt `i` of the context with these last-position logits. */

@@ -3,18 +3,25 @@ import * as vscode from 'vscode';
 import { attribute } from '../../core/analysis/attribute/attribute';
 import { prepareSuite } from '../../core/analysis/open-suite';
 import type { GraphState } from '../../protocol/graph';
+import { configuredBroker, sendToWorkers } from '../broker';
 import { GraphPanel } from '../panels/graph/panel';
 import { loadSuite, pick, SUITES, withProgress, type Command, type Services } from './common';
 
-/** Attribute Suite: scores every node (and edge, the method chosen by core/analysis/attribute) and opens the graph. */
+/**
+ * Attribute Suite: scores every node (and edge, the method chosen by core/analysis/attribute) and opens the graph;
+ * the batched work on the workers of circuitlens.broker when it is set (extension/broker.ts).
+ */
 export function attributeSuite({ state }: Services): Command {
   return async (arg) => {
     const f = await pick(state, SUITES, 'suite', arg);
     if (!f) return;
     const g = await withProgress(state, `attributing ${path.basename(f)}`, async (signal, report, rows) => {
+      const broker = await configuredBroker();
       const L = await loadSuite(state, f);
       if (!L) return undefined;
-      const { task } = await prepareSuite(L, { signal, progress: rows });
+      const contexts = await prepareSuite(L, { signal, progress: rows });
+      await sendToWorkers(state, broker, L.modelPath, f, contexts);
+      const { task } = contexts;
       const attr = await attribute(task, L.all, L.suite.metric, { level: 'graph', method: 'auto', report });
       let edgeMethod = attr.edgeMethod ? `; edges by ${attr.edgeMethod}` : '';
       if (attr.edgeNote) {

@@ -5,6 +5,7 @@ import { prepareSuite } from '../../core/analysis/open-suite';
 import { circuitFile, defaultCircuitName } from '../../core/analysis/records';
 import { serializeCircuit } from '../../core/formats/circuit';
 import { sha256File, writeFileAtomic } from '../../core/nodejs/workspace';
+import { configuredBroker, sendToWorkers } from '../broker';
 import { saveTarget } from '../save-target';
 import { f3, loadSuite, pick, SUITES, withProgress, type Command, type Services } from './common';
 
@@ -18,9 +19,12 @@ export function discoverCircuit({ state }: Services): Command {
     if (!f) return;
     const target = Number(vscode.workspace.getConfiguration('circuitlens').get<number>('discover.faithfulness', 0.8));
     const file = await withProgress(state, `discovering a circuit for ${path.basename(f)}`, async (signal, _report, rows) => {
+      const broker = await configuredBroker();
       const L = await loadSuite(state, f);
       if (!L) return undefined;
-      const { task, control } = await prepareSuite(L, { control: true, signal, progress: rows });
+      const contexts = await prepareSuite(L, { control: true, signal, progress: rows });
+      await sendToWorkers(state, broker, L.modelPath, f, contexts);
+      const { task, control } = contexts;
       const cfg = vscode.workspace.getConfiguration('circuitlens');
       const level = cfg.get<string>('discover.level', 'node') === 'edge' ? 'edge' : 'node';
       const threshold = Number(cfg.get<number>('discover.threshold', 0.02));

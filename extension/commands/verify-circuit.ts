@@ -5,6 +5,7 @@ import { prepareSuite } from '../../core/analysis/open-suite';
 import { checkCircuitOnModel, verifySavedCircuit } from '../../core/analysis/verify/verify';
 import { parseCircuit } from '../../core/formats/circuit';
 import { sha256File } from '../../core/nodejs/workspace';
+import { configuredBroker, sendToWorkers } from '../broker';
 import { CIRCUITS, f3, loadSuite, pick, showProblems, withProgress, type Command, type Services } from './common';
 
 /** Verify Circuit: faithfulness, necessity, CPR, CMD and minimality of a circuit file on its suite (as `circuitlens verify`). */
@@ -16,12 +17,16 @@ export function verifyCircuit({ state }: Services): Command {
       const { circuit, diagnostics, source } = parseCircuit(f, fs.readFileSync(f, 'utf8'));
       if (!circuit) { showProblems(state, diagnostics); return; }
       if (!circuit.suite) { void vscode.window.showErrorMessage('The circuit names no suite to verify it on.'); return; }
-      const L = await loadSuite(state, path.resolve(path.dirname(f), circuit.suite), circuit.ablation);
+      const broker = await configuredBroker();
+      const suitePath = path.resolve(path.dirname(f), circuit.suite);
+      const L = await loadSuite(state, suitePath, circuit.ablation);
       if (!L) return;
       const checked = checkCircuitOnModel(circuit, source, L.engine, circuit.model?.sha256 ? await sha256File(L.modelPath) : undefined);
       if (checked.diagnostics.length) showProblems(state, checked.diagnostics);
       if (checked.error) return;
-      const { level, verification: v } = await verifySavedCircuit(circuit, await prepareSuite(L, { control: true, signal, progress: rows }), L.all, L.suite.metric);
+      const contexts = await prepareSuite(L, { control: true, signal, progress: rows });
+      await sendToWorkers(state, broker, L.modelPath, suitePath, contexts);
+      const { level, verification: v } = await verifySavedCircuit(circuit, contexts, L.all, L.suite.metric);
       const msg = `${circuit.name}${level === 'edge' ? ` (${circuit.edges!.length} edges)` : ''}: faithfulness ${f3(v.faithfulness)} (${v.metric}; accuracy ${f3(v.faithfulnessByMetric.accuracy)}, kl ${f3(v.faithfulnessByMetric.kl)}), necessity ${f3(v.necessity)}, CPR ${f3(v.cpr)}, CMD ${f3(v.cmd)}`;
       state.log.info(`${msg}; minimality ${JSON.stringify(v.minimality)}`);
       void vscode.window.showInformationMessage(msg);

@@ -1,5 +1,6 @@
-// attribute --broker end to end: a redis-server of the test's own (AOF on, in a temp dir) and worker processes
-// (`circuitlens worker`); the distributed result must equal the local --json output byte for byte, also when a
+// attribute, discover and verify with --broker, end to end: a redis-server of the test's own (AOF on, in a temp dir)
+// and worker processes (`circuitlens worker`); the distributed result must equal the local output byte for byte
+// (discover's circuit file but for its creation time), also when a
 // worker is killed mid-chunk, Redis restarts mid-run, the coordinator is killed and started again; a worker
 // with a different model file at the same path is refused; a bad or unreachable broker fails fast (exit 2);
 // Ctrl-C on the coordinator takes its queued chunks back. Needs redis-server (CI installs Debian's).
@@ -120,7 +121,7 @@ const rowsDone = (p: Proc) => Math.max(0, ...[...p.err.matchAll(/on workers, \d+
 
 let local = '';
 
-describe('attribute --broker (BullMQ on Redis)', { concurrency: false }, () => {
+describe('attribute, discover and verify --broker (BullMQ on Redis)', { concurrency: false }, () => {
   before(async () => {
     port = await freePort();
     url = `redis://127.0.0.1:${port}`;
@@ -227,6 +228,8 @@ describe('attribute --broker (BullMQ on Redis)', { concurrency: false }, () => {
       [[...EDGE, '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker at redis:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/],
       [['worker', '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker/],
       [['worker'], /--broker URL is required/],
+      [['discover', SUITE, '--out', path.join(tmp, 'never.circuit.json'), '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker/],
+      [['verify', path.join(EXAMPLES, 'induction-gpt2.circuit.json'), '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker/],
       [['attribute', SUITE, '--method', 'gradient', '--broker', url], /node-level gradients run locally/],
     ] as [string[], RegExp][]) {
       const t0 = Date.now();
@@ -235,6 +238,37 @@ describe('attribute --broker (BullMQ on Redis)', { concurrency: false }, () => {
       assert.match(r.err, want);
       assert.ok(Date.now() - t0 < 10_000, `${args.join(' ')} took ${Date.now() - t0} ms`);
     }
+  });
+
+  test('(g) discover (greedy, ACDC) and verify on 2 workers: the circuit file (but its creation time) and verify --json equal the local ones', async () => {
+    const ws = await workers('h', 2);
+    const created = /^\s*"created": "[^"]*",?\n/m;
+    for (const extra of [[], ['--method', 'acdc']]) {
+      const local = path.join(tmp, `local${extra.length}.circuit.json`);
+      const remote = path.join(tmp, `remote${extra.length}.circuit.json`);
+      const want = cli(['discover', SUITE, ...extra, '--out', local, '--json']);
+      assert.equal(want.code, 0, want.stderr);
+      const got = start(['discover', SUITE, ...extra, '--out', remote, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'h' });
+      assert.equal(await got.exit, 0, got.err);
+      assert.match(fs.readFileSync(local, 'utf8'), created);
+      assert.equal(fs.readFileSync(remote, 'utf8').replace(created, ''), fs.readFileSync(local, 'utf8').replace(created, ''), `discover ${extra.join(' ')}: the circuit files differ`);
+      const json = (out: string) => ({ ...JSON.parse(out), circuit: undefined });
+      assert.deepEqual(json(got.out), json(want.stdout));
+      assert.match(got.err, /ablation sets on workers, \d+ chunks/);
+    }
+    const circuit = path.join(EXAMPLES, 'induction-gpt2.circuit.json');
+    for (const extra of [[], ['--ablation', 'resample']]) {
+      const want = cli(['verify', circuit, ...extra, '--json']);
+      assert.equal(want.code, 0, want.stderr);
+      const got = start(['verify', circuit, ...extra, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'h' });
+      assert.equal(await got.exit, 0, got.err);
+      assert.equal(got.out, want.stdout, `verify ${extra.join(' ')}`);
+    }
+    await stop(ws);
+    const kinds = new Set(ws.flatMap((w) => [...w.err.matchAll(/chunk cl-\S+ \((\S+), calls/g)].map((m) => m[1])));
+    assert.deepEqual([...kinds], ['sets']);
+    assert.ok(ws.every((w) => / done: /.test(w.err)), 'both workers took chunks');
+    assert.deepEqual(await queueLength('h'), { wait: 0, all: 0 }, 'finished runs leave no jobs');
   });
 
   test('Ctrl-C on the coordinator removes its queued chunks (exit 130)', async () => {

@@ -3,10 +3,12 @@
 // and desktop VS Code through Electron (electron/suite.ts, where VS Code can be downloaded). Each step acts only
 // through the UI and waits on what the UI shows, never on fixed sleeps.
 import * as assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import Redis from 'ioredis';
 import type { FrameLocator, Locator, Page } from 'playwright-core';
 import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { faithfulness } from '../../core/analysis/metrics';
@@ -15,7 +17,7 @@ import { parseSuite } from '../../core/formats/suite';
 import { allComponentNodes, type NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/nodejs/load';
 import { EXAMPLES, ROOT } from '../helpers';
-import { answerDialog, answerInputBox, openFileByName, pickQuickItem, runCommand, webviewOf } from './vscode';
+import { answerDialog, answerInputBox, openFileByName, pickQuickItem, runCommand, waitForNotification, webviewOf } from './vscode';
 
 /** What a step needs from the environment: the workbench window with `workspace` open. */
 export interface Driver {
@@ -249,6 +251,70 @@ interface CompareJson { a: { task: { value: number; accuracy: number } }; b: { t
 function cliCompare(a: string, b: string, suite: string, circuit: string): Promise<CompareJson> {
   return new Promise((resolve, reject) => execFile(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'compare', a, b, '--suite', suite, '--circuit', circuit, '--json'], { timeout: 180_000 },
     (err, stdout, stderr) => (err ? reject(new Error(`circuitlens compare failed: ${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)))));
+}
+
+/** A port nothing listens on (yet). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => { const port = (srv.address() as net.AddressInfo).port; srv.close(() => resolve(port)); });
+    srv.on('error', reject);
+  });
+}
+
+/** A redis-server of the step's own (no persistence) and, on demand, `circuitlens worker` processes on it. */
+interface Cluster { url: string; port: number; workers: { child: ChildProcess; err: string }[]; stop(): Promise<void> }
+
+async function startCluster(): Promise<Cluster> {
+  const bin = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
+  if (!bin) throw new Error('redis-server is not installed: this step starts its own Redis (Debian/Ubuntu: apt-get install redis-server)');
+  const port = await freePort();
+  const redis = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+  client.on('error', () => undefined);
+  await until('redis-server to answer', async () => { try { await client.connect(); return (await client.ping()) === 'PONG'; } catch { return false; } }, (x) => x, 15_000);
+  client.disconnect();
+  const c: Cluster = {
+    url: `redis://127.0.0.1:${port}`, port, workers: [],
+    async stop() {
+      const gone = (p: ChildProcess) => (p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => p.on('exit', () => r())));
+      for (const w of c.workers) w.child.kill('SIGTERM');
+      await Promise.all(c.workers.map((w) => gone(w.child)));
+      redis.kill('SIGTERM');
+      await gone(redis);
+    },
+  };
+  return c;
+}
+
+/** One `circuitlens worker` (this checkout's CLI) on the cluster; resolves when it waits for chunks. */
+async function startWorker(c: Cluster): Promise<{ child: ChildProcess; err: string }> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'worker', '--broker', c.url, '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const w = { child, err: '' };
+  child.stderr!.on('data', (x) => { w.err += x; });
+  c.workers.push(w);
+  await until('the worker to wait for chunks', async () => w.err, (e) => /waiting for chunks/.test(e), 30_000);
+  return w;
+}
+
+/** Jobs of the default queue in Redis: waiting, and all kept (cl-* ids). */
+async function queued(port: number): Promise<{ wait: number; all: number }> {
+  const client = new Redis({ port, host: '127.0.0.1' });
+  try {
+    return { wait: await client.llen('bull:circuitlens:wait'), all: (await client.keys('bull:circuitlens:cl-*')).length };
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Sets circuitlens.broker in the workspace's .vscode/settings.json (undefined: removes it) and waits for the status bar to follow. */
+async function setBroker(page: Page, dir: string, url: string | undefined): Promise<void> {
+  const file = path.join(dir, '.vscode', 'settings.json');
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(url ? { 'circuitlens.broker': url } : {}, null, 2));
+  const item = page.locator('.statusbar-item', { hasText: /workers: / });
+  if (url) await page.locator('.statusbar-item', { hasText: `workers: ${new URL(url).host}` }).waitFor({ state: 'visible', timeout: 20_000 });
+  else await item.waitFor({ state: 'hidden', timeout: 20_000 });
 }
 
 /** Equal when rounded to 3 decimals (what the view shows), allowing for the rounding edge. */
@@ -657,6 +723,53 @@ export const STEPS: Step[] = [
       // The plot: both circuit rings in the legend.
       assert.match((await f.locator('#plot .legendtext').allTextContents()).join(' '), /circuit on A \(\d+\).*re-discovered on B \(\d+\)/);
       await screenshot(d, 'diff.png');
+    },
+  },
+  {
+    name: 'with circuitlens.broker set, Attribute Suite runs on a worker (Redis, circuitlens worker): an unreachable broker is an error notification, Cancel takes the queued chunks back, node scores equal the CLI\'s local attribute',
+    timeoutMs: 240_000,
+    async run(d) {
+      const { page, workspace } = d;
+      const suite = path.join(workspace.dir, 'induction.suite.yaml');
+      const model = path.join(workspace.dir, 'induction-gpt2.onnx');
+      const want = cliJson(['attribute', suite, '--model', model, '--json']) as Promise<{ nodes: { id: string; score: number }[] }>;
+      const cluster = await startCluster();
+      const attribute = async () => {
+        await runCommand(page, 'CircuitLens: Attribute Suite (Open Attribution Graph)');
+        await clickQuickItem(page, 'pick a suite', /(^|\s)induction\.suite\.yaml/);
+      };
+      try {
+        await runCommand(page, 'View: Close All Editors');
+        await runCommand(page, 'CircuitLens: Select Model');
+        await pickQuickItem(page, /(^|\s)induction-gpt2\.onnx/);
+        // A broker nobody listens on: said at once, in a notification, before anything runs.
+        const closed = await freePort();
+        await setBroker(page, workspace.dir, `redis://127.0.0.1:${closed}`);
+        await attribute();
+        assert.match(await waitForNotification(page, /cannot reach the broker/, 30_000), new RegExp(`cannot reach the broker at redis://127\\.0\\.0\\.1:${closed}.*circuitlens\\.broker`));
+        // The broker, no worker yet: the chunks wait in Redis; Cancel on the progress notification takes them back.
+        await setBroker(page, workspace.dir, cluster.url);
+        await attribute();
+        await until('chunks queued in Redis', () => queued(cluster.port), (q) => q.wait > 0, 60_000);
+        const toast = page.locator('.notification-toast', { hasText: 'attributing induction.suite.yaml' });
+        await toast.locator('.monaco-button', { hasText: 'Cancel' }).click({ timeout: 10_000 });
+        await until('the queued chunks to be removed', () => queued(cluster.port), (q) => q.wait === 0 && q.all === 0, 30_000);
+        // A worker: the graph comes from its rows.
+        const worker = await startWorker(cluster);
+        await attribute();
+        const f = await webviewOf(page, 'graph', 120_000);
+        const labels = await until('the node list to show 10 scored nodes', () => f.locator('#node-list label').allTextContents(), (t) => t.length === 10, 60_000);
+        assert.match(await f.locator('#legend').innerText(), /by path patching/);
+        const shown = Object.fromEntries(labels.map((l) => /^(\S+)\s+\(score (-?[\d.]+)\)$/.exec(l.trim())!).map((m) => [m[1]!, m[2]!]));
+        const local = Object.fromEntries((await want).nodes.map((n) => [n.id, n.score.toFixed(4)]));
+        assert.deepEqual(shown, local, 'node scores by the worker, as the graph shows them, against the CLI\'s local run');
+        const kinds = new Set([...worker.err.matchAll(/chunk cl-\S+ \((\S+), calls/g)].map((m) => m[1]));
+        assert.deepEqual([...kinds].sort(), ['edge-patching', 'sets'], 'the worker computed the ablation sets and the edge sets');
+        assert.deepEqual(await queued(cluster.port), { wait: 0, all: 0 }, 'a finished run leaves no chunks');
+      } finally {
+        await setBroker(page, workspace.dir, undefined).catch(() => undefined);
+        await cluster.stop();
+      }
     },
   },
 ];

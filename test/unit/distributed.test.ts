@@ -2,7 +2,7 @@
 // run key and the call range, the same on every side; rows packed exactly (NaN, -0, subnormals, float32).
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { identityText, packRows, planChunks, unpackRows, type RunIdentity } from '../../core/analysis/distributed/plan';
+import { identityText, packRows, planChunks, unpackRows, type ContextIdentity } from '../../core/analysis/distributed/plan';
 
 test('planChunks: whole calls, each closed at the call that reaches the target rows (the last may have fewer), ids from key and range', () => {
   const calls = [256, 256, 256, 100, 7, 256];
@@ -16,12 +16,16 @@ test('planChunks: whole calls, each closed at the call that reaches the target r
   assert.throws(() => planChunks('a:b', calls), /run key/);
 });
 
-test('identityText: key order does not matter, every field does', () => {
-  const id: RunIdentity = { format: 1, version: '0.1.0', modelSha256: 'aa', suiteText: 'name: x', analysis: { kind: 'edge-gradient', steps: 2 }, ablation: 'mean', runtime: 'node', maxRows: 256, targetRows: 512 };
-  const shuffled = Object.fromEntries(Object.entries(id).reverse()) as unknown as RunIdentity;
+test('identityText: key order does not matter, every field does, nested objects in arrays included', () => {
+  const id: ContextIdentity = { format: 2, version: '0.1.0', modelSha256: 'aa', suiteText: 'name: x', prompts: 'task', ablation: 'mean', runtime: 'node', maxRows: 256 };
+  const shuffled = Object.fromEntries(Object.entries(id).reverse()) as unknown as ContextIdentity;
   assert.equal(identityText(shuffled), identityText(id));
-  assert.notEqual(identityText({ ...id, analysis: { kind: 'edge-gradient', steps: 3 } }), identityText(id));
+  assert.notEqual(identityText({ ...id, prompts: 'control' }), identityText(id));
   assert.notEqual(identityText({ ...id, suiteText: 'name: y' }), identityText(id));
+  const work = { kind: 'sets', sets: [['a0.h1'], []], calls: [[{ set: 0, prompt: 1, layer: 0 }]] };
+  const reordered = { calls: [[{ layer: 0, prompt: 1, set: 0 }]], sets: [['a0.h1'], []], kind: 'sets' };
+  assert.equal(identityText({ id, work: reordered }), identityText({ id, work }));
+  assert.notEqual(identityText({ id, work: { ...work, calls: [[{ set: 0, prompt: 2, layer: 0 }]] } }), identityText({ id, work }));
 });
 
 test('packRows/unpackRows: exact for float64 and float32, NaN and signed zeros included', () => {

@@ -4,17 +4,27 @@
 import { groupByLength } from '../../engine/feeds';
 import { isUserError, UserError } from '../../errors';
 import type { MetricName } from '../../vocabulary';
-import { ablatedFor, checkEdgeWork, edgeRowsPerCall, evaluateEdgeSets, type EdgeContext } from '../edge-context';
+import { ablatedFor, checkEdgeWork, edgeRowsPerCall, edgeSetMetrics, evaluateEdgeSets, planEdgeCalls, type EdgeContext } from '../edge-context';
+import { SCORE_WIDTH, unpackScore } from '../distributed/plan';
 import { Cancelled } from '../evaluate';
 import { meter } from '../progress';
-import type { SuiteMetrics } from '../metrics';
+import type { PromptScore, SuiteMetrics } from '../metrics';
 import { gradientSeed, surrogateFor } from './gradient';
 import { signedMetric, type EdgeScore } from './nodes';
 
 /** Exact edge attribution: the metric drop when one edge alone is ablated (clean − ablated), every edge. */
 export async function edgePatchingScores(ec: EdgeContext, metric: MetricName): Promise<{ edges: EdgeScore[]; clean: SuiteMetrics }> {
   checkEdgeWork(ec, 'exact edge attribution', 'Use gradient scores (--method gradient, EAP or EAP-IG with --steps), or fewer prompts.');
-  return edgePatchingResult(ec, await evaluateEdgeSets(ec, edgePatchingSets(ec)), metric);
+  const remote = ec.ctx.remote;
+  if (!remote) return edgePatchingResult(ec, await evaluateEdgeSets(ec, edgePatchingSets(ec)), metric);
+  // On workers: each plans these calls again (edgePatchingSets are E weight vectors of E: too many to send).
+  const sets = ec.ids.length + 1;
+  const calls = planEdgeCalls(ec, sets);
+  const values = await remote.run(ec.ctx, { kind: 'edge-patching' }, calls.map((c) => c.length), SCORE_WIDTH, 'edge sets');
+  const scores: PromptScore[][] = Array.from({ length: sets }, () => []);
+  let row = 0;
+  for (const call of calls) for (const r of call) scores[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);
+  return edgePatchingResult(ec, edgeSetMetrics(ec, sets, (s, i) => scores[s]![i]!), metric);
 }
 
 /** The weight sets of exact edge attribution: none ablated, then each edge alone. */
@@ -80,6 +90,14 @@ export function gradientEdgeScores(ec: EdgeContext, total: Float64Array, steps: 
 export async function edgeGradientScores(ec: EdgeContext, metric: MetricName, steps = 1): Promise<EdgeScore[]> {
   const calls = planGradientCalls(ec, steps);
   const total = new Float64Array(ec.ids.length);
+  if (ec.ctx.remote) {
+    // On workers: each row's gradient by every edge comes back (float32, as computed), summed here in call order.
+    const rows = calls.map((c) => c.length);
+    const values = await ec.ctx.remote.run(ec.ctx, { kind: 'edge-gradient', steps, metric }, rows, ec.ids.length, steps === 1 ? 'edge gradients (EAP)' : `edge gradients (EAP-IG, ${steps} steps)`);
+    let at = 0;
+    for (const n of rows) { addGradients(total, values.subarray(at, at + n * ec.ids.length), n); at += n * ec.ids.length; }
+    return gradientEdgeScores(ec, total, steps);
+  }
   const m = meter(ec.ctx, steps === 1 ? 'edge gradients (EAP)' : `edge gradients (EAP-IG, ${steps} steps)`, ec.ctx.prompts.length * steps);
   for (const chunk of calls) {
     if (ec.ctx.signal?.aborted) throw new Cancelled();

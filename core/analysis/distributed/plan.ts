@@ -1,17 +1,24 @@
-// Distributed runs, the pure part: a batched analysis cut into chunks of whole engine calls (the local run's own
+// Distributed runs, the pure part: a batch of engine calls cut into chunks of whole calls (the local run's own
 // calls, so every row is computed in the batch it is computed in locally and the results are equal bit for bit),
 // each chunk with an id derived from what it computes, so that adding it again, from a restarted coordinator, is
 // the same job. Rows travel as packed float arrays (exact, NaN included). No Node here: the broker adapter is
-// cli/broker.ts.
+// core/nodejs/broker.ts.
+import type { NodeId } from '../../ids';
+import type { MetricName } from '../../vocabulary';
+import type { SetRow } from '../evaluate';
+import type { PromptScore } from '../metrics';
 
-/** The batched analyses a run can fan out (see distributed/run.ts). */
-export type DistributedKind = 'node-patching' | 'edge-patching' | 'edge-gradient';
+/**
+ * A batch of engine calls that workers can compute: ablation sets of nodes (evaluate.ts planSetCalls: the calls
+ * themselves travel, with the sets they use), the sets of exact edge patching (edge-context.ts planEdgeCalls, which
+ * a worker plans again), and edge gradients (attribute/edges.ts planGradientCalls, EAP-IG steps, 1 = EAP).
+ */
+export type RemoteWork =
+  | { kind: 'sets'; sets: NodeId[][]; calls: SetRow[][] }
+  | { kind: 'edge-patching' }
+  | { kind: 'edge-gradient'; steps: number; metric: MetricName };
 
-export interface DistributedAnalysis {
-  kind: DistributedKind;
-  /** edge-gradient: EAP-IG steps (1 = EAP). */
-  steps: number;
-}
+export type RemoteKind = RemoteWork['kind'];
 
 /** A contiguous range of a plan's engine calls [from, to), with its rows and its id. */
 export interface Chunk {
@@ -26,7 +33,7 @@ export const CHUNK_ROWS = 512;
 
 /**
  * Cuts the calls (their row counts, in order) into chunks of whole calls: a chunk ends at the first call that
- * brings it to `targetRows` rows or more. `runKey` (the hash of everything the result depends on, runKey()) and
+ * brings it to `targetRows` rows or more. `runKey` (the hash of everything the result depends on: the context and the work) and
  * the call range make the id; ids hold no ':' (BullMQ reserves it).
  */
 export function planChunks(runKey: string, callRows: number[], targetRows = CHUNK_ROWS): Chunk[] {
@@ -42,26 +49,37 @@ export function planChunks(runKey: string, callRows: number[], targetRows = CHUN
   return chunks;
 }
 
-/** What a distributed result depends on; runKey hashes it. */
-export interface RunIdentity {
+/** What the rows of a batch depend on besides the work itself; the context key hashes it. */
+export interface ContextIdentity {
   /** The format of this material and of the jobs (bumped when either changes). */
-  format: 1;
+  format: 2;
   version: string;
   modelSha256: string;
   suiteText: string;
-  analysis: DistributedAnalysis;
+  /** Which of the suite's prompts the context holds. */
+  prompts: 'task' | 'control';
   ablation: string;
   runtime: string;
   maxRows: number;
-  targetRows: number;
 }
 
 /** The identity as one canonical string (keys in a fixed order), for hashing. */
-export function identityText(id: RunIdentity): string {
-  const canon = (v: unknown): unknown => (v && typeof v === 'object' && !Array.isArray(v)
+export function identityText(id: object): string {
+  const canon = (v: unknown): unknown => (Array.isArray(v) ? v.map(canon) : v && typeof v === 'object'
     ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canon((v as Record<string, unknown>)[k])]))
     : v);
   return JSON.stringify(canon(id));
+}
+
+/** Numbers per row of a score (PromptScore) in packed rows. */
+export const SCORE_WIDTH = 5;
+
+export function packScore(out: Float64Array, at: number, s: PromptScore): void {
+  out[at] = s.logitDiff; out[at + 1] = s.prob; out[at + 2] = s.correct ? 1 : 0; out[at + 3] = s.kl; out[at + 4] = s.top1;
+}
+
+export function unpackScore(v: ArrayLike<number>, at: number): PromptScore {
+  return { logitDiff: v[at]!, prob: v[at + 1]!, correct: v[at + 2] === 1, kl: v[at + 3]!, top1: v[at + 4]! };
 }
 
 /** Rows of one chunk: `width` numbers per row, as float64 or (gradients, float32 already) float32. */

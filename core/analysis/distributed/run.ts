@@ -1,173 +1,225 @@
-// Distributed runs, the use case: the same engine calls as the local run (planSetCalls, planEdgeCalls,
-// planGradientCalls), computed in chunks by workers and merged in call order, so the result equals the local
-// one bit for bit. Rows come back as what the local run keeps of them: each row's scores (patching) or its
-// gradients (float32, summed here in the local order). The coordinator reaches the workers through a ChunkRunner
-// (cli/broker.ts: BullMQ on Redis).
+// Distributed runs, the use case: an analysis whose evaluation contexts carry a `remote` (EvalContext.remote) hands
+// its batched engine calls to workers — the ablation sets of evaluateSets (attribution, discovery, verification
+// and whatever else batches node ablations), exact edge patching and edge gradients — as chunks of the local run's
+// own calls, merged in call order, so the result equals the local one bit for bit. The coordinator reaches the
+// workers through a JobRunner (core/nodejs/broker.ts: BullMQ on Redis); a worker (`circuitlens worker`) prepares
+// the same context from the suite and the model, and computes chunks with computeChunk.
 import { UserError } from '../../errors';
-import type { MetricName } from '../../vocabulary';
-import type { AttributeOptions, AttributeResult } from '../attribute/attribute';
-import { addGradients, edgePatchingResult, edgePatchingSets, gradientEdgeScores, planGradientCalls, runGradientCall } from '../attribute/edges';
-import { patchingResult, patchingSets } from '../attribute/nodes';
-import { checkEdgeWork, edgeSetMetrics, planEdgeCalls, prepareEdges, runEdgeCall, type EdgeContext } from '../edge-context';
-import { planSetCalls, runSetCall, scoreRow, setResults, type EvalContext } from '../evaluate';
-import type { PromptScore } from '../metrics';
-import type { OpenedSuite } from '../open-suite';
-import { prepareSuite } from '../open-suite';
+import type { AblationKind, MetricName } from '../../vocabulary';
+import { edgePatchingSets, planGradientCalls, runGradientCall } from '../attribute/edges';
+import { planEdgeCalls, prepareEdges, runEdgeCall, type EdgeContext } from '../edge-context';
+import { prepare, runSetCall, scoreRow, type EvalContext, type RemoteCalls, type SetRow } from '../evaluate';
+import { taskPrompts, type OpenedSuite } from '../open-suite';
 import { meter } from '../progress';
-import type { ResolvedPrompt } from '../prompts';
-import { planChunks, packRows, unpackRows, type Chunk, type DistributedAnalysis, type PackedRows } from './plan';
+import type { NodeId } from '../../ids';
+import { identityText, packRows, packScore, planChunks, SCORE_WIDTH, unpackRows, type Chunk, type ContextIdentity, type PackedRows, type RemoteKind, type RemoteWork } from './plan';
 
-/** What chunks run on: the task prompts' context and, for edge work, its edge context. */
-export interface Prepared {
-  task: EvalContext;
-  ec?: EdgeContext;
+/** What a chunk computes: the calls themselves (node sets), or the analysis a worker plans again (edge work). */
+export type ChunkWork =
+  | { kind: 'sets'; sets: NodeId[][]; calls: SetRow[][] }
+  | { kind: 'edge-patching' }
+  | { kind: 'edge-gradient'; steps: number; metric: MetricName };
+
+/** The context a chunk runs in: the model (path and sha256), the suite (path and text), and how it was prepared. */
+export interface ContextSpec {
+  /** The hash of its ContextIdentity: workers keep prepared contexts by it. */
+  key: string;
+  model: { path: string; sha256: string };
+  suite: { path: string; text: string };
+  prompts: 'task' | 'control';
+  ablation: AblationKind;
+  runtime: 'node' | 'wasm';
+  maxRows: number;
 }
 
-/** Where the coordinator sends chunks: each chunk's rows, in the order given; `done(rows)` as each finishes. */
-export interface ChunkRunner {
-  run(chunks: Chunk[], done: (rows: number) => void): Promise<PackedRows[]>;
+/** One job: a chunk of calls [from, to) of a batch, with everything a worker needs to compute it. */
+export interface ChunkJob {
+  format: 2;
+  version: string;
+  context: ContextSpec;
+  work: ChunkWork;
+  chunk: { from: number; to: number; rows: number };
 }
 
-/** The analysis an attribute request fans out, or a UserError naming what runs on workers. */
-export function distributedAnalysis(o: AttributeOptions): DistributedAnalysis {
-  if (o.method === 'patching') return { kind: o.level === 'edge' ? 'edge-patching' : 'node-patching', steps: 1 };
-  if (o.method === 'gradient' && o.level === 'edge') return { kind: 'edge-gradient', steps: o.steps ?? 1 };
-  throw new UserError('--broker runs attribute --method patching (node or edge level) and --level edge --method gradient; node-level gradients run locally (one backward pass per prompt group: run without --broker)');
-}
-
-/** A worker's context for an analysis, prepared as the CLI prepares it (prepareSuite, then prepareEdges). */
-export async function prepareForChunks(opened: OpenedSuite, a: DistributedAnalysis): Promise<Prepared> {
-  const { task } = await prepareSuite(opened, { control: false });
-  return { task, ec: a.kind === 'node-patching' ? undefined : await prepareEdges(task, opened.all) };
-}
-
-/** The engine calls of an analysis: rows of each, values per row, and how to run one. */
-interface Work {
-  rows: number[];
-  width: number;
-  run(k: number): Promise<Float64Array | Float32Array>;
-}
-
-const SCORE_WIDTH = 5;
-
-function packScore(out: Float64Array, at: number, s: PromptScore): void {
-  out[at] = s.logitDiff; out[at + 1] = s.prob; out[at + 2] = s.correct ? 1 : 0; out[at + 3] = s.kl; out[at + 4] = s.top1;
-}
-
-function unpackScore(v: ArrayLike<number>, at: number): PromptScore {
-  return { logitDiff: v[at]!, prob: v[at + 1]!, correct: v[at + 2] === 1, kl: v[at + 3]!, top1: v[at + 4]! };
-}
-
-function needEdges(p: Prepared): EdgeContext {
-  if (!p.ec) throw new Error('edge work needs an edge context');
-  return p.ec;
-}
-
-/** The planned calls of the analysis with a way to run each; one plan for the coordinator and every worker. */
-async function planWork(p: Prepared, a: DistributedAnalysis, metric: MetricName): Promise<Work> {
-  if (a.kind === 'node-patching') {
-    const sets = patchingSets(p.task);
-    const calls = await planSetCalls(p.task, sets);
-    return {
-      rows: calls.map((c) => c.length), width: SCORE_WIDTH,
-      run: async (k) => {
-        const call = calls[k]!;
-        const res = await runSetCall(p.task, sets, call);
-        const out = new Float64Array(call.length * SCORE_WIDTH);
-        call.forEach((r, i) => packScore(out, i * SCORE_WIDTH, scoreRow(p.task, r.prompt, res.logits[i]!, res.stats[i])));
-        return out;
-      },
-    };
-  }
-  const ec = needEdges(p);
-  if (a.kind === 'edge-patching') {
-    checkEdgeWork(ec, 'exact edge attribution', 'Use gradient scores (--method gradient, EAP or EAP-IG with --steps), or fewer prompts.');
-    const sets = edgePatchingSets(ec);
-    const calls = planEdgeCalls(ec, sets.length);
-    return {
-      rows: calls.map((c) => c.length), width: SCORE_WIDTH,
-      run: async (k) => {
-        const call = calls[k]!;
-        const logits = await runEdgeCall(ec, sets, call);
-        const out = new Float64Array(call.length * SCORE_WIDTH);
-        call.forEach((r, i) => packScore(out, i * SCORE_WIDTH, scoreRow(ec.ctx, r.prompt, logits[i]!)));
-        return out;
-      },
-    };
-  }
-  const calls = planGradientCalls(ec, a.steps);
-  return { rows: calls.map((c) => c.length), width: ec.ids.length, run: (k) => runGradientCall(ec, metric, calls[k]!) };
-}
-
-/** The per-call rows of a plan: the same on every side, so a worker checks the chunk it was sent against it. */
-export async function planCallRows(p: Prepared, a: DistributedAnalysis, metric: MetricName): Promise<number[]> {
-  return (await planWork(p, a, metric)).rows;
-}
-
-/** A worker's part: calls [from, to) of the plan, their rows packed in call order. */
-export async function computeChunk(p: Prepared, a: DistributedAnalysis, metric: MetricName, chunk: { from: number; to: number; rows: number }): Promise<PackedRows> {
-  const work = await planWork(p, a, metric);
-  if (chunk.to > work.rows.length || chunk.from < 0 || chunk.from >= chunk.to) throw new Error(`chunk [${chunk.from}, ${chunk.to}) is outside this plan of ${work.rows.length} calls`);
-  const rows = work.rows.slice(chunk.from, chunk.to).reduce((x, y) => x + y, 0);
-  if (rows !== chunk.rows) throw new Error(`chunk [${chunk.from}, ${chunk.to}) has ${rows} rows here, ${chunk.rows} on the coordinator: the plans differ`);
-  const parts: (Float64Array | Float32Array)[] = [];
-  for (let k = chunk.from; k < chunk.to; k++) parts.push(await work.run(k));
-  const out = a.kind === 'edge-gradient' ? new Float32Array(rows * work.width) : new Float64Array(rows * work.width);
-  let at = 0;
-  for (const part of parts) { out.set(part, at); at += part.length; }
-  return packRows(out, work.width);
+/** What a worker answers: the chunk's rows, in call order. */
+export interface ChunkResult {
+  rows: PackedRows;
+  /** host:pid of the worker that computed it. */
+  worker: string;
+  /** Milliseconds the worker spent on it, loading included. */
+  ms: number;
 }
 
 /**
- * Attribution with its engine calls run by workers: the coordinator plans the calls, cuts them into chunks
- * (ids from `runKey`), hands them to `runner`, and merges the rows in call order as the local run does.
+ * The coordinator's port to the workers: adds the jobs (adding an id again is a no-op), waits for all, and gives
+ * their results back in the order given; `done(rows)` as each finishes. Cancelled by `signal`: throws Cancelled
+ * (core/errors) after taking back the jobs no worker has started.
  */
-export async function attributeOnWorkers(task: EvalContext, all: ResolvedPrompt[], metric: MetricName, a: DistributedAnalysis, runner: ChunkRunner, runKey: string, targetRows?: number): Promise<AttributeResult & { chunks: number }> {
-  const p: Prepared = { task, ec: a.kind === 'node-patching' ? undefined : await prepareEdges(task, all) };
-  const work = await planWork(p, a, metric);
-  const chunks = planChunks(runKey, work.rows, targetRows);
-  const what = a.kind === 'node-patching' ? 'ablation sets' : a.kind === 'edge-patching' ? 'edge sets' : a.steps === 1 ? 'edge gradients (EAP)' : `edge gradients (EAP-IG, ${a.steps} steps)`;
-  const m = meter(task, `${what} on workers, ${chunks.length} chunks`, work.rows.reduce((x, y) => x + y, 0));
-  const packed = await runner.run(chunks, (rows) => m?.tick(rows));
-  const values = concatChunks(chunks, packed, work);
-  const result: AttributeResult & { chunks: number } = { metric, nodes: [], edges: [], chunks: chunks.length };
-  if (a.kind === 'node-patching') {
-    const sets = patchingSets(task);
-    const calls = await planSetCalls(task, sets);
-    const remote: PromptScore[][] = sets.map(() => []);
-    let row = 0;
-    for (const call of calls) for (const r of call) remote[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);
-    const attr = patchingResult(setResults(task, sets, (s, i) => remote[s]![i] ?? scoreRow(task, i, task.cleanLogits![i]!)), metric);
-    return { ...result, nodes: attr.nodes, clean: attr.clean, nodeMethod: `exact patching (${task.ablation} ablation)` };
-  }
-  const ec = p.ec!;
-  if (a.kind === 'edge-patching') {
-    const calls = planEdgeCalls(ec, ec.ids.length + 1);
-    const remote: PromptScore[][] = Array.from({ length: ec.ids.length + 1 }, () => []);
-    let row = 0;
-    for (const call of calls) for (const r of call) remote[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);
-    const { edges } = edgePatchingResult(ec, edgeSetMetrics(ec, ec.ids.length + 1, (s, i) => remote[s]![i]!), metric);
-    return { ...result, edges, edgeMethod: 'exact path patching (one edge at a time)' };
-  }
-  const total = new Float64Array(ec.ids.length);
-  let at = 0;
-  for (const rows of work.rows) {
-    addGradients(total, values.subarray(at, at + rows * work.width), rows);
-    at += rows * work.width;
-  }
-  return { ...result, edges: gradientEdgeScores(ec, total, a.steps), edgeMethod: `gradients on edge weights (${a.steps > 1 ? `EAP-IG, ${a.steps} steps` : 'EAP'})` };
+export interface JobRunner {
+  run(jobs: { id: string; name: string; data: ChunkJob; rows: number }[], done: (rows: number) => void, signal?: AbortSignal): Promise<unknown[]>;
+}
+
+/** The run as the front end knows it: the files, the runtime and the version everything is computed with. */
+export interface RunSource {
+  version: string;
+  model: { path: string; sha256: string };
+  suite: { path: string; text: string };
+  runtime: 'node' | 'wasm';
+}
+
+export interface Broker {
+  jobs: JobRunner;
+  /** sha256 of a text, lower-case hex. */
+  hash(text: string): string;
+  /** Rows per chunk (CHUNK_ROWS when not given). */
+  targetRows?: number;
+}
+
+/**
+ * Sends the batched work of these contexts to workers from now on. The contexts must be the suite's own, as
+ * prepareSuite made them (task prompts, control prompts): a worker prepares them again from the suite.
+ */
+export function onWorkers(contexts: { task: EvalContext; control?: EvalContext }, source: RunSource, broker: Broker): void {
+  contexts.task.remote = remoteFor(contexts.task, 'task', source, broker);
+  if (contexts.control) contexts.control.remote = remoteFor(contexts.control, 'control', source, broker);
+}
+
+function remoteFor(ctx: EvalContext, prompts: 'task' | 'control', source: RunSource, broker: Broker): RemoteCalls {
+  const identity: ContextIdentity = {
+    format: 2, version: source.version, modelSha256: source.model.sha256, suiteText: source.suite.text, prompts,
+    ablation: ctx.ablation, runtime: source.runtime, maxRows: ctx.maxRows,
+  };
+  const context: ContextSpec = {
+    key: broker.hash(identityText(identity)).slice(0, 32), model: source.model, suite: source.suite, prompts,
+    ablation: ctx.ablation, runtime: source.runtime, maxRows: ctx.maxRows,
+  };
+  const bound = ctx.prompts;
+  return {
+    async run(asking: Pick<EvalContext, 'prompts' | 'ablation' | 'maxRows' | 'signal' | 'progress'>, work: RemoteWork, callRows: number[], width: number, what: string) {
+      // A context made from this one for other prompts (or ablation) would be computed as the suite's by the workers.
+      if (asking.prompts !== bound || asking.ablation !== ctx.ablation || asking.maxRows !== ctx.maxRows) throw new Error('internal: a distributed context whose prompts, ablation or batch size changed');
+      // The run key: the context, the work and the chunking; the same batch asked again gets the same chunk ids.
+      const runKey = broker.hash(identityText({ context: context.key, work, targetRows: broker.targetRows ?? null })).slice(0, 32);
+      const chunks = planChunks(runKey, callRows, broker.targetRows);
+      const total = callRows.reduce((x, y) => x + y, 0);
+      const m = meter(asking, `${what} on workers, ${chunks.length} chunk${chunks.length === 1 ? '' : 's'}`, total);
+      const jobs = chunks.map((c) => ({
+        id: c.id, name: work.kind, rows: c.rows,
+        data: { format: 2 as const, version: source.version, context, work: chunkWork(work, c), chunk: { from: c.from, to: c.to, rows: c.rows } },
+      }));
+      const results = await broker.jobs.run(jobs, (rows) => m?.tick(rows), asking.signal);
+      return concatChunks(chunks, results, width, total, work.kind);
+    },
+  };
+}
+
+/** What one chunk carries: for node sets, its calls and only the sets they use (renumbered). */
+function chunkWork(work: RemoteWork, c: Chunk): ChunkWork {
+  if (work.kind !== 'sets') return work;
+  const calls = work.calls.slice(c.from, c.to);
+  const index = new Map<number, number>();
+  const sets: NodeId[][] = [];
+  const renumbered = calls.map((call) => call.map((r) => {
+    let s = index.get(r.set);
+    if (s === undefined) { s = sets.length; index.set(r.set, s); sets.push(work.sets[r.set]!); }
+    return { set: s, prompt: r.prompt, layer: r.layer };
+  }));
+  return { kind: 'sets', sets, calls: renumbered };
 }
 
 /** The chunks' rows as one array in call order, each chunk checked for its size. */
-function concatChunks(chunks: Chunk[], packed: PackedRows[], work: Work): Float64Array | Float32Array {
-  const total = work.rows.reduce((x, y) => x + y, 0) * work.width;
-  const parts = packed.map((pk, i) => {
-    const v = unpackRows(pk);
-    if (pk.width !== work.width || v.length !== chunks[i]!.rows * work.width) throw new Error(`chunk ${chunks[i]!.id} came back with ${v.length / Math.max(1, pk.width)} rows of ${pk.width}, expected ${chunks[i]!.rows} of ${work.width}`);
+function concatChunks(chunks: Chunk[], results: unknown[], width: number, totalRows: number, kind: RemoteKind): Float64Array | Float32Array {
+  const parts = results.map((r, i) => {
+    const c = chunks[i]!;
+    const rows = (r as Partial<ChunkResult> | undefined)?.rows;
+    if (!rows || typeof rows.data !== 'string') throw new UserError(`chunk ${c.id}: the worker's answer is not a CircuitLens chunk result`);
+    const v = unpackRows(rows);
+    if (rows.width !== width || v.length !== c.rows * width) throw new Error(`chunk ${c.id} came back with ${v.length / Math.max(1, rows.width)} rows of ${rows.width}, expected ${c.rows} of ${width}`);
     return v;
   });
-  const out = parts.every((v) => v instanceof Float32Array) ? new Float32Array(total) : new Float64Array(total);
+  const out = kind === 'edge-gradient' ? new Float32Array(totalRows * width) : new Float64Array(totalRows * width);
   let at = 0;
   for (const v of parts) { out.set(v, at); at += v.length; }
   return out;
+}
+
+// ---- the worker's side ------------------------------------------------------------------------------------------
+
+/** A worker's context for a ContextSpec: prepared as prepareSuite prepares it; the edge context when first asked. */
+export interface Prepared {
+  ctx: EvalContext;
+  edges(): Promise<EdgeContext>;
+}
+
+/** The context of a chunk's prompts, prepared as the coordinator's (prepareSuite: means over all prompts). */
+export async function prepareForChunks(opened: OpenedSuite, prompts: 'task' | 'control'): Promise<Prepared> {
+  const ps = prompts === 'task' ? taskPrompts(opened) : opened.control;
+  if (!ps.length) throw new UserError(`suite "${opened.suite.name}" has no ${prompts} prompts here`);
+  const ctx = await prepare(opened.engine, ps, opened.ablation, { meanOver: opened.all });
+  let ec: Promise<EdgeContext> | undefined;
+  return { ctx, edges: () => (ec ??= prepareEdges(ctx, opened.all)) };
+}
+
+/** A worker's part: the chunk's calls, their rows packed in call order (scores, or float32 gradients). */
+export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'chunk'>): Promise<PackedRows> {
+  const { work, chunk } = job;
+  const { ctx } = p;
+  if (work.kind === 'sets') {
+    const P = ctx.prompts.length;
+    for (const call of work.calls) {
+      for (const r of call) {
+        if (!Number.isInteger(r.prompt) || r.prompt < 0 || r.prompt >= P || !work.sets[r.set]) throw new Error(`chunk rows name set ${r.set} and prompt ${r.prompt}; this context has ${work.sets.length} sets and ${P} prompts`);
+      }
+      // A call that starts at a later layer needs the clean residuals and the skipping session, as on the coordinator.
+      if (call[0]!.layer > 0 && (!ctx.residPre || !(await ctx.engine.canSkipLayers()))) throw new Error('the chunk starts rows at a later layer, which this worker cannot: the plans differ');
+    }
+    const out: Float64Array[] = [];
+    for (const call of work.calls) {
+      const res = await runSetCall(ctx, work.sets, call);
+      const v = new Float64Array(call.length * SCORE_WIDTH);
+      call.forEach((r, i) => packScore(v, i * SCORE_WIDTH, scoreRow(ctx, r.prompt, res.logits[i]!, res.stats[i])));
+      out.push(v);
+    }
+    return packScores(out, chunk.rows, SCORE_WIDTH);
+  }
+  const ec = await p.edges();
+  if (work.kind === 'edge-patching') {
+    const sets = edgePatchingSets(ec);
+    const calls = checkRange(planEdgeCalls(ec, sets.length), chunk);
+    const out: Float64Array[] = [];
+    for (const call of calls) {
+      const logits = await runEdgeCall(ec, sets, call);
+      const v = new Float64Array(call.length * SCORE_WIDTH);
+      call.forEach((r, i) => packScore(v, i * SCORE_WIDTH, scoreRow(ctx, r.prompt, logits[i]!)));
+      out.push(v);
+    }
+    return packScores(out, chunk.rows, SCORE_WIDTH);
+  }
+  const calls = checkRange(planGradientCalls(ec, work.steps), chunk);
+  const E = ec.ids.length;
+  const out = new Float32Array(chunk.rows * E);
+  let at = 0;
+  for (const call of calls) { const g = await runGradientCall(ec, work.metric, call); out.set(g, at); at += g.length; }
+  return packRows(out, E);
+}
+
+/** Calls [from, to) of a plan made here, checked against the chunk's rows (the coordinator's plan). */
+function checkRange<T>(calls: T[][], chunk: { from: number; to: number; rows: number }): T[][] {
+  if (chunk.to > calls.length || chunk.from < 0 || chunk.from >= chunk.to) throw new Error(`chunk [${chunk.from}, ${chunk.to}) is outside this plan of ${calls.length} calls`);
+  const mine = calls.slice(chunk.from, chunk.to);
+  const rows = mine.reduce((x, c) => x + c.length, 0);
+  if (rows !== chunk.rows) throw new Error(`chunk [${chunk.from}, ${chunk.to}) has ${rows} rows here, ${chunk.rows} on the coordinator: the plans differ`);
+  return mine;
+}
+
+function packScores(parts: Float64Array[], rows: number, width: number): PackedRows {
+  const out = new Float64Array(rows * width);
+  let at = 0;
+  for (const v of parts) {
+    if (at + v.length > out.length) throw new Error(`the chunk has more rows than the ${rows} it says`);
+    out.set(v, at);
+    at += v.length;
+  }
+  if (at !== out.length) throw new Error(`the chunk has ${at / width} rows, not the ${rows} it says`);
+  return packRows(out, width);
 }

@@ -1,0 +1,215 @@
+// The broker adapter, for every front end: jobs as BullMQ jobs on Redis. The coordinator (a CLI command with
+// --broker, or the extension with the circuitlens.broker setting) adds its jobs under their ids (adding again is a
+// no-op, so a restarted coordinator finds the jobs already done), waits for their results, removes its queued jobs
+// when cancelled and every job after a successful run. Workers (`circuitlens worker`) take them (serveJobs). What
+// the jobs hold is the use case's business (core/analysis/distributed/run.ts: chunks of engine calls); this file
+// knows only ids, payloads, results and rows for progress. BullMQ and ioredis load when first used (the extension
+// activates without them).
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ConnectionOptions } from 'bullmq';
+import { Cancelled, UserError } from '../errors';
+import { sha256File } from './workspace';
+
+/** The queue every worker takes from; CIRCUITLENS_QUEUE names another (one cluster sharing a Redis with another). */
+export function queueName(): string {
+  const q = process.env.CIRCUITLENS_QUEUE || 'circuitlens';
+  if (!/^[A-Za-z0-9_.-]+$/.test(q)) throw new UserError(`CIRCUITLENS_QUEUE=${q}: use letters, digits, '_', '.' and '-'`);
+  return q;
+}
+
+/** Rows per chunk: CIRCUITLENS_CHUNK_ROWS, or undefined for the use case's default. */
+export function chunkRows(): number | undefined {
+  const v = process.env.CIRCUITLENS_CHUNK_ROWS;
+  if (!v) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UserError(`CIRCUITLENS_CHUNK_ROWS=${v}: expected a whole number of rows`);
+  return n;
+}
+
+/** Tries per job (a worker that dies or refuses the model counts one; BullMQ retries it, on any worker). */
+export const ATTEMPTS = 5;
+/** Finished jobs are kept this long when their run does not clean them up (a coordinator that never came back). */
+const KEEP_SECONDS = 7 * 24 * 3600;
+/** Polls for results start this fast (short chunks come back within milliseconds) and slow down to POLL_MAX_MS. */
+const POLL_MIN_MS = 10;
+const POLL_MAX_MS = 200;
+/** A coordinator waits this long for a broker that went away (a restart) before it gives up. */
+const lostMs = () => Number(process.env.CIRCUITLENS_BROKER_WAIT_S ?? 120) * 1000;
+
+/** A broker URL, redis://[user:password@]host:port[/db] (rediss:// for TLS), as connection options. */
+export function brokerConnection(url: string): { host: string; port: number; db: number; username?: string; password?: string; tls?: object } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new UserError(`broker ${url}: not a URL; expected redis://HOST:PORT`);
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new UserError(`broker ${url}: expected redis://HOST:PORT or rediss://HOST:PORT (got ${u.protocol}//)`);
+  if (!u.hostname) throw new UserError(`broker ${url}: no host; expected redis://HOST:PORT`);
+  const port = u.port ? Number(u.port) : 6379;
+  const db = u.pathname && u.pathname !== '/' ? Number(u.pathname.slice(1)) : 0;
+  if (!Number.isInteger(db) || db < 0) throw new UserError(`broker ${url}: the path must be a database number (redis://HOST:PORT/0)`);
+  return {
+    host: u.hostname.replace(/^\[|\]$/g, ''), port, db,
+    ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
+    ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+    ...(u.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
+}
+
+/** Connects once, with no retries, and pings: a bad or unreachable broker is a clear error within seconds. */
+export async function checkBroker(url: string): Promise<void> {
+  const { default: Redis } = await import('ioredis');
+  const client = new Redis({ ...brokerConnection(url), lazyConnect: true, connectTimeout: 3000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+  let cause: Error | undefined;
+  client.on('error', (e: Error) => { cause ??= e; });
+  try {
+    await client.connect();
+    await client.ping();
+  } catch (e) {
+    throw new UserError(`cannot reach the broker at ${url}: ${(cause ?? (e as Error)).message || e} (is redis-server running there?)`);
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Connection options for BullMQ: retries forever in the background (a restarting Redis), each command fails fast. */
+function bullConnection(url: string, blocking: boolean): ConnectionOptions {
+  return { ...brokerConnection(url), maxRetriesPerRequest: blocking ? null : 3, retryStrategy: (times: number) => Math.min(100 * times, 2000) };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface BrokerJob<D> { id: string; name: string; data: D; rows: number }
+
+/** sha256 of a text, lower-case hex (run keys). */
+export function sha256Text(text: string): string {
+  return crypto.createHash('sha256').update(text).digest('hex');
+}
+
+/** The model and the suite as the jobs name them: absolute paths, the model's sha256, the suite's text. */
+export async function runFiles(modelPath: string, suitePath: string, sha256: (p: string) => Promise<string> = sha256File): Promise<{ model: { path: string; sha256: string }; suite: { path: string; text: string } }> {
+  const model = path.resolve(modelPath);
+  const suite = path.resolve(suitePath);
+  return { model: { path: model, sha256: await sha256(model) }, suite: { path: suite, text: await fs.promises.readFile(suite, 'utf8') } };
+}
+
+/**
+ * The coordinator's side: adds the jobs (their ids as job ids), waits for each one's result, and gives them back in
+ * the order asked. `signal`: cancel (Ctrl-C, a cancelled notification), which removes the jobs still queued and
+ * throws Cancelled. `warn`: retries and refusals seen on the way, and what a cancel removed, in words.
+ */
+export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run<D>(jobs: BrokerJob<D>[], done: (rows: number) => void, signal?: AbortSignal): Promise<unknown[]> } {
+  return {
+    async run<D>(jobs: BrokerJob<D>[], done: (rows: number) => void, signal?: AbortSignal): Promise<unknown[]> {
+      const { Job, Queue } = await import('bullmq');
+      const queue = new Queue(queueName(), { connection: bullConnection(url, false) });
+      queue.on('error', () => undefined);
+      const results = new Map<string, unknown>();
+      const seen = new Map<string, string>();
+      let lostSince: number | undefined;
+      const add = (c: BrokerJob<D>) => ({
+        name: c.name, data: c.data,
+        opts: { jobId: c.id, attempts: ATTEMPTS, backoff: { type: 'fixed', delay: 300 }, removeOnComplete: { age: KEEP_SECONDS }, removeOnFail: { age: KEEP_SECONDS } },
+      });
+      /** Runs a broker call, riding out a broker that is away (restarting) for up to CIRCUITLENS_BROKER_WAIT_S. */
+      const retrying = async <T>(f: () => Promise<T>): Promise<T> => {
+        for (;;) {
+          if (signal?.aborted) throw new Cancelled();
+          try {
+            const r = await f();
+            lostSince = undefined;
+            return r;
+          } catch (e) {
+            if (e instanceof UserError || e instanceof Cancelled) throw e;
+            lostSince ??= Date.now();
+            if (Date.now() - lostSince > lostMs()) throw new UserError(`lost the broker at ${url} for ${Math.round(lostMs() / 1000)} s: ${(e as Error).message}; run again to resume (finished chunks are kept)`);
+            await sleep(500);
+          }
+        }
+      };
+      try {
+        await retrying(() => queue.addBulk(jobs.map(add)));
+        // Jobs that failed in an earlier run (a refused model since replaced, say) are tried again.
+        for (const c of jobs) {
+          const j = await retrying(() => queue.getJob(c.id));
+          if (j && (await retrying(() => j.getState())) === 'failed') await retrying(() => j.retry('failed'));
+        }
+        let wait = POLL_MIN_MS;
+        while (results.size < jobs.length) {
+          if (signal?.aborted) throw new Cancelled();
+          const pending = jobs.filter((c) => !results.has(c.id));
+          const before = results.size;
+          await retrying(async () => {
+            const found = await Promise.all(pending.map((c) => Job.fromId(queue, c.id)));
+            for (let i = 0; i < pending.length; i++) {
+              const c = pending[i]!;
+              const j = found[i];
+              if (!j) { await queue.addBulk([add(c)]); continue; } // lost (a broker restarted without its data): again
+              // A return value is set when a job completes, and only then.
+              if (j.finishedOn && j.returnvalue) {
+                results.set(c.id, j.returnvalue);
+                done(c.rows);
+                continue;
+              }
+              if (j.failedReason && seen.get(c.id) !== `${j.attemptsMade}:${j.failedReason}`) {
+                seen.set(c.id, `${j.attemptsMade}:${j.failedReason}`);
+                if ((await j.getState()) === 'failed') {
+                  throw new UserError(j.attemptsMade >= ATTEMPTS ? `chunk ${c.id} failed ${j.attemptsMade} times; the last: ${j.failedReason}` : `${j.failedReason} (chunk ${c.id}, on a worker)`);
+                }
+                o.warn(`chunk ${c.id}, try ${j.attemptsMade} of ${ATTEMPTS}: ${j.failedReason}`);
+              }
+            }
+          });
+          wait = results.size > before ? POLL_MIN_MS : Math.min(POLL_MAX_MS, wait * 1.5);
+          if (results.size < jobs.length) await sleep(wait);
+        }
+        // Done: the run's jobs and their results are no longer needed.
+        await retrying(() => Promise.all(jobs.map((c) => queue.remove(c.id))));
+        return jobs.map((c) => results.get(c.id));
+      } catch (e) {
+        if (e instanceof Cancelled) {
+          // Cancelled: take back what no worker has started (a started job finishes and is kept for a rerun).
+          let removed = 0;
+          for (const c of jobs.filter((x) => !results.has(x.id))) {
+            try {
+              const j = await queue.getJob(c.id);
+              const state = j ? await j.getState() : undefined;
+              if (j && (state === 'waiting' || state === 'delayed' || state === 'prioritized' || state === 'failed')) { await j.remove(); removed++; }
+            } catch { /* a job being taken as we look: left to finish */ }
+          }
+          o.warn(`cancelled: removed ${removed} queued chunk${removed === 1 ? '' : 's'} from the broker`);
+        }
+        throw e;
+      } finally {
+        await queue.close().catch(() => undefined);
+      }
+    },
+  };
+}
+
+/**
+ * The worker's side: takes jobs from the queue and answers each with `handle`'s result, `concurrency` at a time.
+ * A UserError from `handle` is the same on every worker (the work cannot be done on this model): the job fails at
+ * once, without the retries other errors get. Stop with close() (finishes the jobs at hand; `force`: at once).
+ */
+export async function serveJobs<D, R>(url: string, handle: (data: D, id: string) => Promise<R>, o: { concurrency: number; log: (s: string) => void }): Promise<{ close(force?: boolean): Promise<void> }> {
+  const { UnrecoverableError, Worker } = await import('bullmq');
+  const lockMs = Number(process.env.CIRCUITLENS_BROKER_LOCK_MS ?? 30000);
+  const worker = new Worker<D, R>(queueName(), async (job) => {
+    try {
+      return await handle(job.data, job.id ?? '');
+    } catch (e) {
+      if (e instanceof UserError) throw new UnrecoverableError(e.message);
+      throw e;
+    }
+  }, {
+    connection: bullConnection(url, true), concurrency: o.concurrency, lockDuration: lockMs, stalledInterval: Math.max(500, Math.round(lockMs / 2)), maxStalledCount: 3,
+  });
+  worker.on('error', (e) => o.log(`broker: ${e.message}`));
+  worker.on('failed', (job, e) => o.log(`chunk ${job?.id} failed: ${e.message}`));
+  await worker.waitUntilReady();
+  return { close: (force) => worker.close(force) };
+}

@@ -1,0 +1,78 @@
+// The distributed path the CLI and the extension share (core/analysis/distributed/run.ts onWorkers, computeChunk),
+// without Redis: contexts with a remote whose jobs are computed by a "worker" context prepared apart from the
+// coordinator's (its own clean run, as `circuitlens worker` prepares it), every job sent through JSON as BullMQ
+// stores it. The graph panel's attribution (level graph, method auto: node patching and edge path patching),
+// discovery (greedy, ACDC) and verification with control prompts must equal the local run exactly.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { attribute } from '../../core/analysis/attribute/attribute';
+import { discoverCircuit } from '../../core/analysis/discover/discover';
+import { computeChunk, onWorkers, prepareForChunks, type ChunkJob, type JobRunner, type Prepared } from '../../core/analysis/distributed/run';
+import { openSuite, prepareSuite } from '../../core/analysis/open-suite';
+import { verifyCircuit } from '../../core/analysis/verify/nodes';
+import { parseSuite } from '../../core/formats/suite';
+import { loadEngine } from '../../core/nodejs/load';
+import { EXAMPLES } from '../helpers';
+
+test('onWorkers: attribution (graph, auto), discovery and verification through chunk jobs equal the local run exactly', async () => {
+  const file = path.join(EXAMPLES, 'induction.suite.yaml');
+  const text = fs.readFileSync(file, 'utf8');
+  const suite = parseSuite(file, text).suite!;
+  const engine = await loadEngine(path.join(EXAMPLES, 'induction-gpt2.onnx'));
+  try {
+    const opened = openSuite(suite, engine).opened!;
+    const local = await prepareSuite(opened, { control: true });
+    const remote = await prepareSuite(opened, { control: true });
+    assert.ok(local.control, 'the demo suite has control prompts');
+
+    // The worker's side, prepared on its own as `circuitlens worker` does, by the jobs' context.
+    const workers = new Map<string, Promise<Prepared>>();
+    const kinds = new Map<string, number>();
+    let chunks = 0;
+    const jobs: JobRunner = {
+      async run(js, done) {
+        const out = [];
+        for (const j of js) {
+          const data = JSON.parse(JSON.stringify(j.data)) as ChunkJob;
+          assert.equal(data.format, 2);
+          assert.match(j.id, /^cl-[0-9a-f]{32}-\d+-\d+$/);
+          const c = data.context;
+          if (!workers.has(c.key)) workers.set(c.key, prepareForChunks(opened, c.prompts));
+          out.push(JSON.parse(JSON.stringify({ rows: await computeChunk(await workers.get(c.key)!, data), worker: 'test', ms: 0 })));
+          kinds.set(data.work.kind, (kinds.get(data.work.kind) ?? 0) + 1);
+          chunks++;
+          done(j.rows);
+        }
+        return out;
+      },
+    };
+    const hash = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
+    onWorkers(remote, { version: 'test', model: { path: '/models/m.onnx', sha256: 'ab' }, suite: { path: file, text }, runtime: 'node' }, { jobs, hash, targetRows: 200 });
+
+    const o = { level: 'graph' as const, method: 'auto' as const };
+    const [want, got] = [await attribute(local.task, opened.all, suite.metric, o), await attribute(remote.task, opened.all, suite.metric, o)];
+    assert.deepEqual(got, want);
+    assert.ok(got.nodes.length === 10 && got.edges.length === 110, `${got.nodes.length} nodes, ${got.edges.length} edges`);
+    assert.deepEqual([...kinds.keys()].sort(), ['edge-patching', 'sets']);
+
+    for (const method of ['greedy', 'acdc'] as const) {
+      const d = { level: 'node' as const, method, scoring: 'patching' as const, steps: 1, target: 0.8, threshold: 0.02 };
+      assert.deepEqual(await discoverCircuit(remote.task, remote.control, opened.all, suite.metric, d), await discoverCircuit(local.task, local.control, opened.all, suite.metric, d), method);
+    }
+    const circuit = ['a0.h1', 'm0', 'a1.h0', 'a1.h2', 'm1'] as const;
+    assert.deepEqual(await verifyCircuit(remote.task, [...circuit], suite.metric, remote.control), await verifyCircuit(local.task, [...circuit], suite.metric, local.control));
+    assert.equal(workers.size, 2, 'the task and the control prompts, each prepared once');
+    const eap = await attribute(remote.task, opened.all, suite.metric, { level: 'edge', method: 'gradient', steps: 2 });
+    assert.deepEqual(eap, await attribute(local.task, opened.all, suite.metric, { level: 'edge', method: 'gradient', steps: 2 }));
+    assert.ok(kinds.get('edge-gradient')! > 0 && chunks > 20, `${chunks} chunks`);
+
+    // A context made from a distributed one for other prompts is refused, not computed on the suite's prompts.
+    const other = { ...remote.task, prompts: remote.task.prompts.slice(1) };
+    await assert.rejects(attribute(other, opened.all, suite.metric, { level: 'node', method: 'patching' }), /prompts, ablation or batch size changed/);
+  } finally {
+    await engine.release();
+  }
+});
