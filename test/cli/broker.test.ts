@@ -121,7 +121,7 @@ const rowsDone = (p: Proc) => Math.max(0, ...[...p.err.matchAll(/on workers, \d+
 
 let local = '';
 
-describe('attribute, discover and verify --broker (BullMQ on Redis)', { concurrency: false }, () => {
+describe('attribute, discover, redundancy and verify --broker (BullMQ on Redis)', { concurrency: false }, () => {
   before(async () => {
     port = await freePort();
     url = `redis://127.0.0.1:${port}`;
@@ -240,7 +240,7 @@ describe('attribute, discover and verify --broker (BullMQ on Redis)', { concurre
     }
   });
 
-  test('(g) discover (greedy, ACDC) and verify on 2 workers: the circuit file (but its creation time) and verify --json equal the local ones', async () => {
+  test('(g) discover (greedy, ACDC), redundancy and verify on 2 workers: the circuit file (but its creation time), redundancy and verify --json equal the local ones', async () => {
     const ws = await workers('h', 2);
     const created = /^\s*"created": "[^"]*",?\n/m;
     for (const extra of [[], ['--method', 'acdc']]) {
@@ -257,6 +257,13 @@ describe('attribute, discover and verify --broker (BullMQ on Redis)', { concurre
       assert.match(got.err, /ablation sets on workers, \d+ chunks/);
     }
     const circuit = path.join(EXAMPLES, 'induction-gpt2.circuit.json');
+    // The pair sweep of redundancy (all pairs of the top nodes, after the single ablations that rank them).
+    const want = cli(['redundancy', SUITE, '--top', '4', '--json']);
+    assert.equal(want.code, 0, want.stderr);
+    const pairs = start(['redundancy', SUITE, '--top', '4', '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'h' });
+    assert.equal(await pairs.exit, 0, pairs.err);
+    assert.equal(pairs.out, want.stdout, 'redundancy --json');
+    assert.match(pairs.err, /ablation sets on workers, \d+ chunks/);
     for (const extra of [[], ['--ablation', 'resample']]) {
       const want = cli(['verify', circuit, ...extra, '--json']);
       assert.equal(want.code, 0, want.stderr);
