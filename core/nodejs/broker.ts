@@ -9,6 +9,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ConnectionOptions } from 'bullmq';
+import type { Redis as IORedis } from 'ioredis';
 import { Cancelled, UserError } from '../errors';
 import { sha256File } from './workspace';
 
@@ -32,9 +33,10 @@ export function chunkRows(): number | undefined {
 export const ATTEMPTS = 5;
 /** Finished jobs are kept this long when their run does not clean them up (a coordinator that never came back). */
 const KEEP_SECONDS = 7 * 24 * 3600;
-/** Polls for results start this fast (short chunks come back within milliseconds) and slow down to POLL_MAX_MS. */
+/** The coordinator looks at the jobs the queue's events name (finished, failed a try) this long after the event. */
 const POLL_MIN_MS = 10;
-const POLL_MAX_MS = 200;
+/** And at every pending job this often (what the events missed, a broker that lost its data). */
+const RECONCILE_MS = 5000;
 /** A coordinator waits this long for a broker that went away (a restart) before it gives up. */
 const lostMs = () => Number(process.env.CIRCUITLENS_BROKER_WAIT_S ?? 120) * 1000;
 
@@ -104,12 +106,15 @@ export async function runFiles(modelPath: string, suitePath: string, sha256: (p:
 export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run<D>(jobs: BrokerJob<D>[], done: (rows: number) => void, signal?: AbortSignal): Promise<unknown[]> } {
   return {
     async run<D>(jobs: BrokerJob<D>[], done: (rows: number) => void, signal?: AbortSignal): Promise<unknown[]> {
-      const { Job, Queue } = await import('bullmq');
+      const { Job, Queue, QueueEvents } = await import('bullmq');
       const queue = new Queue(queueName(), { connection: bullConnection(url, false) });
       queue.on('error', () => undefined);
+      const closing: (() => Promise<unknown>)[] = [() => queue.close()];
+      const byId = new Map(jobs.map((c) => [c.id, c]));
       const results = new Map<string, unknown>();
       const seen = new Map<string, string>();
       let lostSince: number | undefined;
+      let outage = false;
       const add = (c: BrokerJob<D>) => ({
         name: c.name, data: c.data,
         opts: { jobId: c.id, attempts: ATTEMPTS, backoff: { type: 'fixed', delay: 300 }, removeOnComplete: { age: KEEP_SECONDS }, removeOnFail: { age: KEEP_SECONDS } },
@@ -125,6 +130,7 @@ export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run
           } catch (e) {
             if (e instanceof UserError || e instanceof Cancelled) throw e;
             lostSince ??= Date.now();
+            outage = true;
             if (Date.now() - lostSince > lostMs()) throw new UserError(`lost the broker at ${url} for ${Math.round(lostMs() / 1000)} s: ${(e as Error).message}; run again to resume (finished chunks are kept)`);
             await sleep(500);
           }
@@ -132,21 +138,35 @@ export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run
       };
       try {
         await retrying(() => queue.addBulk(jobs.map(add)));
-        // Jobs that failed in an earlier run (a refused model since replaced, say) are tried again.
-        for (const c of jobs) {
-          const j = await retrying(() => queue.getJob(c.id));
-          if (j && (await retrying(() => j.getState())) === 'failed') await retrying(() => j.retry('failed'));
+        // Which jobs finished or failed a try: from the queue's event stream, read from before the first full look
+        // on (nothing falls between them). A poll then looks only at those jobs; a full look at every pending job
+        // every RECONCILE_MS (and after a broker outage) catches what the events miss (a trimmed stream, another
+        // coordinator removing the jobs, a broker restarted without its data).
+        // (The queue's connection is an ioredis client; BullMQ's interface for it has no XREVRANGE.)
+        const since = await retrying(async () => (await ((await queue.getBackend().client) as unknown as IORedis).xrevrange(queue.keys.events, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0');
+        const events = new QueueEvents(queueName(), { connection: bullConnection(url, true), autorun: false, lastEventId: since });
+        events.on('error', () => undefined);
+        const touched = new Set<string>();
+        let nudge: (() => void) | undefined;
+        for (const e of ['completed', 'failed', 'delayed', 'removed'] as const) {
+          events.on(e, ({ jobId }: { jobId: string }) => { if (byId.has(jobId)) { touched.add(jobId); nudge?.(); } });
         }
-        let wait = POLL_MIN_MS;
+        closing.push(() => events.close());
+        events.run().catch(() => undefined);
+        let first = true;
+        let lastFull = 0;
         while (results.size < jobs.length) {
           if (signal?.aborted) throw new Cancelled();
-          const pending = jobs.filter((c) => !results.has(c.id));
-          const before = results.size;
+          const full = first || outage || Date.now() - lastFull >= RECONCILE_MS;
+          if (full) { lastFull = Date.now(); outage = false; }
+          const look = full ? jobs.filter((c) => !results.has(c.id)) : [...touched].filter((id) => !results.has(id)).map((id) => byId.get(id)!);
+          touched.clear();
           await retrying(async () => {
-            const found = await Promise.all(pending.map((c) => Job.fromId(queue, c.id)));
-            for (let i = 0; i < pending.length; i++) {
-              const c = pending[i]!;
+            const found = await Promise.all(look.map((c) => Job.fromId(queue, c.id)));
+            for (let i = 0; i < look.length; i++) {
+              const c = look[i]!;
               const j = found[i];
+              if (results.has(c.id)) continue; // taken on an earlier try of this look
               if (!j) { await queue.addBulk([add(c)]); continue; } // lost (a broker restarted without its data): again
               // A return value is set when a job completes, and only then.
               if (j.finishedOn && j.returnvalue) {
@@ -155,16 +175,29 @@ export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run
                 continue;
               }
               if (j.failedReason && seen.get(c.id) !== `${j.attemptsMade}:${j.failedReason}`) {
-                seen.set(c.id, `${j.attemptsMade}:${j.failedReason}`);
                 if ((await j.getState()) === 'failed') {
+                  // Failed in an earlier run (a refused model since replaced, say): tried again.
+                  if (first) { await j.retry('failed'); continue; }
                   throw new UserError(j.attemptsMade >= ATTEMPTS ? `chunk ${c.id} failed ${j.attemptsMade} times; the last: ${j.failedReason}` : `${j.failedReason} (chunk ${c.id}, on a worker)`);
                 }
+                seen.set(c.id, `${j.attemptsMade}:${j.failedReason}`);
                 o.warn(`chunk ${c.id}, try ${j.attemptsMade} of ${ATTEMPTS}: ${j.failedReason}`);
               }
             }
           });
-          wait = results.size > before ? POLL_MIN_MS : Math.min(POLL_MAX_MS, wait * 1.5);
-          if (results.size < jobs.length) await sleep(wait);
+          first = false;
+          if (results.size === jobs.length) break;
+          // Until an event names one of the jobs, the next full look, or a cancel; after an event, a short pause
+          // gathers the jobs finishing with it into one look.
+          if (touched.size === 0) {
+            await new Promise<void>((r) => {
+              const t = setTimeout(wake, Math.max(0, lastFull + RECONCILE_MS - Date.now()));
+              function wake(): void { clearTimeout(t); nudge = undefined; signal?.removeEventListener('abort', wake); r(); }
+              nudge = wake;
+              signal?.addEventListener('abort', wake);
+            });
+          }
+          if (touched.size > 0) await sleep(POLL_MIN_MS);
         }
         // Done: the run's jobs and their results are no longer needed.
         await retrying(() => Promise.all(jobs.map((c) => queue.remove(c.id))));
@@ -173,18 +206,18 @@ export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run
         if (e instanceof Cancelled) {
           // Cancelled: take back what no worker has started (a started job finishes and is kept for a rerun).
           let removed = 0;
-          for (const c of jobs.filter((x) => !results.has(x.id))) {
+          await Promise.all(jobs.filter((x) => !results.has(x.id)).map(async (c) => {
             try {
               const j = await queue.getJob(c.id);
               const state = j ? await j.getState() : undefined;
               if (j && (state === 'waiting' || state === 'delayed' || state === 'prioritized' || state === 'failed')) { await j.remove(); removed++; }
             } catch { /* a job being taken as we look: left to finish */ }
-          }
+          }));
           o.warn(`cancelled: removed ${removed} queued chunk${removed === 1 ? '' : 's'} from the broker`);
         }
         throw e;
       } finally {
-        await queue.close().catch(() => undefined);
+        for (const close of closing.reverse()) await close().catch(() => undefined);
       }
     },
   };
