@@ -136,13 +136,17 @@ export function edgeWeights(ec: EdgeContext, edges: Iterable<string>, invert = f
   return Float32Array.from(ec.ids, (id) => (inSet.has(id) !== invert ? 1 : 0));
 }
 
-/** Forward rows beyond which one-edge-at-a-time work (exact edge scores, ACDC over edges) is refused with advice. */
+/** Forward rows beyond which one-edge-at-a-time work (exact edge scores, ACDC over edges) is refused with advice
+ * when it would run on this machine alone. */
 export const MAX_EDGE_ROWS = 1_000_000;
 
-/** Refuses one-run-per-edge work that would take hours, saying what to use instead. */
-export function checkEdgeWork(ec: EdgeContext, what: string, instead: string): void {
+/**
+ * Refuses one-run-per-edge work that would take hours, saying what to use instead. Work the context sends to workers
+ * (`--broker`: exact edge scores) is not refused: spreading it is what workers are for; its cost is said up front.
+ */
+export function checkEdgeWork(ec: EdgeContext, what: string, instead: string, onWorkers = false): void {
   const rows = ec.ids.length * ec.ctx.prompts.length;
-  if (rows > MAX_EDGE_ROWS) {
+  if (rows > MAX_EDGE_ROWS && !onWorkers) {
     throw new UserError(`${what} runs every one of the model's ${ec.ids.length} edges on ${ec.ctx.prompts.length} prompts (${rows.toLocaleString('en')} forward rows); that is more than ${MAX_EDGE_ROWS.toLocaleString('en')}. ${instead}`);
   }
 }

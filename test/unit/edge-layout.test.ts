@@ -25,11 +25,13 @@ test('edge layout: EAP-IG order, one mask entry per edge, upstream columns in st
   assert.equal(edgeLayout(12, 12).edges.length, 32491);
 });
 
-test('exact work over every edge of a large model is refused with advice', () => {
+test('exact work over every edge of a large model is refused with advice, unless it goes to workers', () => {
   const ec = { ids: new Array(32491).fill('x'), ctx: { prompts: new Array(64) } } as unknown as EdgeContext;
   assert.throws(() => checkEdgeWork(ec, 'exact edge attribution', 'Use gradient scores.'), (e: Error) => isUserError(e) && /32491 edges on 64 prompts/.test(e.message) && /gradient/.test(e.message));
   const small = { ids: new Array(110).fill('x'), ctx: { prompts: new Array(81) } } as unknown as EdgeContext;
   assert.doesNotThrow(() => checkEdgeWork(small, 'x', 'y'));
+  // Sent to workers (--broker), the same work is taken on: that is what they are for.
+  assert.doesNotThrow(() => checkEdgeWork(ec, 'exact edge attribution', 'Use gradient scores.', true));
 });
 
 test('edge work on a large model gets few rows per call (memory), a small one maxRows', async () => {

@@ -14,7 +14,7 @@ import { signedMetric, type EdgeScore } from './nodes';
 
 /** Exact edge attribution: the metric drop when one edge alone is ablated (clean − ablated), every edge. */
 export async function edgePatchingScores(ec: EdgeContext, metric: MetricName): Promise<{ edges: EdgeScore[]; clean: SuiteMetrics }> {
-  checkEdgeWork(ec, 'exact edge attribution', 'Use gradient scores (--method gradient, EAP or EAP-IG with --steps), or fewer prompts.');
+  checkEdgeWork(ec, 'exact edge attribution', 'Use gradient scores (--method gradient, EAP or EAP-IG with --steps), fewer prompts, or workers (--broker).', !!ec.ctx.remote);
   const remote = ec.ctx.remote;
   if (!remote) return edgePatchingResult(ec, await evaluateEdgeSets(ec, edgePatchingSets(ec)), metric);
   // On workers: each plans these calls again (edgePatchingSets are E weight vectors of E: too many to send).
