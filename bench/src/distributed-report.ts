@@ -27,7 +27,7 @@ function projection(g: GptProjection): string[] {
   out.push(`One edge set (${g.prompts} prompts × ${g.promptTokens} tokens, one edge ablated; timed on 2 edges): ${Object.entries(g.msPerSet).map(([k, v]) => `${s1(v.median)} at ${k}`).join(', ')}. ${g.sets.toLocaleString('en-US')} sets (${g.edges.toLocaleString('en-US')} edges + the clean set), ${g.rowsPerCall} rows per engine call, ${g.chunks.toLocaleString('en-US')} chunks. One machine as bench 3b estimates it (2 threads on 2 cores): ${g.oneMachineHours} h.`, '');
   out.push(row(['workers', 'projected', 'ideal (compute / N)']), row(['---', '---', '---']));
   for (const p of g.projection) out.push(row([p.workers, `${p.hours} h`, `${p.idealHours} h`]));
-  out.push('', `Projected = coordinator setup (${s1(g.coordinatorSetupMs)}) + sets × one-thread set time / (N × ${g.efficiency}; 1 for one worker) + ⌈chunks / N⌉ × (${g.overheadPerChunkMs} + ${g.latencyPerChunkMs} ms) + one chunk's compute (the tail). Assumptions:`, '');
+  out.push('', `Projected = coordinator setup (${s1(g.coordinatorSetupMs)}) + sets × one-thread set time / (N × ${g.efficiency}; 1 for one worker) + ⌈chunks / N⌉ × (max(0, ${g.overheadPerChunkMs}) + ${g.latencyPerChunkMs} ms) + one chunk's compute (the tail). Assumptions:`, '');
   for (const a of g.assumptions) out.push(`- ${a}`);
   out.push('');
   return out;
