@@ -30,7 +30,7 @@ import { benchModelReady, DEMO_GPT2, DEMO_LLAMA, ensureBenchModel, GPT2_SMALL, n
 import type { Spinning } from '../../core/nodejs/ort-node';
 import { gemmPeak, type GemmResult } from './peak';
 import { profileForward, profileScoring, profileSweep, type ForwardProfile, type ScoringProfile, type SweepProfile } from './profile';
-import { renderSummary } from './report';
+import { keepOtherSections, renderSummary } from './report';
 import { sweepBench, type SweepResult } from './sweep';
 
 export interface Section<T> { date: string; data: T; notes?: string[] }
@@ -138,7 +138,9 @@ async function main(): Promise<void> {
   const save = () => {
     results.meta.loadavgAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
     fs.writeFileSync(latest, `${JSON.stringify(results, null, 1)}\n`);
-    fs.writeFileSync(path.join(resultsDir, 'README-numbers.md'), renderSummary(results));
+    const summary = path.join(resultsDir, 'README-numbers.md');
+    const before = fs.existsSync(summary) ? fs.readFileSync(summary, 'utf8') : undefined;
+    fs.writeFileSync(summary, keepOtherSections(renderSummary(results), before));
   };
 
   // Sections that run PyTorch (the reference, or a script writing a model they need): without it, say what to

@@ -235,3 +235,28 @@ export function renderSummary(r: Results): string {
 }
 
 export type { ForwardResult, SweepResult };
+
+/**
+ * The summary to write when a run measured only some sections: `rendered` (from latest.json) with every section of
+ * the file already there (`existing`) that latest.json no longer holds kept in its place, so a partial run in a
+ * fresh checkout (latest.json is git-ignored) does not drop the committed numbers of the sections it did not run.
+ */
+export function keepOtherSections(rendered: string, existing: string | undefined): string {
+  if (!existing) return rendered;
+  const split = (text: string) => {
+    const parts = text.split(/^(?=## )/m);
+    const head = parts[0]!.startsWith('## ') ? '' : parts.shift()!;
+    return { head, sections: parts.map((body) => ({ title: body.slice(0, body.indexOf('\n')).trim(), body })) };
+  };
+  const r = split(rendered);
+  const e = split(existing);
+  const out = [...r.sections];
+  let after = -1;
+  for (const s of e.sections) {
+    const at = out.findIndex((x) => x.title === s.title);
+    if (at >= 0) { after = at; continue; }
+    out.splice(after + 1, 0, s);
+    after += 1;
+  }
+  return r.head + out.map((s) => s.body.endsWith('\n') ? s.body : `${s.body}\n`).join('');
+}
