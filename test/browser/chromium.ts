@@ -1,7 +1,9 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
+import { ROOT } from '../helpers';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
@@ -58,3 +60,12 @@ window.startWorker = async (prefer, model, tokenizer) => {
   return window.call('compute/init', { model: new Uint8Array(bytes), tokenizerJson: tok, wasmBinary: wasm, prefer, what: model }, [wasm]);
 };
 </script></body></html>`;
+
+/** Serves WORKER_PAGE at `/` with the built worker and its WASM binary, and `files` (URL path → file) beside them. */
+export function serveWorker(files: Record<string, string>): ReturnType<typeof serveFiles> {
+  return serveFiles({
+    '/worker.js': path.join(ROOT, 'dist', 'webview', 'worker.js'),
+    '/ort.wasm': path.join(ROOT, 'dist', 'webview', 'ort-wasm-simd-threaded.jsep.wasm'),
+    ...files,
+  }, { '/': WORKER_PAGE });
+}

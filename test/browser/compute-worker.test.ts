@@ -11,22 +11,20 @@ import { parseSuite } from '../../core/formats/suite';
 import type { NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/nodejs/load';
 import type { EvaluateParams, Evaluated } from '../../protocol/compute';
-import { EXAMPLES, ROOT } from '../helpers';
-import { launchChromium, serveFiles, CHROMIUM, WORKER_PAGE as PAGE } from './chromium';
+import { EXAMPLES } from '../helpers';
+import { launchChromium, serveWorker, CHROMIUM } from './chromium';
 
 const skip = fs.existsSync(CHROMIUM) ? false : `Chromium not found at ${CHROMIUM} (apt-get install chromium)`;
 
 describe('webview compute worker in Chromium', { skip }, () => {
   let browser: Browser;
-  let server: Awaited<ReturnType<typeof serveFiles>>;
+  let server: Awaited<ReturnType<typeof serveWorker>>;
   before(async () => {
-    server = await serveFiles({
-      '/worker.js': path.join(ROOT, 'dist', 'webview', 'worker.js'),
-      '/ort.wasm': path.join(ROOT, 'dist', 'webview', 'ort-wasm-simd-threaded.jsep.wasm'),
+    server = await serveWorker({
       '/tokenizer.json': path.join(EXAMPLES, 'tokenizer.json'),
       '/induction-gpt2.onnx': path.join(EXAMPLES, 'induction-gpt2.onnx'),
       '/induction-llama.onnx': path.join(EXAMPLES, 'induction-llama.onnx'),
-    }, { '/': PAGE });
+    });
     browser = await launchChromium();
   });
   after(async () => { await browser?.close(); await server?.close(); });

@@ -9,21 +9,19 @@ import { sweepPrompt } from '../../core/analysis/attention/temperature';
 import { DEFAULT_TEMPERATURES } from '../../core/analysis/attention/stats';
 import { loadEngine } from '../../core/nodejs/load';
 import type { TemperatureParams, TemperatureSwept } from '../../protocol/compute';
-import { EXAMPLES, ROOT } from '../helpers';
-import { launchChromium, serveFiles, CHROMIUM, WORKER_PAGE as PAGE } from './chromium';
+import { EXAMPLES } from '../helpers';
+import { launchChromium, serveWorker, CHROMIUM } from './chromium';
 
 const skip = fs.existsSync(CHROMIUM) ? false : `Chromium not found at ${CHROMIUM} (apt-get install chromium)`;
 
 describe('softmax temperature in the webview compute worker', { skip }, () => {
   let browser: Browser;
-  let server: Awaited<ReturnType<typeof serveFiles>>;
+  let server: Awaited<ReturnType<typeof serveWorker>>;
   before(async () => {
-    server = await serveFiles({
-      '/worker.js': path.join(ROOT, 'dist', 'webview', 'worker.js'),
-      '/ort.wasm': path.join(ROOT, 'dist', 'webview', 'ort-wasm-simd-threaded.jsep.wasm'),
+    server = await serveWorker({
       '/tokenizer.json': path.join(EXAMPLES, 'tokenizer.json'),
       '/induction-llama.onnx': path.join(EXAMPLES, 'induction-llama.onnx'),
-    }, { '/': PAGE });
+    });
     browser = await launchChromium();
   });
   after(async () => { await browser?.close(); await server?.close(); });

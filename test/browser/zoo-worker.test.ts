@@ -31,8 +31,8 @@ import type { NodeId } from '../../core/ids';
 import { ModelProto } from '../../core/onnx/codec';
 import type { ComputeRequest, Ready } from '../../protocol/compute';
 import type { ParamsOf, ResultOf } from '../../protocol/ipc';
-import { decodeRef, FIXTURES, ROOT, type Reference } from '../helpers';
-import { launchChromium, serveFiles, CHROMIUM, WORKER_PAGE as PAGE } from './chromium';
+import { decodeRef, FIXTURES, type Reference } from '../helpers';
+import { launchChromium, serveWorker, CHROMIUM } from './chromium';
 
 const skip = fs.existsSync(CHROMIUM) ? false : `Chromium not found at ${CHROMIUM} (apt-get install chromium)`;
 const ZOO = path.join(FIXTURES, 'zoo');
@@ -121,17 +121,14 @@ const measured: Record<string, Partial<Record<Backend, Record<string, number>>>>
 
 describe('webview compute worker on zoo models vs PyTorch', { skip }, () => {
   let browser: Browser;
-  let server: Awaited<ReturnType<typeof serveFiles>>;
+  let server: Awaited<ReturnType<typeof serveWorker>>;
   before(async () => {
-    const files: Record<string, string> = {
-      '/worker.js': path.join(ROOT, 'dist', 'webview', 'worker.js'),
-      '/ort.wasm': path.join(ROOT, 'dist', 'webview', 'ort-wasm-simd-threaded.jsep.wasm'),
-    };
+    const files: Record<string, string> = {};
     for (const e of entries) {
       files[`/${e.model}`] = path.join(ZOO, e.model);
       if (e.tokenizer) files[`/${e.tokenizer}`] = path.join(ZOO, e.tokenizer);
     }
-    server = await serveFiles(files, { '/': PAGE });
+    server = await serveWorker(files);
     browser = await launchChromium();
   });
   after(async () => {
