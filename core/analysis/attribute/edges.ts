@@ -29,8 +29,14 @@ export async function edgePatchingScores(ec: EdgeContext, metric: MetricName): P
 
 /** The weight sets of exact edge attribution: none ablated, then each edge alone. */
 export function edgePatchingSets(ec: EdgeContext): Float32Array[] {
-  const E = ec.ids.length;
-  return [new Float32Array(E), ...ec.ids.map((_, e) => { const w = new Float32Array(E); w[e] = 1; return w; })];
+  return Array.from({ length: ec.ids.length + 1 }, (_, s) => edgePatchingSet(ec, s));
+}
+
+/** Set `s` of edgePatchingSets alone (0: none ablated; s: edge s − 1), for work that needs only a few of them. */
+export function edgePatchingSet(ec: EdgeContext, s: number): Float32Array {
+  const w = new Float32Array(ec.ids.length);
+  if (s > 0) w[s - 1] = 1;
+  return w;
 }
 
 /** Edge scores from the metrics of edgePatchingSets. */

@@ -5,20 +5,17 @@
 // workers through a JobRunner (core/nodejs/broker.ts: BullMQ on Redis); a worker (`circuitlens worker`) prepares
 // the same context from the suite and the model, and computes chunks with computeChunk.
 import { UserError } from '../../errors';
-import type { AblationKind, MetricName } from '../../vocabulary';
-import { edgePatchingSets, planGradientCalls, runGradientCall } from '../attribute/edges';
+import type { AblationKind } from '../../vocabulary';
+import { edgePatchingSet, planGradientCalls, runGradientCall } from '../attribute/edges';
 import { planEdgeCalls, prepareEdges, runEdgeCall, type EdgeContext } from '../edge-context';
-import { prepare, runSetCall, scoreRow, type EvalContext, type RemoteCalls, type SetRow } from '../evaluate';
+import { prepare, runSetCall, scoreRow, type EvalContext, type RemoteCalls } from '../evaluate';
 import { taskPrompts, type OpenedSuite } from '../open-suite';
 import { meter } from '../progress';
 import type { NodeId } from '../../ids';
 import { identityText, packRows, packScore, planChunks, SCORE_WIDTH, unpackRows, type Chunk, type ContextIdentity, type PackedRows, type RemoteKind, type RemoteWork } from './plan';
 
 /** What a chunk computes: the calls themselves (node sets), or the analysis a worker plans again (edge work). */
-export type ChunkWork =
-  | { kind: 'sets'; sets: NodeId[][]; calls: SetRow[][] }
-  | { kind: 'edge-patching' }
-  | { kind: 'edge-gradient'; steps: number; metric: MetricName };
+export type ChunkWork = RemoteWork;
 
 /** The context a chunk runs in: the model (path and sha256), the suite (path and text), and how it was prepared. */
 export interface ContextSpec {
@@ -184,8 +181,10 @@ export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'ch
   }
   const ec = await p.edges();
   if (work.kind === 'edge-patching') {
-    const sets = edgePatchingSets(ec);
-    const calls = checkRange(planEdgeCalls(ec, sets.length), chunk);
+    const calls = checkRange(planEdgeCalls(ec, ec.ids.length + 1), chunk);
+    // Only the sets this chunk's rows use: all E + 1 of them are E² floats (4 GB at GPT-2-small's 32k edges).
+    const sets: Float32Array[] = [];
+    for (const call of calls) for (const r of call) sets[r.set] ??= edgePatchingSet(ec, r.set);
     const out: Float64Array[] = [];
     for (const call of calls) {
       const logits = await runEdgeCall(ec, sets, call);
