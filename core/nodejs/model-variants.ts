@@ -4,27 +4,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Engine } from '../engine/engine';
 import type { Runtime } from '../engine/runtime';
+import type { WeightVariants } from '../engine/variants';
 import { UserError } from '../errors';
-import type { HooksSidecar } from '../onnx/detect';
 import { decodeModel, EXTERNAL, type OnnxModel, type TensorProto } from '../onnx/model';
 import { withInitializers } from '../onnx/weight-swap';
 import { loadSidecar, loadTokenizerFor, memoryBudget, MEMORY_ENV, readModelFile } from './load';
-
-export interface ModelVariants {
-  path: string;
-  /** The decoded model, its external-data weights read in (each initializer holds its own bytes). */
-  model: OnnxModel;
-  /** The model's `<model>.hooks.json`, when it has one (hook detection reads it). */
-  hooks: { sidecar?: HooksSidecar; sidecarPath?: string };
-  /** An engine on this model with the given initializers (same names) put in place of its own. Release it after use. */
-  engineWith(replace: readonly TensorProto[]): Promise<Engine>;
-}
 
 /**
  * Reads a model file and the external-data files it refers to. The weights stay in memory (each candidate engine
  * holds its own copy of them in onnxruntime while it lives): for models that fit in memory a few times over.
  */
-export function openModelVariants(modelPath: string, runtime: Runtime): ModelVariants {
+export function openModelVariants(modelPath: string, runtime: Runtime): WeightVariants {
   const model = decodeModel(readModelFile(modelPath), modelPath);
   inlineExternalData(model, modelPath);
   const hooks = loadSidecar(modelPath);

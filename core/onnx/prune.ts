@@ -201,11 +201,3 @@ export function pruneRanking(scope: PruneScope, strategy: PruneStrategy): PruneR
 function float32Tensor(name: string, dims: number[], data: Float32Array): TensorProto {
   return { name, dims, dataType: DataType.FLOAT, rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), floatData: [], int64Data: [], int32Data: [], externalData: [], dataLocation: 0 };
 }
-
-/** Zero entries among a model's prunable matrices (the written model's sparsity, checked after writing). */
-export function prunableSparsity(model: OnnxModel, roles: readonly WeightRole[]): { zeros: number; total: number } {
-  const scope = pruneScope(model, roles);
-  let zeros = 0;
-  for (const t of scope.tensors) for (let i = 0; i < t.data.length; i++) if (t.data[i] === 0) zeros++;
-  return { zeros, total: scope.total };
-}

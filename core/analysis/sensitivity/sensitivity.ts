@@ -18,7 +18,6 @@ import { openSuite, taskPrompts } from '../open-suite';
 import type { ResolvedPrompt } from '../prompts';
 import { evaluateSavedCircuit } from '../verify/verify';
 
-/** A model whose initializers can be replaced in memory (core/nodejs/model-variants.ts makes one from a file). */
 export interface SensitivityOptions {
   quantize: QuantizeOptions;
   scopes: WeightScope[];

@@ -43,11 +43,6 @@ export interface CanaryResult {
   durationMs: number;
 }
 
-/**
- * One check measured on an engine: whether it holds, the value it reports, and `value`, a number to compare
- * across models (the measured quantity; for top1, the expected token's logit minus the best other token's).
- */
-
 export interface CanaryOptions {
   signal?: AbortSignal;
   /** Called as each check finishes (the Test Explorer shows results live). */
