@@ -5,8 +5,6 @@ import { defaultScopes } from '../../core/analysis/sensitivity/scopes';
 import { runSensitivity, SENSITIVITY_NOTES } from '../../core/analysis/sensitivity/sensitivity';
 import { circuitComponents, parseCircuit, type Circuit } from '../../core/formats/circuit';
 import { parseSuite } from '../../core/formats/suite';
-import { createRuntime } from '../../core/nodejs/load';
-import { openModelVariants } from '../../core/nodejs/model-variants';
 import type { QuantizeOptions } from '../../core/onnx/quantize';
 import type { WeightScope } from '../../core/onnx/weight-scope';
 import type { SensitivityState } from '../../protocol/sensitivity';
@@ -51,7 +49,7 @@ export function sensitivityCommand({ state }: Services): Command {
       const modelPath = await modelFor(state, suite);
       if (!modelPath) return undefined;
       state.requireTrust();
-      const model = openModelVariants(modelPath, createRuntime('node'));
+      const model = await state.ws.modelVariants(modelPath);
       const name = circuit ? path.basename(circuit.file).replace(/\.circuit\.json$/, '') : '';
       const scopes: WeightScope[] = defaultScopes(!!circuit).map((r) => (r.kind === 'circuit' || r.kind === 'outside' ? { kind: r.kind, circuit: { name, nodes: circuitComponents(circuit!.c) } } : { kind: r.kind }));
       const r = await runSensitivity(suite, model, { quantize: choice.q, scopes, circuit: circuit?.c, ablation: circuit?.c.ablation, signal, report });
