@@ -611,8 +611,8 @@ export const STEPS: Step[] = [
       await runCommand(page, 'CircuitLens: Relate Circuits');
       await page.locator('.quick-input-widget .monaco-list-row').first().waitFor({ state: 'visible', timeout: 15_000 });
       await page.keyboard.press('Enter');
-      const r = await webviewOf(page, 'redundancy', 30_000);
-      await r.locator('#hubs').waitFor({ state: 'attached', timeout: 120_000 });
+      // The Backup Heads panel is still open and also a "redundancy" view: wait for the one that lists hubs.
+      const r = await webviewOf(page, 'redundancy', 120_000, '#hubs');
       const circuits = (await until('the workspace circuits', async () => fs.readdirSync(workspace.dir).filter((x) => x.endsWith('.circuit.json')), (x) => x.length >= 2, 5000)).length;
       assert.equal((await r.locator('#pairs tbody tr').allInnerTexts()).length, (circuits * (circuits - 1)) / 2);
       const hubs = (await r.locator('#hubs tbody tr td:first-child').allInnerTexts()).map((t) => t.trim());
@@ -708,8 +708,8 @@ export const STEPS: Step[] = [
       await clickQuickItem(page, 'Compare induction-gpt2-finetuned.onnx with', /(^|\s)induction-gpt2\.onnx/);
       await clickQuickItem(page, 'pick a suite', /(^|\s)induction\.suite\.yaml/);
       await pickQuickItem(page, /(^|\s)induction-gpt2\.circuit\.json/);
-      const f = await webviewOf(page, 'graph', 180_000);
-      await f.locator('#diff-metrics tbody tr').first().waitFor({ state: 'visible', timeout: 180_000 });
+      // An earlier graph view may still be visible: wait for the one that shows the diff.
+      const f = await webviewOf(page, 'graph', 180_000, '#diff-metrics tbody tr');
       const want = await cliRun;
       const rows = new Map((await f.locator('#diff-metrics tbody tr').allInnerTexts()).map((r) => r.split('\t').map((c) => c.trim())).map((r) => [r[0]!, r]));
       assertClose3(rows.get('accuracy (task)')![1]!, want.a.task.accuracy, 'task accuracy on A');

@@ -188,14 +188,15 @@ export function webviewFrame(page: Page): FrameLocator {
 }
 
 /** The content frame of the visible webview whose view is `view` (CircuitLens sets <body data-view>); waits for it.
- *  Unlike webviewFrame(), this copes with several webviews (hidden panels keep theirs when retainContextWhenHidden). */
-export async function webviewOf(page: Page, view: string, timeoutMs = 30_000): Promise<FrameLocator> {
+ *  Unlike webviewFrame(), this copes with several webviews (hidden panels keep theirs when retainContextWhenHidden).
+ *  `has` (a selector) waits for the one that shows it, where two panels share a view (Backup Heads, Relate Circuits). */
+export async function webviewOf(page: Page, view: string, timeoutMs = 30_000, has?: string): Promise<FrameLocator> {
   const inner = (name: string) => page.locator(`iframe.webview[name="${name}"]`).contentFrame().locator('#active-frame').contentFrame();
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     for (const name of await page.locator('iframe.webview').evaluateAll((els) => els.map((e) => e.getAttribute('name') ?? ''))) {
       if (!name || !(await page.locator(`iframe.webview[name="${name}"]`).isVisible())) continue;
-      if (await inner(name).locator(`body[data-view="${view}"]`).count().catch(() => 0)) return inner(name);
+      if (await inner(name).locator(`body[data-view="${view}"]${has ? ` ${has}` : ''}`).count().catch(() => 0)) return inner(name);
     }
     if (Date.now() > deadline) throw new Error(`no visible "${view}" webview after ${timeoutMs} ms`);
     await sleep(250);
