@@ -1,10 +1,10 @@
 // The `circuitlens.broker` setting: when it names a Redis (redis://HOST:PORT), the batched work of Attribute Suite,
-// Discover Circuit and Verify Circuit runs on `circuitlens worker` processes through it, as `--broker` does in the
+// Discover Circuit, Verify Circuit and Sweep Suite runs on `circuitlens worker` processes through it, as `--broker` does in the
 // CLI (core/analysis/distributed/run.ts onWorkers, core/nodejs/broker.ts). Cancelling the progress notification
 // removes the queued chunks (the contexts carry its signal). Empty: everything runs here.
 import * as vscode from 'vscode';
 import type { Contexts } from '../core/analysis/open-suite';
-import { onWorkers } from '../core/analysis/distributed/run';
+import { onWorkers, workersFor } from '../core/analysis/distributed/run';
 import { UserError } from '../core/errors';
 import { brokerConnection, brokerJobs, checkBroker, chunkRows, runFiles, sha256Text } from '../core/nodejs/broker';
 import type { State } from './state';
@@ -38,6 +38,15 @@ export async function sendToWorkers(state: State, url: string | undefined, model
   state.log.info(`batched work goes to the workers on ${url}`);
 }
 
+/** The binding of a context an analysis prepares itself (Sweep Suite's) to the broker's workers; undefined when `url` is. */
+export async function workersForRun(state: State, url: string | undefined, modelPath: string, suitePath: string): Promise<ReturnType<typeof workersFor> | undefined> {
+  if (!url) return undefined;
+  const files = await runFiles(modelPath, suitePath, (p) => state.ws.sha256(p));
+  const warn = (s: string) => state.log.warn(`broker ${url}: ${s}`);
+  state.log.info(`batched work goes to the workers on ${url}`);
+  return workersFor({ version: VERSION, ...files, runtime: 'node' }, { jobs: brokerJobs(url, { warn }), hash: sha256Text, targetRows: chunkRows() });
+}
+
 /** While circuitlens.broker is set, a status bar item says where batched work goes (host and port, no password). */
 export function brokerStatus(): vscode.Disposable {
   const item = vscode.window.createStatusBarItem('circuitlens.broker', vscode.StatusBarAlignment.Left, 49);
@@ -49,7 +58,7 @@ export function brokerStatus(): vscode.Disposable {
     let where = url;
     try { const c = brokerConnection(url); where = `${c.host}:${c.port}`; } catch { /* shown as set; a run says what is wrong */ }
     item.text = `$(server-process) workers: ${where}`;
-    item.tooltip = `CircuitLens: Attribute Suite, Discover Circuit and Verify Circuit run their batched work on the workers of ${where} (setting circuitlens.broker)`;
+    item.tooltip = `CircuitLens: Attribute Suite, Discover Circuit, Verify Circuit and Sweep Suite run their batched work on the workers of ${where} (setting circuitlens.broker)`;
     item.show();
   };
   update();

@@ -5,7 +5,8 @@
 // result must equal the local run's --json output byte for byte (asserted). The per-chunk overhead: one worker,
 // the demo model's edge patching cut into one-call chunks against one chunk. The projection: GPT-2-small's full
 // exact edge patching with N workers, from the one-thread cost of an edge set on the GPT-2-small-shaped bench
-// model (timed on 2 edges, as bench 3b does) — an estimate, with its assumptions written down beside it.
+// model (timed on 2 edges, as bench 3b does) — an estimate, with its assumptions written down beside it. And
+// `sweep --broker` (the demo sweep suite's 1,152 prompts on the bench model) with 1 and 2 workers.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -16,6 +17,7 @@ import { attribute } from '../../core/analysis/attribute/attribute';
 import { edgeRowsPerCall, evaluateEdgeSets, prepareEdges } from '../../core/analysis/edge-context';
 import { prepare } from '../../core/analysis/evaluate';
 import { round6 } from '../../core/analysis/records';
+import { runSweep } from '../../core/analysis/sweep/sweep';
 import { planChunks } from '../../core/analysis/distributed/plan';
 import { prepareSuite } from '../../core/analysis/open-suite';
 import { createRuntime, loadEngine } from '../../core/nodejs/load';
@@ -29,10 +31,11 @@ export const DIST_MODEL = path.join(ROOT, 'bench', 'models', 'dist-gpt2-4x8', 'm
 const EDGE_SUITE = path.join(ROOT, 'bench', 'suites', 'distributed.suite.yaml');
 const NODE_SUITE = path.join(ROOT, 'bench', 'suites', 'distributed-sweep.suite.yaml');
 const DEMO_SUITE = path.join(ROOT, 'examples', 'induction.suite.yaml');
+const SWEEP_SUITE = path.join(ROOT, 'examples', 'induction-sweep.suite.yaml');
 const DEMO_MODEL = path.join(ROOT, 'examples', 'induction-gpt2.onnx');
 const BIN = path.join(ROOT, 'bin', 'circuitlens.js');
 
-export interface DistributedOptions { workers: number[]; edgeReps: number; nodeReps: number; overheadReps: number; gpt2Small: boolean; projectWorkers: number[] }
+export interface DistributedOptions { workers: number[]; edgeReps: number; nodeReps: number; sweepReps: number; overheadReps: number; gpt2Small: boolean; projectWorkers: number[] }
 
 export interface DistRun {
   analysis: string;
@@ -178,8 +181,8 @@ async function onWorkers(url: string, n: number, args: string[], env: Record<str
   return { run: { workers: n, wallMs: round(t - c.t0, 0), attributionMs: round(t - (queued?.t ?? c.t0), 0), chunks, chunkMs, gapMs, loadavg }, out: c.out };
 }
 
-/** The local run as `attribute --json` does it, with one onnxruntime thread, in a child process (main.js --dist-child). */
-async function local(args: { suite: string; model: string; level: 'node' | 'edge' }): Promise<{ run: Omit<DistRun, 'analysis' | 'equal'>; out: string }> {
+/** The local run as `attribute --json` (or `sweep --json`) does it, with one onnxruntime thread, in a child process (main.js --dist-child). */
+async function local(args: { suite: string; model: string; level: 'node' | 'edge' } | { sweep: string; model: string; ablate: string[] }): Promise<{ run: Omit<DistRun, 'analysis' | 'equal'>; out: string }> {
   const loadavg = os.loadavg().map((x) => round(x, 2));
   const p = start(['--enable-source-maps', path.join(__dirname, 'main.js'), '--dist-child', JSON.stringify(args)], {});
   const { code, t } = await p.exit;
@@ -190,8 +193,19 @@ async function local(args: { suite: string; model: string; level: 'node' | 'edge
 
 /** main.js --dist-child ARGS: the local baseline (cli/commands/attribute.ts's --json output, one thread). */
 export async function distChild(argv: string[]): Promise<void> {
-  const a = JSON.parse(argv[0]!) as { suite: string; model: string; level: 'node' | 'edge'; threads?: number };
-  const ws = new NodeWorkspace(ROOT, createRuntime('node', { ...nodeRuntimeOptions, flushDenormals: true, threads: a.threads ?? 1 }));
+  const a = JSON.parse(argv[0]!) as { suite: string; model: string; level: 'node' | 'edge'; threads?: number } | { sweep: string; model: string; ablate: string[] };
+  const ws = new NodeWorkspace(ROOT, createRuntime('node', { ...nodeRuntimeOptions, flushDenormals: true, threads: 'threads' in a ? a.threads ?? 1 : 1 }));
+  if ('sweep' in a) {
+    // cli/commands/sweep.ts's --json output (--resamples 0).
+    const opened = await loadSuiteAndModel(ws, a.sweep, a.model);
+    const t0 = performance.now();
+    const { suite: name, ...rest } = await runSweep(opened, { ablate: a.ablate as never[], resamples: 0 });
+    const attributeMs = performance.now() - t0;
+    const json = JSON.stringify({ suite: ws.display(opened.suite.file), name, model: ws.display(opened.modelPath), ...rest }, null, 2);
+    await ws.dispose();
+    process.stdout.write(JSON.stringify({ json, attributeMs }));
+    return;
+  }
   const opened = await loadSuiteAndModel(ws, a.suite, a.model);
   const ctx = await prepareSuite(opened, {});
   const t0 = performance.now();
@@ -256,6 +270,39 @@ export async function distributedBench(opts: DistributedOptions): Promise<Distri
         summary.push({
           analysis, workers: n, wallMs: w, attributionMs: a, speedupVs1: round(one / w.median, 2), speedupVsLocal: round(med(0).median / w.median, 2),
           attributionSpeedupVs1: round(attr(1).median / a.median, 2), efficiency: n ? round(attr(1).median / (n * a.median), 2) : null,
+        });
+      }
+    }
+
+    // sweep --broker: the clean run of 1,152 prompts (and a mean-ablated head's), with 1 and 2 workers.
+    const sweepWorkers = opts.workers.filter((n) => n <= 2);
+    for (const [analysis, ablate] of [['sweep', []], ['sweep --ablate a1.h0 (mean)', ['a1.h0']]] as const) {
+      if (!opts.sweepReps || !sweepWorkers.length) break;
+      const args = ['sweep', SWEEP_SUITE, '--model', DIST_MODEL, ...(ablate.length ? ['--ablate', ablate.join(',')] : []), '--resamples', '0', '--json'];
+      const mine: DistRun[] = [];
+      for (let rep = 0; rep < opts.sweepReps; rep++) {
+        const order = [0, ...sweepWorkers];
+        for (let i = 0; i < rep % order.length; i++) order.push(order.shift()!);
+        const outs = new Map<number, string>();
+        for (const n of order) {
+          const r = n === 0 ? await local({ sweep: SWEEP_SUITE, model: DIST_MODEL, ablate: [...ablate] }) : await onWorkers(redis.url, n, args);
+          outs.set(n, r.out);
+          mine.push({ analysis, ...r.run });
+          log(`  ${analysis}, ${n === 0 ? 'local, 1 thread' : `${n} worker${n > 1 ? 's' : ''}`}: ${(r.run.wallMs / 1e3).toFixed(1)} s (the prompts ${(r.run.attributionMs / 1e3).toFixed(1)} s${r.run.chunks ? `, ${r.run.chunks} chunks` : ''}; load ${r.run.loadavg[0]})`);
+        }
+        for (const run of mine.slice(-order.length)) {
+          if (run.workers === 0) continue;
+          run.equal = outs.get(run.workers) === outs.get(0);
+          if (!run.equal) throw new Error(`${analysis} on ${run.workers} workers differs from the local run's --json output`);
+        }
+      }
+      runs.push(...mine);
+      const med = (n: number) => stats(mine.filter((r) => r.workers === n).map((r) => r.wallMs));
+      const attr = (n: number) => stats(mine.filter((r) => r.workers === n).map((r) => r.attributionMs));
+      for (const n of [0, ...sweepWorkers]) {
+        summary.push({
+          analysis, workers: n, wallMs: med(n), attributionMs: attr(n), speedupVs1: round(med(1).median / med(n).median, 2), speedupVsLocal: round(med(0).median / med(n).median, 2),
+          attributionSpeedupVs1: round(attr(1).median / attr(n).median, 2), efficiency: n ? round(attr(1).median / (n * attr(n).median), 2) : null,
         });
       }
     }

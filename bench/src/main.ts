@@ -11,7 +11,7 @@
 //                     [--graph-baseline DIR] [--graph-screenshot FILE] [--graphs gpt2,1k,10k]
 //   (graph: DIR holds an older build's dist/webview/graph.js, measured alternately with the current one; FILE gets
 //   a screenshot of GPT-2-small's edge graph as first drawn)
-//                     [--dist-workers 1,2,4] [--dist-edge-reps N] [--dist-node-reps N] [--dist-project 1,4,16,64] [--dist-no-gpt2]
+//                     [--dist-workers 1,2,4] [--dist-edge-reps N] [--dist-node-reps N] [--dist-sweep-reps N] [--dist-project 1,4,16,64] [--dist-no-gpt2]
 //   (distributed: attribute --broker on worker processes, bench/src/distributed.ts; only with --only distributed or
 //   --full; needs redis-server and `node esbuild.js`'s dist/cli.js)
 import { execSync } from 'node:child_process';
@@ -84,6 +84,7 @@ function parseArgs(argv: string[]) {
     },
     dist: {
       workers: (get('dist-workers') ?? '1,2,4').split(',').map(Number), edgeReps: Number(get('dist-edge-reps') ?? 1), nodeReps: Number(get('dist-node-reps') ?? 3),
+      sweepReps: Number(get('dist-sweep-reps') ?? 3),
       overheadReps: Number(get('dist-overhead-reps') ?? 3), gpt2Small: !has('dist-no-gpt2'), projectWorkers: (get('dist-project') ?? '1,4,16,64').split(',').map(Number),
     },
   };

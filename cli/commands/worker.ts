@@ -14,7 +14,7 @@ import { VERSION } from '../common';
 
 export const WORKER_USAGE: Usage = {
   synopsis: 'circuitlens worker --broker redis://HOST:PORT [--concurrency N] [--threads T] [--json]',
-  about: 'Takes chunks of batched analyses (attribute, discover, verify with --broker; the extension\'s circuitlens.broker) from the broker\'s queue, computes them and answers\n'
+  about: 'Takes chunks of batched analyses (attribute, discover, verify, redundancy, sweep with --broker; the extension\'s circuitlens.broker) from the broker\'s queue, computes them and answers\n'
     + 'with their rows, until stopped (SIGTERM or Ctrl-C: the chunk at hand is finished first; a second signal\n'
     + 'stops at once and the chunk goes to another worker). Each chunk names its model by path and sha256: the\n'
     + 'file must be at that path here, with those bytes, or the chunk is refused. Loaded models are kept for the\n'

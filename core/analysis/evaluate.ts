@@ -4,7 +4,7 @@ import type { AblationKind } from '../vocabulary';
 import type { Engine } from '../engine/engine';
 import { groupByLength } from '../engine/feeds';
 import type { F32 } from '../engine/runtime';
-import { hookName } from '../hooks';
+import { hookName, type HookName } from '../hooks';
 import { allComponentNodes, parseNodeId, type NodeId } from '../ids';
 import { faithfulness, logSoftmax, meanMetrics, necessity, rowStats, scorePrompt, type RowStats, type PromptScore, type SuiteMetrics } from './metrics';
 import { METRICS, type MetricName } from '../vocabulary';
@@ -62,17 +62,23 @@ function checkCancelled(signal?: AbortSignal) {
 
 /**
  * `meanOver`: the prompts whose mean activations replace ablated nodes. DESIGN §4 says all suite prompts and
- * positions, so callers that evaluate a subset (task or control prompts) pass the whole suite here.
+ * positions, so callers that evaluate a subset (task or control prompts) pass the whole suite here. `clean: false`:
+ * without the clean run (a worker's context for singleSetCall, which runs the clean calls itself).
  */
 export async function prepare(
   engine: Engine, prompts: ResolvedPrompt[], ablation: AblationKind,
-  opts: { maxRows?: number; signal?: AbortSignal; meanOver?: ResolvedPrompt[]; progress?: ProgressSink } = {},
+  opts: { maxRows?: number; signal?: AbortSignal; meanOver?: ResolvedPrompt[]; progress?: ProgressSink; clean?: boolean } = {},
 ): Promise<EvalContext> {
-  const ctx: EvalContext = { engine, prompts, ablation, cleanLogProbs: [], maxRows: opts.maxRows ?? 256, signal: opts.signal, progress: opts.progress };
+  const ctx = bareContext(engine, prompts, ablation, opts);
   if (ablation === 'mean') ctx.means = await engine.means((opts.meanOver ?? prompts).map((p) => p.ids));
   if (ablation === 'resample') ctx.corrupted = await corruptedActivations(engine, prompts);
-  await cleanRun(ctx);
+  if (opts.clean !== false) await cleanRun(ctx);
   return ctx;
+}
+
+/** A context with nothing run yet: enough to plan its calls (the coordinator of work that workers compute). */
+export function bareContext(engine: Engine, prompts: ResolvedPrompt[], ablation: AblationKind, opts: { maxRows?: number; signal?: AbortSignal; progress?: ProgressSink } = {}): EvalContext {
+  return { engine, prompts, ablation, cleanLogProbs: [], maxRows: opts.maxRows ?? 256, signal: opts.signal, progress: opts.progress };
 }
 
 /**
@@ -80,27 +86,42 @@ export async function prepare(
  * RESID_CACHE_BYTES, its hook_resid_pre of every layer, which the lean metrics session computes anyway.
  */
 async function cleanRun(ctx: EvalContext): Promise<void> {
-  const { engine, prompts } = ctx;
-  const { layers, dModel } = engine.info;
-  const cacheBytes = prompts.reduce((a, p) => a + p.ids.length, 0) * layers * dModel * 4;
-  const hooks = engine.maySkipLayers && cacheBytes <= RESID_CACHE_BYTES ? Array.from({ length: layers }, (_, l) => hookName('resid_pre', l)) : [];
-  const logits: Float32Array[] = new Array(prompts.length);
-  const resid: F32[][] = new Array(prompts.length);
-  const V = engine.info.vocab;
-  for (const group of groupByLength(prompts.map((p) => p.ids))) {
-    for (let start = 0; start < group.length; start += ctx.maxRows) {
-      checkCancelled(ctx.signal);
-      const chunk = group.slice(start, start + ctx.maxRows);
-      const res = await engine.run({ ids: chunk.map((g) => g.ids), hooks, lastOnly: true });
-      chunk.forEach((g, r) => {
-        logits[g.index] = res.logits.data.slice(r * V, (r + 1) * V);
-        if (hooks.length) resid[g.index] = hooks.map((h) => sliceRow(res.activations[h]!, r));
-      });
-    }
+  const hooks = cleanHooks(ctx);
+  const logits: Float32Array[] = new Array(ctx.prompts.length);
+  const resid: F32[][] = new Array(ctx.prompts.length);
+  const V = ctx.engine.info.vocab;
+  for (const call of planCleanCalls(ctx)) {
+    checkCancelled(ctx.signal);
+    const res = await runCleanCall(ctx, call, hooks);
+    call.forEach((p, r) => {
+      logits[p] = res.logits.data.slice(r * V, (r + 1) * V);
+      if (hooks.length) resid[p] = hooks.map((h) => sliceRow(res.activations[h]!, r));
+    });
   }
   ctx.cleanLogits = logits;
   ctx.cleanLogProbs = logits.map((l) => logSoftmax(l));
   if (hooks.length) ctx.residPre = resid;
+}
+
+/** The clean run's engine calls: per prompt length, the prompts (their indices) cut at maxRows. */
+export function planCleanCalls(ctx: Pick<EvalContext, 'prompts' | 'maxRows'>): number[][] {
+  const calls: number[][] = [];
+  for (const group of groupByLength(ctx.prompts.map((p) => p.ids))) {
+    for (let start = 0; start < group.length; start += ctx.maxRows) calls.push(group.slice(start, start + ctx.maxRows).map((g) => g.index));
+  }
+  return calls;
+}
+
+/** What the clean run records besides the logits: every layer's hook_resid_pre where it is kept (the same on a worker). */
+function cleanHooks(ctx: EvalContext): HookName[] {
+  const { engine, prompts } = ctx;
+  const { layers, dModel } = engine.info;
+  const cacheBytes = prompts.reduce((a, p) => a + p.ids.length, 0) * layers * dModel * 4;
+  return engine.maySkipLayers && cacheBytes <= RESID_CACHE_BYTES ? Array.from({ length: layers }, (_, l) => hookName('resid_pre', l)) : [];
+}
+
+function runCleanCall(ctx: EvalContext, call: number[], hooks: HookName[]) {
+  return ctx.engine.run({ ids: call.map((p) => ctx.prompts[p]!.ids), hooks, lastOnly: true });
 }
 
 async function corruptedActivations(engine: Engine, prompts: ResolvedPrompt[]) {
@@ -232,6 +253,41 @@ async function evaluateSetsRemotely(ctx: EvalContext, remote: RemoteCalls, sets:
   let row = 0;
   for (const call of calls) for (const r of call) scores[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);
   return setResults(ctx, sets, (s, i) => scores[s]![i] ?? scoreRow(ctx, i, ctx.cleanLogits![i]!));
+}
+
+/**
+ * One set (empty: the clean model) on every prompt of a context with nothing prepared (bareContext), computed by its
+ * remote: what prepare's clean run and evaluateSets(ctx, [set]) give here, bit for bit, in the same engine calls.
+ * Each call of the clean run (planCleanCalls) goes with the call of the same prompts that evaluateSets runs for the
+ * set (a single set: no layer skipping, the same cut, checked below), so a worker needs no clean run of all the
+ * prompts, and each row comes back as its score (5 numbers), not its logits (a vocabulary's worth).
+ */
+export async function singleSetRemotely(ctx: EvalContext, set: NodeId[]): Promise<PromptScore[]> {
+  if (!ctx.remote) throw new Error('internal: singleSetRemotely on a context without a remote');
+  const calls = planCleanCalls(ctx);
+  const setCalls = await planSetCalls({ ...ctx, cleanLogits: undefined, residPre: undefined }, [set]);
+  if (setCalls.length !== calls.length || setCalls.some((c, k) => c.length !== calls[k]!.length || c.some((r, j) => r.prompt !== calls[k]![j] || r.layer !== 0))) {
+    throw new Error('internal: the calls of a single ablation set are not those of the clean run');
+  }
+  const what = set.length ? 'prompts, clean and ablated' : 'prompts';
+  const values = calls.length ? await ctx.remote.run(ctx, { kind: 'single-set', set }, calls.map((c) => c.length), SCORE_WIDTH, what) : new Float64Array(0);
+  const scores: PromptScore[] = new Array(ctx.prompts.length);
+  let row = 0;
+  for (const call of calls) for (const p of call) scores[p] = unpackScore(values, SCORE_WIDTH * row++);
+  return scores;
+}
+
+/** A worker's part of singleSetRemotely: one call of the clean run and, with a set, the same prompts ablated by it; their scores. */
+export async function singleSetCall(ctx: EvalContext, set: NodeId[], call: number[]): Promise<PromptScore[]> {
+  const V = ctx.engine.info.vocab;
+  const clean = await runCleanCall(ctx, call, cleanHooks(ctx));
+  const logits = call.map((_, r) => clean.logits.data.slice(r * V, (r + 1) * V));
+  const cleanLogProbs: Float64Array[] = [];
+  call.forEach((p, r) => { cleanLogProbs[p] = logSoftmax(logits[r]!); });
+  const scoring = { prompts: ctx.prompts, cleanLogProbs };
+  if (!set.length) return call.map((p, r) => scoreRow(scoring, p, logits[r]!));
+  const res = await runSetCall(ctx, [set], call.map((prompt) => ({ set: 0, prompt, layer: 0 })));
+  return call.map((p, r) => scoreRow(scoring, p, res.logits[r]!, res.stats[r]));
 }
 
 /** The scores of one row: prompt `i` of the context with these last-position logits. */

@@ -1,4 +1,4 @@
-// attribute, discover and verify with --broker, end to end: a redis-server of the test's own (AOF on, in a temp dir)
+// attribute, discover, verify, redundancy and sweep with --broker, end to end: a redis-server of the test's own (AOF on, in a temp dir)
 // and worker processes (`circuitlens worker`); the distributed result must equal the local output byte for byte
 // (discover's circuit file but for its creation time), also when a
 // worker is killed mid-chunk, Redis restarts mid-run, the coordinator is killed and started again; a worker
@@ -16,6 +16,7 @@ import { EXAMPLES, ROOT } from '../helpers';
 import { cli } from './run-cli';
 
 const SUITE = path.join(EXAMPLES, 'induction.suite.yaml');
+const SWEEP = path.join(EXAMPLES, 'induction-sweep.suite.yaml');
 const BIN = path.join(ROOT, 'bin', 'circuitlens.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-broker-'));
 // One engine call per chunk (36 chunks on the demo suite); progress lines at every step, for the tests to follow.
@@ -121,7 +122,7 @@ const rowsDone = (p: Proc) => Math.max(0, ...[...p.err.matchAll(/on workers, \d+
 
 let local = '';
 
-describe('attribute, discover, redundancy and verify --broker (BullMQ on Redis)', { concurrency: false }, () => {
+describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on Redis)', { concurrency: false }, () => {
   before(async () => {
     port = await freePort();
     url = `redis://127.0.0.1:${port}`;
@@ -230,6 +231,7 @@ describe('attribute, discover, redundancy and verify --broker (BullMQ on Redis)'
       [['worker'], /--broker URL is required/],
       [['discover', SUITE, '--out', path.join(tmp, 'never.circuit.json'), '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker/],
       [['verify', path.join(EXAMPLES, 'induction-gpt2.circuit.json'), '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker/],
+      [['sweep', SWEEP, '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker/],
       [['attribute', SUITE, '--method', 'gradient', '--broker', url], /node-level gradients run locally/],
     ] as [string[], RegExp][]) {
       const t0 = Date.now();
@@ -276,6 +278,38 @@ describe('attribute, discover, redundancy and verify --broker (BullMQ on Redis)'
     assert.deepEqual([...kinds], ['sets']);
     assert.ok(ws.every((w) => / done: /.test(w.err)), 'both workers took chunks');
     assert.deepEqual(await queueLength('h'), { wait: 0, all: 0 }, 'finished runs leave no jobs');
+  });
+
+  test('(h) sweep on 2 workers, nothing ablated and --ablate (mean, zero; GPT-2, Llama): --json equals the local output', async () => {
+    const ws = await workers('s', 2);
+    for (const extra of [[], ['--ablate', 'a1.h0,m0'], ['--model', path.join(EXAMPLES, 'induction-llama.onnx'), '--ablate', 'a0.h1', '--ablation', 'zero']]) {
+      const args = ['sweep', SWEEP, ...extra, '--resamples', '200', '--json'];
+      const want = cli(args);
+      assert.equal(want.code, 0, want.stderr);
+      const got = start([...args, '--broker', url], { CIRCUITLENS_QUEUE: 's' });
+      assert.equal(await got.exit, 0, got.err);
+      assert.equal(got.out, want.stdout, `sweep ${extra.join(' ')}`);
+      // One chunk per engine call of the clean run: 12 lengths of 96 prompts.
+      assert.match(got.err, extra.length ? /prompts, clean and ablated on workers, 12 chunks: 1,152\/1,152 rows/ : /prompts on workers, 12 chunks: 1,152\/1,152 rows/);
+    }
+    await stop(ws);
+    const kinds = new Set(ws.flatMap((w) => [...w.err.matchAll(/chunk cl-\S+ \((\S+), calls/g)].map((m) => m[1])));
+    assert.deepEqual([...kinds], ['single-set']);
+    assert.ok(ws.every((w) => / done: /.test(w.err)), 'both workers took chunks');
+    assert.deepEqual(await queueLength('s'), { wait: 0, all: 0 }, 'finished runs leave no jobs');
+  });
+
+  test('Ctrl-C on a sweep removes its queued chunks (exit 130)', async () => {
+    const coord = start(['sweep', SWEEP, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 't' });
+    for (let t0 = Date.now(); (await queueLength('t')).wait < 12;) {
+      assert.ok(Date.now() - t0 < 60_000, 'the sweep did not queue its 12 chunks');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    coord.child.kill('SIGINT');
+    assert.equal(await coord.exit, 130, coord.err);
+    assert.match(coord.err, /cancelled: removed 12 queued chunks/);
+    assert.equal(coord.out, '');
+    assert.deepEqual(await queueLength('t'), { wait: 0, all: 0 });
   });
 
   test('Ctrl-C on the coordinator removes its queued chunks (exit 130)', async () => {

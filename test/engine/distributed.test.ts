@@ -2,7 +2,8 @@
 // without Redis: contexts with a remote whose jobs are computed by a "worker" context prepared apart from the
 // coordinator's (its own clean run, as `circuitlens worker` prepares it), every job sent through JSON as BullMQ
 // stores it. The graph panel's attribution (level graph, method auto: node patching and edge path patching),
-// discovery (greedy, ACDC) and verification with control prompts must equal the local run exactly.
+// discovery (greedy, ACDC) and verification with control prompts must equal the local run exactly; so must the
+// sweep, whose own context (the prompts of a variable) workers prepare without its clean run.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
@@ -10,9 +11,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { attribute } from '../../core/analysis/attribute/attribute';
 import { discoverCircuit } from '../../core/analysis/discover/discover';
-import { computeChunk, onWorkers, prepareForChunks, type ChunkJob, type JobRunner, type Prepared } from '../../core/analysis/distributed/run';
+import { computeChunk, onWorkers, prepareForChunks, workersFor, type ChunkJob, type JobRunner, type Prepared } from '../../core/analysis/distributed/run';
 import { openSuite, prepareSuite } from '../../core/analysis/open-suite';
+import { runSweep } from '../../core/analysis/sweep/sweep';
 import { verifyCircuit } from '../../core/analysis/verify/nodes';
+import type { AblationKind } from '../../core/vocabulary';
 import { parseSuite } from '../../core/formats/suite';
 import { loadEngine } from '../../core/nodejs/load';
 import { EXAMPLES } from '../helpers';
@@ -74,5 +77,55 @@ test('onWorkers: attribution (graph, auto), discovery and verification through c
     await assert.rejects(attribute(other, opened.all, suite.metric, { level: 'node', method: 'patching' }), /prompts, ablation or batch size changed/);
   } finally {
     await engine.release();
+  }
+});
+
+test('runSweep on workers (single-set chunks): equal to the local sweep exactly, nothing ablated and ablated (zero, mean, resample)', async () => {
+  const file = path.join(EXAMPLES, 'induction-sweep.suite.yaml');
+  // The demo sweep with a corrupted counterpart per template (the first occurrence scrambled), for resample.
+  const text = fs.readFileSync(file, 'utf8')
+    .replace(/sweep:\n  n: \[.*\]/, 'sweep:\n  n: [0, 8, 12, 16, 32]')
+    .replace(`answer: " {E}"`, `answer: " {E}"\n    corrupted: "{repeat(n, 'the ')}{B} {A} {C} {D} {E} {A} {B} {C} {D}"`)
+    .replace(`answer: " {F}"`, `answer: " {F}"\n    corrupted: "{repeat(n, 'the ')}{A} {B} {D} {C} {E} {F} {C} {D} {E}"`);
+  const parsed = parseSuite(file, text);
+  assert.ok(parsed.suite, JSON.stringify(parsed.diagnostics));
+  const suite = parsed.suite!;
+  for (const model of ['induction-gpt2.onnx', 'induction-llama.onnx']) {
+    const engine = await loadEngine(path.join(EXAMPLES, model));
+    try {
+      for (const [ablation, ablate] of [['zero', []], ['mean', ['a1.h0', 'm0']], ['zero', ['a0.h1']], ['resample', ['a1.h2']]] as [AblationKind, string[]][]) {
+        const opened = openSuite(suite, engine, ablation).opened!;
+        const contexts = new Map<string, Promise<Prepared>>();
+        const kinds = new Set<string>();
+        let rows = 0;
+        const jobs: JobRunner = {
+          async run(js, done) {
+            const out = [];
+            for (const j of js) {
+              const data = JSON.parse(JSON.stringify(j.data)) as ChunkJob;
+              assert.deepEqual(data.context.prompts, { sweep: 'n' });
+              const c = data.context;
+              if (!contexts.has(c.key)) contexts.set(c.key, prepareForChunks(openSuite(suite, engine, c.ablation).opened!, c.prompts));
+              out.push(JSON.parse(JSON.stringify({ rows: await computeChunk(await contexts.get(c.key)!, data), worker: 'test', ms: 0 })));
+              kinds.add(data.work.kind);
+              rows += j.rows;
+              done(j.rows);
+            }
+            return out;
+          },
+        };
+        const hash = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
+        const remote = workersFor({ version: 'test', model: { path: `/models/${model}`, sha256: 'ab' }, suite: { path: file, text }, runtime: 'node' }, { jobs, hash, targetRows: 50 });
+        const o = { ablate: ablate as never[], resamples: 50 };
+        const want = await runSweep(opened, o);
+        const got = await runSweep(opened, { ...o, remote });
+        assert.deepEqual(got, want, `${model} ${ablation} ${ablate.join(',')}`);
+        assert.deepEqual([...kinds], ['single-set']);
+        assert.equal(rows, opened.task.length, 'every prompt once');
+        if (!ablate.length) assert.ok(want.points.some((p) => p.accuracy > 0.5) && want.points.some((p) => p.accuracy < 1), `${model}: a sweep that varies: ${JSON.stringify(want.points.map((p) => [p.value, p.accuracy]))}`);
+      }
+    } finally {
+      await engine.release();
+    }
   }
 });

@@ -11,12 +11,14 @@ import type { PromptScore } from '../metrics';
 /**
  * A batch of engine calls that workers can compute: ablation sets of nodes (evaluate.ts planSetCalls: the calls
  * themselves travel, with the sets they use), the sets of exact edge patching (edge-context.ts planEdgeCalls, which
- * a worker plans again), and edge gradients (attribute/edges.ts planGradientCalls, EAP-IG steps, 1 = EAP).
+ * a worker plans again), edge gradients (attribute/edges.ts planGradientCalls, EAP-IG steps, 1 = EAP), and one set
+ * in the calls of the clean run, on a context without one (evaluate.ts singleSetRemotely: the sweep).
  */
 export type RemoteWork =
   | { kind: 'sets'; sets: NodeId[][]; calls: SetRow[][] }
   | { kind: 'edge-patching' }
-  | { kind: 'edge-gradient'; steps: number; metric: MetricName };
+  | { kind: 'edge-gradient'; steps: number; metric: MetricName }
+  | { kind: 'single-set'; set: NodeId[] };
 
 export type RemoteKind = RemoteWork['kind'];
 
@@ -49,6 +51,12 @@ export function planChunks(runKey: string, callRows: number[], targetRows = CHUN
   return chunks;
 }
 
+/**
+ * Which prompts of the suite a context holds: the task prompts or the control prompts (the suite's contexts,
+ * prepareSuite), or the task prompts with a value of a swept variable (sweep/sweep.ts sweepPrompts).
+ */
+export type PromptSelection = 'task' | 'control' | { sweep: string };
+
 /** What the rows of a batch depend on besides the work itself; the context key hashes it. */
 export interface ContextIdentity {
   /** The format of this material and of the jobs (bumped when either changes). */
@@ -57,7 +65,7 @@ export interface ContextIdentity {
   modelSha256: string;
   suiteText: string;
   /** Which of the suite's prompts the context holds. */
-  prompts: 'task' | 'control';
+  prompts: PromptSelection;
   ablation: string;
   runtime: string;
   maxRows: number;

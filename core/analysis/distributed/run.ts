@@ -1,18 +1,20 @@
 // Distributed runs, the use case: an analysis whose evaluation contexts carry a `remote` (EvalContext.remote) hands
 // its batched engine calls to workers — the ablation sets of evaluateSets (attribution, discovery, verification
-// and whatever else batches node ablations), exact edge patching and edge gradients — as chunks of the local run's
-// own calls, merged in call order, so the result equals the local one bit for bit. The coordinator reaches the
-// workers through a JobRunner (core/nodejs/broker.ts: BullMQ on Redis); a worker (`circuitlens worker`) prepares
-// the same context from the suite and the model, and computes chunks with computeChunk.
+// and whatever else batches node ablations), exact edge patching, edge gradients and the sweep's prompts (its clean
+// run and one set, evaluate.ts singleSetRemotely) — as chunks of the local run's own calls, merged in call order,
+// so the result equals the local one bit for bit. The coordinator reaches the workers through a JobRunner
+// (core/nodejs/broker.ts: BullMQ on Redis); a worker (`circuitlens worker`) prepares the same context from the
+// suite and the model, and computes chunks with computeChunk.
 import { UserError } from '../../errors';
 import type { AblationKind } from '../../vocabulary';
 import { edgePatchingSet, planGradientCalls, runGradientCall } from '../attribute/edges';
 import { planEdgeCalls, prepareEdges, runEdgeCall, type EdgeContext } from '../edge-context';
-import { prepare, runSetCall, scoreRow, type EvalContext, type RemoteCalls } from '../evaluate';
+import { planCleanCalls, prepare, runSetCall, scoreRow, singleSetCall, type EvalContext, type RemoteCalls } from '../evaluate';
 import { taskPrompts, type OpenedSuite } from '../open-suite';
 import { meter } from '../progress';
+import { sweepPrompts } from '../sweep/sweep';
 import type { NodeId } from '../../ids';
-import { identityText, packRows, packScore, planChunks, SCORE_WIDTH, unpackRows, type Chunk, type ContextIdentity, type PackedRows, type RemoteKind, type RemoteWork } from './plan';
+import { identityText, packRows, packScore, planChunks, SCORE_WIDTH, unpackRows, type Chunk, type ContextIdentity, type PackedRows, type PromptSelection, type RemoteKind, type RemoteWork } from './plan';
 
 /** What a chunk computes: the calls themselves (node sets), or the analysis a worker plans again (edge work). */
 export type ChunkWork = RemoteWork;
@@ -23,7 +25,7 @@ export interface ContextSpec {
   key: string;
   model: { path: string; sha256: string };
   suite: { path: string; text: string };
-  prompts: 'task' | 'control';
+  prompts: PromptSelection;
   ablation: AblationKind;
   runtime: 'node' | 'wasm';
   maxRows: number;
@@ -81,7 +83,15 @@ export function onWorkers(contexts: { task: EvalContext; control?: EvalContext }
   if (contexts.control) contexts.control.remote = remoteFor(contexts.control, 'control', source, broker);
 }
 
-function remoteFor(ctx: EvalContext, prompts: 'task' | 'control', source: RunSource, broker: Broker): RemoteCalls {
+/**
+ * Binds contexts that a use case prepares itself to the workers: `prompts` says which prompts the context holds,
+ * for a worker to prepare the same (the sweep's: sweep/sweep.ts runSweep with `remote`).
+ */
+export function workersFor(source: RunSource, broker: Broker): (ctx: EvalContext, prompts: PromptSelection) => RemoteCalls {
+  return (ctx, prompts) => remoteFor(ctx, prompts, source, broker);
+}
+
+function remoteFor(ctx: EvalContext, prompts: PromptSelection, source: RunSource, broker: Broker): RemoteCalls {
   const identity: ContextIdentity = {
     format: 2, version: source.version, modelSha256: source.model.sha256, suiteText: source.suite.text, prompts,
     ablation: ctx.ablation, runtime: source.runtime, maxRows: ctx.maxRows,
@@ -148,8 +158,16 @@ export interface Prepared {
   edges(): Promise<EdgeContext>;
 }
 
-/** The context of a chunk's prompts, prepared as the coordinator's (prepareSuite: means over all prompts). */
-export async function prepareForChunks(opened: OpenedSuite, prompts: 'task' | 'control'): Promise<Prepared> {
+/**
+ * The context of a chunk's prompts, prepared as the coordinator's (prepareSuite: means over all prompts); a sweep's
+ * without its clean run, which each single-set call makes for its own prompts.
+ */
+export async function prepareForChunks(opened: OpenedSuite, prompts: PromptSelection): Promise<Prepared> {
+  if (typeof prompts === 'object') {
+    if (typeof prompts.sweep !== 'string') throw new Error(`this worker does not know the prompts ${JSON.stringify(prompts)}`);
+    const ctx = await prepare(opened.engine, sweepPrompts(opened, prompts.sweep), opened.ablation, { meanOver: opened.all, clean: false });
+    return { ctx, edges: () => Promise.reject(new Error('internal: edge work on a sweep\'s context')) };
+  }
   const ps = prompts === 'task' ? taskPrompts(opened) : opened.control;
   if (!ps.length) throw new UserError(`suite "${opened.suite.name}" has no ${prompts} prompts here`);
   const ctx = await prepare(opened.engine, ps, opened.ablation, { meanOver: opened.all });
@@ -161,7 +179,19 @@ export async function prepareForChunks(opened: OpenedSuite, prompts: 'task' | 'c
 export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'chunk'>): Promise<PackedRows> {
   const { work, chunk } = job;
   const { ctx } = p;
+  if (work.kind === 'single-set') {
+    const out: Float64Array[] = [];
+    for (const call of checkRange(planCleanCalls(ctx), chunk)) {
+      const scores = await singleSetCall(ctx, work.set, call);
+      const v = new Float64Array(call.length * SCORE_WIDTH);
+      scores.forEach((s, i) => packScore(v, i * SCORE_WIDTH, s));
+      out.push(v);
+    }
+    return packScores(out, chunk.rows, SCORE_WIDTH);
+  }
   if (work.kind === 'sets') {
+    // Rows are scored against the clean run's log-probabilities, which a sweep's context does not keep.
+    if (!ctx.cleanLogits) throw new Error('internal: ablation sets on a context prepared without its clean run');
     const P = ctx.prompts.length;
     for (const call of work.calls) {
       for (const r of call) {

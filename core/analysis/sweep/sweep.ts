@@ -7,9 +7,11 @@ import { holds, type Bound } from '../../formats/canary';
 import { sweepValueOf, type Suite } from '../../formats/suite';
 import type { NodeId } from '../../ids';
 import type { AblationKind, MetricName } from '../../vocabulary';
-import { evaluateSets, prepare } from '../evaluate';
+import type { PromptSelection } from '../distributed/plan';
+import { bareContext, evaluateSets, prepare, singleSetRemotely, type EvalContext, type RemoteCalls } from '../evaluate';
 import { metricOf, type PromptScore } from '../metrics';
 import type { OpenedSuite } from '../open-suite';
+import type { ProgressSink } from '../progress';
 import type { ResolvedPrompt } from '../prompts';
 import { firstCrossing, percentileInterval, resampleMeans, seededRandom, type Crossing } from './stats';
 
@@ -28,6 +30,13 @@ export interface SweepOptions {
   /** Nodes ablated in every run (default none). */
   ablate?: NodeId[];
   signal?: AbortSignal;
+  /** Where batched work reports rows done. */
+  progress?: ProgressSink;
+  /**
+   * Runs the prompts on workers (distributed/run.ts workersFor): binds the sweep's context, named for the workers by
+   * its prompts. The scores equal the local ones bit for bit (evaluate.ts singleSetRemotely).
+   */
+  remote?: (ctx: EvalContext, prompts: PromptSelection) => RemoteCalls;
 }
 
 export interface SweepPoint {
@@ -77,22 +86,37 @@ export function sweepVariable(suite: Suite, asked?: string): string {
 /** The suite's metric and accuracy at every value of the variable, n* and their bootstrap intervals. */
 export async function runSweep(o: OpenedSuite, opts: SweepOptions = {}): Promise<SweepReport> {
   const variable = sweepVariable(o.suite, opts.variable);
-  // Task prompts only (as every analysis: control prompts check specificity, not the behaviour swept).
-  const prompts = o.task.filter((p) => sweepValueOf(p.tags, variable) !== undefined);
-  if (prompts.length === 0) throw new UserError(`suite "${o.suite.name}" has no task prompt with a value of ${variable} (templates that use {${variable}}, or prompts tagged ${variable}=VALUE)`);
+  const prompts = sweepPrompts(o, variable);
   const ablate = opts.ablate ?? [];
   if (o.ablation === 'resample' && ablate.length && prompts.some((p) => !p.corruptedIds)) {
     throw new UserError(`suite "${o.suite.name}": resample ablation needs a corrupted counterpart for every prompt`);
   }
   // With nothing ablated the ablation needs no preparation (means, corrupted runs): only the clean run is made.
-  const ctx = await prepare(o.engine, prompts, ablate.length ? o.ablation : 'zero', { signal: opts.signal, meanOver: o.all });
-  const [res] = await evaluateSets(ctx, [ablate]);
-  return { suite: o.suite.name, ablation: o.ablation, ablated: ablate, ...summarizeSweep(prompts, res!.scores, variable, o.suite.metric, opts) };
+  const kind = ablate.length ? o.ablation : 'zero';
+  const common = { signal: opts.signal, progress: opts.progress };
+  let scores: PromptScore[];
+  if (opts.remote) {
+    // Nothing is run here: the workers prepare the ablation and make the clean run, call by call, with the set's.
+    const ctx = bareContext(o.engine, prompts, kind, common);
+    ctx.remote = opts.remote(ctx, { sweep: variable });
+    scores = await singleSetRemotely(ctx, ablate);
+  } else {
+    const ctx = await prepare(o.engine, prompts, kind, { ...common, meanOver: o.all });
+    scores = (await evaluateSets(ctx, [ablate]))[0]!.scores;
+  }
+  return { suite: o.suite.name, ablation: o.ablation, ablated: ablate, ...summarizeSweep(prompts, scores, variable, o.suite.metric, opts) };
+}
+
+/** The prompts swept: the task prompts with a value of the variable (control prompts check specificity, not the behaviour swept). */
+export function sweepPrompts(o: Pick<OpenedSuite, 'suite' | 'task'>, variable: string): ResolvedPrompt[] {
+  const prompts = o.task.filter((p) => sweepValueOf(p.tags, variable) !== undefined);
+  if (prompts.length === 0) throw new UserError(`suite "${o.suite.name}" has no task prompt with a value of ${variable} (templates that use {${variable}}, or prompts tagged ${variable}=VALUE)`);
+  return prompts;
 }
 
 /** Points and n* from per-prompt scores (pure: the canary's threshold check uses it too). */
 export function summarizeSweep(
-  prompts: ResolvedPrompt[], scores: PromptScore[], variable: string, metric: MetricName, opts: Omit<SweepOptions, 'variable' | 'ablate' | 'signal'> = {},
+  prompts: ResolvedPrompt[], scores: PromptScore[], variable: string, metric: MetricName, opts: Omit<SweepOptions, 'variable' | 'ablate' | 'signal' | 'progress' | 'remote'> = {},
 ): Pick<SweepReport, 'variable' | 'metric' | 'level' | 'points' | 'critical' | 'bootstrap'> {
   const { level, resamples, seed, confidence } = { ...SWEEP_DEFAULTS, ...opts };
   if (!(level >= 0 && level <= 1)) throw new UserError(`the accuracy level must be between 0 and 1 (got ${level})`);
