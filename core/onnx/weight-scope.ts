@@ -7,13 +7,11 @@
 // as rotary caches are in no scope. How the matrix is read also says its output channels (`channelAxis`): the
 // columns of a MatMul's [in, out] weight, the rows of Gemm's with transB, of a Conv's and of an embedding table.
 import { UserError } from '../errors';
-import { detectStructure, type HooksSidecar } from './detect';
+import type { HooksSidecar } from './detect';
 import { GraphIndex } from './graph';
 import { DataType, num, type OnnxModel, type OnnxNode } from './model';
-import { normalizeExport } from './normalize';
+import { ownedMasks } from './owned-masks';
 import { weightComponents, type WeightComponent } from './weight-components';
-import { ownedSlices } from './weight-slices';
-import { withInitializers } from './weight-swap';
 
 export type ScopeKind = 'all' | 'attn' | 'mlp' | 'embed' | 'circuit' | 'outside';
 export const SCOPE_KINDS: readonly ScopeKind[] = ['all', 'attn', 'mlp', 'embed', 'circuit', 'outside'];
@@ -74,10 +72,10 @@ export function weightScope(model: OnnxModel, what: string, scope: WeightScope, 
   }
   if (scope.kind !== 'circuit' && scope.kind !== 'outside') return { tensors, skipped };
   if (!scope.circuit || scope.circuit.nodes.length === 0) throw new UserError(`${what}: scope ${scope.kind} needs a circuit with heads or MLPs (--circuit C)`);
-  const owned = ownedEntries(model, what, scope.circuit.nodes, hooks);
+  const owned = ownedMasks(model, what, hooks, scope.circuit.nodes).masks;
   const out: ScopedTensor[] = [];
   for (const t of tensors) {
-    const mask = owned.get(t.tensor);
+    const mask = owned.get(t.tensor)?.entries;
     if (scope.kind === 'circuit') {
       if (!mask) continue;
       const count = mask.reduce((a, v) => a + v, 0);
@@ -90,29 +88,6 @@ export function weightScope(model: OnnxModel, what: string, scope: WeightScope, 
     }
   }
   return { tensors: out, skipped };
-}
-
-/** Per stored initializer, the entries the nodes own together (1 = owned). */
-function ownedEntries(model: OnnxModel, what: string, nodes: readonly string[], hooks: { sidecar?: HooksSidecar; sidecarPath?: string }): Map<string, Uint8Array> {
-  const copy = withInitializers(model, []);
-  normalizeExport(copy, what);
-  const structure = detectStructure(copy, what, hooks.sidecar, hooks.sidecarPath);
-  const slices = ownedSlices(copy.graph!, structure, nodes, what);
-  const out = new Map<string, Uint8Array>();
-  for (const list of slices.values()) {
-    for (const s of list) {
-      // Normalisation renames only what it folds (Casts, DequantizeLinears: not float32, so in no scope) and the
-      // merged decoder's branch (`@no_past`).
-      const name = s.initializer.replace(/@no_past$/, '');
-      const n = s.dims.reduce((a, v) => a * v, 1);
-      let m = out.get(name);
-      if (!m) { m = new Uint8Array(n); out.set(name, m); }
-      const inner = s.dims.slice(s.axis + 1).reduce((a, v) => a * v, 1);
-      const size = s.dims[s.axis]!;
-      for (let o = 0; o < n / (inner * size); o++) m.fill(1, (o * size + s.start) * inner, (o * size + s.end) * inner);
-    }
-  }
-  return out;
 }
 
 /**
