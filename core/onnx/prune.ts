@@ -14,6 +14,7 @@
 // Ties in |w| are broken by position: initializer order in the file, then row-major index. So a plan is the first
 // k entries of a stable sort of the candidates by (wave, |w|), which an independent implementation can reproduce.
 import { GraphIndex } from './graph';
+import { weightReads } from './initializers';
 import { DataType, floatData, type OnnxModel, type TensorProto } from './model';
 import type { OwnedMask } from './owned-masks';
 import type { WeightRole } from './weight-components';
@@ -77,20 +78,17 @@ export function withOwned(scope: PruneScope, masks: ReadonlyMap<string, OwnedMas
   return { ...scope, owned, ownedEntries };
 }
 
+/** What a prunable matrix's value passes through to its products: unlike a quantize scope's matrices (weight-scope.ts
+ * matrixUse), not a DequantizeLinear, so an integer weight is neither pruned nor reported as skipped. */
 const PASS_THROUGH = new Set(['Identity', 'Transpose', 'Cast']);
 
-/** Whether every reader of `name` (through Identity, Transpose, Cast) is a MatMul or Gemm, and there is one. */
+/**
+ * Whether every reader of `name` (through Identity, Transpose, Cast) is a MatMul or Gemm, and there is one. Any of
+ * their operands counts, and the readers need not agree on the output channels: matrixUse asks for both.
+ */
 function isProductWeight(g: GraphIndex, name: string): boolean {
-  const pending = [name];
-  let products = 0;
-  for (let hops = 0; pending.length && hops < 1000; hops++) {
-    for (const n of g.consumersOf(pending.pop()!)) {
-      if (PASS_THROUGH.has(n.opType)) pending.push(n.output[0]!);
-      else if (n.opType === 'MatMul' || n.opType === 'Gemm') products++;
-      else return false;
-    }
-  }
-  return products > 0;
+  const reads = weightReads(g, name, 2, PASS_THROUGH);
+  return reads.length > 0 && reads.every((r) => r.node.opType === 'MatMul' || r.node.opType === 'Gemm');
 }
 
 /** One pruned model: what was asked, what was reached, and the replaced initializers. */
