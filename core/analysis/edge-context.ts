@@ -6,9 +6,9 @@
 import { groupByLength } from '../engine/feeds';
 import type { F32 } from '../engine/runtime';
 import type { EdgeRunner, EdgeValues } from '../engine/types';
-import { UserError } from '../errors';
+import { Cancelled, UserError } from '../errors';
 import { formatEdgeId } from '../ids';
-import { Cancelled, concatRows, scoreRow, sliceRow, type EvalContext } from './evaluate';
+import { concatRows, scoreRow, sliceRow, type EvalContext } from './evaluate';
 import { meanMetrics, type PromptScore, type SuiteMetrics } from './metrics';
 import { meter } from './progress';
 import type { ResolvedPrompt } from './prompts';
