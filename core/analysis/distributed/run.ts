@@ -7,7 +7,7 @@
 import { UserError } from '../../errors';
 import type { AblationKind } from '../../vocabulary';
 import { edgePatchingSet, planGradientCalls, runGradientCall } from '../attribute/edges';
-import { planEdgeCalls, prepareEdges, runEdgeCall, type EdgeContext } from '../edge-context';
+import { edgeCallPlan, prepareEdges, runEdgeCall, type CallPlan, type EdgeContext } from '../edge-context';
 import { prepare, runSetCall, scoreRow, type EvalContext, type RemoteCalls } from '../evaluate';
 import { taskPrompts, type OpenedSuite } from '../open-suite';
 import { meter } from '../progress';
@@ -181,7 +181,7 @@ export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'ch
   }
   const ec = await p.edges();
   if (work.kind === 'edge-patching') {
-    const calls = checkRange(planEdgeCalls(ec, ec.ids.length + 1), chunk);
+    const calls = checkRange(edgeCallPlan(ec, ec.ids.length + 1), chunk);
     // Only the sets this chunk's rows use: all E + 1 of them are E² floats (4 GB at GPT-2-small's 32k edges).
     const sets: Float32Array[] = [];
     for (const call of calls) for (const r of call) sets[r.set] ??= edgePatchingSet(ec, r.set);
@@ -194,7 +194,8 @@ export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'ch
     }
     return packScores(out, chunk.rows, SCORE_WIDTH);
   }
-  const calls = checkRange(planGradientCalls(ec, work.steps), chunk);
+  const planned = planGradientCalls(ec, work.steps);
+  const calls = checkRange({ count: planned.length, calls: (from, to) => planned.slice(from, to) }, chunk);
   const E = ec.ids.length;
   const out = new Float32Array(chunk.rows * E);
   let at = 0;
@@ -203,9 +204,9 @@ export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'ch
 }
 
 /** Calls [from, to) of a plan made here, checked against the chunk's rows (the coordinator's plan). */
-function checkRange<T>(calls: T[][], chunk: { from: number; to: number; rows: number }): T[][] {
-  if (chunk.to > calls.length || chunk.from < 0 || chunk.from >= chunk.to) throw new Error(`chunk [${chunk.from}, ${chunk.to}) is outside this plan of ${calls.length} calls`);
-  const mine = calls.slice(chunk.from, chunk.to);
+function checkRange<T>(plan: CallPlan<T>, chunk: { from: number; to: number; rows: number }): T[][] {
+  if (!Number.isInteger(chunk.from) || !Number.isInteger(chunk.to) || chunk.to > plan.count || chunk.from < 0 || chunk.from >= chunk.to) throw new Error(`chunk [${chunk.from}, ${chunk.to}) is outside this plan of ${plan.count} calls`);
+  const mine = plan.calls(chunk.from, chunk.to);
   const rows = mine.reduce((x, c) => x + c.length, 0);
   if (rows !== chunk.rows) throw new Error(`chunk [${chunk.from}, ${chunk.to}) has ${rows} rows here, ${chunk.rows} on the coordinator: the plans differ`);
   return mine;
