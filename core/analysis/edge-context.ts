@@ -6,9 +6,9 @@
 import { groupByLength } from '../engine/feeds';
 import type { F32 } from '../engine/runtime';
 import type { EdgeRunner, EdgeValues } from '../engine/types';
-import { UserError } from '../errors';
+import { Cancelled, UserError } from '../errors';
 import { formatEdgeId } from '../ids';
-import { Cancelled, concatRows, scoreRow, sliceRow, type EvalContext } from './evaluate';
+import { concatRows, scoreRow, sliceRow, type EvalContext } from './evaluate';
 import { meanMetrics, type PromptScore, type SuiteMetrics } from './metrics';
 import { meter } from './progress';
 import type { ResolvedPrompt } from './prompts';
@@ -85,14 +85,40 @@ export interface EdgeRow { set: number; prompt: number }
  * at edgeRowsPerCall. A distributed run (core/analysis/distributed/) plans the same calls.
  */
 export function planEdgeCalls(ec: EdgeContext, sets: number): EdgeRow[][] {
-  const calls: EdgeRow[][] = [];
-  for (const group of groupByLength(ec.ctx.prompts.map((p) => p.ids))) {
-    const rows: EdgeRow[] = [];
-    for (let s = 0; s < sets; s++) group.forEach((g) => rows.push({ set: s, prompt: g.index }));
+  const plan = edgeCallPlan(ec, sets);
+  return plan.calls(0, plan.count);
+}
+
+/** A plan of calls: how many, and calls [from, to) alone. */
+export interface CallPlan<T> { count: number; calls(from: number, to: number): T[][] }
+
+/**
+ * planEdgeCalls' calls, counted without being built: a worker builds only its chunk's rows, not the (E + 1) × P of
+ * the whole plan (2 M objects at GPT-2-small's 32k edges). Row r of a prompt-length group of n prompts is set
+ * ⌊r / n⌋ on its prompt r mod n.
+ */
+export function edgeCallPlan(ec: EdgeContext, sets: number): CallPlan<EdgeRow> {
+  const groups = groupByLength(ec.ctx.prompts.map((p) => p.ids)).map((group) => {
     const per = edgeRowsPerCall(ec, group[0]!.ids.length, 'forward');
-    for (let start = 0; start < rows.length; start += per) calls.push(rows.slice(start, start + per));
-  }
-  return calls;
+    return { prompts: group.map((g) => g.index), rows: sets * group.length, per, calls: Math.ceil((sets * group.length) / per) };
+  });
+  return {
+    count: groups.reduce((a, g) => a + g.calls, 0),
+    calls(from, to) {
+      const out: EdgeRow[][] = [];
+      let first = 0;
+      for (const g of groups) {
+        for (let c = Math.max(from - first, 0); c < Math.min(to - first, g.calls); c++) {
+          const call: EdgeRow[] = [];
+          const n = g.prompts.length;
+          for (let r = c * g.per; r < Math.min((c + 1) * g.per, g.rows); r++) call.push({ set: Math.floor(r / n), prompt: g.prompts[r % n]! });
+          out.push(call);
+        }
+        first += g.calls;
+      }
+      return out;
+    },
+  };
 }
 
 /** One planned call of runEdgeSets: each row's last-position logits. */

@@ -54,8 +54,6 @@ export interface SetResult {
   metrics: SuiteMetrics;
 }
 
-export { Cancelled };
-
 function checkCancelled(signal?: AbortSignal) {
   if (signal?.aborted) throw new Cancelled();
 }

@@ -9,12 +9,17 @@ import type { Workspace } from '../workspace';
 import { createRuntime, loadEngine } from './load';
 import { openModelVariants } from './model-variants';
 
+/** How long modelVariants keeps a model's weights without a call (checks of one canary run come sooner). */
+const VARIANTS_IDLE_MS = 5 * 60_000;
+
 /**
  * The Node file system as a Workspace. Engines are cached per model file and reloaded when the file
  * changes on disk (size or mtime), so canaries re-run against the model as it is now.
  */
 export class NodeWorkspace implements Workspace {
   private readonly engines = new Map<string, { stamp: string; engine: Promise<Engine>; sha256?: Promise<string> }>();
+  /** The weights modelVariants last read, while its file is unchanged. */
+  private variants?: { path: string; stamp: string; variants: WeightVariants; idle?: ReturnType<typeof setTimeout> };
 
   constructor(readonly root: string = process.cwd(), private readonly runtime: Runtime = createRuntime()) {}
 
@@ -91,13 +96,32 @@ export class NodeWorkspace implements Workspace {
     return entry.sha256;
   }
 
-  /** The model file's weights in memory (read each time: a check's pruned engines are made from it, then dropped). */
+  /**
+   * The model file's weights in memory, kept while the file is unchanged (size, mtime) so the prune and quantize
+   * checks of one canary file read it once. One model is held: it is dropped when another is asked for, after
+   * VARIANTS_IDLE_MS without a call (a model's weights are too large to keep for nothing) and on dispose.
+   */
   async modelVariants(modelPath: string): Promise<WeightVariants> {
-    if ((await this.stamp(modelPath)) === undefined) throw new UserError(`model file not found: ${this.display(modelPath)}`);
-    return openModelVariants(modelPath, this.runtime);
+    const stamp = await this.stamp(modelPath);
+    if (stamp === undefined) throw new UserError(`model file not found: ${this.display(modelPath)}`);
+    let held = this.variants;
+    if (held?.path !== modelPath || held.stamp !== stamp) {
+      this.dropVariants();
+      held = this.variants = { path: modelPath, stamp, variants: openModelVariants(modelPath, this.runtime) };
+    }
+    clearTimeout(held.idle);
+    const mine = held;
+    held.idle = setTimeout(() => { if (this.variants === mine) this.dropVariants(); }, VARIANTS_IDLE_MS).unref();
+    return held.variants;
+  }
+
+  private dropVariants(): void {
+    clearTimeout(this.variants?.idle);
+    this.variants = undefined;
   }
 
   async dispose(): Promise<void> {
+    this.dropVariants();
     for (const { engine } of this.engines.values()) await engine.then((e) => e.release(), () => undefined);
     this.engines.clear();
   }

@@ -14,9 +14,10 @@
 // Ties in |w| are broken by position: initializer order in the file, then row-major index. So a plan is the first
 // k entries of a stable sort of the candidates by (wave, |w|), which an independent implementation can reproduce.
 import { GraphIndex } from './graph';
+import { weightReads } from './initializers';
 import { DataType, floatData, type OnnxModel, type TensorProto } from './model';
+import type { OwnedMask } from './owned-masks';
 import type { WeightRole } from './weight-components';
-import type { OwnedSlice } from './weight-slices';
 
 export type PruneStrategy = 'magnitude' | 'outside-circuit' | 'layer-waves';
 export const PRUNE_STRATEGIES: readonly PruneStrategy[] = ['magnitude', 'outside-circuit', 'layer-waves'];
@@ -61,43 +62,33 @@ export function pruneScope(model: OnnxModel, roles: readonly WeightRole[]): Prun
 }
 
 /**
- * The scope with the entries of `slices` marked as owned (a circuit's, from weight-slices.ts; `nameOf` maps a
- * slice's initializer, as named in the normalized graph, to the file's name). Slices of tensors that are not
- * prunable (biases, norms) change nothing.
+ * The scope with a circuit's entries marked as owned (`masks`: owned-masks.ts, by the file's names). Masks of
+ * tensors that are not prunable (biases, norms) change nothing.
  */
-export function withOwned(scope: PruneScope, slices: readonly OwnedSlice[], nameOf: (n: string) => string = (n) => n): PruneScope {
-  const byName = new Map(scope.tensors.map((t) => [t.name, t]));
+export function withOwned(scope: PruneScope, masks: ReadonlyMap<string, OwnedMask>): PruneScope {
   const owned = new Map<string, Uint8Array>();
-  for (const s of slices) {
-    const t = byName.get(nameOf(s.initializer));
-    if (!t) continue;
-    if (t.dims.join() !== s.dims.join()) throw new Error(`prune: slice of "${s.initializer}" [${s.dims}] does not match "${t.name}" [${t.dims}]`);
-    let m = owned.get(t.name);
-    if (!m) { m = new Uint8Array(t.data.length); owned.set(t.name, m); }
-    const inner = s.dims.slice(s.axis + 1).reduce((a, v) => a * v, 1);
-    const size = s.dims[s.axis]!;
-    const outer = m.length / (inner * size);
-    for (let o = 0; o < outer; o++) m.fill(1, (o * size + s.start) * inner, (o * size + s.end) * inner);
+  for (const t of scope.tensors) {
+    const m = masks.get(t.name);
+    if (!m) continue;
+    if (t.dims.join() !== m.dims.join()) throw new Error(`prune: the circuit's entries of "${t.name}" are a mask of [${m.dims}], the tensor is [${t.dims}]`);
+    owned.set(t.name, m.entries);
   }
   let ownedEntries = 0;
   for (const m of owned.values()) for (let i = 0; i < m.length; i++) ownedEntries += m[i]!;
   return { ...scope, owned, ownedEntries };
 }
 
+/** What a prunable matrix's value passes through to its products: unlike a quantize scope's matrices (weight-scope.ts
+ * matrixUse), not a DequantizeLinear, so an integer weight is neither pruned nor reported as skipped. */
 const PASS_THROUGH = new Set(['Identity', 'Transpose', 'Cast']);
 
-/** Whether every reader of `name` (through Identity, Transpose, Cast) is a MatMul or Gemm, and there is one. */
+/**
+ * Whether every reader of `name` (through Identity, Transpose, Cast) is a MatMul or Gemm, and there is one. Any of
+ * their operands counts, and the readers need not agree on the output channels: matrixUse asks for both.
+ */
 function isProductWeight(g: GraphIndex, name: string): boolean {
-  const pending = [name];
-  let products = 0;
-  for (let hops = 0; pending.length && hops < 1000; hops++) {
-    for (const n of g.consumersOf(pending.pop()!)) {
-      if (PASS_THROUGH.has(n.opType)) pending.push(n.output[0]!);
-      else if (n.opType === 'MatMul' || n.opType === 'Gemm') products++;
-      else return false;
-    }
-  }
-  return products > 0;
+  const reads = weightReads(g, name, 2, PASS_THROUGH);
+  return reads.length > 0 && reads.every((r) => r.node.opType === 'MatMul' || r.node.opType === 'Gemm');
 }
 
 /** One pruned model: what was asked, what was reached, and the replaced initializers. */

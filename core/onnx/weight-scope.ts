@@ -7,13 +7,12 @@
 // as rotary caches are in no scope. How the matrix is read also says its output channels (`channelAxis`): the
 // columns of a MatMul's [in, out] weight, the rows of Gemm's with transB, of a Conv's and of an embedding table.
 import { UserError } from '../errors';
-import { detectStructure, type HooksSidecar } from './detect';
+import type { HooksSidecar } from './detect';
 import { GraphIndex } from './graph';
+import { weightReads } from './initializers';
 import { DataType, num, type OnnxModel, type OnnxNode } from './model';
-import { normalizeExport } from './normalize';
+import { ownedMasks } from './owned-masks';
 import { weightComponents, type WeightComponent } from './weight-components';
-import { ownedSlices } from './weight-slices';
-import { withInitializers } from './weight-swap';
 
 export type ScopeKind = 'all' | 'attn' | 'mlp' | 'embed' | 'circuit' | 'outside';
 export const SCOPE_KINDS: readonly ScopeKind[] = ['all', 'attn', 'mlp', 'embed', 'circuit', 'outside'];
@@ -74,10 +73,10 @@ export function weightScope(model: OnnxModel, what: string, scope: WeightScope, 
   }
   if (scope.kind !== 'circuit' && scope.kind !== 'outside') return { tensors, skipped };
   if (!scope.circuit || scope.circuit.nodes.length === 0) throw new UserError(`${what}: scope ${scope.kind} needs a circuit with heads or MLPs (--circuit C)`);
-  const owned = ownedEntries(model, what, scope.circuit.nodes, hooks);
+  const owned = ownedMasks(model, what, hooks, scope.circuit.nodes).masks;
   const out: ScopedTensor[] = [];
   for (const t of tensors) {
-    const mask = owned.get(t.tensor);
+    const mask = owned.get(t.tensor)?.entries;
     if (scope.kind === 'circuit') {
       if (!mask) continue;
       const count = mask.reduce((a, v) => a + v, 0);
@@ -92,59 +91,25 @@ export function weightScope(model: OnnxModel, what: string, scope: WeightScope, 
   return { tensors: out, skipped };
 }
 
-/** Per stored initializer, the entries the nodes own together (1 = owned). */
-function ownedEntries(model: OnnxModel, what: string, nodes: readonly string[], hooks: { sidecar?: HooksSidecar; sidecarPath?: string }): Map<string, Uint8Array> {
-  const copy = withInitializers(model, []);
-  normalizeExport(copy, what);
-  const structure = detectStructure(copy, what, hooks.sidecar, hooks.sidecarPath);
-  const slices = ownedSlices(copy.graph!, structure, nodes, what);
-  const out = new Map<string, Uint8Array>();
-  for (const list of slices.values()) {
-    for (const s of list) {
-      // Normalisation renames only what it folds (Casts, DequantizeLinears: not float32, so in no scope) and the
-      // merged decoder's branch (`@no_past`).
-      const name = s.initializer.replace(/@no_past$/, '');
-      const n = s.dims.reduce((a, v) => a * v, 1);
-      let m = out.get(name);
-      if (!m) { m = new Uint8Array(n); out.set(name, m); }
-      const inner = s.dims.slice(s.axis + 1).reduce((a, v) => a * v, 1);
-      const size = s.dims[s.axis]!;
-      for (let o = 0; o < n / (inner * size); o++) m.fill(1, (o * size + s.start) * inner, (o * size + s.end) * inner);
-    }
-  }
-  return out;
-}
-
 /**
- * How initializer `name` (rank `rank`) is read: followed through Identity, Cast and Transpose to the nodes that
- * meet the activations with it. Every reader must agree on the output channels. A string: why it is not a matrix
+ * How initializer `name` (rank `rank`) is read: followed through Identity, Cast, Transpose and DequantizeLinear to the
+ * nodes that meet the activations with it (weightReads; prune.ts asks the same readers a looser question). Every reader must agree on the output channels. A string: why it is not a matrix
  * ('' for constants that are not weights at all: a rotary cache, a shape).
  */
 export function matrixUse(g: GraphIndex, name: string, rank: number, component: WeightComponent): MatrixUse | string {
   const uses: MatrixUse[] = [];
   const other: OnnxNode[] = [];
-  // (tensor, perm: axis of the tensor seen here → axis of the stored initializer)
-  const pending: [string, number[]][] = [[name, Array.from({ length: rank }, (_, i) => i)]];
-  for (let hops = 0; pending.length && hops < 1000; hops++) {
-    const [t, perm] = pending.pop()!;
-    for (const n of g.consumersOf(t)) {
-      const label = n.name || `${n.opType} → ${n.output[0]}`;
-      if (THROUGH.has(n.opType)) {
-        const p = n.opType === 'Transpose' ? n.attribute.find((a) => a.name === 'perm')?.ints?.map(num) ?? Array.from({ length: perm.length }, (_, i) => perm.length - 1 - i) : undefined;
-        pending.push([n.output[0]!, p ? p.map((i) => perm[i]!) : perm]);
-        continue;
-      }
-      const at = n.input.indexOf(t);
-      const r = perm.length;
-      const attr = (k: string) => num(n.attribute.find((a) => a.name === k)?.i);
-      if (n.opType === 'MatMul' && at === 1 && r >= 2) uses.push({ op: 'MatMul', node: label, channelAxis: perm[r - 1]! });
-      else if (n.opType === 'MatMul' && at === 0 && r === 2) uses.push({ op: 'MatMul', node: label, channelAxis: perm[0]! });
-      else if (n.opType === 'Gemm' && at === 1 && r === 2) uses.push({ op: 'Gemm', node: label, channelAxis: perm[attr('transB') ? 0 : 1]! });
-      else if (n.opType === 'Conv' && at === 1) uses.push({ op: 'Conv', node: label, channelAxis: perm[0]! });
-      else if ((n.opType === 'Gather' || n.opType === 'Slice') && at === 0 && r === 2 && component === 'embedding' && (n.opType === 'Slice' || attr('axis') === 0)) {
-        uses.push({ op: n.opType, node: label, channelAxis: perm[0]! });
-      } else other.push(n);
-    }
+  for (const { node: n, at, perm } of weightReads(g, name, rank, THROUGH)) {
+    const label = n.name || `${n.opType} → ${n.output[0]}`;
+    const r = perm.length;
+    const attr = (k: string) => num(n.attribute.find((a) => a.name === k)?.i);
+    if (n.opType === 'MatMul' && at === 1 && r >= 2) uses.push({ op: 'MatMul', node: label, channelAxis: perm[r - 1]! });
+    else if (n.opType === 'MatMul' && at === 0 && r === 2) uses.push({ op: 'MatMul', node: label, channelAxis: perm[0]! });
+    else if (n.opType === 'Gemm' && at === 1 && r === 2) uses.push({ op: 'Gemm', node: label, channelAxis: perm[attr('transB') ? 0 : 1]! });
+    else if (n.opType === 'Conv' && at === 1) uses.push({ op: 'Conv', node: label, channelAxis: perm[0]! });
+    else if ((n.opType === 'Gather' || n.opType === 'Slice') && at === 0 && r === 2 && component === 'embedding' && (n.opType === 'Slice' || attr('axis') === 0)) {
+      uses.push({ op: n.opType, node: label, channelAxis: perm[0]! });
+    } else other.push(n);
   }
   if (!uses.length) return WEIGHT_OPS.has(other[0]?.opType ?? '') ? `read by ${other[0]!.opType} "${other[0]!.name}" in a way not understood` : '';
   if (other.length) return `read as a weight by ${uses[0]!.op} "${uses[0]!.node}" and otherwise by ${other[0]!.opType} "${other[0]!.name || other[0]!.output[0]}"`;

@@ -3,10 +3,9 @@
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
-import { Cancelled } from '../../core/analysis/evaluate';
 import { openSuite, type OpenedSuite } from '../../core/analysis/open-suite';
 import { describeProgress, type ProgressSink } from '../../core/analysis/progress';
-import { isUserError } from '../../core/errors';
+import { Cancelled, isUserError } from '../../core/errors';
 import type { Diagnostic } from '../../core/formats/diagnostics';
 import { parseSuite, type Suite } from '../../core/formats/suite';
 import type { AblationKind } from '../../core/vocabulary';

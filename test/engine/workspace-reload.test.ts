@@ -1,7 +1,8 @@
 // The extension host's engine cache (NodeWorkspace) when a model file changes on disk, without VS Code: the engine
 // is reloaded (the old one released, a run in flight on it still finishes), a file that no longer loads or is gone
 // is a clear UserError and is not cached, a circuit's hash is compared only with the model that ran, and a canary
-// run in flight when its model changes is cancelled (as the canary controller does) and its re-run sees the new file.
+// run in flight when its model changes is cancelled (as the canary controller does) and its re-run sees the new file;
+// the weights modelVariants holds (prune and quantize checks) follow the file the same way.
 import { describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -105,6 +106,30 @@ describe('NodeWorkspace when a model file changes on disk', () => {
       } finally {
         await fresh.dispose();
       }
+    } finally {
+      await ws.dispose();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('modelVariants reads an unchanged file once, a changed one again, and holds one model until dispose', async () => {
+    const { dir, model } = folder();
+    const other = path.join(dir, 'other.onnx');
+    fs.copyFileSync(LLAMA, other);
+    const ws = new NodeWorkspace(dir);
+    try {
+      const a = await ws.modelVariants(model);
+      assert.equal(await ws.modelVariants(model), a, 'the same file gives the weights already read');
+      replace(model, fs.readFileSync(LLAMA));
+      const b = await ws.modelVariants(model);
+      assert.notEqual(b, a, 'a changed file is read again');
+      assert.equal(b.model.graph!.initializer.length, (await ws.modelVariants(other)).model.graph!.initializer.length);
+      assert.notEqual(await ws.modelVariants(model), b, 'asking for another model dropped this one');
+      const c = await ws.modelVariants(model);
+      await ws.dispose();
+      assert.notEqual(await ws.modelVariants(model), c, 'dispose drops the weights');
+      fs.rmSync(model);
+      await assert.rejects(ws.modelVariants(model), (e: Error) => isUserError(e) && e.message === 'model file not found: model.onnx');
     } finally {
       await ws.dispose();
       fs.rmSync(dir, { recursive: true, force: true });

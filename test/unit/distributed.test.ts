@@ -1,8 +1,10 @@
 // Distributed runs, the pure part (core/analysis/distributed/plan.ts): chunks of whole calls with ids from the
-// run key and the call range, the same on every side; rows packed exactly (NaN, -0, subnormals, float32).
+// run key and the call range, the same on every side; rows packed exactly (NaN, -0, subnormals, float32); a worker's
+// range of the edge-patching calls equals that range of the whole plan.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { identityText, packRows, planChunks, unpackRows, type ContextIdentity } from '../../core/analysis/distributed/plan';
+import { edgeCallPlan, planEdgeCalls, type EdgeContext, type EdgeRow } from '../../core/analysis/edge-context';
 
 test('planChunks: whole calls, each closed at the call that reaches the target rows (the last may have fewer), ids from key and range', () => {
   const calls = [256, 256, 256, 100, 7, 256];
@@ -38,5 +40,29 @@ test('packRows/unpackRows: exact for float64 and float32, NaN and signed zeros i
     const p = packRows(f32, 1);
     assert.equal(p.type, 'f32');
     assert.deepEqual([...unpackRows(p)], [...f32], `${n} values`);
+  }
+});
+
+test('edgeCallPlan: any range of calls equals that range of the whole plan, as planEdgeCalls built it row by row', () => {
+  // Prompts of three lengths (interleaved), rows per call from the model's size: 4 rows at 5 tokens here.
+  const lengths = [5, 7, 5, 9, 7, 5, 5, 9];
+  const info = { layers: 2, dModel: 64, heads: 4 };
+  const perRow = 5 * info.layers * (1 + info.layers * (info.heads + 1)) * info.dModel * 4 * 2.5;
+  const maxRows = 4;
+  const ec = { ctx: { prompts: lengths.map((n) => ({ ids: Array.from({ length: n }, (_, i) => i) })), maxRows, engine: { info } }, ids: [] } as unknown as EdgeContext;
+  assert.ok(Math.floor(3 * 1024 ** 3 / perRow) > maxRows, 'maxRows sets the rows per call');
+  for (const sets of [0, 1, 3, 11]) {
+    // The plan as it was built before: every row of a length group (sets × its prompts, set-major), cut every maxRows.
+    const reference: EdgeRow[][] = [];
+    for (const n of [...new Set(lengths)]) {
+      const prompts = lengths.flatMap((l, i) => (l === n ? [i] : []));
+      const rows: EdgeRow[] = [];
+      for (let s = 0; s < sets; s++) for (const p of prompts) rows.push({ set: s, prompt: p });
+      for (let at = 0; at < rows.length; at += maxRows) reference.push(rows.slice(at, at + maxRows));
+    }
+    assert.deepEqual(planEdgeCalls(ec, sets), reference, `${sets} sets`);
+    const plan = edgeCallPlan(ec, sets);
+    assert.equal(plan.count, reference.length);
+    for (let from = 0; from <= plan.count; from++) for (let to = from; to <= plan.count + 1; to++) assert.deepEqual(plan.calls(from, to), reference.slice(from, to), `${sets} sets, calls [${from}, ${to})`);
   }
 });

@@ -3,6 +3,7 @@
 import { describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { floatData } from '../../core/onnx/model';
+import { sliceMasks } from '../../core/onnx/owned-masks';
 import { pruneRanking, withOwned, type PruneScope } from '../../core/onnx/prune';
 
 function scope(): PruneScope {
@@ -45,11 +46,11 @@ describe('pruning plans', () => {
 
   test('outside-circuit: the circuit\'s entries are no candidates; sparsity is of every entry, capped at the rest', () => {
     // The circuit owns column 1 of a0 and row 0 of a1 (4 entries of 12).
-    const s = withOwned(scope(), [
+    const s = withOwned(scope(), sliceMasks(new Map([['c', [
       { initializer: 'a0', role: 'W_Q', dims: [2, 2], axis: 1, start: 1, end: 2 },
       { initializer: 'a1@x', role: 'W_O', dims: [2, 2], axis: 0, start: 0, end: 1 },
       { initializer: 'bias', role: 'b_Q', dims: [2], axis: 0, start: 0, end: 1 },
-    ], (n) => n.replace('@x', ''));
+    ]]]), (n) => n.replace('@x', '')).masks);
     assert.equal(s.ownedEntries, 4);
     const r = pruneRanking(s, 'outside-circuit');
     assert.equal(r.candidates, 8);

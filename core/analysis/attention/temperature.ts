@@ -4,10 +4,10 @@ import type { Engine } from '../../engine/engine';
 import { groupByLength } from '../../engine/feeds';
 import type { F32 } from '../../engine/runtime';
 import type { HeadTemperature } from '../../engine/types';
-import { UserError } from '../../errors';
+import { Cancelled, UserError } from '../../errors';
 import { hookName } from '../../hooks';
 import { parseNodeId, type NodeId } from '../../ids';
-import { Cancelled, type EvalContext } from '../evaluate';
+import type { EvalContext } from '../evaluate';
 import { argmax, logSoftmax, meanMetrics, scorePrompt, type PromptScore, type SuiteMetrics } from '../metrics';
 
 export interface TemperatureResult {

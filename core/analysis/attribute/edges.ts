@@ -2,11 +2,10 @@
 // EAP-IG averaged over steps between no ablation and full ablation), and the choice between them for callers that
 // leave it to the analysis.
 import { groupByLength } from '../../engine/feeds';
-import { isUserError, UserError } from '../../errors';
+import { Cancelled, isUserError, UserError } from '../../errors';
 import type { MetricName } from '../../vocabulary';
 import { ablatedFor, checkEdgeWork, edgeRowsPerCall, edgeSetMetrics, evaluateEdgeSets, planEdgeCalls, type EdgeContext } from '../edge-context';
 import { SCORE_WIDTH, unpackScore } from '../distributed/plan';
-import { Cancelled } from '../evaluate';
 import { meter } from '../progress';
 import type { PromptScore, SuiteMetrics } from '../metrics';
 import { gradientSeed, surrogateFor } from './gradient';

@@ -1,11 +1,11 @@
 import { groupByLength } from '../../engine/feeds';
 import type { F32, Feed } from '../../engine/runtime';
-import { UserError } from '../../errors';
+import { Cancelled, UserError } from '../../errors';
 import { hookName } from '../../hooks';
 import { allComponentNodes } from '../../ids';
 import { IN } from '../../onnx/instrument';
 import type { Attribution, NodeScore } from './nodes';
-import { Cancelled, type EvalContext } from '../evaluate';
+import type { EvalContext } from '../evaluate';
 import { meter } from '../progress';
 import { meanMetrics, scorePrompt } from '../metrics';
 import type { MetricName } from '../../vocabulary';

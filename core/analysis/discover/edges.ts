@@ -1,10 +1,10 @@
 // Edge circuit discovery: greedy selection by edge scores and ACDC-style pruning, with every edge outside the
 // circuit ablated. Heuristics: small and faithful circuits, not the smallest.
+import { Cancelled } from '../../errors';
 import { formatEdgeId, targetNode } from '../../ids';
 import type { MetricName } from '../../vocabulary';
 import type { EdgeScore } from '../attribute/nodes';
 import { checkEdgeWork, edgeWeights, evaluateEdgeSets, type EdgeContext } from '../edge-context';
-import { Cancelled } from '../evaluate';
 import { faithfulness, type CurvePoint, type SuiteMetrics } from '../metrics';
 
 export interface EdgeDiscovery {

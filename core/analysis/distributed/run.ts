@@ -8,7 +8,7 @@
 import { UserError } from '../../errors';
 import type { AblationKind } from '../../vocabulary';
 import { edgePatchingSet, planGradientCalls, runGradientCall } from '../attribute/edges';
-import { planEdgeCalls, prepareEdges, runEdgeCall, type EdgeContext } from '../edge-context';
+import { edgeCallPlan, prepareEdges, runEdgeCall, type CallPlan, type EdgeContext } from '../edge-context';
 import { planCleanCalls, prepare, runSetCall, scoreRow, singleSetCall, type EvalContext, type RemoteCalls } from '../evaluate';
 import { taskPrompts, type OpenedSuite } from '../open-suite';
 import { meter } from '../progress';
@@ -181,7 +181,7 @@ export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'ch
   const { ctx } = p;
   if (work.kind === 'single-set') {
     const out: Float64Array[] = [];
-    for (const call of checkRange(planCleanCalls(ctx), chunk)) {
+    for (const call of checkRange(planned(planCleanCalls(ctx)), chunk)) {
       const scores = await singleSetCall(ctx, work.set, call);
       const v = new Float64Array(call.length * SCORE_WIDTH);
       scores.forEach((s, i) => packScore(v, i * SCORE_WIDTH, s));
@@ -211,7 +211,7 @@ export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'ch
   }
   const ec = await p.edges();
   if (work.kind === 'edge-patching') {
-    const calls = checkRange(planEdgeCalls(ec, ec.ids.length + 1), chunk);
+    const calls = checkRange(edgeCallPlan(ec, ec.ids.length + 1), chunk);
     // Only the sets this chunk's rows use: all E + 1 of them are E² floats (4 GB at GPT-2-small's 32k edges).
     const sets: Float32Array[] = [];
     for (const call of calls) for (const r of call) sets[r.set] ??= edgePatchingSet(ec, r.set);
@@ -224,7 +224,7 @@ export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'ch
     }
     return packScores(out, chunk.rows, SCORE_WIDTH);
   }
-  const calls = checkRange(planGradientCalls(ec, work.steps), chunk);
+  const calls = checkRange(planned(planGradientCalls(ec, work.steps)), chunk);
   const E = ec.ids.length;
   const out = new Float32Array(chunk.rows * E);
   let at = 0;
@@ -232,10 +232,15 @@ export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'ch
   return packRows(out, E);
 }
 
+/** A plan built whole, as a CallPlan. */
+function planned<T>(calls: T[][]): CallPlan<T> {
+  return { count: calls.length, calls: (from, to) => calls.slice(from, to) };
+}
+
 /** Calls [from, to) of a plan made here, checked against the chunk's rows (the coordinator's plan). */
-function checkRange<T>(calls: T[][], chunk: { from: number; to: number; rows: number }): T[][] {
-  if (chunk.to > calls.length || chunk.from < 0 || chunk.from >= chunk.to) throw new Error(`chunk [${chunk.from}, ${chunk.to}) is outside this plan of ${calls.length} calls`);
-  const mine = calls.slice(chunk.from, chunk.to);
+function checkRange<T>(plan: CallPlan<T>, chunk: { from: number; to: number; rows: number }): T[][] {
+  if (!Number.isInteger(chunk.from) || !Number.isInteger(chunk.to) || chunk.to > plan.count || chunk.from < 0 || chunk.from >= chunk.to) throw new Error(`chunk [${chunk.from}, ${chunk.to}) is outside this plan of ${plan.count} calls`);
+  const mine = plan.calls(chunk.from, chunk.to);
   const rows = mine.reduce((x, c) => x + c.length, 0);
   if (rows !== chunk.rows) throw new Error(`chunk [${chunk.from}, ${chunk.to}) has ${rows} rows here, ${chunk.rows} on the coordinator: the plans differ`);
   return mine;

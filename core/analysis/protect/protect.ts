@@ -9,6 +9,7 @@ import { GraphIndex } from '../../onnx/graph';
 import { readersOf } from '../../onnx/initializers';
 import { DataType, decodeModel, floatData, num, type OnnxModel, type TensorProto } from '../../onnx/model';
 import { normalizeExport } from '../../onnx/normalize';
+import { sliceEntries, sliceMasks } from '../../onnx/owned-masks';
 import { ownedSlices, type OwnedSlice } from '../../onnx/weight-slices';
 import { sharedWeights, type SharedPart, type SharedWeight } from './shared';
 
@@ -70,22 +71,20 @@ export interface ProtectResult {
 export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: number, what: string, info: Record<string, string> = {}, shared: readonly SharedPart[] = []): ProtectResult {
   if (!Number.isFinite(scale) || scale < 0) throw new UserError(`--scale must be a number ≥ 0 (got ${scale})`);
   if (nodes.length === 0) throw new UserError(`${what}: the circuit has no nodes to protect`);
-  const owned = ownedSlices(pm.model.graph!, pm.structure, nodes, what);
   const storedName = (n: string) => pm.origin.get(n) ?? (pm.origin.get(n.replace(/@no_past$/, '')) ?? n.replace(/@no_past$/, ''));
-  const masks = new Map(pm.stored.map((s) => {
-    const n = s.dims.reduce((a, v) => a * v, 1);
-    return [s.name, { dims: s.dims, data: new Float32Array(n).fill(1), owned: new Uint8Array(n) }];
-  }));
+  const owned = sliceMasks(ownedSlices(pm.model.graph!, pm.structure, nodes, what), storedName);
+  const storedDims = new Map(pm.stored.map((s) => [s.name, s.dims.join()]));
   const report: Record<string, ReportedSlice[]> = {};
-  for (const [id, slices] of owned) {
+  for (const [id, slices] of owned.slices) {
     report[id] = slices.map((s) => {
-      const name = storedName(s.initializer);
-      const m = masks.get(name);
-      if (!m || m.dims.join() !== s.dims.join()) throw new Error(`protect: ${id} owns "${s.initializer}", which maps to no stored initializer of shape [${s.dims}]`);
-      fill(m.owned, s, 1);
-      return { initializer: name, role: s.role, slice: sliceText(s), entries: fill(m.data, s, scale) };
+      if (storedDims.get(s.initializer) !== s.dims.join()) throw new Error(`protect: ${id} owns "${s.initializer}", which is no stored initializer of shape [${s.dims}]`);
+      return { initializer: s.initializer, role: s.role, slice: sliceText(s), entries: sliceEntries(s) };
     });
   }
+  const masks = new Map(pm.stored.map((s) => {
+    const own = owned.masks.get(s.name)?.entries ?? new Uint8Array(s.dims.reduce((a, v) => a * v, 1));
+    return [s.name, { dims: s.dims, data: Float32Array.from(own, (o) => (o ? scale : 1)), owned: own }];
+  }));
   // Shared weights no node owns (a norm an MLP reads alone is that MLP's already).
   const sharedOnes = sharedWeights(pm, nodes, shared, what).filter((w) => masks.get(w.initializer)!.owned.includes(0));
   for (const w of sharedOnes) {
@@ -108,15 +107,6 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
     mask: { tensors, metadata }, nodes: report, shared: sharedOnes, initializers,
     protectedEntries: initializers.reduce((a, x) => a + x.protected, 0), totalEntries: tensors.reduce((a, t) => a + t.data.length, 0),
   };
-}
-
-/** Sets the slice's entries of `data` (row-major, `s.dims`) to `scale`; returns how many entries it has. */
-function fill(data: Float32Array | Uint8Array, s: OwnedSlice, scale: number): number {
-  const inner = s.dims.slice(s.axis + 1).reduce((a, v) => a * v, 1);
-  const size = s.dims[s.axis]!;
-  const outer = data.length / (inner * size);
-  for (let o = 0; o < outer; o++) data.fill(scale, (o * size + s.start) * inner, (o * size + s.end) * inner);
-  return outer * (s.end - s.start) * inner;
 }
 
 function sliceText(s: OwnedSlice): string {

@@ -9,12 +9,9 @@ import { UserError } from '../../errors';
 import type { Circuit } from '../../formats/circuit';
 import { circuitComponents } from '../../formats/circuit';
 import type { Suite } from '../../formats/suite';
-import { detectStructure } from '../../onnx/detect';
-import { normalizeExport } from '../../onnx/normalize';
+import { ownedMasks } from '../../onnx/owned-masks';
 import { pruneRanking, pruneScope, withOwned, type PrunePlan, type PruneRanking, type PruneScope, type PruneStrategy } from '../../onnx/prune';
 import { weightComponents } from '../../onnx/weight-components';
-import { ownedSlices } from '../../onnx/weight-slices';
-import { withInitializers } from '../../onnx/weight-swap';
 import type { AblationKind, MetricName } from '../../vocabulary';
 import { prepare, type EvalContext } from '../evaluate';
 import { meanMetrics, scorePrompt, type SuiteMetrics } from '../metrics';
@@ -87,15 +84,11 @@ export function pruneScopeOf(v: WeightVariants, what: string, circuit?: Circuit)
   if (!circuit) return { scope, owned: [] };
   const nodes = circuitComponents(circuit);
   if (nodes.length === 0) throw new UserError(`the circuit "${circuit.name}" has no heads or MLPs: nothing to keep from pruning`);
-  const copy = withInitializers(v.model, []);
-  normalizeExport(copy, what);
-  const structure = detectStructure(copy, what, v.hooks.sidecar, v.hooks.sidecarPath);
-  const slices = ownedSlices(copy.graph!, structure, nodes, what);
-  const fileName = (n: string) => n.replace(/@no_past$/, '');
+  const { masks, slices } = ownedMasks(v.model, what, v.hooks, nodes);
   const prunable = new Set(scope.tensors.map((t) => t.name));
-  scope = withOwned(scope, [...slices.values()].flat(), fileName);
-  const owned = [...slices].flatMap(([node, ss]) => ss.filter((s) => prunable.has(fileName(s.initializer)))
-    .map((s) => ({ node, initializer: fileName(s.initializer), role: s.role, axis: s.axis, start: s.start, end: s.end })));
+  scope = withOwned(scope, masks);
+  const owned = [...slices].flatMap(([node, ss]) => ss.filter((s) => prunable.has(s.initializer))
+    .map((s) => ({ node, initializer: s.initializer, role: s.role, axis: s.axis, start: s.start, end: s.end })));
   return { scope, owned };
 }
 

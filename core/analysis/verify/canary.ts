@@ -1,12 +1,12 @@
 import type { Engine } from '../../engine/engine';
-import { UserError } from '../../errors';
+import { Cancelled, UserError } from '../../errors';
 import type { NodeId } from '../../ids';
 import { holds, isCrossCheckpoint, parseCanary, type Canary, type CanaryCheck } from '../../formats/canary';
 import { hasErrors, type Diagnostic } from '../../formats/diagnostics';
 import { parseSuite, type Suite } from '../../formats/suite';
 import type { Workspace } from '../../workspace';
 import { evaluateTemperatures } from '../attention/temperature';
-import { Cancelled, evaluateSets, prepare, type EvalContext } from '../evaluate';
+import { evaluateSets, prepare, type EvalContext } from '../evaluate';
 import { argmax } from '../metrics';
 import type { MetricName } from '../../vocabulary';
 import { resolvePrompts, type ResolvedPrompt } from '../prompts';
