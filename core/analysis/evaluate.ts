@@ -9,7 +9,7 @@ import { allComponentNodes, parseNodeId, type NodeId } from '../ids';
 import { faithfulness, logSoftmax, meanMetrics, necessity, rowStats, scorePrompt, type RowStats, type PromptScore, type SuiteMetrics } from './metrics';
 import { METRICS, type MetricName } from '../vocabulary';
 import { meter, type ProgressSink } from './progress';
-import { SCORE_WIDTH, unpackScore, type RemoteWork } from './distributed/plan';
+import { SCORE_WIDTH, unpackScores, type RemoteWork } from './distributed/plan';
 import type { ResolvedPrompt } from './prompts';
 
 /** Everything an ablation needs that depends only on the prompts: computed once, reused for every set. */
@@ -228,9 +228,7 @@ export async function evaluateSets(ctx: EvalContext, sets: NodeId[][]): Promise<
 async function evaluateSetsRemotely(ctx: EvalContext, remote: RemoteCalls, sets: NodeId[][]): Promise<SetResult[]> {
   const calls = await planSetCalls(ctx, sets);
   const values = calls.length ? await remote.run(ctx, { kind: 'sets', sets, calls }, calls.map((c) => c.length), SCORE_WIDTH, 'ablation sets') : new Float64Array(0);
-  const scores: PromptScore[][] = sets.map(() => []);
-  let row = 0;
-  for (const call of calls) for (const r of call) scores[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);
+  const scores = unpackScores(values, calls, sets.length);
   return setResults(ctx, sets, (s, i) => scores[s]![i] ?? scoreRow(ctx, i, ctx.cleanLogits![i]!));
 }
 
