@@ -1,5 +1,6 @@
 import * as vscode from 'vscode';
 import type { State } from '../state';
+import type { StateToView, ViewToHost } from '../../protocol/ipc';
 import { webviewHtml, type ViewBundle } from './html';
 
 /**
@@ -16,8 +17,6 @@ export interface ResultView<S extends { title: string }> {
   /** Whether a state saved by the view is one it can draw again. */
   restorable(saved: S | undefined): saved is S;
 }
-
-type ToHost = { t: 'ready' } | { t: 'error'; message: string };
 
 export function resultPanelOptions(state: State): vscode.WebviewPanelOptions & vscode.WebviewOptions {
   return {
@@ -37,8 +36,8 @@ export function showResult<S extends { title: string }>(state: State, view: Resu
 function attachResult<S extends { title: string }>(panel: vscode.WebviewPanel, state: State, view: ResultView<S>, s: S): void {
   panel.iconPath = vscode.Uri.joinPath(state.context.extensionUri, 'media', 'circuitlens.svg');
   panel.webview.html = webviewHtml(panel.webview, state.context.extensionUri, view.bundle, s.title);
-  const sub = panel.webview.onDidReceiveMessage((m: ToHost) => {
-    if (m.t === 'ready') void panel.webview.postMessage({ t: 'state', state: s });
+  const sub = panel.webview.onDidReceiveMessage((m: ViewToHost) => {
+    if (m.t === 'ready') void panel.webview.postMessage({ t: 'state', state: s } satisfies StateToView<S>);
     else if (m.t === 'error') { state.log.error(`${view.what} view: ${m.message}`); void vscode.window.showErrorMessage(`CircuitLens ${view.what}: ${m.message}`); }
   });
   panel.onDidDispose(() => sub.dispose());

@@ -1,6 +1,7 @@
 // Attention patterns: per-head heatmaps with token labels on both axes, layer and head pickers, entropy per head
 // and position, and the selected head's pattern and next-token scores when its softmax temperature changes.
-import type { PromptState, PromptToHost, PromptToView } from '../../protocol/prompt';
+import type { StateToView } from '../../protocol/ipc';
+import type { PromptState, PromptToHost } from '../../protocol/prompt';
 import type { TemperatureSwept } from '../../protocol/compute';
 import { DEFAULT_TEMPERATURES, entropyPerPosition, maxEntropyAt, meanOverPositions } from '../../core/analysis/attention/stats';
 import { headId } from '../../core/ids';
@@ -156,7 +157,7 @@ async function show(s: PromptState & { layer?: number; head?: number }): Promise
   draw();
 }
 
-window.addEventListener('message', (e: MessageEvent<PromptToView>) => {
+window.addEventListener('message', (e: MessageEvent<StateToView<PromptState>>) => {
   if (e.data.t === 'state') show(e.data.state).catch((err: Error) => { app.textContent = `Error: ${err.message}`; vscode.postMessage({ t: 'error', message: err.message }); });
 });
 vscode.postMessage({ t: 'ready' });

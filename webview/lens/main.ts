@@ -1,6 +1,7 @@
 // Logit lens: each layer's residual stream read out through the final norm and unembedding — the answer's and
 // foil's logits per layer and position, and the top tokens.
-import type { PromptState, PromptToHost, PromptToView } from '../../protocol/prompt';
+import type { StateToView } from '../../protocol/ipc';
+import type { PromptState, PromptToHost } from '../../protocol/prompt';
 import { Compute } from '../common/compute-client';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 
@@ -57,7 +58,7 @@ async function show(s: PromptState): Promise<void> {
   vscode.setState(s);
 }
 
-window.addEventListener('message', (e: MessageEvent<PromptToView>) => {
+window.addEventListener('message', (e: MessageEvent<StateToView<PromptState>>) => {
   if (e.data.t === 'state') show(e.data.state).catch((err: Error) => { app.textContent = `Error: ${err.message}`; vscode.postMessage({ t: 'error', message: err.message }); });
 });
 vscode.postMessage({ t: 'ready' });

@@ -1,11 +1,12 @@
 // Pruning curves: a suite's metric (solid) and accuracy (dotted) against the sparsity reached, one colour per
 // strategy, the unpruned model at 0; a table of every point (capped outside-circuit points marked).
-import type { PruneState, PruneToHost, PruneToView, PruneViewPoint } from '../../protocol/prune';
+import type { PruneState, PruneViewPoint } from '../../protocol/prune';
+import type { StateToView, ViewToHost } from '../../protocol/ipc';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 
 declare const Plotly: { react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void> };
 
-const vscode = hostApi<PruneToHost, PruneState>();
+const vscode = hostApi<ViewToHost, PruneState>();
 const app = document.getElementById('app')!;
 
 const f3 = (x: number | undefined) => (x === undefined ? '—' : Number.isFinite(x) ? x.toFixed(3) : String(x));
@@ -83,7 +84,7 @@ async function show(s: PruneState): Promise<void> {
   vscode.setState(s);
 }
 
-window.addEventListener('message', (e: MessageEvent<PruneToView>) => {
+window.addEventListener('message', (e: MessageEvent<StateToView<PruneState>>) => {
   if (e.data.t === 'state') show(e.data.state).catch((err: Error) => { app.textContent = `Error: ${err.message}`; vscode.postMessage({ t: 'error', message: err.message }); });
 });
 const saved = vscode.getState();

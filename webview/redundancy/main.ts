@@ -1,12 +1,13 @@
 // The relations view: a heatmap of pair interactions (Redundancy (Backup Heads)), switchable between metrics, with
 // the candidate backups; or a heatmap of circuit overlaps (Relate Circuits) with each pair's union and intersection
 // faithfulness and the hub nodes. The host computed everything; the view draws the state it is sent.
-import type { PairMatrix, RedundancyState, RelateState, RelationsState, RelationsToHost, RelationsToView } from '../../protocol/redundancy';
+import type { PairMatrix, RedundancyState, RelateState, RelationsState } from '../../protocol/redundancy';
+import type { StateToView, ViewToHost } from '../../protocol/ipc';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 
 declare const Plotly: { react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void> };
 
-const vscode = hostApi<RelationsToHost, RelationsState>();
+const vscode = hostApi<ViewToHost, RelationsState>();
 const app = document.getElementById('app')!;
 const f3 = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(3));
 
@@ -89,7 +90,7 @@ async function showRelate(s: RelateState): Promise<void> {
   );
 }
 
-window.addEventListener('message', (e: MessageEvent<RelationsToView>) => {
+window.addEventListener('message', (e: MessageEvent<StateToView<RelationsState>>) => {
   if (e.data.t !== 'state') return;
   const s = e.data.state;
   vscode.setState(s);

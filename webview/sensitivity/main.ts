@@ -1,11 +1,12 @@
 // Quantization sensitivity: per weight scope, the suite's metric, accuracy, KL to the original model and (with a
 // circuit) its faithfulness, as a table and as bar charts side by side, the unquantized model as a dashed line.
-import type { SensitivityState, SensitivityToHost, SensitivityToView } from '../../protocol/sensitivity';
+import type { SensitivityState } from '../../protocol/sensitivity';
+import type { StateToView, ViewToHost } from '../../protocol/ipc';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 
 declare const Plotly: { react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void> };
 
-const vscode = hostApi<SensitivityToHost, SensitivityState>();
+const vscode = hostApi<ViewToHost, SensitivityState>();
 const app = document.getElementById('app')!;
 
 const f3 = (x: number | undefined) => (x === undefined ? '—' : Number.isFinite(x) ? x.toFixed(3) : String(x));
@@ -66,7 +67,7 @@ async function show(s: SensitivityState): Promise<void> {
   vscode.setState(s);
 }
 
-window.addEventListener('message', (e: MessageEvent<SensitivityToView>) => {
+window.addEventListener('message', (e: MessageEvent<StateToView<SensitivityState>>) => {
   if (e.data.t === 'state') show(e.data.state).catch((err: Error) => { app.textContent = `Error: ${err.message}`; vscode.postMessage({ t: 'error', message: err.message }); });
 });
 const saved = vscode.getState();

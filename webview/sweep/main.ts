@@ -1,11 +1,12 @@
 // Sweep: a suite's metric and accuracy against a swept variable (padding, distractors, ...), each with its
 // bootstrap interval as a band, the accuracy level as a dashed line and n* (where accuracy crosses it) marked.
-import type { SweepState, SweepToHost, SweepToView } from '../../protocol/sweep';
+import type { SweepState } from '../../protocol/sweep';
+import type { StateToView, ViewToHost } from '../../protocol/ipc';
 import { el, hostApi, themeColor } from '../common/vscode-api';
 
 declare const Plotly: { react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void> };
 
-const vscode = hostApi<SweepToHost, SweepState>();
+const vscode = hostApi<ViewToHost, SweepState>();
 const app = document.getElementById('app')!;
 
 const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : String(x));
@@ -75,7 +76,7 @@ async function show(s: SweepState): Promise<void> {
   vscode.setState(s);
 }
 
-window.addEventListener('message', (e: MessageEvent<SweepToView>) => {
+window.addEventListener('message', (e: MessageEvent<StateToView<SweepState>>) => {
   if (e.data.t === 'state') show(e.data.state).catch((err: Error) => { app.textContent = `Error: ${err.message}`; vscode.postMessage({ t: 'error', message: err.message }); });
 });
 const saved = vscode.getState();

@@ -2,7 +2,8 @@ import * as vscode from 'vscode';
 import { backupCandidates, type RedundancyResult } from '../../../core/analysis/redundancy/redundancy';
 import type { RelateResult } from '../../../core/analysis/relate/relate';
 import { METRICS } from '../../../core/vocabulary';
-import type { PairMatrix, RedundancyState, RelateState, RelationsState, RelationsToHost, RelationsToView } from '../../../protocol/redundancy';
+import type { PairMatrix, RedundancyState, RelateState, RelationsState } from '../../../protocol/redundancy';
+import type { StateToView, ViewToHost } from '../../../protocol/ipc';
 import type { State } from '../../state';
 import { webviewHtml } from '../html';
 
@@ -78,14 +79,14 @@ export class RelationsPanel {
     RelationsPanel.current = this;
     panel.iconPath = vscode.Uri.joinPath(state.context.extensionUri, 'media', 'circuitlens.svg');
     panel.webview.html = webviewHtml(panel.webview, state.context.extensionUri, 'redundancy', s.title);
-    const sub = panel.webview.onDidReceiveMessage((m: RelationsToHost) => {
+    const sub = panel.webview.onDidReceiveMessage((m: ViewToHost) => {
       if (m.t === 'ready') this.post({ t: 'state', state: this.s });
       else if (m.t === 'error') { state.log.error(`relations view: ${m.message}`); void vscode.window.showErrorMessage(`CircuitLens: ${m.message}`); }
     });
     panel.onDidDispose(() => { sub.dispose(); if (RelationsPanel.current === this) RelationsPanel.current = undefined; });
   }
 
-  private post(m: RelationsToView): void {
+  private post(m: StateToView<RelationsState>): void {
     void this.panel.webview.postMessage(m);
   }
 }
