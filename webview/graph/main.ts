@@ -9,15 +9,11 @@ import { Compute } from '../common/compute-client';
 import { circuitRings, diffColors, diffEdges, diffNodes, diffSummary, type DiffNode } from './diff';
 import { buildEdgeLod, shownEdges, traceSlice, type EdgeLod, type LodEdge } from './edge-lod';
 import { edgeHover, type DrawnEdges } from './edge-hover';
-import { el, hostApi, themeColor } from '../common/vscode-api';
+import { chartColors, drawPlot, grey, restylePlot } from '../common/plot';
+import { el, hostApi } from '../common/vscode-api';
 import '@vscode-elements/elements/dist/vscode-button/index.js';
 import '@vscode-elements/elements/dist/vscode-single-select/index.js';
 import '@vscode-elements/elements/dist/vscode-option/index.js';
-
-declare const Plotly: {
-  react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void>;
-  restyle(div: HTMLElement, update: Record<string, unknown>, traces: number[]): Promise<void>;
-};
 
 interface PlotlyDiv extends HTMLDivElement {
   on(event: string, cb: (e: { points?: { customdata?: string }[] }) => void): void;
@@ -135,10 +131,7 @@ function render(): void {
   const cut = (threshold / 100) * p.maxAbs;
   const visible: number[] = [];
   s.nodes.forEach((n, i) => { if (n.id === 'input' || n.id === 'logits' || p.importance[i]! >= cut || marked.has(n.id)) visible.push(i); });
-  const pos_ = themeColor('--vscode-charts-blue', '#3794ff');
-  const neg = themeColor('--vscode-charts-red', '#f14c4c');
-  const fg = themeColor('--vscode-editor-foreground', '#cccccc');
-  const markColor = themeColor('--vscode-charts-yellow', '#cca700');
+  const { blue: pos_, red: neg, fg, yellow: markColor } = chartColors();
   const dc = s.diff ? diffColors() : undefined;
   const colorOf = (k: string) => (dc ? dc[k as Change] : k === 'pos' ? pos_ : neg);
   // Edges below 5 % of the strongest are hidden even at threshold 0 (a model has many near-zero edges), and at
@@ -171,13 +164,13 @@ function render(): void {
   const ticks = p.ticks;
   const sizeOf = new Map(visible.map((i) => [s.nodes[i]!.id, p.size[i]!]));
   const rings = s.diff && dc ? circuitRings(s.diff, p.pos, (id) => sizeOf.get(id) ?? 10, dc) : [];
-  void Plotly.react(plot, [...edgeTraces, nodeTrace, ...(big ? [markTrace(drawn, p, markColor)] : []), ...rings], {
-    paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, dragmode: 'select', margin: { l: 60, r: 20, t: 10, b: 30 },
+  void drawPlot(plot, [...edgeTraces, nodeTrace, ...(big ? [markTrace(drawn, p, markColor)] : []), ...rings], {
+    dragmode: 'select', margin: { l: 60, r: 20, t: 10, b: 30 },
     xaxis: { title: { text: 'head' }, zeroline: false, showgrid: false, color: fg, dtick: Math.ceil(s.heads / 30) },
-    yaxis: { tickvals: ticks.vals, ticktext: ticks.text, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
+    yaxis: { tickvals: ticks.vals, ticktext: ticks.text, zeroline: false, color: fg, gridcolor: grey(0.2) },
     // Nodes hover only when pointed at (edges between them hover through edge-hover.ts).
     hovermode: 'closest', hoverdistance: 6, uirevision: 'graph', showlegend: rings.length > 0, legend: { orientation: 'h', x: 0, y: 1.06, font: { color: fg } },
-  }, { displaylogo: false, responsive: true, modeBarButtonsToRemove: ['toImage'] });
+  }, { modeBarButtonsToRemove: ['toImage'] });
   markedInfo.textContent = `${marked.size} marked`;
   for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
   const total = lod.edges.length;
@@ -238,8 +231,8 @@ function restyleMarks(): void {
   const m = markStyle(d, p);
   if (d.gl) {
     const t = markTrace(d, p, '');
-    void Plotly.restyle(plot, { x: [t.x], y: [t.y], customdata: [t.customdata], hovertemplate: [t.hovertemplate], 'marker.size': [t.marker.size], 'marker.symbol': [t.marker.symbol] }, [d.trace]);
-  } else if (!styleInPlace(d, m.width, m.hover)) void Plotly.restyle(plot, { 'marker.line.width': [m.width], hovertemplate: [m.hover] }, [d.trace]);
+    void restylePlot(plot, { x: [t.x], y: [t.y], customdata: [t.customdata], hovertemplate: [t.hovertemplate], 'marker.size': [t.marker.size], 'marker.symbol': [t.marker.symbol] }, [d.trace]);
+  } else if (!styleInPlace(d, m.width, m.hover)) void restylePlot(plot, { 'marker.line.width': [m.width], hovertemplate: [m.hover] }, [d.trace]);
   markedInfo.textContent = `${marked.size} marked`;
   for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
 }
