@@ -27,6 +27,8 @@ export interface GraphState {
   prompts: ResolvedPrompt[];
   meanOver: ResolvedPrompt[];
   marked: NodeId[];
+  /** The most edges drawn, as the view last had it (0: all); absent, the view keeps its own (300 at first). */
+  edgeCap?: number;
   compute: ComputeSetup;
   /** Set in a diff view: this graph is checkpoint B, compared with the baseline A described here. */
   diff?: GraphDiff;

@@ -24,9 +24,12 @@ let state: GraphState | undefined = vscode.getState();
 let compute: Compute | undefined;
 let marked = new Set<string>(state?.marked ?? []);
 let threshold = 0;
-/** The most edges drawn (the strongest): a model's full edge graph is tens of thousands. */
+/** The most edges drawn (the strongest; 0: all): a model's full edge graph is tens of thousands. Saved with the
+ *  state, so a reload draws as many as before. */
 const EDGE_CAPS = [100, 300, 1000, 3000, 10000];
-let edgeCap = 300;
+const knownCap = (n: number | undefined): n is number => n !== undefined && (n === 0 || EDGE_CAPS.includes(n));
+let edgeCap = knownCap(state?.edgeCap) ? state.edgeCap : 300;
+const capLimit = () => edgeCap || Infinity;
 
 const app = document.getElementById('app')!;
 const plot = el('div', { id: 'plot', class: 'plot' }) as PlotlyDiv;
@@ -137,7 +140,7 @@ function render(): void {
   // Edges below 5 % of the strongest are hidden even at threshold 0 (a model has many near-zero edges), and at
   // most `edgeCap` are drawn: the strongest (a prefix of the sorted list).
   const { lod } = p;
-  const shown = shownEdges(lod, Math.max(0.05, threshold / 100) * lod.max, edgeCap);
+  const shown = shownEdges(lod, Math.max(0.05, threshold / 100) * lod.max, capLimit());
   const edgeType = shown > SVG_EDGES ? 'scattergl' : 'scatter';
   const edgeTraces: unknown[] = lod.traces.map((t) => {
     const { x, y } = traceSlice(t, shown);
@@ -176,7 +179,7 @@ function render(): void {
   const total = lod.edges.length;
   thresholdLabel.textContent = `${cut.toFixed(3)} (${visible.length} of ${s.nodes.length} nodes${s.edges.length ? `, ${shown} of ${total} edges` : ''})`;
   const fmt = (n: number) => n.toLocaleString('en-US');
-  const capped = shown === edgeCap && shown < total;
+  const capped = shown === capLimit() && shown < total;
   edgeNote.textContent = shown === 0 ? `Showing none of ${fmt(total)} edges: all are below the threshold.`
     : `Showing ${fmt(shown)} of ${fmt(total)} edges (|score| ≥ ${lod.size[shown - 1]!.toPrecision(3)}${capped ? `, the ${fmt(edgeCap)} strongest` : ''}); ${fmt(total - shown)} hidden${
       capped ? ': raise "Edges: at most" or lower the threshold to see more' : shown === total ? '' : threshold > 5 ? ' by the threshold' : ' (under 5 % of the strongest |score|)'}.`;
@@ -255,7 +258,7 @@ function styleInPlace(d: Drawn, width: number[], hover: string[]): boolean {
 let saveTimer: ReturnType<typeof setTimeout> | undefined;
 function saveState(): void {
   clearTimeout(saveTimer);
-  saveTimer = setTimeout(() => { if (state) vscode.setState({ ...state, marked: [...marked] as NodeId[] }); }, 300);
+  saveTimer = setTimeout(() => { if (state) vscode.setState({ ...state, marked: [...marked] as NodeId[], edgeCap }); }, 300);
 }
 
 // The slider fires an input event per step: redraw at most once per frame.
@@ -326,9 +329,16 @@ async function ablateMarked(): Promise<void> {
 
 let wired = false;
 
+/** Shows the edge cap as chosen in its select (before the select is first shown, by the options' attribute). */
+function showCap(): void {
+  for (const o of capSelect.children) o.toggleAttribute('selected', o.getAttribute('value') === String(edgeCap));
+  if (capSelect.isConnected) (capSelect as unknown as { value: string }).value = String(edgeCap);
+}
+
 function init(s: GraphState): void {
   state = s;
   marked = new Set(s.marked);
+  if (knownCap(s.edgeCap) && s.edgeCap !== edgeCap) { edgeCap = s.edgeCap; showCap(); }
   prepared = prepare(s);
   layout(s, prepared);
   drawn = undefined;
@@ -342,7 +352,7 @@ function init(s: GraphState): void {
   plot.on('plotly_click', (e) => { const id = e.points?.[0]?.customdata; if (id) toggle([id]); });
   plot.on('plotly_selected', (e) => { const ids = (e?.points ?? []).map((p) => p.customdata!).filter(Boolean); if (ids.length) toggle(ids, true); });
   slider.addEventListener('input', () => { threshold = Number(slider.value); scheduleRender(); });
-  capSelect.addEventListener('change', () => { edgeCap = Number((capSelect as unknown as { value: string }).value) || Infinity; scheduleRender(); });
+  capSelect.addEventListener('change', () => { edgeCap = Number((capSelect as unknown as { value: string }).value); scheduleRender(); saveState(); });
   ablateBtn.addEventListener('click', () => { ablateMarked().catch((err) => { results.textContent = `Error: ${(err as Error).message}`; vscode.postMessage({ t: 'error', message: (err as Error).message }); }); });
   clearBtn.addEventListener('click', () => toggle([], true));
   saveBtn.addEventListener('click', () => vscode.postMessage({ t: 'saveCircuit', nodes: [...marked] as NodeId[], metrics: lastMetrics ?? {} }));
