@@ -12,8 +12,7 @@ import { PRUNE_VIEW } from './panels/prune/panel';
 import { restoreResults } from './panels/result-panel';
 import { SENSITIVITY_VIEW } from './panels/sensitivity/panel';
 import { ATTENTION_VIEW, LENS_VIEW, PromptPanel } from './panels/prompt/panel';
-import { RELATIONS_VIEW, RelationsPanel } from './panels/redundancy/panel';
-import type { RelationsState } from '../protocol/redundancy';
+import { RELATIONS_VIEW } from './panels/redundancy/panel';
 
 export async function activate(context: vscode.ExtensionContext): Promise<{ services: unknown }> {
   const log = vscode.window.createOutputChannel('CircuitLens', { log: true });
@@ -44,15 +43,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<{ serv
         new GraphPanel(panel, state, saved, onSaved);
       },
     }),
-    restoreResults(state, SWEEP_VIEW), restoreResults(state, PRUNE_VIEW), restoreResults(state, SENSITIVITY_VIEW),
-    vscode.window.registerWebviewPanelSerializer(RELATIONS_VIEW, {
-      // Saved through JSON: the matrices' NaN (no value) come back as null, which the view draws as gaps.
-      async deserializeWebviewPanel(panel, saved: RelationsState | undefined) {
-        if (saved?.kind !== 'redundancy' && saved?.kind !== 'relate') { panel.dispose(); return; }
-        panel.webview.options = RelationsPanel.options(state);
-        new RelationsPanel(panel, state, saved);
-      },
-    }),
+    restoreResults(state, SWEEP_VIEW), restoreResults(state, PRUNE_VIEW), restoreResults(state, SENSITIVITY_VIEW), restoreResults(state, RELATIONS_VIEW),
     ...[ATTENTION_VIEW, LENS_VIEW].map((type) => vscode.window.registerWebviewPanelSerializer(type, {
       async deserializeWebviewPanel(panel, saved: PromptState | undefined) {
         if (!saved?.ids) { panel.dispose(); return; }

@@ -54,5 +54,8 @@ export type ComputeRequest =
   /** One head's pattern and the next-token scores at each softmax temperature (attention view). */
   | RequestType<'compute/temperature', TemperatureParams, TemperatureSwept>;
 
+/** A view's note to its panel about its compute worker (started, on which backend). */
+export interface ComputeStatus { t: 'status'; backend: string; message: string }
+
 export type ToWorker = RequestMessage<ComputeRequest>;
 export type FromWorker = ResponseMessage<ComputeRequest>;

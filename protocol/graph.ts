@@ -4,7 +4,8 @@
 import type { ResolvedPrompt } from '../core/analysis/prompts';
 import type { AblationKind, MetricName } from '../core/vocabulary';
 import type { NodeId } from '../core/ids';
-import type { ComputeSetup } from './compute';
+import type { ComputeSetup, ComputeStatus } from './compute';
+import type { StateToView, ViewToHost } from './ipc';
 
 export interface GraphNode { id: NodeId | 'input' | 'logits'; score: number }
 export interface GraphEdge { source: string; target: string; score: number }
@@ -26,6 +27,8 @@ export interface GraphState {
   prompts: ResolvedPrompt[];
   meanOver: ResolvedPrompt[];
   marked: NodeId[];
+  /** The most edges drawn, as the view last had it (0: all); absent, the view keeps its own (300 at first). */
+  edgeCap?: number;
   compute: ComputeSetup;
   /** Set in a diff view: this graph is checkpoint B, compared with the baseline A described here. */
   diff?: GraphDiff;
@@ -44,12 +47,11 @@ export interface GraphDiff {
 }
 
 export type GraphToView =
-  | { t: 'state'; state: GraphState }
+  | StateToView<GraphState>
   | { t: 'saved'; path: string };
 
 export type GraphToHost =
-  | { t: 'ready' }
+  | ViewToHost
+  | ComputeStatus
   | { t: 'marked'; nodes: NodeId[] }
-  | { t: 'saveCircuit'; nodes: NodeId[]; metrics: Record<string, unknown> }
-  | { t: 'status'; backend: string; message: string }
-  | { t: 'error'; message: string };
+  | { t: 'saveCircuit'; nodes: NodeId[]; metrics: Record<string, unknown> };

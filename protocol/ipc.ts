@@ -23,5 +23,11 @@ export type ResponseMessage<Q extends AnyRequest> = Q extends AnyRequest
   ? { t: `${Q['method']}/response`; id: number; ok: true; result: Q['result'] } | { t: `${Q['method']}/response`; id: number; ok: false; error: string }
   : never;
 
+/** What every view sends its panel: that it is ready for its state (answered with StateToView), or an error to report. */
+export type ViewToHost = { t: 'ready' } | { t: 'error'; message: string };
+
+/** The host's notification to a view: the whole state it draws, a snapshot, never a delta. */
+export interface StateToView<S> { t: 'state'; state: S }
+
 /** One handler per method of `Q`: each gets its own request's parameters and must return its own result. */
 export type RequestHandlers<Q extends AnyRequest> = { [M in Q['method']]: (params: ParamsOf<Q, M>) => Promise<ResultOf<Q, M>> };

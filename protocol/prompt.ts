@@ -1,6 +1,7 @@
 // Messages of the attention and logit-lens views (both trace one prompt in the view's worker), shared by their
 // panel (extension/panels/prompt) and the views (webview/attention, webview/lens).
-import type { ComputeSetup } from './compute';
+import type { ComputeSetup, ComputeStatus } from './compute';
+import type { ViewToHost } from './ipc';
 
 export interface PromptState {
   version: 1;
@@ -19,5 +20,5 @@ export interface PromptState {
   vocab: string[];
 }
 
-export type PromptToView = { t: 'state'; state: PromptState };
-export type PromptToHost = { t: 'ready' } | { t: 'status'; backend: string; message: string } | { t: 'error'; message: string };
+/** The views send ready, errors and their worker's status; the host answers ready with StateToView<PromptState>. */
+export type PromptToHost = ViewToHost | ComputeStatus;

@@ -1,6 +1,7 @@
-// Messages of the pruning view (metric and accuracy against sparsity, one line per strategy, and a table), shared by
-// its panel (extension/panels/prune) and the view (webview/prune). The host computes the curves
-// (core/analysis/prune); the view only draws them.
+// The state of the pruning view (metric and accuracy against sparsity, one line per strategy, and a table), shared
+// by its panel (extension/panels/prune) and the view (webview/prune). The host computes the curves
+// (core/analysis/prune); the view only draws them. Its messages are every result view's (./ipc.ts ViewToHost,
+// StateToView).
 
 export interface PruneViewPoint {
   sparsity: number;
@@ -26,6 +27,3 @@ export interface PruneState {
   curves: { strategy: string; points: PruneViewPoint[] }[];
   notes: string[];
 }
-
-export type PruneToView = { t: 'state'; state: PruneState };
-export type PruneToHost = { t: 'ready' } | { t: 'error'; message: string };

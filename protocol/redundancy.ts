@@ -1,6 +1,7 @@
-// Messages of the relations view (extension/panels/redundancy ↔ webview/redundancy): a heatmap of pair
-// interactions (Redundancy (Backup Heads)) or of circuit overlaps (Relate Circuits). The view sends `ready` and
-// gets the whole state; it computes nothing (the host ran core/analysis/redundancy or relate).
+// The state of the relations view (extension/panels/redundancy ↔ webview/redundancy): a heatmap of pair
+// interactions (Redundancy (Backup Heads)) or of circuit overlaps (Relate Circuits). Its messages are every result
+// view's (./ipc.ts ViewToHost, StateToView): the view sends `ready` and gets the whole state; it computes nothing
+// (the host ran core/analysis/redundancy or relate).
 
 /** One metric's pair effects, symmetric matrices over `nodes` (the diagonal holds each node alone). */
 export interface PairMatrix {
@@ -41,5 +42,3 @@ export interface RelateState {
 }
 
 export type RelationsState = RedundancyState | RelateState;
-export type RelationsToView = { t: 'state'; state: RelationsState };
-export type RelationsToHost = { t: 'ready' } | { t: 'error'; message: string };

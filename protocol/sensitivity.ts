@@ -1,6 +1,7 @@
-// Messages of the quantization-sensitivity view (a table and bar charts of the suite's metric, accuracy, KL and a
+// The state of the quantization-sensitivity view (a table and bar charts of the suite's metric, accuracy, KL and a
 // circuit's faithfulness per weight scope), shared by its panel (extension/panels/sensitivity) and the view
 // (webview/sensitivity). The host computes the rows (core/analysis/sensitivity); the view only draws them.
+// Its messages are every result view's (./ipc.ts ViewToHost, StateToView).
 
 export interface SensitivityViewMeasure {
   metric: number;
@@ -32,6 +33,3 @@ export interface SensitivityState {
   rows: SensitivityViewRow[];
   notes: string[];
 }
-
-export type SensitivityToView = { t: 'state'; state: SensitivityState };
-export type SensitivityToHost = { t: 'ready' } | { t: 'error'; message: string };

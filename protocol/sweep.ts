@@ -1,6 +1,7 @@
-// Messages of the sweep view (a line plot of a suite's metric and accuracy against a swept variable), shared by its
-// panel (extension/panels/sweep) and the view (webview/sweep). The host computes the sweep (core/analysis/sweep);
-// the view only draws it, so it needs no compute worker.
+// The state of the sweep view (a line plot of a suite's metric and accuracy against a swept variable), shared by
+// its panel (extension/panels/sweep) and the view (webview/sweep). The host computes the sweep (core/analysis/sweep);
+// the view only draws it, so it needs no compute worker. Its messages are every result view's (./ipc.ts
+// ViewToHost, StateToView).
 
 export interface SweepViewPoint {
   value: number;
@@ -23,6 +24,3 @@ export interface SweepState {
   critical: { value: number; direction: 'falls' | 'rises'; between: [number, number]; ci: [number, number] | null; resolved: number } | null;
   bootstrap: { resamples: number; confidence: number; seed: number };
 }
-
-export type SweepToView = { t: 'state'; state: SweepState };
-export type SweepToHost = { t: 'ready' } | { t: 'error'; message: string };

@@ -3,23 +3,17 @@
 // --graph-baseline) with a fake acquireVsCodeApi that posts a GraphState, and hooks that time Plotly's redraws and
 // the hover label.
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import type { GraphState } from '../../protocol/graph';
+import { launchChromium, serveFiles } from '../../test/browser/chromium';
 import { ROOT } from './harness';
 
-export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+export { CHROMIUM } from '../../test/browser/chromium';
 
-/** The launch flags of test/browser/chromium.ts (headless, offline, WebGL/WebGPU on SwiftShader: no GPU here). */
-export async function launch(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-angle=swiftshader', '--use-webgpu-adapter=swiftshader', '--enable-unsafe-swiftshader'],
-  });
+/** The browser tests' Chromium (test/browser/chromium.ts), with WebGL on SwiftShader too (the view's scattergl). */
+export function launch(): Promise<Browser> {
+  return launchChromium(['--enable-unsafe-swiftshader']);
 }
 
 const PAGE = `<!DOCTYPE html>
@@ -119,28 +113,14 @@ window.acquireVsCodeApi = () => ({
 </body></html>`;
 
 /** Serves the page, `state` and the bundle: graph.js (and plotly.min.js, when there) from `bundle`, the rest from dist/. */
-export async function serve(state: GraphState, bundle = path.join(ROOT, 'dist', 'webview')): Promise<{ url: string; close(): Promise<void> }> {
+export function serve(state: GraphState, bundle = path.join(ROOT, 'dist', 'webview')): ReturnType<typeof serveFiles> {
   const dist = path.join(ROOT, 'dist', 'webview');
   const pick = (f: string) => (fs.existsSync(path.join(bundle, f)) ? path.join(bundle, f) : path.join(dist, f));
-  const files: Record<string, string> = {
+  return serveFiles({
     '/dist/webview/graph.js': pick('graph.js'),
     '/dist/webview/plotly.min.js': pick('plotly.min.js'),
     '/dist/webview/codicon.css': path.join(dist, 'codicon.css'),
     '/dist/webview/codicon.ttf': path.join(dist, 'codicon.ttf'),
     '/media/webview.css': path.join(ROOT, 'media', 'webview.css'),
-  };
-  const json = JSON.stringify(state);
-  const type = (p: string) => (p.endsWith('.js') ? 'text/javascript' : p.endsWith('.css') ? 'text/css' : p.endsWith('.json') ? 'application/json' : 'application/octet-stream');
-  const server = http.createServer((req, res) => {
-    const p = (req.url ?? '/').split('?')[0]!;
-    if (p === '/') { res.writeHead(200, { 'content-type': 'text/html' }); res.end(PAGE); return; }
-    if (p === '/state.json') { res.writeHead(200, { 'content-type': type(p) }); res.end(json); return; }
-    const f = files[p];
-    if (!f || !fs.existsSync(f)) { res.writeHead(404); res.end(); return; }
-    res.writeHead(200, { 'content-type': type(p) });
-    fs.createReadStream(f).pipe(res);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(() => r())) };
+  }, { '/': PAGE, '/state.json': JSON.stringify(state) });
 }

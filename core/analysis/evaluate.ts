@@ -9,7 +9,7 @@ import { allComponentNodes, parseNodeId, type NodeId } from '../ids';
 import { faithfulness, logSoftmax, meanMetrics, necessity, rowStats, scorePrompt, type RowStats, type PromptScore, type SuiteMetrics } from './metrics';
 import { METRICS, type MetricName } from '../vocabulary';
 import { meter, type ProgressSink } from './progress';
-import { SCORE_WIDTH, unpackScore, type RemoteWork } from './distributed/plan';
+import { SCORE_WIDTH, unpackScores, type RemoteWork } from './distributed/plan';
 import type { ResolvedPrompt } from './prompts';
 
 /** Everything an ablation needs that depends only on the prompts: computed once, reused for every set. */
@@ -247,9 +247,7 @@ export async function evaluateSets(ctx: EvalContext, sets: NodeId[][]): Promise<
 async function evaluateSetsRemotely(ctx: EvalContext, remote: RemoteCalls, sets: NodeId[][]): Promise<SetResult[]> {
   const calls = await planSetCalls(ctx, sets);
   const values = calls.length ? await remote.run(ctx, { kind: 'sets', sets, calls }, calls.map((c) => c.length), SCORE_WIDTH, 'ablation sets') : new Float64Array(0);
-  const scores: PromptScore[][] = sets.map(() => []);
-  let row = 0;
-  for (const call of calls) for (const r of call) scores[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);
+  const scores = unpackScores(values, calls, sets.length);
   return setResults(ctx, sets, (s, i) => scores[s]![i] ?? scoreRow(ctx, i, ctx.cleanLogits![i]!));
 }
 
@@ -269,10 +267,7 @@ export async function singleSetRemotely(ctx: EvalContext, set: NodeId[]): Promis
   }
   const what = set.length ? 'prompts, clean and ablated' : 'prompts';
   const values = calls.length ? await ctx.remote.run(ctx, { kind: 'single-set', set }, calls.map((c) => c.length), SCORE_WIDTH, what) : new Float64Array(0);
-  const scores: PromptScore[] = new Array(ctx.prompts.length);
-  let row = 0;
-  for (const call of calls) for (const p of call) scores[p] = unpackScore(values, SCORE_WIDTH * row++);
-  return scores;
+  return unpackScores(values, calls.map((c) => c.map((prompt) => ({ set: 0, prompt }))), 1)[0]!;
 }
 
 /** A worker's part of singleSetRemotely: one call of the clean run and, with a set, the same prompts ablated by it; their scores. */

@@ -1,7 +1,8 @@
 import * as path from 'node:path';
 import { prepareSuite } from '../../core/analysis/open-suite';
 import { redundancy } from '../../core/analysis/redundancy/redundancy';
-import { RelationsPanel, redundancyState } from '../panels/redundancy/panel';
+import { showResult } from '../panels/result-panel';
+import { RELATIONS_VIEW, redundancyState } from '../panels/redundancy/panel';
 import { loadSuite, pick, SUITES, withProgress, type Command, type Services } from './common';
 
 /** Redundancy (Backup Heads): the top nodes ablated alone and in every pair (core/analysis/redundancy), as a heatmap. */
@@ -16,6 +17,6 @@ export function redundancyCommand({ state }: Services): Command {
       const r = await redundancy(task, L.all, L.suite.metric, { top: 10, report });
       return redundancyState(r, `Redundancy: ${L.suite.name} · ${path.basename(L.modelPath)}`);
     });
-    if (s) RelationsPanel.show(state, s);
+    if (s) showResult(state, RELATIONS_VIEW, s);
   };
 }

@@ -4,7 +4,8 @@ import { relate, type RelateInput } from '../../core/analysis/relate/relate';
 import { parseCircuit } from '../../core/formats/circuit';
 import type { Workspace } from '../../core/workspace';
 import { readOr } from '../files';
-import { RelationsPanel, relateState } from '../panels/redundancy/panel';
+import { showResult } from '../panels/result-panel';
+import { RELATIONS_VIEW, relateState } from '../panels/redundancy/panel';
 import { CIRCUITS, showProblems, withProgress, type Command, type Services } from './common';
 
 /** Relate Circuits: the workspace's circuits (all picked; untick to leave one out), overlaps and hubs (core/analysis/relate). */
@@ -32,6 +33,6 @@ export function relateCircuits({ state }: Services): Command {
       const r = await relate(ws, inputs, { signal, report });
       return relateState(r, `Relate: ${inputs.length} circuits`);
     });
-    if (s) RelationsPanel.show(state, s);
+    if (s) showResult(state, RELATIONS_VIEW, s);
   };
 }

@@ -7,29 +7,39 @@ import { ROOT } from '../helpers';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
-/** Debian's Chromium, headless, offline, with WebGPU on SwiftShader (correctness only, not speed). */
-export async function launchChromium(): Promise<Browser> {
+/**
+ * Debian's Chromium, headless, offline, with WebGPU on SwiftShader (correctness only, not speed). Used by the
+ * browser tests and by the graph-view benchmark (bench/src/graph-page.ts), which adds its own `args`.
+ */
+export async function launchChromium(args: string[] = []): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: ['--no-sandbox', '--disable-gpu-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-angle=swiftshader', '--use-webgpu-adapter=swiftshader'],
+      '--disable-sync', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-angle=swiftshader', '--use-webgpu-adapter=swiftshader', ...args],
   });
 }
 
-/** Serves files from a map of URL path → file on 127.0.0.1; returns the base URL. */
+function contentType(p: string): string {
+  return p.endsWith('.js') ? 'text/javascript' : p.endsWith('.wasm') ? 'application/wasm' : p.endsWith('.css') ? 'text/css'
+    : p.endsWith('.json') ? 'application/json' : 'application/octet-stream';
+}
+
+/**
+ * Serves files from a map of URL path → file on 127.0.0.1, and `pages` (URL path → text: HTML, or JSON at a path
+ * ending in .json); returns the base URL. A file that is not there is a 404.
+ */
 export async function serveFiles(files: Record<string, string>, pages: Record<string, string> = {}): Promise<{ url: string; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const p = (req.url ?? '/').split('?')[0]!;
     if (pages[p] !== undefined) {
-      res.writeHead(200, { 'content-type': 'text/html' });
+      res.writeHead(200, { 'content-type': p.endsWith('.json') ? 'application/json' : 'text/html' });
       res.end(pages[p]);
       return;
     }
     const f = files[p];
-    if (!f) { res.writeHead(404); res.end(); return; }
-    const type = p.endsWith('.js') ? 'text/javascript' : p.endsWith('.wasm') ? 'application/wasm' : 'application/octet-stream';
-    res.writeHead(200, { 'content-type': type });
+    if (!f || !fs.existsSync(f)) { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { 'content-type': contentType(p) });
     fs.createReadStream(f).pipe(res);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

@@ -1,24 +1,21 @@
 // Attention patterns: per-head heatmaps with token labels on both axes, layer and head pickers, entropy per head
 // and position, and the selected head's pattern and next-token scores when its softmax temperature changes.
-import type { PromptState, PromptToHost, PromptToView } from '../../protocol/prompt';
+import type { PromptState, PromptToHost } from '../../protocol/prompt';
 import type { TemperatureSwept } from '../../protocol/compute';
 import { DEFAULT_TEMPERATURES, entropyPerPosition, maxEntropyAt, meanOverPositions } from '../../core/analysis/attention/stats';
 import { headId } from '../../core/ids';
 import { Compute } from '../common/compute-client';
-import { el, hostApi, themeColor } from '../common/vscode-api';
+import { chartColors, drawPlot } from '../common/plot';
+import { drawStates, el, hostApi } from '../common/vscode-api';
 import '@vscode-elements/elements/dist/vscode-single-select/index.js';
 import '@vscode-elements/elements/dist/vscode-option/index.js';
 
 interface PlotDiv extends HTMLElement { on?(event: 'plotly_click', f: (e: { points: { y: string }[] }) => void): void }
-declare const Plotly: { react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void> };
 
 const vscode = hostApi<PromptToHost, PromptState & { layer?: number; head?: number }>();
 const app = document.getElementById('app')!;
 let compute: Compute | undefined;
 let patterns: Record<string, { dims: number[]; data: Float32Array }> = {};
-
-const CONFIG = { displaylogo: false, responsive: true };
-const plain = (fg: string) => ({ paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg } });
 
 async function show(s: PromptState & { layer?: number; head?: number }): Promise<void> {
   const layerSel = el('vscode-single-select' as 'select', { id: 'layer', 'aria-label': 'Layer' });
@@ -79,7 +76,6 @@ async function show(s: PromptState & { layer?: number; head?: number }): Promise
       return;
     }
     if (mine !== sweep) return;
-    const fg = themeColor('--vscode-editor-foreground', '#ccc');
     const n = DEFAULT_TEMPERATURES.length;
     // Placed before they are drawn: plotly sizes a plot from its container.
     const cells = DEFAULT_TEMPERATURES.map((t) => el('div', { class: 'plot small', 'aria-label': `${id} at temperature ${t}` }));
@@ -89,11 +85,11 @@ async function show(s: PromptState & { layer?: number; head?: number }): Promise
       const p = res.patterns.data.subarray(i * T * T, (i + 1) * T * T);
       const z = Array.from({ length: T }, (_, q) => Array.from({ length: T }, (_, k) => (k <= q ? p[q * T + k]! : null)));
       const meanH = meanOverPositions(entropyPerPosition(p, 1, T), 1, T)[0]!;
-      void Plotly.react(div, [{ type: 'heatmap', z, x: labels, y: labels, colorscale: 'Viridis', zmin: 0, zmax: 1, showscale: false, hovertemplate: 'query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>' }], {
-        ...plain(fg), margin: { l: 8, r: 8, t: 40, b: 8 },
+      void drawPlot(div, [{ type: 'heatmap', z, x: labels, y: labels, colorscale: 'Viridis', zmin: 0, zmax: 1, showscale: false, hovertemplate: 'query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>' }], {
+        margin: { l: 8, r: 8, t: 40, b: 8 },
         title: { text: `τ = ${t}${t === 1 ? ' (model)' : ''}<br><span style="font-size:11px">mean entropy ${meanH.toFixed(2)}</span>`, font: { size: 12 } },
         xaxis: { showticklabels: false, ticks: '', showgrid: false, constrain: 'domain' }, yaxis: { showticklabels: false, ticks: '', showgrid: false, autorange: 'reversed', scaleanchor: 'x', constrain: 'domain' },
-      }, { ...CONFIG, displayModeBar: false });
+      }, { displayModeBar: false });
     });
     const target = tok(res.target);
     const hasFoil = s.foil !== undefined;
@@ -113,24 +109,24 @@ async function show(s: PromptState & { layer?: number; head?: number }): Promise
   const draw = () => {
     const p = patterns[hooks[layer]!]!.data;
     const z = Array.from({ length: T }, (_, q) => Array.from({ length: T }, (_, k) => (k <= q ? p[(head * T + q) * T + k]! : null)));
-    const fg = themeColor('--vscode-editor-foreground', '#ccc');
-    void Plotly.react(plot, [{ type: 'heatmap', z, x: labels, y: labels, colorscale: 'Viridis', zmin: 0, zmax: 1, hovertemplate: 'query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>', colorbar: { tickfont: { color: fg } } }], {
-      ...plain(fg), margin: { l: 110, r: 20, t: 30, b: 110 },
+    const { fg } = chartColors();
+    void drawPlot(plot, [{ type: 'heatmap', z, x: labels, y: labels, colorscale: 'Viridis', zmin: 0, zmax: 1, hovertemplate: 'query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>', colorbar: { tickfont: { color: fg } } }], {
+      margin: { l: 110, r: 20, t: 30, b: 110 },
       title: { text: headId(layer, head), font: { size: 13 } },
       xaxis: { title: { text: 'key (attended to)' }, tickangle: -60, automargin: true, constrain: 'domain', constraintoward: 'left' }, yaxis: { title: { text: 'query' }, autorange: 'reversed', automargin: true, scaleanchor: 'x', constrain: 'domain', constraintoward: 'top' },
-    }, CONFIG);
+    });
     // Entropy per head (rows) and query position (columns) of the layer; the bound ln(q + 1) in the hover.
     const e = entropies[layer]!;
     const heads = Array.from({ length: H }, (_, h) => `h${h}`);
     const ez = heads.map((_, h) => Array.from(e.subarray(h * T, (h + 1) * T)));
     const bound = heads.map(() => labels.map((_, q) => maxEntropyAt(q)));
-    const clickable = Plotly.react(entropyMap, [{ type: 'heatmap', z: ez, x: labels, y: heads, customdata: bound, colorscale: 'Viridis', zmin: 0, zmax: maxEntropyAt(T - 1),
+    const clickable = drawPlot(entropyMap, [{ type: 'heatmap', z: ez, x: labels, y: heads, customdata: bound, colorscale: 'Viridis', zmin: 0, zmax: maxEntropyAt(T - 1),
       hovertemplate: '%{y}, query %{x}<br>entropy %{z:.3f} nats (uniform: %{customdata:.3f})<extra></extra>', colorbar: { tickfont: { color: fg }, thickness: 12, title: { text: 'nats', side: 'right' } } }], {
-      ...plain(fg), margin: { l: 40, r: 10, t: 30, b: 70 },
+      margin: { l: 40, r: 10, t: 30, b: 70 },
       title: { text: `Entropy per query position, layer ${layer} (dark = focused)`, font: { size: 12 } },
       xaxis: { tickangle: -60, automargin: true, tickfont: { size: 10 } }, yaxis: { autorange: 'reversed', automargin: true },
       shapes: [{ type: 'rect', xref: 'paper', x0: 0, x1: 1, yref: 'y', y0: head - 0.5, y1: head + 0.5, line: { color: fg, width: 1.5 } }],
-    }, CONFIG);
+    });
     // Plotly adds .on() to a div once it has drawn it: a click on a row shows that head.
     void clickable.then(() => {
       if (clickBound || !entropyMap.on) return;
@@ -156,7 +152,4 @@ async function show(s: PromptState & { layer?: number; head?: number }): Promise
   draw();
 }
 
-window.addEventListener('message', (e: MessageEvent<PromptToView>) => {
-  if (e.data.t === 'state') show(e.data.state).catch((err: Error) => { app.textContent = `Error: ${err.message}`; vscode.postMessage({ t: 'error', message: err.message }); });
-});
-vscode.postMessage({ t: 'ready' });
+drawStates(vscode, show);

@@ -4,16 +4,14 @@
 import { changeOf, changeScale, type Change } from '../../core/analysis/compare/change';
 import { formatEdgeId, parseNodeId } from '../../core/ids';
 import type { GraphDiff, GraphState } from '../../protocol/graph';
+import { chartColors } from '../common/plot';
 import { el, themeColor } from '../common/vscode-api';
 
 export interface DiffColors { gained: string; lost: string; unchanged: string; ringA: string; ringB: string; fg: string }
 
 export function diffColors(): DiffColors {
-  return {
-    gained: themeColor('--vscode-charts-green', '#89d185'), lost: themeColor('--vscode-charts-orange', '#d18616'),
-    unchanged: themeColor('--vscode-descriptionForeground', '#8b8b8b'), ringA: themeColor('--vscode-charts-purple', '#b180d7'),
-    ringB: themeColor('--vscode-charts-blue', '#3794ff'), fg: themeColor('--vscode-editor-foreground', '#cccccc'),
-  };
+  const c = chartColors();
+  return { gained: c.green, lost: c.orange, unchanged: themeColor('--vscode-descriptionForeground', '#8b8b8b'), ringA: c.purple, ringB: c.blue, fg: c.fg };
 }
 
 export interface DiffNode { id: string; a: number; b: number; change: Change; size: number }

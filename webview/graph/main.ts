@@ -9,15 +9,11 @@ import { Compute } from '../common/compute-client';
 import { circuitRings, diffColors, diffEdges, diffNodes, diffSummary, type DiffNode } from './diff';
 import { buildEdgeLod, shownEdges, traceSlice, type EdgeLod, type LodEdge } from './edge-lod';
 import { edgeHover, type DrawnEdges } from './edge-hover';
-import { el, hostApi, themeColor } from '../common/vscode-api';
+import { chartColors, drawPlot, grey, restylePlot } from '../common/plot';
+import { el, hostApi } from '../common/vscode-api';
 import '@vscode-elements/elements/dist/vscode-button/index.js';
 import '@vscode-elements/elements/dist/vscode-single-select/index.js';
 import '@vscode-elements/elements/dist/vscode-option/index.js';
-
-declare const Plotly: {
-  react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void>;
-  restyle(div: HTMLElement, update: Record<string, unknown>, traces: number[]): Promise<void>;
-};
 
 interface PlotlyDiv extends HTMLDivElement {
   on(event: string, cb: (e: { points?: { customdata?: string }[] }) => void): void;
@@ -28,9 +24,12 @@ let state: GraphState | undefined = vscode.getState();
 let compute: Compute | undefined;
 let marked = new Set<string>(state?.marked ?? []);
 let threshold = 0;
-/** The most edges drawn (the strongest): a model's full edge graph is tens of thousands. */
+/** The most edges drawn (the strongest; 0: all): a model's full edge graph is tens of thousands. Saved with the
+ *  state, so a reload draws as many as before. */
 const EDGE_CAPS = [100, 300, 1000, 3000, 10000];
-let edgeCap = 300;
+const knownCap = (n: number | undefined): n is number => n !== undefined && (n === 0 || EDGE_CAPS.includes(n));
+let edgeCap = knownCap(state?.edgeCap) ? state.edgeCap : 300;
+const capLimit = () => edgeCap || Infinity;
 
 const app = document.getElementById('app')!;
 const plot = el('div', { id: 'plot', class: 'plot' }) as PlotlyDiv;
@@ -135,16 +134,13 @@ function render(): void {
   const cut = (threshold / 100) * p.maxAbs;
   const visible: number[] = [];
   s.nodes.forEach((n, i) => { if (n.id === 'input' || n.id === 'logits' || p.importance[i]! >= cut || marked.has(n.id)) visible.push(i); });
-  const pos_ = themeColor('--vscode-charts-blue', '#3794ff');
-  const neg = themeColor('--vscode-charts-red', '#f14c4c');
-  const fg = themeColor('--vscode-editor-foreground', '#cccccc');
-  const markColor = themeColor('--vscode-charts-yellow', '#cca700');
+  const { blue: pos_, red: neg, fg, yellow: markColor } = chartColors();
   const dc = s.diff ? diffColors() : undefined;
   const colorOf = (k: string) => (dc ? dc[k as Change] : k === 'pos' ? pos_ : neg);
   // Edges below 5 % of the strongest are hidden even at threshold 0 (a model has many near-zero edges), and at
   // most `edgeCap` are drawn: the strongest (a prefix of the sorted list).
   const { lod } = p;
-  const shown = shownEdges(lod, Math.max(0.05, threshold / 100) * lod.max, edgeCap);
+  const shown = shownEdges(lod, Math.max(0.05, threshold / 100) * lod.max, capLimit());
   const edgeType = shown > SVG_EDGES ? 'scattergl' : 'scatter';
   const edgeTraces: unknown[] = lod.traces.map((t) => {
     const { x, y } = traceSlice(t, shown);
@@ -171,19 +167,19 @@ function render(): void {
   const ticks = p.ticks;
   const sizeOf = new Map(visible.map((i) => [s.nodes[i]!.id, p.size[i]!]));
   const rings = s.diff && dc ? circuitRings(s.diff, p.pos, (id) => sizeOf.get(id) ?? 10, dc) : [];
-  void Plotly.react(plot, [...edgeTraces, nodeTrace, ...(big ? [markTrace(drawn, p, markColor)] : []), ...rings], {
-    paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, dragmode: 'select', margin: { l: 60, r: 20, t: 10, b: 30 },
+  void drawPlot(plot, [...edgeTraces, nodeTrace, ...(big ? [markTrace(drawn, p, markColor)] : []), ...rings], {
+    dragmode: 'select', margin: { l: 60, r: 20, t: 10, b: 30 },
     xaxis: { title: { text: 'head' }, zeroline: false, showgrid: false, color: fg, dtick: Math.ceil(s.heads / 30) },
-    yaxis: { tickvals: ticks.vals, ticktext: ticks.text, zeroline: false, color: fg, gridcolor: 'rgba(128,128,128,0.2)' },
+    yaxis: { tickvals: ticks.vals, ticktext: ticks.text, zeroline: false, color: fg, gridcolor: grey(0.2) },
     // Nodes hover only when pointed at (edges between them hover through edge-hover.ts).
     hovermode: 'closest', hoverdistance: 6, uirevision: 'graph', showlegend: rings.length > 0, legend: { orientation: 'h', x: 0, y: 1.06, font: { color: fg } },
-  }, { displaylogo: false, responsive: true, modeBarButtonsToRemove: ['toImage'] });
+  }, { modeBarButtonsToRemove: ['toImage'] });
   markedInfo.textContent = `${marked.size} marked`;
   for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
   const total = lod.edges.length;
   thresholdLabel.textContent = `${cut.toFixed(3)} (${visible.length} of ${s.nodes.length} nodes${s.edges.length ? `, ${shown} of ${total} edges` : ''})`;
   const fmt = (n: number) => n.toLocaleString('en-US');
-  const capped = shown === edgeCap && shown < total;
+  const capped = shown === capLimit() && shown < total;
   edgeNote.textContent = shown === 0 ? `Showing none of ${fmt(total)} edges: all are below the threshold.`
     : `Showing ${fmt(shown)} of ${fmt(total)} edges (|score| ≥ ${lod.size[shown - 1]!.toPrecision(3)}${capped ? `, the ${fmt(edgeCap)} strongest` : ''}); ${fmt(total - shown)} hidden${
       capped ? ': raise "Edges: at most" or lower the threshold to see more' : shown === total ? '' : threshold > 5 ? ' by the threshold' : ' (under 5 % of the strongest |score|)'}.`;
@@ -238,8 +234,8 @@ function restyleMarks(): void {
   const m = markStyle(d, p);
   if (d.gl) {
     const t = markTrace(d, p, '');
-    void Plotly.restyle(plot, { x: [t.x], y: [t.y], customdata: [t.customdata], hovertemplate: [t.hovertemplate], 'marker.size': [t.marker.size], 'marker.symbol': [t.marker.symbol] }, [d.trace]);
-  } else if (!styleInPlace(d, m.width, m.hover)) void Plotly.restyle(plot, { 'marker.line.width': [m.width], hovertemplate: [m.hover] }, [d.trace]);
+    void restylePlot(plot, { x: [t.x], y: [t.y], customdata: [t.customdata], hovertemplate: [t.hovertemplate], 'marker.size': [t.marker.size], 'marker.symbol': [t.marker.symbol] }, [d.trace]);
+  } else if (!styleInPlace(d, m.width, m.hover)) void restylePlot(plot, { 'marker.line.width': [m.width], hovertemplate: [m.hover] }, [d.trace]);
   markedInfo.textContent = `${marked.size} marked`;
   for (const box of nodeList.querySelectorAll<HTMLInputElement>('input[data-node]')) box.checked = marked.has(box.dataset['node']!);
 }
@@ -262,7 +258,7 @@ function styleInPlace(d: Drawn, width: number[], hover: string[]): boolean {
 let saveTimer: ReturnType<typeof setTimeout> | undefined;
 function saveState(): void {
   clearTimeout(saveTimer);
-  saveTimer = setTimeout(() => { if (state) vscode.setState({ ...state, marked: [...marked] as NodeId[] }); }, 300);
+  saveTimer = setTimeout(() => { if (state) vscode.setState({ ...state, marked: [...marked] as NodeId[], edgeCap }); }, 300);
 }
 
 // The slider fires an input event per step: redraw at most once per frame.
@@ -333,9 +329,16 @@ async function ablateMarked(): Promise<void> {
 
 let wired = false;
 
+/** Shows the edge cap as chosen in its select (before the select is first shown, by the options' attribute). */
+function showCap(): void {
+  for (const o of capSelect.children) o.toggleAttribute('selected', o.getAttribute('value') === String(edgeCap));
+  if (capSelect.isConnected) (capSelect as unknown as { value: string }).value = String(edgeCap);
+}
+
 function init(s: GraphState): void {
   state = s;
   marked = new Set(s.marked);
+  if (knownCap(s.edgeCap) && s.edgeCap !== edgeCap) { edgeCap = s.edgeCap; showCap(); }
   prepared = prepare(s);
   layout(s, prepared);
   drawn = undefined;
@@ -349,7 +352,7 @@ function init(s: GraphState): void {
   plot.on('plotly_click', (e) => { const id = e.points?.[0]?.customdata; if (id) toggle([id]); });
   plot.on('plotly_selected', (e) => { const ids = (e?.points ?? []).map((p) => p.customdata!).filter(Boolean); if (ids.length) toggle(ids, true); });
   slider.addEventListener('input', () => { threshold = Number(slider.value); scheduleRender(); });
-  capSelect.addEventListener('change', () => { edgeCap = Number((capSelect as unknown as { value: string }).value) || Infinity; scheduleRender(); });
+  capSelect.addEventListener('change', () => { edgeCap = Number((capSelect as unknown as { value: string }).value); scheduleRender(); saveState(); });
   ablateBtn.addEventListener('click', () => { ablateMarked().catch((err) => { results.textContent = `Error: ${(err as Error).message}`; vscode.postMessage({ t: 'error', message: (err as Error).message }); }); });
   clearBtn.addEventListener('click', () => toggle([], true));
   saveBtn.addEventListener('click', () => vscode.postMessage({ t: 'saveCircuit', nodes: [...marked] as NodeId[], metrics: lastMetrics ?? {} }));

@@ -1,10 +1,9 @@
 // Logit lens: each layer's residual stream read out through the final norm and unembedding — the answer's and
 // foil's logits per layer and position, and the top tokens.
-import type { PromptState, PromptToHost, PromptToView } from '../../protocol/prompt';
+import type { PromptState, PromptToHost } from '../../protocol/prompt';
 import { Compute } from '../common/compute-client';
-import { el, hostApi, themeColor } from '../common/vscode-api';
-
-declare const Plotly: { react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void> };
+import { chartColors, drawPlot } from '../common/plot';
+import { drawStates, el, hostApi } from '../common/vscode-api';
 
 const vscode = hostApi<PromptToHost, PromptState>();
 const app = document.getElementById('app')!;
@@ -41,23 +40,20 @@ async function show(s: PromptState): Promise<void> {
     return x[answer]! - m - Math.log(zs);
   }));
   const hover = Array.from({ length: s.layers }, (_, l) => Array.from({ length: T }, (_, t) => topK(row(l, t), 5).map((i) => `${tok(i)} ${row(l, t)[i]!.toFixed(2)}`).join('<br>')));
-  const fg = themeColor('--vscode-editor-foreground', '#ccc');
+  const { fg } = chartColors();
   const what = foil !== undefined ? `logit(${tok(answer)}) − logit(${tok(foil)})` : `log p(${tok(answer)})`;
   // A logit difference is signed (diverging scale around 0); a log-probability is ≤ 0, so a sequential scale
   // topped at 0 keeps the most likely cells brightest instead of mid-scale grey.
   const scale = foil !== undefined ? { colorscale: 'RdBu', zmid: 0 } : { colorscale: 'Viridis', zmin: Math.min(...z.flat()), zmax: 0 };
-  await Plotly.react(plot, [{ type: 'heatmap', z, x: labels, y: Array.from({ length: s.layers }, (_, l) => `after layer ${l}`), customdata: hover, ...scale,
+  await drawPlot(plot, [{ type: 'heatmap', z, x: labels, y: Array.from({ length: s.layers }, (_, l) => `after layer ${l}`), customdata: hover, ...scale,
     hovertemplate: `%{y}, position %{x}<br>${what} = %{z:.3f}<br><b>top tokens</b><br>%{customdata}<extra></extra>`, colorbar: { tickfont: { color: fg } } }], {
-    paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, margin: { l: 110, r: 20, t: 30, b: 110 },
+    margin: { l: 110, r: 20, t: 30, b: 110 },
     title: { text: what, font: { size: 13 } }, xaxis: { tickangle: -60, automargin: true }, yaxis: { automargin: true },
-  }, { displaylogo: false, responsive: true });
+  });
   const rows = Array.from({ length: s.layers }, (_, l) => el('tr', {}, el('th', {}, `after layer ${l}`), ...topK(row(l, T - 1), 5).map((i) => el('td', { class: i === answer ? 'answer' : i === foil ? 'foil' : '' }, `${tok(i)} (${row(l, T - 1)[i]!.toFixed(2)})`))));
   table.replaceChildren(el('p', { class: 'muted' }, `Top tokens at the last position (answer ${tok(answer)}${foil !== undefined ? `, foil ${tok(foil)}` : ''}).`),
     el('table', { class: 'lens' }, el('tbody', {}, ...rows)));
   vscode.setState(s);
 }
 
-window.addEventListener('message', (e: MessageEvent<PromptToView>) => {
-  if (e.data.t === 'state') show(e.data.state).catch((err: Error) => { app.textContent = `Error: ${err.message}`; vscode.postMessage({ t: 'error', message: err.message }); });
-});
-vscode.postMessage({ t: 'ready' });
+drawStates(vscode, show);

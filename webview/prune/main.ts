@@ -1,20 +1,16 @@
 // Pruning curves: a suite's metric (solid) and accuracy (dotted) against the sparsity reached, one colour per
 // strategy, the unpruned model at 0; a table of every point (capped outside-circuit points marked).
-import type { PruneState, PruneToHost, PruneToView, PruneViewPoint } from '../../protocol/prune';
-import { el, hostApi, themeColor } from '../common/vscode-api';
+import type { PruneState, PruneViewPoint } from '../../protocol/prune';
+import type { ViewToHost } from '../../protocol/ipc';
+import { chartColors, drawPlot, grey } from '../common/plot';
+import { drawStates, el, hostApi } from '../common/vscode-api';
 
-declare const Plotly: { react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void> };
-
-const vscode = hostApi<PruneToHost, PruneState>();
+const vscode = hostApi<ViewToHost, PruneState>();
 const app = document.getElementById('app')!;
 
 const f3 = (x: number | undefined) => (x === undefined ? '—' : Number.isFinite(x) ? x.toFixed(3) : String(x));
 /** KL near zero keeps its size (1.2e-4), not 0.000. */
 const small = (x: number | undefined) => (x !== undefined && Number.isFinite(x) && x !== 0 && Math.abs(x) < 0.01 ? x.toExponential(1) : f3(x));
-
-function grid(alpha: number): string {
-  return `rgba(128, 128, 128, ${alpha})`;
-}
 
 /** The points drawn: the unpruned model at 0, then each point at the sparsity it reached (a capped run once). */
 function drawn(s: PruneState, points: PruneViewPoint[]): { x: number[]; metric: number[]; accuracy: number[]; text: string[] } {
@@ -50,12 +46,8 @@ async function show(s: PruneState): Promise<void> {
     el('table', { id: 'points' }, el('thead', {}, el('tr', {}, ...['strategy', 'sparsity', 'reached', s.metric, 'accuracy', 'KL to unpruned', ...(faith ? ['faithfulness'] : [])].map((h) => el('th', {}, h)))),
       el('tbody', {}, ...rows)),
   );
-  const fg = themeColor('--vscode-editor-foreground', '#ccc');
-  const colors: Record<string, string> = {
-    magnitude: themeColor('--vscode-charts-blue', '#3794ff'),
-    'outside-circuit': themeColor('--vscode-charts-green', '#89d185'),
-    'layer-waves': themeColor('--vscode-charts-purple', '#b180d7'),
-  };
+  const { fg, blue, green, purple } = chartColors();
+  const colors: Record<string, string> = { magnitude: blue, 'outside-circuit': green, 'layer-waves': purple };
   const traces: unknown[] = [];
   for (const c of s.curves) {
     const d = drawn(s, c.points);
@@ -73,19 +65,14 @@ async function show(s: PruneState): Promise<void> {
   const annotations: unknown[] = s.circuit
     ? [{ x: s.circuit.maxSparsity, xref: 'x', y: 1.02, yref: 'paper', text: 'all but the circuit pruned', showarrow: false, font: { color: colors['outside-circuit'] }, yanchor: 'bottom' }]
     : [];
-  await Plotly.react(plot, traces, {
-    paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, margin: { l: 60, r: 60, t: 40, b: 50 },
-    xaxis: { title: { text: 'sparsity (fraction of attention and MLP weights set to zero)' }, range: [-0.02, 1], zeroline: false, gridcolor: grid(0.2) },
-    yaxis: { title: { text: s.metric }, zeroline: true, zerolinecolor: grid(0.4), gridcolor: grid(0.2) },
+  await drawPlot(plot, traces, {
+    margin: { l: 60, r: 60, t: 40, b: 50 },
+    xaxis: { title: { text: 'sparsity (fraction of attention and MLP weights set to zero)' }, range: [-0.02, 1], zeroline: false, gridcolor: grey(0.2) },
+    yaxis: { title: { text: s.metric }, zeroline: true, zerolinecolor: grey(0.4), gridcolor: grey(0.2) },
     yaxis2: { title: { text: 'accuracy' }, overlaying: 'y', side: 'right', range: [-0.02, 1.02], tickmode: 'linear', tick0: 0, dtick: 0.25, showgrid: false },
     legend: { orientation: 'h', x: 0, y: -0.2 }, shapes, annotations, hovermode: 'closest',
-  }, { displaylogo: false, responsive: true });
+  });
   vscode.setState(s);
 }
 
-window.addEventListener('message', (e: MessageEvent<PruneToView>) => {
-  if (e.data.t === 'state') show(e.data.state).catch((err: Error) => { app.textContent = `Error: ${err.message}`; vscode.postMessage({ t: 'error', message: err.message }); });
-});
-const saved = vscode.getState();
-if (saved?.curves) void show(saved);
-else vscode.postMessage({ t: 'ready' });
+drawStates(vscode, show, (saved): saved is PruneState => !!saved?.curves);

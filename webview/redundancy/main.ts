@@ -1,19 +1,18 @@
 // The relations view: a heatmap of pair interactions (Redundancy (Backup Heads)), switchable between metrics, with
 // the candidate backups; or a heatmap of circuit overlaps (Relate Circuits) with each pair's union and intersection
 // faithfulness and the hub nodes. The host computed everything; the view draws the state it is sent.
-import type { PairMatrix, RedundancyState, RelateState, RelationsState, RelationsToHost, RelationsToView } from '../../protocol/redundancy';
-import { el, hostApi, themeColor } from '../common/vscode-api';
+import type { PairMatrix, RedundancyState, RelateState, RelationsState } from '../../protocol/redundancy';
+import type { ViewToHost } from '../../protocol/ipc';
+import { chartColors, drawPlot } from '../common/plot';
+import { drawStates, el, hostApi } from '../common/vscode-api';
 
-declare const Plotly: { react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void> };
-
-const vscode = hostApi<RelationsToHost, RelationsState>();
+const vscode = hostApi<ViewToHost, RelationsState>();
 const app = document.getElementById('app')!;
 const f3 = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(3));
 
 function layout(title: string, n: number) {
-  const fg = themeColor('--vscode-editor-foreground', '#ccc');
   return {
-    paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, margin: { l: 90, r: 20, t: 40, b: 90 },
+    margin: { l: 90, r: 20, t: 40, b: 90 },
     title: { text: title, font: { size: 13 } }, xaxis: { tickangle: -45, automargin: true, side: 'bottom' },
     yaxis: { automargin: true, autorange: 'reversed', scaleanchor: 'x' }, height: Math.max(360, Math.min(720, 90 + 48 * n)),
   };
@@ -30,10 +29,10 @@ async function drawPairs(s: RedundancyState, metric: string, plot: HTMLElement, 
     ? `${a} alone: effect ${f3(m.single[i])}`
     : `${a} + ${b}<br>together ${f3(m.pair[i]![j])}<br>${a} alone ${f3(m.single[i])}, ${b} alone ${f3(m.single[j])}<br>interaction ${f3(m.interaction[i]![j])}`)));
   const zmax = Math.max(1e-9, ...m.interaction.flat().filter((x): x is number => x !== null && Number.isFinite(x)).map(Math.abs));
-  await Plotly.react(plot, [{
+  await drawPlot(plot, [{
     type: 'heatmap', x: s.nodes, y: s.nodes, z: m.interaction, text, hovertemplate: '%{text}<extra></extra>', colorscale: 'RdBu',
-    zmin: -zmax, zmax, zmid: 0, hoverongaps: false, colorbar: { title: { text: 'interaction', side: 'right' }, tickfont: { color: themeColor('--vscode-editor-foreground', '#ccc') } },
-  }], layout(`interaction in ${METRIC_TEXT[metric] ?? metric}: effect(A∪B) − effect(A) − effect(B)`, n), { displaylogo: false, responsive: true });
+    zmin: -zmax, zmax, zmid: 0, hoverongaps: false, colorbar: { title: { text: 'interaction', side: 'right' }, tickfont: { color: chartColors().fg } },
+  }], layout(`interaction in ${METRIC_TEXT[metric] ?? metric}: effect(A∪B) − effect(A) − effect(B)`, n));
   const rows = m.backups.map(([a, b, x]) => el('tr', {}, el('td', {}, `${a} + ${b}`), el('td', { class: 'num' }, f3(x))));
   notes.replaceChildren(
     el('p', { class: 'muted' }, `Red: the pair does more together than the sum of each alone — each covers for the other (a backup). Blue: less than the sum (overlap, or a saturating metric). All ${n} ablated together: ${f3(m.full)}.`),
@@ -70,8 +69,8 @@ async function showRelate(s: RelateState): Promise<void> {
     const p = s.pairs.find((q) => (q.a === i && q.b === j) || (q.a === j && q.b === i));
     return i === j ? `${labels[i]}: ${s.circuits[i]!.nodes.length} nodes` : `${labels[i]} / ${labels[j]}<br>Jaccard ${f3(x)}<br>shared ${p?.shared.join(', ') || 'none'}`;
   }));
-  await Plotly.react(plot, [{ type: 'heatmap', x: labels, y: labels, z: s.jaccard, text, hovertemplate: '%{text}<extra></extra>', colorscale: 'Viridis', zmin: 0, zmax: 1,
-    texttemplate: '%{z:.2f}', colorbar: { title: { text: 'Jaccard', side: 'right' } } }], layout('Jaccard overlap of circuit nodes', s.circuits.length), { displaylogo: false, responsive: true });
+  await drawPlot(plot, [{ type: 'heatmap', x: labels, y: labels, z: s.jaccard, text, hovertemplate: '%{text}<extra></extra>', colorscale: 'Viridis', zmin: 0, zmax: 1,
+    texttemplate: '%{z:.2f}', colorbar: { title: { text: 'Jaccard', side: 'right' } } }], layout('Jaccard overlap of circuit nodes', s.circuits.length));
   const fm = (f: Record<string, number> | null) => (f ? `ld ${f3(f['logit_diff'])} · acc ${f3(f['accuracy'])}` : 'n/a');
   const pairRows = s.pairs.map((p) => el('tr', {}, el('td', {}, `[${p.a + 1}] + [${p.b + 1}]`), el('td', { class: 'num' }, f3(s.jaccard[p.a]![p.b]!)),
     el('td', {}, fm(p.union.onA)), el('td', {}, fm(p.union.onB)), el('td', {}, fm(p.intersection.onA)), el('td', {}, fm(p.intersection.onB))));
@@ -89,10 +88,7 @@ async function showRelate(s: RelateState): Promise<void> {
   );
 }
 
-window.addEventListener('message', (e: MessageEvent<RelationsToView>) => {
-  if (e.data.t !== 'state') return;
-  const s = e.data.state;
+drawStates(vscode, (s) => {
   vscode.setState(s);
-  (s.kind === 'redundancy' ? showRedundancy(s) : showRelate(s)).catch((err: Error) => { app.textContent = `Error: ${err.message}`; vscode.postMessage({ t: 'error', message: err.message }); });
+  return s.kind === 'redundancy' ? showRedundancy(s) : showRelate(s);
 });
-vscode.postMessage({ t: 'ready' });

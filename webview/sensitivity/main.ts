@@ -1,11 +1,11 @@
 // Quantization sensitivity: per weight scope, the suite's metric, accuracy, KL to the original model and (with a
 // circuit) its faithfulness, as a table and as bar charts side by side, the unquantized model as a dashed line.
-import type { SensitivityState, SensitivityToHost, SensitivityToView } from '../../protocol/sensitivity';
-import { el, hostApi, themeColor } from '../common/vscode-api';
+import type { SensitivityState } from '../../protocol/sensitivity';
+import type { ViewToHost } from '../../protocol/ipc';
+import { chartColors, drawPlot, grey } from '../common/plot';
+import { drawStates, el, hostApi } from '../common/vscode-api';
 
-declare const Plotly: { react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void> };
-
-const vscode = hostApi<SensitivityToHost, SensitivityState>();
+const vscode = hostApi<ViewToHost, SensitivityState>();
 const app = document.getElementById('app')!;
 
 const f3 = (x: number | undefined) => (x === undefined ? '—' : Number.isFinite(x) ? x.toFixed(3) : String(x));
@@ -30,8 +30,8 @@ async function show(s: SensitivityState): Promise<void> {
       + (faith ? ` Faithfulness of ${s.circuitName} under the quantized model (${s.metric}).` : '')),
     ...s.notes.map((n) => el('p', { class: 'muted' }, `Note: ${n}.`)),
   );
-  const fg = themeColor('--vscode-editor-foreground', '#ccc');
-  const colors = [themeColor('--vscode-charts-blue', '#3794ff'), themeColor('--vscode-charts-orange', '#d18616'), themeColor('--vscode-charts-red', '#f14c4c'), themeColor('--vscode-charts-green', '#89d185')];
+  const { fg, blue, orange, red, green } = chartColors();
+  const colors = [blue, orange, red, green];
   const x = s.rows.map((r) => r.scope);
   const panels: { name: string; y: number[]; base: number; log?: boolean; range?: [number, number] }[] = [
     { name: s.metric, y: s.rows.map((r) => r.metric), base: s.baseline.metric },
@@ -43,9 +43,7 @@ async function show(s: SensitivityState): Promise<void> {
   const n = panels.length;
   const gap = 0.06;
   const w = (1 - gap * (n - 1)) / n;
-  const layout: Record<string, unknown> = {
-    paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, margin: { l: 50, r: 20, t: 40, b: 90 }, showlegend: false, bargap: 0.3,
-  };
+  const layout: Record<string, unknown> = { margin: { l: 50, r: 20, t: 40, b: 90 }, showlegend: false, bargap: 0.3 };
   const shapes: unknown[] = [];
   const annotations: unknown[] = [];
   const traces = panels.map((p, i) => {
@@ -56,19 +54,14 @@ async function show(s: SensitivityState): Promise<void> {
     const lo = p.log ? undefined : Math.min(...finite, Number.isFinite(p.base) ? p.base : Infinity);
     const hi = p.log ? undefined : Math.max(...finite, Number.isFinite(p.base) ? p.base : -Infinity);
     const pad = lo !== undefined && hi !== undefined ? Math.max((hi - lo) * 0.6, Math.abs(hi) * 0.01, 1e-3) : 0;
-    layout[`yaxis${k}`] = { anchor: `x${k}`, ...(p.log ? { type: 'log', exponentformat: 'e' } : { range: p.range ?? [lo! - pad, hi! + pad * 0.4] }), gridcolor: 'rgba(128,128,128,0.2)' };
+    layout[`yaxis${k}`] = { anchor: `x${k}`, ...(p.log ? { type: 'log', exponentformat: 'e' } : { range: p.range ?? [lo! - pad, hi! + pad * 0.4] }), gridcolor: grey(0.2) };
     annotations.push({ text: p.name, xref: 'paper', yref: 'paper', x: (domain[0]! + domain[1]!) / 2, y: 1.02, xanchor: 'center', yanchor: 'bottom', showarrow: false, font: { color: colors[i % colors.length] } });
     if (Number.isFinite(p.base)) shapes.push({ type: 'line', xref: `x${k} domain`, x0: 0, x1: 1, yref: `y${k}`, y0: p.base, y1: p.base, line: { color: fg, dash: 'dash', width: 1 } });
     return { type: 'bar', x, y: p.y, xaxis: `x${k}`, yaxis: `y${k}`, name: p.name, marker: { color: colors[i % colors.length] },
       hovertemplate: `%{x}<br>${p.name} %{y:.4g}${Number.isFinite(p.base) ? `<br>unquantized ${p.base.toFixed(3)}` : ''}<extra></extra>` };
   });
-  await Plotly.react(plot, traces, { ...layout, shapes, annotations }, { displaylogo: false, responsive: true });
+  await drawPlot(plot, traces, { ...layout, shapes, annotations });
   vscode.setState(s);
 }
 
-window.addEventListener('message', (e: MessageEvent<SensitivityToView>) => {
-  if (e.data.t === 'state') show(e.data.state).catch((err: Error) => { app.textContent = `Error: ${err.message}`; vscode.postMessage({ t: 'error', message: err.message }); });
-});
-const saved = vscode.getState();
-if (saved?.rows) void show(saved);
-else vscode.postMessage({ t: 'ready' });
+drawStates(vscode, show, (saved): saved is SensitivityState => !!saved?.rows);

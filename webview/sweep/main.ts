@@ -1,11 +1,11 @@
 // Sweep: a suite's metric and accuracy against a swept variable (padding, distractors, ...), each with its
 // bootstrap interval as a band, the accuracy level as a dashed line and n* (where accuracy crosses it) marked.
-import type { SweepState, SweepToHost, SweepToView } from '../../protocol/sweep';
-import { el, hostApi, themeColor } from '../common/vscode-api';
+import type { SweepState } from '../../protocol/sweep';
+import type { ViewToHost } from '../../protocol/ipc';
+import { chartColors, drawPlot, grey } from '../common/plot';
+import { drawStates, el, hostApi } from '../common/vscode-api';
 
-declare const Plotly: { react(div: HTMLElement, data: unknown[], layout: unknown, config: unknown): Promise<void> };
-
-const vscode = hostApi<SweepToHost, SweepState>();
+const vscode = hostApi<ViewToHost, SweepState>();
 const app = document.getElementById('app')!;
 
 const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : String(x));
@@ -42,10 +42,7 @@ async function show(s: SweepState): Promise<void> {
       + `${s.variable}* interpolates linearly between the two values around the crossing.`),
     el('table', { id: 'points' }, el('thead', {}, el('tr', {}, ...[s.variable, 'prompts', s.metric, `${pct}% interval`, 'accuracy', `${pct}% interval`].map((h) => el('th', {}, h)))), el('tbody', {}, ...rows)),
   );
-  const fg = themeColor('--vscode-editor-foreground', '#ccc');
-  const metricColor = themeColor('--vscode-charts-blue', '#3794ff');
-  const accColor = themeColor('--vscode-charts-orange', '#d18616');
-  const markColor = themeColor('--vscode-charts-red', '#f14c4c');
+  const { blue: metricColor, orange: accColor, red: markColor } = chartColors();
   const x = s.points.map((p) => p.value);
   const traces: unknown[] = [];
   if (s.points.every((p) => p.ci)) {
@@ -65,19 +62,14 @@ async function show(s: SweepState): Promise<void> {
     if (c.ci) shapes.push({ type: 'rect', xref: 'x', x0: c.ci[0], x1: c.ci[1], yref: 'paper', y0: 0, y1: 1, fillcolor: faint(markColor, 0.12), line: { width: 0 } });
     annotations.push({ x: c.value, xref: 'x', y: 1.02, yref: 'paper', text: `${s.variable}* = ${f3(c.value)}`, showarrow: false, font: { color: markColor }, yanchor: 'bottom' });
   }
-  await Plotly.react(plot, traces, {
-    paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: { color: fg }, margin: { l: 60, r: 60, t: 40, b: 50 },
-    xaxis: { title: { text: s.variable }, zeroline: false, gridcolor: faint('#808080', 0.2) },
-    yaxis: { title: { text: s.metric, font: { color: metricColor } }, zeroline: true, zerolinecolor: faint('#808080', 0.4), gridcolor: faint('#808080', 0.2) },
+  await drawPlot(plot, traces, {
+    margin: { l: 60, r: 60, t: 40, b: 50 },
+    xaxis: { title: { text: s.variable }, zeroline: false, gridcolor: grey(0.2) },
+    yaxis: { title: { text: s.metric, font: { color: metricColor } }, zeroline: true, zerolinecolor: grey(0.4), gridcolor: grey(0.2) },
     yaxis2: { title: { text: 'accuracy', font: { color: accColor } }, overlaying: 'y', side: 'right', range: [-0.02, 1.02], tickmode: 'linear', tick0: 0, dtick: 0.25, showgrid: false },
     legend: { orientation: 'h', x: 0, y: -0.18 }, shapes, annotations, hovermode: 'x unified',
-  }, { displaylogo: false, responsive: true });
+  });
   vscode.setState(s);
 }
 
-window.addEventListener('message', (e: MessageEvent<SweepToView>) => {
-  if (e.data.t === 'state') show(e.data.state).catch((err: Error) => { app.textContent = `Error: ${err.message}`; vscode.postMessage({ t: 'error', message: err.message }); });
-});
-const saved = vscode.getState();
-if (saved?.points) void show(saved);
-else vscode.postMessage({ t: 'ready' });
+drawStates(vscode, show, (saved): saved is SweepState => !!saved?.points);

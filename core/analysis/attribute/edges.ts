@@ -5,9 +5,9 @@ import { groupByLength } from '../../engine/feeds';
 import { Cancelled, isUserError, UserError } from '../../errors';
 import type { MetricName } from '../../vocabulary';
 import { ablatedFor, checkEdgeWork, edgeRowsPerCall, edgeSetMetrics, evaluateEdgeSets, planEdgeCalls, type EdgeContext } from '../edge-context';
-import { SCORE_WIDTH, unpackScore } from '../distributed/plan';
+import { SCORE_WIDTH, unpackScores } from '../distributed/plan';
 import { meter } from '../progress';
-import type { PromptScore, SuiteMetrics } from '../metrics';
+import type { SuiteMetrics } from '../metrics';
 import { gradientSeed, surrogateFor } from './gradient';
 import { signedMetric, type EdgeScore } from './nodes';
 
@@ -20,9 +20,7 @@ export async function edgePatchingScores(ec: EdgeContext, metric: MetricName): P
   const sets = ec.ids.length + 1;
   const calls = planEdgeCalls(ec, sets);
   const values = await remote.run(ec.ctx, { kind: 'edge-patching' }, calls.map((c) => c.length), SCORE_WIDTH, 'edge sets');
-  const scores: PromptScore[][] = Array.from({ length: sets }, () => []);
-  let row = 0;
-  for (const call of calls) for (const r of call) scores[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);
+  const scores = unpackScores(values, calls, sets);
   return edgePatchingResult(ec, edgeSetMetrics(ec, sets, (s, i) => scores[s]![i]!), metric);
 }
 

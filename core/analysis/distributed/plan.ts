@@ -90,6 +90,14 @@ export function unpackScore(v: ArrayLike<number>, at: number): PromptScore {
   return { logitDiff: v[at]!, prob: v[at + 1]!, correct: v[at + 2] === 1, kl: v[at + 3]!, top1: v[at + 4]! };
 }
 
+/** Scores of a batch that workers computed, back in place: [set][prompt], from packed rows in the calls' row order. */
+export function unpackScores(values: ArrayLike<number>, calls: { set: number; prompt: number }[][], sets: number): PromptScore[][] {
+  const scores: PromptScore[][] = Array.from({ length: sets }, () => []);
+  let row = 0;
+  for (const call of calls) for (const r of call) scores[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);
+  return scores;
+}
+
 /** Rows of one chunk: `width` numbers per row, as float64 or (gradients, float32 already) float32. */
 export interface PackedRows {
   width: number;

@@ -2,7 +2,8 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { State } from '../../state';
 import { computeSetup, webviewHtml } from '../html';
-import type { PromptState, PromptToHost, PromptToView } from '../../../protocol/prompt';
+import type { StateToView } from '../../../protocol/ipc';
+import type { PromptState, PromptToHost } from '../../../protocol/prompt';
 
 export const ATTENTION_VIEW = 'circuitlens.attention';
 export const LENS_VIEW = 'circuitlens.lens';
@@ -29,7 +30,7 @@ export class PromptPanel {
     panel.iconPath = vscode.Uri.joinPath(state.context.extensionUri, 'media', 'circuitlens.svg');
     panel.webview.html = webviewHtml(panel.webview, state.context.extensionUri, s.view, panel.title);
     const sub = panel.webview.onDidReceiveMessage((m: PromptToHost) => {
-      if (m.t === 'ready') void panel.webview.postMessage({ t: 'state', state: this.s } satisfies PromptToView);
+      if (m.t === 'ready') void panel.webview.postMessage({ t: 'state', state: this.s } satisfies StateToView<PromptState>);
       else if (m.t === 'status') state.log.info(`${s.view} view: ${m.message} (${m.backend})`);
       else if (m.t === 'error') { state.log.error(`${s.view} view: ${m.message}`); void vscode.window.showErrorMessage(`CircuitLens ${s.view}: ${m.message}`); }
     });

@@ -1,12 +1,8 @@
-import * as vscode from 'vscode';
 import { backupCandidates, type RedundancyResult } from '../../../core/analysis/redundancy/redundancy';
 import type { RelateResult } from '../../../core/analysis/relate/relate';
 import { METRICS } from '../../../core/vocabulary';
-import type { PairMatrix, RedundancyState, RelateState, RelationsState, RelationsToHost, RelationsToView } from '../../../protocol/redundancy';
-import type { State } from '../../state';
-import { webviewHtml } from '../html';
-
-export const RELATIONS_VIEW = 'circuitlens.relations';
+import type { PairMatrix, RedundancyState, RelateState, RelationsState } from '../../../protocol/redundancy';
+import type { ResultView } from '../result-panel';
 
 /** The view's state of a redundancy result: per metric, symmetric matrices over the nodes. */
 export function redundancyState(r: RedundancyResult, title: string): RedundancyState {
@@ -50,42 +46,11 @@ export function relateState(r: RelateResult, title: string): RelateState {
   };
 }
 
-/** The relations panel (host side): one at a time, refreshed in place by the next result. */
-export class RelationsPanel {
-  static current: RelationsPanel | undefined;
-
-  static show(state: State, s: RelationsState): RelationsPanel {
-    const open = RelationsPanel.current;
-    if (open) {
-      open.s = s;
-      open.panel.title = s.title;
-      open.panel.reveal();
-      open.post({ t: 'state', state: s });
-      return open;
-    }
-    const panel = vscode.window.createWebviewPanel(RELATIONS_VIEW, s.title, vscode.ViewColumn.Active, RelationsPanel.options(state));
-    return new RelationsPanel(panel, state, s);
-  }
-
-  static options(state: State): vscode.WebviewPanelOptions & vscode.WebviewOptions {
-    return {
-      enableScripts: true, retainContextWhenHidden: true,
-      localResourceRoots: [vscode.Uri.joinPath(state.context.extensionUri, 'dist'), vscode.Uri.joinPath(state.context.extensionUri, 'media')],
-    };
-  }
-
-  constructor(readonly panel: vscode.WebviewPanel, state: State, private s: RelationsState) {
-    RelationsPanel.current = this;
-    panel.iconPath = vscode.Uri.joinPath(state.context.extensionUri, 'media', 'circuitlens.svg');
-    panel.webview.html = webviewHtml(panel.webview, state.context.extensionUri, 'redundancy', s.title);
-    const sub = panel.webview.onDidReceiveMessage((m: RelationsToHost) => {
-      if (m.t === 'ready') this.post({ t: 'state', state: this.s });
-      else if (m.t === 'error') { state.log.error(`relations view: ${m.message}`); void vscode.window.showErrorMessage(`CircuitLens: ${m.message}`); }
-    });
-    panel.onDidDispose(() => { sub.dispose(); if (RelationsPanel.current === this) RelationsPanel.current = undefined; });
-  }
-
-  private post(m: RelationsToView): void {
-    void this.panel.webview.postMessage(m);
-  }
-}
+/**
+ * The relations panel: one at a time, refreshed in place by the next result (Redundancy or Relate). Restored after a
+ * reload through JSON, so the matrices' NaN (no value) come back as null, which the view draws as gaps.
+ */
+export const RELATIONS_VIEW: ResultView<RelationsState> = {
+  type: 'circuitlens.relations', bundle: 'redundancy', what: 'relations', reuse: true,
+  restorable: (saved): saved is RelationsState => saved?.kind === 'redundancy' || saved?.kind === 'relate',
+};
