@@ -12,7 +12,8 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { EXAMPLES } from '../helpers';
+import { pathToFileURL } from 'node:url';
+import { EXAMPLES, FIXTURES } from '../helpers';
 import { BrokerFixture, until, type Proc } from './broker-fixture';
 import { cli } from './run-cli';
 
@@ -142,6 +143,27 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
     assert.equal(right.out, localNode);
     await broker.stop(ws);
     assert.deepEqual(listing(cache), [SHA]);
+  });
+
+  test('file:// and external data (the zoo\'s GPT-NeoX with its weights in a .data file): fetched beside it, equal to the local --json', async () => {
+    const zoo = path.join(FIXTURES, 'zoo');
+    const suite = path.join(zoo, 'gpt_neox', 'induction.suite.yaml');
+    const want = cli(['attribute', suite, '--model', path.join(zoo, 'gpt_neox-extdata.onnx'), '--json']);
+    assert.equal(want.code, 0, want.stderr);
+    const dir = fs.mkdtempSync(path.join(tmp, 'neox-'));
+    fs.copyFileSync(path.join(zoo, 'gpt_neox-extdata.onnx'), path.join(dir, 'neox.onnx'));
+    fs.copyFileSync(path.join(zoo, 'gpt_neox-extdata.onnx.data'), path.join(dir, 'gpt_neox-extdata.onnx.data'));
+    const cache = path.join(tmp, 'cache-neox');
+    const p = broker.start(['attribute', suite, '--json', '--model', path.join(dir, 'neox.onnx'), '--broker', broker.url, '--model-url', pathToFileURL(path.join(zoo, 'gpt_neox-extdata.onnx')).href], { CIRCUITLENS_QUEUE: 'u5' });
+    await until('the chunks queued', () => /on workers/.test(p.err) || p.child.exitCode !== null);
+    fs.rmSync(dir, { recursive: true, force: true });
+    const ws = await broker.workers('u5', 1, ['--cache', cache]);
+    assert.equal(await p.exit, 0, p.err);
+    assert.equal(p.out, want.stdout);
+    await broker.stop(ws);
+    assert.match(ws[0]!.err, /fetched model [0-9a-f]{12}… from file:\/\/.*gpt_neox-extdata\.onnx: 2 files/);
+    const [sha] = listing(cache);
+    assert.deepEqual(listing(path.join(cache, sha!)), ['.verified.json', 'gpt_neox-extdata.onnx.data', 'neox.onnx']);
   });
 
   test('--model-url without --broker, or not http/https/file: exit 2 before anything is loaded', async () => {
