@@ -1,46 +1,51 @@
-// `--broker URL` for the CLI's analyses: the suite's contexts get a remote (core/analysis/distributed/run.ts
-// onWorkers) that sends their batched engine calls to workers through the broker (core/nodejs/broker.ts); Ctrl-C
-// removes the queued chunks and exits 130. The BullMQ adapter itself is shared with the extension.
+// `--broker URL` (and `--model-url URL`) for the CLI's analyses: the suite's contexts get a remote
+// (core/analysis/distributed/run.ts onWorkers) that sends their batched engine calls to workers through the broker
+// (core/nodejs/broker.ts brokerRun, shared with the extension); Ctrl-C removes the queued chunks and exits 130.
+// A command takes both flags by spreading BROKER_FLAGS into its parse options and listing BROKER_OPTIONS (or
+// its own wording of BROKER_OPTION, then MODEL_URL_OPTION) in its usage, and hands its parsed values on.
 import { onWorkers, workersFor } from '../core/analysis/distributed/run';
-import { Cancelled } from '../core/errors';
-import { brokerConnection, brokerJobs, checkBroker, chunkRows, runFiles, sha256Text } from '../core/nodejs/broker';
+import { Cancelled, UserError } from '../core/errors';
+import { brokerRun, checkBroker } from '../core/nodejs/broker';
+import { checkModelUrl } from '../core/nodejs/model-files';
 import type { NodeWorkspace } from '../core/nodejs/workspace';
-import { VERSION, type Loaded } from './common';
+import type { Loaded } from './common';
 
 export const BROKER_OPTION: [string, string] = ['--broker URL', 'run the batched work on workers (circuitlens worker) through Redis at URL (redis://HOST:PORT); the result equals the local one exactly'];
+export const MODEL_URL_OPTION: [string, string] = ['--model-url URL', 'with --broker: where workers without the model at its path here fetch its .onnx (http://, https://, file://); the files beside it (tokenizer, sidecar, external data) are fetched relative to it, each checked against the sha256 computed here'];
+export const BROKER_OPTIONS: [string, string][] = [BROKER_OPTION, MODEL_URL_OPTION];
 
-/** A bad or unreachable broker, said before the model is loaded (exit 2). */
-export async function checkBrokerFlag(url: string | undefined): Promise<void> {
-  if (url === undefined) return;
-  brokerConnection(url);
-  await checkBroker(url);
+/** The parse options of --broker and --model-url. */
+export const BROKER_FLAGS = { broker: { type: 'string' }, 'model-url': { type: 'string' } } as const;
+
+/** A command's parsed values (with BROKER_FLAGS), or its --broker value alone. */
+export type BrokerFlags = string | undefined | { broker?: string; 'model-url'?: string };
+
+function flags(f: BrokerFlags): { url?: string; modelUrl?: string } {
+  return typeof f === 'object' ? { url: f.broker, modelUrl: f['model-url'] } : { url: f };
+}
+
+/** A bad or unreachable broker, or a bad --model-url, said before the model is loaded (exit 2). */
+export async function checkBrokerFlag(f: BrokerFlags): Promise<void> {
+  const { url, modelUrl } = flags(f);
+  if (modelUrl !== undefined) {
+    if (url === undefined) throw new UserError('--model-url tells workers where to fetch the model: give it with --broker URL');
+    checkModelUrl(modelUrl);
+  }
+  if (url !== undefined) await checkBroker(url);
 }
 
 /**
- * Runs `work` with the batched work of `L`'s contexts on the broker's workers (when `url` is given; else as is).
+ * Runs `work` with the batched work of `L`'s contexts on the broker's workers (when --broker is given; else as is).
  * The run key hashes the model's sha256, the suite's text and everything else the rows depend on, so the same
  * command run again (after a crash, a Ctrl-C) plans the same chunk ids and finds the finished ones.
  */
-export async function withBroker<T>(url: string | undefined, L: Loaded, suitePath: string, runtime: string | undefined, command: string, work: () => Promise<T>): Promise<T> {
-  if (url === undefined) return work();
-  const ac = new AbortController();
-  const onInt = () => ac.abort();
-  process.once('SIGINT', onInt);
-  try {
-    for (const c of [L.task, L.control]) if (c) c.signal = ac.signal;
-    const files = await runFiles(L.modelPath, suitePath, (p) => L.ws.sha256(p));
-    const warn = (s: string) => process.stderr.write(`circuitlens ${command}: ${s}\n`);
-    onWorkers(L, { version: VERSION, ...files, runtime: runtime === 'wasm' ? 'wasm' : 'node' }, { jobs: brokerJobs(url, { warn }), hash: sha256Text, targetRows: chunkRows() });
-    return await work();
-  } catch (e) {
-    if (e instanceof Cancelled) {
-      process.stderr.write(`circuitlens ${command}: cancelled\n`);
-      process.exit(130);
-    }
-    throw e;
-  } finally {
-    process.off('SIGINT', onInt);
-  }
+export async function withBroker<T>(f: BrokerFlags, L: Loaded, suitePath: string, runtime: string | undefined, command: string, work: () => Promise<T>): Promise<T> {
+  if (flags(f).url === undefined) return work();
+  return brokered(f, L.ws, L.modelPath, suitePath, runtime, command, (run, signal) => {
+    for (const c of [L.task, L.control]) if (c) c.signal = signal;
+    onWorkers(L, run.source, run.broker);
+    return work();
+  });
 }
 
 /**
@@ -49,18 +54,26 @@ export async function withBroker<T>(url: string | undefined, L: Loaded, suitePat
  * the queued chunks, exit 130).
  */
 export async function withWorkersFor<T>(
-  url: string | undefined, ws: NodeWorkspace, modelPath: string, suitePath: string, runtime: string | undefined, command: string,
+  f: BrokerFlags, ws: NodeWorkspace, modelPath: string, suitePath: string, runtime: string | undefined, command: string,
   work: (remote: ReturnType<typeof workersFor> | undefined, signal: AbortSignal | undefined) => Promise<T>,
 ): Promise<T> {
-  if (url === undefined) return work(undefined, undefined);
+  if (flags(f).url === undefined) return work(undefined, undefined);
+  return brokered(f, ws, modelPath, suitePath, runtime, command, (run, signal) => work(workersFor(run.source, run.broker), signal));
+}
+
+/** The run on the broker (brokerRun) with Ctrl-C aborting it: queued chunks removed, "cancelled", exit 130. */
+async function brokered<T>(
+  f: BrokerFlags, ws: NodeWorkspace, modelPath: string, suitePath: string, runtime: string | undefined, command: string,
+  work: (run: Awaited<ReturnType<typeof brokerRun>>, signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const { url, modelUrl } = flags(f);
   const ac = new AbortController();
   const onInt = () => ac.abort();
   process.once('SIGINT', onInt);
   try {
-    const files = await runFiles(modelPath, suitePath, (p) => ws.sha256(p));
     const warn = (s: string) => process.stderr.write(`circuitlens ${command}: ${s}\n`);
-    const remote = workersFor({ version: VERSION, ...files, runtime: runtime === 'wasm' ? 'wasm' : 'node' }, { jobs: brokerJobs(url, { warn }), hash: sha256Text, targetRows: chunkRows() });
-    return await work(remote, ac.signal);
+    const run = await brokerRun({ url: url!, modelUrl, modelPath, suitePath, runtime: runtime === 'wasm' ? 'wasm' : 'node', sha256: (p) => ws.sha256(p), warn });
+    return await work(run, ac.signal);
   } catch (e) {
     if (e instanceof Cancelled) {
       process.stderr.write(`circuitlens ${command}: cancelled\n`);

@@ -10,9 +10,7 @@ import { NodeWorkspace } from '../core/nodejs/workspace';
 import { cliRuntime, oneOf } from './args';
 import { stderrProgress } from './progress';
 
-declare const CIRCUITLENS_VERSION: string | undefined;
-/** The package version, set by the build (esbuild.js); 0.0.0 when run unbundled. */
-export const VERSION = typeof CIRCUITLENS_VERSION === 'string' ? CIRCUITLENS_VERSION : '0.0.0';
+export { VERSION } from '../core/nodejs/version';
 
 /** A file's diagnostics as one UserError (CLI exit 2), each line `file:line:col: error: message`. */
 export function diagnosticsError(ds: Diagnostic[], ws: NodeWorkspace): UserError {

@@ -1,50 +1,59 @@
 // The `circuitlens.broker` setting: when it names a Redis (redis://HOST:PORT), the batched work of Attribute Suite,
 // Discover Circuit, Verify Circuit and Sweep Suite runs on `circuitlens worker` processes through it, as `--broker` does in the
 // CLI (core/analysis/distributed/run.ts onWorkers, core/nodejs/broker.ts). Cancelling the progress notification
-// removes the queued chunks (the contexts carry its signal). Empty: everything runs here.
+// removes the queued chunks (the contexts carry its signal). Empty: everything runs here. circuitlens.brokerModelUrl,
+// when set, is where workers that lack the model at this path fetch it (the CLI's --model-url).
 import * as vscode from 'vscode';
 import type { Contexts } from '../core/analysis/open-suite';
 import { onWorkers, workersFor } from '../core/analysis/distributed/run';
 import { UserError } from '../core/errors';
-import { brokerConnection, brokerJobs, checkBroker, chunkRows, runFiles, sha256Text } from '../core/nodejs/broker';
+import { brokerConnection, brokerRun, checkBroker } from '../core/nodejs/broker';
+import { checkModelUrl } from '../core/nodejs/model-files';
 import type { State } from './state';
 
-declare const CIRCUITLENS_VERSION: string | undefined;
-/** The package version, set by the build (esbuild.js): workers refuse chunks of another version. */
-const VERSION = typeof CIRCUITLENS_VERSION === 'string' ? CIRCUITLENS_VERSION : '0.0.0';
+/** Where workers fetch the model (circuitlens.brokerModelUrl); undefined when empty. */
+function modelUrlSetting(): string | undefined {
+  return vscode.workspace.getConfiguration('circuitlens').get<string>('brokerModelUrl', '').trim() || undefined;
+}
 
 /**
  * The broker the setting names, checked (a bad URL or a broker that cannot be reached is a UserError, which the
- * progress notification shows, before anything is loaded or run); undefined when the setting is empty.
+ * progress notification shows, before anything is loaded or run), and circuitlens.brokerModelUrl when set, checked
+ * too; undefined when circuitlens.broker is empty.
  */
 export async function configuredBroker(): Promise<string | undefined> {
   const url = vscode.workspace.getConfiguration('circuitlens').get<string>('broker', '').trim();
   if (!url) return undefined;
   try {
-    brokerConnection(url);
     await checkBroker(url);
   } catch (e) {
     throw new UserError(`${(e as Error).message} — the setting circuitlens.broker names it; empty it to run here`);
   }
+  const modelUrl = modelUrlSetting();
+  if (modelUrl) checkModelUrl(modelUrl, 'the setting circuitlens.brokerModelUrl');
   return url;
 }
 
 /** Sends the batched work of the suite's contexts to the broker's workers (nothing when `url` is undefined). */
 export async function sendToWorkers(state: State, url: string | undefined, modelPath: string, suitePath: string, contexts: Contexts): Promise<void> {
-  if (!url) return;
-  const files = await runFiles(modelPath, suitePath, (p) => state.ws.sha256(p));
-  const warn = (s: string) => state.log.warn(`broker ${url}: ${s}`);
-  onWorkers(contexts, { version: VERSION, ...files, runtime: 'node' }, { jobs: brokerJobs(url, { warn }), hash: sha256Text, targetRows: chunkRows() });
-  state.log.info(`batched work goes to the workers on ${url}`);
+  const run = await runOn(state, url, modelPath, suitePath);
+  if (run) onWorkers(contexts, run.source, run.broker);
 }
 
 /** The binding of a context an analysis prepares itself (Sweep Suite's) to the broker's workers; undefined when `url` is. */
 export async function workersForRun(state: State, url: string | undefined, modelPath: string, suitePath: string): Promise<ReturnType<typeof workersFor> | undefined> {
+  const run = await runOn(state, url, modelPath, suitePath);
+  return run && workersFor(run.source, run.broker);
+}
+
+/** The run on the broker (brokerRun) with the settings' model URL, logged; undefined when `url` is. */
+async function runOn(state: State, url: string | undefined, modelPath: string, suitePath: string) {
   if (!url) return undefined;
-  const files = await runFiles(modelPath, suitePath, (p) => state.ws.sha256(p));
+  const modelUrl = modelUrlSetting();
   const warn = (s: string) => state.log.warn(`broker ${url}: ${s}`);
-  state.log.info(`batched work goes to the workers on ${url}`);
-  return workersFor({ version: VERSION, ...files, runtime: 'node' }, { jobs: brokerJobs(url, { warn }), hash: sha256Text, targetRows: chunkRows() });
+  const run = await brokerRun({ url, modelUrl, modelPath, suitePath, sha256: (p) => state.ws.sha256(p), warn });
+  state.log.info(`batched work goes to the workers on ${url}${modelUrl ? ` (the model from ${modelUrl} where they lack it)` : ''}`);
+  return run;
 }
 
 /** While circuitlens.broker is set, a status bar item says where batched work goes (host and port, no password). */

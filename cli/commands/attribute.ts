@@ -6,10 +6,10 @@ import { FORCE_OPTION, JSON_OPTION, oneOf, parse, RUNTIME_OPTION, stepsFlag, usa
 import { loadForAnalysis } from '../common';
 import { outFile, writeOutFile } from '../out-file';
 import { UserError } from '../../core/errors';
-import { BROKER_OPTION, checkBrokerFlag, withBroker } from '../broker';
+import { BROKER_FLAGS, BROKER_OPTION, checkBrokerFlag, MODEL_URL_OPTION, withBroker } from '../broker';
 
 export const ATTRIBUTE_USAGE: Usage = {
-  synopsis: 'circuitlens attribute SUITE [--model MODEL] [--level node|edge] [--method patching|gradient] [--steps K] [--ablation KIND] [--broker URL] [--out FILE [--force]] [--runtime node|wasm] [--json]',
+  synopsis: 'circuitlens attribute SUITE [--model MODEL] [--level node|edge] [--method patching|gradient] [--steps K] [--ablation KIND] [--broker URL [--model-url URL]] [--out FILE [--force]] [--runtime node|wasm] [--json]',
   about: 'Scores every head and MLP (--level edge: every edge) of the suite\'s model by how much the suite\'s metric drops\n'
     + 'when it is ablated (--method patching, exact) or by its gradient estimate (--method gradient: EAP, or EAP-IG\n'
     + 'with --steps K). The cost is estimated on stderr before long runs.',
@@ -20,6 +20,7 @@ export const ATTRIBUTE_USAGE: Usage = {
     ['--steps K', 'EAP-IG: average gradients over K points (gradient only; default 1 = EAP)'],
     ['--ablation zero|mean|resample', 'how ablated nodes are replaced (default: the suite\'s ablation:)'],
     [BROKER_OPTION[0], `${BROKER_OPTION[1]}: patching, and edge gradients (node-level gradients run locally)`],
+    MODEL_URL_OPTION,
     ['--out FILE', 'also write the JSON result to FILE'],
     FORCE_OPTION, RUNTIME_OPTION, JSON_OPTION,
   ],
@@ -29,7 +30,7 @@ export const ATTRIBUTE_USAGE: Usage = {
 export async function attributeCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parse(argv, {
     model: { type: 'string' }, level: { type: 'string' }, method: { type: 'string' }, ablation: { type: 'string' }, out: { type: 'string' },
-    force: { type: 'boolean' }, json: { type: 'boolean' }, runtime: { type: 'string' }, steps: { type: 'string' }, broker: { type: 'string' },
+    force: { type: 'boolean' }, json: { type: 'boolean' }, runtime: { type: 'string' }, steps: { type: 'string' }, ...BROKER_FLAGS,
   }, ATTRIBUTE_USAGE);
   if (positionals.length !== 1) throw usageError('expected one suite file', ATTRIBUTE_USAGE);
   const level = oneOf(values.level, ['node', 'edge'] as const, '--level', 'node');
@@ -40,14 +41,14 @@ export async function attributeCommand(argv: string[], out: (s: string) => void)
   if (values.broker !== undefined && method === 'gradient' && level === 'node') {
     throw new UserError('--broker runs attribute --method patching (node or edge level) and --level edge --method gradient; node-level gradients run locally (one backward pass per prompt group: run without --broker)');
   }
-  await checkBrokerFlag(values.broker);
+  await checkBrokerFlag(values);
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, false, 'attribute');
   try {
     const options = { level, method, steps };
     // Say what the work will cost before starting it, when it is more than a moment (stderr: never with the JSON).
     const work = estimateAttribution(L.task, options);
     if ((work.seconds ?? 0) >= 2) process.stderr.write(`circuitlens attribute: ${describeWork(work, L.engine.msPerToken)}\n`);
-    const attr = await withBroker(values.broker, L, positionals[0]!, values.runtime, 'attribute', () => attribute(L.task, L.all, L.suite.metric, options));
+    const attr = await withBroker(values, L, positionals[0]!, values.runtime, 'attribute', () => attribute(L.task, L.all, L.suite.metric, options));
     const P = L.task.prompts.length;
     const result = level === 'edge'
       ? { nodes: [], edges: attr.edges.map((e) => ({ ...e, score: round6(e.score) })), metric: attr.metric, method, level, ablation: L.ablation, prompts: P, ...(method === 'gradient' ? { steps } : {}) }

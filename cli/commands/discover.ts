@@ -8,11 +8,11 @@ import { sha256File } from '../../core/nodejs/workspace';
 import { FORCE_OPTION, JSON_OPTION, numberFlag, oneOf, parse, RUNTIME_OPTION, stepsFlag, usageError, type Usage } from '../args';
 import { loadForAnalysis } from '../common';
 import { outFile, writeOutFile } from '../out-file';
-import { BROKER_OPTION, checkBrokerFlag, withBroker } from '../broker';
+import { BROKER_FLAGS, BROKER_OPTION, checkBrokerFlag, MODEL_URL_OPTION, withBroker } from '../broker';
 import { printVerification } from '../text';
 
 export const DISCOVER_USAGE: Usage = {
-  synopsis: 'circuitlens discover SUITE --out FILE.circuit.json [--force] [--model MODEL] [--method greedy|acdc] [--scores patching|gradient] [--steps K] [--faithfulness F] [--threshold T] [--level node|edge] [--ablation KIND] [--name NAME] [--broker URL] [--runtime node|wasm] [--json]',
+  synopsis: 'circuitlens discover SUITE --out FILE.circuit.json [--force] [--model MODEL] [--method greedy|acdc] [--scores patching|gradient] [--steps K] [--faithfulness F] [--threshold T] [--level node|edge] [--ablation KIND] [--name NAME] [--broker URL [--model-url URL]] [--runtime node|wasm] [--json]',
   about: 'Finds a small circuit that keeps the suite\'s metric (greedy: smallest set reaching --faithfulness; acdc: prune\n'
     + 'what changes the output by less than --threshold), verifies it, and writes it as FILE.circuit.json.',
   options: [
@@ -28,6 +28,7 @@ export const DISCOVER_USAGE: Usage = {
     ['--ablation zero|mean|resample', 'how nodes outside the circuit are replaced (default: the suite\'s ablation:)'],
     ['--name NAME', 'the circuit\'s name (default: from the suite and method)'],
     [BROKER_OPTION[0], `${BROKER_OPTION[1]}: the ablation sets, and edge scores (edge-level selection runs here)`],
+    MODEL_URL_OPTION,
     RUNTIME_OPTION, JSON_OPTION,
   ],
   json: '{"circuit": path, "nodes": [...], "edges"?: ["a0.h1->a1.h2<k>", …], "faithfulness", "faithfulnessByMetric", "necessity", "minimality", …} (the metrics as written in the circuit file)',
@@ -37,7 +38,7 @@ export async function discoverCommand(argv: string[], out: (s: string) => void):
   const { values, positionals } = parse(argv, {
     model: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' }, method: { type: 'string' }, faithfulness: { type: 'string' },
     threshold: { type: 'string' }, level: { type: 'string' }, ablation: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' },
-    runtime: { type: 'string' }, scores: { type: 'string' }, steps: { type: 'string' }, broker: { type: 'string' },
+    runtime: { type: 'string' }, scores: { type: 'string' }, steps: { type: 'string' }, ...BROKER_FLAGS,
   }, DISCOVER_USAGE);
   if (positionals.length !== 1) throw usageError('expected one suite file', DISCOVER_USAGE);
   if (!values.out) throw usageError('--out FILE.circuit.json is required', DISCOVER_USAGE);
@@ -49,10 +50,10 @@ export async function discoverCommand(argv: string[], out: (s: string) => void):
   const target = numberFlag(values.faithfulness, '--faithfulness', 0.8);
   const threshold = numberFlag(values.threshold, '--threshold', 0.02);
   const outPath = outFile(values.out, values.force);
-  await checkBrokerFlag(values.broker);
+  await checkBrokerFlag(values);
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, true, 'discover');
   try {
-    const d = await withBroker(values.broker, L, positionals[0]!, values.runtime, 'discover', () => discoverCircuit(L.task, L.control, L.all, L.suite.metric, { level, method, scoring, steps, target, threshold }));
+    const d = await withBroker(values, L, positionals[0]!, values.runtime, 'discover', () => discoverCircuit(L.task, L.control, L.all, L.suite.metric, { level, method, scoring, steps, target, threshold }));
     const rel = (p: string) => path.relative(path.dirname(outPath), p).split(path.sep).join('/');
     const circuit = circuitFile(d, {
       name: values.name ?? `${L.suite.name} (${method}${level === 'edge' ? ', edges' : ''})`, level, ablation: L.ablation,

@@ -4,13 +4,13 @@ import { UserError } from '../../core/errors';
 import { parseNodeList } from '../../core/ids';
 import { METRICS, type MetricName } from '../../core/vocabulary';
 import { FORCE_OPTION, JSON_OPTION, oneOf, parse, RUNTIME_OPTION, usageError, type Usage } from '../args';
-import { BROKER_OPTION, checkBrokerFlag, withBroker } from '../broker';
+import { BROKER_FLAGS, BROKER_OPTION, checkBrokerFlag, MODEL_URL_OPTION, withBroker } from '../broker';
 import { loadForAnalysis } from '../common';
 import { outFile, writeOutFile } from '../out-file';
 import { f3 } from '../text';
 
 export const REDUNDANCY_USAGE: Usage = {
-  synopsis: 'circuitlens redundancy SUITE [--top K | --nodes IDS] [--metric M] [--model MODEL] [--ablation KIND] [--out FILE [--force]] [--broker URL] [--runtime node|wasm] [--json]',
+  synopsis: 'circuitlens redundancy SUITE [--top K | --nodes IDS] [--metric M] [--model MODEL] [--ablation KIND] [--out FILE [--force]] [--broker URL [--model-url URL]] [--runtime node|wasm] [--json]',
   about: 'Backups and redundancy: the K most important heads and MLPs (by the drop when each alone is ablated) are\n'
     + 'ablated alone and in every pair, all in one batched evaluation. interaction = effect(A∪B) − effect(A) − effect(B),\n'
     + 'effects being drops of the metric (KL: its rise). A large positive interaction means the pair together does far\n'
@@ -23,7 +23,7 @@ export const REDUNDANCY_USAGE: Usage = {
     ['--model MODEL', 'the model (default: the suite\'s model:)'],
     ['--ablation zero|mean|resample', 'how ablated nodes are replaced (default: the suite\'s ablation:)'],
     ['--out FILE', 'also write the JSON result to FILE'],
-    FORCE_OPTION, BROKER_OPTION, RUNTIME_OPTION, JSON_OPTION,
+    FORCE_OPTION, BROKER_OPTION, MODEL_URL_OPTION, RUNTIME_OPTION, JSON_OPTION,
   ],
   json: '{"metric", "ablation", "prompts", "selection", "nodes": [{"id", "score"}], "clean": {metric: value}, "fullEffect": {metric: drop},\n'
     + '  "pairs": [{"a", "b", "effectA", "effectB", "effectAB", "interaction", "byMetric": {metric: {"effectA", "effectB", "effectAB", "interaction"}}}]\n'
@@ -33,7 +33,7 @@ export const REDUNDANCY_USAGE: Usage = {
 export async function redundancyCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parse(argv, {
     model: { type: 'string' }, top: { type: 'string' }, nodes: { type: 'string' }, metric: { type: 'string' }, ablation: { type: 'string' },
-    out: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' }, runtime: { type: 'string' }, broker: { type: 'string' },
+    out: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' }, runtime: { type: 'string' }, ...BROKER_FLAGS,
   }, REDUNDANCY_USAGE);
   if (positionals.length !== 1) throw usageError('expected one suite file', REDUNDANCY_USAGE);
   if (values.top !== undefined && values.nodes !== undefined) throw new UserError('give --top K or --nodes IDS, not both');
@@ -42,7 +42,7 @@ export async function redundancyCommand(argv: string[], out: (s: string) => void
   const metricFlag = values.metric === undefined ? undefined : oneOf(values.metric, METRICS, '--metric', 'logit_diff');
   const nodeFlag = values.nodes !== undefined ? parseNodeList(values.nodes) : undefined;
   const outPath = values.out !== undefined ? outFile(values.out, values.force) : undefined;
-  await checkBrokerFlag(values.broker);
+  await checkBrokerFlag(values);
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, false, 'redundancy');
   try {
     const metric = metricFlag ?? L.suite.metric;
@@ -50,7 +50,7 @@ export async function redundancyCommand(argv: string[], out: (s: string) => void
     const work = estimatePairs(L.task, k);
     if ((work.seconds ?? 0) >= 2) process.stderr.write(`circuitlens redundancy: ${describeWork(work, L.engine.msPerToken)}\n`);
     // With --broker, the ranking's single ablations and every pair go to the workers (one evaluateSets each).
-    const r = await withBroker(values.broker, L, positionals[0]!, values.runtime, 'redundancy', () => redundancy(L.task, L.all, metric, { top, nodes: nodeFlag }));
+    const r = await withBroker(values, L, positionals[0]!, values.runtime, 'redundancy', () => redundancy(L.task, L.all, metric, { top, nodes: nodeFlag }));
     const record = redundancyRecord(r);
     if (outPath) await writeOutFile(outPath, JSON.stringify(record, null, 2) + '\n', values.force);
     if (values.json) { out(JSON.stringify(record, null, 2)); return 0; }

@@ -3,13 +3,13 @@ import { UserError } from '../../core/errors';
 import { parseNodeList } from '../../core/ids';
 import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { cliRuntime, JSON_OPTION, numberFlag, parse, RUNTIME_OPTION, usageError, type Usage } from '../args';
-import { BROKER_OPTION, checkBrokerFlag, withWorkersFor } from '../broker';
+import { BROKER_FLAGS, BROKER_OPTIONS, checkBrokerFlag, withWorkersFor } from '../broker';
 import { loadSuiteAndModel } from '../common';
 import { stderrProgress } from '../progress';
 import { f3 } from '../text';
 
 export const SWEEP_USAGE: Usage = {
-  synopsis: 'circuitlens sweep SUITE [--model MODEL] [--variable VAR] [--level L] [--resamples B] [--seed S] [--confidence C] [--ablate IDS] [--ablation zero|mean|resample] [--broker URL] [--runtime node|wasm] [--json]',
+  synopsis: 'circuitlens sweep SUITE [--model MODEL] [--variable VAR] [--level L] [--resamples B] [--seed S] [--confidence C] [--ablate IDS] [--ablation zero|mean|resample] [--broker URL [--model-url URL]] [--runtime node|wasm] [--json]',
   about: 'Critical thresholds: the suite\'s metric and accuracy at each value of a swept variable (a suite with sweep:,\n'
     + 'e.g. the padding before the evidence), with percentile bootstrap intervals (prompts resampled within each\n'
     + 'value), and n*: where accuracy crosses --level as the variable grows, interpolated linearly between the two\n'
@@ -24,7 +24,7 @@ export const SWEEP_USAGE: Usage = {
     ['--confidence C', `coverage of the intervals (default ${SWEEP_DEFAULTS.confidence})`],
     ['--ablate IDS', 'nodes ablated at every value, e.g. a1.h2,m0'],
     ['--ablation zero|mean|resample', 'how ablated nodes are replaced (default: the suite\'s ablation:)'],
-    BROKER_OPTION, RUNTIME_OPTION, JSON_OPTION,
+    ...BROKER_OPTIONS, RUNTIME_OPTION, JSON_OPTION,
   ],
   json: '{"suite", "name", "model", "variable", "metric", "level", "ablation", "ablated", "points": [{"value", "prompts", "metric", "accuracy", "ci": {"metric": [lo, hi], "accuracy": [lo, hi]} | null}], "critical": {"value", "direction": "falls"|"rises", "between": [a, b], "level", "ci": [lo, hi] | null, "resolved"} | null, "bootstrap": {"resamples", "confidence", "seed"}}',
 };
@@ -32,7 +32,7 @@ export const SWEEP_USAGE: Usage = {
 export async function sweepCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parse(argv, {
     model: { type: 'string' }, variable: { type: 'string' }, level: { type: 'string' }, resamples: { type: 'string' }, seed: { type: 'string' },
-    confidence: { type: 'string' }, ablate: { type: 'string' }, ablation: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' }, broker: { type: 'string' },
+    confidence: { type: 'string' }, ablate: { type: 'string' }, ablation: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' }, ...BROKER_FLAGS,
   }, SWEEP_USAGE);
   if (positionals.length !== 1) throw usageError('expected one suite file', SWEEP_USAGE);
   const level = numberFlag(values.level, '--level', SWEEP_DEFAULTS.level);
@@ -43,14 +43,14 @@ export async function sweepCommand(argv: string[], out: (s: string) => void): Pr
   if (!Number.isInteger(seed)) throw new UserError(`--seed must be a whole number (got ${values.seed})`);
   const confidence = numberFlag(values.confidence, '--confidence', SWEEP_DEFAULTS.confidence);
   if (!(confidence > 0 && confidence < 1)) throw new UserError(`--confidence must be between 0 and 1, e.g. 0.95 (got ${values.confidence})`);
-  await checkBrokerFlag(values.broker);
+  await checkBrokerFlag(values);
   const ws = new NodeWorkspace(process.cwd(), cliRuntime(values.runtime));
   try {
     const opened = await loadSuiteAndModel(ws, positionals[0]!, values.model, values.ablation);
     const ablate = values.ablate ? parseNodeList(values.ablate, opened.engine.info) : [];
     process.stderr.write(`circuitlens sweep: ${opened.task.length} task prompts of ${ws.display(opened.suite.file)} on ${ws.display(opened.modelPath)}\n`);
     const progress = stderrProgress('sweep');
-    const r = await withWorkersFor(values.broker, ws, opened.modelPath, opened.suite.file, values.runtime, 'sweep',
+    const r = await withWorkersFor(values, ws, opened.modelPath, opened.suite.file, values.runtime, 'sweep',
       (remote, signal) => runSweep(opened, { variable: values.variable, level, resamples, seed, confidence, ablate, progress, remote, signal }));
     const { suite: name, ...rest } = r;
     const report = { suite: ws.display(opened.suite.file), name, model: ws.display(opened.modelPath), ...rest };

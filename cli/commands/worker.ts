@@ -1,26 +1,31 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { computeChunk, prepareForChunks, type ChunkJob, type ChunkResult, type Prepared } from '../../core/analysis/distributed/run';
+import { computeChunk, prepareForChunks, type ChunkJob, type ChunkResult, type ContextSpec, type Prepared } from '../../core/analysis/distributed/run';
 import { openSuite } from '../../core/analysis/open-suite';
 import type { Engine } from '../../core/engine/engine';
 import { UserError } from '../../core/errors';
 import { formatDiagnostic } from '../../core/formats/diagnostics';
 import { parseSuite } from '../../core/formats/suite';
 import { createRuntime, loadEngine } from '../../core/nodejs/load';
+import { cacheDir, ModelCache } from '../../core/nodejs/model-cache';
+import { VERSION } from '../../core/nodejs/version';
 import { sha256File } from '../../core/nodejs/workspace';
 import { JSON_OPTION, parse, usageError, type Usage } from '../args';
-import { brokerConnection, checkBroker, queueName, serveJobs } from '../../core/nodejs/broker';
-import { VERSION } from '../common';
+import { checkBroker, queueName, serveJobs } from '../../core/nodejs/broker';
 
 export const WORKER_USAGE: Usage = {
-  synopsis: 'circuitlens worker --broker redis://HOST:PORT [--concurrency N] [--threads T] [--json]',
+  synopsis: 'circuitlens worker --broker redis://HOST:PORT [--cache DIR] [--concurrency N] [--threads T] [--json]',
   about: 'Takes chunks of batched analyses (attribute, discover, verify, redundancy, sweep with --broker; the extension\'s circuitlens.broker) from the broker\'s queue, computes them and answers\n'
     + 'with their rows, until stopped (SIGTERM or Ctrl-C: the chunk at hand is finished first; a second signal\n'
-    + 'stops at once and the chunk goes to another worker). Each chunk names its model by path and sha256: the\n'
-    + 'file must be at that path here, with those bytes, or the chunk is refused. Loaded models are kept for the\n'
-    + 'next chunks (the last two). Queue: CIRCUITLENS_QUEUE (default circuitlens).',
+    + 'stops at once and the chunk goes to another worker). Each chunk names its model by path and sha256: a file\n'
+    + 'at that path here with those bytes is used as it is. Else, when the coordinator gave --model-url, the model\n'
+    + 'and the files beside it are fetched into the cache (a folder per sha256, each file checked against the\n'
+    + 'sha256 the coordinator computed; other bytes are refused) and reused by later chunks; without a URL the\n'
+    + 'chunk is refused. Loaded models are kept for the next chunks (the last two). Queue: CIRCUITLENS_QUEUE\n'
+    + '(default circuitlens).',
   options: [
     ['--broker URL', 'the Redis that holds the queue: redis://HOST:PORT[/DB] (rediss:// for TLS)'],
+    ['--cache DIR', 'where models fetched from a --model-url are kept (default: $CIRCUITLENS_CACHE, else ~/.cache/circuitlens/models)'],
     ['--concurrency N', 'chunks at a time (default 1; each uses the runtime\'s threads)'],
     ['--threads T', 'onnxruntime intra-op threads per run (default: one per core)'],
     JSON_OPTION,
@@ -35,43 +40,65 @@ const KEEP_CONTEXTS = 4;
 interface Loaded { key: string; engine: Promise<Engine>; contexts: Map<string, Promise<Prepared>> }
 
 export async function workerCommand(argv: string[], out: (s: string) => void): Promise<number> {
-  const { values, positionals } = parse(argv, { broker: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' } }, WORKER_USAGE);
+  const { values, positionals } = parse(argv, { broker: { type: 'string' }, cache: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' } }, WORKER_USAGE);
   if (positionals.length) throw usageError(`unexpected argument "${positionals[0]}"`, WORKER_USAGE);
   if (!values.broker) throw usageError('--broker URL is required', WORKER_USAGE);
   const concurrency = wholeNumber(values.concurrency, '--concurrency', 1);
   const threads = values.threads === undefined ? undefined : wholeNumber(values.threads, '--threads', 1);
   const url = values.broker;
-  brokerConnection(url);
   await checkBroker(url);
   const me = `${os.hostname()}:${process.pid}`;
   const log = (s: string) => process.stderr.write(`circuitlens worker ${me}: ${s}\n`);
   const engines: Loaded[] = [];
   const hashes = new Map<string, { stamp: string; sha: Promise<string> }>();
+  const cache = new ModelCache(cacheDir(values.cache), { log, sha256: async (p) => (await sha256(p)) ?? 'no file' });
+  const noticed = new Set<string>();
 
-  /** The file's sha256, hashed again only when its size or mtime changes. */
-  async function sha256(p: string): Promise<string> {
-    let st: fs.Stats;
-    try {
-      st = await fs.promises.stat(p);
-    } catch {
-      // Not a UserError: another worker may have the file, so the chunk is tried again there.
-      throw new Error(`worker ${me}: model file not found: ${p} (each worker needs the model at the coordinator's path)`);
-    }
+  /** The file's sha256, hashed again only when its size or mtime changes; undefined when there is no file. */
+  async function sha256(p: string): Promise<string | undefined> {
+    const st = await fs.promises.stat(p).catch(() => undefined);
+    if (!st) return undefined;
     const stamp = `${st.size}:${st.mtimeMs}:${st.ino}`;
     const h = hashes.get(p);
     if (h && h.stamp === stamp) return h.sha;
     const sha = sha256File(p);
     hashes.set(p, { stamp, sha });
+    sha.catch(() => { if (hashes.get(p)?.sha === sha) hashes.delete(p); });
     return sha;
   }
 
-  function contextFor(d: ChunkJob): Promise<Prepared> {
+  /**
+   * Where the chunk's model is here: the coordinator's path when the file there has its bytes, else the cache's copy
+   * (fetched from the job's URL when the cache lacks it). Not UserErrors: another worker may have the file, so the
+   * chunk is tried again there.
+   */
+  async function modelPath(m: ContextSpec['model']): Promise<string> {
+    const here = await sha256(m.path);
+    if (here === m.sha256) return m.path;
+    if (!m.url) {
+      if (here === undefined) throw new Error(`worker ${me}: model file not found: ${m.path} (each worker needs the model at the coordinator's path, or the coordinator gives --model-url)`);
+      throw new Error(`worker ${me} refused the chunk: ${m.path} here has sha256 ${here}, the coordinator's model ${m.sha256} (a different file at the same path)`);
+    }
+    if (here !== undefined && !noticed.has(`${m.path}\0${here}`)) {
+      noticed.add(`${m.path}\0${here}`);
+      log(`${m.path} here has sha256 ${here}, not the coordinator's ${m.sha256}: using the model from ${m.url}`);
+    }
+    try {
+      return await cache.modelPath(m);
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      throw new Error(`worker ${me} ${/^refused/.test((e as Error).message) ? '' : 'could not get the chunk\'s model: '}${(e as Error).message}`);
+    }
+  }
+
+  /** The chunk's context, on an engine kept by the model's sha256 (its copy at the path or in the cache loads once). */
+  function contextFor(d: ChunkJob, file: string): Promise<Prepared> {
     const c = d.context;
-    const key = `${c.model.path}\0${c.model.sha256}\0${c.runtime}`;
+    const key = `${c.model.sha256}\0${c.runtime}`;
     let entry = engines.find((e) => e.key === key);
     if (entry) engines.splice(engines.indexOf(entry), 1);
     else {
-      entry = { key, engine: loadEngine(c.model.path, createRuntime(c.runtime, { flushDenormals: true, threads })), contexts: new Map() };
+      entry = { key, engine: loadEngine(file, createRuntime(c.runtime, { flushDenormals: true, threads })), contexts: new Map() };
       while (engines.length >= KEEP_ENGINES) void engines.shift()!.engine.then((e) => e.release(), () => undefined);
     }
     engines.push(entry);
@@ -105,12 +132,7 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
     log(`chunk ${id} (${d.work.kind}, calls ${d.chunk.from}–${d.chunk.to}, ${d.chunk.rows} rows) started`);
     // For fault tests: a worker slow enough to be stopped in the middle of a chunk.
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-    const m = d.context.model;
-    const sha = await sha256(m.path);
-    if (sha !== m.sha256) {
-      throw new Error(`worker ${me} refused the chunk: ${m.path} here has sha256 ${sha}, the coordinator's model ${m.sha256} (a different file at the same path)`);
-    }
-    const prepared = await contextFor(d);
+    const prepared = await contextFor(d, await modelPath(d.context.model));
     const rows = await computeChunk(prepared, d);
     const ms = Math.round(performance.now() - t0);
     log(`chunk ${id} done: ${d.chunk.rows} rows in ${ms} ms`);

@@ -11,6 +11,8 @@ import * as path from 'node:path';
 import type { ConnectionOptions } from 'bullmq';
 import type { Redis as IORedis } from 'ioredis';
 import { Cancelled, UserError } from '../errors';
+import { checkModelUrl, modelManifest, type ModelRef } from './model-files';
+import { VERSION } from './version';
 import { sha256File } from './workspace';
 
 /** The queue every worker takes from; CIRCUITLENS_QUEUE names another (one cluster sharing a Redis with another). */
@@ -91,11 +93,33 @@ export function sha256Text(text: string): string {
   return crypto.createHash('sha256').update(text).digest('hex');
 }
 
-/** The model and the suite as the jobs name them: absolute paths, the model's sha256, the suite's text. */
-export async function runFiles(modelPath: string, suitePath: string, sha256: (p: string) => Promise<string> = sha256File): Promise<{ model: { path: string; sha256: string }; suite: { path: string; text: string } }> {
+/**
+ * The model and the suite as the jobs name them: absolute paths, the model's sha256, the suite's text; with
+ * `modelUrl` (checked), the URL workers fetch the model from and its manifest (model-files.ts: every file it loads
+ * with, hashed here).
+ */
+export async function runFiles(modelPath: string, suitePath: string, sha256: (p: string) => Promise<string> = sha256File, modelUrl?: string): Promise<{ model: ModelRef; suite: { path: string; text: string } }> {
   const model = path.resolve(modelPath);
   const suite = path.resolve(suitePath);
-  return { model: { path: model, sha256: await sha256(model) }, suite: { path: suite, text: await fs.promises.readFile(suite, 'utf8') } };
+  const sha = await sha256(model);
+  const fetched = modelUrl === undefined ? {} : { url: checkModelUrl(modelUrl), files: await modelManifest(model, sha) };
+  return { model: { path: model, sha256: sha, ...fetched }, suite: { path: suite, text: await fs.promises.readFile(suite, 'utf8') } };
+}
+
+/**
+ * What a front end hands to onWorkers (core/analysis/distributed/run.ts) to run a suite's batched work on the
+ * workers of the broker at `url`: the run's source (runFiles, this build's version, the runtime) and the broker's
+ * port (its jobs, run keys' hash, rows per chunk). One glue for the CLI's --broker and the extension's setting.
+ */
+export async function brokerRun(o: {
+  url: string; modelUrl?: string; modelPath: string; suitePath: string; runtime?: 'node' | 'wasm';
+  sha256?: (p: string) => Promise<string>; warn: (s: string) => void;
+}) {
+  const files = await runFiles(o.modelPath, o.suitePath, o.sha256, o.modelUrl);
+  return {
+    source: { version: VERSION, ...files, runtime: o.runtime ?? 'node' },
+    broker: { jobs: brokerJobs(o.url, { warn: o.warn }), hash: sha256Text, targetRows: chunkRows() },
+  };
 }
 
 /**
@@ -168,6 +192,9 @@ export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run
               const j = found[i];
               if (results.has(c.id)) continue; // taken on an earlier try of this look
               if (!j) { await queue.addBulk([add(c)]); continue; } // lost (a broker restarted without its data): again
+              // Left by an earlier run of the same work (same id, same rows) that named it otherwise (no --model-url
+              // then, say): its tries from now on get this run's payload.
+              if (first && !j.returnvalue && JSON.stringify(j.data) !== JSON.stringify(c.data)) await j.updateData(c.data);
               // A return value is set when a job completes, and only then.
               if (j.finishedOn && j.returnvalue) {
                 results.set(c.id, j.returnvalue);

@@ -18,18 +18,26 @@ export function createRuntime(name: RuntimeName = 'node', opts: OrtNodeOptions =
   return name === 'wasm' ? new OrtWebRuntime() : new OrtNodeRuntime(opts);
 }
 
-/** Reads `tokenizer.json` beside the model (or `<model>.tokenizer.json`); undefined when there is none. */
-export function loadTokenizerFor(modelPath: string): Tokenizer | undefined {
+/** The tokenizer a model loads with: `<model>.tokenizer.json` beside it, else `tokenizer.json`; undefined when neither is. */
+export function tokenizerPathFor(modelPath: string): string | undefined {
   const dir = path.dirname(modelPath);
   const base = path.basename(modelPath, '.onnx');
-  for (const f of [path.join(dir, `${base}.tokenizer.json`), path.join(dir, 'tokenizer.json')]) {
-    if (fs.existsSync(f)) return Tokenizer.parse(fs.readFileSync(f, 'utf8'), f);
-  }
-  return undefined;
+  return [path.join(dir, `${base}.tokenizer.json`), path.join(dir, 'tokenizer.json')].find((f) => fs.existsSync(f));
+}
+
+/** Reads `tokenizer.json` beside the model (or `<model>.tokenizer.json`); undefined when there is none. */
+export function loadTokenizerFor(modelPath: string): Tokenizer | undefined {
+  const f = tokenizerPathFor(modelPath);
+  return f === undefined ? undefined : Tokenizer.parse(fs.readFileSync(f, 'utf8'), f);
+}
+
+/** The hooks sidecar's path: `<model>.hooks.json` (it may not exist). */
+export function sidecarPathFor(modelPath: string): string {
+  return modelPath.replace(/\.onnx$/, '') + '.hooks.json';
 }
 
 export function loadSidecar(modelPath: string): { sidecar?: HooksSidecar; sidecarPath?: string } {
-  const p = modelPath.replace(/\.onnx$/, '') + '.hooks.json';
+  const p = sidecarPathFor(modelPath);
   if (!fs.existsSync(p)) return {};
   let json: unknown;
   try {

@@ -19,11 +19,24 @@ import { identityText, packRows, packScore, planChunks, SCORE_WIDTH, unpackRows,
 /** What a chunk computes: the calls themselves (node sets), or the analysis a worker plans again (edge work). */
 export type ChunkWork = RemoteWork;
 
-/** The context a chunk runs in: the model (path and sha256), the suite (path and text), and how it was prepared. */
+/**
+ * The model a chunk runs on: the coordinator's path and the file's sha256 (a worker uses its file at that path when
+ * it has those bytes); with `url` (--model-url), where a worker that lacks it fetches it, and `files`, every file it
+ * loads with (the model file first, then its tokenizer, sidecar and external data; names relative to its folder),
+ * each checked by size and sha256. Not part of the ContextIdentity: where the bytes come from changes no row.
+ */
+export interface ModelSpec {
+  path: string;
+  sha256: string;
+  url?: string;
+  files?: { name: string; size: number; sha256: string }[];
+}
+
+/** The context a chunk runs in: the model, the suite (path and text), and how it was prepared. */
 export interface ContextSpec {
   /** The hash of its ContextIdentity: workers keep prepared contexts by it. */
   key: string;
-  model: { path: string; sha256: string };
+  model: ModelSpec;
   suite: { path: string; text: string };
   prompts: PromptSelection;
   ablation: AblationKind;
@@ -61,7 +74,7 @@ export interface JobRunner {
 /** The run as the front end knows it: the files, the runtime and the version everything is computed with. */
 export interface RunSource {
   version: string;
-  model: { path: string; sha256: string };
+  model: ModelSpec;
   suite: { path: string; text: string };
   runtime: 'node' | 'wasm';
 }
