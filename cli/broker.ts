@@ -1,7 +1,10 @@
 // `--broker URL` for the CLI's analyses: the suite's contexts get a remote (core/analysis/distributed/run.ts
-// onWorkers) that sends their batched engine calls to workers through the broker (core/nodejs/broker.ts); Ctrl-C
+// onWorkers) that sends their batched engine calls to workers through the broker (core/nodejs/broker.ts), or, for
+// prune and sensitivity, each pruned or quantized model goes to a worker whole (distributed/variants.ts); Ctrl-C
 // removes the queued chunks and exits 130. The BullMQ adapter itself is shared with the extension.
-import { onWorkers } from '../core/analysis/distributed/run';
+import { onWorkers, type Broker } from '../core/analysis/distributed/run';
+import { variantsOnWorkers } from '../core/analysis/distributed/variants';
+import type { VariantWorkers } from '../core/analysis/variant-measures';
 import { Cancelled } from '../core/errors';
 import { brokerConnection, brokerJobs, checkBroker, chunkRows, runFiles, sha256Text } from '../core/nodejs/broker';
 import { VERSION, type Loaded } from './common';
@@ -22,15 +25,39 @@ export async function checkBrokerFlag(url: string | undefined): Promise<void> {
  */
 export async function withBroker<T>(url: string | undefined, L: Loaded, suitePath: string, runtime: string | undefined, command: string, work: () => Promise<T>): Promise<T> {
   if (url === undefined) return work();
+  return cancellable(command, async (signal) => {
+    for (const c of [L.task, L.control]) if (c) c.signal = signal;
+    const files = await runFiles(L.modelPath, suitePath, (p) => L.ws.sha256(p));
+    onWorkers(L, { version: VERSION, ...files, runtime: runtime === 'wasm' ? 'wasm' : 'node' }, brokerFor(url, command));
+    return work();
+  });
+}
+
+/**
+ * Runs `work` (prune, sensitivity) with its pruned or quantized models measured on the broker's workers, one job
+ * each (when `url` is given; else here: `workers` undefined). Job ids hash the model's sha256, the suite's text,
+ * the variant and the circuit, so a rerun finds the points already measured.
+ */
+export async function withVariantWorkers<T>(url: string | undefined, files: { modelPath: string; suitePath: string; sha256: (p: string) => Promise<string> }, runtime: string | undefined, command: string, work: (o: { workers?: VariantWorkers; signal?: AbortSignal }) => Promise<T>): Promise<T> {
+  if (url === undefined) return work({});
+  return cancellable(command, async (signal) => {
+    const f = await runFiles(files.modelPath, files.suitePath, files.sha256);
+    return work({ workers: variantsOnWorkers({ version: VERSION, ...f, runtime: runtime === 'wasm' ? 'wasm' : 'node' }, brokerFor(url, command)), signal });
+  });
+}
+
+function brokerFor(url: string, command: string): Broker {
+  const warn = (s: string) => process.stderr.write(`circuitlens ${command}: ${s}\n`);
+  return { jobs: brokerJobs(url, { warn }), hash: sha256Text, targetRows: chunkRows() };
+}
+
+/** Ctrl-C aborts `signal`; the run, cancelled, exits 130 (the broker adapter has taken its queued jobs back). */
+async function cancellable<T>(command: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const ac = new AbortController();
   const onInt = () => ac.abort();
   process.once('SIGINT', onInt);
   try {
-    for (const c of [L.task, L.control]) if (c) c.signal = ac.signal;
-    const files = await runFiles(L.modelPath, suitePath, (p) => L.ws.sha256(p));
-    const warn = (s: string) => process.stderr.write(`circuitlens ${command}: ${s}\n`);
-    onWorkers(L, { version: VERSION, ...files, runtime: runtime === 'wasm' ? 'wasm' : 'node' }, { jobs: brokerJobs(url, { warn }), hash: sha256Text, targetRows: chunkRows() });
-    return await work();
+    return await work(ac.signal);
   } catch (e) {
     if (e instanceof Cancelled) {
       process.stderr.write(`circuitlens ${command}: cancelled\n`);

@@ -11,7 +11,7 @@ import { detectStructure, type HooksSidecar } from './detect';
 import { GraphIndex } from './graph';
 import { DataType, num, type OnnxModel, type OnnxNode } from './model';
 import { normalizeExport } from './normalize';
-import { weightComponents, type WeightComponent } from './weight-components';
+import { weightComponents, type WeightComponent, type WeightRole } from './weight-components';
 import { ownedSlices } from './weight-slices';
 import { withInitializers } from './weight-swap';
 
@@ -53,9 +53,11 @@ const WEIGHT_OPS = new Set(['MatMul', 'Gemm', 'Conv']);
 /** Constant operators a weight passes through on its way to the activations (a DequantizeLinear: an int8 export's). */
 const THROUGH = new Set(['Identity', 'Cast', 'Transpose', 'DequantizeLinear']);
 
-/** The matrices (and entries) of `scope` in `model` (as decoded from the file, not changed here). */
-export function weightScope(model: OnnxModel, what: string, scope: WeightScope, hooks: { sidecar?: HooksSidecar; sidecarPath?: string } = {}): ScopedWeights {
-  const roles = weightComponents(model, what, hooks);
+/**
+ * The matrices (and entries) of `scope` in `model` (as decoded from the file, not changed here). `roles`: the
+ * model's weightComponents, when the caller has them already (several scopes of one model).
+ */
+export function weightScope(model: OnnxModel, what: string, scope: WeightScope, hooks: { sidecar?: HooksSidecar; sidecarPath?: string } = {}, roles: readonly WeightRole[] = weightComponents(model, what, hooks)): ScopedWeights {
   const g = new GraphIndex(model.graph!);
   const inits = new Map(model.graph!.initializer.map((t) => [t.name, t]));
   const wanted: WeightComponent[] = scope.kind === 'all' ? [...COMPONENTS.attn, ...COMPONENTS.mlp, ...COMPONENTS.embed]
