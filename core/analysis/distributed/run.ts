@@ -52,8 +52,8 @@ export interface ChunkResult {
 
 /**
  * The coordinator's port to the workers: adds the jobs (adding an id again is a no-op), waits for all, and gives
- * their results back in the order given; `done(rows, id, result)` as each finishes. Cancelled by `signal`: throws Cancelled
- * (core/errors) after taking back the jobs no worker has started.
+ * their results back in the order given; `done(rows, id, result)` as each finishes. Cancelled by `signal`: throws
+ * Cancelled (core/errors) after taking back the jobs no worker has started.
  */
 export interface JobRunner {
   run(jobs: { id: string; name: string; data: ChunkJob; rows: number }[], done: (rows: number, id?: string, result?: unknown) => void, signal?: AbortSignal): Promise<unknown[]>;
