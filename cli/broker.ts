@@ -1,9 +1,12 @@
 // `--broker URL` (and `--model-url URL`) for the CLI's analyses: the suite's contexts get a remote
 // (core/analysis/distributed/run.ts onWorkers) that sends their batched engine calls to workers through the broker
-// (core/nodejs/broker.ts brokerRun, shared with the extension); Ctrl-C removes the queued chunks and exits 130.
+// (core/nodejs/broker.ts brokerRun, shared with the extension), or, for prune and sensitivity, each pruned or
+// quantized model goes to a worker whole (distributed/variants.ts); Ctrl-C removes the queued chunks and exits 130.
 // A command takes both flags by spreading BROKER_FLAGS into its parse options and listing BROKER_OPTIONS (or
 // its own wording of BROKER_OPTION, then MODEL_URL_OPTION) in its usage, and hands its parsed values on.
 import { onWorkers, workersFor } from '../core/analysis/distributed/run';
+import { variantsOnWorkers } from '../core/analysis/distributed/variants';
+import type { VariantWorkers } from '../core/analysis/variant-measures';
 import { Cancelled, UserError } from '../core/errors';
 import { brokerRun, checkBroker } from '../core/nodejs/broker';
 import { checkModelUrl } from '../core/nodejs/model-files';
@@ -34,6 +37,9 @@ export async function checkBrokerFlag(f: BrokerFlags): Promise<void> {
   if (url !== undefined) await checkBroker(url);
 }
 
+/** The files of a run, and how their sha256 is taken (the workspace's, which keeps it per file state). */
+interface RunFiles { modelPath: string; suitePath: string; sha256: (p: string) => Promise<string> }
+
 /**
  * Runs `work` with the batched work of `L`'s contexts on the broker's workers (when --broker is given; else as is).
  * The run key hashes the model's sha256, the suite's text and everything else the rows depend on, so the same
@@ -41,7 +47,7 @@ export async function checkBrokerFlag(f: BrokerFlags): Promise<void> {
  */
 export async function withBroker<T>(f: BrokerFlags, L: Loaded, suitePath: string, runtime: string | undefined, command: string, work: () => Promise<T>): Promise<T> {
   if (flags(f).url === undefined) return work();
-  return brokered(f, L.ws, L.modelPath, suitePath, runtime, command, (run, signal) => {
+  return brokered(f, { modelPath: L.modelPath, suitePath, sha256: (p) => L.ws.sha256(p) }, runtime, command, (run, signal) => {
     for (const c of [L.task, L.control]) if (c) c.signal = signal;
     onWorkers(L, run.source, run.broker);
     return work();
@@ -58,21 +64,28 @@ export async function withWorkersFor<T>(
   work: (remote: ReturnType<typeof workersFor> | undefined, signal: AbortSignal | undefined) => Promise<T>,
 ): Promise<T> {
   if (flags(f).url === undefined) return work(undefined, undefined);
-  return brokered(f, ws, modelPath, suitePath, runtime, command, (run, signal) => work(workersFor(run.source, run.broker), signal));
+  return brokered(f, { modelPath, suitePath, sha256: (p) => ws.sha256(p) }, runtime, command, (run, signal) => work(workersFor(run.source, run.broker), signal));
+}
+
+/**
+ * Runs `work` (prune, sensitivity) with its pruned or quantized models measured on the broker's workers, one job
+ * each (when --broker is given; else here: `workers` undefined). Job ids hash the model's sha256, the suite's text,
+ * the variant and the circuit, so a rerun finds the points already measured.
+ */
+export async function withVariantWorkers<T>(f: BrokerFlags, files: RunFiles, runtime: string | undefined, command: string, work: (o: { workers?: VariantWorkers; signal?: AbortSignal }) => Promise<T>): Promise<T> {
+  if (flags(f).url === undefined) return work({});
+  return brokered(f, files, runtime, command, (run, signal) => work({ workers: variantsOnWorkers(run.source, run.broker), signal }));
 }
 
 /** The run on the broker (brokerRun) with Ctrl-C aborting it: queued chunks removed, "cancelled", exit 130. */
-async function brokered<T>(
-  f: BrokerFlags, ws: NodeWorkspace, modelPath: string, suitePath: string, runtime: string | undefined, command: string,
-  work: (run: Awaited<ReturnType<typeof brokerRun>>, signal: AbortSignal) => Promise<T>,
-): Promise<T> {
+async function brokered<T>(f: BrokerFlags, files: RunFiles, runtime: string | undefined, command: string, work: (run: Awaited<ReturnType<typeof brokerRun>>, signal: AbortSignal) => Promise<T>): Promise<T> {
   const { url, modelUrl } = flags(f);
   const ac = new AbortController();
   const onInt = () => ac.abort();
   process.once('SIGINT', onInt);
   try {
     const warn = (s: string) => process.stderr.write(`circuitlens ${command}: ${s}\n`);
-    const run = await brokerRun({ url: url!, modelUrl, modelPath, suitePath, runtime: runtime === 'wasm' ? 'wasm' : 'node', sha256: (p) => ws.sha256(p), warn });
+    const run = await brokerRun({ url: url!, modelUrl, ...files, runtime: runtime === 'wasm' ? 'wasm' : 'node', warn });
     return await work(run, ac.signal);
   } catch (e) {
     if (e instanceof Cancelled) {

@@ -1,11 +1,14 @@
 // The `circuitlens.broker` setting: when it names a Redis (redis://HOST:PORT), the batched work of Attribute Suite,
 // Discover Circuit, Verify Circuit and Sweep Suite runs on `circuitlens worker` processes through it, as `--broker` does in the
-// CLI (core/analysis/distributed/run.ts onWorkers, core/nodejs/broker.ts). Cancelling the progress notification
-// removes the queued chunks (the contexts carry its signal). Empty: everything runs here. circuitlens.brokerModelUrl,
-// when set, is where workers that lack the model at this path fetch it (the CLI's --model-url).
+// CLI (core/analysis/distributed/run.ts onWorkers, core/nodejs/broker.ts), and so do the pruned and quantized
+// models of Pruning Curves and Quantization Sensitivity, one per job (distributed/variants.ts). Cancelling the
+// progress notification removes the queued chunks (the contexts carry its signal). Empty: everything runs here.
+// circuitlens.brokerModelUrl, when set, is where workers that lack the model at this path fetch it (the CLI's --model-url).
 import * as vscode from 'vscode';
 import type { Contexts } from '../core/analysis/open-suite';
 import { onWorkers, workersFor } from '../core/analysis/distributed/run';
+import { variantsOnWorkers } from '../core/analysis/distributed/variants';
+import type { VariantWorkers } from '../core/analysis/variant-measures';
 import { UserError } from '../core/errors';
 import { brokerConnection, brokerRun, checkBroker } from '../core/nodejs/broker';
 import { checkModelUrl } from '../core/nodejs/model-files';
@@ -46,6 +49,12 @@ export async function workersForRun(state: State, url: string | undefined, model
   return run && workersFor(run.source, run.broker);
 }
 
+/** Where Pruning Curves and Quantization Sensitivity measure their models: the broker's workers, or here (undefined). */
+export async function variantWorkers(state: State, url: string | undefined, modelPath: string, suitePath: string): Promise<VariantWorkers | undefined> {
+  const run = await runOn(state, url, modelPath, suitePath);
+  return run && variantsOnWorkers(run.source, run.broker);
+}
+
 /** The run on the broker (brokerRun) with the settings' model URL, logged; undefined when `url` is. */
 async function runOn(state: State, url: string | undefined, modelPath: string, suitePath: string) {
   if (!url) return undefined;
@@ -67,7 +76,7 @@ export function brokerStatus(): vscode.Disposable {
     let where = url;
     try { const c = brokerConnection(url); where = `${c.host}:${c.port}`; } catch { /* shown as set; a run says what is wrong */ }
     item.text = `$(server-process) workers: ${where}`;
-    item.tooltip = `CircuitLens: Attribute Suite, Discover Circuit, Verify Circuit and Sweep Suite run their batched work on the workers of ${where} (setting circuitlens.broker)`;
+    item.tooltip = `CircuitLens: Attribute Suite, Discover Circuit, Verify Circuit, Sweep Suite, Pruning Curves and Quantization Sensitivity run their batched work on the workers of ${where} (setting circuitlens.broker)`;
     item.show();
   };
   update();

@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { DEFAULT_SPARSITIES, PRUNE_NOTES, prunePlanOf, pruneScopeOf, runPrune, type PruneMeasures, type PruneReport } from '../../core/analysis/prune/prune';
+import { DEFAULT_SPARSITIES, PRUNE_NOTES, runPrune, type PruneMeasures, type PruneReport } from '../../core/analysis/prune/prune';
 import { round6 } from '../../core/analysis/records';
 import { UserError } from '../../core/errors';
 import type { Circuit } from '../../core/formats/circuit';
@@ -8,6 +8,7 @@ import { writeModelWith } from '../../core/nodejs/pruned-model';
 import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { PRUNE_STRATEGIES, type PruneStrategy } from '../../core/onnx/prune';
 import { ABLATION_KINDS } from '../../core/vocabulary';
+import { BROKER_FLAGS, BROKER_OPTION, checkBrokerFlag, MODEL_URL_OPTION, withVariantWorkers } from '../broker';
 import { cliRuntime, FORCE_OPTION, JSON_OPTION, oneOf, parse, RUNTIME_OPTION, usageError, type Usage } from '../args';
 import { loadSuite, readCircuitFile, suiteModelPath } from '../common';
 import { outFile } from '../out-file';
@@ -15,7 +16,7 @@ import { f3 } from '../text';
 
 export const PRUNE_USAGE: Usage = {
   synopsis: 'circuitlens prune SUITE [--model MODEL] [--sparsity 0.1,0.3,0.5,0.7,0.9] [--circuit C] [--strategy magnitude|outside-circuit|layer-waves,…]\n'
-    + '       [--ablation zero|mean|resample] [--out F.onnx [--force]] [--runtime node|wasm] [--json]',
+    + '       [--ablation zero|mean|resample] [--out F.onnx [--force]] [--broker URL [--model-url URL]] [--runtime node|wasm] [--json]',
   about: 'Pruning curves: the suite\'s metric and accuracy on its task prompts, and the KL to the unpruned model, as the\n'
     + 'attention and MLP weight matrices are pruned (entries set to zero; embeddings, norms, biases and the unembedding\n'
     + 'are not pruned) to each sparsity, a fraction of all prunable entries. Strategies: magnitude (the smallest |w|\n'
@@ -23,7 +24,8 @@ export const PRUNE_USAGE: Usage = {
     + 'the circuit owns the rest), layer-waves (the last layer first, a whole layer before the one below it; smallest\n'
     + '|w| first within a layer). With --circuit, each point also has the circuit\'s faithfulness on the pruned model.\n'
     + 'No fine-tuning after pruning. --out writes one pruned model (one strategy and one sparsity), with the original\'s\n'
-    + 'tokenizer and hooks files beside it. Progress on stderr.',
+    + 'tokenizer and hooks files beside it. --broker: each pruned model is built and measured on a worker (circuitlens\n'
+    + 'worker, with the model at the same path), the baseline here; the result equals the local one. Progress on stderr.',
   options: [
     ['--model MODEL', 'the model (default: the suite\'s model:)'],
     ['--sparsity LIST', `sparsities to prune to, fractions in [0, 1] (default ${DEFAULT_SPARSITIES.join(',')})`],
@@ -31,7 +33,7 @@ export const PRUNE_USAGE: Usage = {
     ['--strategy LIST', 'magnitude, outside-circuit, layer-waves (default: magnitude, and outside-circuit with --circuit)'],
     ['--ablation zero|mean|resample', 'how the circuit\'s faithfulness ablates (default: the circuit\'s, else the suite\'s)'],
     ['--out F.onnx', 'write the pruned model (needs exactly one strategy and one sparsity)'],
-    FORCE_OPTION, RUNTIME_OPTION, JSON_OPTION,
+    FORCE_OPTION, BROKER_OPTION, MODEL_URL_OPTION, RUNTIME_OPTION, JSON_OPTION,
   ],
   json: '{"model", "suite", "name", "metric", "ablation", "prompts", "prunable": {"entries", "tensors": [{"name", "component", "layer"?, "entries"}], "skipped"},\n'
     + '  "circuit"?: {"file", "name", "nodes", "ownedEntries", "maxSparsity", "slices": [{"node", "initializer", "role", "axis", "start", "end"}]},\n'
@@ -61,7 +63,7 @@ const measures = (m: PruneMeasures) => ({ metric: round6(m.metric), accuracy: ro
 export async function pruneCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parse(argv, {
     model: { type: 'string' }, sparsity: { type: 'string' }, circuit: { type: 'string' }, strategy: { type: 'string' }, ablation: { type: 'string' },
-    out: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' }, runtime: { type: 'string' },
+    out: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' }, runtime: { type: 'string' }, ...BROKER_FLAGS,
   }, PRUNE_USAGE);
   if (positionals.length !== 1) throw usageError('expected one suite file', PRUNE_USAGE);
   const sparsities = sparsityList(values.sparsity);
@@ -70,6 +72,7 @@ export async function pruneCommand(argv: string[], out: (s: string) => void): Pr
     throw usageError(`--out writes one pruned model: give exactly one --strategy and one --sparsity (got ${strategies.length} strateg${strategies.length === 1 ? 'y' : 'ies'}: ${strategies.join(', ')}; ${sparsities.length} sparsit${sparsities.length === 1 ? 'y' : 'ies'}: ${sparsities.join(', ')})`, PRUNE_USAGE);
   }
   const outPath = values.out !== undefined ? outFile(values.out, values.force) : undefined;
+  await checkBrokerFlag(values);
   const runtime = cliRuntime(values.runtime);
   const ws = new NodeWorkspace(process.cwd(), runtime);
   try {
@@ -87,10 +90,11 @@ export async function pruneCommand(argv: string[], out: (s: string) => void): Pr
     process.stderr.write(`circuitlens prune: reading ${what}\n`);
     const variants = openModelVariants(modelPath, runtime);
     const report = (line: string) => process.stderr.write(`circuitlens prune: ${line}\n`);
-    const r = await runPrune(suite, variants, what, { strategies, sparsities, circuit, ablation, report });
+    const r = await withVariantWorkers(values, { modelPath, suitePath: suite.file, sha256: (p) => ws.sha256(p) }, values.runtime, 'prune',
+      (o) => runPrune(suite, variants, what, { strategies, sparsities, circuit, ablation, report, ...o }));
     let written: { files: string[]; strategy: PruneStrategy; sparsity: number; reached: number } | undefined;
     if (outPath) {
-      const plan = prunePlanOf(pruneScopeOf(variants, what, circuit).scope, strategies[0]!, sparsities[0]!);
+      const plan = r.bench.plan(strategies[0]!, sparsities[0]!);
       const files = await writeModelWith(variants, plan.replacements, outPath, values.force);
       written = { files: files.map((f) => ws.display(f)), strategy: plan.strategy, sparsity: plan.requested, reached: round6(plan.reached) };
     }

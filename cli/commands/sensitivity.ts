@@ -9,12 +9,13 @@ import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { QUANT_SCHEMES, type QuantScheme } from '../../core/onnx/quantize';
 import type { WeightScope } from '../../core/onnx/weight-scope';
 import { ABLATION_KINDS, type AblationKind } from '../../core/vocabulary';
+import { BROKER_FLAGS, BROKER_OPTION, checkBrokerFlag, MODEL_URL_OPTION, withVariantWorkers } from '../broker';
 import { cliRuntime, JSON_OPTION, oneOf, parse, RUNTIME_OPTION, usageError, type Usage } from '../args';
 import { loadSuite, readCircuitFile, suiteModelPath } from '../common';
 import { f3 } from '../text';
 
 export const SENSITIVITY_USAGE: Usage = {
-  synopsis: 'circuitlens sensitivity SUITE --quantize int8|int4|fp16 [--group-size G] [--scope all|attn|mlp|embed|circuit:C|outside:C]… [--circuit C] [--model MODEL] [--ablation KIND] [--runtime node|wasm] [--json]',
+  synopsis: 'circuitlens sensitivity SUITE --quantize int8|int4|fp16 [--group-size G] [--scope all|attn|mlp|embed|circuit:C|outside:C]… [--circuit C] [--model MODEL] [--ablation KIND] [--broker URL [--model-url URL]] [--runtime node|wasm] [--json]',
   about: 'Quantization sensitivity: the suite\'s task prompts on the model with the weight matrices of each scope fake-quantized\n'
     + '(round-to-nearest, symmetric; per output channel, or per group of G input entries with --group-size; fp16: each entry\n'
     + 'rounded to float16), turned back into float32 and run in memory. One row per scope: the suite\'s metric, accuracy,\n'
@@ -22,7 +23,9 @@ export const SENSITIVITY_USAGE: Usage = {
     + 'circuit\'s faithfulness under the quantized model. Scopes: attn, mlp (their matrices), embed (embedding and\n'
     + 'unembedding), all (every matrix), circuit:C (the entries circuit file C\'s heads and MLPs own: q/k/v columns, W_O rows,\n'
     + 'MLP matrices), outside:C (every other attention and MLP entry). Biases and norm gains stay float32.\n'
-    + 'Default scopes: all, attn, mlp, embed (and circuit, outside with --circuit). Progress on stderr.',
+    + 'Default scopes: all, attn, mlp, embed (and circuit, outside with --circuit). --broker: each quantized model is built\n'
+    + 'and measured on a worker (circuitlens worker, with the model at the same path), the baseline here; the result equals\n'
+    + 'the local one. Progress on stderr.',
   options: [
     ['--quantize int8|int4|fp16', 'the precision the weights are rounded to'],
     ['--group-size G', 'int8/int4: one scale per G consecutive input entries of a channel (default: one per channel)'],
@@ -30,7 +33,7 @@ export const SENSITIVITY_USAGE: Usage = {
     ['--circuit C', 'a *.circuit.json: its faithfulness on every row, and the circuit of circuit/outside scopes'],
     ['--model MODEL', 'the model (default: the suite\'s model:)'],
     ['--ablation zero|mean|resample', 'how nodes outside the circuit are replaced (default: the circuit\'s, else the suite\'s)'],
-    RUNTIME_OPTION, JSON_OPTION,
+    BROKER_OPTION, MODEL_URL_OPTION, RUNTIME_OPTION, JSON_OPTION,
   ],
   json: '{"model", "suite", "name", "metric", "quantize", "groupSize", "prompts", "circuit"?: {"file", "name", "nodes", "level"}, "ablation",\n'
     + '        "baseline": {"metric", "accuracy", "kl", "logitDiff", "prob", "faithfulness"?, "faithfulnessByMetric"?},\n'
@@ -43,7 +46,7 @@ const rounded = <T extends object>(o: T): T => Object.fromEntries(Object.entries
 export async function sensitivityCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parse(argv, {
     quantize: { type: 'string' }, 'group-size': { type: 'string' }, scope: { type: 'string', multiple: true }, circuit: { type: 'string' },
-    model: { type: 'string' }, ablation: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' },
+    model: { type: 'string' }, ablation: { type: 'string' }, json: { type: 'boolean' }, runtime: { type: 'string' }, ...BROKER_FLAGS,
   }, SENSITIVITY_USAGE);
   if (positionals.length !== 1) throw usageError('expected one suite file', SENSITIVITY_USAGE);
   if (!values.quantize) throw usageError('--quantize int8|int4|fp16 is required', SENSITIVITY_USAGE);
@@ -53,6 +56,7 @@ export async function sensitivityCommand(argv: string[], out: (s: string) => voi
   if (groupSize !== undefined && !(Number.isInteger(groupSize) && groupSize >= 1)) throw new UserError(`--group-size must be a whole number ≥ 1 (got "${g}")`);
   if (groupSize !== undefined && scheme === 'fp16') throw new UserError('--group-size applies to int8 and int4 (fp16 rounds each entry on its own)');
   const requests = parseScopes(values.scope ?? [], !!values.circuit);
+  await checkBrokerFlag(values);
   const runtime = cliRuntime(values.runtime);
   const ws = new NodeWorkspace(process.cwd(), runtime);
   try {
@@ -75,10 +79,10 @@ export async function sensitivityCommand(argv: string[], out: (s: string) => voi
     }
     const model = openModelVariants(modelPath, runtime);
     process.stderr.write(`circuitlens sensitivity: ${ws.display(suite.file)} on ${ws.display(modelPath)}, ${scheme}${groupSize ? ` in groups of ${groupSize}` : ' per channel'}, ${scopes.length} scope${scopes.length === 1 ? '' : 's'}\n`);
-    const r = await runSensitivity(suite, model, {
-      quantize: { scheme, groupSize }, scopes, circuit, ablation,
+    const r = await withVariantWorkers(values, { modelPath, suitePath: suite.file, sha256: (p) => ws.sha256(p) }, values.runtime, 'sensitivity', (o) => runSensitivity(suite, model, {
+      quantize: { scheme, groupSize }, scopes, circuit, ablation, ...o,
       report: (line) => process.stderr.write(`circuitlens sensitivity: ${line}\n`),
-    });
+    }));
     const report = {
       model: ws.display(modelPath), suite: ws.display(suite.file), name: r.suite, metric: r.metric, quantize: scheme, groupSize: groupSize ?? null, prompts: r.prompts,
       ...(r.circuit ? { circuit: { file: ws.display(path.resolve(values.circuit!)), ...r.circuit } } : {}), ablation: r.ablation,

@@ -1,28 +1,33 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import type { VariantWork } from '../../core/analysis/distributed/plan';
 import { computeChunk, prepareForChunks, type ChunkJob, type ChunkResult, type ContextSpec, type Prepared } from '../../core/analysis/distributed/run';
+import { computeVariant, openVariantBench, type VariantBench, type VariantResult } from '../../core/analysis/distributed/variants';
 import { openSuite } from '../../core/analysis/open-suite';
 import type { Engine } from '../../core/engine/engine';
+import type { WeightVariants } from '../../core/engine/variants';
 import { UserError } from '../../core/errors';
 import { formatDiagnostic } from '../../core/formats/diagnostics';
-import { parseSuite } from '../../core/formats/suite';
+import { parseSuite, type Suite } from '../../core/formats/suite';
 import { createRuntime, loadEngine } from '../../core/nodejs/load';
 import { cacheDir, ModelCache } from '../../core/nodejs/model-cache';
+import { openModelVariants } from '../../core/nodejs/model-variants';
 import { VERSION } from '../../core/nodejs/version';
 import { sha256File } from '../../core/nodejs/workspace';
 import { JSON_OPTION, parse, usageError, type Usage } from '../args';
-import { checkBroker, queueName, serveJobs } from '../../core/nodejs/broker';
+import { checkBroker, queueName, serveJobs, sha256Text } from '../../core/nodejs/broker';
 
 export const WORKER_USAGE: Usage = {
   synopsis: 'circuitlens worker --broker redis://HOST:PORT [--cache DIR] [--concurrency N] [--threads T] [--json]',
-  about: 'Takes chunks of batched analyses (attribute, discover, verify, redundancy, sweep with --broker; the extension\'s circuitlens.broker) from the broker\'s queue, computes them and answers\n'
-    + 'with their rows, until stopped (SIGTERM or Ctrl-C: the chunk at hand is finished first; a second signal\n'
-    + 'stops at once and the chunk goes to another worker). Each chunk names its model by path and sha256: a file\n'
-    + 'at that path here with those bytes is used as it is. Else, when the coordinator gave --model-url, the model\n'
-    + 'and the files beside it are fetched into the cache (a folder per sha256, each file checked against the\n'
-    + 'sha256 the coordinator computed; other bytes are refused) and reused by later chunks; without a URL the\n'
-    + 'chunk is refused. Loaded models are kept for the next chunks (the last two). Queue: CIRCUITLENS_QUEUE\n'
-    + '(default circuitlens).',
+  about: 'Takes chunks of batched analyses (attribute, discover, verify, redundancy, sweep, prune, sensitivity with\n'
+    + '--broker; the extension\'s circuitlens.broker) from the broker\'s queue, computes them and answers with their\n'
+    + 'rows (for prune and sensitivity: one pruned or quantized model, rebuilt here from the model, and its measures),\n'
+    + 'until stopped (SIGTERM or Ctrl-C: the chunk at hand is finished first; a second signal stops at once and the\n'
+    + 'chunk goes to another worker). Each chunk names its model by path and sha256: a file at that path here with\n'
+    + 'those bytes is used as it is. Else, when the coordinator gave --model-url, the model and the files beside it\n'
+    + 'are fetched into the cache (a folder per sha256, each file checked against the sha256 the coordinator\n'
+    + 'computed; other bytes are refused) and reused by later chunks; without a URL the chunk is refused. Loaded\n'
+    + 'models are kept for the next chunks (the last two). Queue: CIRCUITLENS_QUEUE (default circuitlens).',
   options: [
     ['--broker URL', 'the Redis that holds the queue: redis://HOST:PORT[/DB] (rediss:// for TLS)'],
     ['--cache DIR', 'where models fetched from a --model-url are kept (default: $CIRCUITLENS_CACHE, else ~/.cache/circuitlens/models)'],
@@ -38,6 +43,8 @@ const KEEP_ENGINES = 2;
 const KEEP_CONTEXTS = 4;
 
 interface Loaded { key: string; engine: Promise<Engine>; contexts: Map<string, Promise<Prepared>> }
+/** A model's weights in memory (pruned and quantized variants are made from them), with the benches made on them. */
+interface Weights { key: string; v: WeightVariants; benches: Map<string, Promise<VariantBench>> }
 
 export async function workerCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parse(argv, { broker: { type: 'string' }, cache: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' } }, WORKER_USAGE);
@@ -50,6 +57,7 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
   const me = `${os.hostname()}:${process.pid}`;
   const log = (s: string) => process.stderr.write(`circuitlens worker ${me}: ${s}\n`);
   const engines: Loaded[] = [];
+  const weights: Weights[] = [];
   const hashes = new Map<string, { stamp: string; sha: Promise<string> }>();
   const cache = new ModelCache(cacheDir(values.cache), { log, sha256: async (p) => (await sha256(p)) ?? 'no file' });
   const noticed = new Set<string>();
@@ -108,9 +116,7 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
     if (!ctx) {
       ctx = (async () => {
         const engine = await e.engine;
-        const { suite, diagnostics } = parseSuite(c.suite.path, c.suite.text);
-        if (!suite) throw new UserError(`the suite ${c.suite.path} does not parse here: ${diagnostics.map(formatDiagnostic).join('; ')}`);
-        const { opened, diagnostics: ds } = openSuite(suite, engine, c.ablation);
+        const { opened, diagnostics: ds } = openSuite(suiteOf(c), engine, c.ablation);
         if (!opened) throw new UserError(`the suite ${c.suite.path} does not open on ${c.model.path} here: ${ds.map(formatDiagnostic).join('; ')}`);
         const prepared = await prepareForChunks(opened, c.prompts);
         if (prepared.ctx.maxRows !== c.maxRows) throw new UserError(`this worker batches ${prepared.ctx.maxRows} rows per call, the coordinator ${c.maxRows}: results would differ`);
@@ -124,23 +130,48 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
     return ctx;
   }
 
+  /** The variant's bench: the model's weights (kept for the next variants, by sha256), the baseline of its context and circuit. */
+  function benchFor(c: ContextSpec, work: VariantWork, file: string): Promise<VariantBench> {
+    const key = `${c.model.sha256}\0${c.runtime}`;
+    let entry = weights.find((w) => w.key === key);
+    if (entry) weights.splice(weights.indexOf(entry), 1);
+    else {
+      while (weights.length >= KEEP_ENGINES) weights.shift();
+      entry = { key, v: openModelVariants(file, createRuntime(c.runtime, { flushDenormals: true, threads })), benches: new Map() };
+    }
+    weights.push(entry);
+    const benches = entry.benches;
+    const bkey = `${c.key}\0${work.circuit ? sha256Text(JSON.stringify(work.circuit)) : ''}`;
+    let bench = benches.get(bkey);
+    if (!bench) {
+      bench = openVariantBench(entry.v, suiteOf(c), c, work.circuit);
+      const p = bench;
+      p.catch(() => { if (benches.get(bkey) === p) benches.delete(bkey); });
+      benches.set(bkey, p);
+      while (benches.size > KEEP_CONTEXTS) benches.delete(benches.keys().next().value!);
+    }
+    return bench;
+  }
+
   const delay = Number(process.env.CIRCUITLENS_WORKER_DELAY_MS ?? 0);
-  async function processChunk(d: ChunkJob, id: string): Promise<ChunkResult> {
+  async function processChunk(d: ChunkJob, id: string): Promise<ChunkResult | VariantResult> {
     const t0 = performance.now();
     if (d.format !== 2) throw new Error(`worker ${me} (CircuitLens ${VERSION}) does not read chunk format ${d.format}`);
     if (d.version !== VERSION) throw new Error(`worker ${me} runs CircuitLens ${VERSION}, the coordinator ${d.version}: results could differ; run one version everywhere`);
     log(`chunk ${id} (${d.work.kind}, calls ${d.chunk.from}–${d.chunk.to}, ${d.chunk.rows} rows) started`);
     // For fault tests: a worker slow enough to be stopped in the middle of a chunk.
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-    const prepared = await contextFor(d, await modelPath(d.context.model));
-    const rows = await computeChunk(prepared, d);
+    const file = await modelPath(d.context.model);
+    const result = d.work.kind === 'variant'
+      ? { point: await computeVariant(await benchFor(d.context, d.work, file), d.work) }
+      : { rows: await computeChunk(await contextFor(d, file), d) };
     const ms = Math.round(performance.now() - t0);
     log(`chunk ${id} done: ${d.chunk.rows} rows in ${ms} ms`);
     if (values.json) out(JSON.stringify({ chunk: id, analysis: d.work.kind, rows: d.chunk.rows, ms }));
-    return { rows, worker: me, ms };
+    return { ...result, worker: me, ms };
   }
 
-  const worker = await serveJobs<ChunkJob, ChunkResult>(url, processChunk, { concurrency, log });
+  const worker = await serveJobs<ChunkJob, ChunkResult | VariantResult>(url, processChunk, { concurrency, log });
   log(`waiting for chunks on ${url} (queue ${queueName()}, concurrency ${concurrency}${threads ? `, ${threads} thread${threads > 1 ? 's' : ''}` : ''})`);
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -161,6 +192,13 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });
+}
+
+/** The suite a chunk's context names, parsed from the text the coordinator read. */
+function suiteOf(c: ContextSpec): Suite {
+  const { suite, diagnostics } = parseSuite(c.suite.path, c.suite.text);
+  if (!suite) throw new UserError(`the suite ${c.suite.path} does not parse here: ${diagnostics.map(formatDiagnostic).join('; ')}`);
+  return suite;
 }
 
 function wholeNumber(v: string | undefined, flag: string, fallback: number): number {

@@ -127,9 +127,9 @@ export async function brokerRun(o: {
  * the order asked. `signal`: cancel (Ctrl-C, a cancelled notification), which removes the jobs still queued and
  * throws Cancelled. `warn`: retries and refusals seen on the way, and what a cancel removed, in words.
  */
-export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run<D>(jobs: BrokerJob<D>[], done: (rows: number) => void, signal?: AbortSignal): Promise<unknown[]> } {
+export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run<D>(jobs: BrokerJob<D>[], done: (rows: number, id: string, result: unknown) => void, signal?: AbortSignal): Promise<unknown[]> } {
   return {
-    async run<D>(jobs: BrokerJob<D>[], done: (rows: number) => void, signal?: AbortSignal): Promise<unknown[]> {
+    async run<D>(jobs: BrokerJob<D>[], done: (rows: number, id: string, result: unknown) => void, signal?: AbortSignal): Promise<unknown[]> {
       const { Job, Queue, QueueEvents } = await import('bullmq');
       const queue = new Queue(queueName(), { connection: bullConnection(url, false) });
       queue.on('error', () => undefined);
@@ -198,7 +198,7 @@ export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run
               // A return value is set when a job completes, and only then.
               if (j.finishedOn && j.returnvalue) {
                 results.set(c.id, j.returnvalue);
-                done(c.rows);
+                done(c.rows, c.id, j.returnvalue);
                 continue;
               }
               if (j.failedReason && seen.get(c.id) !== `${j.attemptsMade}:${j.failedReason}`) {

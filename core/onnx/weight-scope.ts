@@ -12,7 +12,7 @@ import { GraphIndex } from './graph';
 import { weightReads } from './initializers';
 import { DataType, num, type OnnxModel, type OnnxNode } from './model';
 import { ownedMasks } from './owned-masks';
-import { weightComponents, type WeightComponent } from './weight-components';
+import { weightComponents, type WeightComponent, type WeightRole } from './weight-components';
 
 export type ScopeKind = 'all' | 'attn' | 'mlp' | 'embed' | 'circuit' | 'outside';
 export const SCOPE_KINDS: readonly ScopeKind[] = ['all', 'attn', 'mlp', 'embed', 'circuit', 'outside'];
@@ -52,9 +52,11 @@ const WEIGHT_OPS = new Set(['MatMul', 'Gemm', 'Conv']);
 /** Constant operators a weight passes through on its way to the activations (a DequantizeLinear: an int8 export's). */
 const THROUGH = new Set(['Identity', 'Cast', 'Transpose', 'DequantizeLinear']);
 
-/** The matrices (and entries) of `scope` in `model` (as decoded from the file, not changed here). */
-export function weightScope(model: OnnxModel, what: string, scope: WeightScope, hooks: { sidecar?: HooksSidecar; sidecarPath?: string } = {}): ScopedWeights {
-  const roles = weightComponents(model, what, hooks);
+/**
+ * The matrices (and entries) of `scope` in `model` (as decoded from the file, not changed here). `roles`: the
+ * model's weightComponents, when the caller has them already (several scopes of one model).
+ */
+export function weightScope(model: OnnxModel, what: string, scope: WeightScope, hooks: { sidecar?: HooksSidecar; sidecarPath?: string } = {}, roles: readonly WeightRole[] = weightComponents(model, what, hooks)): ScopedWeights {
   const g = new GraphIndex(model.graph!);
   const inits = new Map(model.graph!.initializer.map((t) => [t.name, t]));
   const wanted: WeightComponent[] = scope.kind === 'all' ? [...COMPONENTS.attn, ...COMPONENTS.mlp, ...COMPONENTS.embed]

@@ -6,10 +6,12 @@ import * as vscode from 'vscode';
 import { openSuite, type OpenedSuite } from '../../core/analysis/open-suite';
 import { describeProgress, type ProgressSink } from '../../core/analysis/progress';
 import { Cancelled, isUserError } from '../../core/errors';
+import { parseCircuit, type Circuit } from '../../core/formats/circuit';
 import type { Diagnostic } from '../../core/formats/diagnostics';
 import { parseSuite, type Suite } from '../../core/formats/suite';
 import type { AblationKind } from '../../core/vocabulary';
 import type { CanaryController } from '../canary/controller';
+import { readOr } from '../files';
 import type { State } from '../state';
 import { TrustError } from '../state';
 import type { CircuitExplorer, ExplorerItem } from '../views/explorer';
@@ -54,6 +56,23 @@ export async function modelFor(state: State, suite?: Suite): Promise<string | un
   const m = await pick(state, MODELS, 'model', undefined);
   if (m) await state.setActiveModel(m);
   return m;
+}
+
+/**
+ * An optional circuit, for commands that measure one if given (Pruning Curves, Quantization Sensitivity): picked
+ * among the workspace's circuit files, or "No circuit" (`{}`); none in the workspace: `{}` without asking.
+ * Undefined when the pick is dismissed or the file has problems (shown).
+ */
+export async function pickOptionalCircuit(state: State, title: string, withoutIt: string): Promise<{ chosen?: { file: string; circuit: Circuit } } | undefined> {
+  const files = await state.findFiles(CIRCUITS);
+  if (!files.length) return {};
+  const none = { label: 'No circuit', description: withoutIt, file: '' };
+  const c = await vscode.window.showQuickPick([...files.map((f) => ({ label: path.basename(f), description: state.ws.display(f), file: f })), none], { title: `CircuitLens: ${title}` });
+  if (!c) return undefined;
+  if (!c.file) return {};
+  const parsed = parseCircuit(c.file, readOr(c.file));
+  if (!parsed.circuit) { showProblems(state, parsed.diagnostics); return undefined; }
+  return { chosen: { file: c.file, circuit: parsed.circuit } };
 }
 
 /** Shows file problems: the first opens at its line, all are logged. */

@@ -3,14 +3,15 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { defaultScopes } from '../../core/analysis/sensitivity/scopes';
 import { runSensitivity, SENSITIVITY_NOTES } from '../../core/analysis/sensitivity/sensitivity';
-import { circuitComponents, parseCircuit, type Circuit } from '../../core/formats/circuit';
+import { circuitComponents } from '../../core/formats/circuit';
 import { parseSuite } from '../../core/formats/suite';
 import type { QuantizeOptions } from '../../core/onnx/quantize';
 import type { WeightScope } from '../../core/onnx/weight-scope';
 import type { SensitivityState } from '../../protocol/sensitivity';
+import { configuredBroker, variantWorkers } from '../broker';
 import { showResult } from '../panels/result-panel';
 import { SENSITIVITY_VIEW } from '../panels/sensitivity/panel';
-import { CIRCUITS, f3, modelFor, pick, showProblems, SUITES, withProgress, type Command, type Services } from './common';
+import { f3, modelFor, pick, pickOptionalCircuit, showProblems, SUITES, withProgress, type Command, type Services } from './common';
 
 /** The quantizations offered, most common first. */
 const CHOICES: { label: string; description: string; q: QuantizeOptions }[] = [
@@ -23,7 +24,8 @@ const CHOICES: { label: string; description: string; q: QuantizeOptions }[] = [
 
 /**
  * Quantization Sensitivity…: the suite (active or picked) on its model with the weights of each scope fake-quantized
- * (core/analysis/sensitivity), a quantization and optionally a circuit picked; a table and bar charts.
+ * (core/analysis/sensitivity), a quantization and optionally a circuit picked; a table and bar charts. Each
+ * quantized model on the workers of circuitlens.broker when it is set (extension/broker.ts).
  */
 export function sensitivityCommand({ state }: Services): Command {
   return async (arg) => {
@@ -31,19 +33,11 @@ export function sensitivityCommand({ state }: Services): Command {
     if (!f) return;
     const choice = await vscode.window.showQuickPick(CHOICES, { title: 'CircuitLens: quantize the weights to' });
     if (!choice) return;
-    const circuits = await state.findFiles(CIRCUITS);
-    let circuit: { file: string; c: Circuit } | undefined;
-    if (circuits.length) {
-      const items = [{ label: 'No circuit', description: 'metric, accuracy and KL only', file: '' }, ...circuits.map((c) => ({ label: path.basename(c), description: state.ws.display(c), file: c }))];
-      const c = await vscode.window.showQuickPick(items, { title: 'CircuitLens: measure a circuit\'s faithfulness too?' });
-      if (!c) return;
-      if (c.file) {
-        const parsed = parseCircuit(c.file, fs.readFileSync(c.file, 'utf8'));
-        if (!parsed.circuit) { showProblems(state, parsed.diagnostics); return; }
-        circuit = { file: c.file, c: parsed.circuit };
-      }
-    }
+    const picked = await pickOptionalCircuit(state, 'measure a circuit\'s faithfulness too?', 'metric, accuracy and KL only');
+    if (!picked) return;
+    const circuit = picked.chosen;
     const s = await withProgress(state, `quantizing ${path.basename(f)}'s model (${choice.label})`, async (signal, report) => {
+      const broker = await configuredBroker();
       const { suite, diagnostics } = parseSuite(f, fs.readFileSync(f, 'utf8'));
       if (!suite) { showProblems(state, diagnostics); return undefined; }
       const modelPath = await modelFor(state, suite);
@@ -51,8 +45,9 @@ export function sensitivityCommand({ state }: Services): Command {
       state.requireTrust();
       const model = await state.ws.modelVariants(modelPath);
       const name = circuit ? path.basename(circuit.file).replace(/\.circuit\.json$/, '') : '';
-      const scopes: WeightScope[] = defaultScopes(!!circuit).map((r) => (r.kind === 'circuit' || r.kind === 'outside' ? { kind: r.kind, circuit: { name, nodes: circuitComponents(circuit!.c) } } : { kind: r.kind }));
-      const r = await runSensitivity(suite, model, { quantize: choice.q, scopes, circuit: circuit?.c, ablation: circuit?.c.ablation, signal, report });
+      const scopes: WeightScope[] = defaultScopes(!!circuit).map((r) => (r.kind === 'circuit' || r.kind === 'outside' ? { kind: r.kind, circuit: { name, nodes: circuitComponents(circuit!.circuit) } } : { kind: r.kind }));
+      const workers = await variantWorkers(state, broker, modelPath, f);
+      const r = await runSensitivity(suite, model, { quantize: choice.q, scopes, circuit: circuit?.circuit, ablation: circuit?.circuit.ablation, signal, report, workers });
       const modelName = path.basename(modelPath);
       state.log.info(`${suite.name} on ${modelName}, ${choice.label}: ${r.rows.map((x) => `${x.scope}: ${r.metric} ${f3(x.metric)}, accuracy ${f3(x.accuracy)}, KL ${x.kl.toExponential(2)}`).join('; ')}`);
       const view: SensitivityState = {

@@ -726,7 +726,7 @@ export const STEPS: Step[] = [
     },
   },
   {
-    name: 'with circuitlens.broker set, Attribute Suite runs on a worker (Redis, circuitlens worker): an unreachable broker is an error notification, Cancel takes the queued chunks back, node scores equal the CLI\'s local attribute',
+    name: 'with circuitlens.broker set, Attribute Suite runs on a worker (Redis, circuitlens worker): an unreachable broker is an error notification, Cancel takes the queued chunks back, node scores equal the CLI\'s local attribute; Quantization Sensitivity\'s models are measured there too',
     timeoutMs: 240_000,
     async run(d) {
       const { page, workspace } = d;
@@ -766,6 +766,22 @@ export const STEPS: Step[] = [
         const kinds = new Set([...worker.err.matchAll(/chunk cl-\S+ \((\S+), calls/g)].map((m) => m[1]));
         assert.deepEqual([...kinds].sort(), ['edge-patching', 'sets'], 'the worker computed the ablation sets and the edge sets');
         assert.deepEqual(await queued(cluster.port), { wait: 0, all: 0 }, 'a finished run leaves no chunks');
+        // Quantization Sensitivity: each quantized model is measured on the worker; the rows equal the CLI's local run.
+        const wantRows = cliJson(['sensitivity', suite, '--model', model, '--quantize', 'int8', '--json']) as Promise<{ rows: { scope: string; metric: number; accuracy: number }[] }>;
+        await runCommand(page, 'CircuitLens: Quantization Sensitivity');
+        await clickQuickItem(page, 'pick a suite', /(^|\s)induction\.suite\.yaml/);
+        await clickQuickItem(page, 'quantize the weights to', /^int8\s*per output channel/);
+        await clickQuickItem(page, 'measure a circuit', /^No circuit/);
+        const sf = await webviewOf(page, 'sensitivity', 120_000);
+        await sf.locator('#rows tbody tr').first().waitFor({ state: 'visible', timeout: 120_000 });
+        const rows = (await sf.locator('#rows tbody tr').allInnerTexts()).map((r) => r.split('\t').map((x) => x.trim()));
+        const q = await wantRows;
+        assert.deepEqual(rows.map((r) => r[0]), ['(unquantized)', ...q.rows.map((r) => r.scope)]);
+        rows.slice(1).forEach((r, i) => {
+          assertClose3(r[4]!, q.rows[i]!.metric, `logit_diff of ${r[0]}, from the worker`);
+          assertClose3(r[6]!, q.rows[i]!.accuracy, `accuracy of ${r[0]}, from the worker`);
+        });
+        assert.equal([...worker.err.matchAll(/chunk cl-\S+ \(variant, calls/g)].length, q.rows.length, 'the worker measured each quantized model');
       } finally {
         await setBroker(page, workspace.dir, undefined).catch(() => undefined);
         await cluster.stop();

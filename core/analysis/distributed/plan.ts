@@ -3,10 +3,12 @@
 // each chunk with an id derived from what it computes, so that adding it again, from a restarted coordinator, is
 // the same job. Rows travel as packed float arrays (exact, NaN included). No Node here: the broker adapter is
 // core/nodejs/broker.ts.
+import type { Circuit } from '../../formats/circuit';
 import type { NodeId } from '../../ids';
 import type { MetricName } from '../../vocabulary';
 import type { SetRow } from '../evaluate';
 import type { PromptScore } from '../metrics';
+import type { VariantSpec } from '../variant-measures';
 
 /**
  * A batch of engine calls that workers can compute: ablation sets of nodes (evaluate.ts planSetCalls: the calls
@@ -21,6 +23,12 @@ export type RemoteWork =
   | { kind: 'single-set'; set: NodeId[] };
 
 export type RemoteKind = RemoteWork['kind'];
+
+/**
+ * One variant of the model's weights measured whole on a worker (distributed/variants.ts: prune's points,
+ * sensitivity's rows): the variant as described, never its weights, and the circuit whose faithfulness is measured.
+ */
+export interface VariantWork { kind: 'variant'; variant: VariantSpec; circuit?: Circuit }
 
 /** A contiguous range of a plan's engine calls [from, to), with its rows and its id. */
 export interface Chunk {
@@ -96,6 +104,28 @@ export function unpackScores(values: ArrayLike<number>, calls: { set: number; pr
   let row = 0;
   for (const call of calls) for (const r of call) scores[r.set]![r.prompt] = unpackScore(values, SCORE_WIDTH * row++);
   return scores;
+}
+
+/** A value as JSON keeps it exactly: the numbers JSON cannot hold (NaN, ±Infinity, −0) as {"$number": "NaN"}. */
+export function toWire(v: unknown): unknown {
+  if (typeof v === 'number') return Number.isFinite(v) && !Object.is(v, -0) ? v : { $number: Object.is(v, -0) ? '-0' : String(v) };
+  if (Array.isArray(v)) return v.map(toWire);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, toWire(x)]));
+  return v;
+}
+
+const SPECIAL = new Map<string, number>([['NaN', NaN], ['Infinity', Infinity], ['-Infinity', -Infinity], ['-0', -0]]);
+
+/** What toWire wrote, as it was. */
+export function fromWire(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(fromWire);
+  if (v && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    const keys = Object.keys(o);
+    if (keys.length === 1 && keys[0] === '$number' && typeof o.$number === 'string' && SPECIAL.has(o.$number)) return SPECIAL.get(o.$number);
+    return Object.fromEntries(keys.map((k) => [k, fromWire(o[k])]));
+  }
+  return v;
 }
 
 /** Rows of one chunk: `width` numbers per row, as float64 or (gradients, float32 already) float32. */

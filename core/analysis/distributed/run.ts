@@ -14,10 +14,13 @@ import { taskPrompts, type OpenedSuite } from '../open-suite';
 import { meter } from '../progress';
 import { sweepPrompts } from '../sweep/sweep';
 import type { NodeId } from '../../ids';
-import { identityText, packRows, packScore, planChunks, SCORE_WIDTH, unpackRows, type Chunk, type ContextIdentity, type PackedRows, type PromptSelection, type RemoteKind, type RemoteWork } from './plan';
+import { identityText, packRows, packScore, planChunks, SCORE_WIDTH, unpackRows, type Chunk, type ContextIdentity, type PackedRows, type PromptSelection, type RemoteKind, type RemoteWork, type VariantWork } from './plan';
 
-/** What a chunk computes: the calls themselves (node sets), or the analysis a worker plans again (edge work). */
-export type ChunkWork = RemoteWork;
+/**
+ * What a chunk computes: the calls themselves (node sets), or the analysis a worker plans again (edge work), or one
+ * variant of the weights measured whole (distributed/variants.ts).
+ */
+export type ChunkWork = RemoteWork | VariantWork;
 
 /**
  * The model a chunk runs on: the coordinator's path and the file's sha256 (a worker uses its file at that path when
@@ -64,11 +67,11 @@ export interface ChunkResult {
 
 /**
  * The coordinator's port to the workers: adds the jobs (adding an id again is a no-op), waits for all, and gives
- * their results back in the order given; `done(rows)` as each finishes. Cancelled by `signal`: throws Cancelled
- * (core/errors) after taking back the jobs no worker has started.
+ * their results back in the order given; `done(rows, id, result)` as each finishes. Cancelled by `signal`: throws
+ * Cancelled (core/errors) after taking back the jobs no worker has started.
  */
 export interface JobRunner {
-  run(jobs: { id: string; name: string; data: ChunkJob; rows: number }[], done: (rows: number) => void, signal?: AbortSignal): Promise<unknown[]>;
+  run(jobs: { id: string; name: string; data: ChunkJob; rows: number }[], done: (rows: number, id?: string, result?: unknown) => void, signal?: AbortSignal): Promise<unknown[]>;
 }
 
 /** The run as the front end knows it: the files, the runtime and the version everything is computed with. */
@@ -104,15 +107,17 @@ export function workersFor(source: RunSource, broker: Broker): (ctx: EvalContext
   return (ctx, prompts) => remoteFor(ctx, prompts, source, broker);
 }
 
-function remoteFor(ctx: EvalContext, prompts: PromptSelection, source: RunSource, broker: Broker): RemoteCalls {
+/** The context a worker prepares again for these prompts (the suite's task or control prompts, a sweep's), with its key. */
+export function contextSpec(source: RunSource, broker: Pick<Broker, 'hash'>, prompts: PromptSelection, ablation: AblationKind, maxRows: number): ContextSpec {
   const identity: ContextIdentity = {
     format: 2, version: source.version, modelSha256: source.model.sha256, suiteText: source.suite.text, prompts,
-    ablation: ctx.ablation, runtime: source.runtime, maxRows: ctx.maxRows,
+    ablation, runtime: source.runtime, maxRows,
   };
-  const context: ContextSpec = {
-    key: broker.hash(identityText(identity)).slice(0, 32), model: source.model, suite: source.suite, prompts,
-    ablation: ctx.ablation, runtime: source.runtime, maxRows: ctx.maxRows,
-  };
+  return { key: broker.hash(identityText(identity)).slice(0, 32), model: source.model, suite: source.suite, prompts, ablation, runtime: source.runtime, maxRows };
+}
+
+function remoteFor(ctx: EvalContext, prompts: PromptSelection, source: RunSource, broker: Broker): RemoteCalls {
+  const context = contextSpec(source, broker, prompts, ctx.ablation, ctx.maxRows);
   const bound = ctx.prompts;
   return {
     async run(asking: Pick<EvalContext, 'prompts' | 'ablation' | 'maxRows' | 'signal' | 'progress'>, work: RemoteWork, callRows: number[], width: number, what: string) {
@@ -192,6 +197,7 @@ export async function prepareForChunks(opened: OpenedSuite, prompts: PromptSelec
 export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'chunk'>): Promise<PackedRows> {
   const { work, chunk } = job;
   const { ctx } = p;
+  if (work.kind === 'variant') throw new Error('internal: a variant is measured by computeVariant (distributed/variants.ts)');
   if (work.kind === 'single-set') {
     const out: Float64Array[] = [];
     for (const call of checkRange(planned(planCleanCalls(ctx)), chunk)) {

@@ -3,7 +3,6 @@
 // weight matrices are pruned to each sparsity under each strategy (core/onnx/prune.ts). The point of it: pruning
 // everything but a circuit compared with plain magnitude pruning. Each pruned model is an engine on the same graph
 // with the pruned initializers replaced in memory (WeightVariants); nothing is written per point.
-import type { Engine } from '../../engine/engine';
 import type { WeightVariants } from '../../engine/variants';
 import { UserError } from '../../errors';
 import type { Circuit } from '../../formats/circuit';
@@ -13,11 +12,7 @@ import { ownedMasks } from '../../onnx/owned-masks';
 import { pruneRanking, pruneScope, withOwned, type PrunePlan, type PruneRanking, type PruneScope, type PruneStrategy } from '../../onnx/prune';
 import { weightComponents } from '../../onnx/weight-components';
 import type { AblationKind, MetricName } from '../../vocabulary';
-import { prepare, type EvalContext } from '../evaluate';
-import { meanMetrics, scorePrompt, type SuiteMetrics } from '../metrics';
-import { openSuite, taskPrompts } from '../open-suite';
-import type { ResolvedPrompt } from '../prompts';
-import { evaluateSavedCircuit } from '../verify/verify';
+import { checkPoint, measurePoints, measureVariant, openBaseline, type VariantBaseline, type VariantMeasures, type VariantWorkers } from '../variant-measures';
 
 export const DEFAULT_SPARSITIES = [0.1, 0.3, 0.5, 0.7, 0.9];
 
@@ -28,15 +23,8 @@ export const PRUNE_NOTES = [
   'no fine-tuning after pruning: these are the pruned weights as they are',
 ];
 
-export interface PruneMeasures {
-  /** The suite's metric (mean over the task prompts). */
-  metric: number;
-  accuracy: number;
-  /** KL(unpruned ‖ pruned) of the next-token distribution, mean over the task prompts. */
-  kl: number;
-  /** The circuit's faithfulness (the suite's metric) on this model, everything outside it ablated; with a circuit. */
-  faithfulness?: number;
-}
+/** What each point reports of the variant's measures (variant-measures.ts). */
+export type PruneMeasures = Pick<VariantMeasures, 'metric' | 'accuracy' | 'kl' | 'faithfulness'>;
 
 export interface PrunePoint extends PruneMeasures {
   sparsity: number;
@@ -73,6 +61,8 @@ export interface PruneOptions {
   ablation?: AblationKind;
   report?: (line: string) => void;
   signal?: AbortSignal;
+  /** Measures the points on workers (`--broker`) instead of here, one after another. */
+  workers?: VariantWorkers;
 }
 
 /** The model's prunable matrices, with the circuit's entries marked when one is given. */
@@ -92,79 +82,75 @@ export function pruneScopeOf(v: WeightVariants, what: string, circuit?: Circuit)
   return { scope, owned };
 }
 
-/** The replaced initializers of one pruned model (for `--out`). */
+/**
+ * What pruned models are made from: the prunable matrices (the circuit's entries marked) and the ranking of the
+ * last strategy asked (its sort is the costly part; points come strategy by strategy).
+ */
+export interface PruneBench {
+  scope: PruneScope;
+  owned: OwnedEntry[];
+  plan(strategy: PruneStrategy, sparsity: number): PrunePlan;
+}
+
+export function pruneBench(v: WeightVariants, what: string, circuit?: Circuit): PruneBench {
+  const { scope, owned } = pruneScopeOf(v, what, circuit);
+  let last: PruneRanking | undefined;
+  return {
+    scope, owned,
+    plan(strategy, sparsity) {
+      if (last?.strategy !== strategy) {
+        last = undefined; // the last sort can go before the next is made
+        last = pruneRanking(scope, strategy);
+      }
+      return last.plan(sparsity);
+    },
+  };
+}
+
+/** The replaced initializers of one pruned model (a canary check's). */
 export function prunePlanOf(scope: PruneScope, strategy: PruneStrategy, sparsity: number): PrunePlan {
   return pruneRanking(scope, strategy).plan(sparsity);
 }
 
-export async function runPrune(suite: Suite, v: WeightVariants, what: string, opts: PruneOptions): Promise<PruneReport> {
-  const { scope, owned } = pruneScopeOf(v, what, opts.circuit);
+/** One point of a curve: the model pruned to `sparsity` under `strategy`, measured against the baseline. */
+export async function prunePoint(base: VariantBaseline, v: WeightVariants, bench: PruneBench, strategy: PruneStrategy, sparsity: number, signal?: AbortSignal): Promise<PrunePoint> {
+  const plan = bench.plan(strategy, sparsity);
+  const m = pruneMeasures(await measureVariant(base, v, plan.replacements, signal));
+  return { sparsity, reached: plan.reached, pruned: plan.pruned, capped: plan.capped, ...m, byLayer: plan.byLayer };
+}
+
+const pruneMeasures = (m: VariantMeasures): PruneMeasures => ({ metric: m.metric, accuracy: m.accuracy, kl: m.kl, ...(m.faithfulness !== undefined ? { faithfulness: m.faithfulness } : {}) });
+
+export interface PruneRun extends PruneReport {
+  /** What the pruned models were made from (`--out` writes one more from it). */
+  bench: PruneBench;
+}
+
+export async function runPrune(suite: Suite, v: WeightVariants, what: string, opts: PruneOptions): Promise<PruneRun> {
   if (opts.strategies.includes('outside-circuit') && !opts.circuit) throw new UserError('the outside-circuit strategy prunes everything but a circuit: pass --circuit FILE.circuit.json');
+  const bench = pruneBench(v, what, opts.circuit);
+  const { scope, owned } = bench;
   const t0 = Date.now();
-  const total = opts.strategies.length * opts.sparsities.length;
-  let done = 0;
   const say = (line: string) => opts.report?.(line);
-
-  const base = await v.engineWith([]);
-  let prompts: ResolvedPrompt[];
-  let all: ResolvedPrompt[];
-  let ablation: AblationKind;
-  let baseCtx: EvalContext;
-  let baseline: PruneMeasures;
-  try {
-    const { opened, diagnostics } = openSuite(suite, base, opts.ablation ?? (opts.circuit?.ablation as AblationKind | undefined));
-    if (!opened) {
-      const d = diagnostics.find((x) => x.severity === 'error')!;
-      throw new UserError(d.message, d.file, d.line, d.col);
-    }
-    prompts = taskPrompts(opened);
-    all = opened.all;
-    ablation = opened.ablation;
-    baseCtx = await prepareFor(base, prompts, all, ablation, !!opts.circuit, opts.signal);
-    baseline = await measure(baseCtx, baseCtx, suite.metric, opts.circuit, all);
-  } finally {
-    await base.release();
-  }
-
-  const curves: PruneCurve[] = [];
-  for (const strategy of opts.strategies) {
-    const ranking: PruneRanking = pruneRanking(scope, strategy);
-    const points: PrunePoint[] = [];
-    for (const sparsity of opts.sparsities) {
-      const plan = ranking.plan(sparsity);
-      const engine = await v.engineWith(plan.replacements);
-      try {
-        const ctx = await prepareFor(engine, prompts, all, ablation, !!opts.circuit, opts.signal);
-        const m = await measure(ctx, baseCtx, suite.metric, opts.circuit, all);
-        points.push({ sparsity, reached: plan.reached, pruned: plan.pruned, capped: plan.capped, ...m, byLayer: plan.byLayer });
-      } finally {
-        await engine.release();
-      }
+  const base = await openBaseline(suite, v, { ablation: opts.ablation, circuit: opts.circuit, signal: opts.signal });
+  const points = opts.strategies.flatMap((strategy) => opts.sparsities.map((sparsity) => ({ kind: 'prune' as const, strategy, sparsity })));
+  if (opts.workers) say(`${points.length} pruned model${points.length === 1 ? '' : 's'} to measure on the workers`);
+  let done = 0;
+  const measured = await measurePoints(base, points, (p) => prunePoint(base, v, bench, p.strategy, p.sparsity, opts.signal), {
+    workers: opts.workers, signal: opts.signal,
+    check: (r) => checkPoint<PrunePoint>(r, ['sparsity', 'reached', 'pruned', 'capped', 'byLayer']),
+    done: (i, p) => {
       done++;
       const s = (Date.now() - t0) / 1000;
-      say(`${strategy} at ${sparsity}: accuracy ${points.at(-1)!.accuracy.toFixed(3)}${plan.capped ? ` (capped at ${plan.reached.toFixed(3)})` : ''} — ${done}/${total} pruned models in ${s.toFixed(1)} s${done < total ? `, ~${Math.ceil((s / done) * (total - done))} s left` : ''}`);
-    }
-    curves.push({ strategy, points });
-  }
+      const total = points.length;
+      say(`${points[i]!.strategy} at ${p.sparsity}: accuracy ${p.accuracy.toFixed(3)}${p.capped ? ` (capped at ${p.reached.toFixed(3)})` : ''} — ${done}/${total} pruned models in ${s.toFixed(1)} s${done < total ? `, ~${Math.ceil((s / done) * (total - done))} s left` : ''}`);
+    },
+  });
+  const curves: PruneCurve[] = opts.strategies.map((strategy) => ({ strategy, points: measured.filter((_, i) => points[i]!.strategy === strategy) }));
   return {
-    suite: suite.name, metricName: suite.metric, ablation, prompts: prompts.length,
+    suite: suite.name, metricName: suite.metric, ablation: base.ablation, prompts: base.prompts.length,
     prunable: { entries: scope.total, tensors: scope.tensors.map((t) => ({ name: t.name, component: t.component, ...(t.layer !== undefined ? { layer: t.layer } : {}), entries: t.data.length })), skipped: scope.skipped },
     ...(opts.circuit ? { circuit: { name: opts.circuit.name, nodes: circuitComponents(opts.circuit), ownedEntries: scope.ownedEntries, maxSparsity: (scope.total - scope.ownedEntries) / scope.total, slices: owned } } : {}),
-    baseline, curves, notes: PRUNE_NOTES,
+    baseline: pruneMeasures(base.measures), curves, notes: PRUNE_NOTES, bench,
   };
-}
-
-/** The clean run of the task prompts (and, for a circuit's faithfulness, the ablation's preparation). */
-function prepareFor(engine: Engine, prompts: ResolvedPrompt[], all: ResolvedPrompt[], ablation: AblationKind, circuit: boolean, signal?: AbortSignal): Promise<EvalContext> {
-  if (circuit && ablation === 'resample' && all.some((p) => !p.corruptedIds)) throw new UserError('resample ablation needs a corrupted counterpart for every prompt (add corrupted: to each, or use zero or mean ablation)');
-  return prepare(engine, prompts, circuit ? ablation : 'zero', { signal, meanOver: all });
-}
-
-/** The pruned model's clean scores against the unpruned model's distribution, and the circuit's faithfulness on it. */
-async function measure(ctx: EvalContext, base: EvalContext, metric: MetricName, circuit: Circuit | undefined, all: ResolvedPrompt[]): Promise<PruneMeasures> {
-  const scores = ctx.prompts.map((p, i) => scorePrompt(ctx.cleanLogits![i]!, p.answer, p.foil, base.cleanLogProbs[i]));
-  const m: SuiteMetrics = meanMetrics(scores);
-  const out: PruneMeasures = { metric: m[metric], accuracy: m.accuracy, kl: m.kl };
-  if (circuit) out.faithfulness = (await evaluateSavedCircuit(circuit, ctx, all)).faithfulness[metric];
-  return out;
 }

@@ -3,20 +3,17 @@
 // variant an engine on the same graph with those initializers replaced, in memory (core/nodejs/model-variants.ts).
 // Per scope: the suite's metric and accuracy, KL(original ‖ quantized) of the next-token distribution at the last
 // position, the drops from the unquantized model, and with a circuit its faithfulness under the quantized model
-// (the full and the empty model quantized alike). Variants run one after another (each is a model of its own).
-import type { Engine } from '../../engine/engine';
+// (the full and the empty model quantized alike). Variants run one after another (each is a model of its own), or
+// on workers (`--broker`: distributed/variants.ts), each measured there as here (variant-measures.ts).
+import type { WeightVariants } from '../../engine/variants';
 import { UserError } from '../../errors';
 import { circuitComponents, type Circuit } from '../../formats/circuit';
-import type { WeightVariants } from '../../engine/variants';
 import type { Suite } from '../../formats/suite';
 import { quantizeWeights, type QuantizeOptions } from '../../onnx/quantize';
+import { weightComponents, type WeightRole } from '../../onnx/weight-components';
 import { scopeLabel, weightScope, type WeightScope } from '../../onnx/weight-scope';
 import type { AblationKind, MetricName } from '../../vocabulary';
-import { prepare, type EvalContext } from '../evaluate';
-import { meanMetrics, scorePrompt, type SuiteMetrics } from '../metrics';
-import { openSuite, taskPrompts } from '../open-suite';
-import type { ResolvedPrompt } from '../prompts';
-import { evaluateSavedCircuit } from '../verify/verify';
+import { checkPoint, measurePoints, measureVariant, openBaseline, type VariantBaseline, type VariantMeasures, type VariantWorkers } from '../variant-measures';
 
 export interface SensitivityOptions {
   quantize: QuantizeOptions;
@@ -28,20 +25,12 @@ export interface SensitivityOptions {
   /** Progress lines. */
   report?: (line: string) => void;
   signal?: AbortSignal;
+  /** Measures the rows on workers (`--broker`) instead of here, one after another. */
+  workers?: VariantWorkers;
 }
 
-export interface SensitivityMeasure {
-  /** The suite's metric, mean over the task prompts. */
-  metric: number;
-  accuracy: number;
-  /** Mean KL(original ‖ this model) of the next-token distribution at the last position (0 for the original). */
-  kl: number;
-  logitDiff: number;
-  prob: number;
-  /** The circuit's faithfulness under the suite's metric, the full and empty model being this one. */
-  faithfulness?: number;
-  faithfulnessByMetric?: Record<MetricName, number>;
-}
+/** A row's measures (variant-measures.ts): metric, accuracy, KL, logit difference, probability, faithfulness. */
+export type SensitivityMeasure = VariantMeasures;
 
 export interface SensitivityRow extends SensitivityMeasure {
   scope: string;
@@ -79,61 +68,49 @@ export const SENSITIVITY_NOTES = [
   'entries selected from part of a matrix (circuit:, outside:) take the value they have when the whole matrix is quantized (per-channel or per-group scales of the whole matrix)',
 ];
 
-/** One run of the task prompts on `engine`: metrics, KL to the original's clean log-probabilities, faithfulness. */
-async function measure(engine: Engine, prompts: ResolvedPrompt[], all: ResolvedPrompt[], metric: MetricName, ablation: AblationKind, original: EvalContext | undefined, circuit: Circuit | undefined, signal?: AbortSignal): Promise<{ m: SensitivityMeasure; ctx: EvalContext }> {
-  const ctx = await prepare(engine, prompts, circuit ? ablation : 'zero', { signal, meanOver: all });
-  const clean = original ?? ctx;
-  const scores = ctx.prompts.map((p, i) => scorePrompt(ctx.cleanLogits![i]!, p.answer, p.foil, clean.cleanLogProbs[i]));
-  const s: SuiteMetrics = meanMetrics(scores);
-  const m: SensitivityMeasure = { metric: s[metric], accuracy: s.accuracy, kl: original ? s.kl : 0, logitDiff: s.logit_diff, prob: s.prob };
-  if (circuit) {
-    const ev = await evaluateSavedCircuit(circuit, ctx, all);
-    m.faithfulness = ev.faithfulness[metric];
-    m.faithfulnessByMetric = ev.faithfulness;
-  }
-  return { m, ctx };
+/** A row before its drops (which need the baseline's measures): the scope's matrices quantized, measured. */
+export type QuantizedRow = Omit<SensitivityRow, 'metricDrop' | 'accuracyDrop' | 'faithfulnessDrop'>;
+
+/**
+ * One row: the matrices of `scope` fake-quantized, the variant measured against the baseline. `roles`: the model's
+ * weight components (weightComponents), found once for every row.
+ */
+export async function quantizedRow(base: VariantBaseline, model: WeightVariants, roles: readonly WeightRole[], scope: WeightScope, quantize: QuantizeOptions, signal?: AbortSignal): Promise<QuantizedRow> {
+  const scoped = weightScope(model.model, model.path, scope, model.hooks, roles);
+  const q = quantizeWeights(model.model, scoped.tensors, quantize);
+  const m = await measureVariant(base, model, q.tensors, signal);
+  return { scope: scopeLabel(scope), quantize: quantize.scheme, groupSize: quantize.groupSize ?? null, tensors: q.tensors.length, entries: q.entries, relativeError: q.relativeError, ...m, skipped: scoped.skipped };
+}
+
+/** The row with its drops from the baseline (fields in the order the JSON has them). */
+function withDrops(baseline: SensitivityMeasure, r: QuantizedRow): SensitivityRow {
+  const { skipped, ...rest } = r;
+  return {
+    ...rest, metricDrop: baseline.metric - r.metric, accuracyDrop: baseline.accuracy - r.accuracy,
+    ...(r.faithfulness !== undefined ? { faithfulnessDrop: baseline.faithfulness! - r.faithfulness } : {}), skipped,
+  };
 }
 
 export async function runSensitivity(suite: Suite, model: WeightVariants, opts: SensitivityOptions): Promise<SensitivityResult> {
   const t0 = Date.now();
   if (!opts.scopes.length) throw new UserError('no scope to quantize (--scope all|attn|mlp|embed|circuit:C|outside:C)');
-  const base = await model.engineWith([]);
-  try {
-    const { opened, diagnostics } = openSuite(suite, base, opts.ablation);
-    if (!opened) {
-      const d = diagnostics.find((x) => x.severity === 'error')!;
-      throw new UserError(d.message, d.file, d.line, d.col);
-    }
-    const prompts = taskPrompts(opened);
-    const circuit = opts.circuit;
-    if (circuit) base.checkNodes(circuitComponents(circuit));
-    const metric = suite.metric;
-    const what = model.path;
-    opts.report?.(`baseline: ${prompts.length} task prompts on the unquantized model`);
-    const { m: baseline, ctx: original } = await measure(base, prompts, opened.all, metric, opened.ablation, undefined, circuit, opts.signal);
-    const rows: SensitivityRow[] = [];
-    for (const [k, scope] of opts.scopes.entries()) {
-      const label = scopeLabel(scope);
-      const scoped = weightScope(model.model, what, scope, model.hooks);
-      const q = quantizeWeights(model.model, scoped.tensors, opts.quantize);
-      opts.report?.(`scope ${k + 1}/${opts.scopes.length}: ${label}, ${q.tensors.length} tensors, ${q.entries.toLocaleString('en')} entries (${opts.quantize.scheme}${opts.quantize.groupSize ? `, groups of ${opts.quantize.groupSize}` : ''})`);
-      const engine = await model.engineWith(q.tensors);
-      try {
-        const { m } = await measure(engine, prompts, opened.all, metric, opened.ablation, original, circuit, opts.signal);
-        rows.push({
-          scope: label, quantize: opts.quantize.scheme, groupSize: opts.quantize.groupSize ?? null, tensors: q.tensors.length, entries: q.entries,
-          relativeError: q.relativeError, ...m, metricDrop: baseline.metric - m.metric, accuracyDrop: baseline.accuracy - m.accuracy,
-          ...(m.faithfulness !== undefined ? { faithfulnessDrop: baseline.faithfulness! - m.faithfulness } : {}), skipped: scoped.skipped,
-        });
-      } finally {
-        await engine.release();
-      }
-    }
-    return {
-      suite: suite.name, metric, prompts: prompts.length, baseline, rows, ablation: opened.ablation, seconds: (Date.now() - t0) / 1000,
-      ...(circuit ? { circuit: { name: circuit.name, nodes: circuitComponents(circuit), level: circuit.granularity === 'edge' && (circuit.edges ?? []).length ? 'edge' as const : 'node' as const } } : {}),
-    };
-  } finally {
-    await base.release();
-  }
+  const circuit = opts.circuit;
+  const base = await openBaseline(suite, model, { ablation: opts.ablation, circuit, signal: opts.signal });
+  opts.report?.(`baseline: ${base.prompts.length} task prompts on the unquantized model: ${base.metric} ${base.measures.metric.toFixed(3)}, accuracy ${base.measures.accuracy.toFixed(3)}`);
+  const q = opts.quantize;
+  const how = `${q.scheme}${q.groupSize ? `, groups of ${q.groupSize}` : ''}`;
+  const n = opts.scopes.length;
+  if (opts.workers) opts.report?.(`${n} scope${n === 1 ? '' : 's'} to measure on the workers (${how})`);
+  let roles: WeightRole[] | undefined;
+  const points = opts.scopes.map((scope) => ({ kind: 'quantize' as const, quantize: q, scope }));
+  let done = 0;
+  const rows = await measurePoints(base, points, (p) => quantizedRow(base, model, roles ??= weightComponents(model.model, model.path, model.hooks), p.scope, p.quantize, opts.signal), {
+    workers: opts.workers, signal: opts.signal,
+    check: (r) => checkPoint<QuantizedRow>(r, ['scope', 'tensors', 'entries', 'relativeError', 'skipped']),
+    done: (i, r) => opts.report?.(`scope ${i + 1}/${n}: ${r.scope}, ${r.tensors} tensors, ${r.entries.toLocaleString('en')} entries (${how}): ${base.metric} ${r.metric.toFixed(3)}, accuracy ${r.accuracy.toFixed(3)} — ${++done}/${n} in ${((Date.now() - t0) / 1000).toFixed(1)} s`),
+  });
+  return {
+    suite: suite.name, metric: base.metric, prompts: base.prompts.length, baseline: base.measures, rows: rows.map((r) => withDrops(base.measures, r)), ablation: base.ablation, seconds: (Date.now() - t0) / 1000,
+    ...(circuit ? { circuit: { name: circuit.name, nodes: circuitComponents(circuit), level: circuit.granularity === 'edge' && (circuit.edges ?? []).length ? 'edge' as const : 'node' as const } } : {}),
+  };
 }

@@ -1,0 +1,98 @@
+// What end-to-end --broker tests need: a redis-server of the test's own (in a temp dir, on a free port), CLI
+// processes (coordinators, `circuitlens worker`s) whose output is followed as it comes, and a look at the queue.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import Redis from 'ioredis';
+import { ROOT } from '../helpers';
+
+const BIN = path.join(ROOT, 'bin', 'circuitlens.js');
+
+export interface Proc { child: ChildProcess; out: string; err: string; exit: Promise<number> }
+
+export async function until(what: string, ok: () => boolean | Promise<boolean>, ms = 60_000): Promise<void> {
+  const t0 = Date.now();
+  while (!(await ok())) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const port = (s.address() as net.AddressInfo).port; s.close(() => resolve(port)); });
+    s.on('error', reject);
+  });
+}
+
+/** Chunk ids a worker finished, in order (a chunk twice would show twice). */
+export const doneBy = (w: Proc): string[] => [...w.err.matchAll(/chunk (cl-\S+) done/g)].map((m) => m[1]!);
+
+export interface Cluster {
+  url: string;
+  /** A CLI process with `env` added (to the cluster's `base` env). */
+  start(args: string[], env?: Record<string, string>): Proc;
+  /** `n` workers on a queue; resolves when each waits for chunks. */
+  workers(queue: string, n: number, env?: Record<string, string>): Promise<Proc[]>;
+  /** SIGTERM to each (the chunk at hand is finished), and their exit. */
+  stop(ws: Proc[]): Promise<void>;
+  /** Jobs of a queue: waiting, and all kept (cl-* ids). */
+  queued(queue: string): Promise<{ wait: number; all: number }>;
+  /** Kills what is still running, stops Redis, removes the temp dir. */
+  close(): Promise<void>;
+}
+
+/** A redis-server (no persistence) in `dir`, and the processes started on it. */
+export async function cluster(dir: string, base: Record<string, string> = {}): Promise<Cluster> {
+  const r = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+  const bin = r.stdout.trim();
+  if (r.status !== 0 || !bin) throw new Error('redis-server is not installed: these tests start their own Redis. Install it (Debian/Ubuntu: apt-get install redis-server; CI installs it in .ci/run)');
+  fs.mkdirSync(dir, { recursive: true });
+  const port = await freePort();
+  const redis = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+  client.on('error', () => undefined);
+  await until('redis-server to answer', async () => { try { await client.connect(); return (await client.ping()) === 'PONG'; } catch { return false; } }, 15_000);
+  client.disconnect();
+  const url = `redis://127.0.0.1:${port}`;
+  const started: Proc[] = [];
+  const start = (args: string[], env: Record<string, string> = {}): Proc => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p: Proc = { child, out: '', err: '', exit: new Promise((res) => child.on('exit', (code, sig) => res(code ?? (sig ? 128 : -1)))) };
+    child.stdout!.on('data', (d) => { p.out += d; });
+    child.stderr!.on('data', (d) => { p.err += d; });
+    started.push(p);
+    return p;
+  };
+  return {
+    url, start,
+    async workers(queue, n, env = {}) {
+      const ws = Array.from({ length: n }, () => start(['worker', '--broker', url, '--threads', '1'], { CIRCUITLENS_QUEUE: queue, ...env }));
+      await until('workers ready', () => ws.every((w) => /waiting for chunks/.test(w.err)));
+      return ws;
+    },
+    async stop(ws) {
+      for (const w of ws) if (w.child.exitCode === null) w.child.kill('SIGTERM');
+      await Promise.all(ws.map((w) => w.exit));
+    },
+    async queued(queue) {
+      const c = new Redis({ port, host: '127.0.0.1' });
+      try {
+        return { wait: await c.llen(`bull:${queue}:wait`), all: (await c.keys(`bull:${queue}:cl-*`)).length };
+      } finally {
+        c.disconnect();
+      }
+    },
+    async close() {
+      for (const p of started) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+      if (redis.exitCode === null) {
+        const gone = new Promise((res) => redis.on('exit', res));
+        redis.kill('SIGTERM');
+        await gone;
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
