@@ -9,10 +9,8 @@
 // `sweep --broker` (the demo sweep suite's 1,152 prompts on the bench model) with 1 and 2 workers.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import Redis from 'ioredis';
 import { attribute } from '../../core/analysis/attribute/attribute';
 import { edgeRowsPerCall, evaluateEdgeSets, prepareEdges } from '../../core/analysis/edge-context';
 import { prepare } from '../../core/analysis/evaluate';
@@ -23,6 +21,7 @@ import { prepareSuite } from '../../core/analysis/open-suite';
 import { createRuntime, loadEngine } from '../../core/nodejs/load';
 import { NodeWorkspace } from '../../core/nodejs/workspace';
 import { loadSuiteAndModel } from '../../cli/common';
+import { cluster, until } from '../../test/cli/broker-harness';
 import { log, PYTHON, round, ROOT, stats, type Stats } from './harness';
 import { GPT2_SMALL, nodeRuntimeOptions } from './models';
 import { inductionSuite } from './suite';
@@ -114,52 +113,13 @@ function start(args: string[], env: Record<string, string>): Proc {
   return p;
 }
 
-async function until(what: string, ok: () => boolean, ms = 120_000): Promise<void> {
-  const t0 = Date.now();
-  while (!ok()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const port = (s.address() as net.AddressInfo).port; s.close(() => resolve(port)); });
-    s.on('error', reject);
-  });
-}
-
-/** A redis-server of the bench's own: a temp dir, a free port, no persistence. */
-async function startRedis(): Promise<{ url: string; stop(): Promise<void> }> {
-  const which = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
-  const bin = which.stdout.trim();
-  if (which.status !== 0 || !bin) throw new Error('redis-server is not installed (Debian/Ubuntu: apt-get install redis-server)');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-bench-redis-'));
-  const port = await freePort();
-  const server = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-  client.on('error', () => undefined);
-  for (let i = 0; ; i++) {
-    try { await client.connect(); await client.ping(); break; } catch { if (i > 100) throw new Error('redis-server did not start'); await new Promise((r) => setTimeout(r, 100)); }
-  }
-  client.disconnect();
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    async stop() {
-      if (server.exitCode === null) { const gone = new Promise((r) => server.on('exit', r)); server.kill('SIGTERM'); await gone; }
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 let queueSeq = 0;
 
 /** One distributed run: `n` fresh workers (--threads 1), the coordinator, the workers stopped. */
 async function onWorkers(url: string, n: number, args: string[], env: Record<string, string> = {}): Promise<{ run: Omit<DistRun, 'analysis' | 'equal'>; out: string }> {
   const queue = `bench-${process.pid}-${queueSeq++}`;
   const ws = Array.from({ length: n }, () => start([BIN, 'worker', '--broker', url, '--threads', '1'], { CIRCUITLENS_QUEUE: queue, ...env }));
-  await until('workers ready', () => ws.every((w) => w.lines.some((l) => /waiting for chunks/.test(l.s))));
+  await until('workers ready', () => ws.every((w) => w.lines.some((l) => /waiting for chunks/.test(l.s))), 120_000);
   const loadavg = os.loadavg().map((x) => round(x, 2));
   const c = start([BIN, ...args, '--broker', url], { CIRCUITLENS_QUEUE: queue, CIRCUITLENS_PROGRESS: 'always', ...env });
   const { code, t } = await c.exit;
@@ -225,7 +185,8 @@ export async function distributedBench(opts: DistributedOptions): Promise<Distri
   if (!fs.existsSync(path.join(ROOT, 'dist', 'cli.js'))) throw new Error('dist/cli.js missing: run `node esbuild.js` first');
   const cores = os.cpus().length;
   log(`\n[distributed] attribute --broker with ${opts.workers.join(', ')} workers (--threads 1 each) vs the local run (1 thread); ${cores} cores${Math.max(...opts.workers) > cores ? ` (${Math.max(...opts.workers)} workers oversubscribe them)` : ''}, load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-  const redis = await startRedis();
+  // A redis-server of the bench's own: a temp dir, a free port, no persistence (the CLI tests' harness).
+  const redis = await cluster(fs.mkdtempSync(path.join(os.tmpdir(), 'cl-bench-redis-')));
   const runs: DistRun[] = [];
   const summary: DistributedResult['summary'] = [];
   let edges = 0;
@@ -349,7 +310,7 @@ export async function distributedBench(opts: DistributedOptions): Promise<Distri
     }
     return result;
   } finally {
-    await redis.stop();
+    await redis.close();
   }
 }
 

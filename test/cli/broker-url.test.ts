@@ -14,7 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { EXAMPLES, FIXTURES } from '../helpers';
-import { BrokerFixture, until, type Proc } from './broker-fixture';
+import { cluster, until, type Cluster, type Proc } from './broker-harness';
 import { cli } from './run-cli';
 
 const SUITE = path.join(EXAMPLES, 'induction.suite.yaml');
@@ -22,7 +22,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-broker-url-'));
 const ENV = { CIRCUITLENS_CHUNK_ROWS: '1', CIRCUITLENS_PROGRESS: 'always', CIRCUITLENS_BROKER_WAIT_S: '60' };
 const EDGE = ['attribute', SUITE, '--level', 'edge', '--json'];
 const NODE = ['attribute', SUITE, '--json'];
-const broker = new BrokerFixture(path.join(tmp, 'redis'), ENV);
+let broker: Cluster;
 
 const MODEL = fs.readFileSync(path.join(EXAMPLES, 'induction-gpt2.onnx'));
 const SHA = crypto.createHash('sha256').update(MODEL).digest('hex');
@@ -63,7 +63,7 @@ let localNode = '';
 
 describe('--broker with --model-url: workers fetch the model, check it, and keep it', { concurrency: false }, () => {
   before(async () => {
-    await broker.startRedis();
+    broker = await cluster(path.join(tmp, 'redis'), ENV);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     base = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
     for (const [args, set] of [[EDGE, (s: string) => { localEdge = s; }], [NODE, (s: string) => { localNode = s; }]] as const) {
@@ -82,7 +82,7 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
   test('fetched once into the cache (the path is not there), reused by the next run\'s workers; equal to the local --json', async () => {
     const cache = path.join(tmp, 'cache');
     const first = await coordinator(EDGE, 'u1', `${base}/induction-gpt2.onnx`);
-    const ws = await broker.workers('u1', 1, ['--cache', cache]);
+    const ws = await broker.workers('u1', 1, {}, ['--cache', cache]);
     assert.equal(await first.exit, 0, first.err);
     assert.equal(first.out, localEdge);
     await broker.stop(ws);
@@ -93,7 +93,7 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
 
     // New workers on the same cache (named by CIRCUITLENS_CACHE this time): found there, nothing fetched.
     const second = await coordinator(EDGE, 'u1', `${base}/induction-gpt2.onnx`);
-    const again = await broker.workers('u1', 2, [], { CIRCUITLENS_CACHE: cache });
+    const again = await broker.workers('u1', 2, { CIRCUITLENS_CACHE: cache });
     assert.equal(await second.exit, 0, second.err);
     assert.equal(second.out, localEdge);
     await broker.stop(again);
@@ -105,7 +105,7 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
 
   test('a worker with the right file at the coordinator\'s path uses it: nothing fetched', async () => {
     const cache = path.join(tmp, 'cache-unused');
-    const ws = await broker.workers('u2', 1, ['--cache', cache]);
+    const ws = await broker.workers('u2', 1, {}, ['--cache', cache]);
     const before = requests.length;
     const p = broker.start([...NODE, '--broker', broker.url, '--model-url', `${base}/induction-gpt2.onnx`], { CIRCUITLENS_QUEUE: 'u2' });
     assert.equal(await p.exit, 0, p.err);
@@ -119,7 +119,7 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
   test('other bytes at the URL: refused, naming the URL and both hashes; the coordinator exits 2; nothing cached', async () => {
     const cache = path.join(tmp, 'cache-bad');
     const p = await coordinator(NODE, 'u3', `${base}/bad/induction-gpt2.onnx`);
-    const ws = await broker.workers('u3', 1, ['--cache', cache]);
+    const ws = await broker.workers('u3', 1, {}, ['--cache', cache]);
     assert.equal(await p.exit, 2, p.err);
     const m = /refused the model: http:\/\/127\.0\.0\.1:\d+\/bad\/induction-gpt2\.onnx served sha256 ([0-9a-f]{64}) \(\d+ bytes\), the coordinator's model\.onnx has sha256 ([0-9a-f]{64})/.exec(p.err);
     assert.ok(m, p.err);
@@ -133,7 +133,7 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
 
   test('a URL that answers 404: a clear error (exit 2); the same command with the right URL then finishes the same chunks', async () => {
     const cache = path.join(tmp, 'cache-404');
-    const ws = await broker.workers('u4', 1, ['--cache', cache]);
+    const ws = await broker.workers('u4', 1, {}, ['--cache', cache]);
     const missing = await coordinator(NODE, 'u4', `${base}/missing.onnx`);
     assert.equal(await missing.exit, 2, missing.err);
     assert.match(missing.err, /could not get the chunk's model: cannot fetch http:\/\/127\.0\.0\.1:\d+\/missing\.onnx: HTTP 404 Not Found/);
@@ -157,7 +157,7 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
     const p = broker.start(['attribute', suite, '--json', '--model', path.join(dir, 'neox.onnx'), '--broker', broker.url, '--model-url', pathToFileURL(path.join(zoo, 'gpt_neox-extdata.onnx')).href], { CIRCUITLENS_QUEUE: 'u5' });
     await until('the chunks queued', () => /on workers/.test(p.err) || p.child.exitCode !== null);
     fs.rmSync(dir, { recursive: true, force: true });
-    const ws = await broker.workers('u5', 1, ['--cache', cache]);
+    const ws = await broker.workers('u5', 1, {}, ['--cache', cache]);
     assert.equal(await p.exit, 0, p.err);
     assert.equal(p.out, want.stdout);
     await broker.stop(ws);

@@ -6,18 +6,15 @@
 // Ctrl-C on the coordinator takes its queued chunks back. Needs redis-server (CI installs Debian's).
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import Redis from 'ioredis';
-import { EXAMPLES, ROOT } from '../helpers';
+import { EXAMPLES } from '../helpers';
+import { cluster, doneBy, freePort, until, type Cluster, type Proc } from './broker-harness';
 import { cli } from './run-cli';
 
 const SUITE = path.join(EXAMPLES, 'induction.suite.yaml');
 const SWEEP = path.join(EXAMPLES, 'induction-sweep.suite.yaml');
-const BIN = path.join(ROOT, 'bin', 'circuitlens.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-broker-'));
 // One engine call per chunk (36 chunks on the demo suite); progress lines at every step, for the tests to follow.
 const ENV = { CIRCUITLENS_CHUNK_ROWS: '1', CIRCUITLENS_PROGRESS: 'always', CIRCUITLENS_BROKER_WAIT_S: '60' };
@@ -27,96 +24,8 @@ const ENV = { CIRCUITLENS_CHUNK_ROWS: '1', CIRCUITLENS_PROGRESS: 'always', CIRCU
 const SHORT_LOCKS = { CIRCUITLENS_BROKER_LOCK_MS: '2000' };
 const EDGE = ['attribute', SUITE, '--level', 'edge', '--json'];
 
-interface Proc { child: ChildProcess; out: string; err: string; exit: Promise<number> }
-const started: Proc[] = [];
-
-function start(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, ...ENV, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const p: Proc = { child, out: '', err: '', exit: new Promise((r) => child.on('exit', (code, sig) => r(code ?? (sig ? 128 : -1)))) };
-  child.stdout!.on('data', (d) => { p.out += d; });
-  child.stderr!.on('data', (d) => { p.err += d; });
-  started.push(p);
-  return p;
-}
-
-async function until(what: string, ok: () => boolean, ms = 60_000): Promise<void> {
-  const t0 = Date.now();
-  while (!ok()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const port = (s.address() as net.AddressInfo).port; s.close(() => resolve(port)); });
-    s.on('error', reject);
-  });
-}
-
-function redisBinary(): string {
-  const r = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
-  const bin = r.stdout.trim();
-  if (r.status !== 0 || !bin) throw new Error('redis-server is not installed: these tests start their own Redis. Install it (Debian/Ubuntu: apt-get install redis-server; CI installs it in .ci/run)');
-  return bin;
-}
-
-let port = 0;
-let redis: ChildProcess | undefined;
+let c: Cluster;
 let url = '';
-const dataDir = path.join(tmp, 'redis');
-
-async function startRedis(): Promise<void> {
-  fs.mkdirSync(dataDir, { recursive: true });
-  redis = spawn(redisBinary(), ['--port', String(port), '--bind', '127.0.0.1', '--dir', dataDir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''], { stdio: 'ignore' });
-  const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-  client.on('error', () => undefined);
-  for (let i = 0; ; i++) {
-    try { await client.connect(); await client.ping(); break; } catch { if (i > 100) throw new Error('redis-server did not start'); await new Promise((r) => setTimeout(r, 100)); }
-  }
-  client.disconnect();
-}
-
-async function stopRedis(): Promise<void> {
-  if (!redis || redis.exitCode !== null) return;
-  const gone = new Promise((r) => redis!.on('exit', r));
-  redis.kill('SIGTERM');
-  await gone;
-}
-
-/** Queued jobs of a queue, by state list. */
-async function queueLength(queue: string): Promise<{ wait: number; all: number }> {
-  const client = new Redis({ port, host: '127.0.0.1' });
-  try {
-    const wait = await client.llen(`bull:${queue}:wait`);
-    const keys = await client.keys(`bull:${queue}:cl-*`);
-    return { wait, all: keys.length };
-  } finally {
-    client.disconnect();
-  }
-}
-
-/** `n` workers on a queue; resolves when each is waiting for chunks. */
-async function workers(queue: string, n: number, env: Record<string, string> = {}): Promise<Proc[]> {
-  const ws = Array.from({ length: n }, () => start(['worker', '--broker', url, '--threads', '1'], { CIRCUITLENS_QUEUE: queue, ...env }));
-  await until('workers ready', () => ws.every((w) => /waiting for chunks/.test(w.err)));
-  return ws;
-}
-
-async function stop(ws: Proc[]): Promise<void> {
-  for (const w of ws) if (w.child.exitCode === null) w.child.kill('SIGTERM');
-  await Promise.all(ws.map((w) => w.exit));
-}
-
-/** Chunk ids each worker finished, all workers together (a chunk twice would show twice). */
-function doneChunks(ws: Proc[]): string[] {
-  return ws.flatMap(doneBy);
-}
-
-function doneBy(w: Proc): string[] {
-  return [...w.err.matchAll(/chunk (cl-\S+) done/g)].map((m) => m[1]!);
-}
 
 const rowsDone = (p: Proc) => Math.max(0, ...[...p.err.matchAll(/on workers, \d+ chunks: ([\d,]+)\//g)].map((m) => Number(m[1]!.replace(/,/g, ''))));
 
@@ -124,65 +33,64 @@ let local = '';
 
 describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on Redis)', { concurrency: false }, () => {
   before(async () => {
-    port = await freePort();
-    url = `redis://127.0.0.1:${port}`;
-    await startRedis();
+    // AOF on: test (c) restarts Redis mid-run.
+    c = await cluster(path.join(tmp, 'redis'), ENV, { aof: true });
+    url = c.url;
     const r = cli(EDGE);
     assert.equal(r.code, 0, r.stderr);
     local = r.stdout;
   });
 
   after(async () => {
-    for (const p of started) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
-    await stopRedis();
+    await c.close();
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
   test('(a) edge patching, node patching and edge EAP-IG on 3 workers equal the local --json output exactly', async () => {
-    const ws = await workers('a', 3);
-    const edge = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'a' });
+    const ws = await c.workers('a', 3);
+    const edge = c.start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'a' });
     assert.equal(await edge.exit, 0, edge.err);
     assert.equal(edge.out, local);
     for (const extra of [['--ablation', 'resample'], ['--level', 'edge', '--method', 'gradient', '--steps', '2']]) {
       const want = cli(['attribute', SUITE, ...extra, '--json']);
       assert.equal(want.code, 0, want.stderr);
-      const got = start(['attribute', SUITE, ...extra, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'a' });
+      const got = c.start(['attribute', SUITE, ...extra, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'a' });
       assert.equal(await got.exit, 0, got.err);
       assert.equal(got.out, want.stdout, extra.join(' '));
     }
-    await stop(ws);
+    await c.stop(ws);
     assert.ok(ws.filter((w) => / done: /.test(w.err)).length >= 2, 'the work was shared');
-    assert.deepEqual(await queueLength('a'), { wait: 0, all: 0 }, 'a finished run leaves no jobs');
+    assert.deepEqual(await c.queued('a'), { wait: 0, all: 0 }, 'a finished run leaves no jobs');
     const ms = ws.flatMap((w) => [...w.err.matchAll(/done: (\d+) rows in (\d+) ms/g)].map((m) => Number(m[2])));
     console.log(`# ${ms.length} chunks of one engine call (≤256 rows); worker time per chunk: median ${ms.sort((x, y) => x - y)[ms.length >> 1]} ms`);
   });
 
   test('(b) a worker killed mid-chunk: its chunk is taken again by another worker, the result is unchanged', async () => {
-    const victim = (await workers('b', 1, { ...SHORT_LOCKS, CIRCUITLENS_WORKER_DELAY_MS: '600000' }))[0]!;
-    const coord = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'b' });
+    const victim = (await c.workers('b', 1, { ...SHORT_LOCKS, CIRCUITLENS_WORKER_DELAY_MS: '600000' }))[0]!;
+    const coord = c.start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'b' });
     await until('the victim to start a chunk', () => /started/.test(victim.err));
     const chunk = /chunk (cl-\S+) .*started/.exec(victim.err)![1]!;
     victim.child.kill('SIGKILL');
     await victim.exit;
-    const ws = await workers('b', 2, SHORT_LOCKS);
+    const ws = await c.workers('b', 2, SHORT_LOCKS);
     assert.equal(await coord.exit, 0, coord.err);
     assert.equal(coord.out, local);
-    await stop(ws);
-    assert.ok(doneChunks(ws).includes(chunk), `${chunk} was not computed again`);
+    await c.stop(ws);
+    assert.ok(ws.flatMap(doneBy).includes(chunk), `${chunk} was not computed again`);
   });
 
   test('(c) Redis restarted (AOF) mid-run: the run resumes and completes with the same result', async () => {
-    const ws = await workers('c', 2, { CIRCUITLENS_WORKER_DELAY_MS: '150' });
-    const coord = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'c' });
+    const ws = await c.workers('c', 2, { CIRCUITLENS_WORKER_DELAY_MS: '150' });
+    const coord = c.start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'c' });
     await until('some chunks done', () => rowsDone(coord) >= 1000);
-    await stopRedis();
+    await c.stopRedis();
     const atRestart = rowsDone(coord);
     await new Promise((r) => setTimeout(r, 1000));
-    await startRedis();
+    await c.startRedis();
     assert.equal(await coord.exit, 0, coord.err);
     assert.ok(atRestart < 8991, `the run was over (${atRestart} rows) when Redis stopped`);
     assert.equal(coord.out, local);
-    await stop(ws);
+    await c.stop(ws);
   });
 
   test('(d) a worker whose model file differs from the coordinator\'s (same path): refused, the coordinator says so (exit 2)', async () => {
@@ -191,31 +99,31 @@ describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on 
     const model = path.join(dir, 'model.onnx');
     fs.copyFileSync(path.join(EXAMPLES, 'induction-gpt2.onnx'), model);
     fs.copyFileSync(path.join(EXAMPLES, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
-    const coord = start([...EDGE, '--model', model, '--broker', url], { CIRCUITLENS_QUEUE: 'd' });
+    const coord = c.start([...EDGE, '--model', model, '--broker', url], { CIRCUITLENS_QUEUE: 'd' });
     await until('the chunks queued', () => /on workers/.test(coord.err));
     // Another machine's file at the same path: other bytes.
     fs.copyFileSync(path.join(EXAMPLES, 'induction-llama.onnx'), model);
-    const ws = await workers('d', 1);
+    const ws = await c.workers('d', 1);
     assert.equal(await coord.exit, 2, coord.err);
     assert.match(coord.err, /refused the chunk: .*model\.onnx here has sha256 [0-9a-f]{64}, the coordinator's model [0-9a-f]{64}/);
     assert.equal(coord.out, '');
-    await stop(ws);
+    await c.stop(ws);
     assert.doesNotMatch(ws[0]!.err, / done: /);
   });
 
   test('(e) the coordinator killed and started again: it resumes, no chunk is computed twice, the result is equal', async () => {
-    const ws = await workers('e', 2, { CIRCUITLENS_WORKER_DELAY_MS: '150' });
-    const first = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'e' });
+    const ws = await c.workers('e', 2, { CIRCUITLENS_WORKER_DELAY_MS: '150' });
+    const first = c.start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'e' });
     await until('some chunks done', () => rowsDone(first) >= 1000);
     first.child.kill('SIGKILL');
     await first.exit;
-    const before = new Set(doneChunks(ws));
+    const before = new Set(ws.flatMap(doneBy));
     const counts = ws.map((w) => doneBy(w).length);
-    const again = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'e' });
+    const again = c.start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'e' });
     assert.equal(await again.exit, 0, again.err);
     assert.equal(again.out, local);
-    await stop(ws);
-    const done = doneChunks(ws);
+    await c.stop(ws);
+    const done = ws.flatMap(doneBy);
     assert.equal(new Set(done).size, 36, `chunks done: ${new Set(done).size}`);
     const recomputed = ws.flatMap((w, k) => doneBy(w).slice(counts[k])).filter((id) => before.has(id));
     assert.deepEqual(recomputed, [], 'chunks finished before the restart were computed again');
@@ -235,7 +143,7 @@ describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on 
       [['attribute', SUITE, '--method', 'gradient', '--broker', url], /node-level gradients run locally/],
     ] as [string[], RegExp][]) {
       const t0 = Date.now();
-      const r = start(args);
+      const r = c.start(args);
       assert.equal(await r.exit, 2, `${args.join(' ')}: ${r.err}`);
       assert.match(r.err, want);
       assert.ok(Date.now() - t0 < 10_000, `${args.join(' ')} took ${Date.now() - t0} ms`);
@@ -243,14 +151,14 @@ describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on 
   });
 
   test('(g) discover (greedy, ACDC), redundancy and verify on 2 workers: the circuit file (but its creation time), redundancy and verify --json equal the local ones', async () => {
-    const ws = await workers('h', 2);
+    const ws = await c.workers('h', 2);
     const created = /^\s*"created": "[^"]*",?\n/m;
     for (const extra of [[], ['--method', 'acdc']]) {
       const local = path.join(tmp, `local${extra.length}.circuit.json`);
       const remote = path.join(tmp, `remote${extra.length}.circuit.json`);
       const want = cli(['discover', SUITE, ...extra, '--out', local, '--json']);
       assert.equal(want.code, 0, want.stderr);
-      const got = start(['discover', SUITE, ...extra, '--out', remote, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'h' });
+      const got = c.start(['discover', SUITE, ...extra, '--out', remote, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'h' });
       assert.equal(await got.exit, 0, got.err);
       assert.match(fs.readFileSync(local, 'utf8'), created);
       assert.equal(fs.readFileSync(remote, 'utf8').replace(created, ''), fs.readFileSync(local, 'utf8').replace(created, ''), `discover ${extra.join(' ')}: the circuit files differ`);
@@ -262,46 +170,46 @@ describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on 
     // The pair sweep of redundancy (all pairs of the top nodes, after the single ablations that rank them).
     const want = cli(['redundancy', SUITE, '--top', '4', '--json']);
     assert.equal(want.code, 0, want.stderr);
-    const pairs = start(['redundancy', SUITE, '--top', '4', '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'h' });
+    const pairs = c.start(['redundancy', SUITE, '--top', '4', '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'h' });
     assert.equal(await pairs.exit, 0, pairs.err);
     assert.equal(pairs.out, want.stdout, 'redundancy --json');
     assert.match(pairs.err, /ablation sets on workers, \d+ chunks/);
     for (const extra of [[], ['--ablation', 'resample']]) {
       const want = cli(['verify', circuit, ...extra, '--json']);
       assert.equal(want.code, 0, want.stderr);
-      const got = start(['verify', circuit, ...extra, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'h' });
+      const got = c.start(['verify', circuit, ...extra, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'h' });
       assert.equal(await got.exit, 0, got.err);
       assert.equal(got.out, want.stdout, `verify ${extra.join(' ')}`);
     }
-    await stop(ws);
+    await c.stop(ws);
     const kinds = new Set(ws.flatMap((w) => [...w.err.matchAll(/chunk cl-\S+ \((\S+), calls/g)].map((m) => m[1])));
     assert.deepEqual([...kinds], ['sets']);
     assert.ok(ws.every((w) => / done: /.test(w.err)), 'both workers took chunks');
-    assert.deepEqual(await queueLength('h'), { wait: 0, all: 0 }, 'finished runs leave no jobs');
+    assert.deepEqual(await c.queued('h'), { wait: 0, all: 0 }, 'finished runs leave no jobs');
   });
 
   test('(h) sweep on 2 workers, nothing ablated and --ablate (mean, zero; GPT-2, Llama): --json equals the local output', async () => {
-    const ws = await workers('s', 2);
+    const ws = await c.workers('s', 2);
     for (const extra of [[], ['--ablate', 'a1.h0,m0'], ['--model', path.join(EXAMPLES, 'induction-llama.onnx'), '--ablate', 'a0.h1', '--ablation', 'zero']]) {
       const args = ['sweep', SWEEP, ...extra, '--resamples', '200', '--json'];
       const want = cli(args);
       assert.equal(want.code, 0, want.stderr);
-      const got = start([...args, '--broker', url], { CIRCUITLENS_QUEUE: 's' });
+      const got = c.start([...args, '--broker', url], { CIRCUITLENS_QUEUE: 's' });
       assert.equal(await got.exit, 0, got.err);
       assert.equal(got.out, want.stdout, `sweep ${extra.join(' ')}`);
       // One chunk per engine call of the clean run: 12 lengths of 96 prompts.
       assert.match(got.err, extra.length ? /prompts, clean and ablated on workers, 12 chunks: 1,152\/1,152 rows/ : /prompts on workers, 12 chunks: 1,152\/1,152 rows/);
     }
-    await stop(ws);
+    await c.stop(ws);
     const kinds = new Set(ws.flatMap((w) => [...w.err.matchAll(/chunk cl-\S+ \((\S+), calls/g)].map((m) => m[1])));
     assert.deepEqual([...kinds], ['single-set']);
     assert.ok(ws.every((w) => / done: /.test(w.err)), 'both workers took chunks');
-    assert.deepEqual(await queueLength('s'), { wait: 0, all: 0 }, 'finished runs leave no jobs');
+    assert.deepEqual(await c.queued('s'), { wait: 0, all: 0 }, 'finished runs leave no jobs');
   });
 
   test('Ctrl-C on a sweep removes its queued chunks (exit 130)', async () => {
-    const coord = start(['sweep', SWEEP, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 't' });
-    for (let t0 = Date.now(); (await queueLength('t')).wait < 12;) {
+    const coord = c.start(['sweep', SWEEP, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 't' });
+    for (let t0 = Date.now(); (await c.queued('t')).wait < 12;) {
       assert.ok(Date.now() - t0 < 60_000, 'the sweep did not queue its 12 chunks');
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -309,18 +217,18 @@ describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on 
     assert.equal(await coord.exit, 130, coord.err);
     assert.match(coord.err, /cancelled: removed 12 queued chunks/);
     assert.equal(coord.out, '');
-    assert.deepEqual(await queueLength('t'), { wait: 0, all: 0 });
+    assert.deepEqual(await c.queued('t'), { wait: 0, all: 0 });
   });
 
   test('Ctrl-C on the coordinator removes its queued chunks (exit 130)', async () => {
-    const coord = start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'g' });
-    for (let t0 = Date.now(); (await queueLength('g')).wait < 36;) {
+    const coord = c.start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'g' });
+    for (let t0 = Date.now(); (await c.queued('g')).wait < 36;) {
       assert.ok(Date.now() - t0 < 60_000, 'the coordinator did not queue its 36 chunks');
       await new Promise((r) => setTimeout(r, 100));
     }
     coord.child.kill('SIGINT');
     assert.equal(await coord.exit, 130, coord.err);
     assert.match(coord.err, /cancelled: removed 36 queued chunks/);
-    assert.deepEqual(await queueLength('g'), { wait: 0, all: 0 });
+    assert.deepEqual(await c.queued('g'), { wait: 0, all: 0 });
   });
 });

@@ -3,12 +3,10 @@
 // and desktop VS Code through Electron (electron/suite.ts, where VS Code can be downloaded). Each step acts only
 // through the UI and waits on what the UI shows, never on fixed sleeps.
 import * as assert from 'node:assert/strict';
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import Redis from 'ioredis';
 import type { FrameLocator, Locator, Page } from 'playwright-core';
 import { evaluateSets, prepare } from '../../core/analysis/evaluate';
 import { faithfulness } from '../../core/analysis/metrics';
@@ -16,6 +14,7 @@ import { resolvePrompts } from '../../core/analysis/prompts';
 import { parseSuite } from '../../core/formats/suite';
 import { allComponentNodes, type NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/nodejs/load';
+import { cluster as brokerCluster, freePort } from '../cli/broker-harness';
 import { EXAMPLES, ROOT } from '../helpers';
 import { answerDialog, answerInputBox, openFileByName, pickQuickItem, runCommand, waitForNotification, webviewOf } from './vscode';
 
@@ -251,60 +250,6 @@ interface CompareJson { a: { task: { value: number; accuracy: number } }; b: { t
 function cliCompare(a: string, b: string, suite: string, circuit: string): Promise<CompareJson> {
   return new Promise((resolve, reject) => execFile(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'compare', a, b, '--suite', suite, '--circuit', circuit, '--json'], { timeout: 180_000 },
     (err, stdout, stderr) => (err ? reject(new Error(`circuitlens compare failed: ${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)))));
-}
-
-/** A port nothing listens on (yet). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => { const port = (srv.address() as net.AddressInfo).port; srv.close(() => resolve(port)); });
-    srv.on('error', reject);
-  });
-}
-
-/** A redis-server of the step's own (no persistence) and, on demand, `circuitlens worker` processes on it. */
-interface Cluster { url: string; port: number; workers: { child: ChildProcess; err: string }[]; stop(): Promise<void> }
-
-async function startCluster(): Promise<Cluster> {
-  const bin = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
-  if (!bin) throw new Error('redis-server is not installed: this step starts its own Redis (Debian/Ubuntu: apt-get install redis-server)');
-  const port = await freePort();
-  const redis = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-  client.on('error', () => undefined);
-  await until('redis-server to answer', async () => { try { await client.connect(); return (await client.ping()) === 'PONG'; } catch { return false; } }, (x) => x, 15_000);
-  client.disconnect();
-  const c: Cluster = {
-    url: `redis://127.0.0.1:${port}`, port, workers: [],
-    async stop() {
-      const gone = (p: ChildProcess) => (p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => p.on('exit', () => r())));
-      for (const w of c.workers) w.child.kill('SIGTERM');
-      await Promise.all(c.workers.map((w) => gone(w.child)));
-      redis.kill('SIGTERM');
-      await gone(redis);
-    },
-  };
-  return c;
-}
-
-/** One `circuitlens worker` (this checkout's CLI) on the cluster; resolves when it waits for chunks. */
-async function startWorker(c: Cluster): Promise<{ child: ChildProcess; err: string }> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'circuitlens.js'), 'worker', '--broker', c.url, '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const w = { child, err: '' };
-  child.stderr!.on('data', (x) => { w.err += x; });
-  c.workers.push(w);
-  await until('the worker to wait for chunks', async () => w.err, (e) => /waiting for chunks/.test(e), 30_000);
-  return w;
-}
-
-/** Jobs of the default queue in Redis: waiting, and all kept (cl-* ids). */
-async function queued(port: number): Promise<{ wait: number; all: number }> {
-  const client = new Redis({ port, host: '127.0.0.1' });
-  try {
-    return { wait: await client.llen('bull:circuitlens:wait'), all: (await client.keys('bull:circuitlens:cl-*')).length };
-  } finally {
-    client.disconnect();
-  }
 }
 
 /** Sets circuitlens.broker in the workspace's .vscode/settings.json (undefined: removes it) and waits for the status bar to follow. */
@@ -733,7 +678,8 @@ export const STEPS: Step[] = [
       const suite = path.join(workspace.dir, 'induction.suite.yaml');
       const model = path.join(workspace.dir, 'induction-gpt2.onnx');
       const want = cliJson(['attribute', suite, '--model', model, '--json']) as Promise<{ nodes: { id: string; score: number }[] }>;
-      const cluster = await startCluster();
+      // A redis-server of the step's own (no persistence); the worker on the default queue comes later.
+      const cluster = await brokerCluster(fs.mkdtempSync(path.join(os.tmpdir(), 'cl-step-redis-')));
       const attribute = async () => {
         await runCommand(page, 'CircuitLens: Attribute Suite (Open Attribution Graph)');
         await clickQuickItem(page, 'pick a suite', /(^|\s)induction\.suite\.yaml/);
@@ -750,12 +696,12 @@ export const STEPS: Step[] = [
         // The broker, no worker yet: the chunks wait in Redis; Cancel on the progress notification takes them back.
         await setBroker(page, workspace.dir, cluster.url);
         await attribute();
-        await until('chunks queued in Redis', () => queued(cluster.port), (q) => q.wait > 0, 60_000);
+        await until('chunks queued in Redis', () => cluster.queued('circuitlens'), (q) => q.wait > 0, 60_000);
         const toast = page.locator('.notification-toast', { hasText: 'attributing induction.suite.yaml' });
         await toast.locator('.monaco-button', { hasText: 'Cancel' }).click({ timeout: 10_000 });
-        await until('the queued chunks to be removed', () => queued(cluster.port), (q) => q.wait === 0 && q.all === 0, 30_000);
+        await until('the queued chunks to be removed', () => cluster.queued('circuitlens'), (q) => q.wait === 0 && q.all === 0, 30_000);
         // A worker: the graph comes from its rows.
-        const worker = await startWorker(cluster);
+        const worker = (await cluster.workers('circuitlens', 1))[0]!;
         await attribute();
         const f = await webviewOf(page, 'graph', 120_000);
         const labels = await until('the node list to show 10 scored nodes', () => f.locator('#node-list label').allTextContents(), (t) => t.length === 10, 60_000);
@@ -765,7 +711,7 @@ export const STEPS: Step[] = [
         assert.deepEqual(shown, local, 'node scores by the worker, as the graph shows them, against the CLI\'s local run');
         const kinds = new Set([...worker.err.matchAll(/chunk cl-\S+ \((\S+), calls/g)].map((m) => m[1]));
         assert.deepEqual([...kinds].sort(), ['edge-patching', 'sets'], 'the worker computed the ablation sets and the edge sets');
-        assert.deepEqual(await queued(cluster.port), { wait: 0, all: 0 }, 'a finished run leaves no chunks');
+        assert.deepEqual(await cluster.queued('circuitlens'), { wait: 0, all: 0 }, 'a finished run leaves no chunks');
         // Quantization Sensitivity: each quantized model is measured on the worker; the rows equal the CLI's local run.
         const wantRows = cliJson(['sensitivity', suite, '--model', model, '--quantize', 'int8', '--json']) as Promise<{ rows: { scope: string; metric: number; accuracy: number }[] }>;
         await runCommand(page, 'CircuitLens: Quantization Sensitivity');
@@ -784,7 +730,7 @@ export const STEPS: Step[] = [
         assert.equal([...worker.err.matchAll(/chunk cl-\S+ \(variant, calls/g)].length, q.rows.length, 'the worker measured each quantized model');
       } finally {
         await setBroker(page, workspace.dir, undefined).catch(() => undefined);
-        await cluster.stop();
+        await cluster.close();
       }
     },
   },
