@@ -57,8 +57,9 @@ commands:
                                  each circuit's suite, hub nodes
   sensitivity SUITE --quantize Q quantization sensitivity: metric, accuracy, KL and circuit faithfulness with the
                                  weights of each scope (all, attn, mlp, embed, circuit:C, outside:C) fake-quantized
-  worker --broker URL            take chunks of batched analyses (attribute, discover, verify, redundancy, prune,
-                                 sensitivity --broker URL) from Redis and compute them; run one or more per machine
+  worker --broker URL            take chunks of batched analyses (attribute, discover, verify, redundancy, sweep,
+                                 prune, sensitivity --broker URL) from Redis and compute them; run one or more per
+                                 machine
 
 Every command takes --json; circuitlens <command> --help prints its options and what --json prints.
 Output files (--out) are not replaced unless --force is given.

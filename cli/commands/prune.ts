@@ -25,7 +25,8 @@ export const PRUNE_USAGE: Usage = {
     + '|w| first within a layer). With --circuit, each point also has the circuit\'s faithfulness on the pruned model.\n'
     + 'No fine-tuning after pruning. --out writes one pruned model (one strategy and one sparsity), with the original\'s\n'
     + 'tokenizer and hooks files beside it. --broker: each pruned model is built and measured on a worker (circuitlens\n'
-    + 'worker, with the model at the same path), the baseline here; the result equals the local one. Progress on stderr.',
+    + 'worker, with the model at the same path or fetched from --model-url), the baseline here; the result equals the\n'
+    + 'local one. Progress on stderr.',
   options: [
     ['--model MODEL', 'the model (default: the suite\'s model:)'],
     ['--sparsity LIST', `sparsities to prune to, fractions in [0, 1] (default ${DEFAULT_SPARSITIES.join(',')})`],

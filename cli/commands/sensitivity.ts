@@ -24,8 +24,8 @@ export const SENSITIVITY_USAGE: Usage = {
     + 'unembedding), all (every matrix), circuit:C (the entries circuit file C\'s heads and MLPs own: q/k/v columns, W_O rows,\n'
     + 'MLP matrices), outside:C (every other attention and MLP entry). Biases and norm gains stay float32.\n'
     + 'Default scopes: all, attn, mlp, embed (and circuit, outside with --circuit). --broker: each quantized model is built\n'
-    + 'and measured on a worker (circuitlens worker, with the model at the same path), the baseline here; the result equals\n'
-    + 'the local one. Progress on stderr.',
+    + 'and measured on a worker (circuitlens worker, with the model at the same path or fetched from --model-url), the\n'
+    + 'baseline here; the result equals the local one. Progress on stderr.',
   options: [
     ['--quantize int8|int4|fp16', 'the precision the weights are rounded to'],
     ['--group-size G', 'int8/int4: one scale per G consecutive input entries of a channel (default: one per channel)'],

@@ -41,6 +41,19 @@ describe('circuitlens <command> --help', () => {
     assert.equal(r.code, 0);
     for (const cmd of COMMANDS) assert.match(r.stdout, new RegExp(`\\n  ${cmd}\\b`));
   });
+
+  test('every command that offers --broker offers --model-url too, and both worker texts name it', () => {
+    const main = cli(['--help']).stdout;
+    const workerLine = main.slice(main.indexOf('\n  worker '), main.indexOf('\n\n', main.indexOf('\n  worker ')));
+    const worker = cli(['worker', '--help']).stdout;
+    const brokered = COMMANDS.filter((cmd) => cmd !== 'worker' && /\n {2}--broker URL/.test(cli([cmd, '--help']).stdout));
+    assert.deepEqual(brokered, ['attribute', 'discover', 'verify', 'sweep', 'redundancy', 'prune', 'sensitivity']);
+    for (const cmd of brokered) {
+      assert.match(cli([cmd, '--help']).stdout, /\n {2}--model-url URL/, `${cmd} --help`);
+      assert.match(workerLine, new RegExp(`\\b${cmd}\\b`), `circuitlens --help, the worker line: ${cmd}`);
+      assert.match(worker, new RegExp(`\\b${cmd}\\b`), `worker --help: ${cmd}`);
+    }
+  });
 });
 
 describe('--out onto an existing file', () => {
