@@ -20,11 +20,11 @@ export const BROKER_OPTIONS: [string, string][] = [BROKER_OPTION, MODEL_URL_OPTI
 /** The parse options of --broker and --model-url. */
 export const BROKER_FLAGS = { broker: { type: 'string' }, 'model-url': { type: 'string' } } as const;
 
-/** A command's parsed values (with BROKER_FLAGS), or its --broker value alone. */
-export type BrokerFlags = string | undefined | { broker?: string; 'model-url'?: string };
+/** A command's parsed values (with BROKER_FLAGS). */
+export interface BrokerFlags { broker?: string; 'model-url'?: string }
 
 function flags(f: BrokerFlags): { url?: string; modelUrl?: string } {
-  return typeof f === 'object' ? { url: f.broker, modelUrl: f['model-url'] } : { url: f };
+  return { url: f.broker, modelUrl: f['model-url'] };
 }
 
 /** A bad or unreachable broker, or a bad --model-url, said before the model is loaded (exit 2). */
