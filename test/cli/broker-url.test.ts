@@ -3,7 +3,8 @@
 // it; a worker that has the file at the path uses it and fetches nothing. The result equals the local --json byte
 // for byte. Other bytes at the URL are refused with both hashes, a 404 is a clear error (exit 2 on the coordinator),
 // and the same command run again with a right URL finishes the same chunks. The coordinator's model is a copy in a
-// temp folder, removed once its chunks are queued: the worker cannot use the path, only the URL.
+// temp folder, removed once its chunks are queued: the worker cannot use the path, only the URL (for prune and
+// sensitivity too: each pruned or quantized model is built from the fetched copy).
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
@@ -50,7 +51,7 @@ function coordinatorCopy(): string {
 async function coordinator(args: string[], queue: string, modelUrl: string): Promise<Proc> {
   const model = coordinatorCopy();
   const p = broker.start([...args, '--model', model, '--broker', broker.url, '--model-url', modelUrl], { CIRCUITLENS_QUEUE: queue });
-  await until('the chunks queued', () => /on workers/.test(p.err) || p.child.exitCode !== null);
+  await until('the chunks queued', () => /on (the )?workers/.test(p.err) || p.child.exitCode !== null);
   fs.rmSync(path.dirname(model), { recursive: true, force: true });
   return p;
 }
@@ -164,6 +165,30 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
     assert.match(ws[0]!.err, /fetched model [0-9a-f]{12}… from file:\/\/.*gpt_neox-extdata\.onnx: 2 files/);
     const [sha] = listing(cache);
     assert.deepEqual(listing(path.join(cache, sha!)), ['.verified.json', 'gpt_neox-extdata.onnx.data', 'neox.onnx']);
+  });
+
+  test('prune and sensitivity: a worker without the model builds each variant from its fetched copy; equal to the local --json', async () => {
+    // The model's path and sensitivity's timing differ from the local run's; every measured number must not.
+    const same = (s: string) => { const { model: _m, seconds: _s, ...rest } = JSON.parse(s) as Record<string, unknown>; return rest; };
+    const cache = path.join(tmp, 'cache-variants');
+    const logs: string[] = [];
+    for (const args of [
+      ['prune', SUITE, '--strategy', 'magnitude', '--sparsity', '0.3,0.7', '--json'],
+      ['sensitivity', SUITE, '--quantize', 'int8', '--scope', 'mlp', '--json'],
+    ]) {
+      const want = cli(args);
+      assert.equal(want.code, 0, want.stderr);
+      const p = await coordinator(args, 'u6', `${base}/induction-gpt2.onnx`);
+      const ws = await broker.workers('u6', 1, {}, ['--cache', cache]);
+      assert.equal(await p.exit, 0, p.err);
+      assert.deepEqual(same(p.out), same(want.stdout));
+      await broker.stop(ws);
+      logs.push(ws[0]!.err);
+    }
+    assert.deepEqual(listing(cache), [SHA]);
+    assert.equal(count(logs[0]!, /fetched model [0-9a-f]{12}…/), 1, logs[0]);
+    assert.match(logs[1]!, /model [0-9a-f]{12}… found in the cache, not fetched again/);
+    assert.deepEqual(logs.map((l) => count(l, /chunk \S+ done: /)), [2, 1]);
   });
 
   test('--model-url without --broker, or not http/https/file: exit 2 before anything is loaded', async () => {
