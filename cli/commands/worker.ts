@@ -42,9 +42,40 @@ export const WORKER_USAGE: Usage = {
 const KEEP_ENGINES = 2;
 const KEEP_CONTEXTS = 4;
 
-interface Loaded { key: string; engine: Promise<Engine>; contexts: Map<string, Promise<Prepared>> }
+interface Loaded { engine: Promise<Engine>; contexts: Kept<Promise<Prepared>> }
 /** A model's weights in memory (pruned and quantized variants are made from them), with the benches made on them. */
-interface Weights { key: string; v: WeightVariants; benches: Map<string, Promise<VariantBench>> }
+interface Weights { v: WeightVariants; benches: Kept<Promise<VariantBench>> }
+
+/**
+ * The last `keep` values asked for, by key, newest last: `get` makes a value when its key is not kept and drops the
+ * oldest beyond `keep` (`drop` is told); a value that is a promise is forgotten when it fails, to be made again.
+ */
+class Kept<T> {
+  private readonly values = new Map<string, T>();
+  constructor(private readonly keep: number, private readonly drop: (v: T) => void = () => undefined) {}
+
+  get(key: string, make: () => T): T {
+    let v = this.values.get(key);
+    if (v !== undefined) this.values.delete(key);
+    else {
+      v = make();
+      const made = v;
+      if (made instanceof Promise) made.catch(() => { if (this.values.get(key) === made) this.values.delete(key); });
+    }
+    this.values.set(key, v);
+    while (this.values.size > this.keep) {
+      const [k, old] = this.values.entries().next().value!;
+      this.values.delete(k);
+      this.drop(old);
+    }
+    return v;
+  }
+
+  /** Forgets `value` if it is still the one kept under `key`. */
+  forget(key: string, value: T): void { if (this.values.get(key) === value) this.values.delete(key); }
+
+  all(): T[] { return [...this.values.values()]; }
+}
 
 export async function workerCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parse(argv, { broker: { type: 'string' }, cache: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' } }, WORKER_USAGE);
@@ -56,8 +87,9 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
   await checkBroker(url);
   const me = `${os.hostname()}:${process.pid}`;
   const log = (s: string) => process.stderr.write(`circuitlens worker ${me}: ${s}\n`);
-  const engines: Loaded[] = [];
-  const weights: Weights[] = [];
+  // A failed load is forgotten (its contexts with it), to be tried again by the next chunk.
+  const engines = new Kept<Loaded>(KEEP_ENGINES, (e) => void e.engine.then((x) => x.release(), () => undefined));
+  const weights = new Kept<Weights>(KEEP_ENGINES);
   const hashes = new Map<string, { stamp: string; sha: Promise<string> }>();
   const cache = new ModelCache(cacheDir(values.cache), { log, sha256: async (p) => (await sha256(p)) ?? 'no file' });
   const noticed = new Set<string>();
@@ -103,54 +135,27 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
   function contextFor(d: ChunkJob, file: string): Promise<Prepared> {
     const c = d.context;
     const key = `${c.model.sha256}\0${c.runtime}`;
-    let entry = engines.find((e) => e.key === key);
-    if (entry) engines.splice(engines.indexOf(entry), 1);
-    else {
-      entry = { key, engine: loadEngine(file, createRuntime(c.runtime, { flushDenormals: true, threads })), contexts: new Map() };
-      while (engines.length >= KEEP_ENGINES) void engines.shift()!.engine.then((e) => e.release(), () => undefined);
-    }
-    engines.push(entry);
-    const e = entry;
-    e.engine.catch(() => { const i = engines.indexOf(e); if (i >= 0) engines.splice(i, 1); });
-    let ctx = e.contexts.get(c.key);
-    if (!ctx) {
-      ctx = (async () => {
-        const engine = await e.engine;
-        const { opened, diagnostics: ds } = openSuite(suiteOf(c), engine, c.ablation);
-        if (!opened) throw new UserError(`the suite ${c.suite.path} does not open on ${c.model.path} here: ${ds.map(formatDiagnostic).join('; ')}`);
-        const prepared = await prepareForChunks(opened, c.prompts);
-        if (prepared.ctx.maxRows !== c.maxRows) throw new UserError(`this worker batches ${prepared.ctx.maxRows} rows per call, the coordinator ${c.maxRows}: results would differ`);
-        return prepared;
-      })();
-      const p = ctx;
-      p.catch(() => { if (e.contexts.get(c.key) === p) e.contexts.delete(c.key); });
-      e.contexts.set(c.key, ctx);
-      while (e.contexts.size > KEEP_CONTEXTS) e.contexts.delete(e.contexts.keys().next().value!);
-    }
-    return ctx;
+    const e = engines.get(key, () => {
+      const loaded: Loaded = { engine: loadEngine(file, createRuntime(c.runtime, { flushDenormals: true, threads })), contexts: new Kept<Promise<Prepared>>(KEEP_CONTEXTS) };
+      loaded.engine.catch(() => engines.forget(key, loaded));
+      return loaded;
+    });
+    return e.contexts.get(c.key, async () => {
+      const engine = await e.engine;
+      const { opened, diagnostics: ds } = openSuite(suiteOf(c), engine, c.ablation);
+      if (!opened) throw new UserError(`the suite ${c.suite.path} does not open on ${c.model.path} here: ${ds.map(formatDiagnostic).join('; ')}`);
+      const prepared = await prepareForChunks(opened, c.prompts);
+      if (prepared.ctx.maxRows !== c.maxRows) throw new UserError(`this worker batches ${prepared.ctx.maxRows} rows per call, the coordinator ${c.maxRows}: results would differ`);
+      return prepared;
+    });
   }
 
   /** The variant's bench: the model's weights (kept for the next variants, by sha256), the baseline of its context and circuit. */
   function benchFor(c: ContextSpec, work: VariantWork, file: string): Promise<VariantBench> {
-    const key = `${c.model.sha256}\0${c.runtime}`;
-    let entry = weights.find((w) => w.key === key);
-    if (entry) weights.splice(weights.indexOf(entry), 1);
-    else {
-      while (weights.length >= KEEP_ENGINES) weights.shift();
-      entry = { key, v: openModelVariants(file, createRuntime(c.runtime, { flushDenormals: true, threads })), benches: new Map() };
-    }
-    weights.push(entry);
-    const benches = entry.benches;
-    const bkey = `${c.key}\0${work.circuit ? sha256Text(JSON.stringify(work.circuit)) : ''}`;
-    let bench = benches.get(bkey);
-    if (!bench) {
-      bench = openVariantBench(entry.v, suiteOf(c), c, work.circuit);
-      const p = bench;
-      p.catch(() => { if (benches.get(bkey) === p) benches.delete(bkey); });
-      benches.set(bkey, p);
-      while (benches.size > KEEP_CONTEXTS) benches.delete(benches.keys().next().value!);
-    }
-    return bench;
+    const w = weights.get(`${c.model.sha256}\0${c.runtime}`, () => ({
+      v: openModelVariants(file, createRuntime(c.runtime, { flushDenormals: true, threads })), benches: new Kept<Promise<VariantBench>>(KEEP_CONTEXTS),
+    }));
+    return w.benches.get(`${c.key}\0${work.circuit ? sha256Text(JSON.stringify(work.circuit)) : ''}`, () => openVariantBench(w.v, suiteOf(c), c, work.circuit));
   }
 
   const delay = Number(process.env.CIRCUITLENS_WORKER_DELAY_MS ?? 0);
@@ -184,7 +189,7 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
       stopping = true;
       log(`${signal}: finishing the chunk at hand, then stopping`);
       void worker.close().then(async () => {
-        for (const e of engines) await e.engine.then((x) => x.release(), () => undefined);
+        for (const e of engines.all()) await e.engine.then((x) => x.release(), () => undefined);
         log('stopped');
         resolve(0);
       });
