@@ -5,7 +5,6 @@ import { formatEdgeId } from '../../core/ids';
 import { FORCE_OPTION, JSON_OPTION, oneOf, parse, RUNTIME_OPTION, stepsFlag, usageError, type Usage } from '../args';
 import { loadForAnalysis } from '../common';
 import { outFile, writeOutFile } from '../out-file';
-import { UserError } from '../../core/errors';
 import { BROKER_FLAGS, BROKER_OPTION, checkBrokerFlag, MODEL_URL_OPTION, withBroker } from '../broker';
 
 export const ATTRIBUTE_USAGE: Usage = {
@@ -19,7 +18,7 @@ export const ATTRIBUTE_USAGE: Usage = {
     ['--method patching|gradient', 'exact ablation of each (default) or gradient attribution'],
     ['--steps K', 'EAP-IG: average gradients over K points (gradient only; default 1 = EAP)'],
     ['--ablation zero|mean|resample', 'how ablated nodes are replaced (default: the suite\'s ablation:)'],
-    [BROKER_OPTION[0], `${BROKER_OPTION[1]}: patching, and edge gradients (node-level gradients run locally)`],
+    [BROKER_OPTION[0], `${BROKER_OPTION[1]}: patching and gradients (EAP, EAP-IG), node and edge level`],
     MODEL_URL_OPTION,
     ['--out FILE', 'also write the JSON result to FILE'],
     FORCE_OPTION, RUNTIME_OPTION, JSON_OPTION,
@@ -37,10 +36,7 @@ export async function attributeCommand(argv: string[], out: (s: string) => void)
   const method = oneOf(values.method, ['patching', 'gradient'] as const, '--method', 'patching');
   const steps = stepsFlag(values.steps, method);
   const outPath = values.out !== undefined ? outFile(values.out, values.force) : undefined;
-  // A bad or unreachable broker, or an analysis that does not run on one, is said before the model is loaded.
-  if (values.broker !== undefined && method === 'gradient' && level === 'node') {
-    throw new UserError('--broker runs attribute --method patching (node or edge level) and --level edge --method gradient; node-level gradients run locally (one backward pass per prompt group: run without --broker)');
-  }
+  // A bad or unreachable broker is said before the model is loaded.
   await checkBrokerFlag(values);
   const L = await loadForAnalysis(positionals[0]!, values.model, values.ablation, values.runtime, false, 'attribute');
   try {

@@ -46,12 +46,12 @@ describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on 
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  test('(a) edge patching, node patching and edge EAP-IG on 3 workers equal the local --json output exactly', async () => {
+  test('(a) edge patching, node patching, edge EAP-IG and node EAP / EAP-IG on 3 workers equal the local --json output exactly', async () => {
     const ws = await c.workers('a', 3);
     const edge = c.start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'a' });
     assert.equal(await edge.exit, 0, edge.err);
     assert.equal(edge.out, local);
-    for (const extra of [['--ablation', 'resample'], ['--level', 'edge', '--method', 'gradient', '--steps', '2']]) {
+    for (const extra of [['--ablation', 'resample'], ['--level', 'edge', '--method', 'gradient', '--steps', '2'], ['--method', 'gradient', '--steps', '3'], ['--method', 'gradient']]) {
       const want = cli(['attribute', SUITE, ...extra, '--json']);
       assert.equal(want.code, 0, want.stderr);
       const got = c.start(['attribute', SUITE, ...extra, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 'a' });
@@ -140,7 +140,6 @@ describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on 
       [['discover', SUITE, '--out', path.join(tmp, 'never.circuit.json'), '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker/],
       [['verify', path.join(EXAMPLES, 'induction-gpt2.circuit.json'), '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker/],
       [['sweep', SWEEP, '--broker', `redis://127.0.0.1:${closed}`], /cannot reach the broker/],
-      [['attribute', SUITE, '--method', 'gradient', '--broker', url], /node-level gradients run locally/],
     ] as [string[], RegExp][]) {
       const t0 = Date.now();
       const r = c.start(args);

@@ -71,6 +71,12 @@ test('onWorkers: attribution (graph, auto), discovery and verification through c
     const eap = await attribute(remote.task, opened.all, suite.metric, { level: 'edge', method: 'gradient', steps: 2 });
     assert.deepEqual(eap, await attribute(local.task, opened.all, suite.metric, { level: 'edge', method: 'gradient', steps: 2 }));
     assert.ok(kinds.get('edge-gradient')! > 0 && chunks > 20, `${chunks} chunks`);
+    // Node gradients, EAP and EAP-IG (a clean forward per prompt-length group on the worker), under every ablation.
+    for (const steps of [1, 3]) {
+      const want = await attribute(local.task, opened.all, suite.metric, { level: 'node', method: 'gradient', steps });
+      assert.deepEqual(await attribute(remote.task, opened.all, suite.metric, { level: 'node', method: 'gradient', steps }), want, `node gradients, ${steps} steps`);
+    }
+    assert.ok(kinds.get('node-gradient')! > 0, 'node gradients went to the worker');
 
     // A context made from a distributed one for other prompts is refused, not computed on the suite's prompts.
     const other = { ...remote.task, prompts: remote.task.prompts.slice(1) };

@@ -40,79 +40,137 @@ export function surrogateFor(metric: MetricName, prompt: ResolvedPrompt): Surrog
  */
 export async function eapNodeScores(ctx: EvalContext, metric: MetricName, opts: GradientOptions = {}): Promise<NodeScore[]> {
   const steps = opts.steps ?? 1;
-  if (!Number.isInteger(steps) || steps < 1 || steps > 1024) throw new UserError(`--steps must be a whole number from 1 to 1024 (got ${steps})`);
-  const { engine, prompts } = ctx;
-  const { layers, heads, dHead, dModel, vocab: V } = engine.info;
-  const alphas = steps === 1 ? [0] : Array.from({ length: steps }, (_, j) => (j + 0.5) / steps);
-  const nodes = allComponentNodes(engine.info);
-  // Per prompt and node: Σ over steps of Δ·∂m/∂a (divided by steps and negated at the end).
-  const acc = prompts.map(() => new Float64Array(nodes.length));
-  const headIndex = (l: number, h: number) => l * (heads + 1) + h;
-  const mlpIndex = (l: number) => l * (heads + 1) + heads;
-  const zHooks = Array.from({ length: layers }, (_, l) => hookName('z', l));
-  const mlpHooks = Array.from({ length: layers }, (_, l) => hookName('mlp_out', l));
-
-  const cleanHooks = [...zHooks, ...mlpHooks];
-  const m = meter(ctx, steps === 1 ? 'gradients (EAP)' : `gradients (EAP-IG, ${steps} steps)`, prompts.length * steps);
-  for (const group of groupByLength(prompts.map((p) => p.ids))) {
-    const T = group[0]!.ids.length;
-    // The ablated value minus the clean one, per prompt of the group: heads [T, H*Dh], MLPs [T, D]. With one
-    // step (EAP, α = 0) the gradient run itself runs the clean model, so its activations serve and no separate
-    // forward is needed; EAP-IG's runs are at α > 0 and need one clean forward first.
-    const deltaOf = (acts: Record<string, F32>, r: number, member: number) => ({
-      z: Array.from({ length: layers }, (_, l) => delta(acts[zHooks[l]!]!, r, T, heads * dHead, ablatedZ(ctx, group[member]!.index, l, T))),
-      mlp: Array.from({ length: layers }, (_, l) => delta(acts[mlpHooks[l]!]!, r, T, dModel, ablatedMlp(ctx, group[member]!.index, l, T))),
-    });
-    let deltas: { z: Float32Array[]; mlp: Float32Array[] }[] | undefined;
-    if (steps > 1) {
-      const clean = await engine.run({ ids: group.map((g) => g.ids), hooks: cleanHooks, lastOnly: true });
-      deltas = group.map((_, r) => deltaOf(clean.activations, r, r));
-    }
-
-    const rows: { member: number; alpha: number }[] = [];
-    group.forEach((_, member) => alphas.forEach((alpha) => rows.push({ member, alpha })));
-    // Rows per gradient run: the context's batch size, fewer where the engine's memory budget says so.
-    const perRun = Math.max(1, Math.min(ctx.maxRows, engine.gradientRowsThatFit(T)));
-    for (let start = 0; start < rows.length; start += perRun) {
+  const calls = planNodeGradientCalls(ctx, steps);
+  const nodes = allComponentNodes(ctx.engine.info);
+  const N = nodes.length;
+  // Per prompt and node: Σ over steps of Δ·∂m/∂a (divided by steps and negated at the end), added row by row in
+  // call order, here or from the rows workers computed (the same numbers, added in the same order).
+  const acc = ctx.prompts.map(() => new Float64Array(N));
+  const add = (call: NodeGradientRow[], rows: Float64Array) => call.forEach((r, i) => {
+    const out = acc[r.prompt]!;
+    for (let n = 0; n < N; n++) out[n] += rows[i * N + n]!;
+  });
+  const what = steps === 1 ? 'gradients (EAP)' : `gradients (EAP-IG, ${steps} steps)`;
+  if (ctx.remote) {
+    const values = await ctx.remote.run(ctx, { kind: 'node-gradient', steps, metric, calls }, calls.map((c) => c.length), N, what);
+    let at = 0;
+    for (const call of calls) { add(call, values.subarray(at, at + call.length * N) as Float64Array); at += call.length * N; }
+  } else {
+    const m = meter(ctx, what, ctx.prompts.length * steps);
+    const clean = cleanDeltas(ctx, steps);
+    for (const call of calls) {
       if (ctx.signal?.aborted) throw new Cancelled();
-      const chunk = rows.slice(start, start + perRun);
-      const chunkPrompts = chunk.map((r) => prompts[group[r.member]!.index]!);
-      const kinds = chunkPrompts.map((p) => surrogateFor(metric, p));
-      const seed = kinds.every((k) => k === 'logit_diff')
-        ? gradientSeed(chunkPrompts, kinds, V)
-        : (logits: F32) => gradientSeed(chunkPrompts, kinds, V, logits.data);
-      const patch = chunk.some((r) => r.alpha !== 0) ? interpolation(ctx, chunk.map((r) => ({ prompt: group[r.member]!.index, alpha: r.alpha })), T) : undefined;
-      const res = await engine.gradients({ ids: chunkPrompts.map((p) => p.ids), seed, patch, hooks: deltas ? [] : cleanHooks });
-      chunk.forEach((r, i) => {
-        const out = acc[group[r.member]!.index]!;
-        const d = deltas ? deltas[r.member]! : deltaOf(res.activations, i, r.member);
-        for (let l = 0; l < layers; l++) {
-          const gz = res.z[l]!.data; // [rows, H, T, Dh]
-          const dz = d.z[l]!; // [T, H*Dh]
-          for (let h = 0; h < heads; h++) {
-            let s = 0;
-            for (let t = 0; t < T; t++) {
-              const g0 = ((i * heads + h) * T + t) * dHead;
-              const d0 = t * heads * dHead + h * dHead;
-              for (let k = 0; k < dHead; k++) s += dz[d0 + k]! * gz[g0 + k]!;
-            }
-            out[headIndex(l, h)] += s;
-          }
-          // [rows, T, D], or [rows, 1, D] for a last layer whose MLP the gradient run takes at the last position only.
-          const Tg = res.mlp[l]!.dims[1]!;
-          const gm = res.mlp[l]!.data;
-          const dm = d.mlp[l]!; // [T or Tg, D]: its last Tg positions meet the gradient's
-          const d0 = dm.length - Tg * dModel;
-          let s = 0;
-          const g0 = i * Tg * dModel;
-          for (let j = 0; j < Tg * dModel; j++) s += dm[d0 + j]! * gm[g0 + j]!;
-          out[mlpIndex(l)] += s;
-        }
-      });
-      m?.tick(chunk.length);
+      add(call, await runNodeGradientCall(ctx, metric, call, clean));
+      m?.tick(call.length);
     }
   }
-  return nodes.map((id, n) => ({ id, score: -acc.reduce((s, a) => s + a[n]!, 0) / (steps * prompts.length) }));
+  return nodes.map((id, n) => ({ id, score: -acc.reduce((s, a) => s + a[n]!, 0) / (steps * ctx.prompts.length) }));
+}
+
+/** A row of node gradients: a prompt (index in the context) at α on the line from clean to ablated (0: EAP). */
+export interface NodeGradientRow { prompt: number; alpha: number }
+
+/**
+ * The calls of eapNodeScores: per prompt-length group, its prompts × the steps' α (prompt-major), cut into runs of
+ * the context's batch size, fewer where the engine's memory budget says so.
+ */
+export function planNodeGradientCalls(ctx: EvalContext, steps: number): NodeGradientRow[][] {
+  if (!Number.isInteger(steps) || steps < 1 || steps > 1024) throw new UserError(`--steps must be a whole number from 1 to 1024 (got ${steps})`);
+  const alphas = steps === 1 ? [0] : Array.from({ length: steps }, (_, j) => (j + 0.5) / steps);
+  const calls: NodeGradientRow[][] = [];
+  for (const group of groupByLength(ctx.prompts.map((p) => p.ids))) {
+    const rows: NodeGradientRow[] = [];
+    group.forEach((g) => alphas.forEach((alpha) => rows.push({ prompt: g.index, alpha })));
+    const perRun = Math.max(1, Math.min(ctx.maxRows, ctx.engine.gradientRowsThatFit(group[0]!.ids.length)));
+    for (let start = 0; start < rows.length; start += perRun) calls.push(rows.slice(start, start + perRun));
+  }
+  return calls;
+}
+
+/** Per prompt, ablated − clean activations of every head and MLP: heads [T, H*Dh], MLPs [T, D] (or the last positions). */
+type Deltas = { z: Float32Array[]; mlp: Float32Array[] };
+
+/**
+ * The deltas EAP-IG needs from a clean forward of each prompt-length group (made once per group, the group run as
+ * one batch); undefined for EAP, whose gradient run itself runs the clean model.
+ */
+export function cleanDeltas(ctx: EvalContext, steps: number): ((prompt: number) => Promise<Deltas>) | undefined {
+  if (steps === 1) return undefined;
+  const groups = groupByLength(ctx.prompts.map((p) => p.ids));
+  const groupOf = new Map(groups.flatMap((g, k) => g.map((m) => [m.index, k] as const)));
+  const made = new Map<number, Promise<Deltas[]>>();
+  return async (prompt) => {
+    const k = groupOf.get(prompt)!;
+    let ds = made.get(k);
+    if (!ds) {
+      const group = groups[k]!;
+      const T = group[0]!.ids.length;
+      ds = ctx.engine.run({ ids: group.map((g) => g.ids), hooks: nodeHooks(ctx), lastOnly: true })
+        .then((clean) => group.map((g, r) => deltaOf(ctx, clean.activations, r, g.index, T)));
+      made.set(k, ds);
+    }
+    return (await ds)[groups[k]!.findIndex((g) => g.index === prompt)]!;
+  };
+}
+
+const nodeHooks = (ctx: EvalContext) => [
+  ...Array.from({ length: ctx.engine.info.layers }, (_, l) => hookName('z', l)),
+  ...Array.from({ length: ctx.engine.info.layers }, (_, l) => hookName('mlp_out', l)),
+];
+
+/** Row r of a run's activations, as the ablated value minus it, for prompt `prompt` of length T. */
+function deltaOf(ctx: EvalContext, acts: Record<string, F32>, r: number, prompt: number, T: number): Deltas {
+  const { layers, heads, dHead, dModel } = ctx.engine.info;
+  return {
+    z: Array.from({ length: layers }, (_, l) => delta(acts[hookName('z', l)]!, r, T, heads * dHead, ablatedZ(ctx, prompt, l, T))),
+    mlp: Array.from({ length: layers }, (_, l) => delta(acts[hookName('mlp_out', l)]!, r, T, dModel, ablatedMlp(ctx, prompt, l, T))),
+  };
+}
+
+/**
+ * One planned call (rows of one prompt length): per row, each node's Σ_positions Δ·∂m/∂a, [rows × nodes] in
+ * allComponentNodes' order. `clean`: cleanDeltas (EAP-IG), else the gradient run's own activations serve.
+ */
+export async function runNodeGradientCall(ctx: EvalContext, metric: MetricName, call: NodeGradientRow[], clean?: (prompt: number) => Promise<Deltas>): Promise<Float64Array> {
+  const { engine, prompts } = ctx;
+  const { layers, heads, dHead, dModel, vocab: V } = engine.info;
+  const N = layers * (heads + 1);
+  const T = prompts[call[0]!.prompt]!.ids.length;
+  if (call.some((r) => prompts[r.prompt]!.ids.length !== T)) throw new Error('internal: a node-gradient call mixes prompt lengths');
+  const callPrompts = call.map((r) => prompts[r.prompt]!);
+  const kinds = callPrompts.map((p) => surrogateFor(metric, p));
+  const seed = kinds.every((k) => k === 'logit_diff')
+    ? gradientSeed(callPrompts, kinds, V)
+    : (logits: F32) => gradientSeed(callPrompts, kinds, V, logits.data);
+  const patch = call.some((r) => r.alpha !== 0) ? interpolation(ctx, call, T) : undefined;
+  const res = await engine.gradients({ ids: callPrompts.map((p) => p.ids), seed, patch, hooks: clean ? [] : nodeHooks(ctx) });
+  const out = new Float64Array(call.length * N);
+  for (const [i, r] of call.entries()) {
+    const d = clean ? await clean(r.prompt) : deltaOf(ctx, res.activations, i, r.prompt, T);
+    for (let l = 0; l < layers; l++) {
+      const gz = res.z[l]!.data; // [rows, H, T, Dh]
+      const dz = d.z[l]!; // [T, H*Dh]
+      for (let h = 0; h < heads; h++) {
+        let s = 0;
+        for (let t = 0; t < T; t++) {
+          const g0 = ((i * heads + h) * T + t) * dHead;
+          const d0 = t * heads * dHead + h * dHead;
+          for (let k = 0; k < dHead; k++) s += dz[d0 + k]! * gz[g0 + k]!;
+        }
+        out[i * N + l * (heads + 1) + h] = s;
+      }
+      // [rows, T, D], or [rows, 1, D] for a last layer whose MLP the gradient run takes at the last position only.
+      const Tg = res.mlp[l]!.dims[1]!;
+      const gm = res.mlp[l]!.data;
+      const dm = d.mlp[l]!; // [T or Tg, D]: its last Tg positions meet the gradient's
+      const d0 = dm.length - Tg * dModel;
+      let s = 0;
+      const g0 = i * Tg * dModel;
+      for (let j = 0; j < Tg * dModel; j++) s += dm[d0 + j]! * gm[g0 + j]!;
+      out[i * N + l * (heads + 1) + heads] = s;
+    }
+  }
+  return out;
 }
 
 /** eapNodeScores as an Attribution (the shape `attribute` prints), with the clean metrics. */

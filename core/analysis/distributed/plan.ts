@@ -6,6 +6,7 @@
 import type { Circuit } from '../../formats/circuit';
 import type { NodeId } from '../../ids';
 import type { MetricName } from '../../vocabulary';
+import type { NodeGradientRow } from '../attribute/gradient';
 import type { SetRow } from '../evaluate';
 import type { PromptScore } from '../metrics';
 import type { VariantSpec } from '../variant-measures';
@@ -14,13 +15,16 @@ import type { VariantSpec } from '../variant-measures';
  * A batch of engine calls that workers can compute: ablation sets of nodes (evaluate.ts planSetCalls: the calls
  * themselves travel, with the sets they use), the sets of exact edge patching (edge-context.ts planEdgeCalls, which
  * a worker plans again), edge gradients (attribute/edges.ts planGradientCalls, EAP-IG steps, 1 = EAP), and one set
- * in the calls of the clean run, on a context without one (evaluate.ts singleSetRemotely: the sweep).
+ * in the calls of the clean run, on a context without one (evaluate.ts singleSetRemotely: the sweep), and node
+ * gradients (attribute/gradient.ts planNodeGradientCalls: the calls travel, their size set by the coordinator's
+ * memory budget).
  */
 export type RemoteWork =
   | { kind: 'sets'; sets: NodeId[][]; calls: SetRow[][] }
   | { kind: 'edge-patching' }
   | { kind: 'edge-gradient'; steps: number; metric: MetricName }
-  | { kind: 'single-set'; set: NodeId[] };
+  | { kind: 'single-set'; set: NodeId[] }
+  | { kind: 'node-gradient'; steps: number; metric: MetricName; calls: NodeGradientRow[][] };
 
 export type RemoteKind = RemoteWork['kind'];
 

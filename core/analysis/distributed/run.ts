@@ -8,6 +8,7 @@
 import { UserError } from '../../errors';
 import type { AblationKind } from '../../vocabulary';
 import { edgePatchingSet, planGradientCalls, runGradientCall } from '../attribute/edges';
+import { cleanDeltas, runNodeGradientCall } from '../attribute/gradient';
 import { edgeCallPlan, prepareEdges, runEdgeCall, type CallPlan, type EdgeContext } from '../edge-context';
 import { planCleanCalls, prepare, runSetCall, scoreRow, singleSetCall, type EvalContext, type RemoteCalls } from '../evaluate';
 import { taskPrompts, type OpenedSuite } from '../open-suite';
@@ -140,6 +141,8 @@ function remoteFor(ctx: EvalContext, prompts: PromptSelection, source: RunSource
 
 /** What one chunk carries: for node sets, its calls and only the sets they use (renumbered). */
 function chunkWork(work: RemoteWork, c: Chunk): ChunkWork {
+  // Node gradients: the chunk's calls, numbered as in the whole plan (the worker checks it sees the same calls).
+  if (work.kind === 'node-gradient') return { ...work, calls: work.calls.slice(c.from, c.to) };
   if (work.kind !== 'sets') return work;
   const calls = work.calls.slice(c.from, c.to);
   const index = new Map<number, number>();
@@ -227,6 +230,20 @@ export async function computeChunk(p: Prepared, job: Pick<ChunkJob, 'work' | 'ch
       out.push(v);
     }
     return packScores(out, chunk.rows, SCORE_WIDTH);
+  }
+  if (work.kind === 'node-gradient') {
+    const P = ctx.prompts.length;
+    if (work.calls.length !== chunk.to - chunk.from) throw new Error(`chunk [${chunk.from}, ${chunk.to}) carries ${work.calls.length} calls`);
+    for (const call of work.calls) {
+      for (const r of call) {
+        if (!Number.isInteger(r.prompt) || r.prompt < 0 || r.prompt >= P || !(r.alpha >= 0 && r.alpha < 1)) throw new Error(`chunk rows name prompt ${r.prompt} at α ${r.alpha}; this context has ${P} prompts`);
+      }
+    }
+    const N = ctx.engine.info.layers * (ctx.engine.info.heads + 1);
+    const clean = cleanDeltas(ctx, work.steps);
+    const out: Float64Array[] = [];
+    for (const call of work.calls) out.push(await runNodeGradientCall(ctx, work.metric, call, clean));
+    return packScores(out, chunk.rows, N);
   }
   const ec = await p.edges();
   if (work.kind === 'edge-patching') {
