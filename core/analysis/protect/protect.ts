@@ -71,7 +71,7 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
   if (!Number.isFinite(scale) || scale < 0) throw new UserError(`--scale must be a number ≥ 0 (got ${scale})`);
   if (nodes.length === 0) throw new UserError(`${what}: the circuit has no nodes to protect`);
   const owned = ownedSlices(pm.model.graph!, pm.structure, nodes, what);
-  const storedName = (n: string) => pm.origin.get(n) ?? (pm.origin.get(n.replace(/@no_past$/, '')) ?? n.replace(/@no_past$/, ''));
+  const storedName = storedNameOf(pm);
   const masks = new Map(pm.stored.map((s) => {
     const n = s.dims.reduce((a, v) => a * v, 1);
     return [s.name, { dims: s.dims, data: new Float32Array(n).fill(1), owned: new Uint8Array(n) }];
@@ -110,6 +110,11 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
   };
 }
 
+/** A normalised initializer's name → the stored one it comes from. */
+export function storedNameOf(pm: ProtectModel): (n: string) => string {
+  return (n) => pm.origin.get(n) ?? (pm.origin.get(n.replace(/@no_past$/, '')) ?? n.replace(/@no_past$/, ''));
+}
+
 /** Sets the slice's entries of `data` (row-major, `s.dims`) to `scale`; returns how many entries it has. */
 function fill(data: Float32Array | Uint8Array, s: OwnedSlice, scale: number): number {
   const inner = s.dims.slice(s.axis + 1).reduce((a, v) => a * v, 1);
@@ -136,7 +141,7 @@ const SCOPED_MATMUL = /^\/(.+)\/MatMul$/;
  * named initializer's values transposed is that parameter (the copy torch.onnx makes of a tied unembedding).
  * Others: no name.
  */
-function pytorchNames(pm: ProtectModel, storedName: (n: string) => string): Map<string, { pytorch: string; transposed: boolean }> {
+export function pytorchNames(pm: ProtectModel, storedName: (n: string) => string): Map<string, { pytorch: string; transposed: boolean }> {
   const g = new GraphIndex(pm.model.graph!);
   const stored = new Set(pm.stored.map((s) => s.name));
   const out = new Map<string, { pytorch: string; transposed: boolean }>();
