@@ -192,7 +192,8 @@ def main():
         runs = [r for r in old["runs"] if r["variant"] not in here and r["task"] in args.tasks.split(",")] + runs
         merged.update({n: v for n, v in old["variants"].items() if n not in here})
     if args.merge:  # the earlier sweep's order, then the new variants
-        order = {n: i for i, n in enumerate(list(json.load(open(args.merge[0]))["variants"]) + [n for n, _ in variants])}
+        names = list(json.load(open(args.merge[0]))["variants"]) + [n for n, _ in variants]
+        order = {n: names.index(n) for n in names}
         variants = sorted([(n, None) for n in merged] + variants, key=lambda v: order[v[0]])
     keys = ["full", "full_accuracy", "circuit", "circuit_accuracy", "empty", "faithfulness", "faithfulness_kl", "circuit_vs_original_full", "task_eval_loss"]
     summary = []
