@@ -5,7 +5,7 @@
     node dist/cli.js protect --snippet > apply_mask.py
     /usr/bin/python3 scripts/protect_check.py --mask MASK.safetensors --snippet apply_mask.py --out DIR
 
-Run with Debian's interpreter (torch 1.13, onnx 1.12); CPU, deterministic (fixed seeds, 2 threads), about a minute.
+Run with Debian's interpreter (torch 1.13, onnx 1.12); CPU, deterministic (fixed seeds, 1 thread), about a minute.
 
 1. Rebuilds the demo model (scripts/train_demo_models.py's GPT2Model) from examples/induction-gpt2.onnx. The
    mapping of initializers to parameters is this script's own (names kept by the export, and torch.onnx's
@@ -17,7 +17,10 @@ Run with Debian's interpreter (torch 1.13, onnx 1.12); CPU, deterministic (fixed
    Runs: no mask; the mask through the snippet's protect_optimizer (Adam, each entry's update scaled); the mask
    through the snippet's gradient hooks under Adam (scale_gradients: it protects little, since Adam's step does
    not grow with the gradient). With --shared-mask (a mask made with `protect --shared all`), also that
-   mask through protect_optimizer (run adam_step_shared).
+   mask through protect_optimizer (run adam_step_shared). With --anchor-mask (a mask made with `protect --anchor`),
+   also the run faithful_anchor: no mask, the snippet's faithfulness_anchor_loss (KL(whole model || circuit alone))
+   on a fresh batch of the demo's induction sequences each step, times --anchor-lambda, added to the task's loss.
+   Each run records the task's loss on a held-out batch (task_eval_loss): what the fine-tuning reached.
 3. Exports each fine-tuned model to DIR/<run>/induction-gpt2.onnx (same export as the demo's) and compares its
    initializers with the original's: mean |change| of the entries the mask protects (mask < 1) and of the rest.
    Faithfulness is left to `circuitlens verify --model DIR/<run>/induction-gpt2.onnx` (the test runs it).
@@ -35,7 +38,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # 2 threads give the same numbers and run 10-20x slower on a busy machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -128,7 +131,34 @@ def random_batch(batch, gen):
 TASKS = {"skip": skip_induction_batch, "bigram": bigram_batch, "random": random_batch}
 
 
-def fine_tune(model, steps, lr, seed, method, snippet, mask_path, task):
+ANCHOR_SEED = 5000  # anchor batches: their own generator (seed ANCHOR_SEED + seed), so the task's batches stay the same
+
+
+def anchor_batch(batch, gen):
+    """The demo's training distribution (repeated random words, never the suite's prompts): ids, and the positions
+    whose next token the repeat makes predictable."""
+    tokens, mask = demo.make_batch(batch, gen)
+    positions = torch.zeros_like(tokens, dtype=torch.bool)
+    positions[:, :-1] = mask
+    return tokens, positions
+
+
+def anchor_term(kind, snippet, model, modules, reference, reference_modules, ids, positions):
+    """The snippet's terms. faithful: KL(whole model || circuit alone), the snippet's faithfulness_anchor_loss;
+    circuit: KL(the original model's circuit alone || circuit alone); both: their sum."""
+    run = lambda m: m(ids)  # noqa: E731
+    if kind == "faithful":
+        return snippet.faithfulness_anchor_loss(model, modules, run, positions)
+    whole, alone = snippet.circuit_alone(model, modules, run)
+    with torch.no_grad():
+        _, target = snippet.circuit_alone(reference, reference_modules, run)
+    term = snippet.kl_rows(target[positions], alone[positions])
+    return term + snippet.kl_rows(whole[positions], alone[positions]) if kind == "both" else term
+
+
+def fine_tune(model, steps, lr, seed, method, snippet, mask_path, task, anchor=None, stats=None):
+    """anchor: (kind, lambda, a mask written by protect --anchor, the original model): adds lambda times
+    anchor_term on a fresh anchor batch each step. stats gets the last anchor term."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -139,18 +169,38 @@ def fine_tune(model, steps, lr, seed, method, snippet, mask_path, task):
             snippet.protect_optimizer(opt, masks)
         else:
             hooks = snippet.scale_gradients(masks)
+    if anchor:
+        kind, lam, modules_file, reference = anchor
+        modules, reference_modules = snippet.load_anchor(modules_file, model), snippet.load_anchor(modules_file, reference)
+        agen = torch.Generator().manual_seed(ANCHOR_SEED + seed)
     model.train()
     for _ in range(steps):
         x, y, m = TASKS[task](64, gen)
         logits = model(x)[:, : y.shape[1]]
         loss = F.cross_entropy(logits[m], y[m])
+        total = loss
+        if anchor:
+            term = anchor_term(kind, snippet, model, modules, reference, reference_modules, *anchor_batch(64, agen))
+            total = loss + lam * term
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         opt.step()
     for h in hooks:
         h.remove()
     model.eval()
+    if anchor and stats is not None:
+        stats["anchor_term"] = term.item()
     return loss.item()
+
+
+EVAL_SEED = 10_000  # the fine-tuning task's held-out batch (256 rows), the same for every run
+
+
+@torch.no_grad()
+def task_eval_loss(model, task):
+    """The fine-tuning task's loss on a held-out batch: what the fine-tuning reached."""
+    x, y, m = TASKS[task](256, torch.Generator().manual_seed(EVAL_SEED))
+    return F.cross_entropy(model(x)[:, : y.shape[1]][m], y[m]).item()
 
 
 def main():
@@ -164,6 +214,11 @@ def main():
     ap.add_argument("--task", choices=sorted(TASKS), default="random")
     ap.add_argument("--runs", default="none,adam_step,adam_grad_hooks")
     ap.add_argument("--shared-mask", help="a second mask (protect --shared all): adds the run adam_step_shared")
+    ap.add_argument("--anchor-mask", help="a mask written by protect --anchor: adds the run faithful_anchor (no mask; the "
+                    "snippet's faithfulness_anchor_loss on fresh induction batches, times --anchor-lambda)")
+    ap.add_argument("--anchor-lambda", type=float, default=1.0)
+    ap.add_argument("--check-prompts", help="JSON [{text, answer}] of one length: records the answers' probabilities "
+                    "under the snippet's circuit_alone on the original model (the test compares them with circuitlens run --ablate)")
     args = ap.parse_args()
 
     spec = importlib.util.spec_from_file_location("apply_mask", args.snippet)
@@ -177,13 +232,24 @@ def main():
               "steps": args.steps, "lr": args.lr, "optimizer": "Adam", "batch": 64, "seed": args.seed,
               "scale": float(meta["scale"]), "runs": {}}
     os.makedirs(args.out, exist_ok=True)
-    runs = args.runs.split(",") + (["adam_step_shared"] if args.shared_mask else [])
+    if args.check_prompts:
+        model = rebuild()[0]
+        prompts = json.load(open(args.check_prompts))
+        ids = torch.tensor([demo.encode(p["text"]) for p in prompts])
+        with torch.no_grad():
+            whole, alone = snippet.circuit_alone(model, snippet.load_anchor(args.anchor_mask, model), lambda m: m(ids))
+        answers = torch.tensor([demo.TOKEN_TO_ID[p["answer"].strip()] for p in prompts])
+        report["circuit_alone_answer_probs"] = alone[:, -1].softmax(-1)[torch.arange(len(prompts)), answers].tolist()
+        report["whole_answer_probs"] = whole[:, -1].softmax(-1)[torch.arange(len(prompts)), answers].tolist()
+    runs = args.runs.split(",") + (["adam_step_shared"] if args.shared_mask else []) + (["faithful_anchor"] if args.anchor_mask else [])
     for run in runs:
-        method, mask_path = ("adam_step", args.shared_mask) if run == "adam_step_shared" else (run, args.mask)
+        method, mask_path = ("adam_step", args.shared_mask) if run == "adam_step_shared" else ("none", None) if run == "faithful_anchor" else (run, args.mask)
         run_tensors = snippet.read_safetensors(mask_path)[0] if run == "adam_step_shared" else tensors
         model, _, diff = rebuild()
         report["rebuild_max_abs_diff"] = diff
-        loss = fine_tune(model, args.steps, args.lr, args.seed, method, snippet, mask_path, args.task)
+        anchor = ("faithful", args.anchor_lambda, args.anchor_mask, rebuild()[0]) if run == "faithful_anchor" else None
+        stats = {}
+        loss = fine_tune(model, args.steps, args.lr, args.seed, method, snippet, mask_path, args.task, anchor, stats)
         d = os.path.join(args.out, run)
         os.makedirs(d, exist_ok=True)
         path = os.path.join(d, "induction-gpt2.onnx")
@@ -205,7 +271,8 @@ def main():
             rest_sum += delta[~p].sum().item()
             rest_n += (~p).sum().item()
         prot, rest = prot_sum / prot_n, rest_sum / rest_n
-        report["runs"][run] = {"onnx": os.path.relpath(path, args.out), "final_loss": loss, "protected_mean_abs_change": prot,
+        report["runs"][run] = {"onnx": os.path.relpath(path, args.out), "final_loss": loss, **stats, "task_eval_loss": task_eval_loss(model, args.task),
+                               "protected_mean_abs_change": prot,
                                   "rest_mean_abs_change": rest, "rest_over_protected": rest / prot if prot > 0 else None}
         print(f"{run}: loss {loss:.3f}, mean |change| protected {prot:.3e}, rest {rest:.3e}, ratio {rest / prot:.1f}", file=sys.stderr)
     runs = report["runs"]

@@ -3,9 +3,11 @@
 
     node dist/cli.js protect examples/induction-gpt2.circuit.json --out owned.safetensors
     node dist/cli.js protect examples/induction-gpt2.circuit.json --shared --out shared.safetensors
-    node dist/cli.js protect --snippet > apply_mask.py
+    node dist/cli.js protect examples/induction-gpt2.circuit.json --anchor --out anchor.safetensors
+    node dist/cli.js protect --snippet --anchor > apply_mask.py
     /usr/bin/python3 scripts/protect_sweep.py --snippet apply_mask.py --out DIR \\
-        --variant owned=owned.safetensors --variant shared=shared.safetensors
+        --variant owned=owned.safetensors --variant shared=shared.safetensors \\
+        --anchor-modules anchor.safetensors --anchor faithful1=faithful:1 --anchor faithful1owned=faithful:1+owned
 
 Each (task, seed, variant) is fine-tuned as scripts/protect_check.py does (40 Adam steps, batch 64; learning rate
 3e-4 on random text, 1e-3 on bigram and skip; variant "none" has no mask; a mask goes through the snippet's
@@ -21,8 +23,20 @@ protect_optimizer), exported to ONNX and measured by the CLI on the induction su
                  fine-tuning as a share of the whole original model's (not faithfulness: one model's circuit
                  against another model's whole)
 
+With --anchor NAME=KIND:LAMBDA[+MASKVARIANT] and --anchor-modules (a mask written by `protect --anchor`), a variant
+fine-tunes with LAMBDA times a loss term from the snippet on a fresh batch of the demo's induction sequences each
+step (its own generator: the task's batches stay those of the other variants; never the suite's prompts):
+
+  faithful  KL(whole model || circuit alone), the snippet's faithfulness_anchor_loss
+  circuit   KL(the original model's circuit alone || circuit alone)
+  both      their sum
+
+and the mask of --variant MASKVARIANT when given. Every run also records task_eval_loss: the fine-tuning task's loss
+on a held-out batch (256 rows, the same for every run), so a method that wins by not learning the task shows.
+--merge OLD.json keeps OLD's runs of variants not run now (test/fixtures/protect-sweep.json was made that way).
+
 Writes DIR/sweep.json (every run, and per task and variant the mean and min/max over seeds) and prints a table.
-CPU, deterministic; about 5 s a run.
+CPU (one thread), deterministic; about 5 s a run on an idle machine, twice that with an anchor.
 """
 
 import argparse
@@ -35,12 +49,32 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import protect_check as pc  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 ROOT = pc.ROOT
 CLI = os.path.join(ROOT, "dist", "cli.js")
 SUITE = os.path.join(ROOT, "examples", "induction.suite.yaml")
 CIRCUIT = os.path.join(ROOT, "examples", "induction-gpt2.circuit.json")
 LR = {"random": 3e-4, "bigram": 1e-3, "skip": 1e-3}
+
+
+def parse_anchor(text, variants):
+    """NAME=KIND:LAMBDA[+MASKVARIANT] -> (name, kind, lambda, mask path or None)."""
+    name, spec = text.split("=", 1)
+    spec, _, mask = spec.partition("+")
+    kind, lam = spec.split(":")
+    assert kind in ("faithful", "circuit", "both"), f"--anchor {text}: kind must be faithful, circuit or both"
+    paths = dict(variants)
+    assert not mask or paths.get(mask), f"--anchor {text}: no --variant {mask}"
+    return name, kind, float(lam), paths.get(mask) if mask else None
+
+
+def fine_tune(model, steps, lr, seed, snippet, mask_path, task, anchor=None):
+    """protect_check.fine_tune; returns (last task loss, last anchor term or None)."""
+    stats = {}
+    loss = pc.fine_tune(model, steps, lr, seed, "adam_step" if mask_path else "none", snippet, mask_path, task, anchor, stats)
+    return loss, stats.get("anchor_term")
 
 
 def cli(*args):
@@ -69,6 +103,15 @@ def measure(model, nodes, circuit):
             "faithfulness_accuracy": v["faithfulnessByMetric"]["accuracy"]}
 
 
+def rounded(x):
+    """Floats to 5 decimals (what test/fixtures/protect-sweep.json holds)."""
+    if isinstance(x, float):
+        return round(x, 5)
+    if isinstance(x, dict):
+        return {k: rounded(v) for k, v in x.items()}
+    return [rounded(v) for v in x] if isinstance(x, list) else x
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--snippet", required=True)
@@ -77,17 +120,31 @@ def main():
     ap.add_argument("--tasks", default="random,bigram,skip")
     ap.add_argument("--seeds", default="7,8,9")
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--anchor", action="append", default=[],
+                    help="NAME=KIND:LAMBDA[+MASKVARIANT]: fine-tune with LAMBDA times an anchor term (faithful, circuit or both) "
+                    "on fresh induction batches, and with the mask of --variant MASKVARIANT if given")
+    ap.add_argument("--anchor-modules", help="a mask written by `protect --anchor` (its anchor metadata: the nodes outside the circuit)")
+    ap.add_argument("--merge", action="append", default=[],
+                    help="an earlier sweep.json: its runs of variants not run here are kept (and summarised) in this one")
+    ap.add_argument("--only", help="run only these variants (comma-separated; 'none' always runs)")
     args = ap.parse_args()
 
     spec = importlib.util.spec_from_file_location("apply_mask", args.snippet)
     snippet = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(snippet)
     variants = [("none", None)] + [tuple(v.split("=", 1)) for v in args.variant]
+    anchors = {a[0]: a[1:] for a in (parse_anchor(t, variants) for t in args.anchor)}
+    variants += [(name, a[2]) for name, a in anchors.items()]
+    if args.only:
+        variants = [v for v in variants if v[0] == "none" or v[0] in args.only.split(",")]
     cfg = pc.demo.CONFIGS["induction-gpt2"]
     nodes = [f"a{l}.h{h}" for l in range(cfg["n_layers"]) for h in range(cfg["n_heads"])] + [f"m{l}" for l in range(cfg["n_layers"])]
     circuit = json.load(open(CIRCUIT))["nodes"]
     original, _ = pc.onnx_weights(pc.MODEL)
     base = measure(pc.MODEL, nodes, circuit)
+    assert not anchors or args.anchor_modules, "--anchor needs --anchor-modules"
+    reference = pc.rebuild()[0]
+    base["task_eval_loss"] = {t: pc.task_eval_loss(reference, t) for t in args.tasks.split(",")}
     masks = {}
     for name, path in variants:
         if path:
@@ -99,8 +156,9 @@ def main():
         for seed in [int(s) for s in args.seeds.split(",")]:
             for name, path in variants:
                 model, _, _ = pc.rebuild()
-                method = "adam_step" if path else "none"
-                loss = pc.fine_tune(model, args.steps, LR[task], seed, method, snippet, path, task)
+                anchor = (anchors[name][0], anchors[name][1], args.anchor_modules, reference) if name in anchors else None
+                loss, term = fine_tune(model, args.steps, LR[task], seed, snippet, path, task, anchor)
+                eval_loss = pc.task_eval_loss(model, task)
                 d = os.path.join(args.out, f"{task}-{seed}-{name}")
                 os.makedirs(d, exist_ok=True)
                 onnx_path = os.path.join(d, "induction-gpt2.onnx")
@@ -110,7 +168,9 @@ def main():
                 finally:
                     sys.stdout = stdout
                 shutil.copy(os.path.join(ROOT, "examples", "tokenizer.json"), os.path.join(d, "tokenizer.json"))
-                row = {"task": task, "seed": seed, "variant": name, "lr": LR[task], "final_loss": loss, **measure(onnx_path, nodes, circuit)}
+                row = {"task": task, "seed": seed, "variant": name, "lr": LR[task], "final_loss": loss, "task_eval_loss": eval_loss,
+                       **({"anchor": anchors[name][0], "lambda": anchors[name][1], "anchor_term": term} if anchor else {}),
+                       **measure(onnx_path, nodes, circuit)}
                 row["circuit_vs_original_full"] = row["circuit"] / base["full"]
                 if name in masks:
                     tuned, _ = pc.onnx_weights(onnx_path)
@@ -125,33 +185,54 @@ def main():
                 runs.append(row)
                 print(f"{task:6} {seed} {name:10} full {row['full']:6.2f} circuit {row['circuit']:6.2f} empty {row['empty']:6.2f} "
                       f"faith {row['faithfulness']:.3f} circ/orig {row['circuit_vs_original_full']:.3f}", file=sys.stderr)
-    keys = ["full", "full_accuracy", "circuit", "circuit_accuracy", "empty", "faithfulness", "faithfulness_kl", "circuit_vs_original_full"]
+    merged = {}
+    for path in args.merge:
+        old = json.load(open(path))
+        here = {n for n, _ in variants}
+        runs = [r for r in old["runs"] if r["variant"] not in here and r["task"] in args.tasks.split(",")] + runs
+        merged.update({n: v for n, v in old["variants"].items() if n not in here})
+    if args.merge:  # the earlier sweep's order, then the new variants
+        names = list(json.load(open(args.merge[0]))["variants"]) + [n for n, _ in variants]
+        order = {n: names.index(n) for n in names}
+        variants = sorted([(n, None) for n in merged] + variants, key=lambda v: order[v[0]])
+    keys = ["full", "full_accuracy", "circuit", "circuit_accuracy", "empty", "faithfulness", "faithfulness_kl", "circuit_vs_original_full", "task_eval_loss"]
     summary = []
     for task in args.tasks.split(","):
         for name, _ in variants:
             rows = [r for r in runs if r["task"] == task and r["variant"] == name]
             s = {"task": task, "variant": name, "seeds": len(rows)}
+            if not rows:
+                continue
             for k in keys:
+                if any(k not in r for r in rows):
+                    continue
                 vals = [r[k] for r in rows]
                 s[k] = {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)}
             if name != "none":
                 none = {r["seed"]: r for r in runs if r["task"] == task and r["variant"] == "none"}
                 s["faithfulness_above_none_in"] = sum(r["faithfulness"] > none[r["seed"]]["faithfulness"] for r in rows)
                 s["circuit_above_none_in"] = sum(r["circuit"] > none[r["seed"]]["circuit"] for r in rows)
+                s["faithfulness_kl_above_none_in"] = sum(r["faithfulness_kl"] > none[r["seed"]]["faithfulness_kl"] for r in rows)
+                if "task_eval_loss" in s:
+                    s["task_eval_loss_minus_none"] = sum(r["task_eval_loss"] - none[r["seed"]]["task_eval_loss"] for r in rows) / len(rows)
             summary.append(s)
     report = {"model": os.path.relpath(pc.MODEL, ROOT), "circuit": os.path.relpath(CIRCUIT, ROOT), "steps": args.steps, "batch": 64,
               "optimizer": "Adam", "lr": LR, "seeds": [int(s) for s in args.seeds.split(",")],
-              "variants": {n: (os.path.basename(p) if p else None) for n, p in variants}, "original": base, "summary": summary, "runs": runs}
+              "variants": {n: merged.get(n, os.path.basename(p) if p else None) for n, p in variants},
+              "anchors": {n: {"kind": a[0], "lambda": a[1], "mask": os.path.basename(a[2]) if a[2] else None,
+                                 "data": "fresh induction batches (protect_check.demo.make_batch), 64 a step"} for n, a in anchors.items()}, "original": base, "summary": summary, "runs": runs}
     with open(os.path.join(args.out, "sweep.json"), "w") as f:
-        json.dump(report, f, indent=1)
+        json.dump(rounded(report), f, indent=1)
         f.write("\n")
     print(f"original: full {base['full']:.2f} circuit {base['circuit']:.2f} empty {base['empty']:.2f} faithfulness {base['faithfulness']:.3f}")
-    print("| task | variant | full | circuit alone | empty | faithfulness | circuit / original full | faithfulness > none | circuit > none |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"task loss before fine-tuning (held-out batch): {base['task_eval_loss']}")
+    print("| task | variant | full | accuracy | circuit alone | empty | faithfulness | circuit / original full | task loss | faithfulness > none | circuit > none |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summary:
         m = lambda k, p=2: f"{s[k]['mean']:.{p}f} [{s[k]['min']:.{p}f}, {s[k]['max']:.{p}f}]"  # noqa: E731
         extra = f"{s['faithfulness_above_none_in']}/{s['seeds']} | {s['circuit_above_none_in']}/{s['seeds']}" if "faithfulness_above_none_in" in s else "— | —"
-        print(f"| {s['task']} | {s['variant']} | {m('full')} | {m('circuit')} | {m('empty')} | {m('faithfulness', 3)} | {m('circuit_vs_original_full', 3)} | {extra} |")
+        print(f"| {s['task']} | {s['variant']} | {m('full')} | {s['full_accuracy']['mean']:.2f} | {m('circuit')} | {m('empty')} | {m('faithfulness', 3)} "
+              f"| {m('circuit_vs_original_full', 3)} | {m('task_eval_loss', 3) if 'task_eval_loss' in s else '—'} | {extra} |")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ export interface ProtectResult {
 export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: number, what: string, info: Record<string, string> = {}, shared: readonly SharedPart[] = []): ProtectResult {
   if (!Number.isFinite(scale) || scale < 0) throw new UserError(`--scale must be a number ≥ 0 (got ${scale})`);
   if (nodes.length === 0) throw new UserError(`${what}: the circuit has no nodes to protect`);
-  const storedName = (n: string) => pm.origin.get(n) ?? (pm.origin.get(n.replace(/@no_past$/, '')) ?? n.replace(/@no_past$/, ''));
+  const storedName = storedNameOf(pm);
   const owned = sliceMasks(ownedSlices(pm.model.graph!, pm.structure, nodes, what), storedName);
   const storedDims = new Map(pm.stored.map((s) => [s.name, s.dims.join()]));
   const report: Record<string, ReportedSlice[]> = {};
@@ -109,6 +109,11 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
   };
 }
 
+/** A normalised initializer's name → the stored one it comes from. */
+export function storedNameOf(pm: ProtectModel): (n: string) => string {
+  return (n) => pm.origin.get(n) ?? (pm.origin.get(n.replace(/@no_past$/, '')) ?? n.replace(/@no_past$/, ''));
+}
+
 function sliceText(s: OwnedSlice): string {
   if (s.start === 0 && s.end === s.dims[s.axis]) return `[${s.dims.map(() => ':').join(', ')}]`;
   return `[${s.dims.map((_, i) => (i === s.axis ? `${s.start}:${s.end}` : ':')).join(', ')}]`;
@@ -126,7 +131,7 @@ const SCOPED_MATMUL = /^\/(.+)\/MatMul$/;
  * named initializer's values transposed is that parameter (the copy torch.onnx makes of a tied unembedding).
  * Others: no name.
  */
-function pytorchNames(pm: ProtectModel, storedName: (n: string) => string): Map<string, { pytorch: string; transposed: boolean }> {
+export function pytorchNames(pm: ProtectModel, storedName: (n: string) => string): Map<string, { pytorch: string; transposed: boolean }> {
   const g = new GraphIndex(pm.model.graph!);
   const stored = new Set(pm.stored.map((s) => s.name));
   const out = new Map<string, { pytorch: string; transposed: boolean }>();
