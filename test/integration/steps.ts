@@ -241,7 +241,12 @@ function cliSweep(suite: string, model: string): Promise<{ points: { value: numb
 async function clickQuickItem(page: Page, title: string, label: RegExp): Promise<void> {
   const widget = page.locator('.quick-input-widget');
   await widget.locator('.quick-input-title', { hasText: title }).waitFor({ state: 'visible', timeout: 15_000 });
-  await widget.locator('.monaco-list-row', { hasText: label }).first().click();
+  await widget.locator('.monaco-list-row', { hasText: label }).first().click().catch(async (e: unknown) => {
+    // Say what took the pick's place (another quick pick, a notification), for a failure seen only on a loaded machine.
+    const now = (await widget.isVisible()) ? (await widget.innerText({ timeout: 1000 }).catch(() => '')).replace(/\s+/g, ' ').slice(0, 300) : '(no quick input open)';
+    const toasts = (await page.locator('.notification-toast').allInnerTexts().catch(() => [])).map((t) => t.replace(/\s+/g, ' ')).join(' | ');
+    throw new Error(`quick pick "${title}": could not pick ${label}; the quick input shows: ${now}; notifications: ${toasts || 'none'}`, { cause: e });
+  });
   await widget.locator('.quick-input-title', { hasText: title }).waitFor({ state: 'hidden', timeout: 10_000 });
 }
 
