@@ -29,6 +29,9 @@ export interface GraphState {
   marked: NodeId[];
   /** The most edges drawn, as the view last had it (0: all); absent, the view keeps its own (300 at first). */
   edgeCap?: number;
+  /** The "Hide |score| below" slider, in percent of the largest |score| (0–100), as the view last had it; absent,
+   *  the view keeps its own (0 at first). */
+  threshold?: number;
   compute: ComputeSetup;
   /** Set in a diff view: this graph is checkpoint B, compared with the baseline A described here. */
   diff?: GraphDiff;

@@ -91,5 +91,27 @@ describe('graph view state across a reload', { skip }, () => {
         await page.close();
       }
     });
+
+    test(`the score threshold chosen is kept (host sends ${host === 'saved' ? 'the saved state' : 'its own state'})`, async () => {
+      const page = await browser.newPage();
+      try {
+        await page.goto(`${server.url}/?host=${host}`);
+        await waitNote(page, /^Showing /);
+        const label = () => page.locator('#threshold-label').textContent();
+        assert.match((await label())!, /^0\.000 \(/);
+        // What dragging the slider does: its value changes and it fires `input`.
+        await page.evaluate(`{ const s = document.getElementById('threshold'); s.value = '40'; s.dispatchEvent(new Event('input')); }`);
+        await page.waitForFunction(`!/^0\\.000 /.test(document.getElementById('threshold-label')?.textContent ?? '')`, undefined, { timeout: 5000 });
+        const hidden = await label();
+        assert.match(hidden!, /^0\.400 \(\d+ of 44 nodes/, 'the cut is 40 % of the largest |score| (1)');
+        await page.waitForFunction(`JSON.parse(sessionStorage.getItem('saved') ?? '{}').threshold === 40`, undefined, { timeout: 5000 });
+        await page.reload();
+        await waitNote(page, /^Showing /);
+        assert.equal(await page.evaluate(`document.getElementById('threshold').value`), '40');
+        assert.equal(await label(), hidden, 'the same nodes and edges shown after the reload');
+      } finally {
+        await page.close();
+      }
+    });
   }
 });

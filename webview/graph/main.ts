@@ -23,7 +23,9 @@ const vscode = hostApi<GraphToHost, GraphState>();
 let state: GraphState | undefined = vscode.getState();
 let compute: Compute | undefined;
 let marked = new Set<string>(state?.marked ?? []);
-let threshold = 0;
+/** The slider (percent of the largest |score|): saved with the state like the edge cap. */
+const knownThreshold = (n: number | undefined): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 100;
+let threshold = knownThreshold(state?.threshold) ? state.threshold : 0;
 /** The most edges drawn (the strongest; 0: all): a model's full edge graph is tens of thousands. Saved with the
  *  state, so a reload draws as many as before. */
 const EDGE_CAPS = [100, 300, 1000, 3000, 10000];
@@ -35,7 +37,7 @@ const app = document.getElementById('app')!;
 const plot = el('div', { id: 'plot', class: 'plot' }) as PlotlyDiv;
 const backend = el('span', { id: 'backend', class: 'badge' }, 'starting…');
 const markedInfo = el('span', { id: 'marked-count', class: 'muted' });
-const slider = el('input', { type: 'range', min: '0', max: '100', value: '0', id: 'threshold', 'aria-label': 'Score threshold' });
+const slider = el('input', { type: 'range', min: '0', max: '100', value: String(threshold), id: 'threshold', 'aria-label': 'Score threshold' });
 const thresholdLabel = el('span', { class: 'muted', id: 'threshold-label' }, 'threshold 0');
 const ablateBtn = el('vscode-button' as 'button', { id: 'ablate', title: 'Keep the marked nodes, ablate every other head and MLP, and re-run the suite' }, 'Run marked circuit (ablate the rest)');
 const clearBtn = el('vscode-button' as 'button', { id: 'clear', secondary: '' }, 'Clear marks');
@@ -258,7 +260,7 @@ function styleInPlace(d: Drawn, width: number[], hover: string[]): boolean {
 let saveTimer: ReturnType<typeof setTimeout> | undefined;
 function saveState(): void {
   clearTimeout(saveTimer);
-  saveTimer = setTimeout(() => { if (state) vscode.setState({ ...state, marked: [...marked] as NodeId[], edgeCap }); }, 300);
+  saveTimer = setTimeout(() => { if (state) vscode.setState({ ...state, marked: [...marked] as NodeId[], edgeCap, threshold }); }, 300);
 }
 
 // The slider fires an input event per step: redraw at most once per frame.
@@ -339,6 +341,7 @@ function init(s: GraphState): void {
   state = s;
   marked = new Set(s.marked);
   if (knownCap(s.edgeCap) && s.edgeCap !== edgeCap) { edgeCap = s.edgeCap; showCap(); }
+  if (knownThreshold(s.threshold) && s.threshold !== threshold) { threshold = s.threshold; slider.value = String(threshold); }
   prepared = prepare(s);
   layout(s, prepared);
   drawn = undefined;
@@ -351,7 +354,7 @@ function init(s: GraphState): void {
   edgeHover(plot, () => edges);
   plot.on('plotly_click', (e) => { const id = e.points?.[0]?.customdata; if (id) toggle([id]); });
   plot.on('plotly_selected', (e) => { const ids = (e?.points ?? []).map((p) => p.customdata!).filter(Boolean); if (ids.length) toggle(ids, true); });
-  slider.addEventListener('input', () => { threshold = Number(slider.value); scheduleRender(); });
+  slider.addEventListener('input', () => { threshold = Number(slider.value); scheduleRender(); saveState(); });
   capSelect.addEventListener('change', () => { edgeCap = Number((capSelect as unknown as { value: string }).value); scheduleRender(); saveState(); });
   ablateBtn.addEventListener('click', () => { ablateMarked().catch((err) => { results.textContent = `Error: ${(err as Error).message}`; vscode.postMessage({ t: 'error', message: (err as Error).message }); }); });
   clearBtn.addEventListener('click', () => toggle([], true));
