@@ -23,7 +23,7 @@ export const WORKER_USAGE: Usage = {
     + 'rows (for prune and sensitivity: one pruned or quantized model, rebuilt here from the model, and its measures),\n'
     + 'until stopped (SIGTERM or Ctrl-C: the chunk at hand is finished first; a second signal stops at once and the\n'
     + 'chunk goes to another worker). Each chunk names its model by path and sha256: a file at that path here with\n'
-    + 'those bytes is used as it is. Else, when the coordinator gave --model-url, the model and the files beside it\n'
+    + 'those bytes (and, when the chunk lists them, the files beside it with theirs) is used as it is. Else, when the coordinator gave --model-url, the model and the files beside it\n'
     + 'are fetched into the cache (a folder per sha256, each file checked against the sha256 the coordinator\n'
     + 'computed; other bytes are refused) and reused by later chunks; without a URL the chunk is refused. Loaded\n'
     + 'models are kept for the next chunks (the last two). Queue: CIRCUITLENS_QUEUE (default circuitlens).',
