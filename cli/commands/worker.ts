@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { VariantWork } from '../../core/analysis/distributed/plan';
 import { computeChunk, prepareForChunks, type ChunkJob, type ChunkResult, type ContextSpec, type Prepared } from '../../core/analysis/distributed/run';
@@ -10,12 +9,12 @@ import { UserError } from '../../core/errors';
 import { formatDiagnostic } from '../../core/formats/diagnostics';
 import { parseSuite, type Suite } from '../../core/formats/suite';
 import { createRuntime, loadEngine } from '../../core/nodejs/load';
-import { cacheDir, ModelCache } from '../../core/nodejs/model-cache';
-import { openModelVariants } from '../../core/nodejs/model-variants';
+import { cacheDir } from '../../core/nodejs/model-cache';
+import { readModelVariants } from '../../core/nodejs/model-variants';
 import { VERSION } from '../../core/nodejs/version';
-import { sha256File } from '../../core/nodejs/workspace';
+import { WorkerModels } from '../../core/nodejs/worker-model';
 import { JSON_OPTION, parse, usageError, type Usage } from '../args';
-import { checkBroker, queueName, serveJobs, sha256Text } from '../../core/nodejs/broker';
+import { checkBroker, lockAllowanceMs, queueName, serveJobs, sha256Text, type JobLease } from '../../core/nodejs/broker';
 
 export const WORKER_USAGE: Usage = {
   synopsis: 'circuitlens worker --broker redis://HOST:PORT [--cache DIR] [--concurrency N] [--threads T] [--json]',
@@ -24,7 +23,7 @@ export const WORKER_USAGE: Usage = {
     + 'rows (for prune and sensitivity: one pruned or quantized model, rebuilt here from the model, and its measures),\n'
     + 'until stopped (SIGTERM or Ctrl-C: the chunk at hand is finished first; a second signal stops at once and the\n'
     + 'chunk goes to another worker). Each chunk names its model by path and sha256: a file at that path here with\n'
-    + 'those bytes is used as it is. Else, when the coordinator gave --model-url, the model and the files beside it\n'
+    + 'those bytes (and, when the chunk lists them, the files beside it with theirs) is used as it is. Else, when the coordinator gave --model-url, the model and the files beside it\n'
     + 'are fetched into the cache (a folder per sha256, each file checked against the sha256 the coordinator\n'
     + 'computed; other bytes are refused) and reused by later chunks; without a URL the chunk is refused. Loaded\n'
     + 'models are kept for the next chunks (the last two). Queue: CIRCUITLENS_QUEUE (default circuitlens).',
@@ -44,7 +43,7 @@ const KEEP_CONTEXTS = 4;
 
 interface Loaded { engine: Promise<Engine>; contexts: Kept<Promise<Prepared>> }
 /** A model's weights in memory (pruned and quantized variants are made from them), with the benches made on them. */
-interface Weights { v: WeightVariants; benches: Kept<Promise<VariantBench>> }
+interface Weights { v: Promise<WeightVariants>; benches: Kept<Promise<VariantBench>> }
 
 /**
  * The last `keep` values asked for, by key, newest last: `get` makes a value when its key is not kept and drops the
@@ -90,46 +89,8 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
   // A failed load is forgotten (its contexts with it), to be tried again by the next chunk.
   const engines = new Kept<Loaded>(KEEP_ENGINES, (e) => void e.engine.then((x) => x.release(), () => undefined));
   const weights = new Kept<Weights>(KEEP_ENGINES);
-  const hashes = new Map<string, { stamp: string; sha: Promise<string> }>();
-  const cache = new ModelCache(cacheDir(values.cache), { log, sha256: async (p) => (await sha256(p)) ?? 'no file' });
-  const noticed = new Set<string>();
-
-  /** The file's sha256, hashed again only when its size or mtime changes; undefined when there is no file. */
-  async function sha256(p: string): Promise<string | undefined> {
-    const st = await fs.promises.stat(p).catch(() => undefined);
-    if (!st) return undefined;
-    const stamp = `${st.size}:${st.mtimeMs}:${st.ino}`;
-    const h = hashes.get(p);
-    if (h && h.stamp === stamp) return h.sha;
-    const sha = sha256File(p);
-    hashes.set(p, { stamp, sha });
-    sha.catch(() => { if (hashes.get(p)?.sha === sha) hashes.delete(p); });
-    return sha;
-  }
-
-  /**
-   * Where the chunk's model is here: the coordinator's path when the file there has its bytes, else the cache's copy
-   * (fetched from the job's URL when the cache lacks it). Not UserErrors: another worker may have the file, so the
-   * chunk is tried again there.
-   */
-  async function modelPath(m: ContextSpec['model']): Promise<string> {
-    const here = await sha256(m.path);
-    if (here === m.sha256) return m.path;
-    if (!m.url) {
-      if (here === undefined) throw new Error(`worker ${me}: model file not found: ${m.path} (each worker needs the model at the coordinator's path, or the coordinator gives --model-url)`);
-      throw new Error(`worker ${me} refused the chunk: ${m.path} here has sha256 ${here}, the coordinator's model ${m.sha256} (a different file at the same path)`);
-    }
-    if (here !== undefined && !noticed.has(`${m.path}\0${here}`)) {
-      noticed.add(`${m.path}\0${here}`);
-      log(`${m.path} here has sha256 ${here}, not the coordinator's ${m.sha256}: using the model from ${m.url}`);
-    }
-    try {
-      return await cache.modelPath(m);
-    } catch (e) {
-      if (e instanceof UserError) throw e;
-      throw new Error(`worker ${me} ${/^refused/.test((e as Error).message) ? '' : 'could not get the chunk\'s model: '}${(e as Error).message}`);
-    }
-  }
+  const models = new WorkerModels(cacheDir(values.cache), { me, log });
+  await models.cache.removeStale();
 
   /** The chunk's context, on an engine kept by the model's sha256 (its copy at the path or in the cache loads once). */
   function contextFor(d: ChunkJob, file: string): Promise<Prepared> {
@@ -150,23 +111,33 @@ export async function workerCommand(argv: string[], out: (s: string) => void): P
     });
   }
 
-  /** The variant's bench: the model's weights (kept for the next variants, by sha256), the baseline of its context and circuit. */
-  function benchFor(c: ContextSpec, work: VariantWork, file: string): Promise<VariantBench> {
-    const w = weights.get(`${c.model.sha256}\0${c.runtime}`, () => ({
-      v: openModelVariants(file, createRuntime(c.runtime, { flushDenormals: true, threads })), benches: new Kept<Promise<VariantBench>>(KEEP_CONTEXTS),
-    }));
-    return w.benches.get(`${c.key}\0${work.circuit ? sha256Text(JSON.stringify(work.circuit)) : ''}`, () => openVariantBench(w.v, suiteOf(c), c, work.circuit));
+  /**
+   * The variant's bench: the model's weights (read asynchronously, kept for the next variants, by sha256), the
+   * baseline of its context and circuit.
+   */
+  async function benchFor(c: ContextSpec, work: VariantWork, file: string): Promise<VariantBench> {
+    const key = `${c.model.sha256}\0${c.runtime}`;
+    const w = weights.get(key, () => {
+      const made: Weights = { v: readModelVariants(file, createRuntime(c.runtime, { flushDenormals: true, threads })), benches: new Kept<Promise<VariantBench>>(KEEP_CONTEXTS) };
+      made.v.catch(() => weights.forget(key, made));
+      return made;
+    });
+    const v = await w.v;
+    return w.benches.get(`${c.key}\0${work.circuit ? sha256Text(JSON.stringify(work.circuit)) : ''}`, () => openVariantBench(v, suiteOf(c), c, work.circuit));
   }
 
   const delay = Number(process.env.CIRCUITLENS_WORKER_DELAY_MS ?? 0);
-  async function processChunk(d: ChunkJob, id: string): Promise<ChunkResult | VariantResult> {
+  async function processChunk(d: ChunkJob, id: string, lease: JobLease): Promise<ChunkResult | VariantResult> {
     const t0 = performance.now();
     if (d.format !== 2) throw new Error(`worker ${me} (CircuitLens ${VERSION}) does not read chunk format ${d.format}`);
     if (d.version !== VERSION) throw new Error(`worker ${me} runs CircuitLens ${VERSION}, the coordinator ${d.version}: results could differ; run one version everywhere`);
     log(`chunk ${id} (${d.work.kind}, calls ${d.chunk.from}–${d.chunk.to}, ${d.chunk.rows} rows) started`);
     // For fault tests: a worker slow enough to be stopped in the middle of a chunk.
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-    const file = await modelPath(d.context.model);
+    const file = await models.modelPath(d.context.model);
+    // Loading a model, building a variant's session: synchronous work as long as the model is big, during which the
+    // lock is not renewed; held long enough for it.
+    await lease.hold(lockAllowanceMs(await models.bytes(file)));
     const result = d.work.kind === 'variant'
       ? { point: await computeVariant(await benchFor(d.context, d.work, file), d.work) }
       : { rows: await computeChunk(await contextFor(d, file), d) };

@@ -251,25 +251,56 @@ export function brokerJobs(url: string, o: { warn: (s: string) => void }): { run
 }
 
 /**
+ * How long a job's lock is held (JobLease.hold) for work on a model of `bytes` (the .onnx and its external data):
+ * CIRCUITLENS_BROKER_LOCK_S_PER_GB seconds per GB (default 20; the lock is never shorter than usual). Building a
+ * variant's session from a 0.54 GB model blocked the event loop 1.1 s (encoding it) then 2.0 s (onnxruntime's
+ * session, synchronous in onnxruntime-node) on this shared 2-core machine, about 6 s per GB together (README,
+ * Faults): 20 s per GB leaves a margin of three for slower machines. The cost of a long hold: a worker that dies
+ * in the middle of such a job leaves it to others only when the hold runs out.
+ */
+export function lockAllowanceMs(bytes: number): number {
+  const perGb = Number(process.env.CIRCUITLENS_BROKER_LOCK_S_PER_GB ?? 20);
+  return Math.round((bytes / 1e9) * perGb * 1000);
+}
+
+/** What a job's handler may ask of its lock: hold it for at least `ms` from now on (0: back to the usual length). */
+export interface JobLease { hold(ms: number): Promise<void> }
+
+/**
  * The worker's side: takes jobs from the queue and answers each with `handle`'s result, `concurrency` at a time.
  * A UserError from `handle` is the same on every worker (the work cannot be done on this model): the job fails at
  * once, without the retries other errors get. Stop with close() (finishes the jobs at hand; `force`: at once).
+ *
+ * Locks: a job's lock lasts `lockMs` (CIRCUITLENS_BROKER_LOCK_MS, default 30 s) and is renewed every half of it
+ * while the event loop runs. Work that blocks the loop longer (decoding a model of many GB, building its
+ * onnxruntime session: synchronous) would let the lock lapse and the job be taken as stalled by another worker, so
+ * the handler may `hold` its job's lock longer first: every renewal (here, not BullMQ's own, which would shorten
+ * it again to `lockMs`) then sets it to the longer of the two, until the job ends.
  */
-export async function serveJobs<D, R>(url: string, handle: (data: D, id: string) => Promise<R>, o: { concurrency: number; log: (s: string) => void }): Promise<{ close(force?: boolean): Promise<void> }> {
+export async function serveJobs<D, R>(url: string, handle: (data: D, id: string, lease: JobLease) => Promise<R>, o: { concurrency: number; log: (s: string) => void; lockMs?: number }): Promise<{ close(force?: boolean): Promise<void> }> {
   const { UnrecoverableError, Worker } = await import('bullmq');
-  const lockMs = Number(process.env.CIRCUITLENS_BROKER_LOCK_MS ?? 30000);
-  const worker = new Worker<D, R>(queueName(), async (job) => {
+  const lockMs = o.lockMs ?? Number(process.env.CIRCUITLENS_BROKER_LOCK_MS ?? 30000);
+  type Held = { job: import('bullmq').Job<D, R>; token: string; holdMs: number };
+  const active = new Set<Held>();
+  const renew = (h: Held) => h.job.extendLock(h.token, Math.max(lockMs, h.holdMs)).catch((e: Error) => o.log(`chunk ${h.job.id}: could not renew its lock: ${e.message}`));
+  const worker = new Worker<D, R>(queueName(), async (job, token) => {
+    const held: Held = { job, token: token ?? '', holdMs: 0 };
+    active.add(held);
     try {
-      return await handle(job.data, job.id ?? '');
+      return await handle(job.data, job.id ?? '', { hold: async (ms) => { held.holdMs = Math.max(0, ms); await renew(held); } });
     } catch (e) {
       if (e instanceof UserError) throw new UnrecoverableError(e.message);
       throw e;
+    } finally {
+      active.delete(held);
     }
   }, {
     connection: bullConnection(url, true), concurrency: o.concurrency, lockDuration: lockMs, stalledInterval: Math.max(500, Math.round(lockMs / 2)), maxStalledCount: 3,
+    skipLockRenewal: true,
   });
+  const renewing = setInterval(() => { for (const h of active) void renew(h); }, Math.max(100, Math.round(lockMs / 2)));
   worker.on('error', (e) => o.log(`broker: ${e.message}`));
   worker.on('failed', (job, e) => o.log(`chunk ${job?.id} failed: ${e.message}`));
   await worker.waitUntilReady();
-  return { close: (force) => worker.close(force) };
+  return { close: async (force) => { try { await worker.close(force); } finally { clearInterval(renewing); } } };
 }

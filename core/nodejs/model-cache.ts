@@ -2,7 +2,8 @@
 // named by its sha256, every file checked against the manifest's sha256 and size. A fetch goes into a temporary
 // folder beside them and is renamed into place whole once every file checks, so the cache holds a model completely
 // or not at all, and workers sharing the folder (one machine, or a shared mount) never see another's half-written
-// files: when two fetch the same model at once, the first rename wins and the other's copy is dropped.
+// files. Two workers after the same model take turns (a lock file, cache-owners.ts): the second waits for the
+// first's fetch and uses its folder; fetch folders left by a worker killed mid-fetch are removed (cache-owners.ts).
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -11,6 +12,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors';
+import { partName, removeStaleParts, takeFetchLock } from './cache-owners';
 import { checkManifest, fileUrl, type ModelFile, type ModelRef } from './model-files';
 
 /** The cache folder: --cache, else $CIRCUITLENS_CACHE, else ~/.cache/circuitlens/models. */
@@ -60,16 +62,36 @@ export class ModelCache {
   private async resolve(sha256: string, url: string, files: ModelFile[]): Promise<string> {
     const home = path.join(this.dir, sha256);
     const onnx = path.join(home, files[0]!.name);
-    const differs = await this.differs(home, files);
-    if (differs === undefined) {
+    const found = () => {
       if (!this.announced.has(onnx)) this.o.log(`model ${sha256.slice(0, 12)}… found in the cache, not fetched again: ${onnx}`);
       this.announced.add(onnx);
       return onnx;
+    };
+    if ((await this.differs(home, files)) === undefined) return found();
+    try {
+      await fs.promises.mkdir(this.dir, { recursive: true });
+    } catch (e) {
+      throw new Error(`cannot make the model cache ${this.dir}: ${(e as Error).message} (--cache DIR or CIRCUITLENS_CACHE names another)`);
     }
-    if (differs !== 'absent') this.o.log(`the cached copy at ${home} ${differs}: fetching it again`);
-    await this.fetchInto(home, url, files);
-    this.announced.add(onnx);
-    return onnx;
+    // One fetch of a model at a time in this cache: a worker fetching it already is waited for, and its copy used.
+    const lock = await takeFetchLock(this.dir, sha256, (owner) => this.o.log(`model ${sha256.slice(0, 12)}… is being fetched into ${this.dir} by ${owner}: waiting for it`));
+    try {
+      const differs = await this.differs(home, files);
+      if (differs === undefined) return found();
+      if (differs !== 'absent') this.o.log(`the cached copy at ${home} ${differs}: fetching it again`);
+      await this.removeStale();
+      await this.fetchInto(home, url, files);
+      this.announced.add(onnx);
+      return onnx;
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** Removes what fetches that died left in the cache (cache-owners.ts removeStaleParts), saying so. */
+  async removeStale(): Promise<void> {
+    const removed = await removeStaleParts(this.dir).catch(() => []);
+    if (removed.length) this.o.log(`removed ${removed.length} unfinished fetch${removed.length === 1 ? '' : 'es'} left in ${this.dir} by workers that stopped: ${removed.join(', ')}`);
   }
 
   /**
@@ -95,12 +117,8 @@ export class ModelCache {
 
   private async fetchInto(home: string, url: string, files: ModelFile[]): Promise<void> {
     const t0 = performance.now();
-    try {
-      await fs.promises.mkdir(this.dir, { recursive: true });
-    } catch (e) {
-      throw new Error(`cannot make the model cache ${this.dir}: ${(e as Error).message} (--cache DIR or CIRCUITLENS_CACHE names another)`);
-    }
-    const part = await fs.promises.mkdtemp(path.join(this.dir, `.part-${path.basename(home).slice(0, 12)}-`));
+    const part = path.join(this.dir, partName(path.basename(home)));
+    await fs.promises.mkdir(part);
     try {
       for (let i = 0; i < files.length; i++) {
         const f = files[i]!;

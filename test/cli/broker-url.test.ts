@@ -117,6 +117,25 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
     assert.match(ws[0]!.err, / done: /);
   });
 
+  test('the .onnx at the path is the coordinator\'s but its tokenizer beside it is not: fetched from the URL instead', async () => {
+    const cache = path.join(tmp, 'cache-companion');
+    const model = coordinatorCopy();
+    const p = broker.start([...NODE, '--model', model, '--broker', broker.url, '--model-url', `${base}/induction-gpt2.onnx`], { CIRCUITLENS_QUEUE: 'u7' });
+    await until('the chunks queued', () => /on (the )?workers/.test(p.err) || p.child.exitCode !== null);
+    // The same tokenizer in other bytes (its JSON without the spaces): the worker must not load it as the coordinator's.
+    const tok = path.join(path.dirname(model), 'tokenizer.json');
+    fs.writeFileSync(tok, JSON.stringify(JSON.parse(fs.readFileSync(tok, 'utf8'))));
+    const before = requests.length;
+    const ws = await broker.workers('u7', 1, {}, ['--cache', cache]);
+    assert.equal(await p.exit, 0, p.err);
+    assert.equal(p.out, localNode);
+    await broker.stop(ws);
+    assert.match(ws[0]!.err, /model\.onnx here is the coordinator's model, but .*tokenizer\.json has \d+ bytes, the coordinator's tokenizer\.json sha256 [0-9a-f]{64} and \d+ bytes: using the model from http:/);
+    assert.deepEqual(requests.slice(before), ['/induction-gpt2.onnx', '/tokenizer.json']);
+    assert.deepEqual(listing(cache), [SHA]);
+    fs.rmSync(path.dirname(model), { recursive: true, force: true });
+  });
+
   test('other bytes at the URL: refused, naming the URL and both hashes; the coordinator exits 2; nothing cached', async () => {
     const cache = path.join(tmp, 'cache-bad');
     const p = await coordinator(NODE, 'u3', `${base}/bad/induction-gpt2.onnx`);

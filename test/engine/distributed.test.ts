@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { attribute } from '../../core/analysis/attribute/attribute';
 import { discoverCircuit } from '../../core/analysis/discover/discover';
-import { computeChunk, onWorkers, prepareForChunks, workersFor, type ChunkJob, type JobRunner, type Prepared } from '../../core/analysis/distributed/run';
+import { computeChunk, onWorkers, prepareForChunks, workersFor, type ChunkJob, type ContextSpec, type JobRunner, type Prepared } from '../../core/analysis/distributed/run';
 import { openSuite, prepareSuite } from '../../core/analysis/open-suite';
 import { runSweep } from '../../core/analysis/sweep/sweep';
 import { verifyCircuit } from '../../core/analysis/verify/nodes';
@@ -19,6 +19,31 @@ import type { AblationKind } from '../../core/vocabulary';
 import { parseSuite } from '../../core/formats/suite';
 import { loadEngine } from '../../core/nodejs/load';
 import { EXAMPLES } from '../helpers';
+
+/**
+ * A "worker" as `circuitlens worker` is: each job through JSON as BullMQ stores it (`seen` is told of it), computed
+ * on a context prepared apart from the coordinator's, once per context key (`prepare`), its rows back through JSON.
+ */
+function chunkWorker(prepare: (c: ContextSpec) => Promise<Prepared>, seen: (data: ChunkJob, id: string, rows: number) => void): { jobs: JobRunner; contexts: () => number } {
+  const contexts = new Map<string, Promise<Prepared>>();
+  return {
+    contexts: () => contexts.size,
+    jobs: {
+      async run(js, done) {
+        const out = [];
+        for (const j of js) {
+          const data = JSON.parse(JSON.stringify(j.data)) as ChunkJob;
+          seen(data, j.id, j.rows);
+          const c = data.context;
+          if (!contexts.has(c.key)) contexts.set(c.key, prepare(c));
+          out.push(JSON.parse(JSON.stringify({ rows: await computeChunk(await contexts.get(c.key)!, data), worker: 'test', ms: 0 })));
+          done(j.rows);
+        }
+        return out;
+      },
+    },
+  };
+}
 
 test('onWorkers: attribution (graph, auto), discovery and verification through chunk jobs equal the local run exactly', async () => {
   const file = path.join(EXAMPLES, 'induction.suite.yaml');
@@ -32,26 +57,15 @@ test('onWorkers: attribution (graph, auto), discovery and verification through c
     assert.ok(local.control, 'the demo suite has control prompts');
 
     // The worker's side, prepared on its own as `circuitlens worker` does, by the jobs' context.
-    const workers = new Map<string, Promise<Prepared>>();
     const kinds = new Map<string, number>();
     let chunks = 0;
-    const jobs: JobRunner = {
-      async run(js, done) {
-        const out = [];
-        for (const j of js) {
-          const data = JSON.parse(JSON.stringify(j.data)) as ChunkJob;
-          assert.equal(data.format, 2);
-          assert.match(j.id, /^cl-[0-9a-f]{32}-\d+-\d+$/);
-          const c = data.context;
-          if (!workers.has(c.key)) workers.set(c.key, prepareForChunks(opened, c.prompts));
-          out.push(JSON.parse(JSON.stringify({ rows: await computeChunk(await workers.get(c.key)!, data), worker: 'test', ms: 0 })));
-          kinds.set(data.work.kind, (kinds.get(data.work.kind) ?? 0) + 1);
-          chunks++;
-          done(j.rows);
-        }
-        return out;
-      },
-    };
+    const worker = chunkWorker((c) => prepareForChunks(opened, c.prompts), (data, id) => {
+      assert.equal(data.format, 2);
+      assert.match(id, /^cl-[0-9a-f]{32}-\d+-\d+$/);
+      kinds.set(data.work.kind, (kinds.get(data.work.kind) ?? 0) + 1);
+      chunks++;
+    });
+    const jobs = worker.jobs;
     const hash = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
     onWorkers(remote, { version: 'test', model: { path: '/models/m.onnx', sha256: 'ab' }, suite: { path: file, text }, runtime: 'node' }, { jobs, hash, targetRows: 200 });
 
@@ -67,7 +81,7 @@ test('onWorkers: attribution (graph, auto), discovery and verification through c
     }
     const circuit = ['a0.h1', 'm0', 'a1.h0', 'a1.h2', 'm1'] as const;
     assert.deepEqual(await verifyCircuit(remote.task, [...circuit], suite.metric, remote.control), await verifyCircuit(local.task, [...circuit], suite.metric, local.control));
-    assert.equal(workers.size, 2, 'the task and the control prompts, each prepared once');
+    assert.equal(worker.contexts(), 2, 'the task and the control prompts, each prepared once');
     const eap = await attribute(remote.task, opened.all, suite.metric, { level: 'edge', method: 'gradient', steps: 2 });
     assert.deepEqual(eap, await attribute(local.task, opened.all, suite.metric, { level: 'edge', method: 'gradient', steps: 2 }));
     assert.ok(kinds.get('edge-gradient')! > 0 && chunks > 20, `${chunks} chunks`);
@@ -101,25 +115,13 @@ test('runSweep on workers (single-set chunks): equal to the local sweep exactly,
     try {
       for (const [ablation, ablate] of [['zero', []], ['mean', ['a1.h0', 'm0']], ['zero', ['a0.h1']], ['resample', ['a1.h2']]] as [AblationKind, string[]][]) {
         const opened = openSuite(suite, engine, ablation).opened!;
-        const contexts = new Map<string, Promise<Prepared>>();
         const kinds = new Set<string>();
         let rows = 0;
-        const jobs: JobRunner = {
-          async run(js, done) {
-            const out = [];
-            for (const j of js) {
-              const data = JSON.parse(JSON.stringify(j.data)) as ChunkJob;
-              assert.deepEqual(data.context.prompts, { sweep: 'n' });
-              const c = data.context;
-              if (!contexts.has(c.key)) contexts.set(c.key, prepareForChunks(openSuite(suite, engine, c.ablation).opened!, c.prompts));
-              out.push(JSON.parse(JSON.stringify({ rows: await computeChunk(await contexts.get(c.key)!, data), worker: 'test', ms: 0 })));
-              kinds.add(data.work.kind);
-              rows += j.rows;
-              done(j.rows);
-            }
-            return out;
-          },
-        };
+        const { jobs } = chunkWorker((c) => prepareForChunks(openSuite(suite, engine, c.ablation).opened!, c.prompts), (data, _id, n) => {
+          assert.deepEqual(data.context.prompts, { sweep: 'n' });
+          kinds.add(data.work.kind);
+          rows += n;
+        });
         const hash = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
         const remote = workersFor({ version: 'test', model: { path: `/models/${model}`, sha256: 'ab' }, suite: { path: file, text }, runtime: 'node' }, { jobs, hash, targetRows: 50 });
         const o = { ablate: ablate as never[], resamples: 50 };

@@ -3,6 +3,7 @@
 // check every file, rename whole; reuse; refuse other bytes; two caches on one folder; HTTP errors).
 import { after, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -153,13 +154,40 @@ describe('the worker\'s model cache', () => {
     assert.deepEqual(listing(dir), [m.sha256]);
   });
 
-  test('two caches fetching the same model into one folder at once: both get it whole, nothing else is left', async () => {
+  test('two caches fetching the same model into one folder at once: one fetches, the other waits and uses its copy', async () => {
     const dir = path.join(tmp, 'cache2');
     const m = await ref(pathToFileURL(modelPath).href);
-    const [a, b] = await Promise.all([cache(dir, []).modelPath(m), cache(dir, []).modelPath(m)]);
+    const [la, lb]: string[][] = [[], []];
+    const [a, b] = await Promise.all([cache(dir, la).modelPath(m), cache(dir, lb).modelPath(m)]);
     assert.equal(a, b);
-    assert.deepEqual(listing(dir), [m.sha256]);
+    assert.deepEqual(listing(dir), [m.sha256], 'no lock and no partial fetch left');
     assert.equal(await sha256File(a), m.sha256);
+    const logs = [...la, ...lb].join('\n');
+    assert.equal([...logs.matchAll(/fetched model/g)].length, 1, logs);
+    assert.match(logs, /is being fetched into .* by process \d+ on .*: waiting for it[\s\S]*found in the cache|found in the cache[\s\S]*is being fetched/);
+  });
+
+  test('a lock left by a process that is gone is taken over; fetch folders of gone workers are removed, live ones kept', async () => {
+    const dir = path.join(tmp, 'cache-stale');
+    fs.mkdirSync(dir);
+    const m = await ref(pathToFileURL(modelPath).href);
+    const host = os.hostname().replace(/[^\w.-]/g, '_') || 'localhost';
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    fs.writeFileSync(path.join(dir, `.${m.sha256}.lock`), JSON.stringify({ pid: dead, host, token: 'x' }));
+    const old = (p: string, ms: number) => { const t = new Date(Date.now() - ms); for (const f of [p, ...fs.readdirSync(p).map((n) => path.join(p, n))]) fs.utimesSync(f, t, t); };
+    let k = 0;
+    const part = (pid: number, h = host) => { const n = `.part-${m.sha256.slice(0, 12)}-${pid}-0123abc${k++}@${h}`; fs.mkdirSync(path.join(dir, n)); fs.writeFileSync(path.join(dir, n, 'model.onnx'), 'half'); return n; };
+    const goneOld = part(dead); old(path.join(dir, goneOld), 20 * 60_000);
+    const goneFresh = part(dead);
+    const liveOld = part(process.pid); old(path.join(dir, liveOld), 20 * 60_000);
+    const otherHost = part(dead, 'elsewhere'); old(path.join(dir, otherHost), 3600_000);
+    const otherHostDayOld = part(dead, 'faraway'); old(path.join(dir, otherHostDayOld), 25 * 3600_000);
+    fs.mkdirSync(path.join(dir, '.part-0123456789ab-Xy12Zq')); old(path.join(dir, '.part-0123456789ab-Xy12Zq'), 25 * 3600_000);
+    const logs: string[] = [];
+    await cache(dir, logs).modelPath(m);
+    assert.match(logs.join('\n'), /fetched model/);
+    assert.match(logs.join('\n'), /removed 3 unfinished fetches left in .* by workers that stopped/);
+    assert.deepEqual(listing(dir), [goneFresh, liveOld, otherHost, m.sha256].sort());
   });
 
   describe('over HTTP', () => {
