@@ -140,11 +140,10 @@ def main():
     task = [p for p in prompts if not p["control"]]
     base_rows = last_logits(model, task)
     base = measures(base_rows, base_rows, task)
-    original = {n: (names[n][0], names[n][1]) for n in names}
 
     def load(weights):
         with torch.no_grad():
-            for oname, (pname, transposed) in original.items():
+            for oname, (pname, transposed) in names.items():
                 value = torch.from_numpy(np.ascontiguousarray(weights[oname]))
                 params[pname].copy_(value.t() if transposed else value)
 
