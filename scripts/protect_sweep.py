@@ -34,6 +34,16 @@ step (its own generator: the task's batches stay those of the other variants; ne
 and the mask of --variant MASKVARIANT when given. Every run also records task_eval_loss: the fine-tuning task's loss
 on a held-out batch (256 rows, the same for every run), so a method that wins by not learning the task shows.
 --merge OLD.json keeps OLD's runs of variants not run now (test/fixtures/protect-sweep.json was made that way).
+--no-none skips "none"; --combine A.json B.json ... --out F.json merges sweeps without running anything (a run in
+several must agree within 1e-4; --note NAME=TEXT describes a variant). The masks no option writes (the controls of
+README's `protect --invert` table) come from scripts/protect_mask_variants.py; that table's runs were made as
+
+    protect C --shared all --scale 0 --out s0.safetensors; protect C --invert --out rest.safetensors
+    protect_mask_variants.py s0.safetensors allshared0.safetensors --set blocks.0.attn.out.bias=0 --set blocks.1.attn.out.bias=0
+    protect_mask_variants.py owned.safetensors uniform045.safetensors --uniform 0.45
+    protect (a0.h3, m1: a circuit of the nodes outside C) --model examples/induction-gpt2.onnx --out outside.safetensors
+    protect_sweep.py ... --no-none --variant allshared0=... --variant outside=... --variant rest=... --variant uniform045=...
+    protect_sweep.py --combine test/fixtures/protect-sweep.json DIR*/sweep.json --out test/fixtures/protect-sweep.json
 
 Writes DIR/sweep.json (every run, and per task and variant the mean and min/max over seeds) and prints a table.
 CPU (one thread), deterministic; about 5 s a run on an idle machine, twice that with an anchor.
