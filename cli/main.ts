@@ -46,7 +46,8 @@ commands:
   compare A B --suite S          two checkpoints of one architecture: metrics, node scores and a circuit
                                  (--circuit C: faithfulness on each, re-discovered on B, Jaccard) from A to B
   protect CIRCUIT --out F        per-parameter learning-rate scales (--scale S) that protect a circuit during
-                                 fine-tuning, as safetensors; --snippet prints the PyTorch code that applies them
+                                 fine-tuning, as safetensors (--invert: all but the circuit's); --snippet prints
+                                 the PyTorch code that applies them
   prune SUITE                    pruning curves: metric, accuracy and KL as attention and MLP weights are pruned
                                  (--sparsity LIST; --strategy magnitude|outside-circuit|layer-waves; --circuit C)
   attention SUITE                per head: attention entropy per position, and the metric when its softmax

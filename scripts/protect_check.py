@@ -17,7 +17,8 @@ Run with Debian's interpreter (torch 1.13, onnx 1.12); CPU, deterministic (fixed
    Runs: no mask; the mask through the snippet's protect_optimizer (Adam, each entry's update scaled); the mask
    through the snippet's gradient hooks under Adam (scale_gradients: it protects little, since Adam's step does
    not grow with the gradient). With --shared-mask (a mask made with `protect --shared all`), also that
-   mask through protect_optimizer (run adam_step_shared). With --anchor-mask (a mask made with `protect --anchor`),
+   mask through protect_optimizer (run adam_step_shared); with --invert-mask (a mask made with `protect --invert`:
+   every weight the circuit does not own scaled), that one (run adam_step_invert). With --anchor-mask (a mask made with `protect --anchor`),
    also the run faithful_anchor: no mask, the snippet's faithfulness_anchor_loss (KL(whole model || circuit alone))
    on a fresh batch of the demo's induction sequences each step, times --anchor-lambda, added to the task's loss.
    Each run records the task's loss on a held-out batch (task_eval_loss): what the fine-tuning reached.
@@ -214,6 +215,7 @@ def main():
     ap.add_argument("--task", choices=sorted(TASKS), default="random")
     ap.add_argument("--runs", default="none,adam_step,adam_grad_hooks")
     ap.add_argument("--shared-mask", help="a second mask (protect --shared all): adds the run adam_step_shared")
+    ap.add_argument("--invert-mask", help="a mask written by protect --invert: adds the run adam_step_invert")
     ap.add_argument("--anchor-mask", help="a mask written by protect --anchor: adds the run faithful_anchor (no mask; the "
                     "snippet's faithfulness_anchor_loss on fresh induction batches, times --anchor-lambda)")
     ap.add_argument("--anchor-lambda", type=float, default=1.0)
@@ -241,10 +243,12 @@ def main():
         answers = torch.tensor([demo.TOKEN_TO_ID[p["answer"].strip()] for p in prompts])
         report["circuit_alone_answer_probs"] = alone[:, -1].softmax(-1)[torch.arange(len(prompts)), answers].tolist()
         report["whole_answer_probs"] = whole[:, -1].softmax(-1)[torch.arange(len(prompts)), answers].tolist()
-    runs = args.runs.split(",") + (["adam_step_shared"] if args.shared_mask else []) + (["faithful_anchor"] if args.anchor_mask else [])
+    runs = args.runs.split(",") + (["adam_step_shared"] if args.shared_mask else []) + (["adam_step_invert"] if args.invert_mask else []) \
+        + (["faithful_anchor"] if args.anchor_mask else [])
+    other = {"adam_step_shared": args.shared_mask, "adam_step_invert": args.invert_mask}
     for run in runs:
-        method, mask_path = ("adam_step", args.shared_mask) if run == "adam_step_shared" else ("none", None) if run == "faithful_anchor" else (run, args.mask)
-        run_tensors = snippet.read_safetensors(mask_path)[0] if run == "adam_step_shared" else tensors
+        method, mask_path = ("adam_step", other[run]) if run in other else ("none", None) if run == "faithful_anchor" else (run, args.mask)
+        run_tensors = snippet.read_safetensors(mask_path)[0] if run in other else tensors
         model, _, diff = rebuild()
         report["rebuild_max_abs_diff"] = diff
         anchor = ("faithful", args.anchor_lambda, args.anchor_mask, rebuild()[0]) if run == "faithful_anchor" else None

@@ -34,6 +34,16 @@ step (its own generator: the task's batches stay those of the other variants; ne
 and the mask of --variant MASKVARIANT when given. Every run also records task_eval_loss: the fine-tuning task's loss
 on a held-out batch (256 rows, the same for every run), so a method that wins by not learning the task shows.
 --merge OLD.json keeps OLD's runs of variants not run now (test/fixtures/protect-sweep.json was made that way).
+--no-none skips "none"; --combine A.json B.json ... --out F.json merges sweeps without running anything (a run in
+several must agree within 1e-4; --note NAME=TEXT describes a variant). The masks no option writes (the controls of
+README's `protect --invert` table) come from scripts/protect_mask_variants.py; that table's runs were made as
+
+    protect C --shared all --scale 0 --out s0.safetensors; protect C --invert --out rest.safetensors
+    protect_mask_variants.py s0.safetensors allshared0.safetensors --set blocks.0.attn.out.bias=0 --set blocks.1.attn.out.bias=0
+    protect_mask_variants.py owned.safetensors uniform045.safetensors --uniform 0.45
+    protect (a0.h3, m1: a circuit of the nodes outside C) --model examples/induction-gpt2.onnx --out outside.safetensors
+    protect_sweep.py ... --no-none --variant allshared0=... --variant outside=... --variant rest=... --variant uniform045=...
+    protect_sweep.py --combine test/fixtures/protect-sweep.json DIR*/sweep.json --out test/fixtures/protect-sweep.json
 
 Writes DIR/sweep.json (every run, and per task and variant the mean and min/max over seeds) and prints a table.
 CPU (one thread), deterministic; about 5 s a run on an idle machine, twice that with an anchor.
@@ -112,9 +122,62 @@ def rounded(x):
     return [rounded(v) for v in x] if isinstance(x, list) else x
 
 
+KEYS = ["full", "full_accuracy", "circuit", "circuit_accuracy", "empty", "faithfulness", "faithfulness_kl", "circuit_vs_original_full",
+        "task_eval_loss", "rest_over_protected"]
+
+
+def summarise(runs, tasks, names):
+    """Per task and variant: the mean and min/max over seeds, and the seeds where a variant beats "none" of the same seed."""
+    summary = []
+    for task in tasks:
+        for name in names:
+            rows = [r for r in runs if r["task"] == task and r["variant"] == name]
+            s = {"task": task, "variant": name, "seeds": len(rows)}
+            if not rows:
+                continue
+            for k in KEYS:
+                if any(r.get(k) is None for r in rows):
+                    continue
+                vals = [r[k] for r in rows]
+                s[k] = {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)}
+            none = {r["seed"]: r for r in runs if r["task"] == task and r["variant"] == "none"}
+            if name != "none" and all(r["seed"] in none for r in rows):
+                s["faithfulness_above_none_in"] = sum(r["faithfulness"] > none[r["seed"]]["faithfulness"] for r in rows)
+                s["circuit_above_none_in"] = sum(r["circuit"] > none[r["seed"]]["circuit"] for r in rows)
+                s["faithfulness_kl_above_none_in"] = sum(r["faithfulness_kl"] > none[r["seed"]]["faithfulness_kl"] for r in rows)
+                if "task_eval_loss" in s:
+                    s["task_eval_loss_minus_none"] = sum(r["task_eval_loss"] - none[r["seed"]]["task_eval_loss"] for r in rows) / len(rows)
+            summary.append(s)
+    return summary
+
+
+def combine(paths, out, notes):
+    """Merge sweep.json files (no fine-tuning): a run found in several must agree (the sweep is deterministic)."""
+    reports = [json.load(open(p)) for p in paths]
+    runs, seen, variants, anchors = [], {}, {}, {}
+    for rep in reports:
+        variants.update({n: v for n, v in rep["variants"].items() if variants.get(n) is None})
+        anchors.update(rep.get("anchors", {}))
+        for r in rep["runs"]:
+            key = (r["task"], r["seed"], r["variant"])
+            if key in seen:
+                for k in ("full", "circuit", "empty", "faithfulness", "faithfulness_kl"):
+                    assert abs(seen[key][k] - r[k]) < 1e-4, f"{key}: {k} {seen[key][k]} in one sweep, {r[k]} in another"
+                seen[key].update({k: v for k, v in r.items() if k not in seen[key]})
+                continue
+            seen[key] = r
+            runs.append(r)
+    variants.update(notes)
+    tasks = [t for t in ("random", "bigram", "skip") if any(r["task"] == t for r in runs)]
+    report = {**reports[0], "variants": variants, "anchors": anchors, "summary": summarise(runs, tasks, list(variants)), "runs": runs}
+    with open(out, "w") as f:
+        json.dump(rounded(report), f, indent=1)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--snippet", required=True)
+    ap.add_argument("--snippet")
     ap.add_argument("--out", required=True)
     ap.add_argument("--variant", action="append", default=[], help="NAME=MASK.safetensors (variant 'none' is always run)")
     ap.add_argument("--tasks", default="random,bigram,skip")
@@ -126,9 +189,17 @@ def main():
     ap.add_argument("--anchor-modules", help="a mask written by `protect --anchor` (its anchor metadata: the nodes outside the circuit)")
     ap.add_argument("--merge", action="append", default=[],
                     help="an earlier sweep.json: its runs of variants not run here are kept (and summarised) in this one")
-    ap.add_argument("--only", help="run only these variants (comma-separated; 'none' always runs)")
+    ap.add_argument("--only", help="run only these variants (comma-separated; 'none' always runs, unless --no-none)")
+    ap.add_argument("--no-none", action="store_true", help="do not run 'none' (its runs come from an earlier sweep, with --combine)")
+    ap.add_argument("--combine", nargs="+", metavar="SWEEP.json",
+                    help="merge these sweep.json files into --out (a file here), running nothing; --note NAME=TEXT describes a variant")
+    ap.add_argument("--note", action="append", default=[], help="with --combine: NAME=TEXT, the variant's description")
     args = ap.parse_args()
+    if args.combine:
+        combine(args.combine, args.out, dict(n.split("=", 1) for n in args.note))
+        return
 
+    assert args.snippet, "--snippet is required (except with --combine)"
     spec = importlib.util.spec_from_file_location("apply_mask", args.snippet)
     snippet = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(snippet)
@@ -137,6 +208,8 @@ def main():
     variants += [(name, a[2]) for name, a in anchors.items()]
     if args.only:
         variants = [v for v in variants if v[0] == "none" or v[0] in args.only.split(",")]
+    if args.no_none:
+        variants = [v for v in variants if v[0] != "none"]
     cfg = pc.demo.CONFIGS["induction-gpt2"]
     nodes = [f"a{l}.h{h}" for l in range(cfg["n_layers"]) for h in range(cfg["n_heads"])] + [f"m{l}" for l in range(cfg["n_layers"])]
     circuit = json.load(open(CIRCUIT))["nodes"]
@@ -195,27 +268,7 @@ def main():
         names = list(json.load(open(args.merge[0]))["variants"]) + [n for n, _ in variants]
         order = {n: names.index(n) for n in names}
         variants = sorted([(n, None) for n in merged] + variants, key=lambda v: order[v[0]])
-    keys = ["full", "full_accuracy", "circuit", "circuit_accuracy", "empty", "faithfulness", "faithfulness_kl", "circuit_vs_original_full", "task_eval_loss"]
-    summary = []
-    for task in args.tasks.split(","):
-        for name, _ in variants:
-            rows = [r for r in runs if r["task"] == task and r["variant"] == name]
-            s = {"task": task, "variant": name, "seeds": len(rows)}
-            if not rows:
-                continue
-            for k in keys:
-                if any(k not in r for r in rows):
-                    continue
-                vals = [r[k] for r in rows]
-                s[k] = {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)}
-            if name != "none":
-                none = {r["seed"]: r for r in runs if r["task"] == task and r["variant"] == "none"}
-                s["faithfulness_above_none_in"] = sum(r["faithfulness"] > none[r["seed"]]["faithfulness"] for r in rows)
-                s["circuit_above_none_in"] = sum(r["circuit"] > none[r["seed"]]["circuit"] for r in rows)
-                s["faithfulness_kl_above_none_in"] = sum(r["faithfulness_kl"] > none[r["seed"]]["faithfulness_kl"] for r in rows)
-                if "task_eval_loss" in s:
-                    s["task_eval_loss_minus_none"] = sum(r["task_eval_loss"] - none[r["seed"]]["task_eval_loss"] for r in rows) / len(rows)
-            summary.append(s)
+    summary = summarise(runs, args.tasks.split(","), [n for n, _ in variants])
     report = {"model": os.path.relpath(pc.MODEL, ROOT), "circuit": os.path.relpath(CIRCUIT, ROOT), "steps": args.steps, "batch": 64,
               "optimizer": "Adam", "lr": LR, "seeds": [int(s) for s in args.seeds.split(",")],
               "variants": {n: merged.get(n, os.path.basename(p) if p else None) for n, p in variants},

@@ -66,9 +66,11 @@ export interface ProtectResult {
 /**
  * The mask for `nodes` at `scale` (a learning-rate multiplier: 0 freezes, 1 leaves as is), and for the shared
  * weights of `shared` they read and write through (shared.ts). `info`: what the metadata records besides the
- * names (circuit, model).
+ * names (circuit, model). `invert`: the other way round, `scale` on every entry the nodes do not own and 1 on theirs
+ * (only the circuit fine-tunes at full rate; "protected" then counts the entries at `scale`).
  */
-export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: number, what: string, info: Record<string, string> = {}, shared: readonly SharedPart[] = []): ProtectResult {
+export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: number, what: string, info: Record<string, string> = {}, shared: readonly SharedPart[] = [], invert = false): ProtectResult {
+  if (invert && shared.length) throw new UserError('--invert and --shared: --invert already scales every weight no node of the circuit owns');
   if (!Number.isFinite(scale) || scale < 0) throw new UserError(`--scale must be a number ≥ 0 (got ${scale})`);
   if (nodes.length === 0) throw new UserError(`${what}: the circuit has no nodes to protect`);
   const storedName = storedNameOf(pm);
@@ -83,7 +85,8 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
   }
   const masks = new Map(pm.stored.map((s) => {
     const own = owned.masks.get(s.name)?.entries ?? new Uint8Array(s.dims.reduce((a, v) => a * v, 1));
-    return [s.name, { dims: s.dims, data: Float32Array.from(own, (o) => (o ? scale : 1)), owned: own }];
+    const at = invert ? Uint8Array.from(own, (o) => 1 - o) : own;
+    return [s.name, { dims: s.dims, data: Float32Array.from(at, (o) => (o ? scale : 1)), owned: at }];
   }));
   // Shared weights no node owns (a norm an MLP reads alone is that MLP's already).
   const sharedOnes = sharedWeights(pm, nodes, shared, what).filter((w) => masks.get(w.initializer)!.owned.includes(0));
@@ -100,7 +103,7 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
   const transposed: Record<string, string> = {};
   for (const [onnx, p] of names) (p.transposed ? transposed : kept)[onnx] = p.pytorch;
   const metadata: Record<string, string> = {
-    format: PROTECT_FORMAT, scale: String(scale), nodes: JSON.stringify(nodes), shared: JSON.stringify(shared), ...info,
+    format: PROTECT_FORMAT, scale: String(scale), nodes: JSON.stringify(nodes), shared: JSON.stringify(shared), ...(invert ? { invert: 'true' } : {}), ...info,
     pytorch_names: JSON.stringify(kept), pytorch_transposed: JSON.stringify(transposed),
   };
   return {
