@@ -145,8 +145,8 @@ export async function openWorkbench(browser: Browser, url: string, workspaceFold
 
 /** Runs a command by its palette title ("Category: Title"): F1, types it, picks the matching row. Retries while the
  *  palette finds nothing yet ("0 Results" / "No matching commands": extension contributions arrive a few seconds
- *  after the workbench on a cold start). Never after the row was clicked: the command then runs, and a second run
- *  would open its quick picks over the first's (which then resolve to nothing, or the other way round). */
+ *  after the workbench on a cold start). A retry never runs the command twice: VS Code closes the palette when a row
+ *  is accepted, so a palette still open with the ">title" filter 5 s after the click means the click was lost. */
 export async function runCommand(page: Page, title: string, timeoutMs = 30_000): Promise<void> {
   const widget = page.locator('.quick-input-widget');
   const input = widget.locator('input.input');
@@ -158,7 +158,14 @@ export async function runCommand(page: Page, title: string, timeoutMs = 30_000):
       await input.fill(`>${title}`, { timeout: 3000 });
       await row.waitFor({ state: 'visible', timeout: 2000 });
       await row.click({ timeout: 3000 });
-      break;
+      // Done when the palette closes, or when the command opened its own quick pick or input box in the same
+      // widget (its input then no longer holds the ">title" filter).
+      const until = Date.now() + 5000;
+      while (await widget.isVisible() && (await input.inputValue().catch(() => '')).startsWith('>')) {
+        if (Date.now() > until) throw new Error('the palette stayed open');
+        await sleep(100);
+      }
+      return;
     } catch (e) {
       const palette = (await widget.innerText({ timeout: 1000 }).catch(() => '')).replace(/\s+/g, ' ').trim();
       if (Date.now() > deadline) throw new Error(`command "${title}" not found in the palette (it shows: "${palette}")`, { cause: e });
@@ -166,13 +173,6 @@ export async function runCommand(page: Page, title: string, timeoutMs = 30_000):
       await widget.waitFor({ state: 'hidden', timeout: 2000 }).catch(() => undefined);
       await sleep(1000);
     }
-  }
-  // Done when the palette closes, or when the command opened its own quick pick or input box in the same widget
-  // (its input then no longer holds the ">title" filter).
-  const until = Date.now() + Math.max(10_000, deadline - Date.now());
-  while (await widget.isVisible() && (await input.inputValue().catch(() => '')).startsWith('>')) {
-    if (Date.now() > until) throw new Error(`the palette stayed open after "${title}" was clicked`);
-    await sleep(100);
   }
 }
 
