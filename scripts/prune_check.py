@@ -47,8 +47,11 @@ import train_demo_models as demo  # noqa: E402
 
 
 
-def module_names(m, params):
-    """ONNX initializer name -> (PyTorch parameter name, transposed)."""
+def onnx_to_param(m, params):
+    """ONNX initializer name -> (PyTorch parameter name, transposed), and each initializer's reading nodes. A name the
+    export kept maps to itself; a weight read by one MatMul as its second input maps to the nn.Linear of the
+    MatMul's module scope (`/blocks.0/attn/q/MatMul` -> blocks.0.attn.q.weight) when that parameter has the
+    initializer's shape transposed (torch.onnx's copy of a Linear weight)."""
     readers = {}
     for n in m.graph.node:
         for i in n.input:
@@ -59,9 +62,21 @@ def module_names(m, params):
             out[t.name] = (t.name, False)
             continue
         users = readers.get(t.name, [])
-        if len(users) == 1 and users[0].op_type == "MatMul" and users[0].name.endswith("/MatMul") and users[0].input[1] == t.name:
-            scope = users[0].name[1:-len("/MatMul")].replace("/", ".")
-            out[t.name] = (f"{scope}.weight" if scope else "embed.weight", True)
+        if len(users) == 1 and users[0].op_type == "MatMul" and users[0].input[1] == t.name:
+            key = users[0].name.strip("/").rsplit("/", 1)[0].replace("/", ".") + ".weight"
+            if key in params and tuple(params[key].shape) == tuple(reversed(t.dims)):
+                out[t.name] = (key, True)
+    return out, readers
+
+
+def module_names(m, params):
+    """onnx_to_param for the demo models, whose tied unembedding is a MatMul at the top scope (`/MatMul`) reading a
+    transposed copy of embed.weight."""
+    out, readers = onnx_to_param(m, params)
+    for t in m.graph.initializer:
+        users = readers.get(t.name, [])
+        if t.name not in out and len(users) == 1 and users[0].op_type == "MatMul" and users[0].name == "/MatMul" and users[0].input[1] == t.name:
+            out[t.name] = ("embed.weight", True)
     return out
 
 

@@ -50,29 +50,10 @@ from onnx import numpy_helper
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import pair_references as pr  # noqa: E402
-from prune_check import close, mask_for  # noqa: E402
+from prune_check import close, mask_for, onnx_to_param  # noqa: E402
 
 torch.set_num_threads(2)
 BLOCK = re.compile(r"^(?:[\w.]*\.)?(?:layers|h)\.(\d+)\.")
-
-
-def onnx_to_param(m, params):
-    """ONNX initializer name -> (PyTorch parameter name, transposed)."""
-    readers = {}
-    for n in m.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-    out = {}
-    for t in m.graph.initializer:
-        if t.name in params:
-            out[t.name] = (t.name, False)
-            continue
-        users = readers.get(t.name, [])
-        if len(users) == 1 and users[0].op_type == "MatMul" and users[0].input[1] == t.name:
-            key = users[0].name.strip("/").rsplit("/", 1)[0].replace("/", ".") + ".weight"
-            if key in params and tuple(params[key].shape) == tuple(reversed(t.dims)):
-                out[t.name] = (key, True)
-    return out, readers
 
 
 def last_logits(model, prompts):
