@@ -148,6 +148,29 @@ def close(a, b, rel=2e-4, abs_=2e-4):
     return abs(a - b) <= abs_ + rel * max(abs(a), abs(b))
 
 
+def point_mismatches(where, k, reached, got, p):
+    """What differs between a point measured here (`got`: metric, accuracy, kl) and ours (`p`)."""
+    bad = []
+    if k != p["pruned"]:
+        bad.append(f"{where}: {k} entries pruned here, {p['pruned']} in ours")
+    if abs(reached - p["reached"]) > 1e-6:
+        bad.append(f"{where}: sparsity reached {reached} here, {p['reached']} in ours")
+    for key in ("metric", "accuracy", "kl"):
+        if not close(got[key], p[key]):
+            bad.append(f"{where}: {key} torch {got[key]} ours {p[key]}")
+    return bad
+
+
+def finish(report, out, bad):
+    """Writes the report, prints the mismatches, exits 1 if there are any."""
+    with open(out, "w") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+    for b in bad:
+        print("MISMATCH " + b, file=sys.stderr)
+    sys.exit(1 if bad else 0)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--prune", required=True, help="circuitlens prune --json output")
@@ -222,22 +245,11 @@ def main():
             got.update({"sparsity": p["sparsity"], "pruned": k, "reached": zeros / total})
             pts.append(got)
             where = f"{strategy} at {p['sparsity']}"
-            if k != p["pruned"]:
-                bad.append(f"{where}: {k} entries pruned here, {p['pruned']} in ours")
-            if abs(zeros / total - p["reached"]) > 1e-6:
-                bad.append(f"{where}: sparsity reached {zeros / total} here, {p['reached']} in ours")
-            for key in ("metric", "accuracy", "kl"):
-                if not close(got[key], p[key]):
-                    bad.append(f"{where}: {key} torch {got[key]} ours {p[key]}")
+            bad += point_mismatches(where, k, zeros / total, got, p)
             print(f"{where:>28}: reached {zeros / total:.4f}  metric {got['metric']:9.4f} (ours {p['metric']:9.4f})  accuracy {got['accuracy']:.4f} (ours {p['accuracy']:.4f})  kl {got['kl']:.6f} (ours {p['kl']:.6f})")
         report["curves"].append({"strategy": strategy, "points": pts})
     load(inits)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    for b in bad:
-        print("MISMATCH " + b, file=sys.stderr)
-    sys.exit(1 if bad else 0)
+    finish(report, args.out, bad)
 
 
 if __name__ == "__main__":

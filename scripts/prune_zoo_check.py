@@ -50,7 +50,7 @@ from onnx import numpy_helper
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import pair_references as pr  # noqa: E402
-from prune_check import close, mask_for, onnx_to_param  # noqa: E402
+from prune_check import close, finish, mask_for, onnx_to_param, point_mismatches  # noqa: E402
 
 torch.set_num_threads(2)
 BLOCK = re.compile(r"^(?:[\w.]*\.)?(?:layers|h)\.(\d+)\.")
@@ -191,26 +191,15 @@ def main():
                                 str(layer): a / b for layer, (a, b) in sorted(by_layer.items())},
                             "file": os.path.basename(pruned_path) if pruned_path else None, "file_entries_compared": checked})
                 report["runs"].append(got)
-                if k != p["pruned"]:
-                    bad.append(f"{where}: {k} entries pruned here, {p['pruned']} in ours")
-                if abs(zeros / total - p["reached"]) > 1e-6:
-                    bad.append(f"{where}: sparsity reached {zeros / total} here, {p['reached']} in ours")
+                bad += point_mismatches(where, k, zeros / total, got, p)
                 for layer, frac in got["byLayer"].items():
                     if abs(frac - p["byLayer"].get(layer, -1)) > 1e-6:
                         bad.append(f"{where}: layer {layer} pruned {frac} here, {p['byLayer'].get(layer)} in ours")
-                for key in ("metric", "accuracy", "kl"):
-                    if not close(got[key], p[key]):
-                        bad.append(f"{where}: {key} torch {got[key]} ours {p[key]}")
                 src = f"from {os.path.basename(pruned_path)}" if pruned_path else "mask applied here"
                 print(f"{where:>34}: k {k}  reached {zeros / total:.4f}  metric {got['metric']:9.4f} (ours {p['metric']:9.4f})  "
                       f"accuracy {got['accuracy']:.4f} (ours {p['accuracy']:.4f})  kl {got['kl']:.6f} (ours {p['kl']:.6f})  [{src}]")
         load(inits)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    for b in bad:
-        print("MISMATCH " + b, file=sys.stderr)
-    sys.exit(1 if bad else 0)
+    finish(report, args.out, bad)
 
 
 if __name__ == "__main__":
