@@ -80,6 +80,21 @@ def module_names(m, params):
     return out
 
 
+def block_matrices(m, names, inits, block):
+    """(ONNX name, weights, layer) of the float32 rank-2 `.weight` parameters whose PyTorch name `block` matches
+    (group 1: the layer), in ONNX initializer order."""
+    out = []
+    for t in m.graph.initializer:
+        if t.name not in names:
+            continue
+        pname, _ = names[t.name]
+        mt = block.match(pname)
+        w = inits[t.name]
+        if mt and pname.endswith(".weight") and w.ndim == 2 and w.dtype == np.float32:
+            out.append((t.name, w, int(mt.group(1))))
+    return out
+
+
 def expand(suite):
     """[(text, answer, foil)] of the task prompts (not tagged control)."""
     def fill(s, b):
@@ -189,14 +204,7 @@ def main():
     inits = {t.name: numpy_helper.to_array(t).copy() for t in m.graph.initializer}
 
     # 1. The prunable matrices, in ONNX initializer order.
-    tensors = []
-    for t in m.graph.initializer:
-        if t.name not in names:
-            continue
-        pname, _ = names[t.name]
-        mt = re.match(r"^blocks\.(\d+)\.", pname)
-        if mt and pname.endswith(".weight") and inits[t.name].ndim == 2 and inits[t.name].dtype == np.float32:
-            tensors.append((t.name, inits[t.name], int(mt.group(1))))
+    tensors = block_matrices(m, names, inits, re.compile(r"^blocks\.(\d+)\."))
     listed = [t["name"] for t in ours["prunable"]["tensors"]]
     assert listed == [t[0] for t in tensors], f"prunable matrices differ: ours {listed}, here {[t[0] for t in tensors]}"
     total = sum(w.size for _, w, _ in tensors)

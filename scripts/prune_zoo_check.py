@@ -50,7 +50,7 @@ from onnx import numpy_helper
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import pair_references as pr  # noqa: E402
-from prune_check import close, finish, mask_for, onnx_to_param, point_mismatches  # noqa: E402
+from prune_check import block_matrices, close, finish, mask_for, onnx_to_param, point_mismatches  # noqa: E402
 
 torch.set_num_threads(2)
 BLOCK = re.compile(r"^(?:[\w.]*\.)?(?:layers|h)\.(\d+)\.")
@@ -101,17 +101,10 @@ def main():
     m = onnx.load(args.model)
     names, readers = onnx_to_param(m, params)
     inits = {t.name: numpy_helper.to_array(t).copy() for t in m.graph.initializer}
-    tensors = []
-    for t in m.graph.initializer:
-        if t.name not in names:
-            continue
-        pname, _ = names[t.name]
-        mt = BLOCK.match(pname)
-        w = inits[t.name]
-        if mt and pname.endswith(".weight") and w.ndim == 2 and w.dtype == np.float32:
-            users = readers.get(t.name, [])
-            assert users and all(u.op_type in ("MatMul", "Gemm") and u.input[1] == t.name for u in users), f"{t.name} ({pname}) is not a MatMul/Gemm weight"
-            tensors.append((t.name, w, int(mt.group(1))))
+    tensors = block_matrices(m, names, inits, BLOCK)
+    for n, _, _ in tensors:
+        users = readers.get(n, [])
+        assert users and all(u.op_type in ("MatMul", "Gemm") and u.input[1] == n for u in users), f"{n} ({names[n][0]}) is not a MatMul/Gemm weight"
     blocks = {p for p in params if BLOCK.match(p) and p.endswith(".weight") and params[p].dim() == 2}
     assert blocks == {names[n][0] for n, _, _ in tensors}, f"block matrices without an initializer: {blocks - {names[n][0] for n, _, _ in tensors}}"
     total = sum(w.size for _, w, _ in tensors)

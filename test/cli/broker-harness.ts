@@ -33,6 +33,9 @@ export function freePort(): Promise<number> {
 /** Chunk ids a worker finished, in order (a chunk twice would show twice). */
 export const doneBy = (w: Proc): string[] => [...w.err.matchAll(/chunk (cl-\S+) done/g)].map((m) => m[1]!);
 
+/** The work kinds the workers' logs name for the chunks they started (`sets`, `edge-patching`, `variant`, …), sorted. */
+export const workKinds = (ws: { err: string }[]): string[] => [...new Set(ws.flatMap((w) => [...w.err.matchAll(/chunk cl-\S+ \((\S+), calls/g)].map((m) => m[1]!)))].sort();
+
 function redisBinary(): string {
   const r = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
   const bin = r.stdout.trim();

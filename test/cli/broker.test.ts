@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { EXAMPLES } from '../helpers';
-import { cluster, doneBy, freePort, until, type Cluster, type Proc } from './broker-harness';
+import { cluster, doneBy, freePort, until, workKinds, type Cluster, type Proc } from './broker-harness';
 import { cli } from './run-cli';
 
 const SUITE = path.join(EXAMPLES, 'induction.suite.yaml');
@@ -181,8 +181,7 @@ describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on 
       assert.equal(got.out, want.stdout, `verify ${extra.join(' ')}`);
     }
     await c.stop(ws);
-    const kinds = new Set(ws.flatMap((w) => [...w.err.matchAll(/chunk cl-\S+ \((\S+), calls/g)].map((m) => m[1])));
-    assert.deepEqual([...kinds], ['sets']);
+    assert.deepEqual(workKinds(ws), ['sets']);
     assert.ok(ws.every((w) => / done: /.test(w.err)), 'both workers took chunks');
     assert.deepEqual(await c.queued('h'), { wait: 0, all: 0 }, 'finished runs leave no jobs');
   });
@@ -200,18 +199,14 @@ describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on 
       assert.match(got.err, extra.length ? /prompts, clean and ablated on workers, 12 chunks: 1,152\/1,152 rows/ : /prompts on workers, 12 chunks: 1,152\/1,152 rows/);
     }
     await c.stop(ws);
-    const kinds = new Set(ws.flatMap((w) => [...w.err.matchAll(/chunk cl-\S+ \((\S+), calls/g)].map((m) => m[1])));
-    assert.deepEqual([...kinds], ['single-set']);
+    assert.deepEqual(workKinds(ws), ['single-set']);
     assert.ok(ws.every((w) => / done: /.test(w.err)), 'both workers took chunks');
     assert.deepEqual(await c.queued('s'), { wait: 0, all: 0 }, 'finished runs leave no jobs');
   });
 
   test('Ctrl-C on a sweep removes its queued chunks (exit 130)', async () => {
     const coord = c.start(['sweep', SWEEP, '--json', '--broker', url], { CIRCUITLENS_QUEUE: 't' });
-    for (let t0 = Date.now(); (await c.queued('t')).wait < 12;) {
-      assert.ok(Date.now() - t0 < 60_000, 'the sweep did not queue its 12 chunks');
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await until('the sweep to queue its 12 chunks', async () => (await c.queued('t')).wait >= 12);
     coord.child.kill('SIGINT');
     assert.equal(await coord.exit, 130, coord.err);
     assert.match(coord.err, /cancelled: removed 12 queued chunks/);
@@ -221,10 +216,7 @@ describe('attribute, discover, redundancy, verify and sweep --broker (BullMQ on 
 
   test('Ctrl-C on the coordinator removes its queued chunks (exit 130)', async () => {
     const coord = c.start([...EDGE, '--broker', url], { CIRCUITLENS_QUEUE: 'g' });
-    for (let t0 = Date.now(); (await c.queued('g')).wait < 36;) {
-      assert.ok(Date.now() - t0 < 60_000, 'the coordinator did not queue its 36 chunks');
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await until('the coordinator to queue its 36 chunks', async () => (await c.queued('g')).wait >= 36);
     coord.child.kill('SIGINT');
     assert.equal(await coord.exit, 130, coord.err);
     assert.match(coord.err, /cancelled: removed 36 queued chunks/);

@@ -14,7 +14,7 @@ import { resolvePrompts } from '../../core/analysis/prompts';
 import { parseSuite } from '../../core/formats/suite';
 import { allComponentNodes, type NodeId } from '../../core/ids';
 import { loadEngine } from '../../core/nodejs/load';
-import { cluster as brokerCluster, freePort } from '../cli/broker-harness';
+import { cluster as brokerCluster, freePort, workKinds } from '../cli/broker-harness';
 import { EXAMPLES, ROOT } from '../helpers';
 import { answerDialog, answerInputBox, openFileByName, pickQuickItem, runCommand, waitForNotification, webviewOf } from './vscode';
 
@@ -714,8 +714,7 @@ export const STEPS: Step[] = [
         const shown = Object.fromEntries(labels.map((l) => /^(\S+)\s+\(score (-?[\d.]+)\)$/.exec(l.trim())!).map((m) => [m[1]!, m[2]!]));
         const local = Object.fromEntries((await want).nodes.map((n) => [n.id, n.score.toFixed(4)]));
         assert.deepEqual(shown, local, 'node scores by the worker, as the graph shows them, against the CLI\'s local run');
-        const kinds = new Set([...worker.err.matchAll(/chunk cl-\S+ \((\S+), calls/g)].map((m) => m[1]));
-        assert.deepEqual([...kinds].sort(), ['edge-patching', 'sets'], 'the worker computed the ablation sets and the edge sets');
+        assert.deepEqual(workKinds([worker]), ['edge-patching', 'sets'], 'the worker computed the ablation sets and the edge sets');
         assert.deepEqual(await cluster.queued('circuitlens'), { wait: 0, all: 0 }, 'a finished run leaves no chunks');
         // Quantization Sensitivity: each quantized model is measured on the worker; the rows equal the CLI's local run.
         const wantRows = cliJson(['sensitivity', suite, '--model', model, '--quantize', 'int8', '--json']) as Promise<{ rows: { scope: string; metric: number; accuracy: number }[] }>;
