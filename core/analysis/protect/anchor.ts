@@ -7,7 +7,7 @@
 import { UserError } from '../../errors';
 import { headId, mlpId } from '../../ids';
 import { GraphIndex } from '../../onnx/graph';
-import { ownedSlices } from '../../onnx/weight-slices';
+import { ownedSlices, type OwnedSlice } from '../../onnx/weight-slices';
 import { pytorchNames, storedNameOf, type ProtectModel } from './protect';
 
 /** A head outside the circuit: input features [start, end) of `module` (its output projection). */
@@ -31,13 +31,19 @@ export function anchorModules(pm: ProtectModel, circuit: readonly string[], what
   const heads: AnchorHead[] = [];
   const mlps: AnchorMlp[] = [];
   const g = new GraphIndex(pm.model.graph!);
+  // Two passes over the graph (ownedSlices infers its shapes), not one per head: each layer's head count from its
+  // first head's W_O slice, then the slices of every head outside the circuit.
+  const graph = pm.model.graph!;
+  const firsts = ownedSlices(graph, pm.structure, pm.structure.layers.map((_, l) => headId(l, 0)), what);
+  const outsideHeads = pm.structure.layers.map((_, l) => {
+    const first = firsts.get(headId(l, 0))!.find((s) => s.role === 'W_O')!;
+    return Array.from({ length: first.dims[first.axis]! / (first.end - first.start) }, (_, h) => headId(l, h)).filter((id) => !inCircuit.has(id));
+  });
+  const outside = outsideHeads.flat();
+  const sliced = outside.length ? ownedSlices(graph, pm.structure, outside, what) : new Map<string, OwnedSlice[]>();
   pm.structure.layers.forEach((L, l) => {
-    const first = ownedSlices(pm.model.graph!, pm.structure, [headId(l, 0)], what).get(headId(l, 0))!.find((s) => s.role === 'W_O')!;
-    const count = first.dims[first.axis]! / (first.end - first.start);
-    for (let h = 0; h < count; h++) {
-      const id = headId(l, h);
-      if (inCircuit.has(id)) continue;
-      const o = ownedSlices(pm.model.graph!, pm.structure, [id], what).get(id)!.find((s) => s.role === 'W_O')!;
+    for (const id of outsideHeads[l]!) {
+      const o = sliced.get(id)!.find((s) => s.role === 'W_O')!;
       heads.push({ node: id, module: moduleOf(id, o.initializer, 'output projection'), start: o.start, end: o.end });
     }
     const id = mlpId(l);
@@ -50,7 +56,7 @@ export function anchorModules(pm: ProtectModel, circuit: readonly string[], what
 /** The weight of the MatMul or Gemm whose output, plus constant biases and reshaped, is the MLP's output. */
 function downProjection(g: GraphIndex, mlpOut: string, id: string, what: string): string {
   let n = g.producerOf(mlpOut);
-  const isConst = (t: string) => g.initializers.has(t) || g.producerOf(t)?.opType === 'Constant';
+  const isConst = (t: string) => g.isConstant(t);
   // A bias Add, or a Reshape back from the 2-D product (torch.onnx's Conv1D and addmm exports), keeps the values.
   for (;;) {
     if (n?.opType === 'Add' && n.input.filter(isConst).length === 1) n = g.producerOf(n.input.find((t) => !isConst(t))!);

@@ -9,7 +9,7 @@ import { GraphIndex } from '../../onnx/graph';
 import { readersOf } from '../../onnx/initializers';
 import { DataType, decodeModel, floatData, num, type OnnxModel, type TensorProto } from '../../onnx/model';
 import { normalizeExport } from '../../onnx/normalize';
-import { sliceEntries, sliceMasks } from '../../onnx/owned-masks';
+import { fileName, sliceEntries, sliceMasks } from '../../onnx/owned-masks';
 import { ownedSlices, type OwnedSlice } from '../../onnx/weight-slices';
 import { sharedWeights, type SharedPart, type SharedWeight } from './shared';
 
@@ -83,11 +83,7 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
       return { initializer: s.initializer, role: s.role, slice: sliceText(s), entries: sliceEntries(s) };
     });
   }
-  const masks = new Map(pm.stored.map((s) => {
-    const own = owned.masks.get(s.name)?.entries ?? new Uint8Array(s.dims.reduce((a, v) => a * v, 1));
-    const at = invert ? Uint8Array.from(own, (o) => 1 - o) : own;
-    return [s.name, { dims: s.dims, data: Float32Array.from(at, (o) => (o ? scale : 1)), owned: at }];
-  }));
+  const masks = new Map(pm.stored.map((s) => [s.name, { dims: s.dims, ...scaled(owned.masks.get(s.name)?.entries, s.dims.reduce((a, v) => a * v, 1), scale, invert) }]));
   // Shared weights no node owns (a norm an MLP reads alone is that MLP's already).
   const sharedOnes = sharedWeights(pm, nodes, shared, what).filter((w) => masks.get(w.initializer)!.owned.includes(0));
   for (const w of sharedOnes) {
@@ -96,7 +92,7 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
     m.owned.fill(1);
   }
   const names = pytorchNames(pm, storedName);
-  const initializers = [...masks].map(([name, m]) => ({ name, ...names.get(name), protected: m.owned.reduce((a, v) => a + v, 0), total: m.data.length }))
+  const initializers = [...masks].map(([name, m]) => ({ name, ...names.get(name), protected: ones(m.owned), total: m.data.length }))
     .filter((x) => x.protected > 0);
   const tensors: SafeTensor[] = [...masks].map(([name, m]) => ({ name, dims: m.dims, data: m.data }));
   const kept: Record<string, string> = {};
@@ -112,9 +108,32 @@ export function protectMask(pm: ProtectModel, nodes: readonly string[], scale: n
   };
 }
 
+/**
+ * One initializer's mask: `owned` 1 on the entries at `scale` (the nodes' entries, `own`; with `invert` the others),
+ * `data` the scales. Plain loops and fills: a model's every weight passes here (a callback per entry, as
+ * `TypedArray.from` takes, costs seconds per 100M entries).
+ */
+function scaled(own: Uint8Array | undefined, n: number, scale: number, invert: boolean): { data: Float32Array; owned: Uint8Array } {
+  const owned = new Uint8Array(n);
+  const data = new Float32Array(n);
+  if (!own) return { owned: owned.fill(invert ? 1 : 0), data: data.fill(invert ? scale : 1) };
+  for (let i = 0; i < n; i++) {
+    const o = invert ? 1 - own[i]! : own[i]!;
+    owned[i] = o;
+    data[i] = o ? scale : 1;
+  }
+  return { data, owned };
+}
+
+function ones(a: Uint8Array): number {
+  let k = 0;
+  for (let i = 0; i < a.length; i++) k += a[i]!;
+  return k;
+}
+
 /** A normalised initializer's name → the stored one it comes from. */
 export function storedNameOf(pm: ProtectModel): (n: string) => string {
-  return (n) => pm.origin.get(n) ?? (pm.origin.get(n.replace(/@no_past$/, '')) ?? n.replace(/@no_past$/, ''));
+  return (n) => pm.origin.get(n) ?? pm.origin.get(fileName(n)) ?? fileName(n);
 }
 
 function sliceText(s: OwnedSlice): string {
