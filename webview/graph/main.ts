@@ -331,17 +331,9 @@ async function ablateMarked(): Promise<void> {
 
 let wired = false;
 
-/** Shows the edge cap as chosen in its select (before the select is first shown, by the options' attribute). */
-function showCap(): void {
-  for (const o of capSelect.children) o.toggleAttribute('selected', o.getAttribute('value') === String(edgeCap));
-  if (capSelect.isConnected) (capSelect as unknown as { value: string }).value = String(edgeCap);
-}
-
 function init(s: GraphState): void {
   state = s;
   marked = new Set(s.marked);
-  if (knownCap(s.edgeCap) && s.edgeCap !== edgeCap) { edgeCap = s.edgeCap; showCap(); }
-  if (knownThreshold(s.threshold) && s.threshold !== threshold) { threshold = s.threshold; slider.value = String(threshold); }
   prepared = prepare(s);
   layout(s, prepared);
   drawn = undefined;
