@@ -8,18 +8,11 @@ import { UserError } from '../errors';
 import { encodeModel, type TensorProto } from '../onnx/model';
 import { withInitializers } from '../onnx/weight-swap';
 import type { WeightVariants } from '../engine/variants';
+import { sidecarPathFor, tokenizerPathFor } from './load';
 import { writeFileAtomic } from './workspace';
 
 /** protobuf's limit on one message: larger models need external data, which this writer does not produce. */
 const PROTOBUF_LIMIT = 2 ** 31 - 1;
-
-function tokenizerBeside(modelPath: string): string | undefined {
-  const dir = path.dirname(modelPath);
-  const base = path.basename(modelPath, '.onnx');
-  return [path.join(dir, `${base}.tokenizer.json`), path.join(dir, 'tokenizer.json')].find((f) => fs.existsSync(f));
-}
-
-const sidecarOf = (modelPath: string) => modelPath.replace(/\.onnx$/, '') + '.hooks.json';
 
 /**
  * The companion files to write with a model at `target`: [source, destination] pairs. `force`: whether existing
@@ -27,14 +20,14 @@ const sidecarOf = (modelPath: string) => modelPath.replace(/\.onnx$/, '') + '.ho
  */
 export function companionFiles(source: string, target: string, force: boolean | undefined): [string, string][] {
   const out: [string, string][] = [];
-  const tok = tokenizerBeside(source);
+  const tok = tokenizerPathFor(source);
   if (tok) {
-    const found = tokenizerBeside(target);
+    const found = tokenizerPathFor(target);
     const same = found !== undefined && fs.readFileSync(found).equals(fs.readFileSync(tok));
     if (!same) out.push([tok, path.join(path.dirname(target), `${path.basename(target, '.onnx')}.tokenizer.json`)]);
   }
-  const hooks = sidecarOf(source);
-  if (fs.existsSync(hooks)) out.push([hooks, sidecarOf(target)]);
+  const hooks = sidecarPathFor(source);
+  if (fs.existsSync(hooks)) out.push([hooks, sidecarPathFor(target)]);
   for (const [, to] of out) {
     if (!force && fs.existsSync(to) && path.resolve(to) !== path.resolve(target)) throw new UserError(`${to} exists (the model's companion file would go there); pass --force to replace it`);
   }

@@ -1,7 +1,7 @@
 import * as crypto from 'node:crypto';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { tokenizerPathFor } from '../../core/nodejs/load';
 import type { BackendPreference, ComputeSetup } from '../../protocol/compute';
 
 /**
@@ -45,8 +45,7 @@ export function webviewHtml(webview: vscode.Webview, extensionUri: vscode.Uri, v
 /** Webview URIs of the compute worker's files, the model and its tokenizer. */
 export function computeSetup(webview: vscode.Webview, extensionUri: vscode.Uri, modelPath: string): ComputeSetup {
   const res = (...p: string[]) => webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, ...p)).toString();
-  const dir = path.dirname(modelPath);
-  const tok = [path.join(dir, `${path.basename(modelPath, '.onnx')}.tokenizer.json`), path.join(dir, 'tokenizer.json')].find((f) => fs.existsSync(f));
+  const tok = tokenizerPathFor(modelPath);
   const prefer = vscode.workspace.getConfiguration('circuitlens').get<BackendPreference>('webviewBackend', 'auto');
   return {
     workerUri: res('dist', 'webview', 'worker.js'), wasmUri: res('dist', 'webview', 'ort-wasm-simd-threaded.jsep.wasm'),
