@@ -13,7 +13,6 @@ import type { Redis as IORedis } from 'ioredis';
 import { Cancelled, UserError } from '../errors';
 import { checkModelUrl, modelManifest, type ModelRef } from './model-files';
 import { VERSION } from './version';
-import { sha256File } from './workspace';
 
 /** The queue every worker takes from; CIRCUITLENS_QUEUE names another (one cluster sharing a Redis with another). */
 export function queueName(): string {
@@ -98,7 +97,7 @@ export function sha256Text(text: string): string {
  * `modelUrl` (checked), the URL workers fetch the model from and its manifest (model-files.ts: every file it loads
  * with, hashed here).
  */
-export async function runFiles(modelPath: string, suitePath: string, sha256: (p: string) => Promise<string> = sha256File, modelUrl?: string): Promise<{ model: ModelRef; suite: { path: string; text: string } }> {
+async function runFiles(modelPath: string, suitePath: string, sha256: (p: string) => Promise<string>, modelUrl?: string): Promise<{ model: ModelRef; suite: { path: string; text: string } }> {
   const model = path.resolve(modelPath);
   const suite = path.resolve(suitePath);
   const sha = await sha256(model);
@@ -113,7 +112,7 @@ export async function runFiles(modelPath: string, suitePath: string, sha256: (p:
  */
 export async function brokerRun(o: {
   url: string; modelUrl?: string; modelPath: string; suitePath: string; runtime?: 'node' | 'wasm';
-  sha256?: (p: string) => Promise<string>; warn: (s: string) => void;
+  sha256: (p: string) => Promise<string>; warn: (s: string) => void;
 }) {
   const files = await runFiles(o.modelPath, o.suitePath, o.sha256, o.modelUrl);
   return {

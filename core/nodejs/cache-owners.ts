@@ -14,17 +14,17 @@ import * as path from 'node:path';
 const HOST = os.hostname().replace(/[^\w.-]/g, '_') || 'localhost';
 
 /** A fetch folder untouched this long whose owner on this host is gone is removed. */
-export const PART_GONE_MS = 10 * 60 * 1000;
+const PART_GONE_MS = 10 * 60 * 1000;
 /** A fetch folder untouched this long is removed whoever owned it (another host's, a reused pid, an old name). */
-export const PART_ABANDONED_MS = 24 * 3600 * 1000;
+const PART_ABANDONED_MS = 24 * 3600 * 1000;
 /** A fetch lock's owner touches it this often; one untouched for LOCK_STALE_MS is taken as abandoned. */
 const HEARTBEAT_MS = 10_000;
-export const LOCK_STALE_MS = 60_000;
+const LOCK_STALE_MS = 60_000;
 /** How often a worker waiting for another's fetch looks again. */
 const WAIT_POLL_MS = 250;
 
 /** Whether a process with this pid runs on this host (EPERM: it does, as another user). */
-export function pidAlive(pid: number): boolean {
+function pidAlive(pid: number): boolean {
   if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);

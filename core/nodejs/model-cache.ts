@@ -189,7 +189,7 @@ async function open(url: string): Promise<AsyncIterable<Uint8Array>> {
  * Fetches `url` to `dest` (a new file), hashing it on the way; the bytes must be the manifest's (size and sha256),
  * else the message names the URL, the sha256 expected and the one served.
  */
-export async function download(url: string, dest: string, want: ModelFile): Promise<void> {
+async function download(url: string, dest: string, want: ModelFile): Promise<void> {
   const h = crypto.createHash('sha256');
   let size = 0;
   let overrun = false;

@@ -98,7 +98,7 @@ export function packScore(out: Float64Array, at: number, s: PromptScore): void {
   out[at] = s.logitDiff; out[at + 1] = s.prob; out[at + 2] = s.correct ? 1 : 0; out[at + 3] = s.kl; out[at + 4] = s.top1;
 }
 
-export function unpackScore(v: ArrayLike<number>, at: number): PromptScore {
+function unpackScore(v: ArrayLike<number>, at: number): PromptScore {
   return { logitDiff: v[at]!, prob: v[at + 1]!, correct: v[at + 2] === 1, kl: v[at + 3]!, top1: v[at + 4]! };
 }
 
