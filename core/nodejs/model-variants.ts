@@ -16,7 +16,8 @@ import { loadSidecar, loadTokenizerFor, memoryBudget, MEMORY_ENV, readModelFile 
  */
 export function openModelVariants(modelPath: string, runtime: Runtime): WeightVariants {
   const model = decodeModel(readModelFile(modelPath), modelPath);
-  inlineExternalData(model, modelPath, externalFiles(model, modelPath, (f) => fs.readFileSync(f)));
+  const external = externalTensors(model, modelPath);
+  inlineExternalData(modelPath, external, new Map(filesOf(external).map((f) => [f, fs.readFileSync(f)])));
   return variantsOf(model, modelPath, runtime);
 }
 
@@ -30,9 +31,8 @@ export async function readModelVariants(modelPath: string, runtime: Runtime): Pr
   if (!st) throw new UserError(`model file not found: ${modelPath}`);
   if (st.isDirectory()) throw new UserError(`${modelPath} is a folder; pass the .onnx file inside it`);
   const model = decodeModel(await fs.promises.readFile(modelPath), modelPath);
-  const files = externalFiles(model, modelPath);
-  await Promise.all([...files.keys()].map(async (f) => { files.set(f, await fs.promises.readFile(f)); }));
-  inlineExternalData(model, modelPath, files);
+  const external = externalTensors(model, modelPath);
+  inlineExternalData(modelPath, external, new Map(await Promise.all(filesOf(external).map(async (f) => [f, await fs.promises.readFile(f)] as const))));
   return variantsOf(model, modelPath, runtime);
 }
 
@@ -49,29 +49,32 @@ function variantsOf(model: OnnxModel, modelPath: string, runtime: Runtime): Weig
   };
 }
 
-/** The external-data initializers of the model, each with its location's field and the file it names. */
-function externalTensors(model: OnnxModel, modelPath: string): { t: TensorProto; location: string; file: string; field: (k: string) => string | undefined }[] {
+interface ExternalTensor { t: TensorProto; location: string; file: string; field: (k: string) => string | undefined }
+
+/** The external-data initializers of the model, each with its location's field and the file it names (checked to
+ *  exist, once per file). */
+function externalTensors(model: OnnxModel, modelPath: string): ExternalTensor[] {
   const dir = path.dirname(modelPath);
+  const found = new Set<string>();
   return model.graph!.initializer.filter((t) => t.dataLocation === EXTERNAL).map((t) => {
     const field = (k: string) => t.externalData?.find((e) => e.key === k)?.value;
     const location = field('location');
     if (!location) throw new UserError(`${modelPath}: initializer "${t.name}" is external data without a location`);
     const file = path.resolve(dir, location);
-    if (!fs.existsSync(file)) throw new UserError(`${modelPath} keeps weights in "${location}", which is missing (expected at ${file})`);
+    if (!found.has(file)) {
+      if (!fs.existsSync(file)) throw new UserError(`${modelPath} keeps weights in "${location}", which is missing (expected at ${file})`);
+      found.add(file);
+    }
     return { t, location, file, field };
   });
 }
 
-/** The external-data files the model names, each read by `read` (or left to be read: an empty entry). */
-function externalFiles(model: OnnxModel, modelPath: string, read?: (file: string) => Uint8Array): Map<string, Uint8Array> {
-  const files = new Map<string, Uint8Array>();
-  for (const { file } of externalTensors(model, modelPath)) if (!files.has(file)) files.set(file, read ? read(file) : new Uint8Array(0));
-  return files;
-}
+/** The files the external tensors are in, each once. */
+const filesOf = (external: ExternalTensor[]): string[] => [...new Set(external.map((e) => e.file))];
 
 /** Puts every external-data initializer's bytes (location, offset, length), from the files read, into the model. */
-function inlineExternalData(model: OnnxModel, modelPath: string, files: Map<string, Uint8Array>): void {
-  for (const { t, location, file, field } of externalTensors(model, modelPath)) {
+function inlineExternalData(modelPath: string, external: ExternalTensor[], files: ReadonlyMap<string, Uint8Array>): void {
+  for (const { t, location, file, field } of external) {
     const bytes = files.get(file)!;
     const offset = Number(field('offset') ?? 0);
     const length = field('length') !== undefined ? Number(field('length')) : bytes.length - offset;
