@@ -1,4 +1,6 @@
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import type { F32 } from '../core/engine/runtime';
 
@@ -58,3 +60,47 @@ export function toHookZ(t: F32): F32 {
 }
 
 export const TOL = 1e-4;
+
+/** The names in `dir`, sorted; none when it is not there. */
+export const listing = (dir: string): string[] => (fs.existsSync(dir) ? fs.readdirSync(dir).sort() : []);
+
+/** A port nothing listens on (yet). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const port = (s.address() as net.AddressInfo).port; s.close(() => resolve(port)); });
+    s.on('error', reject);
+  });
+}
+
+/** A copy of `b` with its middle byte flipped (other bytes of the same length). */
+export function flipMiddle(b: Uint8Array): Buffer {
+  const out = Buffer.from(b);
+  out[out.length >> 1] ^= 0xff;
+  return out;
+}
+
+export interface ModelServer { base: string; requests: string[]; close(): Promise<void> }
+
+/**
+ * An HTTP server on 127.0.0.1 (a free port) serving the files of `dir` by name: /NAME is the file, /bad/NAME the
+ * file with its middle byte flipped (flipMiddle), anything else (no such file, a deeper path) 404. `requests`: the
+ * URLs asked for, in order.
+ */
+export async function serveModelFolder(dir: string): Promise<ModelServer> {
+  const requests: string[] = [];
+  const server = http.createServer((req, res) => {
+    requests.push(req.url!);
+    const m = /^\/(bad\/)?([\w.-]+)$/.exec(decodeURIComponent(req.url!.split('?')[0]!));
+    const file = m ? path.join(dir, m[2]!) : '';
+    if (!m || !fs.existsSync(file)) { res.statusCode = 404; res.end('not found'); return; }
+    if (m[1]) { res.end(flipMiddle(fs.readFileSync(file))); return; }
+    fs.createReadStream(file).pipe(res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    base: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    requests,
+    close: () => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }),
+  };
+}

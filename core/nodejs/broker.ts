@@ -274,15 +274,16 @@ export interface JobLease { hold(ms: number): Promise<void> }
  * while the event loop runs. Work that blocks the loop longer (decoding a model of many GB, building its
  * onnxruntime session: synchronous) would let the lock lapse and the job be taken as stalled by another worker, so
  * the handler may `hold` its job's lock longer first: every renewal (here, not BullMQ's own, which would shorten
- * it again to `lockMs`) then sets it to the longer of the two, until the job ends.
+ * it again to `lockMs`) then sets it to the longer of the two, until the job ends. `queue`: the queue to take
+ * from (default queueName()).
  */
-export async function serveJobs<D, R>(url: string, handle: (data: D, id: string, lease: JobLease) => Promise<R>, o: { concurrency: number; log: (s: string) => void; lockMs?: number }): Promise<{ close(force?: boolean): Promise<void> }> {
+export async function serveJobs<D, R>(url: string, handle: (data: D, id: string, lease: JobLease) => Promise<R>, o: { concurrency: number; log: (s: string) => void; lockMs?: number; queue?: string }): Promise<{ close(force?: boolean): Promise<void> }> {
   const { UnrecoverableError, Worker } = await import('bullmq');
   const lockMs = o.lockMs ?? Number(process.env.CIRCUITLENS_BROKER_LOCK_MS ?? 30000);
   type Held = { job: import('bullmq').Job<D, R>; token: string; holdMs: number };
   const active = new Set<Held>();
   const renew = (h: Held) => h.job.extendLock(h.token, Math.max(lockMs, h.holdMs)).catch((e: Error) => o.log(`chunk ${h.job.id}: could not renew its lock: ${e.message}`));
-  const worker = new Worker<D, R>(queueName(), async (job, token) => {
+  const worker = new Worker<D, R>(o.queue ?? queueName(), async (job, token) => {
     const held: Held = { job, token: token ?? '', holdMs: 0 };
     active.add(held);
     try {

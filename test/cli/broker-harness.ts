@@ -4,10 +4,9 @@
 // comes, a look at the queue, and everything stopped at the end. Needs redis-server (CI installs Debian's).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import Redis from 'ioredis';
-import { ROOT } from '../helpers';
+import { freePort, ROOT } from '../helpers';
 
 const BIN = path.join(ROOT, 'bin', 'circuitlens.js');
 
@@ -21,14 +20,8 @@ export async function until(what: string, ok: () => boolean | Promise<boolean>, 
   }
 }
 
-/** A port nothing listens on (yet). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const port = (s.address() as net.AddressInfo).port; s.close(() => resolve(port)); });
-    s.on('error', reject);
-  });
-}
+/** freePort lives in test/helpers.ts (the unit tests use it too); here as well for the broker tests. */
+export { freePort };
 
 /** Chunk ids a worker finished, in order (a chunk twice would show twice). */
 export const doneBy = (w: Proc): string[] => [...w.err.matchAll(/chunk (cl-\S+) done/g)].map((m) => m[1]!);
@@ -45,7 +38,6 @@ function redisBinary(): string {
 
 export interface Cluster {
   url: string;
-  port: number;
   /** A CLI process (`args` after `circuitlens`) with `env` added (to the cluster's `base` env). */
   start(args: string[], env?: Record<string, string>): Proc;
   /** `n` workers on a queue (`args`: more worker flags); resolves when each waits for chunks, throws if one exits. */
@@ -98,7 +90,7 @@ export async function cluster(dir: string, base: Record<string, string> = {}, op
     return p;
   };
   return {
-    url, port, start, stopRedis, startRedis,
+    url, start, stopRedis, startRedis,
     async workers(queue, n, env = {}, args = []) {
       const ws = Array.from({ length: n }, () => start(['worker', '--broker', url, '--threads', '1', ...args], { CIRCUITLENS_QUEUE: queue, ...env }));
       await until('workers ready', () => ws.every((w) => /waiting for chunks/.test(w.err) || w.child.exitCode !== null));

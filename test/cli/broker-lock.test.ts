@@ -8,22 +8,21 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Queue } from 'bullmq';
-import { serveJobs } from '../../core/nodejs/broker';
+import { brokerConnection, serveJobs } from '../../core/nodejs/broker';
 import { cluster, until, type Cluster } from './broker-harness';
 
 let c: Cluster;
 
 /** Runs one job on a worker whose first call blocks the loop `blockMs` after holding its lock `holdMs`; its calls. */
 async function run(queue: string, holdMs: number, blockMs: number): Promise<{ calls: number; result: unknown }> {
-  process.env.CIRCUITLENS_QUEUE = queue;
   let calls = 0;
-  const q = new Queue(queue, { connection: { host: '127.0.0.1', port: c.port } });
+  const q = new Queue(queue, { connection: brokerConnection(c.url) });
   const w = await serveJobs<{ n: number }, string>(c.url, async (_d, _id, lease) => {
     calls++;
     await lease.hold(holdMs);
     if (calls === 1) { const t0 = Date.now(); while (Date.now() - t0 < blockMs) { /* a synchronous load */ } }
     return `done after ${calls}`;
-  }, { concurrency: 1, log: () => undefined, lockMs: 600 });
+  }, { concurrency: 1, log: () => undefined, lockMs: 600, queue });
   try {
     await q.add('j', { n: 1 }, { jobId: 'j1', attempts: 3 });
     let result: unknown;
@@ -33,7 +32,6 @@ async function run(queue: string, holdMs: number, blockMs: number): Promise<{ ca
     await w.close(true);
     await q.obliterate({ force: true }).catch(() => undefined);
     await q.close();
-    delete process.env.CIRCUITLENS_QUEUE;
   }
 }
 

@@ -9,12 +9,10 @@ import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { EXAMPLES, FIXTURES } from '../helpers';
+import { EXAMPLES, FIXTURES, flipMiddle, listing, serveModelFolder, type ModelServer } from '../helpers';
 import { cluster, until, type Cluster, type Proc } from './broker-harness';
 import { cli } from './run-cli';
 
@@ -27,17 +25,10 @@ let broker: Cluster;
 
 const MODEL = fs.readFileSync(path.join(EXAMPLES, 'induction-gpt2.onnx'));
 const SHA = crypto.createHash('sha256').update(MODEL).digest('hex');
-const flipped = Buffer.from(MODEL);
-flipped[flipped.length >> 1] ^= 0xff;
-const requests: string[] = [];
-const server = http.createServer((req, res) => {
-  requests.push(req.url!);
-  if (req.url === '/bad/induction-gpt2.onnx') { res.end(flipped); return; }
-  const file = path.join(EXAMPLES, path.basename(decodeURIComponent(req.url!)));
-  if (!/^\/[\w.-]+$/.test(req.url!) || !fs.existsSync(file)) { res.statusCode = 404; res.end('not found'); return; }
-  fs.createReadStream(file).pipe(res);
-});
+const flipped = flipMiddle(MODEL);
+let server: ModelServer;
 let base = '';
+let requests: string[] = [];
 
 /** The coordinator's copy of the demo model (as model.onnx, with its tokenizer), in a folder of its own. */
 function coordinatorCopy(): string {
@@ -47,16 +38,18 @@ function coordinatorCopy(): string {
   return path.join(dir, 'model.onnx');
 }
 
-/** A coordinator on its copy of the model, which is removed once the chunks are queued. */
-async function coordinator(args: string[], queue: string, modelUrl: string): Promise<Proc> {
-  const model = coordinatorCopy();
+/**
+ * A coordinator on `model` (default: a copy of the demo model), and once the chunks are queued `queued(model)`
+ * (default: its folder removed).
+ */
+async function coordinator(args: string[], queue: string, modelUrl: string, o: { model?: string; queued?: (model: string) => void } = {}): Promise<Proc> {
+  const model = o.model ?? coordinatorCopy();
   const p = broker.start([...args, '--model', model, '--broker', broker.url, '--model-url', modelUrl], { CIRCUITLENS_QUEUE: queue });
   await until('the chunks queued', () => /on (the )?workers/.test(p.err) || p.child.exitCode !== null);
-  fs.rmSync(path.dirname(model), { recursive: true, force: true });
+  (o.queued ?? ((m) => fs.rmSync(path.dirname(m), { recursive: true, force: true })))(model);
   return p;
 }
 
-const listing = (dir: string) => (fs.existsSync(dir) ? fs.readdirSync(dir).sort() : []);
 const count = (s: string, re: RegExp) => [...s.matchAll(new RegExp(re, 'g'))].length;
 
 let localEdge = '';
@@ -65,8 +58,8 @@ let localNode = '';
 describe('--broker with --model-url: workers fetch the model, check it, and keep it', { concurrency: false }, () => {
   before(async () => {
     broker = await cluster(path.join(tmp, 'redis'), ENV);
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    base = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    server = await serveModelFolder(EXAMPLES);
+    ({ base, requests } = server);
     for (const [args, set] of [[EDGE, (s: string) => { localEdge = s; }], [NODE, (s: string) => { localNode = s; }]] as const) {
       const r = cli([...args]);
       assert.equal(r.code, 0, r.stderr);
@@ -76,7 +69,7 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
 
   after(async () => {
     await broker.close();
-    server.close();
+    await server.close();
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
@@ -120,11 +113,9 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
   test('the .onnx at the path is the coordinator\'s but its tokenizer beside it is not: fetched from the URL instead', async () => {
     const cache = path.join(tmp, 'cache-companion');
     const model = coordinatorCopy();
-    const p = broker.start([...NODE, '--model', model, '--broker', broker.url, '--model-url', `${base}/induction-gpt2.onnx`], { CIRCUITLENS_QUEUE: 'u7' });
-    await until('the chunks queued', () => /on (the )?workers/.test(p.err) || p.child.exitCode !== null);
     // The same tokenizer in other bytes (its JSON without the spaces): the worker must not load it as the coordinator's.
     const tok = path.join(path.dirname(model), 'tokenizer.json');
-    fs.writeFileSync(tok, JSON.stringify(JSON.parse(fs.readFileSync(tok, 'utf8'))));
+    const p = await coordinator(NODE, 'u7', `${base}/induction-gpt2.onnx`, { model, queued: () => fs.writeFileSync(tok, JSON.stringify(JSON.parse(fs.readFileSync(tok, 'utf8')))) });
     const before = requests.length;
     const ws = await broker.workers('u7', 1, {}, ['--cache', cache]);
     assert.equal(await p.exit, 0, p.err);
@@ -174,9 +165,7 @@ describe('--broker with --model-url: workers fetch the model, check it, and keep
     fs.copyFileSync(path.join(zoo, 'gpt_neox-extdata.onnx'), path.join(dir, 'neox.onnx'));
     fs.copyFileSync(path.join(zoo, 'gpt_neox-extdata.onnx.data'), path.join(dir, 'gpt_neox-extdata.onnx.data'));
     const cache = path.join(tmp, 'cache-neox');
-    const p = broker.start(['attribute', suite, '--json', '--model', path.join(dir, 'neox.onnx'), '--broker', broker.url, '--model-url', pathToFileURL(path.join(zoo, 'gpt_neox-extdata.onnx')).href], { CIRCUITLENS_QUEUE: 'u5' });
-    await until('the chunks queued', () => /on workers/.test(p.err) || p.child.exitCode !== null);
-    fs.rmSync(dir, { recursive: true, force: true });
+    const p = await coordinator(['attribute', suite, '--json'], 'u5', pathToFileURL(path.join(zoo, 'gpt_neox-extdata.onnx')).href, { model: path.join(dir, 'neox.onnx') });
     const ws = await broker.workers('u5', 1, {}, ['--cache', cache]);
     assert.equal(await p.exit, 0, p.err);
     assert.equal(p.out, want.stdout);

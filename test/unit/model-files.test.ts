@@ -1,13 +1,11 @@
 // A model as files that travel to workers (--model-url): the external-data scan against the decoder, the manifest
 // the coordinator sends, its checks on the worker's side, and the worker's cache (fetch to a temporary folder,
 // check every file, rename whole; reuse; refuse other bytes; two caches on one folder; HTTP errors).
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -17,7 +15,7 @@ import { scanExternalLocations } from '../../core/onnx/external-scan';
 import { ModelCache } from '../../core/nodejs/model-cache';
 import { checkManifest, checkModelUrl, companionNames, fileUrl, isLocalName, modelManifest, type ModelRef } from '../../core/nodejs/model-files';
 import { sha256File } from '../../core/nodejs/workspace';
-import { EXAMPLES, FIXTURES } from '../helpers';
+import { EXAMPLES, FIXTURES, flipMiddle, freePort, listing, serveModelFolder, type ModelServer } from '../helpers';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cl-model-files-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -122,7 +120,6 @@ describe('the worker\'s model cache', () => {
   function cache(dir: string, logs: string[]): ModelCache {
     return new ModelCache(dir, { log: (s) => logs.push(s), sha256: sha256File });
   }
-  const listing = (dir: string) => (fs.existsSync(dir) ? fs.readdirSync(dir).sort() : []);
 
   test('fetched once (file://), every file checked, into a folder named by the sha256; reused without fetching again', async () => {
     const dir = path.join(tmp, 'cache1');
@@ -191,27 +188,17 @@ describe('the worker\'s model cache', () => {
   });
 
   describe('over HTTP', () => {
-    const requests: string[] = [];
+    let server: ModelServer;
     let base = '';
-    const flipped = fs.readFileSync(modelPath);
-    flipped[flipped.length >> 1] ^= 0xff;
-    const server = http.createServer((req, res) => {
-      requests.push(req.url!);
-      const name = decodeURIComponent(req.url!.split('?')[0]!);
-      const file = name.startsWith('/bad/') ? undefined : path.join(src, path.basename(name));
-      if (name === '/bad/induction-gpt2.onnx') { res.end(flipped); return; }
-      if (!file || !fs.existsSync(file)) { res.statusCode = 404; res.end('not found'); return; }
-      fs.createReadStream(file).pipe(res);
-    });
+    const flipped = flipMiddle(fs.readFileSync(modelPath));
+    before(async () => { server = await serveModelFolder(src); base = server.base; });
     after(() => server.close());
 
     test('served bytes equal to the manifest: fetched; other bytes: refused, naming the URL and both hashes, nothing left', async () => {
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      base = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
       const dir = path.join(tmp, 'cache3');
       const good = await ref(`${base}/induction-gpt2.onnx`);
       await cache(dir, []).modelPath(good);
-      assert.deepEqual(requests, ['/induction-gpt2.onnx', '/tokenizer.json']);
+      assert.deepEqual(server.requests, ['/induction-gpt2.onnx', '/tokenizer.json']);
       const bad = await ref(`${base}/bad/induction-gpt2.onnx`);
       const other = path.join(tmp, 'cache4');
       await assert.rejects(cache(other, []).modelPath(bad), new RegExp(`refused the model: ${base}/bad/induction-gpt2\\.onnx served sha256 ${sha(flipped)} \\(${flipped.length} bytes\\), the coordinator's induction-gpt2\\.onnx has sha256 ${good.sha256}`));
@@ -226,7 +213,7 @@ describe('the worker\'s model cache', () => {
       const noTok = await ref(`${base}/induction-gpt2.onnx`);
       noTok.files![1]!.name = 'absent.json';
       await assert.rejects(cache(dir, []).modelPath(noTok), new RegExp(`cannot fetch ${base}/absent\\.json: HTTP 404`));
-      const closed = await new Promise<number>((r) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); }); });
+      const closed = await freePort();
       await assert.rejects(cache(dir, []).modelPath(await ref(`http://127.0.0.1:${closed}/m.onnx`)), /cannot fetch http:\/\/127\.0\.0\.1:\d+\/m\.onnx: ECONNREFUSED/);
       await assert.rejects(cache(dir, []).modelPath(await ref(pathToFileURL(path.join(tmp, 'none.onnx')).href)), /cannot fetch file:.*none\.onnx: no file at/);
       assert.deepEqual(listing(dir), []);
