@@ -91,25 +91,26 @@ export function planNodeGradientCalls(ctx: EvalContext, steps: number): NodeGrad
 type Deltas = { z: Float32Array[]; mlp: Float32Array[] };
 
 /**
- * The deltas EAP-IG needs from a clean forward of each prompt-length group (made once per group, the group run as
- * one batch); undefined for EAP, whose gradient run itself runs the clean model.
+ * The deltas EAP-IG needs from a clean forward of each prompt-length group (the group run as one batch); undefined
+ * for EAP, whose gradient run itself runs the clean model. Only the group last asked for is kept: the planned calls
+ * take the groups in order (planNodeGradientCalls), so each is made once and memory holds one group's deltas.
  */
 export function cleanDeltas(ctx: EvalContext, steps: number): ((prompt: number) => Promise<Deltas>) | undefined {
   if (steps === 1) return undefined;
   const groups = groupByLength(ctx.prompts.map((p) => p.ids));
-  const groupOf = new Map(groups.flatMap((g, k) => g.map((m) => [m.index, k] as const)));
-  const made = new Map<number, Promise<Deltas[]>>();
+  const at = new Map(groups.flatMap((g, k) => g.map((m, r) => [m.index, { k, r }] as const)));
+  let held: { k: number; ds: Promise<Deltas[]> } | undefined;
   return async (prompt) => {
-    const k = groupOf.get(prompt)!;
-    let ds = made.get(k);
-    if (!ds) {
+    const { k, r } = at.get(prompt)!;
+    if (held?.k !== k) {
       const group = groups[k]!;
       const T = group[0]!.ids.length;
-      ds = ctx.engine.run({ ids: group.map((g) => g.ids), hooks: nodeHooks(ctx), lastOnly: true })
-        .then((clean) => group.map((g, r) => deltaOf(ctx, clean.activations, r, g.index, T)));
-      made.set(k, ds);
+      held = {
+        k, ds: ctx.engine.run({ ids: group.map((g) => g.ids), hooks: nodeHooks(ctx), lastOnly: true })
+          .then((clean) => group.map((g, i) => deltaOf(ctx, clean.activations, i, g.index, T))),
+      };
     }
-    return (await ds)[groups[k]!.findIndex((g) => g.index === prompt)]!;
+    return (await held.ds)[r]!;
   };
 }
 
